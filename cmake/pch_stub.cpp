@@ -1,0 +1,1 @@
+// Translation unit that carries the precompiled LibTorch headers (cmake/clipper_target.cmake).

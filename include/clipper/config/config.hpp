@@ -1,0 +1,122 @@
+#pragma once
+// The typed run configuration. Each field is declared once more, with its key, help text and
+// allowed values, in src/config/schema.cpp; the default is the initializer written here.
+// Precedence: these defaults < YAML files (later files win) < --set overrides.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace clipper::config {
+
+struct ModelConfig {
+  std::string name;          // architecture from configs/models/<name>.yaml (required)
+  std::string init_from;     // OpenCLIP-format weights to start from
+  double patch_dropout = 0.0;
+  bool grad_checkpointing = false;
+  bool lock_image = false;
+  std::int64_t lock_image_unlocked_layers = 0;
+  bool lock_text = false;
+  std::int64_t lock_text_unlocked_layers = 0;
+};
+
+struct DataConfig {
+  std::string train_shards;  // brace patterns, sources joined with '::', pipe:CMD
+  std::vector<double> source_weights;
+  std::int64_t train_num_samples = 0;  // 0: from sizes.json
+  std::string image_keys = "jpg;png;jpeg;webp";
+  std::string text_key = "txt";
+  std::int64_t workers = 2;
+  bool resampled = false;
+  std::int64_t shard_shuffle_buffer = 2000;
+  std::int64_t sample_shuffle_buffer = 5000;
+  std::int64_t sample_shuffle_initial = 1000;
+  double max_bad_fraction = 0.01;
+  std::int64_t max_image_pixels = 89478485;
+};
+
+struct LossConfig {
+  std::string kind = "clip";  // clip | siglip
+  bool local_loss = true;
+  bool gather_with_grad = true;
+  bool cache_labels = true;
+  std::string siglip_exchange = "gather";  // gather | neighbour
+};
+
+struct OptimConfig {
+  double lr = 5e-4;
+  double weight_decay = 0.2;
+  double beta1 = 0.9;
+  double beta2 = 0.98;
+  double eps = 1e-6;
+  std::int64_t warmup_steps = 0;
+  std::string schedule = "cosine";  // cosine | const | const-cooldown
+  std::int64_t cooldown_steps = 0;
+  double cooldown_end_lr = 0.0;
+  double grad_clip_norm = 0.0;  // 0: off
+};
+
+struct TrainConfig {
+  std::int64_t batch_size = 64;  // per device
+  std::int64_t epochs = 1;
+  std::int64_t max_steps = 0;  // 0: epochs decide
+  std::int64_t accum_freq = 1;
+  std::string precision = "auto";  // auto | fp32 | bf16
+  std::string device = "auto";     // auto | cpu | cuda
+  bool tf32 = true;
+  std::int64_t seed = 0;
+  std::string output_dir = "runs";
+  std::string run_name;  // empty: a timestamp
+  std::int64_t log_every = 10;
+  double max_wall_time_minutes = 0.0;  // 0: no limit
+  std::string nan_policy = "skip";      // skip | stop
+  std::int64_t max_nan_in_row = 5;
+  std::int64_t threads = 0;  // intra-op threads on CPU; 0: LibTorch's default
+};
+
+struct DistConfig {
+  std::string backend = "auto";  // auto | nccl | gloo
+  std::string master_addr;       // empty: from the environment
+  std::int64_t master_port = 0;  // 0: from the environment
+  double start_timeout_s = 1800.0;
+  double timeout_s = 600.0;
+  double bucket_mb = 25.0;
+  bool overlap_grad_reduce = true;
+};
+
+struct CheckpointConfig {
+  std::int64_t every_steps = 0;
+  double every_minutes = 0.0;
+  std::int64_t keep_last = 3;
+  std::string resume;  // empty | latest | PATH
+  bool save_at_end = true;
+};
+
+struct EvalConfig {
+  std::int64_t every_steps = 0;
+  std::string zeroshot_shards;
+  std::string zeroshot_classes;  // YAML file with class names and templates
+  std::string retrieval_shards;
+  std::int64_t batch_size = 256;
+  bool at_end = true;
+};
+
+struct LogConfig {
+  std::string level = "info";
+  bool jsonl = true;
+  bool tensorboard = true;
+  double progress_every_s = 5.0;
+};
+
+struct Config {
+  ModelConfig model;
+  DataConfig data;
+  LossConfig loss;
+  OptimConfig optim;
+  TrainConfig train;
+  DistConfig dist;
+  CheckpointConfig checkpoint;
+  EvalConfig eval;
+  LogConfig log;
+};
+
+}  // namespace clipper::config

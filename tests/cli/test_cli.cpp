@@ -1,0 +1,60 @@
+// The `clipper` command line: config verbs, usage errors and exit codes.
+#include <gtest/gtest.h>
+
+#include "test_util.hpp"
+
+using clipper::test::clipper_bin;
+using clipper::test::run;
+using clipper::test::source_path;
+
+namespace {
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+}  // namespace
+
+TEST(CliConfig, ShowAppliesSetOverride) {
+  const auto r = run(clipper_bin() + " config show " + source_path("configs/demo.yaml") +
+                     " --set optim.lr=0.1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "optim:\n")) << r.output;
+  EXPECT_TRUE(has(r.output, "  lr: 0.1\n")) << r.output;
+}
+
+TEST(CliConfig, MisspelledKeyFailsWithSuggestion) {
+  clipper::test::TempDir d;
+  const auto f = d.write("typo.yaml", "model:\n  name: tiny-vit\ntrain:\n  bach_size: 4\n");
+  const auto r = run(clipper_bin() + " config show " + f);
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "typo.yaml:4:")) << r.output;
+  EXPECT_TRUE(has(r.output, "did you mean 'train.batch_size'?")) << r.output;
+  const auto s = run(clipper_bin() + " config show " + f + " --set optim.lrr=1");
+  EXPECT_EQ(s.exit_code, 1);
+}
+
+TEST(CliConfig, KeysListsHelp) {
+  const auto r = run(clipper_bin() + " config keys");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "optim.lr (float, default 0.0005)")) << r.output;
+}
+
+TEST(Cli, UnknownVerbOrFlagIsUsageErrorExit2) {
+  auto r = run(clipper_bin() + " frobnicate");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_TRUE(has(r.output, "Usage") || has(r.output, "usage")) << r.output;
+  r = run(clipper_bin() + " config show --no-such-flag");
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  r = run(clipper_bin());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+}
+
+TEST(Cli, HelpAndVersion) {
+  auto r = run(clipper_bin() + " --help");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "config")) << r.output;
+  r = run(clipper_bin() + " config --help");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "show")) << r.output;
+  r = run(clipper_bin() + " --version");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "clipper 0.1.0 (LibTorch 2.11.0")) << r.output;
+  EXPECT_TRUE(has(r.output, "CUDA available: ")) << r.output;
+}
