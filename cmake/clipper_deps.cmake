@@ -22,6 +22,18 @@ if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT TORCH_CUDA_ARCH_LIST)
   set(TORCH_CUDA_ARCH_LIST "9.0") # Hopper (H100/H200), the GPU this project is measured on
 endif()
 find_package(Torch REQUIRED)
+
+# The Python of the venv that holds the torch wheel: it runs the interop tests (open_clip,
+# webdataset, safetensors, tensorboard) and torchrun.
+if(NOT CLIPPER_PYTHON)
+  string(REGEX REPLACE "/lib/python3[^/]*/site-packages/torch/share/cmake/Torch/?$" "/bin/python"
+         _clipper_py "${Torch_DIR}")
+  if(EXISTS "${_clipper_py}")
+    set(CLIPPER_PYTHON "${_clipper_py}" CACHE FILEPATH "Python with torch and the test clients")
+  else()
+    find_program(CLIPPER_PYTHON python3)
+  endif()
+endif()
 # Torch's config adds its include folder, which bundles fmt 12. Only targets that link Torch see it;
 # spdlog (built on Debian's fmt 9) is linked privately by clipper_core alone, which never includes
 # Torch, so the two fmt copies can never meet in one translation unit (see src/core/log.cpp).

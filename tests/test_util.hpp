@@ -63,3 +63,11 @@ inline std::string clipper_bin() {
 inline std::string source_path(const std::string& rel) { return std::string(CLIPPER_SOURCE_DIR) + "/" + rel; }
 
 }  // namespace clipper::test
+
+namespace clipper::test {
+// The venv Python with torch and the third-party clients (open_clip, webdataset, ...).
+inline std::string python() {
+  if (const char* p = std::getenv("CLIPPER_PYTHON")) return p;
+  return std::string(CLIPPER_SOURCE_DIR) + "/.venv/bin/python";
+}
+}  // namespace clipper::test
