@@ -59,8 +59,13 @@ function(clipper_add_test name)
     clipper_use_torch_pch(${name})
   endif()
   target_compile_definitions(${name} PRIVATE
-    CLIPPER_SOURCE_DIR="${PROJECT_SOURCE_DIR}" CLIPPER_BINARY_DIR="${PROJECT_BINARY_DIR}")
-  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
-    PROPERTIES LABELS "${ARG_LABELS}"
-    ENVIRONMENT "CLIPPER_BIN=$<TARGET_FILE:clipper>;CLIPPER_PYTHON=${CLIPPER_PYTHON}")
+    CLIPPER_SOURCE_DIR="${PROJECT_SOURCE_DIR}" CLIPPER_BINARY_DIR="${PROJECT_BINARY_DIR}"
+    CLIPPER_DEFAULT_BIN="$<TARGET_FILE:clipper>" CLIPPER_DEFAULT_PYTHON="${CLIPPER_PYTHON}")
+  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60 TEST_LIST ${name}_TESTS)
+  # Labels are set after discovery by a ctest include file of our own: a list value does not
+  # survive gtest_discover_tests' PROPERTIES.
+  set(label_file ${CMAKE_CURRENT_BINARY_DIR}/${name}_labels.cmake)
+  file(WRITE ${label_file}
+       "foreach(t IN LISTS ${name}_TESTS)\n  set_tests_properties(\"\${t}\" PROPERTIES LABELS \"${ARG_LABELS}\")\nendforeach()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${label_file})
 endfunction()
