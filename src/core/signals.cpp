@@ -1,6 +1,7 @@
 #include "clipper/core/signals.hpp"
 
 #include <csignal>
+#include <initializer_list>
 
 namespace clipper::core {
 namespace {
