@@ -60,7 +60,9 @@ inline std::string clipper_bin() {
   return CLIPPER_DEFAULT_BIN;
 }
 
-inline std::string source_path(const std::string& rel) { return std::string(CLIPPER_SOURCE_DIR) + "/" + rel; }
+inline std::string source_path(const std::string& rel) {
+  return std::string(CLIPPER_SOURCE_DIR) + "/" + rel;
+}
 
 }  // namespace clipper::test
 

@@ -69,7 +69,8 @@ std::string step_dir_name(std::int64_t step) {
 
 std::int64_t step_of(const std::string& dir) {
   const std::string name = fs::path(dir).filename().string();
-  if (name.rfind(kPrefix, 0) != 0) throw InputError("'" + dir + "' is not a checkpoint folder (step_N)");
+  if (name.rfind(kPrefix, 0) != 0)
+    throw InputError("'" + dir + "' is not a checkpoint folder (step_N)");
   try {
     return std::stoll(name.substr(std::string(kPrefix).size()));
   } catch (...) {
@@ -159,8 +160,9 @@ nlohmann::json validate(const std::string& dir) {
   if (m.value("magic", "") != kMagic)
     throw InputError("'" + mpath + "': magic is not '" + std::string(kMagic) + "'");
   if (m.value("format_version", -1) != kFormatVersion)
-    throw InputError("'" + mpath + "': format_version " + m.value("format_version", nlohmann::json()).dump() +
-                     ", this clipper reads " + std::to_string(kFormatVersion));
+    throw InputError("'" + mpath + "': format_version " +
+                     m.value("format_version", nlohmann::json()).dump() + ", this clipper reads " +
+                     std::to_string(kFormatVersion));
   if (!m.contains("files") || !m["files"].is_object())
     throw InputError("'" + mpath + "' lists no files");
   for (const auto& [name, info] : m["files"].items()) {
@@ -168,7 +170,8 @@ nlohmann::json validate(const std::string& dir) {
     if (!fs::exists(p)) throw InputError("checkpoint file '" + p + "' is missing");
     const auto [size, crc] = size_and_crc(p);
     if (size != info.at("size").get<std::uint64_t>())
-      throw InputError("checkpoint file '" + p + "' has " + std::to_string(size) + " bytes, manifest says " +
+      throw InputError("checkpoint file '" + p + "' has " + std::to_string(size) +
+                       " bytes, manifest says " +
                        std::to_string(info.at("size").get<std::uint64_t>()) + " (truncated?)");
     if (crc != info.at("crc32").get<std::uint32_t>())
       throw InputError("checkpoint file '" + p + "' fails its CRC-32 check (corrupted)");
@@ -181,7 +184,8 @@ std::optional<std::string> Manager::latest_valid() const {
   std::vector<std::pair<std::int64_t, std::string>> found;
   for (const auto& e : fs::directory_iterator(dir_)) {
     const std::string n = e.path().filename().string();
-    if (n.rfind(kPrefix, 0) == 0 && e.is_directory()) found.emplace_back(step_of(e.path().string()), e.path().string());
+    if (n.rfind(kPrefix, 0) == 0 && e.is_directory())
+      found.emplace_back(step_of(e.path().string()), e.path().string());
   }
   std::sort(found.begin(), found.end(), [](auto& a, auto& b) { return a.first > b.first; });
   for (const auto& [step, path] : found) {

@@ -6,7 +6,9 @@
 namespace clipper::core {
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
-extern "C" void on_stop_signal(int sig) { g_stop = sig; }
+extern "C" void on_stop_signal(int sig) {
+  g_stop = sig;
+}
 }  // namespace
 
 void install_stop_handlers() {
@@ -17,8 +19,14 @@ void install_stop_handlers() {
   for (int sig : {SIGTERM, SIGUSR1, SIGINT}) sigaction(sig, &sa, nullptr);
 }
 
-int stop_signal() { return g_stop; }
-void request_stop(int signal_number) { g_stop = signal_number; }
-void clear_stop() { g_stop = 0; }
+int stop_signal() {
+  return g_stop;
+}
+void request_stop(int signal_number) {
+  g_stop = signal_number;
+}
+void clear_stop() {
+  g_stop = 0;
+}
 
 }  // namespace clipper::core

@@ -16,12 +16,16 @@ void JsonlSink::write(std::int64_t step, const Scalars& scalars) {
   nlohmann::ordered_json j;
   j["step"] = step;
   for (const auto& [name, value] : scalars) {
-    if (std::isfinite(value)) j[name] = value;
-    else j[name] = nullptr;
+    if (std::isfinite(value))
+      j[name] = value;
+    else
+      j[name] = nullptr;
   }
   out_ << j.dump() << '\n';
 }
 
-void JsonlSink::flush() { out_.flush(); }
+void JsonlSink::flush() {
+  out_.flush();
+}
 
 }  // namespace clipper::train

@@ -54,9 +54,8 @@ void put_bytes(std::string& out, int field, const std::string& bytes) {
 
 std::string event_header(std::int64_t step) {
   std::string e;
-  const double now = std::chrono::duration<double>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
+  const double now =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   put_varint(e, (1 << 3) | 1);
   put_fixed(e, now);
   put_varint(e, (2 << 3) | 0);
@@ -106,7 +105,9 @@ void TensorBoardSink::write(std::int64_t step, const Scalars& scalars) {
   write_record(event);
 }
 
-void TensorBoardSink::flush() { out_.flush(); }
+void TensorBoardSink::flush() {
+  out_.flush();
+}
 
 void TensorBoardSink::write_record(const std::string& payload) {
   std::string rec;

@@ -93,7 +93,8 @@ TEST(Checkpoint, TruncatedAndBitFlippedAreSkipped) {
 }
 
 TEST(Checkpoint, KillNineDuringWritesNeverLeavesACorruptLatest) {
-  const std::string writer = std::string(CLIPPER_BINARY_DIR) + "/tests/checkpoint/checkpoint_writer";
+  const std::string writer =
+      std::string(CLIPPER_BINARY_DIR) + "/tests/checkpoint/checkpoint_writer";
   std::mt19937 rng(1234);
   std::int64_t last_valid_step = 0;
   for (int trial = 0; trial < 25; ++trial) {

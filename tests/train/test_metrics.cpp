@@ -36,8 +36,9 @@ TEST(Metrics, TensorBoardReadBackByTheRealPackage) {
     for (int step = 1; step <= 3; ++step)
       s.write(step, {{"train/loss", 4.0 / step}, {"train/lr", 0.001 * step}});
   }
-  const auto r = test::run(test::python() + " " + test::source_path("tests/train/read_tensorboard.py") +
-                           " " + d.file("tb"));
+  const auto r =
+      test::run(test::python() + " " + test::source_path("tests/train/read_tensorboard.py") + " " +
+                d.file("tb"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("train/loss 1 4\n"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("train/loss 3 1.33333\n"), std::string::npos) << r.output;
