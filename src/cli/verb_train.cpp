@@ -1,7 +1,7 @@
 // clipper train CONFIG... [--set k=v]... [--resume latest|PATH]
 #include "verbs.hpp"
 
-#if CLIPPER_HAS_DATA
+#if CLIPPER_HAS_LOOP
 #include <iostream>
 #include <memory>
 
