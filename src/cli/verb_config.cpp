@@ -19,8 +19,10 @@ void setup_config_verb(CLI::App& app, Action* action) {
     bool no_required = false;
   };
   auto args = std::make_shared<ShowArgs>();
-  auto* show = verb->add_subcommand("show", "Print the effective config (defaults < files < --set)");
-  show->add_option("files", args->files, "YAML config files, later ones win")->check(CLI::ExistingFile);
+  auto* show =
+      verb->add_subcommand("show", "Print the effective config (defaults < files < --set)");
+  show->add_option("files", args->files, "YAML config files, later ones win")
+      ->check(CLI::ExistingFile);
   show->add_option("--set", args->sets, "override a key: --set optim.lr=0.001 (repeatable)");
   show->add_flag("--partial", args->no_required, "do not require the required keys");
   show->callback([args, action] {

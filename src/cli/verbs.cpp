@@ -10,7 +10,9 @@ std::map<std::string, VerbSetup>& registry() {
 }
 }  // namespace
 
-VerbRegistrar::VerbRegistrar(const char* name, VerbSetup setup) { registry()[name] = setup; }
+VerbRegistrar::VerbRegistrar(const char* name, VerbSetup setup) {
+  registry()[name] = setup;
+}
 
 void add_all_verbs(CLI::App& app, Action* action) {
   for (const auto& [name, setup] : registry()) setup(app, action);

@@ -47,8 +47,10 @@ std::string unknown_key_message(const std::string& where, const std::string& key
         return msg + "; keys of section '" + key.substr(0, dot) + "': " + core::join(same, ", ");
     }
   }
-  if (!hint.empty()) msg += "; did you mean '" + hint + "'?";
-  else msg += " (`clipper config keys` lists every key)";
+  if (!hint.empty())
+    msg += "; did you mean '" + hint + "'?";
+  else
+    msg += " (`clipper config keys` lists every key)";
   return msg;
 }
 
@@ -90,10 +92,14 @@ Value parse_scalar(const std::string& text, ValueType type) {
 
 ValueType element_type(ValueType list) {
   switch (list) {
-    case ValueType::string_list: return ValueType::string;
-    case ValueType::integer_list: return ValueType::integer;
-    case ValueType::number_list: return ValueType::number;
-    default: return list;
+    case ValueType::string_list:
+      return ValueType::string;
+    case ValueType::integer_list:
+      return ValueType::integer;
+    case ValueType::number_list:
+      return ValueType::number;
+    default:
+      return list;
   }
 }
 
@@ -153,8 +159,9 @@ void set_from_node(Config& c, const KeyInfo& k, const YAML::Node& node, const st
   if (is_list(k.type)) {
     std::vector<Value> items;
     auto one = [&](const YAML::Node& n) {
-      if (!n.IsScalar()) fail("(a " + std::string(n.IsMap() ? "mapping" : "list") + ")",
-                              "is not a scalar (expected a " + type_name(k.type) + ")");
+      if (!n.IsScalar())
+        fail("(a " + std::string(n.IsMap() ? "mapping" : "list") + ")",
+             "is not a scalar (expected a " + type_name(k.type) + ")");
       try {
         items.push_back(parse_scalar(n.Scalar(), element_type(k.type)));
       } catch (const InputError& e) {
@@ -173,7 +180,9 @@ void set_from_node(Config& c, const KeyInfo& k, const YAML::Node& node, const st
     if (node.IsNull() && k.type == ValueType::string) {
       v = std::string();
     } else if (!node.IsScalar()) {
-      fail(node.IsNull() ? "(empty)" : node.IsMap() ? "(a mapping)" : "(a list)",
+      fail(node.IsNull()  ? "(empty)"
+           : node.IsMap() ? "(a mapping)"
+                          : "(a list)",
            "is not a " + type_name(k.type));
     } else {
       try {
@@ -196,7 +205,8 @@ std::string location(const std::string& origin, const YAML::Mark& mark) {
   return origin + ":" + std::to_string(mark.line + 1) + ": ";
 }
 
-void apply_map(Config& c, const YAML::Node& map, const std::string& prefix, const std::string& origin) {
+void apply_map(Config& c, const YAML::Node& map, const std::string& prefix,
+               const std::string& origin) {
   for (auto it = map.begin(); it != map.end(); ++it) {
     const YAML::Node key_node = it->first;
     const std::string where = location(origin, key_node.Mark());
@@ -207,8 +217,9 @@ void apply_map(Config& c, const YAML::Node& map, const std::string& prefix, cons
     } else if (is_section(key)) {
       if (it->second.IsNull()) continue;  // an empty section
       if (!it->second.IsMap())
-        throw InputError(where + "'" + key + "' is a section: expected a mapping of its keys (e.g. " +
-                         key + ":\\n  <key>: <value>)");
+        throw InputError(where + "'" + key +
+                         "' is a section: expected a mapping of its keys (e.g. " + key +
+                         ":\\n  <key>: <value>)");
       apply_map(c, it->second, key, origin);
     } else {
       throw InputError(unknown_key_message(where, key));
@@ -228,7 +239,8 @@ void apply_yaml(Config& config, const std::string& yaml_text, const std::string&
   }
   if (root.IsNull()) return;
   if (!root.IsMap())
-    throw InputError(origin + ": expected a mapping of sections (model:, data:, optim:, ...) at the top");
+    throw InputError(origin +
+                     ": expected a mapping of sections (model:, data:, optim:, ...) at the top");
   apply_map(config, root, "", origin);
 }
 
@@ -299,8 +311,10 @@ std::string describe_keys() {
   std::ostringstream os;
   for (const auto& k : keys()) {
     os << k.key << " (" << type_name(k.type);
-    if (k.required) os << ", required";
-    else os << ", default " << value_to_string(k.get(defaults));
+    if (k.required)
+      os << ", required";
+    else
+      os << ", default " << value_to_string(k.get(defaults));
     os << ")";
     if (!k.choices.empty()) os << " {" << core::join(k.choices, ", ") << "}";
     os << "\n    " << k.help << "\n";

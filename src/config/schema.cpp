@@ -8,13 +8,20 @@ namespace {
 
 template <class T>
 constexpr ValueType type_of() {
-  if constexpr (std::is_same_v<T, bool>) return ValueType::boolean;
-  else if constexpr (std::is_same_v<T, std::int64_t>) return ValueType::integer;
-  else if constexpr (std::is_same_v<T, double>) return ValueType::number;
-  else if constexpr (std::is_same_v<T, std::string>) return ValueType::string;
-  else if constexpr (std::is_same_v<T, std::vector<std::string>>) return ValueType::string_list;
-  else if constexpr (std::is_same_v<T, std::vector<std::int64_t>>) return ValueType::integer_list;
-  else return ValueType::number_list;
+  if constexpr (std::is_same_v<T, bool>)
+    return ValueType::boolean;
+  else if constexpr (std::is_same_v<T, std::int64_t>)
+    return ValueType::integer;
+  else if constexpr (std::is_same_v<T, double>)
+    return ValueType::number;
+  else if constexpr (std::is_same_v<T, std::string>)
+    return ValueType::string;
+  else if constexpr (std::is_same_v<T, std::vector<std::string>>)
+    return ValueType::string_list;
+  else if constexpr (std::is_same_v<T, std::vector<std::int64_t>>)
+    return ValueType::integer_list;
+  else
+    return ValueType::number_list;
 }
 
 class Builder {
@@ -55,26 +62,33 @@ std::vector<KeyInfo> declare() {
   using C = Config;
   // model
   b.add("model.name", &C::model, &ModelConfig::name,
-        "architecture name, a file configs/models/<name>.yaml (e.g. ViT-B-32, tiny-vit)").required();
-  b.add("model.init_from", &C::model, &ModelConfig::init_from,
-        "OpenCLIP-format weights (.safetensors or .pt state dict) to start from; empty: random init");
+        "architecture name, a file configs/models/<name>.yaml (e.g. ViT-B-32, tiny-vit)")
+      .required();
+  b.add(
+      "model.init_from", &C::model, &ModelConfig::init_from,
+      "OpenCLIP-format weights (.safetensors or .pt state dict) to start from; empty: random init");
   b.add("model.patch_dropout", &C::model, &ModelConfig::patch_dropout,
-        "fraction of image patches dropped in training (ViT only)").min(0.0);
+        "fraction of image patches dropped in training (ViT only)")
+      .min(0.0);
   b.add("model.grad_checkpointing", &C::model, &ModelConfig::grad_checkpointing,
         "recompute each residual block in backward to save memory");
   b.add("model.lock_image", &C::model, &ModelConfig::lock_image, "freeze the image tower (LiT)");
   b.add("model.lock_image_unlocked_layers", &C::model, &ModelConfig::lock_image_unlocked_layers,
-        "with lock_image: the last N layer groups stay trainable").min(0);
+        "with lock_image: the last N layer groups stay trainable")
+      .min(0);
   b.add("model.lock_text", &C::model, &ModelConfig::lock_text, "freeze the text tower");
   b.add("model.lock_text_unlocked_layers", &C::model, &ModelConfig::lock_text_unlocked_layers,
-        "with lock_text: the last N layers stay trainable").min(0);
+        "with lock_text: the last N layers stay trainable")
+      .min(0);
   // data
   b.add("data.train_shards", &C::data, &DataConfig::train_shards,
-        "training shards: brace patterns (dir/{00000..00099}.tar), sources joined with '::', pipe:CMD");
+        "training shards: brace patterns (dir/{00000..00099}.tar), sources joined with '::', "
+        "pipe:CMD");
   b.add("data.source_weights", &C::data, &DataConfig::source_weights,
         "sampling weight of each '::' source (resampled mode); empty: equal");
   b.add("data.train_num_samples", &C::data, &DataConfig::train_num_samples,
-        "samples per epoch; 0: read sizes.json beside the shards").min(0);
+        "samples per epoch; 0: read sizes.json beside the shards")
+      .min(0);
   b.add("data.image_keys", &C::data, &DataConfig::image_keys,
         "file extensions that hold the image, tried in order, ';'-separated");
   b.add("data.text_key", &C::data, &DataConfig::text_key,
@@ -83,28 +97,36 @@ std::vector<KeyInfo> declare() {
   b.add("data.resampled", &C::data, &DataConfig::resampled,
         "draw shards with replacement (source weights apply) instead of splitting them");
   b.add("data.shard_shuffle_buffer", &C::data, &DataConfig::shard_shuffle_buffer,
-        "shards shuffled per epoch within a window of this size").min(0);
+        "shards shuffled per epoch within a window of this size")
+      .min(0);
   b.add("data.sample_shuffle_buffer", &C::data, &DataConfig::sample_shuffle_buffer,
-        "sample shuffle buffer size (0: no sample shuffle)").min(0);
+        "sample shuffle buffer size (0: no sample shuffle)")
+      .min(0);
   b.add("data.sample_shuffle_initial", &C::data, &DataConfig::sample_shuffle_initial,
-        "samples buffered before the first one leaves the shuffle buffer").min(0);
+        "samples buffered before the first one leaves the shuffle buffer")
+      .min(0);
   b.add("data.max_bad_fraction", &C::data, &DataConfig::max_bad_fraction,
-        "stop with an error when more than this fraction of samples is bad").min(0.0);
+        "stop with an error when more than this fraction of samples is bad")
+      .min(0.0);
   b.add("data.max_image_pixels", &C::data, &DataConfig::max_image_pixels,
-        "images with more pixels are rejected (decompression-bomb guard)").min(1);
+        "images with more pixels are rejected (decompression-bomb guard)")
+      .min(1);
   // loss
   b.add("loss.kind", &C::loss, &LossConfig::kind, "contrastive loss").choices({"clip", "siglip"});
   b.add("loss.local_loss", &C::loss, &LossConfig::local_loss,
         "CLIP: each rank scores its own rows against all columns (OpenCLIP --local-loss)");
   b.add("loss.gather_with_grad", &C::loss, &LossConfig::gather_with_grad,
         "all-gather embeddings with gradient (OpenCLIP --gather-with-grad)");
-  b.add("loss.cache_labels", &C::loss, &LossConfig::cache_labels, "reuse the label tensor across steps");
+  b.add("loss.cache_labels", &C::loss, &LossConfig::cache_labels,
+        "reuse the label tensor across steps");
   b.add("loss.siglip_exchange", &C::loss, &LossConfig::siglip_exchange,
-        "SigLIP: how text blocks travel between ranks").choices({"gather", "neighbour"});
+        "SigLIP: how text blocks travel between ranks")
+      .choices({"gather", "neighbour"});
   // optim
   b.add("optim.lr", &C::optim, &OptimConfig::lr, "peak learning rate").min(0.0);
   b.add("optim.weight_decay", &C::optim, &OptimConfig::weight_decay,
-        "AdamW weight decay (not applied to gains, biases, embeddings, logit_scale)").min(0.0);
+        "AdamW weight decay (not applied to gains, biases, embeddings, logit_scale)")
+      .min(0.0);
   b.add("optim.beta1", &C::optim, &OptimConfig::beta1, "AdamW beta1").min(0.0);
   b.add("optim.beta2", &C::optim, &OptimConfig::beta2, "AdamW beta2").min(0.0);
   b.add("optim.eps", &C::optim, &OptimConfig::eps, "AdamW epsilon").min(0.0);
@@ -112,62 +134,82 @@ std::vector<KeyInfo> declare() {
   b.add("optim.schedule", &C::optim, &OptimConfig::schedule, "learning-rate schedule after warmup")
       .choices({"cosine", "const", "const-cooldown"});
   b.add("optim.cooldown_steps", &C::optim, &OptimConfig::cooldown_steps,
-        "const-cooldown: steps of the final decay").min(0);
+        "const-cooldown: steps of the final decay")
+      .min(0);
   b.add("optim.cooldown_end_lr", &C::optim, &OptimConfig::cooldown_end_lr,
-        "const-cooldown: learning rate at the end").min(0.0);
+        "const-cooldown: learning rate at the end")
+      .min(0.0);
   b.add("optim.grad_clip_norm", &C::optim, &OptimConfig::grad_clip_norm,
-        "clip the global gradient norm to this value; 0: off").min(0.0);
+        "clip the global gradient norm to this value; 0: off")
+      .min(0.0);
   // train
-  b.add("train.batch_size", &C::train, &TrainConfig::batch_size, "samples per device per step").min(1);
+  b.add("train.batch_size", &C::train, &TrainConfig::batch_size, "samples per device per step")
+      .min(1);
   b.add("train.epochs", &C::train, &TrainConfig::epochs, "epochs to train").min(1);
   b.add("train.max_steps", &C::train, &TrainConfig::max_steps,
-        "stop after this many optimizer steps; 0: epochs decide").min(0);
+        "stop after this many optimizer steps; 0: epochs decide")
+      .min(0);
   b.add("train.accum_freq", &C::train, &TrainConfig::accum_freq,
-        "micro-batches per step (contrastive-correct accumulation)").min(1);
+        "micro-batches per step (contrastive-correct accumulation)")
+      .min(1);
   b.add("train.precision", &C::train, &TrainConfig::precision,
-        "auto: bf16 autocast on CUDA, fp32 on CPU").choices({"auto", "fp32", "bf16"});
+        "auto: bf16 autocast on CUDA, fp32 on CPU")
+      .choices({"auto", "fp32", "bf16"});
   b.add("train.device", &C::train, &TrainConfig::device, "where to train")
       .choices({"auto", "cpu", "cuda"});
   b.add("train.tf32", &C::train, &TrainConfig::tf32, "allow TF32 matmuls on CUDA");
-  b.add("train.seed", &C::train, &TrainConfig::seed, "seed of every random stream (init, data, dropout)");
+  b.add("train.seed", &C::train, &TrainConfig::seed,
+        "seed of every random stream (init, data, dropout)");
   b.add("train.output_dir", &C::train, &TrainConfig::output_dir, "folder that holds run folders");
   b.add("train.run_name", &C::train, &TrainConfig::run_name, "run folder name; empty: a timestamp");
-  b.add("train.log_every", &C::train, &TrainConfig::log_every, "steps between metric records").min(1);
+  b.add("train.log_every", &C::train, &TrainConfig::log_every, "steps between metric records")
+      .min(1);
   b.add("train.max_wall_time_minutes", &C::train, &TrainConfig::max_wall_time_minutes,
-        "save and exit after this long; 0: no limit").min(0.0);
+        "save and exit after this long; 0: no limit")
+      .min(0.0);
   b.add("train.nan_policy", &C::train, &TrainConfig::nan_policy,
-        "on a NaN/Inf loss or gradient: skip the step, or stop").choices({"skip", "stop"});
+        "on a NaN/Inf loss or gradient: skip the step, or stop")
+      .choices({"skip", "stop"});
   b.add("train.max_nan_in_row", &C::train, &TrainConfig::max_nan_in_row,
-        "stop after this many skipped steps in a row").min(1);
+        "stop after this many skipped steps in a row")
+      .min(1);
   b.add("train.threads", &C::train, &TrainConfig::threads,
-        "LibTorch intra-op threads on CPU; 0: its default").min(0);
+        "LibTorch intra-op threads on CPU; 0: its default")
+      .min(0);
   // dist
   b.add("dist.backend", &C::dist, &DistConfig::backend, "auto: NCCL on CUDA, Gloo on CPU")
       .choices({"auto", "nccl", "gloo"});
   b.add("dist.master_addr", &C::dist, &DistConfig::master_addr,
         "rendezvous host; empty: MASTER_ADDR / SLURM / 127.0.0.1");
   b.add("dist.master_port", &C::dist, &DistConfig::master_port,
-        "rendezvous port; 0: MASTER_PORT or 29500").min(0);
+        "rendezvous port; 0: MASTER_PORT or 29500")
+      .min(0);
   b.add("dist.start_timeout_s", &C::dist, &DistConfig::start_timeout_s,
-        "how long ranks wait for each other at start-up").min(1.0);
-  b.add("dist.timeout_s", &C::dist, &DistConfig::timeout_s,
-        "collective timeout after start-up").min(1.0);
-  b.add("dist.bucket_mb", &C::dist, &DistConfig::bucket_mb, "gradient all-reduce bucket size (MB)").min(0.0);
+        "how long ranks wait for each other at start-up")
+      .min(1.0);
+  b.add("dist.timeout_s", &C::dist, &DistConfig::timeout_s, "collective timeout after start-up")
+      .min(1.0);
+  b.add("dist.bucket_mb", &C::dist, &DistConfig::bucket_mb, "gradient all-reduce bucket size (MB)")
+      .min(0.0);
   b.add("dist.overlap_grad_reduce", &C::dist, &DistConfig::overlap_grad_reduce,
         "start bucket all-reduces during backward");
   // checkpoint
   b.add("checkpoint.every_steps", &C::checkpoint, &CheckpointConfig::every_steps,
-        "save every N steps; 0: off").min(0);
+        "save every N steps; 0: off")
+      .min(0);
   b.add("checkpoint.every_minutes", &C::checkpoint, &CheckpointConfig::every_minutes,
-        "save every M minutes; 0: off").min(0.0);
+        "save every M minutes; 0: off")
+      .min(0.0);
   b.add("checkpoint.keep_last", &C::checkpoint, &CheckpointConfig::keep_last,
-        "checkpoints kept (older ones deleted)").min(1);
+        "checkpoints kept (older ones deleted)")
+      .min(1);
   b.add("checkpoint.resume", &C::checkpoint, &CheckpointConfig::resume,
         "empty: fresh start; latest: newest valid checkpoint of the run; or a checkpoint folder");
   b.add("checkpoint.save_at_end", &C::checkpoint, &CheckpointConfig::save_at_end,
         "save a checkpoint when training ends");
   // eval
-  b.add("eval.every_steps", &C::eval, &EvalConfig::every_steps, "evaluate every N steps; 0: off").min(0);
+  b.add("eval.every_steps", &C::eval, &EvalConfig::every_steps, "evaluate every N steps; 0: off")
+      .min(0);
   b.add("eval.zeroshot_shards", &C::eval, &EvalConfig::zeroshot_shards,
         "shards for zero-shot classification (class index in the cls key)");
   b.add("eval.zeroshot_classes", &C::eval, &EvalConfig::zeroshot_classes,
@@ -183,7 +225,8 @@ std::vector<KeyInfo> declare() {
   b.add("log.tensorboard", &C::log, &LogConfig::tensorboard,
         "write TensorBoard event files in the run folder");
   b.add("log.progress_every_s", &C::log, &LogConfig::progress_every_s,
-        "seconds between progress lines").min(0.0);
+        "seconds between progress lines")
+      .min(0.0);
   return v;
 }
 
@@ -242,13 +285,20 @@ const KeyInfo* find_key(const std::string& key) {
 
 std::string type_name(ValueType type) {
   switch (type) {
-    case ValueType::boolean: return "bool";
-    case ValueType::integer: return "int";
-    case ValueType::number: return "float";
-    case ValueType::string: return "string";
-    case ValueType::string_list: return "list of strings";
-    case ValueType::integer_list: return "list of ints";
-    case ValueType::number_list: return "list of floats";
+    case ValueType::boolean:
+      return "bool";
+    case ValueType::integer:
+      return "int";
+    case ValueType::number:
+      return "float";
+    case ValueType::string:
+      return "string";
+    case ValueType::string_list:
+      return "list of strings";
+    case ValueType::integer_list:
+      return "list of ints";
+    case ValueType::number_list:
+      return "list of floats";
   }
   return "?";
 }

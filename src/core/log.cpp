@@ -21,12 +21,18 @@ namespace {
 
 spdlog::level::level_enum to_spd(Level l) {
   switch (l) {
-    case Level::trace: return spdlog::level::trace;
-    case Level::debug: return spdlog::level::debug;
-    case Level::info: return spdlog::level::info;
-    case Level::warn: return spdlog::level::warn;
-    case Level::error: return spdlog::level::err;
-    case Level::off: return spdlog::level::off;
+    case Level::trace:
+      return spdlog::level::trace;
+    case Level::debug:
+      return spdlog::level::debug;
+    case Level::info:
+      return spdlog::level::info;
+    case Level::warn:
+      return spdlog::level::warn;
+    case Level::error:
+      return spdlog::level::err;
+    case Level::off:
+      return spdlog::level::off;
   }
   return spdlog::level::info;
 }
@@ -39,9 +45,11 @@ std::shared_ptr<spdlog::logger> make_logger(const Options& o) {
   std::vector<spdlog::sink_ptr> sinks;
   auto console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
   // Rank 0 talks; the others only report errors on the console.
-  const Level console_level = o.rank == 0 ? o.console_level : std::max(o.console_level, Level::error);
+  const Level console_level =
+      o.rank == 0 ? o.console_level : std::max(o.console_level, Level::error);
   console->set_level(to_spd(console_level));
-  console->set_pattern(o.rank == 0 ? "%H:%M:%S %^%l%$ %v" : "%H:%M:%S %^%l%$ [rank " + std::to_string(o.rank) + "] %v");
+  console->set_pattern(o.rank == 0 ? "%H:%M:%S %^%l%$ %v"
+                                   : "%H:%M:%S %^%l%$ [rank " + std::to_string(o.rank) + "] %v");
   sinks.push_back(console);
   Level min_level = console_level;
   if (!o.file_path.empty()) {
@@ -86,13 +94,17 @@ Level parse_level(std::string_view name) {
                    "': expected one of trace, debug, info, warn, error, off");
 }
 
-bool enabled(Level level) { return static_cast<int>(level) >= g_min_level.load(std::memory_order_relaxed); }
+bool enabled(Level level) {
+  return static_cast<int>(level) >= g_min_level.load(std::memory_order_relaxed);
+}
 
 void write(Level level, std::string_view message) {
   logger().log(to_spd(level), spdlog::string_view_t(message.data(), message.size()));
 }
 
-void flush() { logger().flush(); }
+void flush() {
+  logger().flush();
+}
 
 bool RateLimiter::allow(const std::string& key, long long* suppressed) {
   std::lock_guard<std::mutex> lock(mutex_);

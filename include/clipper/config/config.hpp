@@ -9,8 +9,8 @@
 namespace clipper::config {
 
 struct ModelConfig {
-  std::string name;          // architecture from configs/models/<name>.yaml (required)
-  std::string init_from;     // OpenCLIP-format weights to start from
+  std::string name;       // architecture from configs/models/<name>.yaml (required)
+  std::string init_from;  // OpenCLIP-format weights to start from
   double patch_dropout = 0.0;
   bool grad_checkpointing = false;
   bool lock_image = false;
@@ -68,7 +68,7 @@ struct TrainConfig {
   std::string run_name;  // empty: a timestamp
   std::int64_t log_every = 10;
   double max_wall_time_minutes = 0.0;  // 0: no limit
-  std::string nan_policy = "skip";      // skip | stop
+  std::string nan_policy = "skip";     // skip | stop
   std::int64_t max_nan_in_row = 5;
   std::int64_t threads = 0;  // intra-op threads on CPU; 0: LibTorch's default
 };

@@ -50,13 +50,13 @@ class RateLimiter {
 
 }  // namespace clipper::core::log
 
-#define CLIPPER_LOG(level, expr)                             \
-  do {                                                       \
-    if (::clipper::core::log::enabled(level)) {              \
-      std::ostringstream clipper_log_os_;                    \
-      clipper_log_os_ << expr;                               \
+#define CLIPPER_LOG(level, expr)                                 \
+  do {                                                           \
+    if (::clipper::core::log::enabled(level)) {                  \
+      std::ostringstream clipper_log_os_;                        \
+      clipper_log_os_ << expr;                                   \
       ::clipper::core::log::write(level, clipper_log_os_.str()); \
-    }                                                        \
+    }                                                            \
   } while (0)
 #define CLIPPER_TRACE(expr) CLIPPER_LOG(::clipper::core::log::Level::trace, expr)
 #define CLIPPER_DEBUG(expr) CLIPPER_LOG(::clipper::core::log::Level::debug, expr)

@@ -21,6 +21,7 @@ class Tokenizer {
 
 // `spec`: "clip" (OpenCLIP's SimpleTokenizer with the vocabulary found by default) or
 // "sentencepiece:PATH" (a trained SentencePiece model). Throws InputError naming what is wrong.
-std::shared_ptr<const Tokenizer> make_tokenizer(const std::string& spec, std::int64_t context_length);
+std::shared_ptr<const Tokenizer> make_tokenizer(const std::string& spec,
+                                                std::int64_t context_length);
 
 }  // namespace clipper::tokenizer
