@@ -1,5 +1,6 @@
 #pragma once
 // Helpers shared by the test suites: temporary folders, files and running the clipper binary.
+#include <ftw.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,9 +20,13 @@ class TempDir {
     std::string templ = (std::filesystem::temp_directory_path() / "clipper-test-XXXXXX").string();
     path_ = ::mkdtemp(templ.data());
   }
+  // Not std::filesystem::remove_all: libtorch.so (PyPI wheel) exports its own, broken copy of
+  // the std::filesystem functions, which interposes in every Torch-linked test and crashes.
   ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
+    ::nftw(
+        path_.c_str(),
+        [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
+        FTW_DEPTH | FTW_PHYS);
   }
   const std::filesystem::path& path() const { return path_; }
   std::string file(const std::string& name) const { return (path_ / name).string(); }

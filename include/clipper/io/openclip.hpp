@@ -1,0 +1,47 @@
+#pragma once
+// Weights in and out in OpenCLIP's format. clipper's parameter names are OpenCLIP's state-dict
+// names, so export writes the state dict as it is and import checks it strictly.
+//   export_openclip: DIR/open_clip_model.safetensors + DIR/open_clip_config.json
+//     ({"model_cfg": OpenCLIP's model config, "preprocess_cfg": size/mean/std/interpolation/
+//     resize_mode}); open_clip.create_model("local-dir:DIR") or
+//     open_clip.create_model(NAME, pretrained=DIR/open_clip_model.safetensors) loads it.
+//   load_openclip_weights: a .safetensors file or a .pt / .pth / .bin state dict saved by
+//     torch.save (read with LibTorch's pickle loader); a "state_dict" entry is used when present
+//     and a leading "module." is stripped.
+#include <string>
+
+#include "clipper/io/safetensors.hpp"
+#include "clipper/model/clip.hpp"
+#include "clipper/model/model_spec.hpp"
+
+namespace clipper::io {
+
+// OpenCLIP's model_cfg for a spec, as JSON text (what open_clip's CLIP(**model_cfg) takes).
+std::string openclip_model_cfg_json(const model::ModelSpec& spec);
+// The whole open_clip_config.json text.
+std::string openclip_config_json(const model::ModelSpec& spec);
+
+// The model's parameters and persistent buffers (OpenCLIP names), as CPU tensors.
+TensorList model_state_dict(const model::ClipImpl& model);
+
+void export_openclip(const model::Clip& model, const model::ModelSpec& spec,
+                     const std::string& out_dir);
+
+// Reads a state dict from .safetensors or a torch.save file (a "state_dict" entry is used when
+// present; a leading "module." is stripped).
+TensorList read_state_dict(const std::string& path);
+
+// Copies `tensors` into the model (converting dtype, onto the model's device). Strict: throws
+// InputError listing missing keys, unexpected keys and shape mismatches. As OpenCLIP does, a
+// scalar/[1] logit_scale or logit_bias is reshaped, and a missing logit_bias is set to 0.
+void load_state_dict(model::ClipImpl& model, const TensorList& tensors, const std::string& origin);
+
+void load_openclip_weights(model::Clip& model, const std::string& path);
+
+// `clipper export`: `checkpoint` is a checkpoint folder (model.safetensors + config.yaml, whose
+// model.name names the architecture) or a .safetensors file with `model_name` given. A non-empty
+// `model_name` overrides the folder's. Writes the OpenCLIP files into `out_dir`.
+void export_checkpoint_openclip(const std::string& checkpoint, const std::string& model_name,
+                                const std::string& out_dir);
+
+}  // namespace clipper::io

@@ -1,0 +1,84 @@
+#pragma once
+// The CLIP model: an image tower (`visual.`: ViT or ModifiedResNet) and a text tower whose parts
+// sit at the top level as in OpenCLIP (token_embedding, positional_embedding, transformer,
+// ln_final, text_projection), plus logit_scale and an optional logit_bias. named_parameters() and
+// named_buffers() together are OpenCLIP's state dict, name for name.
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "clipper/model/model_spec.hpp"
+#include "clipper/model/transformer.hpp"
+#include "clipper/model/vision.hpp"
+
+namespace clipper::model {
+
+struct ClipOutput {
+  at::Tensor image_features;  // [B, embed_dim], L2-normalized
+  at::Tensor text_features;   // [B, embed_dim], L2-normalized
+  at::Tensor logit_scale;     // exp(logit_scale), a scalar
+  at::Tensor logit_bias;      // undefined when the model has none
+};
+
+class ClipImpl : public torch::nn::Module {
+ public:
+  explicit ClipImpl(const ModelSpec& spec);
+
+  // images: float [B, 3, H, W], already normalized.
+  at::Tensor encode_image(const at::Tensor& images, bool normalize = true);
+  // tokens: int64 [B, L] with L <= context_length; pooled at the end-of-text token, found as the
+  // position of the largest id in each row (OpenCLIP's argmax rule).
+  at::Tensor encode_text(const at::Tensor& tokens, bool normalize = true);
+  ClipOutput forward(const at::Tensor& images, const at::Tensor& tokens);
+
+  // OpenAI / OpenCLIP initialization from a seeded generator of its own (the global RNG is not
+  // touched): same seed, same weights. Called by create_model.
+  void init_parameters(std::uint64_t seed);
+
+  // Gradient checkpointing per residual block, in both transformers (a ResNet's stages are not
+  // checkpointed, as in OpenCLIP).
+  void set_grad_checkpointing(bool enable = true);
+  bool grad_checkpointing() const;
+  // LiT: freezes the image tower, all but its last `unlocked_groups` groups. ViT groups: [conv1,
+  // class_embedding, positional_embedding, ln_pre], each block but the last, [last block,
+  // ln_post], [proj]. ModifiedResNet groups: [stem], layer1..4, [attnpool]. freeze_bn_stats keeps
+  // the frozen BatchNorm layers in eval mode.
+  void lock_image_tower(std::int64_t unlocked_groups = 0, bool freeze_bn_stats = false);
+  // Freezes the text tower, all but its last `unlocked_layers` groups: [token_embedding,
+  // positional_embedding], each block but the last, [last block, ln_final], [text_projection].
+  void lock_text_tower(std::int64_t unlocked_layers = 0);
+  void set_patch_dropout(double fraction);
+
+  // Parameters and persistent buffers with their OpenCLIP names, in registration order.
+  std::vector<std::pair<std::string, at::Tensor>> state_dict() const;
+
+  const ModelSpec& spec() const { return spec_; }
+  bool is_resnet() const { return spec_.is_resnet(); }
+  Activation activation() const { return act_; }
+
+  VisionTransformer visual_vit{nullptr};  // registered as "visual" when the spec is a ViT
+  ModifiedResNet visual_resnet{nullptr};  // registered as "visual" when the spec is a ResNet
+  torch::nn::Embedding token_embedding{nullptr};
+  at::Tensor positional_embedding;
+  Transformer transformer{nullptr};
+  LayerNorm ln_final{nullptr};
+  at::Tensor text_projection;
+  at::Tensor logit_scale;
+  at::Tensor logit_bias;  // undefined unless spec.init_logit_bias is set
+
+ private:
+  ModelSpec spec_;
+  Activation act_;
+};
+TORCH_MODULE(Clip);
+
+// A new model with OpenAI initialization, deterministic for a seed (on the CPU, fp32).
+Clip create_model(const ModelSpec& spec, std::uint64_t seed);
+
+}  // namespace clipper::model

@@ -1,0 +1,66 @@
+#pragma once
+// An architecture as data: configs/models/<name>.yaml, read into a ModelSpec. The YAML mirrors
+// OpenCLIP's model_configs/<name>.json (embed_dim, quick_gelu, vision_cfg, text_cfg, ...), so a
+// config can be checked against OpenCLIP's field by field, plus clipper's `tokenizer` and
+// `preprocess_cfg` (OpenCLIP keeps those elsewhere).
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace clipper::model {
+
+struct ModelSpec {
+  std::string name;  // the file's base name, e.g. "ViT-B-32"
+  std::string path;  // where it was read from ("" when built in code)
+  std::int64_t embed_dim = 512;
+
+  // Image tower: a ViT when vision_resnet_layers is empty, else a ModifiedResNet.
+  std::int64_t image_size = 224;
+  std::int64_t vision_width = 768;
+  std::int64_t vision_layers = 12;                 // ViT blocks
+  std::vector<std::int64_t> vision_resnet_layers;  // ModifiedResNet: bottlenecks per stage (4)
+  std::int64_t patch_size = 16;                    // ViT only
+  std::int64_t vision_head_width = 64;  // heads = width / head_width (ResNet: width*32/hw)
+  double vision_mlp_ratio = 4.0;
+  double patch_dropout = 0.0;  // fraction of patches dropped in training (ViT only)
+
+  // Text tower.
+  std::int64_t context_length = 77;
+  std::int64_t vocab_size = 49408;
+  std::int64_t text_width = 512;
+  std::int64_t text_heads = 8;
+  std::int64_t text_layers = 12;
+  double text_mlp_ratio = 4.0;
+  std::string tokenizer = "clip";  // "clip" or "sentencepiece:PATH"
+
+  bool quick_gelu = false;
+  double init_logit_scale = 2.659260036932778;  // ln(1 / 0.07)
+  std::optional<double> init_logit_bias;        // SigLIP: -10
+
+  // Preprocessing (OpenCLIP's preprocess_cfg).
+  std::array<double, 3> mean{0.48145466, 0.4578275, 0.40821073};
+  std::array<double, 3> std{0.26862954, 0.26130258, 0.27577711};
+  std::string interpolation = "bicubic";
+  std::string resize_mode = "shortest";
+
+  bool is_resnet() const { return !vision_resnet_layers.empty(); }
+  std::int64_t vision_heads() const;
+  // Checks the values hang together (divisibility, positive sizes); throws InputError naming
+  // the spec and the field.
+  void validate() const;
+};
+
+// `name_or_path`: a name (configs/models/<name>.yaml found on the search path) or a path to a
+// .yaml file. Search path: $CLIPPER_MODEL_DIRS (':'-separated), <exe dir>/../share/clipper/
+// configs/models, then the source tree's configs/models. An unknown name lists the known ones.
+ModelSpec load_model_spec(const std::string& name_or_path);
+// Parses one YAML document; `origin` names it in errors.
+ModelSpec parse_model_spec(const std::string& yaml_text, const std::string& name,
+                           const std::string& origin);
+// Every name found on the search path, sorted (a name found twice: the first folder wins).
+std::vector<std::string> list_model_specs();
+std::vector<std::string> model_spec_dirs();
+
+}  // namespace clipper::model

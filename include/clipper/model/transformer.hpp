@@ -1,0 +1,89 @@
+#pragma once
+// The transformer pieces shared by the image and text towers, with OpenCLIP's parameter names:
+//   ln_1, attn.in_proj_weight [3d, d] (rows q, k, v), attn.in_proj_bias,
+//   attn.out_proj.{weight,bias}, ln_2, mlp.c_fc, mlp.c_proj; a Transformer holds them as
+//   resblocks.{i}.
+// Attention runs on at::scaled_dot_product_attention (flash / memory-efficient kernels on GPU).
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+
+namespace clipper::model {
+
+enum class Activation { gelu, quick_gelu };
+
+at::Tensor activate(const at::Tensor& x, Activation act);
+
+// LayerNorm over the last dimension (eps 1e-5) whose output has the input's dtype, like OpenCLIP's
+// LayerNorm (under autocast layer_norm computes in fp32).
+class LayerNormImpl : public torch::nn::Module {
+ public:
+  explicit LayerNormImpl(std::int64_t dim);
+  at::Tensor forward(const at::Tensor& x);
+  at::Tensor weight, bias;
+  std::int64_t dim;
+};
+TORCH_MODULE(LayerNorm);
+
+// Multi-head self-attention with OpenCLIP's packed input projection.
+class AttentionImpl : public torch::nn::Module {
+ public:
+  AttentionImpl(std::int64_t dim, std::int64_t heads);
+  // x: [N, L, d]. causal: token i attends to tokens 0..i only.
+  at::Tensor forward(const at::Tensor& x, bool causal = false);
+  at::Tensor in_proj_weight, in_proj_bias;
+  torch::nn::Linear out_proj{nullptr};
+  std::int64_t dim, heads;
+};
+TORCH_MODULE(Attention);
+
+class MlpImpl : public torch::nn::Module {
+ public:
+  MlpImpl(std::int64_t dim, std::int64_t hidden, Activation act);
+  at::Tensor forward(const at::Tensor& x);
+  torch::nn::Linear c_fc{nullptr}, c_proj{nullptr};
+  Activation act;
+};
+TORCH_MODULE(Mlp);
+
+// x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))
+class ResidualAttentionBlockImpl : public torch::nn::Module {
+ public:
+  ResidualAttentionBlockImpl(std::int64_t dim, std::int64_t heads, double mlp_ratio,
+                             Activation act);
+  at::Tensor forward(const at::Tensor& x, bool causal = false);
+  LayerNorm ln_1{nullptr}, ln_2{nullptr};
+  Attention attn{nullptr};
+  Mlp mlp{nullptr};
+};
+TORCH_MODULE(ResidualAttentionBlock);
+
+class TransformerImpl : public torch::nn::Module {
+ public:
+  TransformerImpl(std::int64_t width, std::int64_t layers, std::int64_t heads, double mlp_ratio,
+                  Activation act);
+  // x: [N, L, width]. With grad_checkpointing on (and in training with grad mode on), each block
+  // keeps only its input and recomputes its activations during backward.
+  at::Tensor forward(const at::Tensor& x, bool causal = false);
+  ResidualAttentionBlock block(std::int64_t i) const;
+  torch::nn::ModuleList resblocks{nullptr};
+  std::int64_t width, layers;
+  bool grad_checkpointing = false;
+};
+TORCH_MODULE(Transformer);
+
+// Runs `block` on `x` keeping only `x`: activations are recomputed in backward. Gradients reach
+// `x` and the block's parameters (also when `x` itself needs none). Autocast state is carried
+// into the recomputation.
+at::Tensor checkpointed_block(ResidualAttentionBlockImpl& block, const at::Tensor& x, bool causal);
+
+// Number of MLP hidden units, as OpenCLIP computes it: int(dim * mlp_ratio).
+inline std::int64_t mlp_width(std::int64_t dim, double mlp_ratio) {
+  return static_cast<std::int64_t>(static_cast<double>(dim) * mlp_ratio);
+}
+
+}  // namespace clipper::model

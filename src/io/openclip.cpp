@@ -1,0 +1,253 @@
+#include "clipper/io/openclip.hpp"
+
+#include <torch/csrc/jit/serialization/pickle.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "clipper/config/loader.hpp"
+#include "clipper/core/atomic_file.hpp"
+#include "clipper/core/error.hpp"
+#include "clipper/core/log.hpp"
+#include "clipper/core/version.hpp"
+
+namespace clipper::io {
+namespace {
+
+using core::InputError;
+namespace fs = std::filesystem;
+using json = nlohmann::ordered_json;
+
+json model_cfg(const model::ModelSpec& s) {
+  json vision;
+  vision["image_size"] = s.image_size;
+  if (s.is_resnet()) {
+    vision["layers"] = s.vision_resnet_layers;
+    vision["width"] = s.vision_width;
+    vision["patch_size"] = nullptr;
+  } else {
+    vision["layers"] = s.vision_layers;
+    vision["width"] = s.vision_width;
+    vision["patch_size"] = s.patch_size;
+    if (s.patch_dropout > 0.0) vision["patch_dropout"] = s.patch_dropout;
+  }
+  vision["head_width"] = s.vision_head_width;
+  vision["mlp_ratio"] = s.vision_mlp_ratio;
+  json text;
+  text["context_length"] = s.context_length;
+  text["vocab_size"] = s.vocab_size;
+  text["width"] = s.text_width;
+  text["heads"] = s.text_heads;
+  text["layers"] = s.text_layers;
+  text["mlp_ratio"] = s.text_mlp_ratio;
+  json cfg;
+  cfg["embed_dim"] = s.embed_dim;
+  cfg["quick_gelu"] = s.quick_gelu;
+  cfg["init_logit_scale"] = s.init_logit_scale;
+  if (s.init_logit_bias) cfg["init_logit_bias"] = *s.init_logit_bias;
+  cfg["vision_cfg"] = vision;
+  cfg["text_cfg"] = text;
+  return cfg;
+}
+
+std::vector<char> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw InputError("cannot open weights file '" + path + "'");
+  return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+std::string strip_module(const std::string& key) {
+  return key.rfind("module.", 0) == 0 ? key.substr(7) : key;
+}
+
+std::string shape_text(at::IntArrayRef s) {
+  std::string t = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
+  return t + "]";
+}
+
+// At most `limit` items of `names`, then a count of the rest.
+std::string some(const std::vector<std::string>& names, std::size_t limit = 20) {
+  std::string out;
+  for (std::size_t i = 0; i < names.size() && i < limit; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > limit) out += ", ... (" + std::to_string(names.size() - limit) + " more)";
+  return out;
+}
+
+}  // namespace
+
+std::string openclip_model_cfg_json(const model::ModelSpec& spec) {
+  return model_cfg(spec).dump(2);
+}
+
+std::string openclip_config_json(const model::ModelSpec& s) {
+  json pre;
+  pre["size"] = s.image_size;
+  pre["mode"] = "RGB";
+  pre["mean"] = s.mean;
+  pre["std"] = s.std;
+  pre["interpolation"] = s.interpolation;
+  pre["resize_mode"] = s.resize_mode;
+  json root;
+  root["model_cfg"] = model_cfg(s);
+  root["preprocess_cfg"] = pre;
+  // Ignored by open_clip; tells clipper (and a reader) where the files came from.
+  root["clipper"] = {{"model", s.name}, {"tokenizer", s.tokenizer}, {"version", core::version()}};
+  return root.dump(2) + "\n";
+}
+
+TensorList model_state_dict(const model::ClipImpl& model) {
+  TensorList out;
+  for (const auto& [name, t] : model.state_dict()) out.emplace_back(name, t.detach().to(at::kCPU));
+  return out;
+}
+
+void export_openclip(const model::Clip& model, const model::ModelSpec& spec,
+                     const std::string& out_dir) {
+  fs::create_directories(out_dir);
+  const std::string weights = (fs::path(out_dir) / "open_clip_model.safetensors").string();
+  save_safetensors(
+      weights, model_state_dict(*model),
+      {{"format", "pt"}, {"producer", "clipper " + core::version()}, {"model", spec.name}});
+  core::write_file_atomic((fs::path(out_dir) / "open_clip_config.json").string(),
+                          openclip_config_json(spec));
+  CLIPPER_INFO("exported " << spec.name << " in OpenCLIP format to " << out_dir);
+}
+
+TensorList read_state_dict(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec))
+    throw InputError("weights file '" + path + "' does not exist");
+  TensorList raw;
+  if (fs::path(path).extension() == ".safetensors") {
+    raw = load_safetensors(path);
+  } else {
+    c10::IValue v;
+    try {
+      v = torch::jit::pickle_load(read_bytes(path));
+    } catch (const c10::Error& e) {
+      throw InputError("cannot read '" + path +
+                       "' as a torch.save file (expected a state dict of tensors, or a dict with a "
+                       "'state_dict' entry): " +
+                       e.what_without_backtrace());
+    }
+    if (v.isGenericDict()) {
+      auto dict = v.toGenericDict();
+      for (const auto& item : dict)
+        if (item.key().isString() && item.key().toStringRef() == "state_dict") {
+          v = item.value();
+          break;
+        }
+    }
+    if (!v.isGenericDict())
+      throw InputError("'" + path + "' holds a " + v.tagKind() +
+                       ", not a state dict (a dict of tensors)");
+    for (const auto& item : v.toGenericDict()) {
+      if (!item.key().isString())
+        throw InputError("'" + path + "': a state-dict key is not a string");
+      const std::string name = item.key().toStringRef();
+      if (!item.value().isTensor())
+        throw InputError("'" + path + "': entry '" + name + "' is a " + item.value().tagKind() +
+                         ", not a tensor");
+      raw.emplace_back(name, item.value().toTensor());
+    }
+  }
+  TensorList out;
+  out.reserve(raw.size());
+  for (auto& [name, t] : raw) out.emplace_back(strip_module(name), std::move(t));
+  return out;
+}
+
+void load_state_dict(model::ClipImpl& model, const TensorList& tensors, const std::string& origin) {
+  std::map<std::string, at::Tensor> target;
+  std::vector<std::string> order;
+  for (const auto& [name, t] : model.state_dict()) {
+    target.emplace(name, t);
+    order.push_back(name);
+  }
+  std::map<std::string, at::Tensor> given;
+  std::set<std::string> present;
+  std::vector<std::string> unexpected, mismatched;
+  for (const auto& [name, t] : tensors) {
+    present.insert(name);
+    auto it = target.find(name);
+    if (it == target.end()) {
+      unexpected.push_back(name);
+      continue;
+    }
+    at::Tensor src = t;
+    if ((name == "logit_scale" || name == "logit_bias") && src.numel() == 1)
+      src = src.reshape(it->second.sizes());
+    if (src.sizes() != it->second.sizes()) {
+      mismatched.push_back(name + " (file " + shape_text(src.sizes()) + ", model " +
+                           shape_text(it->second.sizes()) + ")");
+      continue;
+    }
+    given[name] = src;
+  }
+  std::vector<std::string> missing;
+  for (const auto& name : order)
+    if (!present.count(name) && name != "logit_bias")  // OpenCLIP starts a missing bias at 0
+      missing.push_back(name);
+  if (!missing.empty() || !unexpected.empty() || !mismatched.empty()) {
+    std::string msg = "weights '" + origin + "' do not fit model '" + model.spec().name + "':";
+    if (!missing.empty())
+      msg += "\n  missing keys (" + std::to_string(missing.size()) + "): " + some(missing);
+    if (!unexpected.empty())
+      msg += "\n  unexpected keys (" + std::to_string(unexpected.size()) + "): " + some(unexpected);
+    if (!mismatched.empty())
+      msg +=
+          "\n  shape mismatches (" + std::to_string(mismatched.size()) + "): " + some(mismatched);
+    throw InputError(msg);
+  }
+  at::NoGradGuard no_grad;
+  for (const auto& [name, dst] : target) {
+    auto it = given.find(name);
+    if (it == given.end()) {
+      CLIPPER_WARN("weights '" << origin
+                               << "' have no logit_bias; starting it at 0 (as OpenCLIP does)");
+      dst.zero_();
+      continue;
+    }
+    dst.copy_(it->second);
+  }
+}
+
+void load_openclip_weights(model::Clip& model, const std::string& path) {
+  load_state_dict(*model, read_state_dict(path), path);
+  CLIPPER_INFO("loaded OpenCLIP weights from " << path);
+}
+
+void export_checkpoint_openclip(const std::string& checkpoint, const std::string& model_name,
+                                const std::string& out_dir) {
+  std::error_code ec;
+  std::string weights = checkpoint;
+  std::string name = model_name;
+  if (fs::is_directory(checkpoint, ec)) {
+    weights = (fs::path(checkpoint) / "model.safetensors").string();
+    if (!fs::is_regular_file(weights, ec))
+      throw InputError("checkpoint folder '" + checkpoint + "' has no model.safetensors");
+    if (name.empty()) {
+      const std::string cfg = (fs::path(checkpoint) / "config.yaml").string();
+      if (!fs::is_regular_file(cfg, ec))
+        throw InputError("checkpoint folder '" + checkpoint +
+                         "' has no config.yaml to name the model; give --model NAME");
+      name = config::load({cfg}, {}, /*check_required=*/false).model.name;
+      if (name.empty()) throw InputError(cfg + ": model.name is not set; give --model NAME");
+    }
+  } else if (!fs::is_regular_file(checkpoint, ec)) {
+    throw InputError("checkpoint '" + checkpoint + "' does not exist");
+  } else if (name.empty()) {
+    throw InputError("'" + checkpoint +
+                     "' is a weights file: give the architecture with --model NAME");
+  }
+  const auto spec = model::load_model_spec(name);
+  model::Clip m(spec);
+  load_state_dict(*m, read_state_dict(weights), weights);
+  export_openclip(m, spec, out_dir);
+}
+
+}  // namespace clipper::io

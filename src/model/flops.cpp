@@ -1,0 +1,144 @@
+#include "clipper/model/flops.hpp"
+
+#include <algorithm>
+
+#include "clipper/model/transformer.hpp"
+
+namespace clipper::model {
+namespace {
+
+using i64 = std::int64_t;
+
+// One residual attention block over `tokens` tokens of width d (causal or not: SDPA computes the
+// full score matrix either way on the math path; OpenCLIP's profile counts it whole).
+double block_flops(double tokens, double d, double mlp) {
+  const double qkv = 2.0 * tokens * d * 3.0 * d;
+  const double scores = 2.0 * tokens * tokens * d;
+  const double values = 2.0 * tokens * tokens * d;
+  const double out = 2.0 * tokens * d * d;
+  const double ffn = 2.0 * 2.0 * tokens * d * mlp;
+  return qkv + scores + values + out + ffn;
+}
+
+i64 block_params(i64 d, i64 mlp) {
+  return 4 * d                // ln_1, ln_2
+         + 3 * d * d + 3 * d  // in_proj
+         + d * d + d          // out_proj
+         + d * mlp + mlp      // c_fc
+         + mlp * d + d;       // c_proj
+}
+
+double conv_flops(double out_hw, double in_c, double out_c, double k) {
+  return 2.0 * out_hw * out_hw * in_c * out_c * k * k;
+}
+
+// Walks the ModifiedResNet: calls conv(out_size, in, out, k) for every convolution, bn(channels)
+// for every BatchNorm, and returns the final spatial size.
+template <typename Conv, typename Bn>
+i64 walk_resnet(const ModelSpec& s, Conv conv, Bn bn) {
+  const i64 w = s.vision_width;
+  i64 size = s.image_size / 2;
+  conv(size, 3, w / 2, 3);
+  bn(w / 2);
+  conv(size, w / 2, w / 2, 3);
+  bn(w / 2);
+  conv(size, w / 2, w, 3);
+  bn(w);
+  size /= 2;
+  i64 inplanes = w;
+  for (int stage = 0; stage < 4; ++stage) {
+    const i64 planes = w << stage;
+    for (i64 b = 0; b < s.vision_resnet_layers[stage]; ++b) {
+      const i64 stride = (stage > 0 && b == 0) ? 2 : 1;
+      conv(size, inplanes, planes, 1);
+      bn(planes);
+      conv(size, planes, planes, 3);
+      bn(planes);
+      const i64 out = size / stride;
+      conv(out, planes, planes * 4, 1);
+      bn(planes * 4);
+      if (stride > 1 || inplanes != planes * 4) {
+        conv(out, inplanes, planes * 4, 1);
+        bn(planes * 4);
+      }
+      inplanes = planes * 4;
+      size = out;
+    }
+  }
+  return size;
+}
+
+}  // namespace
+
+FlopCount count_forward_flops(const ModelSpec& s, bool training) {
+  FlopCount f;
+  if (s.is_resnet()) {
+    double convs = 0.0;
+    const i64 final_size = walk_resnet(
+        s, [&](i64 hw, i64 in, i64 out, i64 k) { convs += conv_flops(hw, in, out, k); },
+        [](i64) {});
+    const double c = static_cast<double>(s.vision_width * 32);
+    const double l = static_cast<double>(final_size * final_size + 1);
+    const double attnpool = 2.0 * l * c * 3.0 * c + 2.0 * 2.0 * l * l * c +
+                            2.0 * l * c * static_cast<double>(s.embed_dim);
+    f.image = convs + attnpool;
+  } else {
+    const double d = static_cast<double>(s.vision_width);
+    const i64 grid = s.image_size / s.patch_size;
+    const i64 patches = grid * grid;
+    i64 kept = patches;
+    if (training && s.patch_dropout > 0.0)
+      kept = std::max<i64>(
+          1, static_cast<i64>(static_cast<double>(patches) * (1.0 - s.patch_dropout)));
+    const double tokens = static_cast<double>(kept + 1);
+    const double mlp = static_cast<double>(mlp_width(s.vision_width, s.vision_mlp_ratio));
+    f.image = 2.0 * static_cast<double>(patches) * 3.0 *
+                  static_cast<double>(s.patch_size * s.patch_size) * d +
+              static_cast<double>(s.vision_layers) * block_flops(tokens, d, mlp) +
+              2.0 * d * static_cast<double>(s.embed_dim);
+  }
+  const double tw = static_cast<double>(s.text_width);
+  const double tmlp = static_cast<double>(mlp_width(s.text_width, s.text_mlp_ratio));
+  f.text = static_cast<double>(s.text_layers) *
+               block_flops(static_cast<double>(s.context_length), tw, tmlp) +
+           2.0 * tw * static_cast<double>(s.embed_dim);
+  return f;
+}
+
+double forward_flops_per_sample(const ModelSpec& spec) {
+  return count_forward_flops(spec).total();
+}
+
+ParamCount count_parameters(const ModelSpec& s) {
+  ParamCount p;
+  if (s.is_resnet()) {
+    i64 n = 0;
+    const i64 final_size = walk_resnet(
+        s, [&](i64, i64 in, i64 out, i64 k) { n += in * out * k * k; }, [&](i64 c) { n += 2 * c; });
+    const i64 c = s.vision_width * 32;
+    n += (final_size * final_size + 1) * c  // attnpool positional embedding
+         + 3 * (c * c + c)                  // q, k, v
+         + c * s.embed_dim + s.embed_dim;   // c_proj
+    p.image = n;
+  } else {
+    const i64 d = s.vision_width;
+    const i64 grid = s.image_size / s.patch_size;
+    p.image = d * 3 * s.patch_size * s.patch_size  // conv1
+              + d + (grid * grid + 1) * d          // class + positional embedding
+              + 4 * d                              // ln_pre, ln_post
+              + s.vision_layers * block_params(d, mlp_width(d, s.vision_mlp_ratio)) +
+              d * s.embed_dim;  // proj
+  }
+  const i64 w = s.text_width;
+  p.text = s.vocab_size * w + s.context_length * w +
+           s.text_layers * block_params(w, mlp_width(w, s.text_mlp_ratio)) + 2 * w +
+           w * s.embed_dim;
+  p.other = s.init_logit_bias ? 2 : 1;
+  return p;
+}
+
+std::int64_t parameter_count(const ModelSpec& spec) {
+  return count_parameters(spec).total();
+}
+
+}  // namespace clipper::model

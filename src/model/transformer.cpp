@@ -1,0 +1,199 @@
+#include "clipper/model/transformer.hpp"
+
+#include <ATen/autocast_mode.h>
+#include <torch/autograd.h>
+
+#include <string>
+
+namespace clipper::model {
+
+at::Tensor activate(const at::Tensor& x, Activation act) {
+  if (act == Activation::quick_gelu) return x * at::sigmoid(x * 1.702);
+  return at::gelu(x);
+}
+
+// --- LayerNorm -----------------------------------------------------------------------------------
+
+LayerNormImpl::LayerNormImpl(std::int64_t dim_) : dim(dim_) {
+  weight = register_parameter("weight", at::ones({dim}));
+  bias = register_parameter("bias", at::zeros({dim}));
+}
+
+at::Tensor LayerNormImpl::forward(const at::Tensor& x) {
+  return at::layer_norm(x, {dim}, weight, bias, 1e-5).to(x.scalar_type());
+}
+
+// --- Attention -----------------------------------------------------------------------------------
+
+AttentionImpl::AttentionImpl(std::int64_t dim_, std::int64_t heads_) : dim(dim_), heads(heads_) {
+  TORCH_CHECK(dim % heads == 0, "attention width ", dim, " is not divisible by ", heads, " heads");
+  in_proj_weight = register_parameter("in_proj_weight", at::empty({3 * dim, dim}));
+  in_proj_bias = register_parameter("in_proj_bias", at::zeros({3 * dim}));
+  out_proj = register_module("out_proj", torch::nn::Linear(dim, dim));
+}
+
+at::Tensor AttentionImpl::forward(const at::Tensor& x, bool causal) {
+  const auto n = x.size(0), l = x.size(1);
+  // [N, L, 3d] -> [3, N, heads, L, head_dim]; rows of in_proj_weight are q, k, v.
+  auto qkv = at::linear(x, in_proj_weight, in_proj_bias)
+                 .view({n, l, 3, heads, dim / heads})
+                 .permute({2, 0, 3, 1, 4});
+  auto out = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], {}, 0.0, causal);
+  return out_proj->forward(out.transpose(1, 2).reshape({n, l, dim}));
+}
+
+// --- MLP and residual block --------------------------------------------------------------------
+
+MlpImpl::MlpImpl(std::int64_t dim, std::int64_t hidden, Activation act_) : act(act_) {
+  c_fc = register_module("c_fc", torch::nn::Linear(dim, hidden));
+  c_proj = register_module("c_proj", torch::nn::Linear(hidden, dim));
+}
+
+at::Tensor MlpImpl::forward(const at::Tensor& x) {
+  return c_proj->forward(activate(c_fc->forward(x), act));
+}
+
+ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(std::int64_t dim, std::int64_t heads,
+                                                       double mlp_ratio, Activation act) {
+  ln_1 = register_module("ln_1", LayerNorm(dim));
+  attn = register_module("attn", Attention(dim, heads));
+  ln_2 = register_module("ln_2", LayerNorm(dim));
+  mlp = register_module("mlp", Mlp(dim, mlp_width(dim, mlp_ratio), act));
+}
+
+at::Tensor ResidualAttentionBlockImpl::forward(const at::Tensor& x, bool causal) {
+  auto y = x + attn->forward(ln_1->forward(x), causal);
+  return y + mlp->forward(ln_2->forward(y));
+}
+
+// --- Gradient checkpointing --------------------------------------------------------------------
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+struct AutocastState {
+  bool cuda = false, cpu = false;
+  at::ScalarType cuda_dtype = at::kHalf, cpu_dtype = at::kBFloat16;
+  static AutocastState current() {
+    AutocastState s;
+    s.cuda = at::autocast::is_autocast_enabled(at::kCUDA);
+    s.cpu = at::autocast::is_autocast_enabled(at::kCPU);
+    s.cuda_dtype = at::autocast::get_autocast_dtype(at::kCUDA);
+    s.cpu_dtype = at::autocast::get_autocast_dtype(at::kCPU);
+    return s;
+  }
+  void apply() const {
+    at::autocast::set_autocast_enabled(at::kCUDA, cuda);
+    at::autocast::set_autocast_enabled(at::kCPU, cpu);
+    at::autocast::set_autocast_dtype(at::kCUDA, cuda_dtype);
+    at::autocast::set_autocast_dtype(at::kCPU, cpu_dtype);
+  }
+};
+
+// Restores the thread's autocast state when it goes out of scope.
+class AutocastScope {
+ public:
+  explicit AutocastScope(const AutocastState& want) : saved_(AutocastState::current()) {
+    want.apply();
+  }
+  ~AutocastScope() { saved_.apply(); }
+
+ private:
+  AutocastState saved_;
+};
+
+struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList params,
+                            std::int64_t block_address, bool causal) {
+    const auto ac = AutocastState::current();
+    ctx->saved_data["block"] = block_address;
+    ctx->saved_data["causal"] = causal;
+    ctx->saved_data["n_params"] = static_cast<std::int64_t>(params.size());
+    ctx->saved_data["ac_cuda"] = ac.cuda;
+    ctx->saved_data["ac_cpu"] = ac.cpu;
+    ctx->saved_data["ac_cuda_dtype"] = static_cast<std::int64_t>(ac.cuda_dtype);
+    ctx->saved_data["ac_cpu_dtype"] = static_cast<std::int64_t>(ac.cpu_dtype);
+    ctx->save_for_backward({x});
+    auto* block = reinterpret_cast<ResidualAttentionBlockImpl*>(block_address);
+    return block->forward(x, causal);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    auto* block = reinterpret_cast<ResidualAttentionBlockImpl*>(ctx->saved_data["block"].toInt());
+    const bool causal = ctx->saved_data["causal"].toBool();
+    const auto n_params = ctx->saved_data["n_params"].toInt();
+    AutocastState ac;
+    ac.cuda = ctx->saved_data["ac_cuda"].toBool();
+    ac.cpu = ctx->saved_data["ac_cpu"].toBool();
+    ac.cuda_dtype = static_cast<at::ScalarType>(ctx->saved_data["ac_cuda_dtype"].toInt());
+    ac.cpu_dtype = static_cast<at::ScalarType>(ctx->saved_data["ac_cpu_dtype"].toInt());
+
+    const auto saved = ctx->get_saved_variables();
+    const bool x_needs_grad = ctx->needs_input_grad(0);
+    const at::Tensor x = saved[0].detach().requires_grad_(x_needs_grad);
+    const auto params = block->parameters();
+    TORCH_CHECK(static_cast<std::int64_t>(params.size()) == n_params,
+                "checkpointed block changed its parameters between forward and backward");
+
+    variable_list inputs;
+    std::vector<std::int64_t> where;  // index in the returned list
+    if (x_needs_grad) {
+      inputs.push_back(x);
+      where.push_back(0);
+    }
+    for (std::int64_t i = 0; i < n_params; ++i)
+      if (ctx->needs_input_grad(1 + i)) {
+        inputs.push_back(params[i]);
+        where.push_back(1 + i);
+      }
+
+    variable_list result(static_cast<std::size_t>(n_params + 3));
+    if (inputs.empty() || !grad_outputs[0].defined()) return result;
+    at::Tensor y;
+    {
+      torch::AutoGradMode grad_on(true);
+      AutocastScope autocast(ac);
+      y = block->forward(x, causal);
+    }
+    const auto grads = torch::autograd::grad({y}, inputs, {grad_outputs[0]}, /*retain_graph=*/false,
+                                             /*create_graph=*/false, /*allow_unused=*/true);
+    for (std::size_t i = 0; i < grads.size(); ++i) result[where[i]] = grads[i];
+    return result;
+  }
+};
+
+}  // namespace
+
+at::Tensor checkpointed_block(ResidualAttentionBlockImpl& block, const at::Tensor& x, bool causal) {
+  const auto params = block.parameters();
+  return CheckpointFunction::apply(x, at::TensorList(params),
+                                   reinterpret_cast<std::int64_t>(&block), causal);
+}
+
+// --- Transformer -------------------------------------------------------------------------------
+
+TransformerImpl::TransformerImpl(std::int64_t width_, std::int64_t layers_, std::int64_t heads,
+                                 double mlp_ratio, Activation act)
+    : width(width_), layers(layers_) {
+  resblocks = register_module("resblocks", torch::nn::ModuleList());
+  for (std::int64_t i = 0; i < layers; ++i)
+    resblocks->push_back(ResidualAttentionBlock(width, heads, mlp_ratio, act));
+}
+
+ResidualAttentionBlock TransformerImpl::block(std::int64_t i) const {
+  return ResidualAttentionBlock(resblocks->ptr<ResidualAttentionBlockImpl>(i));
+}
+
+at::Tensor TransformerImpl::forward(const at::Tensor& x_in, bool causal) {
+  const bool checkpoint = grad_checkpointing && is_training() && at::GradMode::is_enabled();
+  at::Tensor x = x_in;
+  for (std::size_t i = 0; i < resblocks->size(); ++i) {
+    auto* blk = resblocks->ptr<ResidualAttentionBlockImpl>(i).get();
+    x = checkpoint ? checkpointed_block(*blk, x, causal) : blk->forward(x, causal);
+  }
+  return x;
+}
+
+}  // namespace clipper::model

@@ -1,0 +1,202 @@
+// Architectures as data: the configs/models files, the search path, errors, FLOP and parameter
+// counts against OpenCLIP's published figures.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <set>
+
+#include "clipper/core/error.hpp"
+#include "clipper/model/clip.hpp"
+#include "clipper/model/flops.hpp"
+#include "clipper/model/model_spec.hpp"
+#include "test_util.hpp"
+
+namespace cm = clipper::model;
+using clipper::core::InputError;
+
+namespace {
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+std::int64_t numel_sum(const cm::Clip& m) {
+  std::int64_t n = 0;
+  for (const auto& p : m->parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace
+
+TEST(ModelSpec, EveryShippedSpecLoads) {
+  const auto names = cm::list_model_specs();
+  const std::set<std::string> have(names.begin(), names.end());
+  for (const char* want :
+       {"RN50", "RN101", "RN50x4", "ViT-B-32", "ViT-B-16", "ViT-L-14", "RN50-quickgelu",
+        "RN101-quickgelu", "RN50x4-quickgelu", "ViT-B-32-quickgelu", "ViT-B-16-quickgelu",
+        "ViT-L-14-quickgelu", "tiny-vit", "tiny-rn"})
+    EXPECT_TRUE(have.count(want)) << want;
+  for (const auto& n : names) {
+    const auto s = cm::load_model_spec(n);
+    EXPECT_EQ(s.name, n);
+    EXPECT_EQ(s.quick_gelu, n.find("quickgelu") != std::string::npos) << n;
+  }
+}
+
+TEST(ModelSpec, FieldsOfRN50AndViTB32) {
+  const auto rn = cm::load_model_spec("RN50");
+  EXPECT_TRUE(rn.is_resnet());
+  EXPECT_EQ(rn.vision_resnet_layers, (std::vector<std::int64_t>{3, 4, 6, 3}));
+  EXPECT_EQ(rn.embed_dim, 1024);
+  EXPECT_EQ(rn.vision_heads(), 32);  // width*32/64
+  const auto vit = cm::load_model_spec("ViT-B-32");
+  EXPECT_FALSE(vit.is_resnet());
+  EXPECT_EQ(vit.patch_size, 32);
+  EXPECT_EQ(vit.vision_heads(), 12);
+  EXPECT_EQ(vit.context_length, 77);
+  EXPECT_EQ(vit.tokenizer, "clip");
+  EXPECT_NEAR(vit.init_logit_scale, std::log(1 / 0.07), 1e-12);
+  EXPECT_FALSE(vit.init_logit_bias.has_value());
+}
+
+TEST(ModelSpec, UnknownNameListsKnownNames) {
+  const auto msg = error_of([] { cm::load_model_spec("ViT-B-33"); });
+  EXPECT_NE(msg.find("unknown model 'ViT-B-33'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("did you mean 'ViT-B-32'"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("tiny-vit"), std::string::npos) << msg;
+}
+
+TEST(ModelSpec, ErrorsNameFileAndKey) {
+  clipper::test::TempDir dir;
+  const auto bad_key = dir.write("m1.yaml",
+                                 "embed_dim: 8\nvision_cfg: {image_size: 8, layers: 1, "
+                                 "width: 64, patch_size: 4, pach_dropout: 0.1}\n"
+                                 "text_cfg: {width: 64, heads: 1, layers: 1}\n");
+  auto msg = error_of([&] { cm::load_model_spec(bad_key); });
+  EXPECT_NE(msg.find(bad_key), std::string::npos) << msg;
+  EXPECT_NE(msg.find("vision_cfg.pach_dropout"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("did you mean 'patch_dropout'"), std::string::npos) << msg;
+
+  const auto bad_patch = dir.write("m2.yaml",
+                                   "embed_dim: 8\nvision_cfg: {image_size: 30, layers: 1, "
+                                   "width: 64, patch_size: 4}\n"
+                                   "text_cfg: {width: 64, heads: 1, layers: 1}\n");
+  msg = error_of([&] { cm::load_model_spec(bad_patch); });
+  EXPECT_NE(msg.find("multiple of patch_size"), std::string::npos) << msg;
+
+  const auto bad_type = dir.write("m3.yaml", "embed_dim: big\nvision_cfg: {}\ntext_cfg: {}\n");
+  msg = error_of([&] { cm::load_model_spec(bad_type); });
+  EXPECT_NE(msg.find("'embed_dim'"), std::string::npos) << msg;
+}
+
+TEST(ModelSpec, SearchPathFromEnvironment) {
+  clipper::test::TempDir dir;
+  dir.write("my-model.yaml",
+            "embed_dim: 16\nvision_cfg: {image_size: 16, layers: 1, width: 64, patch_size: 8}\n"
+            "text_cfg: {context_length: 8, vocab_size: 100, width: 64, heads: 1, layers: 1}\n"
+            "init_logit_bias: -10\ninit_logit_scale: 2.302585\n");
+  ::setenv("CLIPPER_MODEL_DIRS", ("/nonexistent:" + dir.path().string()).c_str(), 1);
+  const auto names = cm::list_model_specs();
+  const auto spec = cm::load_model_spec("my-model");
+  ::unsetenv("CLIPPER_MODEL_DIRS");
+  EXPECT_NE(std::find(names.begin(), names.end(), "my-model"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "ViT-B-32"), names.end());
+  EXPECT_EQ(spec.embed_dim, 16);
+  ASSERT_TRUE(spec.init_logit_bias.has_value());
+  EXPECT_DOUBLE_EQ(*spec.init_logit_bias, -10.0);
+  EXPECT_EQ(spec.path, (dir.path() / "my-model.yaml").string());
+}
+
+// OpenCLIP's model_profile.csv (REFERENCE.md): image and text GFLOPs per sample.
+TEST(Flops, WithinOnePercentOfOpenClipProfile) {
+  struct Row {
+    const char* name;
+    double image, text;
+  };
+  for (const Row& r : {Row{"RN50", 12.22, 5.96}, Row{"ViT-B-32", 8.82, 5.96},
+                       Row{"ViT-B-16", 35.13, 5.96}, Row{"ViT-L-14", 162.03, 13.30}}) {
+    const auto f = cm::count_forward_flops(cm::load_model_spec(r.name));
+    EXPECT_NEAR(f.image / 1e9, r.image, r.image * 0.01) << r.name;
+    EXPECT_NEAR(f.text / 1e9, r.text, r.text * 0.01) << r.name;
+    EXPECT_NEAR(f.total() / 1e9, r.image + r.text, (r.image + r.text) * 0.01) << r.name;
+    EXPECT_DOUBLE_EQ(cm::forward_flops_per_sample(cm::load_model_spec(r.name)), f.total());
+  }
+}
+
+TEST(Flops, PatchDropoutCountsKeptTokensInTraining) {
+  auto s = cm::load_model_spec("ViT-B-16");
+  s.patch_dropout = 0.5;
+  const auto eval = cm::count_forward_flops(s, false);
+  const auto train = cm::count_forward_flops(s, true);
+  EXPECT_LT(train.image, 0.6 * eval.image);
+  EXPECT_GT(train.image, 0.4 * eval.image);
+  EXPECT_DOUBLE_EQ(train.text, eval.text);
+}
+
+TEST(Params, MatchOpenClipCounts) {
+  const auto vit = cm::count_parameters(cm::load_model_spec("ViT-B-32"));
+  EXPECT_NEAR(vit.total() / 1e6, 151.28, 0.005);
+  EXPECT_NEAR(vit.image / 1e6, 87.85, 0.005);
+  EXPECT_NEAR(vit.text / 1e6, 63.43, 0.005);
+  const auto rn = cm::count_parameters(cm::load_model_spec("RN50"));
+  EXPECT_NEAR(rn.total() / 1e6, 102.01, 0.005);
+  EXPECT_NEAR(rn.image / 1e6, 38.32, 0.005);
+  EXPECT_NEAR(rn.text / 1e6, 63.69, 0.005);
+}
+
+TEST(Params, CountEqualsBuiltModel) {
+  for (const char* name : {"tiny-vit", "tiny-rn", "ViT-B-32", "RN50"}) {
+    const auto spec = cm::load_model_spec(name);
+    cm::Clip m(spec);
+    EXPECT_EQ(cm::parameter_count(spec), numel_sum(m)) << name;
+    std::int64_t visual = 0;
+    for (const auto& p : m->named_parameters())
+      if (p.key().rfind("visual.", 0) == 0) visual += p.value().numel();
+    EXPECT_EQ(cm::count_parameters(spec).image, visual) << name;
+  }
+  auto siglip = cm::load_model_spec("tiny-vit");
+  siglip.init_logit_bias = -10.0;
+  cm::Clip m(siglip);
+  EXPECT_EQ(cm::parameter_count(siglip), numel_sum(m));
+}
+
+// REFERENCE.md: ViT-B-32 has 302 state-dict keys, RN50 489 (BatchNorm buffers included).
+TEST(StateDict, KeyCountsAndNamesOfOpenClip) {
+  cm::Clip vit(cm::load_model_spec("ViT-B-32"));
+  const auto sd = vit->state_dict();
+  EXPECT_EQ(sd.size(), 302u);
+  std::map<std::string, std::vector<std::int64_t>> shapes;
+  for (const auto& [k, v] : sd) shapes[k] = v.sizes().vec();
+  EXPECT_EQ(shapes.at("visual.conv1.weight"), (std::vector<std::int64_t>{768, 3, 32, 32}));
+  EXPECT_EQ(shapes.at("visual.positional_embedding"), (std::vector<std::int64_t>{50, 768}));
+  EXPECT_EQ(shapes.at("visual.proj"), (std::vector<std::int64_t>{768, 512}));
+  EXPECT_EQ(shapes.at("transformer.resblocks.11.attn.in_proj_weight"),
+            (std::vector<std::int64_t>{1536, 512}));
+  EXPECT_EQ(shapes.at("visual.transformer.resblocks.0.mlp.c_fc.weight"),
+            (std::vector<std::int64_t>{3072, 768}));
+  EXPECT_EQ(shapes.at("token_embedding.weight"), (std::vector<std::int64_t>{49408, 512}));
+  EXPECT_EQ(shapes.at("logit_scale"), std::vector<std::int64_t>{});
+  EXPECT_EQ(shapes.at("text_projection"), (std::vector<std::int64_t>{512, 512}));
+  EXPECT_TRUE(shapes.count("ln_final.bias"));
+
+  cm::Clip rn(cm::load_model_spec("RN50"));
+  const auto rsd = rn->state_dict();
+  EXPECT_EQ(rsd.size(), 489u);
+  std::map<std::string, at::Tensor> r(rsd.begin(), rsd.end());
+  EXPECT_EQ(r.at("visual.conv1.weight").sizes().vec(), (std::vector<std::int64_t>{32, 3, 3, 3}));
+  EXPECT_EQ(r.at("visual.conv3.weight").sizes().vec(), (std::vector<std::int64_t>{64, 32, 3, 3}));
+  EXPECT_EQ(r.at("visual.attnpool.positional_embedding").sizes().vec(),
+            (std::vector<std::int64_t>{50, 2048}));
+  EXPECT_EQ(r.at("visual.attnpool.c_proj.weight").sizes().vec(),
+            (std::vector<std::int64_t>{1024, 2048}));
+  EXPECT_TRUE(r.count("visual.layer1.0.downsample.0.weight"));
+  EXPECT_TRUE(r.count("visual.layer4.0.downsample.1.running_var"));
+  EXPECT_FALSE(r.count("visual.layer1.1.downsample.0.weight"));
+  EXPECT_EQ(r.at("visual.layer2.3.bn3.num_batches_tracked").scalar_type(), at::kLong);
+  EXPECT_EQ(r.at("text_projection").sizes().vec(), (std::vector<std::int64_t>{512, 1024}));
+}
