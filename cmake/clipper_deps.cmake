@@ -22,6 +22,11 @@ if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT TORCH_CUDA_ARCH_LIST)
   set(TORCH_CUDA_ARCH_LIST "9.0") # Hopper (H100/H200), the GPU this project is measured on
 endif()
 find_package(Torch REQUIRED)
+# libtorch.so exports its own copies of 92 std::filesystem functions, and some of them crash
+# (std::filesystem::remove_all(path, error_code&) jumps to address 0). Whichever of libtorch.so
+# and libstdc++.so comes first in an executable's DT_NEEDED list serves every call in the
+# process, so libstdc++ is put first in every link.
+add_link_options("LINKER:--push-state,--no-as-needed" -lstdc++ "LINKER:--pop-state")
 
 # The Python of the venv that holds the torch wheel: it runs the interop tests (open_clip,
 # webdataset, safetensors, tensorboard) and torchrun.

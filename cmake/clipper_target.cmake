@@ -34,6 +34,13 @@ function(clipper_use_torch_pch target)
       <string> <vector> <memory> <map> <unordered_map> <functional> <sstream>)
   endif()
   target_precompile_headers(${target} REUSE_FROM clipper_pch)
+  # The PCH is built -fPIC (for the shared parts); an executable compiled -fPIE could not use it
+  # (gcc: "created and used with different settings of -fpie") and would parse LibTorch again.
+  get_target_property(_type ${target} TYPE)
+  if(_type STREQUAL "EXECUTABLE")
+    set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE OFF)
+    target_compile_options(${target} PRIVATE -fPIC)
+  endif()
 endfunction()
 
 # clipper_add_test(<name> LABELS ... SOURCES ... DEPS ...)
