@@ -41,10 +41,18 @@ function(clipper_add_test name)
   cmake_parse_arguments(ARG "" "" "LABELS;SOURCES;DEPS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
+  clipper_stdcxx_first(${name})
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_compile_definitions(${name} PRIVATE
     CLIPPER_SOURCE_DIR="${PROJECT_SOURCE_DIR}" CLIPPER_BINARY_DIR="${PROJECT_BINARY_DIR}")
   gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
     PROPERTIES LABELS "${ARG_LABELS}"
     ENVIRONMENT "CLIPPER_BIN=$<TARGET_FILE:clipper>;CLIPPER_PYTHON=${CLIPPER_PYTHON}")
+endfunction()
+
+# The PyPI wheel's libtorch.so exports its own copy of std::filesystem whose remove_all (and maybe
+# more) crashes when called from outside. An executable that links LibTorch names libstdc++ first,
+# so the dynamic linker binds std::filesystem to libstdc++ for the whole process.
+function(clipper_stdcxx_first target)
+  target_link_options(${target} BEFORE PRIVATE "LINKER:--push-state,--no-as-needed,-lstdc++,--pop-state")
 endfunction()
