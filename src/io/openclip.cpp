@@ -1,7 +1,5 @@
 #include "clipper/io/openclip.hpp"
 
-#include <torch/csrc/jit/serialization/pickle.h>
-
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -13,6 +11,7 @@
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
 #include "clipper/core/version.hpp"
+#include "torch_pickle.hpp"
 
 namespace clipper::io {
 namespace {
@@ -51,12 +50,6 @@ json model_cfg(const model::ModelSpec& s) {
   cfg["vision_cfg"] = vision;
   cfg["text_cfg"] = text;
   return cfg;
-}
-
-std::vector<char> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError("cannot open weights file '" + path + "'");
-  return std::vector<char>(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 std::string strip_module(const std::string& key) {
@@ -125,35 +118,7 @@ TensorList read_state_dict(const std::string& path) {
   if (fs::path(path).extension() == ".safetensors") {
     raw = load_safetensors(path);
   } else {
-    c10::IValue v;
-    try {
-      v = torch::jit::pickle_load(read_bytes(path));
-    } catch (const c10::Error& e) {
-      throw InputError("cannot read '" + path +
-                       "' as a torch.save file (expected a state dict of tensors, or a dict with a "
-                       "'state_dict' entry): " +
-                       e.what_without_backtrace());
-    }
-    if (v.isGenericDict()) {
-      auto dict = v.toGenericDict();
-      for (const auto& item : dict)
-        if (item.key().isString() && item.key().toStringRef() == "state_dict") {
-          v = item.value();
-          break;
-        }
-    }
-    if (!v.isGenericDict())
-      throw InputError("'" + path + "' holds a " + v.tagKind() +
-                       ", not a state dict (a dict of tensors)");
-    for (const auto& item : v.toGenericDict()) {
-      if (!item.key().isString())
-        throw InputError("'" + path + "': a state-dict key is not a string");
-      const std::string name = item.key().toStringRef();
-      if (!item.value().isTensor())
-        throw InputError("'" + path + "': entry '" + name + "' is a " + item.value().tagKind() +
-                         ", not a tensor");
-      raw.emplace_back(name, item.value().toTensor());
-    }
+    raw = detail::read_torch_save_state_dict(path);
   }
   TensorList out;
   out.reserve(raw.size());

@@ -1,0 +1,141 @@
+// Interop with the real open_clip (label interop): clipper's export loads strictly in open_clip
+// with the same features, and open_clip's weights (safetensors and torch.save) load into clipper
+// with the same features. fp32, CPU, random weights, identical float images and token ids.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include "clipper/io/openclip.hpp"
+#include "clipper/io/safetensors.hpp"
+#include "clipper/model/clip.hpp"
+#include "test_util.hpp"
+
+namespace cio = clipper::io;
+namespace cm = clipper::model;
+
+namespace {
+
+constexpr double kTol = 1e-5;
+
+std::string script() {
+  return clipper::test::source_path("tests/io/openclip_interop.py");
+}
+
+// Random BatchNorm weights and statistics so every ResNet branch contributes (bn3 starts at 0).
+void perturb_batchnorm(cm::ClipImpl& m) {
+  at::NoGradGuard g;
+  at::manual_seed(5);
+  for (const auto& [name, t] : m.state_dict()) {
+    const bool bn =
+        name.find(".bn") != std::string::npos || name.find("downsample.1.") != std::string::npos;
+    if (!bn) continue;
+    if (name.size() > 7 && name.substr(name.size() - 7) == ".weight") t.uniform_(0.5, 1.5);
+    if (name.size() > 5 && name.substr(name.size() - 5) == ".bias") t.normal_(0, 0.1);
+    if (name.find("running_mean") != std::string::npos) t.normal_(0, 0.1);
+    if (name.find("running_var") != std::string::npos) t.uniform_(0.5, 1.5);
+  }
+}
+
+at::Tensor make_tokens(std::int64_t b, const cm::ModelSpec& s) {
+  const auto l = s.context_length, v = s.vocab_size;
+  auto t = at::zeros({b, l}, at::kLong);
+  for (std::int64_t i = 0; i < b; ++i) {
+    const auto len = 2 + (i * 7 + 3) % (l - 2);  // tokens before the end-of-text id
+    t[i][0] = v - 2;
+    t[i].narrow(0, 1, len - 1).copy_(at::randint(1, v - 2, {len - 1}, at::kLong));
+    t[i][len] = v - 1;
+  }
+  t[b - 1].fill_(5);  // one over-long row: cut, last id is end-of-text
+  t[b - 1][0] = v - 2;
+  t[b - 1][l - 1] = v - 1;
+  return t;
+}
+
+std::map<std::string, at::Tensor> features(cm::Clip& m, const at::Tensor& images,
+                                           const at::Tensor& tokens) {
+  at::NoGradGuard g;
+  m->eval();
+  return {{"image", m->encode_image(images, false)},
+          {"image_norm", m->encode_image(images, true)},
+          {"text", m->encode_text(tokens, false)},
+          {"text_norm", m->encode_text(tokens, true)}};
+}
+
+void expect_close(const std::map<std::string, at::Tensor>& ours,
+                  const std::map<std::string, at::Tensor>& theirs, const std::string& prefix,
+                  const std::string& what) {
+  for (const auto& [k, v] : ours) {
+    const auto& o = theirs.at(prefix + k);
+    ASSERT_EQ(v.sizes(), o.sizes()) << what << " " << k;
+    const double diff = (v - o).abs().max().item<double>();
+    const double scale = std::max(1.0, o.abs().max().item<double>());
+    // Normalized features within 1e-5 absolute; raw ones within 1e-5 of their magnitude.
+    EXPECT_LE(diff, kTol * (k.find("norm") != std::string::npos ? 1.0 : scale))
+        << what << " " << k << ": max |diff| " << diff << " (max |value| " << scale << ")";
+  }
+}
+
+void run_interop(const std::string& name, const std::string& builtin, std::int64_t batch) {
+  at::set_num_threads(2);
+  clipper::test::TempDir dir;
+  const auto spec = cm::load_model_spec(name);
+  auto ours = cm::create_model(spec, 11);
+  perturb_batchnorm(*ours);
+  cio::export_openclip(ours, spec, dir.file("clipper"));
+
+  at::manual_seed(17);
+  const auto images = at::randn({batch, 3, spec.image_size, spec.image_size});
+  const auto tokens = make_tokens(batch, spec);
+  cio::save_safetensors(dir.file("inputs.safetensors"), {{"images", images}, {"tokens", tokens}});
+  const auto ours_f = features(ours, images, tokens);
+
+  const std::string cmd = clipper::test::python() + " " + script() + " --clipper-dir " +
+                          dir.file("clipper") + (builtin.empty() ? "" : " --builtin " + builtin) +
+                          " --inputs " + dir.file("inputs.safetensors") + " --out " +
+                          dir.file("out.safetensors") + " --save-dir " + dir.file("py");
+  const auto r = clipper::test::run(cmd);
+  ASSERT_EQ(r.exit_code, 0) << cmd << "\n" << r.output;
+  std::map<std::string, at::Tensor> py;
+  for (auto& [k, v] : cio::load_safetensors(dir.file("out.safetensors"))) py[k] = v;
+
+  // clipper -> open_clip
+  expect_close(ours_f, py, "a_", name + " clipper export in open_clip");
+
+  // open_clip -> clipper, from safetensors and from torch.save
+  for (const char* file : {"b.safetensors", "b.pt"}) {
+    cm::Clip theirs(spec);
+    cio::load_openclip_weights(theirs, dir.file(std::string("py/") + file));
+    expect_close(features(theirs, images, tokens), py, "b_", name + " open_clip weights " + file);
+  }
+}
+
+}  // namespace
+
+TEST(OpenClipInterop, TinyViT) {
+  run_interop("tiny-vit", "", 3);
+}
+TEST(OpenClipInterop, TinyModifiedResNet) {
+  run_interop("tiny-rn", "", 3);
+}
+TEST(OpenClipInterop, ViT_B_32) {
+  run_interop("ViT-B-32", "ViT-B-32", 2);
+}
+TEST(OpenClipInterop, RN50) {
+  run_interop("RN50", "RN50", 2);
+}
+
+// Every full-size spec's model_cfg equals open_clip's own config of that name.
+TEST(OpenClipInterop, ConfigsMatchOpenClip) {
+  clipper::test::TempDir dir;
+  std::string args;
+  for (const auto& name : cm::list_model_specs()) {
+    if (name.rfind("tiny-", 0) == 0) continue;
+    const auto spec = cm::load_model_spec(name);
+    const auto path = dir.write(name + ".json", cio::openclip_model_cfg_json(spec));
+    args += " " + path + "=" + name;
+  }
+  ASSERT_FALSE(args.empty());
+  const auto r =
+      clipper::test::run(clipper::test::python() + " " + script() + " --check-configs" + args);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("configs ok: 12"), std::string::npos) << r.output;
+}
