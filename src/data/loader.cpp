@@ -133,6 +133,7 @@ struct Loader::Impl {
         b.images = at::empty({n, S, S, 3}, at::TensorOptions().dtype(at::kByte).pinned_memory(pin));
         b.tokens = at::empty({n, L}, at::TensorOptions().dtype(at::kLong).pinned_memory(pin));
         b.keys.resize(static_cast<std::size_t>(n));
+        if (!o.label_key.empty()) b.labels = at::empty({n}, at::TensorOptions().dtype(at::kLong));
         b.epoch = c.epoch;
         b.index_in_epoch = c.batch_index;
         auto* img = b.images.data_ptr<std::uint8_t>();
@@ -150,6 +151,7 @@ struct Loader::Impl {
               std::memcpy(tokp + s * L, it.tokens.data(),
                           static_cast<std::size_t>(L) * sizeof(std::int64_t));
               b.keys[static_cast<std::size_t>(s)] = std::move(it.key);
+              if (b.labels.defined()) b.labels.data_ptr<std::int64_t>()[s] = it.label;
               c.next_raw[w] = it.raw_index + 1;
               ++c.counters.samples;
               if (it.repeated) ++c.counters.repeated;

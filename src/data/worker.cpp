@@ -354,6 +354,19 @@ struct Pulled {
   bool repeated = false;
 };
 
+// The class index of a sample: an entry (e.g. "cls") holding a decimal integer.
+bool extract_label(const RawSample& s, const std::string& key, std::int64_t* label) {
+  const std::string* t = s.find(key);
+  if (!t) return false;
+  const std::string v = core::trim(*t);
+  if (v.empty()) return false;
+  char* end = nullptr;
+  const long long x = std::strtoll(v.c_str(), &end, 10);
+  if (end != v.c_str() + v.size()) return false;
+  *label = x;
+  return true;
+}
+
 bool extract_text(const RawSample& s, const std::string& text_key, std::string* text) {
   if (text_key.rfind("json:", 0) == 0) {
     const std::string* js = s.find("json");
@@ -469,6 +482,9 @@ void run_worker(WorkerArgs a) {
         bad = kMissingImage;
       } else if (!extract_text(p.sample, o.text_key, &text)) {
         bad = kMissingText;
+      } else if (!o.label_key.empty() && !extract_label(p.sample, o.label_key, &it.label)) {
+        bad = kMissingText;
+        why = "no integer '" + o.label_key + "' entry";
       } else {
         it.image.resize(static_cast<std::size_t>(o.image_size) * o.image_size * 3);
         const auto err = proc.process(

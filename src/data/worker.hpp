@@ -60,6 +60,7 @@ struct Item {
   std::string key;
   std::vector<std::uint8_t> image;
   std::vector<std::int64_t> tokens;
+  std::int64_t label = -1;
   std::string message;  // fatal: the error
 };
 

@@ -28,6 +28,7 @@
 #include "clipper/optim/schedule.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 #include "clipper/train/metrics.hpp"
+#include "clipper/train/precision.hpp"
 #include "clipper/train/step.hpp"
 
 namespace fs = std::filesystem;
@@ -62,8 +63,14 @@ checkpoint::TensorList rng_state(const at::Device& device) {
 
 void set_rng_state(const checkpoint::TensorList& t, const at::Device& device) {
   for (const auto& [name, value] : t) {
-    if (name == "cpu_rng") at::detail::getDefaultCPUGenerator().set_state(value);
-    if (name == "cuda_rng" && device.is_cuda()) cuda_generator(device).set_state(value);
+    if (name == "cpu_rng") {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      gen.set_state(value);
+    }
+    if (name == "cuda_rng" && device.is_cuda()) {
+      auto gen = cuda_generator(device);
+      gen.set_state(value);
+    }
   }
 }
 

@@ -51,6 +51,7 @@ struct LoaderOptions {
   std::vector<double> source_weights;  // per "::" source (resampled mode)
   std::int64_t num_samples = 0;        // samples per epoch (all ranks); 0: from sizes.json
   std::vector<std::string> image_keys{"jpg", "png", "jpeg", "webp"};
+  std::string label_key;  // e.g. "cls": an integer class index per sample (evaluation); empty: none
   std::string text_key = "txt";  // or "json:FIELD" (FIELD may be a dotted path)
   int workers = 2;
   bool resampled = false;
@@ -82,6 +83,7 @@ struct LoaderOptions {
 struct Batch {
   at::Tensor images;  // uint8 [B, H, W, 3], RGB, channels last (normalise on the device)
   at::Tensor tokens;  // int64 [B, L]
+  at::Tensor labels;  // int64 [B] when LoaderOptions::label_key is set, else undefined
   std::vector<std::string> keys;
   std::int64_t epoch = 0;
   std::int64_t index_in_epoch = 0;  // batch index within the epoch on this rank
