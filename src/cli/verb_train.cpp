@@ -18,11 +18,15 @@ void setup_train_verb(CLI::App& app, Action* action) {
   };
   auto a = std::make_shared<Args>();
   auto* verb = app.add_subcommand("train", "Train a CLIP/SigLIP model from YAML configs");
-  verb->add_option("configs", a->files, "YAML config files, later ones win")->required()->check(CLI::ExistingFile);
+  verb->add_option("configs", a->files, "YAML config files, later ones win")
+      ->required()
+      ->check(CLI::ExistingFile);
   verb->add_option("--set", a->sets, "override a key: --set optim.lr=0.001 (repeatable)");
-  verb->add_option("--resume", a->resume, "latest (newest valid checkpoint of the run) or a checkpoint folder");
+  verb->add_option("--resume", a->resume,
+                   "latest (newest valid checkpoint of the run) or a checkpoint folder");
   verb->footer(
-      "Exit codes: 0 finished; 75 stopped by a signal, the wall-time limit or train.stop_at_step after "
+      "Exit codes: 0 finished; 75 stopped by a signal, the wall-time limit or train.stop_at_step "
+      "after "
       "saving a checkpoint (run again with --resume latest); 1 error; 2 usage.");
   verb->callback([a, action] {
     *action = [a] {

@@ -11,13 +11,15 @@
 namespace clipper::eval {
 namespace {
 
-std::vector<std::string> string_list(const YAML::Node& root, const char* key, const std::string& path) {
+std::vector<std::string> string_list(const YAML::Node& root, const char* key,
+                                     const std::string& path) {
   const YAML::Node n = root[key];
   if (!n || !n.IsSequence() || n.size() == 0)
     throw core::InputError(path + ": '" + key + "' must be a non-empty list of strings");
   std::vector<std::string> out;
   for (const auto& item : n) {
-    if (!item.IsScalar()) throw core::InputError(path + ": every entry of '" + key + "' must be a string");
+    if (!item.IsScalar())
+      throw core::InputError(path + ": every entry of '" + key + "' must be a string");
     out.push_back(item.Scalar());
   }
   return out;
@@ -25,7 +27,8 @@ std::vector<std::string> string_list(const YAML::Node& root, const char* key, co
 
 at::Tensor tokenize(const tokenizer::Tokenizer& tok, const std::vector<std::string>& texts) {
   auto ids = at::zeros({static_cast<std::int64_t>(texts.size()), tok.context_length()}, at::kLong);
-  for (std::size_t i = 0; i < texts.size(); ++i) tok.encode(texts[i], ids[static_cast<std::int64_t>(i)].data_ptr<std::int64_t>());
+  for (std::size_t i = 0; i < texts.size(); ++i)
+    tok.encode(texts[i], ids[static_cast<std::int64_t>(i)].data_ptr<std::int64_t>());
   return ids;
 }
 
@@ -42,10 +45,14 @@ at::Tensor gather_rows(const at::Tensor& local, dist::ProcessGroup& pg) {
   const std::int64_t max_n = pg.all_reduce_max_int(n);
   auto padded = at::zeros({max_n, local.size(1)}, local.options());
   padded.narrow(0, 0, n).copy_(local);
-  auto counts = pg.all_gather(at::full({1}, n, at::TensorOptions().dtype(at::kLong).device(pg.device())), "eval counts").cpu();
+  auto counts =
+      pg.all_gather(at::full({1}, n, at::TensorOptions().dtype(at::kLong).device(pg.device())),
+                    "eval counts")
+          .cpu();
   auto all = pg.all_gather(padded.to(pg.device()), "eval features").to(local.device());
   std::vector<at::Tensor> parts;
-  for (int r = 0; r < pg.size(); ++r) parts.push_back(all.narrow(0, r * max_n, counts[r].item<std::int64_t>()));
+  for (int r = 0; r < pg.size(); ++r)
+    parts.push_back(all.narrow(0, r * max_n, counts[r].item<std::int64_t>()));
   return at::cat(parts);
 }
 
@@ -58,7 +65,9 @@ ZeroShotClasses load_zeroshot_classes(const std::string& path) {
   } catch (const YAML::Exception& e) {
     throw core::InputError("cannot read zero-shot classes '" + path + "': " + e.what());
   }
-  return {string_list(root, "classnames", path), string_list(root, "templates", path)};
+  // `classes` as `clipper shards --classes` reads it; `classnames` as OpenCLIP names it.
+  return {string_list(root, root["classes"] ? "classes" : "classnames", path),
+          string_list(root, "templates", path)};
 }
 
 at::Tensor zeroshot_classifier(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
@@ -86,7 +95,9 @@ ZeroShotResult zeroshot(model::ClipImpl& model, data::Loader& loader, const at::
   double top1 = 0, top5 = 0, count = 0;
   const std::int64_t k = std::min<std::int64_t>(5, classifier.size(0));
   while (auto b = loader.next()) {
-    if (!b->labels.defined()) throw core::InputError("zero-shot evaluation needs labels: the eval shards have no class entry");
+    if (!b->labels.defined())
+      throw core::InputError(
+          "zero-shot evaluation needs labels: the eval shards have no class entry");
     auto f = model.encode_image(prepare(b->images), /*normalize=*/true).to(at::kFloat);
     auto logits = f.matmul(classifier.t());
     auto labels = b->labels.to(logits.device());

@@ -21,8 +21,8 @@
 #include "clipper/data/loader.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/dist/world.hpp"
-#include "clipper/eval/eval.hpp"
 #include "clipper/io/openclip.hpp"
+#include "clipper/loop/evaluate.hpp"
 #include "clipper/model/flops.hpp"
 #include "clipper/model/model_spec.hpp"
 #include "clipper/optim/schedule.hpp"
@@ -38,7 +38,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 std::string timestamp_name(std::int64_t epoch_seconds) {
   std::time_t t = static_cast<std::time_t>(epoch_seconds);
@@ -74,11 +76,6 @@ void set_rng_state(const checkpoint::TensorList& t, const at::Device& device) {
   }
 }
 
-struct EvalSetup {
-  std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
-  at::Tensor classifier;  // zero-shot, built once per evaluation
-};
-
 }  // namespace
 
 RunSummary run_training(const config::Config& cfg) {
@@ -88,12 +85,13 @@ RunSummary run_training(const config::Config& cfg) {
 
   // --- World, device, process group ---------------------------------------------------------
   const dist::World world = dist::discover_world(cfg.dist);
-  const bool cuda = cfg.train.device == "cuda" ||
-                    (cfg.train.device == "auto" && torch::cuda::is_available());
+  const bool cuda =
+      cfg.train.device == "cuda" || (cfg.train.device == "auto" && torch::cuda::is_available());
   if (cuda && !torch::cuda::is_available())
     throw core::InputError("train.device is cuda but no CUDA device is available");
-  const at::Device device = cuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank))
-                                 : at::Device(at::kCPU);
+  const at::Device device =
+      cuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank))
+           : at::Device(at::kCPU);
   const bool bf16 = cuda && (cfg.train.precision == "bf16" || cfg.train.precision == "auto");
   if (cfg.train.threads > 0) at::set_num_threads(static_cast<int>(cfg.train.threads));
   auto pg = dist::ProcessGroup::create(world, cfg.dist, cuda);
@@ -117,13 +115,14 @@ RunSummary run_training(const config::Config& cfg) {
     core::log::configure(lo);
   }
   if (rank == 0) core::write_file_atomic((run_dir / "config.yaml").string(), config::to_yaml(cfg));
-  CLIPPER_INFO("run " << run_dir.string() << " | " << world.describe() << " | device " << device.str()
-                      << (bf16 ? " bf16" : " fp32") << " | " << pg->backend_name());
+  CLIPPER_INFO("run " << run_dir.string() << " | " << world.describe() << " | device "
+                      << device.str() << (bf16 ? " bf16" : " fp32") << " | " << pg->backend_name());
   if (cuda) train::set_tf32(cfg.train.tf32);
 
   // --- Model, tokenizer, loader -------------------------------------------------------------
   model::ModelSpec spec = model::load_model_spec(cfg.model.name);
-  at::manual_seed(static_cast<std::uint64_t>(cfg.train.seed) * 1000003ull + static_cast<std::uint64_t>(rank));
+  at::manual_seed(static_cast<std::uint64_t>(cfg.train.seed) * 1000003ull +
+                  static_cast<std::uint64_t>(rank));
   model::Clip model = model::create_model(spec, static_cast<std::uint64_t>(cfg.train.seed));
   if (!cfg.model.init_from.empty()) {
     io::load_openclip_weights(model, cfg.model.init_from);
@@ -136,18 +135,21 @@ RunSummary run_training(const config::Config& cfg) {
   auto tok = tokenizer::make_tokenizer(spec.tokenizer, spec.context_length);
 
   if (cfg.data.train_shards.empty())
-    throw core::InputError("data.train_shards is empty: name the training shards in a config file or with --set");
-  auto lopts = data::LoaderOptions::from_config(cfg.data, cfg.train.batch_size, static_cast<int>(spec.image_size),
-                                                rank, world_size, static_cast<std::uint64_t>(cfg.train.seed));
+    throw core::InputError(
+        "data.train_shards is empty: name the training shards in a config file or with --set");
+  auto lopts = data::LoaderOptions::from_config(cfg.data, cfg.train.batch_size,
+                                                static_cast<int>(spec.image_size), rank, world_size,
+                                                static_cast<std::uint64_t>(cfg.train.seed));
   lopts.drop_last = true;  // equal batches on every rank (the loss all-gathers them)
   data::Loader loader(lopts, tok);
   const std::int64_t accum = cfg.train.accum_freq;
   const std::int64_t steps_per_epoch = loader.batches_per_epoch() / accum;
   if (steps_per_epoch <= 0)
     throw core::InputError("the training data gives " + std::to_string(loader.batches_per_epoch()) +
-                           " full batches per rank per epoch, fewer than train.accum_freq=" + std::to_string(accum) +
-                           ": lower train.batch_size or add data");
-  const std::int64_t total_steps = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * steps_per_epoch;
+                           " full batches per rank per epoch, fewer than train.accum_freq=" +
+                           std::to_string(accum) + ": lower train.batch_size or add data");
+  const std::int64_t total_steps =
+      cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * steps_per_epoch;
 
   train::StepOptions sopts;
   sopts.bf16 = bf16;
@@ -166,8 +168,11 @@ RunSummary run_training(const config::Config& cfg) {
         if (auto latest = ckpt.latest_valid()) found = checkpoint::step_of(*latest);
       }
       found = pg->all_reduce_max_int(found);  // every rank takes rank 0's choice
-      if (found >= 0) path = (fs::path(ckpt.checkpoints_dir()) / checkpoint::step_dir_name(found)).string();
-      else CLIPPER_WARN("--resume latest: no valid checkpoint in " << ckpt.checkpoints_dir() << "; starting fresh");
+      if (found >= 0)
+        path = (fs::path(ckpt.checkpoints_dir()) / checkpoint::step_dir_name(found)).string();
+      else
+        CLIPPER_WARN("--resume latest: no valid checkpoint in " << ckpt.checkpoints_dir()
+                                                                << "; starting fresh");
     } else {
       path = cfg.checkpoint.resume;
     }
@@ -190,65 +195,35 @@ RunSummary run_training(const config::Config& cfg) {
     if (rank == 0) {
       st.model = io::model_state_dict(*model);
       st.optimizer = step.optimizer().state();
-      st.trainer = {{"step", at_step},           {"total_steps", total_steps}, {"nan_total", nan_total},
-                    {"nan_in_row", nan_in_row}, {"world_size", world_size},   {"model", spec.name}};
+      st.trainer = {{"step", at_step},          {"total_steps", total_steps},
+                    {"nan_total", nan_total},   {"nan_in_row", nan_in_row},
+                    {"world_size", world_size}, {"model", spec.name}};
       st.config_yaml = config::to_yaml(cfg);
     }
     st.rank_json = {{"loader", loader.state()}};
     st.rank_tensors = rng_state(device);
     const std::string dir = ckpt.save(at_step, st);
-    CLIPPER_INFO("checkpoint " << dir << " (" << std::fixed << std::setprecision(1) << since(t) << " s)");
+    CLIPPER_INFO("checkpoint " << dir << " (" << std::fixed << std::setprecision(1) << since(t)
+                               << " s)");
   };
 
   // --- Evaluation ---------------------------------------------------------------------------
   auto prepare = [&](const at::Tensor& images) { return step.prepare_images(images); };
-  auto evaluate = [&](std::int64_t at_step, std::vector<std::pair<std::string, double>>& out) {
+  auto evaluate = [&](std::int64_t at_step, train::Scalars& out) {
     const auto t = Clock::now();
-    auto eval_loader = [&](const std::string& shards, bool labels) {
-      data::LoaderOptions o = lopts;
-      o.shards = shards;
-      o.num_samples = 0;
-      o.resampled = false;
-      o.train = false;
-      o.drop_last = false;
-      o.batch_size = cfg.eval.batch_size;
-      if (labels) o.label_key = "cls";
-      return std::make_unique<data::Loader>(o, tok);
-    };
-    if (!cfg.eval.zeroshot_shards.empty()) {
-      if (cfg.eval.zeroshot_classes.empty())
-        throw core::InputError("eval.zeroshot_shards is set but eval.zeroshot_classes is empty");
-      const auto classes = eval::load_zeroshot_classes(cfg.eval.zeroshot_classes);
-      auto classifier = eval::zeroshot_classifier(*model, *tok, classes, device);
-      auto l = eval_loader(cfg.eval.zeroshot_shards, true);
-      const auto r = eval::zeroshot(*model, *l, classifier, prepare, *pg);
-      out.emplace_back("eval/zeroshot_top1", r.top1);
-      out.emplace_back("eval/zeroshot_top5", r.top5);
-      summary.zeroshot_top1 = r.top1;
-      CLIPPER_INFO("step " << at_step << " zero-shot on " << r.count << " images: top-1 " << std::fixed
-                           << std::setprecision(2) << 100 * r.top1 << " %, top-5 " << 100 * r.top5 << " %");
-    }
-    if (!cfg.eval.retrieval_shards.empty()) {
-      auto l = eval_loader(cfg.eval.retrieval_shards, false);
-      const auto r = eval::retrieval(*model, *l, prepare, *pg);
-      const char* names[3] = {"r1", "r5", "r10"};
-      for (int i = 0; i < 3; ++i) {
-        out.emplace_back(std::string("eval/image_to_text_") + names[i], r.image_to_text[i]);
-        out.emplace_back(std::string("eval/text_to_image_") + names[i], r.text_to_image[i]);
-      }
-      CLIPPER_INFO("step " << at_step << " retrieval on " << r.count << " pairs: image->text R@1/5/10 "
-                           << r.image_to_text[0] << "/" << r.image_to_text[1] << "/" << r.image_to_text[2]
-                           << ", text->image " << r.text_to_image[0] << "/" << r.text_to_image[1] << "/"
-                           << r.text_to_image[2]);
-    }
+    const auto rep = loop::evaluate(cfg, *model, tok, *pg, device, prepare, at_step);
+    out.insert(out.end(), rep.scalars.begin(), rep.scalars.end());
+    if (rep.zeroshot_top1 >= 0) summary.zeroshot_top1 = rep.zeroshot_top1;
     CLIPPER_DEBUG("evaluation took " << since(t) << " s");
   };
 
   // --- Metrics ------------------------------------------------------------------------------
   std::vector<std::unique_ptr<train::MetricSink>> sinks;
   if (rank == 0) {
-    if (cfg.log.jsonl) sinks.push_back(std::make_unique<train::JsonlSink>((run_dir / "metrics.jsonl").string()));
-    if (cfg.log.tensorboard) sinks.push_back(std::make_unique<train::TensorBoardSink>((run_dir / "tensorboard").string()));
+    if (cfg.log.jsonl)
+      sinks.push_back(std::make_unique<train::JsonlSink>((run_dir / "metrics.jsonl").string()));
+    if (cfg.log.tensorboard)
+      sinks.push_back(std::make_unique<train::TensorBoardSink>((run_dir / "tensorboard").string()));
   }
   auto emit = [&](std::int64_t s, const train::Scalars& scalars) {
     for (auto& sink : sinks) {
@@ -256,14 +231,17 @@ RunSummary run_training(const config::Config& cfg) {
       sink->flush();
     }
   };
-  const double flops_per_sample = 3.0 * model::forward_flops_per_sample(spec);  // forward + backward
-  const double peak = cfg.train.peak_tflops > 0 ? cfg.train.peak_tflops * 1e12 : (cuda ? 790e12 : 0.0);
+  const double flops_per_sample =
+      3.0 * model::forward_flops_per_sample(spec);  // forward + backward
+  const double peak =
+      cfg.train.peak_tflops > 0 ? cfg.train.peak_tflops * 1e12 : (cuda ? 790e12 : 0.0);
   const std::int64_t samples_per_step = cfg.train.batch_size * accum * world_size;
 
   // --- The loop -----------------------------------------------------------------------------
   CLIPPER_INFO("model " << spec.name << " (" << std::fixed << std::setprecision(2)
-                        << model::parameter_count(spec) / 1e6 << " M parameters) | " << total_steps << " steps, "
-                        << steps_per_epoch << " per epoch | global batch " << samples_per_step);
+                        << model::parameter_count(spec) / 1e6 << " M parameters) | " << total_steps
+                        << " steps, " << steps_per_epoch << " per epoch | global batch "
+                        << samples_per_step);
   auto window_start = Clock::now();
   auto last_progress = Clock::now() - std::chrono::hours(1);
   auto last_ckpt_time = Clock::now();
@@ -289,12 +267,13 @@ RunSummary run_training(const config::Config& cfg) {
     if (r.skipped) {
       ++nan_total;
       ++nan_in_row;
-      CLIPPER_WARN("step " << global_step << ": non-finite loss or gradient, step skipped (" << nan_in_row
-                           << " in a row)");
+      CLIPPER_WARN("step " << global_step << ": non-finite loss or gradient, step skipped ("
+                           << nan_in_row << " in a row)");
       if (cfg.train.nan_policy == "stop" || nan_in_row >= cfg.train.max_nan_in_row)
-        throw core::Error("stopping: " + std::to_string(nan_in_row) + " non-finite step(s) in a row at step " +
-                          std::to_string(global_step) + " (train.nan_policy=" + cfg.train.nan_policy +
-                          ", train.max_nan_in_row=" + std::to_string(cfg.train.max_nan_in_row) + ")");
+        throw core::Error(
+            "stopping: " + std::to_string(nan_in_row) + " non-finite step(s) in a row at step " +
+            std::to_string(global_step) + " (train.nan_policy=" + cfg.train.nan_policy +
+            ", train.max_nan_in_row=" + std::to_string(cfg.train.max_nan_in_row) + ")");
     } else {
       nan_in_row = 0;
       window_loss += r.loss;
@@ -305,9 +284,14 @@ RunSummary run_training(const config::Config& cfg) {
     // Every rank agrees on stopping and on time-based checkpoints, once per step.
     std::int64_t flags = 0;
     if (core::stop_signal() != 0) flags |= 1;
-    if (cfg.train.max_wall_time_minutes > 0 && since(started) > 60.0 * cfg.train.max_wall_time_minutes) flags |= 1;
-    if (cfg.train.stop_at_step > 0 && global_step >= cfg.train.stop_at_step && global_step < total_steps) flags |= 1;
-    if (rank == 0 && cfg.checkpoint.every_minutes > 0 && since(last_ckpt_time) > 60.0 * cfg.checkpoint.every_minutes)
+    if (cfg.train.max_wall_time_minutes > 0 &&
+        since(started) > 60.0 * cfg.train.max_wall_time_minutes)
+      flags |= 1;
+    if (cfg.train.stop_at_step > 0 && global_step >= cfg.train.stop_at_step &&
+        global_step < total_steps)
+      flags |= 1;
+    if (rank == 0 && cfg.checkpoint.every_minutes > 0 &&
+        since(last_ckpt_time) > 60.0 * cfg.checkpoint.every_minutes)
       flags |= 2;
     if (world_size > 1) {
       auto f = at::tensor({flags & 1, (flags >> 1) & 1}, at::kLong).to(pg->device());
@@ -321,28 +305,32 @@ RunSummary run_training(const config::Config& cfg) {
       const double elapsed = since(window_start);
       const double sps = window_steps * samples_per_step / std::max(elapsed, 1e-9);
       const auto counters = loader.counters();
-      train::Scalars s = {{"train/loss", window_loss_n ? window_loss / window_loss_n : std::nan("")},
-                          {"train/lr", lr},
-                          {"train/logit_scale", r.logit_scale},
-                          {"train/grad_norm", r.grad_norm},
-                          {"perf/samples_per_s", sps},
-                          {"perf/samples_per_s_per_device", sps / world_size},
-                          {"perf/data_wait_share", window_data_wait / std::max(elapsed, 1e-9)},
-                          {"data/bad_samples", static_cast<double>(counters.bad_samples())},
-                          {"data/shard_errors", static_cast<double>(counters.shard_errors())},
-                          {"train/nan_skipped", static_cast<double>(nan_total)}};
+      train::Scalars s = {
+          {"train/loss", window_loss_n ? window_loss / window_loss_n : std::nan("")},
+          {"train/lr", lr},
+          {"train/logit_scale", r.logit_scale},
+          {"train/grad_norm", r.grad_norm},
+          {"perf/samples_per_s", sps},
+          {"perf/samples_per_s_per_device", sps / world_size},
+          {"perf/data_wait_share", window_data_wait / std::max(elapsed, 1e-9)},
+          {"data/bad_samples", static_cast<double>(counters.bad_samples())},
+          {"data/shard_errors", static_cast<double>(counters.shard_errors())},
+          {"train/nan_skipped", static_cast<double>(nan_total)}};
       if (peak > 0) s.emplace_back("perf/mfu", flops_per_sample * sps / world_size / peak);
       emit(global_step, s);
-      const bool show = since(last_progress) >= cfg.log.progress_every_s || global_step == total_steps || stop;
+      const bool show =
+          since(last_progress) >= cfg.log.progress_every_s || global_step == total_steps || stop;
       if (show) {
         const double done = static_cast<double>(global_step - first_step);
         const double eta = done > 0 ? since(started) / done * (total_steps - global_step) : 0;
         std::ostringstream line;
-        line << "step " << global_step << "/" << total_steps << " (" << std::fixed << std::setprecision(1)
-             << 100.0 * global_step / total_steps << "%) | epoch " << global_step / steps_per_epoch << " | loss "
-             << std::setprecision(4) << (window_loss_n ? window_loss / window_loss_n : std::nan("")) << " | lr "
-             << std::setprecision(6) << lr << " | " << std::setprecision(0) << sps << " samples/s | data wait "
-             << std::setprecision(0) << 100.0 * window_data_wait / std::max(elapsed, 1e-9) << "% | ETA "
+        line << "step " << global_step << "/" << total_steps << " (" << std::fixed
+             << std::setprecision(1) << 100.0 * global_step / total_steps << "%) | epoch "
+             << global_step / steps_per_epoch << " | loss " << std::setprecision(4)
+             << (window_loss_n ? window_loss / window_loss_n : std::nan("")) << " | lr "
+             << std::setprecision(6) << lr << " | " << std::setprecision(0) << sps
+             << " samples/s | data wait " << std::setprecision(0)
+             << 100.0 * window_data_wait / std::max(elapsed, 1e-9) << "% | ETA "
              << core::format_duration(eta);
         CLIPPER_INFO(line.str());
         last_progress = Clock::now();
@@ -355,16 +343,18 @@ RunSummary run_training(const config::Config& cfg) {
     }
 
     const bool final_step = global_step == total_steps;
-    if (!final_step && ((cfg.checkpoint.every_steps > 0 && global_step % cfg.checkpoint.every_steps == 0) ||
-                        (flags & 2) || stop)) {
+    if (!final_step &&
+        ((cfg.checkpoint.every_steps > 0 && global_step % cfg.checkpoint.every_steps == 0) ||
+         (flags & 2) || stop)) {
       save(global_step);
       last_ckpt_time = Clock::now();
     }
     if (stop) {
-      CLIPPER_INFO("stopping at step " << global_step << " after saving ("
-                                       << (core::stop_signal() ? "signal " + std::to_string(core::stop_signal())
-                                                               : std::string("limit"))
-                                       << "); continue with --resume latest");
+      CLIPPER_INFO("stopping at step "
+                   << global_step << " after saving ("
+                   << (core::stop_signal() ? "signal " + std::to_string(core::stop_signal())
+                                           : std::string("limit"))
+                   << "); continue with --resume latest");
       stopped = true;
       break;
     }

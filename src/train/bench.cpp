@@ -44,13 +44,17 @@ BenchResult bench_train(const BenchOptions& o) {
   config::Config cfg;
   cfg.train.batch_size = o.batch;
   const bool cuda = o.device == "cuda" || (o.device == "auto" && torch::cuda::is_available());
-  if (cuda && !torch::cuda::is_available()) throw core::InputError("--device cuda: no CUDA device is available");
+  if (cuda && !torch::cuda::is_available())
+    throw core::InputError("--device cuda: no CUDA device is available");
   const bool bf16 = cuda && o.precision != "fp32";
-  if (!cuda && o.precision == "bf16") throw core::InputError("--precision bf16 needs --device cuda");
+  if (!cuda && o.precision == "bf16")
+    throw core::InputError("--precision bf16 needs --device cuda");
   if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
   const auto world = dist::discover_world(cfg.dist);
   auto pg = dist::ProcessGroup::create(world, cfg.dist, cuda);
-  const at::Device device = cuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank)) : at::Device(at::kCPU);
+  const at::Device device =
+      cuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank))
+           : at::Device(at::kCPU);
 
   const auto spec = model::load_model_spec(o.model);
   auto model = model::create_model(spec, 0);
@@ -63,8 +67,10 @@ BenchResult bench_train(const BenchOptions& o) {
   at::manual_seed(1234 + pg->rank());
   const auto dev = at::TensorOptions().device(device);
   MicroBatch mb;
-  mb.images = at::randint(0, 256, {o.batch, spec.image_size, spec.image_size, 3}, dev.dtype(at::kByte));
-  mb.tokens = at::randint(1, spec.vocab_size - 2, {o.batch, spec.context_length}, dev.dtype(at::kLong));
+  mb.images =
+      at::randint(0, 256, {o.batch, spec.image_size, spec.image_size, 3}, dev.dtype(at::kByte));
+  mb.tokens =
+      at::randint(1, spec.vocab_size - 2, {o.batch, spec.context_length}, dev.dtype(at::kLong));
   mb.tokens.select(1, spec.context_length - 1).fill_(spec.vocab_size - 1);
   const std::vector<MicroBatch> micro{mb};
 
@@ -128,10 +134,12 @@ std::string BenchResult::to_json() const {
 std::string BenchResult::to_text() const {
   std::ostringstream os;
   os << std::fixed << std::setprecision(1);
-  os << model << " | " << device << " " << precision << " | batch " << batch << " x " << world_size << " rank(s)\n";
-  os << "  " << samples_per_s << " samples/s, " << step_ms << " ms/step over " << steps << " steps\n";
-  os << "  breakdown: forward " << forward_ms << " ms, backward " << backward_ms << " ms, reduce+check "
-     << reduce_ms << " ms, optimizer " << optimizer_ms << " ms\n";
+  os << model << " | " << device << " " << precision << " | batch " << batch << " x " << world_size
+     << " rank(s)\n";
+  os << "  " << samples_per_s << " samples/s, " << step_ms << " ms/step over " << steps
+     << " steps\n";
+  os << "  breakdown: forward " << forward_ms << " ms, backward " << backward_ms
+     << " ms, reduce+check " << reduce_ms << " ms, optimizer " << optimizer_ms << " ms\n";
   os << std::setprecision(2) << "  peak memory " << peak_memory_gib << " GiB, " << gflops_per_sample
      << " GFLOP/sample (training)";
   if (mfu >= 0) os << ", MFU " << std::setprecision(1) << 100 * mfu << " %";

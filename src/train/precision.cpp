@@ -5,7 +5,8 @@
 
 namespace clipper::train {
 
-AutocastGuard::AutocastGuard(bool enabled, c10::DeviceType device) : enabled_(enabled), device_(device) {
+AutocastGuard::AutocastGuard(bool enabled, c10::DeviceType device)
+    : enabled_(enabled), device_(device) {
   if (!enabled_) return;
   was_enabled_ = at::autocast::is_autocast_enabled(device_);
   at::autocast::set_autocast_enabled(device_, true);

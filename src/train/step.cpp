@@ -46,7 +46,8 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
                                                  cfg.dist.overlap_grad_reduce);
   const auto& spec = model_->spec();
   const auto fopt = at::TensorOptions().dtype(at::kFloat).device(device_);
-  mean_ = at::tensor(std::vector<float>(spec.mean.begin(), spec.mean.end()), fopt).view({1, 3, 1, 1});
+  mean_ =
+      at::tensor(std::vector<float>(spec.mean.begin(), spec.mean.end()), fopt).view({1, 3, 1, 1});
   std_ = at::tensor(std::vector<float>(spec.std.begin(), spec.std.end()), fopt).view({1, 3, 1, 1});
 }
 
@@ -135,11 +136,14 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
   std::vector<at::Tensor> grads;
   for (const auto& p : params_)
     if (p.grad().defined()) grads.push_back(p.grad());
-  at::Tensor norm = grads.empty() ? at::zeros({}, at::TensorOptions().device(device_))
-                                  : at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
-  at::Tensor bad = at::logical_not(at::isfinite(norm)).logical_or(at::logical_not(at::isfinite(loss_value)));
-  at::Tensor packed = at::stack({loss_value.to(at::kDouble), bad.to(at::kDouble), norm.to(at::kDouble)})
-                          .to(pg_->device());
+  at::Tensor norm = grads.empty()
+                        ? at::zeros({}, at::TensorOptions().device(device_))
+                        : at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
+  at::Tensor bad =
+      at::logical_not(at::isfinite(norm)).logical_or(at::logical_not(at::isfinite(loss_value)));
+  at::Tensor packed =
+      at::stack({loss_value.to(at::kDouble), bad.to(at::kDouble), norm.to(at::kDouble)})
+          .to(pg_->device());
   pg_->all_reduce(packed, dist::ReduceOp::sum, "loss and NaN check");
   const auto host = packed.cpu();
   const double* v = host.data_ptr<double>();

@@ -29,7 +29,7 @@ struct ZeroShotClasses {
   std::vector<std::string> templates;  // "a photo of a {}."
 };
 
-// YAML with `classnames:` and `templates:` lists; errors name the file and the key.
+// YAML with `classes:` (or `classnames:`) and `templates:` lists; errors name the file and the key.
 ZeroShotClasses load_zeroshot_classes(const std::string& path);
 
 // uint8 [B,H,W,3] -> normalized float [B,3,H,W] on `device`.

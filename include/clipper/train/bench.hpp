@@ -8,7 +8,7 @@ namespace clipper::train {
 
 struct BenchOptions {
   std::string model = "ViT-B-32";
-  std::int64_t batch = 256;  // per device
+  std::int64_t batch = 256;        // per device
   std::string device = "auto";     // auto | cpu | cuda
   std::string precision = "auto";  // auto | bf16 | fp32
   std::int64_t steps = 20;
@@ -22,12 +22,12 @@ struct BenchOptions {
 struct BenchResult {
   std::string model, device, precision;
   std::int64_t batch = 0, world_size = 1, steps = 0;
-  double samples_per_s = 0;             // global
-  double step_ms = 0;                   // mean, throughput run
+  double samples_per_s = 0;                                                 // global
+  double step_ms = 0;                                                       // mean, throughput run
   double forward_ms = 0, backward_ms = 0, reduce_ms = 0, optimizer_ms = 0;  // breakdown run
-  double peak_memory_gib = 0;           // CUDA allocator peak, or the process's peak RSS on CPU
-  double mfu = -1;                      // -1: no peak known
-  double gflops_per_sample = 0;         // training (3 x forward)
+  double peak_memory_gib = 0;    // CUDA allocator peak, or the process's peak RSS on CPU
+  double mfu = -1;               // -1: no peak known
+  double gflops_per_sample = 0;  // training (3 x forward)
   std::string to_json() const;
   std::string to_text() const;
 };

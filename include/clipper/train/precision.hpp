@@ -9,7 +9,8 @@ class AutocastGuard {
  public:
   // enabled=false makes the guard a no-op (fp32, or CPU).
   AutocastGuard(bool enabled, c10::DeviceType device = c10::DeviceType::CUDA);
-  ~AutocastGuard();  // restores the previous state and, at the outermost level, clears the cast cache
+  ~AutocastGuard();  // restores the previous state and, at the outermost level, clears the cast
+                     // cache
   AutocastGuard(const AutocastGuard&) = delete;
   AutocastGuard& operator=(const AutocastGuard&) = delete;
 

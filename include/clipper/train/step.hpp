@@ -32,10 +32,10 @@ struct MicroBatch {
 };
 
 struct StepResult {
-  bool skipped = false;     // non-finite loss or gradient: nothing was updated
-  double loss = 0.0;        // mean over ranks (NaN when skipped)
-  double grad_norm = 0.0;   // global norm before clipping
-  double logit_scale = 0.0; // exp(logit_scale) after the step
+  bool skipped = false;      // non-finite loss or gradient: nothing was updated
+  double loss = 0.0;         // mean over ranks (NaN when skipped)
+  double grad_norm = 0.0;    // global norm before clipping
+  double logit_scale = 0.0;  // exp(logit_scale) after the step
   // Seconds spent in each phase (host time; CUDA phases are synchronized only when timing is on).
   double forward_s = 0, backward_s = 0, reduce_s = 0, optimizer_s = 0;
 };
