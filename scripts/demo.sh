@@ -25,4 +25,5 @@ start=$(date +%s)
 run_dir=$(grep -o 'run runs/[^ ]*' /tmp/clipper-demo.log | head -1 | cut -d' ' -f2)
 echo "[demo] finished in $(( $(date +%s) - start )) s; run folder $run_dir"
 grep -o 'zero-shot on .*' /tmp/clipper-demo.log | tail -1 | sed 's/^/[demo] /'
-echo "[demo] open_clip-loadable export: $run_dir/export (open_clip_model.safetensors, open_clip_config.json)"
+echo "[demo] export: $run_dir/export (open_clip_model.safetensors, open_clip_config.json); loading it with open_clip:"
+.venv/bin/python scripts/check_export.py "$run_dir/export" fmnist-vit
