@@ -43,7 +43,10 @@ function(clipper_add_test name)
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   target_compile_definitions(${name} PRIVATE
-    CLIPPER_SOURCE_DIR="${PROJECT_SOURCE_DIR}" CLIPPER_BINARY_DIR="${PROJECT_BINARY_DIR}")
+    CLIPPER_SOURCE_DIR="${PROJECT_SOURCE_DIR}" CLIPPER_BINARY_DIR="${PROJECT_BINARY_DIR}"
+    CLIPPER_PYTHON_PATH="${CLIPPER_PYTHON}")
+  # Only the first ENVIRONMENT entry survives gtest_discover_tests (CMake 3.25 flattens the list),
+  # so tests also get the Python as a compile definition (see tests/test_util.hpp).
   gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
     PROPERTIES LABELS "${ARG_LABELS}"
     ENVIRONMENT "CLIPPER_BIN=$<TARGET_FILE:clipper>;CLIPPER_PYTHON=${CLIPPER_PYTHON}")

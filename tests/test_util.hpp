@@ -73,6 +73,9 @@ namespace clipper::test {
 // The venv Python with torch and the third-party clients (open_clip, webdataset, ...).
 inline std::string python() {
   if (const char* p = std::getenv("CLIPPER_PYTHON")) return p;
+#ifdef CLIPPER_PYTHON_PATH
+  if (std::string(CLIPPER_PYTHON_PATH).size() > 0) return CLIPPER_PYTHON_PATH;
+#endif
   return std::string(CLIPPER_SOURCE_DIR) + "/.venv/bin/python";
 }
 }  // namespace clipper::test

@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <iostream>
+
 #include "clipper/io/openclip.hpp"
 #include "clipper/io/safetensors.hpp"
 #include "clipper/model/clip.hpp"
@@ -69,6 +71,8 @@ void expect_close(const std::map<std::string, at::Tensor>& ours,
     const double diff = (v - o).abs().max().item<double>();
     const double scale = std::max(1.0, o.abs().max().item<double>());
     // Normalized features within 1e-5 absolute; raw ones within 1e-5 of their magnitude.
+    std::cout << "[interop] " << what << " " << k << ": max |diff| " << diff << ", max |value| "
+              << scale << "\n";
     EXPECT_LE(diff, kTol * (k.find("norm") != std::string::npos ? 1.0 : scale))
         << what << " " << k << ": max |diff| " << diff << " (max |value| " << scale << ")";
   }
