@@ -8,7 +8,9 @@ using clipper::test::run;
 using clipper::test::source_path;
 
 namespace {
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool has(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 }  // namespace
 
 TEST(CliConfig, ShowAppliesSetOverride) {

@@ -21,7 +21,9 @@ std::string error_of(F f) {
   return "";
 }
 
-bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool has(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 }  // namespace
 
@@ -49,9 +51,9 @@ TEST(Config, PrecedenceDefaultsFilesThenSet) {
   const auto b = d.write("b.yaml", "optim:\n  lr: 0.02\ntrain:\n  batch_size: 8\n");
   Config c = load({a, b}, {"train.batch_size=16"});
   EXPECT_EQ(c.model.name, "ViT-B-32");
-  EXPECT_DOUBLE_EQ(c.optim.lr, 0.02);  // later file wins
-  EXPECT_DOUBLE_EQ(c.optim.eps, 1e-8);  // earlier file kept where the later is silent
-  EXPECT_EQ(c.train.batch_size, 16);    // --set wins over files
+  EXPECT_DOUBLE_EQ(c.optim.lr, 0.02);           // later file wins
+  EXPECT_DOUBLE_EQ(c.optim.eps, 1e-8);          // earlier file kept where the later is silent
+  EXPECT_EQ(c.train.batch_size, 16);            // --set wins over files
   EXPECT_DOUBLE_EQ(c.optim.weight_decay, 0.2);  // default
 }
 
@@ -117,7 +119,8 @@ TEST(Config, ChoicesAndMinimumsAreChecked) {
   Config c;
   auto msg = error_of([&] { apply_yaml(c, "loss:\n  kind: siglp\n", "c.yaml"); });
   EXPECT_TRUE(has(msg, "c.yaml:2:") && has(msg, "'loss.kind'") && has(msg, "clip, siglip") &&
-              has(msg, "did you mean 'siglip'")) << msg;
+              has(msg, "did you mean 'siglip'"))
+      << msg;
   msg = error_of([&] { apply_override(c, "train.batch_size=0"); });
   EXPECT_TRUE(has(msg, "'train.batch_size'") && has(msg, "below the minimum 1")) << msg;
 }

@@ -6,6 +6,7 @@
 
 #include <iostream>
 
+#include "clipper/core/atomic_file.hpp"
 #include "clipper/io/openclip.hpp"
 #include "clipper/io/safetensors.hpp"
 #include "clipper/model/clip.hpp"
@@ -119,6 +120,15 @@ TEST(OpenClipInterop, TinyViT) {
 }
 TEST(OpenClipInterop, TinyModifiedResNet) {
   run_interop("tiny-rn", "", 3);
+}
+// A tokenizer whose end id is not the largest (SentencePiece): OpenCLIP's pool_type "eos".
+TEST(OpenClipInterop, TinyViTEosPooling) {
+  clipper::test::TempDir dir;
+  auto text = clipper::core::read_file(clipper::test::source_path("configs/models/tiny-vit.yaml"));
+  text.replace(text.find("  layers: 3\n"), 12, "  layers: 3\n  pool_type: eos\n  eos_id: 5\n");
+  const auto path = dir.write("tiny-vit-eos.yaml", text);
+  ASSERT_EQ(cm::load_model_spec(path).text_pool_type, "eos");
+  run_interop(path, "", 3);
 }
 TEST(OpenClipInterop, ViT_B_32) {
   run_interop("ViT-B-32", "ViT-B-32", 2);
