@@ -42,6 +42,10 @@ json model_cfg(const model::ModelSpec& s) {
   text["heads"] = s.text_heads;
   text["layers"] = s.text_layers;
   text["mlp_ratio"] = s.text_mlp_ratio;
+  if (s.text_pool_type != "argmax") {
+    text["pool_type"] = s.text_pool_type;
+    text["eos_id"] = s.text_eos_id;
+  }
   json cfg;
   cfg["embed_dim"] = s.embed_dim;
   cfg["quick_gelu"] = s.quick_gelu;

@@ -49,8 +49,17 @@ at::Tensor ClipImpl::encode_text(const at::Tensor& tokens, bool normalize) {
   auto x = token_embedding->forward(tokens) + positional_embedding.narrow(0, 0, l);
   x = transformer->forward(x, /*causal=*/true);
   x = ln_final->forward(x);
-  // End-of-text pooling: the end-of-text id is the largest id in a row.
-  const auto eot = tokens.argmax(-1).view({b, 1, 1}).expand({b, 1, x.size(2)});
+  // End-of-text pooling; with the CLIP tokenizer the end-of-text id is the largest id in a row.
+  at::Tensor where;
+  if (spec_.text_pool_type == "argmax")
+    where = tokens.argmax(-1);
+  else if (spec_.text_pool_type == "eos")
+    where = tokens.eq(spec_.text_eos_id).to(at::kInt).argmax(-1);
+  else if (spec_.text_pool_type == "first")
+    where = at::zeros({b}, tokens.options());
+  else
+    where = at::full({b}, l - 1, tokens.options());
+  const auto eot = where.view({b, 1, 1}).expand({b, 1, x.size(2)});
   auto pooled = x.gather(1, eot).squeeze(1);
   auto f = at::matmul(pooled, text_projection.to(pooled.scalar_type()));
   return normalize ? f / f.norm(2, -1, true).clamp_min(1e-12) : f;

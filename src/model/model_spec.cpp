@@ -23,8 +23,8 @@ const std::vector<std::string> kTopKeys = {"embed_dim",       "quick_gelu",    "
                                            "tokenizer",       "preprocess_cfg"};
 const std::vector<std::string> kVisionKeys = {
     "image_size", "layers", "width", "patch_size", "head_width", "mlp_ratio", "patch_dropout"};
-const std::vector<std::string> kTextKeys = {"context_length", "vocab_size", "width",
-                                            "heads",          "layers",     "mlp_ratio"};
+const std::vector<std::string> kTextKeys = {"context_length", "vocab_size", "width",     "heads",
+                                            "layers",         "mlp_ratio",  "pool_type", "eos_id"};
 const std::vector<std::string> kPreprocessKeys = {"mean", "std", "interpolation", "resize_mode"};
 
 void check_keys(const YAML::Node& node, const std::vector<std::string>& allowed,
@@ -111,6 +111,9 @@ void ModelSpec::validate() const {
        "text_cfg.context_length and vocab_size must be positive");
   need(text_width > 0 && text_layers > 0 && text_heads > 0, "text_cfg sizes must be positive");
   need(text_width % text_heads == 0, "text_cfg.width must be divisible by text_cfg.heads");
+  need(text_pool_type == "argmax" || text_pool_type == "eos" || text_pool_type == "first" ||
+           text_pool_type == "last",
+       "text_cfg.pool_type must be argmax, eos, first or last, got '" + text_pool_type + "'");
   need(tokenizer == "clip" || tokenizer.rfind("sentencepiece:", 0) == 0,
        "tokenizer must be 'clip' or 'sentencepiece:PATH', got '" + tokenizer + "'");
 }
@@ -162,6 +165,8 @@ ModelSpec parse_model_spec(const std::string& yaml_text, const std::string& name
   s.text_heads = get<std::int64_t>(t, "heads", "text_cfg.", origin, 8);
   s.text_layers = get<std::int64_t>(t, "layers", "text_cfg.", origin, 12);
   s.text_mlp_ratio = get<double>(t, "mlp_ratio", "text_cfg.", origin, 4.0);
+  s.text_pool_type = get<std::string>(t, "pool_type", "text_cfg.", origin, "argmax");
+  s.text_eos_id = get<std::int64_t>(t, "eos_id", "text_cfg.", origin, 2);
 
   if (const YAML::Node p = root["preprocess_cfg"]) {
     check_keys(p, kPreprocessKeys, "preprocess_cfg", origin);

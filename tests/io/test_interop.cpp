@@ -4,6 +4,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <iostream>
+
+#include "clipper/core/atomic_file.hpp"
 #include "clipper/io/openclip.hpp"
 #include "clipper/io/safetensors.hpp"
 #include "clipper/model/clip.hpp"
@@ -69,6 +72,8 @@ void expect_close(const std::map<std::string, at::Tensor>& ours,
     const double diff = (v - o).abs().max().item<double>();
     const double scale = std::max(1.0, o.abs().max().item<double>());
     // Normalized features within 1e-5 absolute; raw ones within 1e-5 of their magnitude.
+    std::cout << "[interop] " << what << " " << k << ": max |diff| " << diff << ", max |value| "
+              << scale << "\n";
     EXPECT_LE(diff, kTol * (k.find("norm") != std::string::npos ? 1.0 : scale))
         << what << " " << k << ": max |diff| " << diff << " (max |value| " << scale << ")";
   }
@@ -115,6 +120,15 @@ TEST(OpenClipInterop, TinyViT) {
 }
 TEST(OpenClipInterop, TinyModifiedResNet) {
   run_interop("tiny-rn", "", 3);
+}
+// A tokenizer whose end id is not the largest (SentencePiece): OpenCLIP's pool_type "eos".
+TEST(OpenClipInterop, TinyViTEosPooling) {
+  clipper::test::TempDir dir;
+  auto text = clipper::core::read_file(clipper::test::source_path("configs/models/tiny-vit.yaml"));
+  text.replace(text.find("  layers: 3\n"), 12, "  layers: 3\n  pool_type: eos\n  eos_id: 5\n");
+  const auto path = dir.write("tiny-vit-eos.yaml", text);
+  ASSERT_EQ(cm::load_model_spec(path).text_pool_type, "eos");
+  run_interop(path, "", 3);
 }
 TEST(OpenClipInterop, ViT_B_32) {
   run_interop("ViT-B-32", "ViT-B-32", 2);

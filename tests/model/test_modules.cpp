@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "clipper/core/error.hpp"
 #include "clipper/model/clip.hpp"
 #include "clipper/model/model_spec.hpp"
 #include "clipper/model/transformer.hpp"
@@ -123,6 +124,27 @@ TEST(TextTower, PoolsAtEndOfTextToken) {
   const auto short_feats = m->encode_text(tokens.narrow(1, 0, 24), false);
   EXPECT_EQ(short_feats.size(0), 4);
   EXPECT_THROW(m->encode_text(at::zeros({1, 33}, at::kLong)), c10::Error);
+}
+
+TEST(TextTower, EosPoolingForOtherTokenizers) {
+  auto spec = tiny_vit();
+  spec.text_pool_type = "eos";
+  spec.text_eos_id = 7;
+  auto m = cm::create_model(spec, 2);
+  m->eval();
+  at::NoGradGuard g;
+  auto tokens = random_tokens(2, 32, 49408, 6);
+  tokens.narrow(1, 1, 31).clamp_(8, 49407);
+  tokens[0][4] = 7;
+  tokens[1][9] = 7;
+  tokens[1][12] = 7;
+  auto x = m->token_embedding->forward(tokens) + m->positional_embedding;
+  x = m->ln_final->forward(m->transformer->forward(x, true));
+  const auto feats = m->encode_text(tokens, false);
+  EXPECT_TRUE(at::allclose(feats[0], at::matmul(x[0][4], m->text_projection), 1e-5, 1e-5));
+  EXPECT_TRUE(at::allclose(feats[1], at::matmul(x[1][9], m->text_projection), 1e-5, 1e-5));
+  spec.text_pool_type = "mean";
+  EXPECT_THROW(spec.validate(), clipper::core::InputError);
 }
 
 TEST(Clip, ShapesNormsAndOutputs) {

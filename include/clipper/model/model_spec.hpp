@@ -33,6 +33,10 @@ struct ModelSpec {
   std::int64_t text_heads = 8;
   std::int64_t text_layers = 12;
   double text_mlp_ratio = 4.0;
+  // Which token's output is the text feature (OpenCLIP's text_cfg.pool_type): "argmax" (the
+  // largest id, the CLIP tokenizer's end-of-text), "eos" (the first `eos_id`), "first", "last".
+  std::string text_pool_type = "argmax";
+  std::int64_t text_eos_id = 2;
   std::string tokenizer = "clip";  // "clip" or "sentencepiece:PATH"
 
   bool quick_gelu = false;
