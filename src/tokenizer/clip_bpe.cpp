@@ -2,8 +2,10 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <functional>
 #include <limits>
+#include <queue>
 
 #include "clipper/core/error.hpp"
 #include "utf8.hpp"
@@ -128,6 +130,7 @@ void ClipBpe::bpe(std::string_view piece, std::vector<std::int32_t>& word) const
   for (unsigned char b : piece) word.push_back(byte_id_[b]);
   if (word.empty()) return;
   word.back() += 256;  // the last symbol carries </w>
+  if (word.size() > kLongPiece) return bpe_long(word);
   std::vector<std::int32_t> next;
   while (word.size() > 1) {
     std::uint32_t best_rank = std::numeric_limits<std::uint32_t>::max();
@@ -153,6 +156,64 @@ void ClipBpe::bpe(std::string_view piece, std::vector<std::int32_t>& word) const
   }
 }
 
+const ClipBpe::Merge* ClipBpe::find_merge(std::int32_t a, std::int32_t b) const {
+  const auto it = merges_.find(pair_key(a, b));
+  return it == merges_.end() ? nullptr : &it->second;
+}
+
+// open_clip's loop applies the lowest-ranked merge at every place it occurs, left to right, then
+// looks for the next lowest rank. Here the candidate pairs wait in a heap ordered by (rank,
+// position); all entries of one rank are taken together and applied left to right, and the pairs
+// the merges create enter the heap only after that pass, as in open_clip. Stale entries (a
+// symbol that was merged away or changed) are skipped.
+void ClipBpe::bpe_long(std::vector<std::int32_t>& word) const {
+  const auto n = static_cast<std::int32_t>(word.size());
+  std::vector<std::int32_t> prev(word.size()), next(word.size());
+  std::vector<char> alive(word.size(), 1);
+  for (std::int32_t i = 0; i < n; ++i) prev[i] = i - 1, next[i] = i + 1 < n ? i + 1 : -1;
+  struct Entry {
+    std::uint32_t rank;
+    std::int32_t pos, first, second;
+    bool operator>(const Entry& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
+  auto push = [&](std::int32_t left) {
+    if (left < 0 || next[left] < 0) return;
+    if (const Merge* m = find_merge(word[left], word[next[left]]))
+      heap.push({m->rank, left, word[left], word[next[left]]});
+  };
+  for (std::int32_t i = 0; i + 1 < n; ++i) push(i);
+  std::vector<Entry> pass;
+  std::vector<std::int32_t> merged_at;
+  while (!heap.empty()) {
+    const std::uint32_t rank = heap.top().rank;
+    pass.clear();
+    while (!heap.empty() && heap.top().rank == rank) {
+      pass.push_back(heap.top());
+      heap.pop();
+    }
+    merged_at.clear();
+    for (const Entry& e : pass) {  // by position, left to right
+      const std::int32_t l = e.pos;
+      if (!alive[l] || word[l] != e.first) continue;
+      const std::int32_t r = next[l];
+      if (r < 0 || word[r] != e.second) continue;
+      word[l] = find_merge(e.first, e.second)->merged;
+      alive[r] = 0;
+      next[l] = next[r];
+      if (next[r] >= 0) prev[next[r]] = l;
+      merged_at.push_back(l);
+    }
+    for (std::int32_t l : merged_at) {
+      push(prev[l]);
+      push(l);
+    }
+  }
+  std::size_t out = 0;
+  for (std::int32_t i = 0; i >= 0; i = next[i]) word[out++] = word[i];
+  word.resize(out);
+}
+
 void ClipBpe::encode_piece(std::string_view piece, std::vector<std::int64_t>& out) const {
   if (piece == "<start_of_text>") return out.push_back(start_id_);
   if (piece == "<end_of_text>") return out.push_back(end_id_);
@@ -167,6 +228,7 @@ void ClipBpe::encode_piece(std::string_view piece, std::vector<std::int64_t>& ou
   std::vector<std::int32_t> ids;
   bpe(piece, ids);
   out.insert(out.end(), ids.begin(), ids.end());
+  if (piece.size() > kMaxCachedPiece) return;  // rare, and would crowd the cache
   std::lock_guard<std::mutex> lock(shard.mutex);
   if (shard.map.size() >= kShardCapacity) shard.map.clear();
   shard.map.emplace(std::string(piece), std::move(ids));

@@ -1,6 +1,7 @@
 #pragma once
 // OpenCLIP's byte-level BPE over a merges file (private to src/tokenizer).
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -28,6 +29,9 @@ class ClipBpe {
     std::int32_t merged;
   };
   void bpe(std::string_view piece, std::vector<std::int32_t>& ids) const;
+  // The same result in O(n log n) for long pieces (a heap of candidate merges).
+  void bpe_long(std::vector<std::int32_t>& word) const;
+  const Merge* find_merge(std::int32_t a, std::int32_t b) const;
 
   std::array<std::int32_t, 256> byte_id_{};  // id of the byte's character; +256 for its </w> form
   std::unordered_map<std::uint64_t, Merge> merges_;
@@ -39,7 +43,9 @@ class ClipBpe {
     std::unordered_map<std::string, std::vector<std::int32_t>> map;
   };
   static constexpr std::size_t kShards = 64;
-  static constexpr std::size_t kShardCapacity = 8192;
+  static constexpr std::size_t kShardCapacity = 8192;  // entries; a full shard starts over
+  static constexpr std::size_t kMaxCachedPiece = 128;  // bytes
+  static constexpr std::size_t kLongPiece = 48;        // bytes; longer ones use bpe_long
   mutable std::array<Shard, kShards> cache_;
 };
 

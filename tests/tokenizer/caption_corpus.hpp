@@ -323,6 +323,30 @@ class CaptionCorpus {
     return s;
   }
 
+  // One long pre-token: letters without spaces (as Chinese or Japanese text is), repeated
+  // patterns, or a punctuation run.
+  std::string long_word() {
+    static const List cjk = {"\u732b", "\u72d7", "\u5728", "\u8349", "\u5730", "\u4e0a",
+                             "\u7684", "\u4e00", "\u53ea", "\u5c0f", "\u3044", "\u308b",
+                             "\u304c", "\u30bf", "\u30ef", "\u30fc"};
+    static const List pieces = {"ab", "a", "ing", "the", "xyz", "\u043a\u043e\u0442", "=-", "!?"};
+    const std::size_t len = 20 + below(400);
+    std::string s;
+    switch (below(4)) {
+      case 0:
+        for (std::size_t k = 0; k < len; ++k) s += pick(cjk);
+        break;
+      case 1:
+        for (std::size_t k = 0; k < len; ++k) s.push_back(static_cast<char>('a' + below(26)));
+        break;
+      default: {
+        const std::string& p = pick(pieces);
+        for (std::size_t k = 0; k < len; ++k) s += p;
+      }
+    }
+    return s;
+  }
+
   std::string fragment() {
     switch (below(10)) {
       case 0:
@@ -347,6 +371,7 @@ class CaptionCorpus {
   std::string caption(std::size_t i) {
     if (i % 40 == 7) return c1_caption();
     if (i % 25 == 3) return long_caption();
+    if (i % 30 == 13) return english() + " " + long_word() + (below(2) ? " " + english() : "");
     if (i % 50 == 11) return std::string(1 + below(3), ' ');
     std::string s = below(6) == 0 ? whitespace() : "";
     for (std::size_t k = 0, n = 1 + below(5); k < n; ++k) {

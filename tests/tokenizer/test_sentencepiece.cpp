@@ -3,6 +3,7 @@
 
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "clipper/core/error.hpp"
 #include "clipper/tokenizer/sentencepiece_train.hpp"
@@ -65,6 +66,33 @@ TEST(SentencePiece, TrainLoadEncodeRoundTrip) {
     EXPECT_EQ(row.back(), 3);
     for (std::size_t i = 1; i + 1 < row.size(); ++i) EXPECT_GE(row[i], 4);
   }
+}
+
+TEST(SentencePiece, ConcurrentEncodingGivesTheSameIds) {
+  clipper::test::TempDir dir;
+  clipper::tokenizer::SentencePieceTrainOptions o;
+  o.input = caption_file(dir);
+  o.vocab_size = 40;
+  o.out_prefix = dir.file("m");
+  const auto tok = clipper::tokenizer::make_tokenizer(
+      "sentencepiece:" + clipper::tokenizer::train_sentencepiece(o), 12);
+  std::vector<std::string> texts;
+  std::ifstream in(o.input);
+  for (std::string line; std::getline(in, line);) texts.push_back(line);
+  std::vector<std::vector<std::int64_t>> expected(texts.size(), std::vector<std::int64_t>(12));
+  for (std::size_t i = 0; i < texts.size(); ++i) tok->encode(texts[i], expected[i].data());
+  std::vector<int> wrong(6, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t)
+    threads.emplace_back([&, t] {
+      std::vector<std::int64_t> row(12);
+      for (std::size_t i = 0; i < texts.size(); ++i) {
+        tok->encode(texts[(i + static_cast<std::size_t>(t) * 17) % texts.size()], row.data());
+        if (row != expected[(i + static_cast<std::size_t>(t) * 17) % texts.size()]) ++wrong[t];
+      }
+    });
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 6; ++t) EXPECT_EQ(wrong[t], 0) << "thread " << t;
 }
 
 TEST(SentencePiece, BadInputsAreReported) {
