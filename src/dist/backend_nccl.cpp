@@ -17,6 +17,16 @@ bool nccl_compiled() {
   return CLIPPER_WITH_NCCL != 0;
 }
 
+int cuda_device_for(int local_rank) {
+#if CLIPPER_WITH_NCCL
+  const int n = static_cast<int>(c10::cuda::device_count());
+  if (n <= 0) throw core::Error("the NCCL backend needs a CUDA device, and none is visible");
+  return local_rank % n;
+#else
+  return local_rank;
+#endif
+}
+
 c10::intrusive_ptr<c10d::Backend> make_nccl_backend(const c10::intrusive_ptr<c10d::Store>& store,
                                                     const World& world,
                                                     std::chrono::milliseconds timeout,

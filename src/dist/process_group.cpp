@@ -115,9 +115,9 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const World& world,
         "dist.backend=nccl: this clipper was built without the NCCL headers; use "
         "dist.backend=gloo");
   pg->backend_name_ = backend;
-  pg->device_ = backend == "nccl"
-                    ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank))
-                    : at::Device(at::kCPU);
+  const int cuda_index = backend == "nccl" ? detail::cuda_device_for(world.local_rank) : -1;
+  pg->device_ = backend == "nccl" ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(cuda_index))
+                                  : at::Device(at::kCPU);
   pg->impl_ = std::make_unique<Impl>();
   pg->impl_->timeout_s = cfg.start_timeout_s;
   const auto start = Clock::now();
@@ -141,8 +141,8 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const World& world,
   }
   try {
     if (backend == "nccl")
-      pg->impl_->backend = detail::make_nccl_backend(pg->impl_->store, world, to_ms(cfg.timeout_s),
-                                                     world.local_rank);
+      pg->impl_->backend =
+          detail::make_nccl_backend(pg->impl_->store, world, to_ms(cfg.timeout_s), cuda_index);
     else
       pg->impl_->backend =
           detail::make_gloo_backend(pg->impl_->store, world, to_ms(cfg.start_timeout_s));

@@ -73,7 +73,8 @@ class ProcessGroup {
   const World& world() const { return world_; }
   // "single", "gloo" or "nccl".
   const std::string& backend_name() const { return backend_name_; }
-  // Where collectives want their tensors (CPU for Gloo and single, cuda:<local_rank> for NCCL).
+  // Where collectives want their tensors, and where the training loop puts its model: CPU for
+  // Gloo and single, for NCCL cuda:<local_rank modulo the visible devices> (made current).
   at::Device device() const { return device_; }
   // "rank 1/4 (gloo)" -- the prefix of every error.
   std::string describe() const;
