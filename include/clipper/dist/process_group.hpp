@@ -91,6 +91,8 @@ class ProcessGroup {
   // Sends `t` to rank + shift and returns the tensor of rank - shift (modulo size()).
   at::Tensor ring_shift(const at::Tensor& t, int shift, const std::string& what = "ring_shift");
   void barrier(const std::string& what = "barrier");
+  // Rank `root`'s string on every rank (e.g. a run name made from rank 0's clock).
+  std::string broadcast_string(const std::string& s, int root = 0);
 
   std::int64_t all_reduce_int(std::int64_t v, ReduceOp op,
                               const std::string& what = "all_reduce_int");
