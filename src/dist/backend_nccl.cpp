@@ -3,9 +3,10 @@
 // every machine that has them, GPU or not, and chosen at run time.
 #include "backends.hpp"
 
+#include <c10/cuda/CUDAFunctions.h>
+
 #if CLIPPER_WITH_NCCL
 #define USE_C10D_NCCL 1
-#include <c10/cuda/CUDAFunctions.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
@@ -17,12 +18,19 @@ bool nccl_compiled() {
   return CLIPPER_WITH_NCCL != 0;
 }
 
+int select_cuda_device(int local_rank) {
+  const int n = static_cast<int>(c10::cuda::device_count());
+  if (n <= 0) throw core::Error("training on CUDA, but no CUDA device is visible");
+  const int index = local_rank % n;
+  c10::cuda::set_device(static_cast<c10::DeviceIndex>(index));
+  return index;
+}
+
 c10::intrusive_ptr<c10d::Backend> make_nccl_backend(const c10::intrusive_ptr<c10d::Store>& store,
                                                     const World& world,
                                                     std::chrono::milliseconds timeout,
                                                     int device_index) {
 #if CLIPPER_WITH_NCCL
-  c10::cuda::set_device(static_cast<c10::DeviceIndex>(device_index));
   auto options = c10d::ProcessGroupNCCL::Options::create();
   options->timeout = timeout;
   auto pg =

@@ -18,6 +18,10 @@ c10::intrusive_ptr<c10d::Backend> make_gloo_backend(const c10::intrusive_ptr<c10
 
 // True when clipper was compiled with the NCCL headers.
 bool nccl_compiled();
+// The CUDA device of a local rank, made current: local_rank modulo the visible devices (a
+// launcher that binds one GPU per task leaves each rank one visible device, cuda:0). Throws when
+// none is visible.
+int select_cuda_device(int local_rank);
 // NCCL on cuda:<device_index>; throws when not compiled in.
 c10::intrusive_ptr<c10d::Backend> make_nccl_backend(const c10::intrusive_ptr<c10d::Store>& store,
                                                     const World& world,

@@ -6,6 +6,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <iomanip>
 #include <sstream>
@@ -103,7 +104,12 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const World& world,
                                                    const config::DistConfig& cfg, bool use_cuda) {
   auto pg = std::make_shared<ProcessGroup>();
   pg->world_ = world;
-  if (world.world_size <= 1) return pg;
+  if (world.world_size <= 1) {
+    if (use_cuda)
+      pg->device_ = at::Device(
+          at::kCUDA, static_cast<c10::DeviceIndex>(detail::select_cuda_device(world.local_rank)));
+    return pg;
+  }
 
   std::string backend = cfg.backend;
   if (backend == "auto") backend = use_cuda ? "nccl" : "gloo";
@@ -115,9 +121,9 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const World& world,
         "dist.backend=nccl: this clipper was built without the NCCL headers; use "
         "dist.backend=gloo");
   pg->backend_name_ = backend;
-  pg->device_ = backend == "nccl"
-                    ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank))
-                    : at::Device(at::kCPU);
+  const int cuda_index = backend == "nccl" ? detail::select_cuda_device(world.local_rank) : -1;
+  pg->device_ = backend == "nccl" ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(cuda_index))
+                                  : at::Device(at::kCPU);
   pg->impl_ = std::make_unique<Impl>();
   pg->impl_->timeout_s = cfg.start_timeout_s;
   const auto start = Clock::now();
@@ -141,8 +147,8 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const World& world,
   }
   try {
     if (backend == "nccl")
-      pg->impl_->backend = detail::make_nccl_backend(pg->impl_->store, world, to_ms(cfg.timeout_s),
-                                                     world.local_rank);
+      pg->impl_->backend =
+          detail::make_nccl_backend(pg->impl_->store, world, to_ms(cfg.timeout_s), cuda_index);
     else
       pg->impl_->backend =
           detail::make_gloo_backend(pg->impl_->store, world, to_ms(cfg.start_timeout_s));
@@ -296,6 +302,21 @@ at::Tensor ProcessGroup::ring_shift(const at::Tensor& t, int shift, const std::s
 void ProcessGroup::barrier(const std::string& what) {
   if (!impl_) return;
   all_reduce_int(0, ReduceOp::sum, what);
+}
+
+std::string ProcessGroup::broadcast_string(const std::string& s, int root) {
+  if (!impl_) return s;
+  at::Tensor len = at::full({1}, static_cast<std::int64_t>(s.size()),
+                            at::TensorOptions().dtype(at::kLong).device(device_));
+  broadcast(len, root, "broadcast of a string's length");
+  const auto n = len.cpu().item<std::int64_t>();
+  at::Tensor bytes = at::zeros({n}, at::TensorOptions().dtype(at::kByte));
+  if (rank() == root) std::memcpy(bytes.data_ptr<std::uint8_t>(), s.data(), s.size());
+  bytes = bytes.to(device_);
+  broadcast(bytes, root, "broadcast of a string");
+  bytes = bytes.cpu();
+  return std::string(reinterpret_cast<const char*>(bytes.data_ptr<std::uint8_t>()),
+                     static_cast<std::size_t>(n));
 }
 
 std::int64_t ProcessGroup::all_reduce_int(std::int64_t v, ReduceOp op, const std::string& what) {

@@ -202,22 +202,28 @@ int run_train(ProcessGroup& pg_ref, const std::shared_ptr<ProcessGroup>& pg) {
 
   Check c{tolerance()};
   std::size_t by_hooks = 0;
+  // accum > 1: micro-batches whose backward passes only accumulate, then one that completes
+  // the step (begin_step() before it); the reference accumulates the same global micro-batches.
+  const long accum = arg_i("accum", 1);
   for (long step = 0; step < steps; ++step) {
-    at::manual_seed(5000 + step);
-    const at::Tensor x_img = at::randn({w * b, din_i}, opt), x_txt = at::randn({w * b, din_t}, opt);
-    reducer.begin_step();
-    auto loss = model.loss(*loss_fn, x_img.narrow(0, r * b, b), x_txt.narrow(0, r * b, b));
-    loss.backward();
+    for (long m = 0; m < accum; ++m) {
+      at::manual_seed(5000 + 100 * step + m);
+      const at::Tensor x_img = at::randn({w * b, din_i}, opt),
+                       x_txt = at::randn({w * b, din_t}, opt);
+      if (m == accum - 1) reducer.begin_step();
+      auto loss = model.loss(*loss_fn, x_img.narrow(0, r * b, b), x_txt.narrow(0, r * b, b));
+      loss.backward();
+      auto ref_loss = ref.loss(*ref_loss_fn, x_img, x_txt);
+      ref_loss.backward();
+      auto mean_loss = loss.detach().clone();
+      pg->all_reduce(mean_loss);
+      c.add("loss" + std::to_string(step) + "." + std::to_string(m),
+            max_abs(mean_loss / w, ref_loss.detach()));
+    }
     reducer.finish();
     by_hooks += reducer.launched_by_hooks();
     model.sgd(lr);
-
-    auto ref_loss = ref.loss(*ref_loss_fn, x_img, x_txt);
-    ref_loss.backward();
     ref.sgd(lr);
-    auto mean_loss = loss.detach().clone();
-    pg->all_reduce(mean_loss);
-    c.add("loss" + std::to_string(step), max_abs(mean_loss / w, ref_loss.detach()));
   }
   for (std::size_t i = 0; i < model.params.size(); ++i)
     c.add("param" + std::to_string(i), max_abs(model.params[i].detach(), ref.params[i].detach()));
@@ -294,11 +300,18 @@ int main(int argc, char** argv) {
     at::set_num_threads(1);
     auto pg = ProcessGroup::create(world, dc, /*use_cuda=*/false);
     if (scenario == "hello") {
+      // The small agreements the training loop relies on.
+      const auto w = static_cast<std::int64_t>(world.world_size);
       const auto sum = pg->all_reduce_int(world.rank + 1, ReduceOp::sum);
-      const auto expect = static_cast<std::int64_t>(world.world_size) * (world.world_size + 1) / 2;
-      report((sum == expect ? "OK hello " : "FAIL hello ") + world.describe() + " from " +
-             world.source + " sum=" + std::to_string(sum));
-      return sum == expect ? 0 : 3;
+      const bool ok =
+          sum == w * (w + 1) / 2 && pg->all_reduce_max_int(world.rank) == w - 1 &&
+          pg->all_reduce_min_int(10 + world.rank) == 10 && pg->any(world.rank == 1) &&
+          !pg->any(false) && !pg->all(world.rank == 0) && pg->all(true) &&
+          pg->broadcast_string("run-of-rank-" + std::to_string(world.rank)) == "run-of-rank-0";
+      pg->barrier();
+      report((ok ? "OK hello " : "FAIL hello ") + world.describe() + " from " + world.source +
+             " sum=" + std::to_string(sum));
+      return ok ? 0 : 3;
     }
     if (scenario == "clip" || scenario == "siglip") return run_loss(*pg, scenario);
     if (scenario == "train") return run_train(*pg, pg);

@@ -82,6 +82,9 @@ TEST(DistLoss, SigLipNeighbour2Ranks) {
 TEST(DistTrain, ClipStepOverlappedTinyBuckets2Ranks) {
   expect_all_ok(2, "train", "loss=clip overlap=1 bucket_mb=0.0001 steps=2");
 }
+TEST(DistTrain, ClipStepsWithAccumulationOverlapped2Ranks) {
+  expect_all_ok(2, "train", "loss=clip overlap=1 bucket_mb=0.0001 steps=2 accum=3");
+}
 TEST(DistTrain, ClipStepSynchronous2Ranks) {
   expect_all_ok(2, "train", "loss=clip overlap=0 steps=2");
 }
@@ -153,6 +156,10 @@ TEST(DistFailure, StartupTimeoutWhenAPeerNeverComes) {
 }
 
 // --- launchers ----------------------------------------------------------------------------------
+TEST(DistGroup, AgreementsAndBroadcastOn4Ranks) {
+  expect_all_ok(4, "hello", "");
+}
+
 TEST(DistLaunch, RankExitCodeIsTheLaunchersAndTheOthersAreStopped) {
   TempDir dir;
   const auto start = Clock::now();

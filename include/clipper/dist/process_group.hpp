@@ -73,7 +73,8 @@ class ProcessGroup {
   const World& world() const { return world_; }
   // "single", "gloo" or "nccl".
   const std::string& backend_name() const { return backend_name_; }
-  // Where collectives want their tensors (CPU for Gloo and single, cuda:<local_rank> for NCCL).
+  // Where collectives want their tensors, and where the training loop puts its model: CPU for
+  // Gloo and single, for NCCL cuda:<local_rank modulo the visible devices> (made current).
   at::Device device() const { return device_; }
   // "rank 1/4 (gloo)" -- the prefix of every error.
   std::string describe() const;
@@ -90,6 +91,8 @@ class ProcessGroup {
   // Sends `t` to rank + shift and returns the tensor of rank - shift (modulo size()).
   at::Tensor ring_shift(const at::Tensor& t, int shift, const std::string& what = "ring_shift");
   void barrier(const std::string& what = "barrier");
+  // Rank `root`'s string on every rank (e.g. a run name made from rank 0's clock).
+  std::string broadcast_string(const std::string& s, int root = 0);
 
   std::int64_t all_reduce_int(std::int64_t v, ReduceOp op,
                               const std::string& what = "all_reduce_int");
