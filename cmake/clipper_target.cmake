@@ -53,7 +53,6 @@ function(clipper_add_test name)
   cmake_parse_arguments(ARG "TORCH" "" "LABELS;SOURCES;DEPS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
-  clipper_stdcxx_first(${name})
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
   if(ARG_TORCH)
     target_link_libraries(${name} PRIVATE ${TORCH_LIBRARIES})
@@ -69,11 +68,4 @@ function(clipper_add_test name)
   file(WRITE ${label_file}
        "foreach(t IN LISTS ${name}_TESTS)\n  set_tests_properties(\"\${t}\" PROPERTIES LABELS \"${ARG_LABELS}\")\nendforeach()\n")
   set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${label_file})
-endfunction()
-
-# The PyPI wheel's libtorch.so exports its own copy of std::filesystem whose remove_all (and maybe
-# more) crashes when called from outside. An executable that links LibTorch names libstdc++ first,
-# so the dynamic linker binds std::filesystem to libstdc++ for the whole process.
-function(clipper_stdcxx_first target)
-  target_link_options(${target} BEFORE PRIVATE "LINKER:--push-state,--no-as-needed,-lstdc++,--pop-state")
 endfunction()
