@@ -38,7 +38,7 @@ def openclip_name(model: str) -> str:
 
 
 def openclip_rate(name, batch, steps, warmup, device, bf16):
-    model = open_clip.create_model(name, device=device)
+    model = open_clip.create_model(name, device=device, output_dict=True)
     model.train()
     exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
     named = list(model.named_parameters())
