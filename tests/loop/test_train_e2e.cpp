@@ -103,6 +103,20 @@ TEST(TrainE2E, TinyRunEvaluatesAndExports) {
   const auto e = run(clipper_bin() + " eval " + cfg + " --weights " + (rd / "export").string());
   ASSERT_EQ(e.exit_code, 0) << e.output;
   EXPECT_TRUE(has(e.output, "eval/zeroshot_top1 ")) << e.output;
+  // Retrieval on the same shards: recall figures in [0, 1], R@10 >= R@1.
+  const auto rv = run(clipper_bin() + " eval " + cfg + " --weights " + (rd / "export").string() +
+                      " --set eval.retrieval_shards=" + shards_dir() + "/test/test-00000.tar");
+  ASSERT_EQ(rv.exit_code, 0) << rv.output;
+  EXPECT_TRUE(has(rv.output, "retrieval on 512 pairs")) << rv.output;
+  EXPECT_TRUE(has(rv.output, "eval/image_to_text_r10 ")) << rv.output;
+  // `clipper embed --texts` equals open_clip's text features on the exported weights.
+  const auto captions = t.write("captions.txt", "a photo of a sneaker.\nan image of a bag.\nA Dress &amp; a COAT!\n");
+  const auto em = run(clipper_bin() + " embed --model fmnist-vit --weights " + (rd / "export").string() +
+                      " --texts " + captions + " --out " + t.file("text.npy"));
+  ASSERT_EQ(em.exit_code, 0) << em.output;
+  const auto cmp = run(clipper::test::python() + " " + source_path("tests/loop/compare_embed.py") + " " +
+                       (rd / "export").string() + " fmnist-vit " + captions + " " + t.file("text.npy"));
+  EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
 }
 
 TEST(TrainE2E, ResumeIsBitIdenticalSingleRank) {
