@@ -26,4 +26,4 @@ run_dir=$(grep -o 'run runs/[^ ]*' /tmp/clipper-demo.log | head -1 | cut -d' ' -
 echo "[demo] finished in $(( $(date +%s) - start )) s; run folder $run_dir"
 grep -o 'zero-shot on .*' /tmp/clipper-demo.log | tail -1 | sed 's/^/[demo] /'
 echo "[demo] export: $run_dir/export (open_clip_model.safetensors, open_clip_config.json); loading it with open_clip:"
-.venv/bin/python scripts/check_export.py "$run_dir/export" fmnist-vit
+.venv/bin/python scripts/check_export.py "$run_dir/export" tiny-fmnist-vit

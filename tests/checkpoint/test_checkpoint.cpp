@@ -99,19 +99,30 @@ TEST(Checkpoint, KillNineDuringWritesNeverLeavesACorruptLatest) {
   std::int64_t last_valid_step = 0;
   for (int trial = 0; trial < 25; ++trial) {
     test::TempDir d;
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
     const pid_t pid = fork();
     if (pid == 0) {
+      dup2(fds[1], 1);
+      close(fds[0]);
       execl(writer.c_str(), writer.c_str(), d.path().c_str(), static_cast<char*>(nullptr));
       _exit(127);
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(150 + rng() % 400));
+    close(fds[1]);
+    // Wait for the first complete save (the writer prints each step it finished), however slow
+    // the machine is, then kill it at a random point of the saves that follow.
+    char c = 0;
+    while (read(fds[0], &c, 1) == 1 && c != '\n') {
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(rng() % 400));
     kill(pid, SIGKILL);
+    close(fds[0]);
     int status = 0;
     waitpid(pid, &status, 0);
     ASSERT_TRUE(WIFSIGNALED(status)) << "writer ended on its own: " << status;
     checkpoint::Manager m(d.path().string(), 0, 1, 3, [] {});
     const auto latest = m.latest_valid();
-    if (!latest) continue;  // killed before the first save completed
+    ASSERT_TRUE(latest) << "trial " << trial << ": no valid checkpoint after a completed save";
     const auto s = checkpoint::load(*latest, 0, 1);
     const auto step = checkpoint::step_of(*latest);
     EXPECT_TRUE(at::equal(s.model[0].second, at::full({512, 1024}, static_cast<float>(step))));

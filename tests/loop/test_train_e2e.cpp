@@ -54,7 +54,7 @@ const std::string& shards_dir() {
 // A config for a short run in `out` (steps: 1536 / 64 = 24 per epoch).
 std::string write_config(const clipper::test::TempDir& t, const std::string& extra = "") {
   std::ostringstream c;
-  c << "model: {name: fmnist-vit}\n"
+  c << "model: {name: tiny-fmnist-vit}\n"
     << "data: {train_shards: '" << shards_dir() << "/train/train-{00000..00002}.tar', workers: 2,"
     << " sample_shuffle_buffer: 256, sample_shuffle_initial: 64}\n"
     << "train: {batch_size: 32, max_steps: 12, device: cpu, seed: 7, output_dir: '"
@@ -111,11 +111,11 @@ TEST(TrainE2E, TinyRunEvaluatesAndExports) {
   EXPECT_TRUE(has(rv.output, "eval/image_to_text_r10 ")) << rv.output;
   // `clipper embed --texts` equals open_clip's text features on the exported weights.
   const auto captions = t.write("captions.txt", "a photo of a sneaker.\nan image of a bag.\nA Dress &amp; a COAT!\n");
-  const auto em = run(clipper_bin() + " embed --model fmnist-vit --weights " + (rd / "export").string() +
+  const auto em = run(clipper_bin() + " embed --model tiny-fmnist-vit --weights " + (rd / "export").string() +
                       " --texts " + captions + " --out " + t.file("text.npy"));
   ASSERT_EQ(em.exit_code, 0) << em.output;
   const auto cmp = run(clipper::test::python() + " " + source_path("tests/loop/compare_embed.py") + " " +
-                       (rd / "export").string() + " fmnist-vit " + captions + " " + t.file("text.npy"));
+                       (rd / "export").string() + " tiny-fmnist-vit " + captions + " " + t.file("text.npy"));
   EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
 }
 

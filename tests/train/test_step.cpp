@@ -16,7 +16,7 @@ using namespace clipper;
 namespace {
 
 struct Fixture {
-  model::ModelSpec spec = model::load_model_spec("fmnist-vit");
+  model::ModelSpec spec = model::load_model_spec("tiny-fmnist-vit");
   std::shared_ptr<dist::ProcessGroup> pg = std::make_shared<dist::ProcessGroup>();
   config::Config cfg;
   Fixture() {
