@@ -20,11 +20,10 @@ class SentencePieceTokenizer final : public Tokenizer {
       throw core::InputError("cannot load the SentencePiece model " + path + ": " +
                              status.ToString());
     start_ = sp_.bos_id();  // < 0: the model has no start piece and rows start with a token
-    end_ = sp_.eos_id();
+    // The end id is one past the model's pieces, so that it is the largest id of every row, as
+    // CLIP's <end_of_text> is: the text tower finds the end of a caption with argmax.
+    end_ = sp_.GetPieceSize();
     pad_ = sp_.pad_id() >= 0 ? sp_.pad_id() : 0;
-    core::require(end_ >= 0, "SentencePiece model " + path +
-                                 " has no end-of-sentence piece (eos_id < 0); the text tower "
-                                 "needs one to find the end of a caption");
   }
 
   void encode(std::string_view text, std::int64_t* out) const override {
@@ -35,7 +34,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     write_row(start_, ids, end_, pad_, context_length_, out);
   }
   std::int64_t context_length() const override { return context_length_; }
-  std::int64_t vocab_size() const override { return sp_.GetPieceSize(); }
+  std::int64_t vocab_size() const override { return end_ + 1; }
 
  private:
   sentencepiece::SentencePieceProcessor sp_;

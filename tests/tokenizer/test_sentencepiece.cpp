@@ -1,6 +1,7 @@
 // SentencePiece: train from a generated caption file, load it by spec, encode, and the CLI.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <random>
 #include <thread>
@@ -38,18 +39,21 @@ TEST(SentencePiece, TrainLoadEncodeRoundTrip) {
     EXPECT_EQ(model, o.out_prefix + ".model");
 
     const auto tok = clipper::tokenizer::make_tokenizer("sentencepiece:" + model, 16);
-    EXPECT_EQ(tok->vocab_size(), 40);
+    EXPECT_EQ(tok->vocab_size(), 41);  // 40 pieces and the end id
     EXPECT_EQ(tok->context_length(), 16);
     std::vector<std::int64_t> row(16, -1);
     tok->encode("a dog on the grass", row.data());
     EXPECT_EQ(row[0], 2) << type;  // start
     std::size_t end = 1;
-    while (end < row.size() && row[end] != 3) {
+    while (end < row.size() && row[end] != 40) {
       EXPECT_GE(row[end], 4) << type;  // ordinary pieces (no unknowns in this text)
       EXPECT_LT(row[end], 40) << type;
       ++end;
     }
     ASSERT_LT(end, row.size()) << type << ": no end id";
+    // The end id is the largest id: the text tower finds it with argmax, as with CLIP.
+    EXPECT_EQ(static_cast<std::size_t>(std::max_element(row.begin(), row.end()) - row.begin()),
+              end);
     EXPECT_GE(end, 3u) << type;
     for (std::size_t i = end + 1; i < row.size(); ++i) EXPECT_EQ(row[i], 0) << type;
     // The same text encodes the same way; a different one differently.
@@ -63,7 +67,7 @@ TEST(SentencePiece, TrainLoadEncodeRoundTrip) {
     for (int i = 0; i < 40; ++i) long_text += "people walking ";
     tok->encode(long_text, row.data());
     EXPECT_EQ(row.front(), 2);
-    EXPECT_EQ(row.back(), 3);
+    EXPECT_EQ(row.back(), 40);
     for (std::size_t i = 1; i + 1 < row.size(); ++i) EXPECT_GE(row[i], 4);
   }
 }
@@ -124,7 +128,7 @@ TEST(SentencePiece, CliTrainThenEncode) {
                          " --context-length 6 'a dog'");
   ASSERT_EQ(enc.exit_code, 0) << enc.output;
   EXPECT_EQ(enc.output.rfind("2 ", 0), 0u) << enc.output;
-  EXPECT_NE(enc.output.find(" 3"), std::string::npos) << enc.output;
+  EXPECT_NE(enc.output.find(" 40"), std::string::npos) << enc.output;  // end id: 40 pieces
   const auto bad = clipper::test::run(bin + " tokenizer train --input " + input +
                                       " --vocab-size 50 --model-type wordpiece --out x");
   EXPECT_EQ(bad.exit_code, 2) << bad.output;

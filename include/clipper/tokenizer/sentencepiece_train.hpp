@@ -15,10 +15,12 @@ struct SentencePieceTrainOptions {
   std::int64_t max_sentences = 0;  // 0: every line (SentencePiece's input_sentence_size)
 };
 
-// Trains with clipper's id layout: pad 0, unk 1, start (<s>) 2, end (</s>) 3. Each line is
-// cleaned as the "sentencepiece:" tokenizer cleans text before encoding (clean_caption: ftfy's
-// subset, HTML unescape, whitespace collapse; no lowercasing). Returns the .model path.
-// Throws InputError naming the file or option at fault.
+// Trains with clipper's piece layout: pad 0, unk 1, <s> 2, </s> 3, learned pieces 4..N-1.
+// The "sentencepiece:" tokenizer writes rows as [2] + pieces + [N] + [0...]: its end id N is one
+// past the model's pieces (vocab_size() = N + 1), the largest id, as CLIP's end id is. Each line
+// is cleaned as the tokenizer cleans text before encoding (clean_caption: ftfy's subset, HTML
+// unescape, whitespace collapse; no lowercasing). Returns the .model path. Throws InputError
+// naming the file or option at fault.
 std::string train_sentencepiece(const SentencePieceTrainOptions& options);
 
 // The cleaning applied to text before SentencePiece (open_clip's clean="whitespace").
