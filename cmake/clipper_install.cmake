@@ -6,6 +6,7 @@ get_property(_clipper_parts GLOBAL PROPERTY CLIPPER_PARTS)
 add_library(clipper_all INTERFACE)
 set_target_properties(clipper_all PROPERTIES EXPORT_NAME clipper)
 target_link_libraries(clipper_all INTERFACE ${_clipper_parts})
+target_link_options(clipper_all INTERFACE ${CLIPPER_STDCXX_FIRST})
 add_library(clipper::clipper ALIAS clipper_all)
 
 install(TARGETS ${_clipper_parts} clipper_all EXPORT clipperTargets

@@ -25,29 +25,47 @@ function(clipper_use_torch_pch target)
   if(NOT CLIPPER_USE_PCH)
     return()
   endif()
-  if(NOT TARGET clipper_pch)
-    add_library(clipper_pch OBJECT ${PROJECT_SOURCE_DIR}/cmake/pch_stub.cpp)
-    set_target_properties(clipper_pch PROPERTIES DEFINE_SYMBOL "")
-    target_link_libraries(clipper_pch PUBLIC ${TORCH_LIBRARIES})
-    target_precompile_headers(clipper_pch PUBLIC
+  # Libraries are compiled with -fPIC, executables with the compiler's default (PIE): a PCH only
+  # serves one of the two, so there is one of each.
+  get_target_property(type ${target} TYPE)
+  if(type STREQUAL "EXECUTABLE")
+    set(pch clipper_pch_exe)
+    set(pic OFF)
+    set_target_properties(${target} PROPERTIES POSITION_INDEPENDENT_CODE OFF)
+  else()
+    set(pch clipper_pch)
+    set(pic ON)
+  endif()
+  if(NOT TARGET ${pch})
+    add_library(${pch} OBJECT ${PROJECT_SOURCE_DIR}/cmake/pch_stub.cpp)
+    set_target_properties(${pch} PROPERTIES DEFINE_SYMBOL "" POSITION_INDEPENDENT_CODE ${pic})
+    target_link_libraries(${pch} PUBLIC ${TORCH_LIBRARIES})
+    target_precompile_headers(${pch} PUBLIC
       <ATen/ATen.h> <torch/nn.h> <torch/autograd.h> <torch/types.h>
       <string> <vector> <memory> <map> <unordered_map> <functional> <sstream>)
   endif()
-  target_precompile_headers(${target} REUSE_FROM clipper_pch)
+  target_precompile_headers(${target} REUSE_FROM ${pch})
 endfunction()
 
-# clipper_add_test(<name> LABELS ... SOURCES ... DEPS ...)
+# clipper_add_test(<name> LABELS ... SOURCES ... DEPS ... [TORCH])
+# TORCH: the test includes LibTorch headers and reuses the precompiled ones.
 function(clipper_add_test name)
-  cmake_parse_arguments(ARG "" "" "LABELS;SOURCES;DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "TORCH" "" "LABELS;SOURCES;DEPS" ${ARGN})
   add_executable(${name} ${ARG_SOURCES})
   target_link_libraries(${name} PRIVATE ${ARG_DEPS} GTest::gtest GTest::gtest_main)
   target_include_directories(${name} PRIVATE ${PROJECT_SOURCE_DIR}/tests)
+  if(ARG_TORCH)
+    target_link_libraries(${name} PRIVATE ${TORCH_LIBRARIES})
+    clipper_use_torch_pch(${name})
+  endif()
   target_compile_definitions(${name} PRIVATE
     CLIPPER_SOURCE_DIR="${PROJECT_SOURCE_DIR}" CLIPPER_BINARY_DIR="${PROJECT_BINARY_DIR}"
-    CLIPPER_PYTHON_PATH="${CLIPPER_PYTHON}")
-  # Only the first ENVIRONMENT entry survives gtest_discover_tests (CMake 3.25 flattens the list),
-  # so tests also get the Python as a compile definition (see tests/test_util.hpp).
-  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
-    PROPERTIES LABELS "${ARG_LABELS}"
-    ENVIRONMENT "CLIPPER_BIN=$<TARGET_FILE:clipper>;CLIPPER_PYTHON=${CLIPPER_PYTHON}")
+    CLIPPER_DEFAULT_BIN="$<TARGET_FILE:clipper>" CLIPPER_DEFAULT_PYTHON="${CLIPPER_PYTHON}")
+  gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60 TEST_LIST ${name}_TESTS)
+  # Labels are set after discovery by a ctest include file of our own: a list value does not
+  # survive gtest_discover_tests' PROPERTIES.
+  set(label_file ${CMAKE_CURRENT_BINARY_DIR}/${name}_labels.cmake)
+  file(WRITE ${label_file}
+       "foreach(t IN LISTS ${name}_TESTS)\n  set_tests_properties(\"\${t}\" PROPERTIES LABELS \"${ARG_LABELS}\")\nendforeach()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${label_file})
 endfunction()

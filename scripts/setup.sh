@@ -14,7 +14,7 @@ apt_packages=(
   build-essential cmake ninja-build ccache pkg-config git
   libyaml-cpp-dev libspdlog-dev libfmt-dev libcli11-dev nlohmann-json3-dev libgtest-dev libgmock-dev
   libopencv-core-dev libopencv-imgproc-dev libopencv-imgcodecs-dev
-  libturbojpeg0-dev libjpeg62-turbo-dev libsentencepiece-dev sentencepiece libarchive-dev libicu-dev
+  libturbojpeg0-dev libjpeg62-turbo-dev libsentencepiece-dev sentencepiece libarchive-dev libicu-dev zlib1g-dev
   python3-venv dataset-fashion-mnist
 )
 missing=()
@@ -44,6 +44,18 @@ fi
 # --- ccache ---------------------------------------------------------------------------------
 if command -v ccache >/dev/null; then
   ccache --max-size=8G >/dev/null 2>&1 || true
+fi
+
+# --- OpenCLIP's BPE vocabulary, for the "clip" tokenizer ------------------------------------
+# It ships inside the open-clip-torch wheel; the build tree keeps a copy in share/clipper/ (and
+# `cmake --install` puts it in <prefix>/share/clipper/, where bin/clipper finds it).
+vocab_src=$(ls .venv/lib/python3*/site-packages/open_clip/bpe_simple_vocab_16e6.txt.gz 2>/dev/null | head -n1 || true)
+if [ -n "$vocab_src" ]; then
+  mkdir -p "$build_dir/share/clipper"
+  cmp -s "$vocab_src" "$build_dir/share/clipper/bpe_simple_vocab_16e6.txt.gz" \
+    || cp "$vocab_src" "$build_dir/share/clipper/"
+else
+  say "warning: open_clip's bpe_simple_vocab_16e6.txt.gz not found in .venv; the clip tokenizer will not load"
 fi
 
 # --- Configure and build ----------------------------------------------------------------------

@@ -59,13 +59,15 @@ inline RunResult run(const std::string& command) {
   return r;
 }
 
-// The clipper executable under test (set by ctest; defaults to the build tree's bin/clipper).
+// The clipper executable under test (env CLIPPER_BIN overrides the build tree's).
 inline std::string clipper_bin() {
   if (const char* b = std::getenv("CLIPPER_BIN")) return b;
-  return std::string(CLIPPER_BINARY_DIR) + "/bin/clipper";
+  return CLIPPER_DEFAULT_BIN;
 }
 
-inline std::string source_path(const std::string& rel) { return std::string(CLIPPER_SOURCE_DIR) + "/" + rel; }
+inline std::string source_path(const std::string& rel) {
+  return std::string(CLIPPER_SOURCE_DIR) + "/" + rel;
+}
 
 }  // namespace clipper::test
 
@@ -73,9 +75,6 @@ namespace clipper::test {
 // The venv Python with torch and the third-party clients (open_clip, webdataset, ...).
 inline std::string python() {
   if (const char* p = std::getenv("CLIPPER_PYTHON")) return p;
-#ifdef CLIPPER_PYTHON_PATH
-  if (std::string(CLIPPER_PYTHON_PATH).size() > 0) return CLIPPER_PYTHON_PATH;
-#endif
-  return std::string(CLIPPER_SOURCE_DIR) + "/.venv/bin/python";
+  return CLIPPER_DEFAULT_PYTHON;
 }
 }  // namespace clipper::test

@@ -176,6 +176,12 @@ std::vector<KeyInfo> declare() {
   b.add("train.threads", &C::train, &TrainConfig::threads,
         "LibTorch intra-op threads on CPU; 0: its default")
       .min(0);
+  b.add("train.stop_at_step", &C::train, &TrainConfig::stop_at_step,
+        "save a checkpoint and exit with code 75 at this step, as a preemption would; 0: off")
+      .min(0);
+  b.add("train.peak_tflops", &C::train, &TrainConfig::peak_tflops,
+        "device peak TFLOP/s for MFU; 0: 790 on CUDA (H200 dense bf16), not reported on CPU")
+      .min(0.0);
   // dist
   b.add("dist.backend", &C::dist, &DistConfig::backend, "auto: NCCL on CUDA, Gloo on CPU")
       .choices({"auto", "nccl", "gloo"});

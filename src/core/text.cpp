@@ -1,6 +1,7 @@
 #include "clipper/core/text.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <numeric>
 
 namespace clipper::core {
@@ -61,4 +62,16 @@ std::string trim(std::string_view s) {
   return std::string(s.substr(b, e - b + 1));
 }
 
+}  // namespace clipper::core
+
+namespace clipper::core {
+std::string format_duration(double seconds) {
+  if (!(seconds >= 0) || seconds > 1e9) return "?";
+  const long long s = static_cast<long long>(seconds + 0.5);
+  char buf[64];
+  if (s >= 3600) std::snprintf(buf, sizeof buf, "%lldh%02lldm", s / 3600, (s % 3600) / 60);
+  else if (s >= 60) std::snprintf(buf, sizeof buf, "%lldm%02llds", s / 60, s % 60);
+  else std::snprintf(buf, sizeof buf, "%llds", s);
+  return buf;
+}
 }  // namespace clipper::core

@@ -17,3 +17,8 @@ std::string join(const std::vector<std::string>& parts, std::string_view sep);
 std::string trim(std::string_view s);
 
 }  // namespace clipper::core
+
+namespace clipper::core {
+// "1h02m", "3m12s", "45s" (for ETAs and elapsed times).
+std::string format_duration(double seconds);
+}  // namespace clipper::core

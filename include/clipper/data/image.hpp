@@ -1,0 +1,78 @@
+#pragma once
+// Image decode and the OpenCLIP transforms, producing model-ready uint8 RGB pixels (H, W, 3).
+// JPEG goes through libjpeg-turbo with DCT-domain downscaling: the decoder scales by the smallest
+// of libjpeg-turbo's factors (1/8 .. 1) that still leaves the crop at least as large as the output,
+// so the bicubic resize after it never upsamples what the full decode would have resolved.
+// PNG, WebP (and anything else OpenCV reads) go through cv::imdecode. Grey, CMYK and alpha images
+// become RGB (alpha is dropped, as PIL's convert("RGB") does). EXIF orientation is ignored, as PIL
+// does by default.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace clipper::data {
+
+enum class ImageError { none, corrupt, too_large };
+
+struct TransformSpec {
+  int size = 224;     // output side (square)
+  bool train = true;  // true: RandomResizedCrop; false: resize shorter side + center crop
+  double scale_min = 0.9, scale_max = 1.0;
+  double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
+};
+
+// A crop in source pixels.
+struct CropBox {
+  int x = 0, y = 0, w = 0, h = 0;
+};
+
+// torchvision's RandomResizedCrop.get_params (10 tries, then the center crop that fits the
+// ratio range), drawn from a generator seeded with `seed`.
+CropBox random_resized_crop_box(int width, int height, const TransformSpec& spec,
+                                std::uint64_t seed);
+// The region that "resize shorter side to S, then center crop S x S" keeps: the centered square.
+CropBox center_crop_box(int width, int height);
+
+// An interleaved 8-bit image (channels 1 or 3, RGB order).
+struct Image {
+  int width = 0, height = 0, channels = 0;
+  std::vector<std::uint8_t> pixels;
+};
+
+// Reads the width and height from the header of a JPEG, PNG or WebP without decoding; false for
+// other formats or a damaged header.
+bool peek_size(const std::string& bytes, int* width, int* height);
+
+// One per thread: holds the libjpeg-turbo handles and scratch buffers.
+class ImageProcessor {
+ public:
+  ImageProcessor(TransformSpec spec, std::int64_t max_pixels);
+  ~ImageProcessor();
+  ImageProcessor(const ImageProcessor&) = delete;
+  ImageProcessor& operator=(const ImageProcessor&) = delete;
+
+  const TransformSpec& spec() const { return spec_; }
+  // Decodes, crops (train: random box from `seed`; eval: center) and resizes (bicubic) into
+  // `out` (spec.size * spec.size * 3 bytes, RGB). `why` gets a description of a failure.
+  ImageError process(const std::string& bytes, std::uint64_t seed, std::uint8_t* out,
+                     std::string* why);
+
+  // Full decode to RGB (or grey when `keep_grey` and the source is grey).
+  ImageError decode(const std::string& bytes, Image* out, std::string* why, bool keep_grey = false);
+
+ private:
+  void reset_decoder();
+
+  TransformSpec spec_;
+  std::int64_t max_pixels_;
+  void* tj_ = nullptr;
+  std::vector<std::uint8_t> scratch_, scratch2_;
+};
+
+// Resizes so that the shorter side is `size` (bicubic; area filter when shrinking by 2x or more).
+Image resize_shorter_side(const Image& in, int size);
+// Encodes with libjpeg-turbo (4:2:0 for colour, greyscale for 1 channel).
+std::string encode_jpeg(const Image& image, int quality);
+
+}  // namespace clipper::data

@@ -1,0 +1,124 @@
+#pragma once
+// The training/eval data loader: WebDataset shards -> batches of uint8 images and token ids.
+//
+//   auto opts = LoaderOptions::from_config(cfg.data, batch, 224, rank, world, seed);
+//   Loader loader(opts, tokenizer);
+//   while (auto b = loader.next()) { ... b->images [B,H,W,3] uint8, b->tokens [B,L] int64 ... }
+//   // next() returns nullopt once at the end of each epoch; the following call starts the next.
+//
+// The batch stream is a pure function of (seed, epoch, rank, world_size, workers) and the data:
+// each worker thread owns a fixed part of the epoch and a generator seeded from those numbers, and
+// sample j of a rank's epoch always comes from worker j % workers. See docs/data.md.
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "clipper/config/config.hpp"
+#include "clipper/tokenizer/tokenizer.hpp"
+
+namespace clipper::data {
+
+// What was skipped, by kind. Travels in the loader state; cumulative over epochs.
+struct BadDataCounters {
+  std::int64_t samples = 0;           // good samples delivered
+  std::int64_t image_corrupt = 0;     // undecodable or truncated image
+  std::int64_t image_too_large = 0;   // more pixels than data.max_image_pixels
+  std::int64_t missing_image = 0;     // no file with one of the image keys
+  std::int64_t missing_text = 0;      // no text file, or the json field is absent
+  std::int64_t shard_unreadable = 0;  // cannot be opened or is not a tar
+  std::int64_t shard_truncated = 0;   // tar ends inside an entry
+  std::int64_t pipe_failed = 0;       // pipe: command exited non-zero
+  std::int64_t repeated = 0;          // samples read a second time to fill a rank's epoch
+
+  std::int64_t bad_samples() const {
+    return image_corrupt + image_too_large + missing_image + missing_text;
+  }
+  std::int64_t shard_errors() const { return shard_unreadable + shard_truncated + pipe_failed; }
+  // bad / (good + bad); 0 before any sample.
+  double bad_fraction() const;
+  nlohmann::json to_json() const;
+  static BadDataCounters from_json(const nlohmann::json& j);
+  bool operator==(const BadDataCounters& o) const { return to_json() == o.to_json(); }
+};
+
+struct LoaderOptions {
+  std::string shards;                  // data.train_shards syntax
+  std::vector<double> source_weights;  // per "::" source (resampled mode)
+  std::int64_t num_samples = 0;        // samples per epoch (all ranks); 0: from sizes.json
+  std::vector<std::string> image_keys{"jpg", "png", "jpeg", "webp"};
+  std::string label_key;  // e.g. "cls": an integer class index per sample (evaluation); empty: none
+  std::string text_key = "txt";  // or "json:FIELD" (FIELD may be a dotted path)
+  int workers = 2;
+  bool resampled = false;
+  std::int64_t shard_shuffle_buffer = 2000;   // 0: shards in list order
+  std::int64_t sample_shuffle_buffer = 5000;  // 0/1: no sample shuffle
+  std::int64_t sample_shuffle_initial = 1000;
+  double max_bad_fraction = 0.01;
+  std::int64_t bad_check_min_samples = 200;  // the fraction is checked once this many were seen
+  std::int64_t max_image_pixels = 89478485;
+
+  std::int64_t batch_size = 64;
+  int image_size = 224;
+  bool train = true;       // RandomResizedCrop; false: resize + center crop, no shuffles
+  bool drop_last = false;  // true: every rank gets floor(N / (W*B)) full batches per epoch
+  int rank = 0;
+  int world_size = 1;
+  std::uint64_t seed = 0;
+  std::string pin_memory = "auto";  // auto (when CUDA is present) | on | off
+  int prefetch_batches = 2;
+  // A saved state from another world size or worker count can only be restored at an epoch
+  // boundary; with this set, a mid-epoch one continues at the start of the next epoch instead
+  // of failing.
+  bool reshard_to_next_epoch = false;
+
+  static LoaderOptions from_config(const config::DataConfig& data, std::int64_t batch_size,
+                                   int image_size, int rank, int world_size, std::uint64_t seed);
+};
+
+struct Batch {
+  at::Tensor images;  // uint8 [B, H, W, 3], RGB, channels last (normalise on the device)
+  at::Tensor tokens;  // int64 [B, L]
+  at::Tensor labels;  // int64 [B] when LoaderOptions::label_key is set, else undefined
+  std::vector<std::string> keys;
+  std::int64_t epoch = 0;
+  std::int64_t index_in_epoch = 0;  // batch index within the epoch on this rank
+};
+
+class Loader {
+ public:
+  Loader(LoaderOptions options, std::shared_ptr<const tokenizer::Tokenizer> tokenizer);
+  ~Loader();
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  // The next batch; nullopt once at the end of each epoch. Throws InputError when the bad-data
+  // fraction passes max_bad_fraction or no usable sample can be read.
+  std::optional<Batch> next();
+  // Batches every rank delivers per epoch (the last one may be partial unless drop_last).
+  std::int64_t batches_per_epoch() const;
+  // Samples this rank delivers per epoch.
+  std::int64_t samples_per_epoch() const;
+  // Samples in the dataset (all ranks), as used for the epoch length.
+  std::int64_t dataset_size() const;
+
+  // The position after the last batch next() returned (per rank: the checkpoint keeps one per
+  // rank).
+  nlohmann::json state() const;
+  // Continues exactly where `state` was taken. Call before the first next() or at any time.
+  void load_state(const nlohmann::json& state);
+  // Counters as of the last batch next() returned.
+  BadDataCounters counters() const;
+  const LoaderOptions& options() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace clipper::data

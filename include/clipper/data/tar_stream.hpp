@@ -1,0 +1,68 @@
+#pragma once
+// Streams one WebDataset shard (a tar, plain or compressed, from a file or a "pipe:CMD") and groups
+// its files into samples by key with WebDataset's rule: the key is the path up to the first dot of
+// the base name (the folder part included), the extension is the rest, lower-cased; consecutive
+// files with the same key form one sample. Files without a dot in their base name, "__*__" files
+// and non-regular entries are skipped, as WebDataset does. Data problems never throw: they end the
+// stream with a status.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+struct archive;  // libarchive
+
+namespace clipper::data {
+
+struct RawSample {
+  std::string key;
+  std::vector<std::pair<std::string, std::string>> files;  // (extension, bytes), in tar order
+  // The bytes stored under `ext`, or nullptr.
+  const std::string* find(const std::string& ext) const;
+};
+
+enum class ShardStatus {
+  ok,           // read to its end
+  unreadable,   // cannot be opened or is not a tar
+  truncated,    // ended inside an entry or its header is damaged
+  pipe_failed,  // pipe: command exited with a non-zero status
+};
+const char* to_string(ShardStatus s);
+
+// Splits a tar member name into (key, extension) by WebDataset's rule; false when it has no key.
+bool split_key(const std::string& name, std::string* key, std::string* ext);
+
+class ShardReader {
+ public:
+  // Opens `url` (a path or "pipe:CMD"); an open failure shows in status() after the first next().
+  explicit ShardReader(std::string url);
+  ~ShardReader();
+  ShardReader(const ShardReader&) = delete;
+  ShardReader& operator=(const ShardReader&) = delete;
+
+  // The next complete sample; false at the end of the shard or after an error (see status()).
+  bool next(RawSample& out);
+  ShardStatus status() const { return status_; }
+  const std::string& error() const { return error_; }
+  const std::string& url() const { return url_; }
+
+  // Entries larger than this are skipped (with the rest of their sample kept).
+  static constexpr std::int64_t kMaxEntryBytes = std::int64_t{256} << 20;
+
+ private:
+  void open();
+  void fail(ShardStatus s, std::string what);
+  void close();
+
+  std::string url_;
+  ::archive* ar_ = nullptr;
+  void* pipe_ = nullptr;  // FILE* of popen
+  bool opened_ = false, done_ = false;
+  ShardStatus status_ = ShardStatus::ok;
+  std::string error_;
+  RawSample pending_;
+  bool has_pending_ = false;
+};
+
+}  // namespace clipper::data

@@ -1,0 +1,62 @@
+#pragma once
+// Data-parallel gradients without a DDP module: after backward every rank holds the mean of the
+// ranks' gradients.
+//
+//   broadcast_tensors(params_and_buffers, *pg);          // once, before training: rank 0's values
+//   GradReducer reducer(params, pg, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce);
+//   for each step:
+//     (micro-batches that only accumulate: plain backward)
+//     reducer.begin_step();      // before the backward that completes the step's gradients
+//     loss.backward();
+//     reducer.finish();          // gradients are now the mean over ranks
+//     optimizer step
+//
+// Gradients are copied into flat buckets of about bucket_mb MB (one dtype and device each,
+// filled from the last parameter to the first, the order backward produces them), all-reduced
+// with SUM and divided by the world size. With overlap, a hook on each parameter's gradient
+// accumulator launches a bucket's all-reduce as soon as all its gradients exist, during backward;
+// buckets always launch in the same order on every rank. Without overlap (or for buckets the hooks
+// did not launch) finish() launches them. A parameter without a gradient counts as zeros, and
+// finish() gives it a zero gradient, so every rank applies the same update.
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <vector>
+
+namespace clipper::dist {
+
+class ProcessGroup;
+
+class GradReducer {
+ public:
+  // params: the trainable parameters in model order, those that get a gradient every step (with
+  // overlap, one that gets none holds its bucket and the later ones back until finish()).
+  GradReducer(std::vector<at::Tensor> params, std::shared_ptr<ProcessGroup> pg, double bucket_mb,
+              bool overlap);
+  ~GradReducer();
+  GradReducer(const GradReducer&) = delete;
+  GradReducer& operator=(const GradReducer&) = delete;
+
+  // Arms the hooks for the next backward pass (no effect without overlap or with one rank).
+  void begin_step();
+  // Launches what is left, waits for every bucket, writes the averaged gradients back.
+  void finish();
+
+  std::size_t num_buckets() const;
+  // Bytes in each bucket, in launch order.
+  std::vector<std::size_t> bucket_bytes() const;
+  // Buckets the hooks launched during the last backward (the rest waited for finish()).
+  std::size_t launched_by_hooks() const;
+
+  struct State;
+
+ private:
+  std::shared_ptr<State> state_;
+};
+
+// Replaces every tensor's values with rank `root`'s (parameters and buffers at start-up), in flat
+// buckets of about bucket_mb MB.
+void broadcast_tensors(const std::vector<at::Tensor>& tensors, ProcessGroup& pg, int root = 0,
+                       double bucket_mb = 25.0);
+
+}  // namespace clipper::dist

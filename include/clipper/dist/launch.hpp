@@ -1,0 +1,42 @@
+#pragma once
+// The local launcher behind `clipper launch`: starts this node's ranks with torchrun-compatible
+// variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, GROUP_WORLD_SIZE,
+// MASTER_ADDR, MASTER_PORT, ...), forwards SIGINT and SIGTERM to them, and when one rank fails
+// stops the others (SIGTERM, then SIGKILL after a grace period) and reports that rank's exit code.
+// Needs no LibTorch.
+#include <string>
+#include <vector>
+
+namespace clipper::dist {
+
+struct LaunchOptions {
+  int nproc_per_node = 1;
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  // 0: a free port when nnodes == 1, else 29500.
+  int master_port = 0;
+  // The program and its arguments.
+  std::vector<std::string> command;
+  // After a rank fails: seconds the others get between SIGTERM and SIGKILL.
+  double kill_grace_s = 10.0;
+  // False: let the other ranks run on after a failure (tests watch each rank's own exit).
+  bool stop_others_on_failure = true;
+};
+
+struct LaunchResult {
+  // Exit code of each local rank; 128 + N when killed by signal N.
+  std::vector<int> exit_codes;
+  // Local rank that failed first, -1 when none did.
+  int first_failed = -1;
+  // The code `clipper launch` exits with: 0, or the first failing rank's code.
+  int exit_code = 0;
+};
+
+// Runs the ranks and waits for all of them. Throws InputError on bad options.
+LaunchResult run_ranks(const LaunchOptions& options);
+
+// A TCP port that was free a moment ago (bind to port 0 on 127.0.0.1).
+int find_free_port();
+
+}  // namespace clipper::dist

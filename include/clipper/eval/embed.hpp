@@ -1,0 +1,24 @@
+#pragma once
+// Normalized embeddings of image files or caption lines (`clipper embed`).
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "clipper/model/clip.hpp"
+
+namespace clipper::tokenizer {
+class Tokenizer;
+}
+
+namespace clipper::eval {
+
+// Decodes each file with the evaluation transform (resize shorter side + center crop), normalizes
+// with the model's mean/std and encodes: float32 [N, embed_dim], L2-normalized.
+at::Tensor embed_images(model::ClipImpl& model, const std::vector<std::string>& paths,
+                        std::int64_t batch, at::Device device);
+at::Tensor embed_texts(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
+                       const std::vector<std::string>& texts, std::int64_t batch,
+                       at::Device device);
+
+}  // namespace clipper::eval

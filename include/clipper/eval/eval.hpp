@@ -1,0 +1,58 @@
+#pragma once
+// Evaluation: zero-shot classification (class names x templates, top-1/top-5) and image-text
+// retrieval (recall@1/5/10 both ways). With many ranks every rank evaluates its own split of the
+// shards with no collective inside the loop, then the counts (and, for retrieval, the features)
+// are combined once at the end; ranks with fewer batches simply arrive earlier, so nothing can
+// hang the way OpenCLIP's issue 1121 does.
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "clipper/model/clip.hpp"
+
+namespace clipper::data {
+class Loader;
+}
+namespace clipper::dist {
+class ProcessGroup;
+}
+namespace clipper::tokenizer {
+class Tokenizer;
+}
+
+namespace clipper::eval {
+
+struct ZeroShotClasses {
+  std::vector<std::string> classnames;
+  std::vector<std::string> templates;  // "a photo of a {}."
+};
+
+// YAML with `classes:` (or `classnames:`) and `templates:` lists; errors name the file and the key.
+ZeroShotClasses load_zeroshot_classes(const std::string& path);
+
+// uint8 [B,H,W,3] -> normalized float [B,3,H,W] on `device`.
+using Prepare = std::function<at::Tensor(const at::Tensor&)>;
+
+// [classes, D]: each class's normalized mean of its normalized template embeddings.
+at::Tensor zeroshot_classifier(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
+                               const ZeroShotClasses& classes, at::Device device);
+
+struct ZeroShotResult {
+  std::int64_t count = 0;
+  double top1 = 0, top5 = 0;
+};
+// `loader` must deliver labels (LoaderOptions::label_key).
+ZeroShotResult zeroshot(model::ClipImpl& model, data::Loader& loader, const at::Tensor& classifier,
+                        const Prepare& prepare, dist::ProcessGroup& pg);
+
+struct RetrievalResult {
+  std::int64_t count = 0;
+  double image_to_text[3] = {0, 0, 0};  // recall@1, @5, @10
+  double text_to_image[3] = {0, 0, 0};
+};
+RetrievalResult retrieval(model::ClipImpl& model, data::Loader& loader, const Prepare& prepare,
+                          dist::ProcessGroup& pg);
+
+}  // namespace clipper::eval

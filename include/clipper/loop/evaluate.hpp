@@ -1,0 +1,29 @@
+#pragma once
+// The evaluations a config asks for (eval.zeroshot_shards, eval.retrieval_shards), shared by
+// `clipper train` (every eval.every_steps and at the end) and `clipper eval`.
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "clipper/config/config.hpp"
+#include "clipper/eval/eval.hpp"
+#include "clipper/model/clip.hpp"
+
+namespace clipper::loop {
+
+struct EvalReport {
+  std::vector<std::pair<std::string, double>> scalars;  // "eval/zeroshot_top1", ...
+  double zeroshot_top1 = -1;                            // -1: not evaluated
+};
+
+// Collective when pg has several ranks (every rank calls it).
+EvalReport evaluate(const config::Config& cfg, model::ClipImpl& model,
+                    std::shared_ptr<const tokenizer::Tokenizer> tok, dist::ProcessGroup& pg,
+                    at::Device device, const eval::Prepare& prepare, std::int64_t step);
+
+// Resolves --weights: a folder with open_clip_model.safetensors (an export) or model.safetensors
+// (a checkpoint), or a weights file.
+std::string resolve_weights(const std::string& path);
+
+}  // namespace clipper::loop

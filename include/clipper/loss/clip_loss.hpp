@@ -1,0 +1,44 @@
+#pragma once
+// CLIP's symmetric InfoNCE loss over the global batch (OpenCLIP ClipLoss).
+//
+// loss.local_loss (default): each rank scores its own B rows against all W*B columns:
+//   logits_per_image = s * I_local @ T_all^T, logits_per_text = s * T_local @ I_all^T,
+//   labels = arange(B) + B * rank, loss = (CE(image logits) + CE(text logits)) / 2.
+// Full gather (local_loss false): every rank builds the whole W*B x W*B logit matrix.
+// loss.gather_with_grad (default): the gathered features carry gradient back to their rank
+//   (dist::all_gather_with_grad), so averaged gradients equal the single-process gradients.
+//   Without it only this rank's own rows carry gradient (OpenCLIP's default; gradients then
+//   differ from the single-process ones).
+// loss.cache_labels: the label tensor is built once per (device, size).
+// Image and text features travel in one all-gather.
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+
+#include "clipper/config/config.hpp"
+#include "clipper/loss/contrastive_loss.hpp"
+
+namespace clipper::loss {
+
+class ClipLoss : public ContrastiveLoss {
+ public:
+  ClipLoss(std::shared_ptr<dist::ProcessGroup> pg, const config::LossConfig& cfg);
+  at::Tensor forward(const at::Tensor& image_features, const at::Tensor& text_features,
+                     const at::Tensor& logit_scale, const at::Tensor& logit_bias = {}) override;
+  std::string kind() const override { return "clip"; }
+
+ private:
+  at::Tensor labels(std::int64_t rows, std::int64_t offset, const at::Device& device);
+
+  std::shared_ptr<dist::ProcessGroup> pg_;
+  config::LossConfig cfg_;
+  at::Tensor cached_labels_;
+  std::int64_t cached_offset_ = -1;
+};
+
+// One-off call (no label cache); pg is only borrowed.
+at::Tensor clip_loss(const at::Tensor& image_features, const at::Tensor& text_features,
+                     const at::Tensor& logit_scale, dist::ProcessGroup& pg,
+                     const config::LossConfig& cfg);
+
+}  // namespace clipper::loss

@@ -1,0 +1,41 @@
+#pragma once
+// AdamW over parameter groups through at::_fused_adamw_ (one fused kernel per group, on CUDA and on
+// CPU), with its state exposed as named tensors for checkpoints.
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "clipper/optim/param_groups.hpp"
+
+namespace clipper::optim {
+
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.98;
+  double eps = 1e-6;
+};
+
+class AdamW {
+ public:
+  AdamW(std::vector<ParamGroup> groups, AdamWOptions options);
+  // One update at learning rate `lr`; parameters without a gradient are left alone.
+  void step(double lr);
+  void zero_grad();
+  const std::vector<ParamGroup>& groups() const { return groups_; }
+  // "<param>.exp_avg", "<param>.exp_avg_sq", "<param>.step" for every parameter.
+  std::vector<std::pair<std::string, at::Tensor>> state() const;
+  // Restores state() output; every parameter's entries must be present with matching shapes.
+  void load_state(const std::vector<std::pair<std::string, at::Tensor>>& state);
+
+ private:
+  struct Slot {
+    at::Tensor exp_avg, exp_avg_sq, step;
+  };
+  std::vector<ParamGroup> groups_;
+  std::vector<std::vector<Slot>> slots_;  // per group, per parameter
+  AdamWOptions options_;
+};
+
+}  // namespace clipper::optim

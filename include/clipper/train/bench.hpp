@@ -1,0 +1,37 @@
+#pragma once
+// `clipper bench train`: the whole training step (both towers, loss, backward, gradient
+// all-reduce when world > 1, optimizer) on synthetic device-resident batches.
+#include <cstdint>
+#include <string>
+
+namespace clipper::train {
+
+struct BenchOptions {
+  std::string model = "ViT-B-32";
+  std::int64_t batch = 256;        // per device
+  std::string device = "auto";     // auto | cpu | cuda
+  std::string precision = "auto";  // auto | bf16 | fp32
+  std::int64_t steps = 20;
+  std::int64_t warmup = 3;
+  std::int64_t breakdown_steps = 3;  // extra steps timed phase by phase (synchronizing)
+  double peak_tflops = 0;            // 0: 790 on CUDA, none on CPU
+  std::int64_t threads = 0;          // CPU intra-op threads; 0: LibTorch's default
+  bool grad_checkpointing = false;
+};
+
+struct BenchResult {
+  std::string model, device, precision;
+  std::int64_t batch = 0, world_size = 1, steps = 0;
+  double samples_per_s = 0;                                                 // global
+  double step_ms = 0;                                                       // mean, throughput run
+  double forward_ms = 0, backward_ms = 0, reduce_ms = 0, optimizer_ms = 0;  // breakdown run
+  double peak_memory_gib = 0;    // CUDA allocator peak, or the process's peak RSS on CPU
+  double mfu = -1;               // -1: no peak known
+  double gflops_per_sample = 0;  // training (3 x forward)
+  std::string to_json() const;
+  std::string to_text() const;
+};
+
+BenchResult bench_train(const BenchOptions& options);
+
+}  // namespace clipper::train

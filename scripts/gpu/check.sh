@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The whole GPU check, in one run on a machine with one NVIDIA GPU (an H200 here), its own
+# torch 2.11.0+cu130, nvcc, cmake and ninja, no network. Needs .gpulibs/ (scripts/gpu/fetch_libs.sh).
+#   1. builds clipper's LibTorch-only targets (CLIPPER_DATA_LIBS=OFF) against that torch
+#   2. runs the tests labelled `cuda`
+#   3. runs the training-step benchmarks: ViT-B-32 and ViT-B-16 (bf16, batch 256 and 512), RN50
+# Results go to $OUT (or ./gpu-results): build.log, cuda_tests.log, bench.jsonl, bench.txt, summary.txt.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out=${OUT:-$PWD/gpu-results}
+mkdir -p "$out"
+start=$(date +%s)
+stamp() { echo "[check +$(( $(date +%s) - start ))s] $*" | tee -a "$out/summary.txt"; }
+libs=$PWD/.gpulibs/root
+[ -d "$libs" ] || { echo "missing .gpulibs: run scripts/gpu/fetch_libs.sh first and carry .gpulibs"; exit 1; }
+export LD_LIBRARY_PATH="$libs/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+py=$(command -v python3)
+torch_dir=$($py -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'share', 'cmake', 'Torch'))")
+stamp "torch $($py -c 'import torch; print(torch.__version__, torch.version.cuda)'); $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null | head -1)"
+
+stamp "configure"
+cmake -G Ninja -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -Wno-dev \
+  -DCLIPPER_DATA_LIBS=OFF -DCLIPPER_CUDA_TESTS=ON -DCLIPPER_USE_CCACHE=OFF \
+  -DTorch_DIR="$torch_dir" -DCLIPPER_PYTHON="$py" -DTORCH_CUDA_ARCH_LIST=9.0 \
+  -DCMAKE_PREFIX_PATH="$libs/usr" > "$out/build.log" 2>&1 || { stamp "configure FAILED"; tail -40 "$out/build.log"; exit 1; }
+stamp "build"
+cmake --build build-gpu -j"$(nproc)" >> "$out/build.log" 2>&1 || { stamp "build FAILED"; grep -B2 -A12 "error" "$out/build.log" | head -80; exit 1; }
+stamp "build done"
+
+stamp "cuda tests"
+ctest --test-dir build-gpu -L cuda --output-on-failure --timeout 300 > "$out/cuda_tests.log" 2>&1
+tests_rc=$?
+tail -5 "$out/cuda_tests.log" | tee -a "$out/summary.txt"
+
+bench() {
+  stamp "bench $*"
+  timeout 240 build-gpu/bin/clipper bench train --device cuda --json "$out/bench.jsonl" "$@" >> "$out/bench.txt" 2>&1 \
+    || echo "bench $* FAILED (rc $?)" | tee -a "$out/summary.txt"
+}
+bench --model ViT-B-32 --batch 256 --steps 20
+bench --model ViT-B-32 --batch 512 --steps 20
+bench --model ViT-B-16 --batch 256 --steps 15
+bench --model ViT-B-16 --batch 512 --steps 15
+bench --model RN50 --batch 256 --steps 15
+bench --model ViT-B-16 --batch 256 --steps 10 --precision fp32
+cat "$out/bench.txt" >> "$out/summary.txt"
+stamp "done (cuda tests rc $tests_rc)"
+exit $tests_rc

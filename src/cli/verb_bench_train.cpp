@@ -1,0 +1,64 @@
+// clipper bench train --model M --batch B [--device cpu|cuda] [--precision bf16|fp32] [--steps N]
+#include "verbs.hpp"
+
+#if CLIPPER_HAS_TRAIN_STEP
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include "clipper/train/bench.hpp"
+
+namespace clipper::cli {
+namespace {
+
+// `clipper bench` groups the benchmarks; each one adds itself under it.
+CLI::App* bench_group(CLI::App& app) {
+  for (auto* sub : app.get_subcommands([](CLI::App*) { return true; }))
+    if (sub->get_name() == "bench") return sub;
+  auto* b = app.add_subcommand("bench", "Benchmarks (train step, loader)");
+  b->require_subcommand(1);
+  return b;
+}
+
+void setup_bench_train(CLI::App& app, Action* action) {
+  auto o = std::make_shared<train::BenchOptions>();
+  auto json_out = std::make_shared<std::string>();
+  auto* v = bench_group(app)->add_subcommand("train",
+                                             "Whole training step on synthetic device-resident "
+                                             "batches: samples/s, breakdown, memory, MFU");
+  v->add_option("--model", o->model, "architecture name (configs/models)")->capture_default_str();
+  v->add_option("--batch", o->batch, "batch per device")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  v->add_option("--device", o->device, "auto, cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  v->add_option("--precision", o->precision, "auto (bf16 on CUDA), bf16 or fp32")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "bf16", "fp32"}));
+  v->add_option("--steps", o->steps, "timed steps")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  v->add_option("--warmup", o->warmup, "untimed steps first")->capture_default_str();
+  v->add_option("--threads", o->threads, "CPU intra-op threads (0: LibTorch's default)")
+      ->capture_default_str();
+  v->add_option("--peak-tflops", o->peak_tflops, "device peak for MFU (0: 790 on CUDA)")
+      ->capture_default_str();
+  v->add_flag("--grad-checkpointing", o->grad_checkpointing, "recompute blocks in backward");
+  v->add_option("--json", *json_out, "also append the result as one JSON line to this file");
+  v->callback([o, json_out, action] {
+    *action = [o, json_out] {
+      const auto r = train::bench_train(*o);
+      std::cout << r.to_text() << std::flush;
+      if (!json_out->empty()) std::ofstream(*json_out, std::ios::app) << r.to_json() << "\n";
+      return 0;
+    };
+  });
+}
+
+}  // namespace
+
+CLIPPER_REGISTER_VERB(bench_train, setup_bench_train);
+
+}  // namespace clipper::cli
+#endif

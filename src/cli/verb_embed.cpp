@@ -1,0 +1,79 @@
+// clipper embed --model NAME --weights PATH (--images FILES... | --texts FILE) --out FILE.npy
+#include "verbs.hpp"
+
+#if CLIPPER_HAS_LOOP
+#include <torch/cuda.h>
+
+#include <ATen/ATen.h>
+
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include "clipper/core/error.hpp"
+#include "clipper/eval/embed.hpp"
+#include "clipper/io/npy.hpp"
+#include "clipper/io/openclip.hpp"
+#include "clipper/loop/evaluate.hpp"
+#include "clipper/model/model_spec.hpp"
+#include "clipper/tokenizer/tokenizer.hpp"
+
+namespace clipper::cli {
+namespace {
+
+void setup_embed_verb(CLI::App& app, Action* action) {
+  struct Args {
+    std::string model, weights, texts, out, device = "auto";
+    std::vector<std::string> images;
+    std::int64_t batch = 64;
+  };
+  auto a = std::make_shared<Args>();
+  auto* v = app.add_subcommand("embed", "Write normalized image or text embeddings as .npy");
+  v->add_option("--model", a->model, "architecture name (configs/models)")->required();
+  v->add_option("--weights", a->weights, "an export folder, a checkpoint folder or a weights file")
+      ->required();
+  auto* img = v->add_option("--images", a->images, "image files")->check(CLI::ExistingFile);
+  auto* txt = v->add_option("--texts", a->texts, "a text file, one caption per line")
+                  ->check(CLI::ExistingFile);
+  img->excludes(txt);
+  v->add_option("--out", a->out, "output .npy file (float32 [N, embed_dim])")->required();
+  v->add_option("--batch", a->batch, "batch size")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  v->add_option("--device", a->device, "auto, cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  v->callback([a, action] {
+    *action = [a] {
+      if (a->images.empty() && a->texts.empty())
+        throw core::InputError("embed: give --images FILES... or --texts FILE");
+      const bool cuda = a->device == "cuda" || (a->device == "auto" && torch::cuda::is_available());
+      const at::Device device = cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+      const auto spec = model::load_model_spec(a->model);
+      auto model = model::create_model(spec, 0);
+      io::load_openclip_weights(model, loop::resolve_weights(a->weights));
+      model->to(device);
+      at::Tensor e;
+      if (!a->images.empty()) {
+        e = eval::embed_images(*model, a->images, a->batch, device);
+      } else {
+        std::ifstream in(a->texts);
+        std::vector<std::string> lines;
+        for (std::string l; std::getline(in, l);) lines.push_back(l);
+        auto tok = tokenizer::make_tokenizer(spec.tokenizer, spec.context_length);
+        e = eval::embed_texts(*model, *tok, lines, a->batch, device);
+      }
+      io::save_npy(a->out, e);
+      std::cout << "wrote " << e.size(0) << " x " << e.size(1) << " embeddings to " << a->out
+                << "\n";
+      return 0;
+    };
+  });
+}
+
+}  // namespace
+
+CLIPPER_REGISTER_VERB(embed, setup_embed_verb);
+
+}  // namespace clipper::cli
+#endif

@@ -1,0 +1,382 @@
+#include "clipper/data/image.hpp"
+
+#include <turbojpeg.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <opencv2/core.hpp>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "rng.hpp"
+
+namespace clipper::data {
+namespace {
+
+std::uint32_t be32(const unsigned char* p) {
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+         p[3];
+}
+
+bool is_jpeg(const std::string& b) {
+  return b.size() >= 3 && static_cast<unsigned char>(b[0]) == 0xFF &&
+         static_cast<unsigned char>(b[1]) == 0xD8 && static_cast<unsigned char>(b[2]) == 0xFF;
+}
+
+int round_half_even(double v) {
+  return static_cast<int>(std::nearbyint(v));
+}
+
+// Adobe CMYK as libjpeg-turbo stores it (inverted): R = C*K/255 (libjpeg-turbo's own rule).
+void cmyk_to_rgb(const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i, in += 4, out += 3) {
+    const unsigned k = in[3];
+    out[0] = static_cast<std::uint8_t>((in[0] * k + 127) / 255);
+    out[1] = static_cast<std::uint8_t>((in[1] * k + 127) / 255);
+    out[2] = static_cast<std::uint8_t>((in[2] * k + 127) / 255);
+  }
+}
+
+// Brings an image from cv::imdecode(IMREAD_UNCHANGED) to 8-bit RGB (or grey when allowed).
+cv::Mat to_rgb8(const cv::Mat& m, bool keep_grey) {
+  cv::Mat src = m;
+  if (src.depth() == CV_16U)
+    src.convertTo(src, CV_8U, 1.0 / 257.0);
+  else if (src.depth() != CV_8U)
+    src.convertTo(src, CV_8U);
+  cv::Mat out;
+  switch (src.channels()) {
+    case 1:
+      if (keep_grey) return src;
+      cv::cvtColor(src, out, cv::COLOR_GRAY2RGB);
+      return out;
+    case 2: {  // grey + alpha
+      cv::Mat grey;
+      cv::extractChannel(src, grey, 0);
+      if (keep_grey) return grey;
+      cv::cvtColor(grey, out, cv::COLOR_GRAY2RGB);
+      return out;
+    }
+    case 3:
+      cv::cvtColor(src, out, cv::COLOR_BGR2RGB);
+      return out;
+    case 4:
+      cv::cvtColor(src, out, cv::COLOR_BGRA2RGB);
+      return out;
+  }
+  return {};
+}
+
+}  // namespace
+
+CropBox random_resized_crop_box(int width, int height, const TransformSpec& spec,
+                                std::uint64_t seed) {
+  detail::Rng rng(seed);
+  const double area = static_cast<double>(width) * height;
+  const double log_lo = std::log(spec.ratio_min), log_hi = std::log(spec.ratio_max);
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    const double target_area = area * rng.uniform(spec.scale_min, spec.scale_max);
+    const double aspect = std::exp(rng.uniform(log_lo, log_hi));
+    const int w = round_half_even(std::sqrt(target_area * aspect));
+    const int h = round_half_even(std::sqrt(target_area / aspect));
+    if (w > 0 && h > 0 && w <= width && h <= height) {
+      CropBox b;
+      b.y = static_cast<int>(rng.below(static_cast<std::uint64_t>(height - h + 1)));
+      b.x = static_cast<int>(rng.below(static_cast<std::uint64_t>(width - w + 1)));
+      b.w = w;
+      b.h = h;
+      return b;
+    }
+  }
+  // Fallback to a center crop (torchvision's rule).
+  const double in_ratio = static_cast<double>(width) / height;
+  int w, h;
+  if (in_ratio < spec.ratio_min) {
+    w = width;
+    h = round_half_even(w / spec.ratio_min);
+  } else if (in_ratio > spec.ratio_max) {
+    h = height;
+    w = round_half_even(h * spec.ratio_max);
+  } else {
+    w = width;
+    h = height;
+  }
+  w = std::clamp(w, 1, width);
+  h = std::clamp(h, 1, height);
+  return CropBox{(width - w) / 2, (height - h) / 2, w, h};
+}
+
+CropBox center_crop_box(int width, int height) {
+  const int s = std::min(width, height);
+  return CropBox{(width - s) / 2, (height - s) / 2, s, s};
+}
+
+bool peek_size(const std::string& bytes, int* width, int* height) {
+  const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
+  const std::size_t n = bytes.size();
+  if (n >= 24 && std::memcmp(p, "\x89PNG\r\n\x1a\n", 8) == 0 &&
+      std::memcmp(p + 12, "IHDR", 4) == 0) {
+    *width = static_cast<int>(std::min<std::uint32_t>(be32(p + 16), 1u << 30));
+    *height = static_cast<int>(std::min<std::uint32_t>(be32(p + 20), 1u << 30));
+    return true;
+  }
+  if (n >= 30 && std::memcmp(p, "RIFF", 4) == 0 && std::memcmp(p + 8, "WEBP", 4) == 0) {
+    if (std::memcmp(p + 12, "VP8 ", 4) == 0 && p[23] == 0x9d && p[24] == 0x01 && p[25] == 0x2a) {
+      *width = (p[26] | (p[27] << 8)) & 0x3fff;
+      *height = (p[28] | (p[29] << 8)) & 0x3fff;
+      return true;
+    }
+    if (std::memcmp(p + 12, "VP8L", 4) == 0 && p[20] == 0x2f) {
+      const std::uint32_t bits =
+          p[21] | (p[22] << 8) | (p[23] << 16) | (std::uint32_t{p[24]} << 24);
+      *width = static_cast<int>((bits & 0x3fff) + 1);
+      *height = static_cast<int>(((bits >> 14) & 0x3fff) + 1);
+      return true;
+    }
+    if (std::memcmp(p + 12, "VP8X", 4) == 0) {
+      *width = static_cast<int>((p[24] | (p[25] << 8) | (p[26] << 16)) + 1);
+      *height = static_cast<int>((p[27] | (p[28] << 8) | (p[29] << 16)) + 1);
+      return true;
+    }
+    return false;
+  }
+  if (is_jpeg(bytes)) {
+    tjhandle h = tjInitDecompress();
+    int w = 0, hh = 0, ss = 0, cs = 0;
+    const bool ok =
+        h && tjDecompressHeader3(h, p, static_cast<unsigned long>(n), &w, &hh, &ss, &cs) == 0;
+    if (h) tjDestroy(h);
+    if (!ok) return false;
+    *width = w;
+    *height = hh;
+    return true;
+  }
+  return false;
+}
+
+ImageProcessor::ImageProcessor(TransformSpec spec, std::int64_t max_pixels)
+    : spec_(spec), max_pixels_(max_pixels), tj_(tjInitDecompress()) {}
+
+ImageProcessor::~ImageProcessor() {
+  if (tj_) tjDestroy(static_cast<tjhandle>(tj_));
+}
+
+void ImageProcessor::reset_decoder() {
+  if (tj_) tjDestroy(static_cast<tjhandle>(tj_));
+  tj_ = tjInitDecompress();
+}
+
+ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed, std::uint8_t* out,
+                                   std::string* why) {
+  const int S = spec_.size;
+  cv::Mat dst(S, S, CV_8UC3, out);
+  const auto* buf = reinterpret_cast<const unsigned char*>(bytes.data());
+  const auto len = static_cast<unsigned long>(bytes.size());
+  if (is_jpeg(bytes) && tj_) {
+    auto* h = static_cast<tjhandle>(tj_);
+    int w = 0, hgt = 0, subsamp = 0, cs = 0;
+    if (tjDecompressHeader3(h, buf, len, &w, &hgt, &subsamp, &cs) != 0 || w <= 0 || hgt <= 0) {
+      if (why) *why = std::string("JPEG header: ") + tjGetErrorStr2(h);
+      reset_decoder();
+      return ImageError::corrupt;
+    }
+    if (static_cast<std::int64_t>(w) * hgt > max_pixels_) {
+      if (why)
+        *why =
+            std::to_string(w) + "x" + std::to_string(hgt) + " pixels exceed data.max_image_pixels";
+      return ImageError::too_large;
+    }
+    const CropBox box =
+        spec_.train ? random_resized_crop_box(w, hgt, spec_, seed) : center_crop_box(w, hgt);
+    // DCT-domain downscale: the smallest factor that keeps the crop at least S x S.
+    int nf = 0;
+    const tjscalingfactor* factors = tjGetScalingFactors(&nf);
+    tjscalingfactor best{1, 1};
+    double best_f = 1.0;
+    for (int i = 0; i < nf; ++i) {
+      const double f = static_cast<double>(factors[i].num) / factors[i].denom;
+      if (f > 1.0 || f >= best_f) continue;
+      if (std::floor(box.w * f) >= S && std::floor(box.h * f) >= S) {
+        best = factors[i];
+        best_f = f;
+      }
+    }
+    const int sw = TJSCALED(w, best), sh = TJSCALED(hgt, best);
+    const bool cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
+    const int pf = cmyk ? TJPF_CMYK : TJPF_RGB;
+    const int bpp = tjPixelSize[pf];
+    scratch_.resize(static_cast<std::size_t>(sw) * sh * bpp);
+    if (tjDecompress2(h, buf, len, scratch_.data(), sw, sw * bpp, sh, pf, 0) != 0) {
+      const bool fatal = tjGetErrorCode(h) == TJERR_FATAL;
+      const std::string msg = tjGetErrorStr2(h);
+      reset_decoder();  // a handle that failed may misread the next image
+      if (fatal || msg.find("Premature end") != std::string::npos) {
+        if (why) *why = "JPEG: " + msg;
+        return ImageError::corrupt;
+      }
+    }
+    cv::Mat img;
+    if (cmyk) {
+      scratch2_.resize(static_cast<std::size_t>(sw) * sh * 3);
+      cmyk_to_rgb(scratch_.data(), scratch2_.data(), static_cast<std::size_t>(sw) * sh);
+      img = cv::Mat(sh, sw, CV_8UC3, scratch2_.data());
+    } else {
+      img = cv::Mat(sh, sw, CV_8UC3, scratch_.data());
+    }
+    const int x0 = std::clamp(static_cast<int>(std::lround(box.x * best_f)), 0, sw - 1);
+    const int y0 = std::clamp(static_cast<int>(std::lround(box.y * best_f)), 0, sh - 1);
+    const int x1 = std::clamp(static_cast<int>(std::lround((box.x + box.w) * best_f)), x0 + 1, sw);
+    const int y1 = std::clamp(static_cast<int>(std::lround((box.y + box.h) * best_f)), y0 + 1, sh);
+    const cv::Mat roi = img(cv::Rect(x0, y0, x1 - x0, y1 - y0));
+    if (roi.cols == S && roi.rows == S)
+      roi.copyTo(dst);
+    else
+      cv::resize(roi, dst, cv::Size(S, S), 0, 0, cv::INTER_CUBIC);
+    return ImageError::none;
+  }
+  int w = 0, hgt = 0;
+  if (peek_size(bytes, &w, &hgt) && static_cast<std::int64_t>(w) * hgt > max_pixels_) {
+    if (why)
+      *why = std::to_string(w) + "x" + std::to_string(hgt) + " pixels exceed data.max_image_pixels";
+    return ImageError::too_large;
+  }
+  cv::Mat img;
+  try {
+    const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
+    img = cv::imdecode(raw, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION);
+  } catch (const cv::Exception& e) {
+    if (why) *why = std::string("decode: ") + e.what();
+    return ImageError::corrupt;
+  }
+  if (img.empty()) {
+    if (why) *why = "not a readable image (JPEG, PNG, WebP, ...)";
+    return ImageError::corrupt;
+  }
+  if (static_cast<std::int64_t>(img.cols) * img.rows > max_pixels_) {
+    if (why) *why = "image exceeds data.max_image_pixels";
+    return ImageError::too_large;
+  }
+  img = to_rgb8(img, false);
+  if (img.empty()) {
+    if (why) *why = "unsupported channel layout";
+    return ImageError::corrupt;
+  }
+  const CropBox box = spec_.train ? random_resized_crop_box(img.cols, img.rows, spec_, seed)
+                                  : center_crop_box(img.cols, img.rows);
+  const cv::Mat roi = img(cv::Rect(box.x, box.y, box.w, box.h));
+  if (roi.cols == S && roi.rows == S)
+    roi.copyTo(dst);
+  else
+    cv::resize(roi, dst, cv::Size(S, S), 0, 0, cv::INTER_CUBIC);
+  return ImageError::none;
+}
+
+ImageError ImageProcessor::decode(const std::string& bytes, Image* out, std::string* why,
+                                  bool keep_grey) {
+  const auto* buf = reinterpret_cast<const unsigned char*>(bytes.data());
+  const auto len = static_cast<unsigned long>(bytes.size());
+  if (is_jpeg(bytes) && tj_) {
+    auto* h = static_cast<tjhandle>(tj_);
+    int w = 0, hgt = 0, subsamp = 0, cs = 0;
+    if (tjDecompressHeader3(h, buf, len, &w, &hgt, &subsamp, &cs) != 0 || w <= 0 || hgt <= 0) {
+      if (why) *why = std::string("JPEG header: ") + tjGetErrorStr2(h);
+      reset_decoder();
+      return ImageError::corrupt;
+    }
+    if (static_cast<std::int64_t>(w) * hgt > max_pixels_) {
+      if (why) *why = "image exceeds the pixel limit";
+      return ImageError::too_large;
+    }
+    const bool cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
+    const bool grey = keep_grey && cs == TJCS_GRAY;
+    const int pf = cmyk ? TJPF_CMYK : grey ? TJPF_GRAY : TJPF_RGB;
+    const int bpp = tjPixelSize[pf];
+    scratch_.resize(static_cast<std::size_t>(w) * hgt * bpp);
+    if (tjDecompress2(h, buf, len, scratch_.data(), w, w * bpp, hgt, pf, 0) != 0) {
+      const std::string msg = tjGetErrorStr2(h);
+      reset_decoder();
+      if (tjGetErrorCode(h) == TJERR_FATAL || msg.find("Premature end") != std::string::npos) {
+        if (why) *why = "JPEG: " + msg;
+        return ImageError::corrupt;
+      }
+    }
+    out->width = w;
+    out->height = hgt;
+    out->channels = grey ? 1 : 3;
+    out->pixels.resize(static_cast<std::size_t>(w) * hgt * out->channels);
+    if (cmyk)
+      cmyk_to_rgb(scratch_.data(), out->pixels.data(), static_cast<std::size_t>(w) * hgt);
+    else
+      std::memcpy(out->pixels.data(), scratch_.data(), out->pixels.size());
+    return ImageError::none;
+  }
+  int w = 0, hgt = 0;
+  if (peek_size(bytes, &w, &hgt) && static_cast<std::int64_t>(w) * hgt > max_pixels_) {
+    if (why) *why = "image exceeds the pixel limit";
+    return ImageError::too_large;
+  }
+  cv::Mat img;
+  try {
+    const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
+    img = cv::imdecode(raw, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION);
+  } catch (const cv::Exception& e) {
+    if (why) *why = std::string("decode: ") + e.what();
+    return ImageError::corrupt;
+  }
+  if (img.empty()) {
+    if (why) *why = "not a readable image";
+    return ImageError::corrupt;
+  }
+  img = to_rgb8(img, keep_grey);
+  if (img.empty() || !img.isContinuous()) img = img.clone();
+  out->width = img.cols;
+  out->height = img.rows;
+  out->channels = img.channels();
+  out->pixels.assign(img.data, img.data + img.total() * img.elemSize());
+  return ImageError::none;
+}
+
+Image resize_shorter_side(const Image& in, int size) {
+  if (size <= 0 || in.width <= 0 || in.height <= 0) return in;
+  const int shorter = std::min(in.width, in.height);
+  int w = in.width, h = in.height;
+  if (in.width <= in.height) {
+    w = size;
+    h = std::max(1, static_cast<int>(std::lround(static_cast<double>(in.height) * size / shorter)));
+  } else {
+    h = size;
+    w = std::max(1, static_cast<int>(std::lround(static_cast<double>(in.width) * size / shorter)));
+  }
+  if (w == in.width && h == in.height) return in;
+  const int type = in.channels == 1 ? CV_8UC1 : CV_8UC3;
+  const cv::Mat src(in.height, in.width, type, const_cast<std::uint8_t*>(in.pixels.data()));
+  Image out;
+  out.width = w;
+  out.height = h;
+  out.channels = in.channels;
+  out.pixels.resize(static_cast<std::size_t>(w) * h * in.channels);
+  cv::Mat dst(h, w, type, out.pixels.data());
+  const int interp = shorter >= 2 * size ? cv::INTER_AREA : cv::INTER_CUBIC;
+  cv::resize(src, dst, cv::Size(w, h), 0, 0, interp);
+  return out;
+}
+
+std::string encode_jpeg(const Image& image, int quality) {
+  tjhandle h = tjInitCompress();
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  const bool grey = image.channels == 1;
+  const int rc =
+      tjCompress2(h, image.pixels.data(), image.width, 0, image.height, grey ? TJPF_GRAY : TJPF_RGB,
+                  &buf, &size, grey ? TJSAMP_GRAY : TJSAMP_420, quality, 0);
+  std::string out;
+  if (rc == 0) out.assign(reinterpret_cast<const char*>(buf), size);
+  const std::string err = rc == 0 ? "" : tjGetErrorStr2(h);
+  if (buf) tjFree(buf);
+  tjDestroy(h);
+  if (rc != 0) throw std::runtime_error("JPEG encode failed: " + err);
+  return out;
+}
+
+}  // namespace clipper::data

@@ -1,0 +1,177 @@
+#include "clipper/data/tar_stream.hpp"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+
+namespace clipper::data {
+
+const std::string* RawSample::find(const std::string& ext) const {
+  for (const auto& [e, bytes] : files)
+    if (e == ext) return &bytes;
+  return nullptr;
+}
+
+const char* to_string(ShardStatus s) {
+  switch (s) {
+    case ShardStatus::ok:
+      return "ok";
+    case ShardStatus::unreadable:
+      return "unreadable";
+    case ShardStatus::truncated:
+      return "truncated";
+    case ShardStatus::pipe_failed:
+      return "pipe_failed";
+  }
+  return "?";
+}
+
+bool split_key(const std::string& name, std::string* key, std::string* ext) {
+  const auto slash = name.rfind('/');
+  const std::size_t base = slash == std::string::npos ? 0 : slash + 1;
+  const auto dot = name.find('.', base);
+  if (dot == std::string::npos || dot == base) return false;  // WebDataset: [^.]+ before the dot
+  *key = name.substr(0, dot);
+  *ext = name.substr(dot + 1);
+  for (auto& c : *ext)
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  return true;
+}
+
+ShardReader::ShardReader(std::string url) : url_(std::move(url)) {}
+
+ShardReader::~ShardReader() {
+  close();
+}
+
+void ShardReader::fail(ShardStatus s, std::string what) {
+  if (status_ == ShardStatus::ok) {
+    status_ = s;
+    error_ = std::move(what);
+  }
+  done_ = true;
+}
+
+void ShardReader::open() {
+  opened_ = true;
+  ar_ = archive_read_new();
+  archive_read_support_filter_all(ar_);
+  archive_read_support_format_tar(ar_);
+  int rc;
+  if (url_.rfind("pipe:", 0) == 0) {
+    FILE* f = ::popen(url_.substr(5).c_str(), "r");
+    if (!f) {
+      fail(ShardStatus::pipe_failed, "cannot start the command");
+      return;
+    }
+    pipe_ = f;
+    rc = archive_read_open_fd(ar_, ::fileno(f), 1 << 16);
+  } else {
+    rc = archive_read_open_filename(ar_, url_.c_str(), 1 << 16);
+  }
+  if (rc != ARCHIVE_OK)
+    fail(ShardStatus::unreadable,
+         archive_error_string(ar_) ? archive_error_string(ar_) : "cannot open");
+}
+
+void ShardReader::close() {
+  if (ar_) {
+    archive_read_free(ar_);
+    ar_ = nullptr;
+  }
+  if (pipe_) {
+    const int st = ::pclose(static_cast<FILE*>(pipe_));
+    pipe_ = nullptr;
+    // A command stopped early by us gets SIGPIPE: only an exit of its own with a non-zero code
+    // counts as a failure, and only when we read to the end.
+    if (done_ && st != -1 && WIFEXITED(st) && WEXITSTATUS(st) != 0) {
+      status_ = ShardStatus::pipe_failed;  // the command's failure explains any read error
+      error_ = "command exited with status " + std::to_string(WEXITSTATUS(st));
+    }
+  }
+}
+
+bool ShardReader::next(RawSample& out) {
+  if (!opened_) open();
+  while (!done_) {
+    archive_entry* entry = nullptr;
+    const int rc = archive_read_next_header(ar_, &entry);
+    if (rc == ARCHIVE_EOF) {
+      done_ = true;
+      break;
+    }
+    if (rc < ARCHIVE_WARN) {
+      const char* msg = archive_error_string(ar_);
+      // A header that cannot be read before any entry: not a tar at all.
+      fail(has_pending_ || archive_file_count(ar_) > 0 ? ShardStatus::truncated
+                                                       : ShardStatus::unreadable,
+           msg ? msg : "damaged tar header");
+      has_pending_ = false;  // its sample may be incomplete
+      break;
+    }
+    if (archive_entry_filetype(entry) != AE_IFREG) continue;
+    const char* cname = archive_entry_pathname(entry);
+    if (!cname) continue;
+    std::string name = cname;
+    const auto slash = name.rfind('/');
+    const std::string base = slash == std::string::npos ? name : name.substr(slash + 1);
+    if (base.size() >= 4 && base.compare(0, 2, "__") == 0 &&
+        base.compare(base.size() - 2, 2, "__") == 0)
+      continue;
+    std::string key, ext;
+    if (!split_key(name, &key, &ext)) continue;
+    const std::int64_t size = archive_entry_size_is_set(entry) ? archive_entry_size(entry) : -1;
+    std::string bytes;
+    bool ok = true;
+    if (size > kMaxEntryBytes) {
+      ok = archive_read_data_skip(ar_) == ARCHIVE_OK;
+      bytes.clear();
+    } else {
+      if (size > 0) bytes.reserve(static_cast<std::size_t>(size));
+      char buf[1 << 16];
+      while (true) {
+        const la_ssize_t n = archive_read_data(ar_, buf, sizeof buf);
+        if (n < 0) {
+          ok = false;
+          break;
+        }
+        if (n == 0) break;
+        bytes.append(buf, static_cast<std::size_t>(n));
+      }
+      if (ok && size >= 0 && static_cast<std::int64_t>(bytes.size()) != size) ok = false;
+    }
+    if (!ok) {
+      const char* msg = archive_error_string(ar_);
+      fail(ShardStatus::truncated,
+           std::string("inside '") + name + "': " + (msg ? msg : "short read"));
+      // The sample being read is incomplete; one with another key before it is whole.
+      if (has_pending_ && pending_.key == key) has_pending_ = false;
+      break;
+    }
+    if (has_pending_ && pending_.key != key) {
+      out = std::move(pending_);
+      pending_ = RawSample{};
+      pending_.key = std::move(key);
+      if (size <= kMaxEntryBytes) pending_.files.emplace_back(std::move(ext), std::move(bytes));
+      return true;
+    }
+    if (!has_pending_) {
+      pending_ = RawSample{};
+      pending_.key = std::move(key);
+      has_pending_ = true;
+    }
+    if (size <= kMaxEntryBytes) pending_.files.emplace_back(std::move(ext), std::move(bytes));
+  }
+  if (has_pending_) {
+    has_pending_ = false;
+    out = std::move(pending_);
+    pending_ = RawSample{};
+    return true;
+  }
+  close();
+  return false;
+}
+
+}  // namespace clipper::data

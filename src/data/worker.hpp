@@ -1,0 +1,118 @@
+#pragma once
+// Internal to the loader: the epoch plan (which samples each worker of this rank reads) and the
+// worker thread that turns its part into decoded, tokenized samples in a fixed order.
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "clipper/data/loader.hpp"
+#include "clipper/data/shard_list.hpp"
+
+namespace clipper::data::detail {
+
+// Samples [begin, end) of a shard in tar order; end < 0: to its end.
+struct Segment {
+  int shard = 0;
+  std::int64_t begin = 0, end = -1;
+};
+
+struct WorkerPlan {
+  std::vector<Segment> segments;  // split mode: read in order, again and again if needed
+  std::int64_t quota = 0;         // good samples this worker delivers this epoch
+  std::uint64_t stream_seed = 0;  // shard draws (resampled) and the sample shuffle buffer
+  std::uint64_t crop_seed = 0;    // per-sample crop seeds derive from it and the raw index
+};
+
+struct EpochPlan {
+  std::int64_t rank_samples = 0;  // T: samples this rank delivers this epoch (same on every rank)
+  std::vector<WorkerPlan> workers;
+};
+
+// The pure function behind the determinism rule. Throws InputError when the data cannot be split.
+EpochPlan plan_epoch(const ShardList& list, const LoaderOptions& o, std::int64_t epoch);
+// Samples per epoch over all ranks (num_samples, else the sizes.json total); -1 when unknown.
+std::int64_t epoch_samples(const ShardList& list, const LoaderOptions& o);
+// Samples a rank delivers per epoch.
+std::int64_t rank_samples(const ShardList& list, const LoaderOptions& o);
+
+enum CounterKind {
+  kImageCorrupt,
+  kImageTooLarge,
+  kMissingImage,
+  kMissingText,
+  kShardUnreadable,
+  kShardTruncated,
+  kPipeFailed,
+  kNumCounters
+};
+void add_counter(BadDataCounters& c, int kind);
+
+struct Item {
+  enum Kind { good, bad, event, fatal } kind = good;
+  std::int64_t raw_index = -1;  // position in the worker's (shuffled) raw sample stream
+  bool repeated = false;        // read in a second pass over the worker's part
+  int counter = -1;             // CounterKind for bad and event items
+  std::string key;
+  std::vector<std::uint8_t> image;
+  std::vector<std::int64_t> tokens;
+  std::int64_t label = -1;
+  std::string message;  // fatal: the error
+};
+
+// A bounded single-producer single-consumer queue; close() wakes everyone and makes both ends fail.
+template <class T>
+class BoundedQueue {
+ public:
+  explicit BoundedQueue(std::size_t capacity) : cap_(capacity) {}
+  bool push(T&& v) {
+    std::unique_lock<std::mutex> l(m_);
+    not_full_.wait(l, [&] { return closed_ || q_.size() < cap_; });
+    if (closed_) return false;
+    q_.push_back(std::move(v));
+    not_empty_.notify_one();
+    return true;
+  }
+  bool pop(T& v) {
+    std::unique_lock<std::mutex> l(m_);
+    not_empty_.wait(l, [&] { return closed_ || !q_.empty(); });
+    if (closed_) return false;
+    v = std::move(q_.front());
+    q_.pop_front();
+    not_full_.notify_one();
+    return true;
+  }
+  void close() {
+    std::lock_guard<std::mutex> l(m_);
+    closed_ = true;
+    not_full_.notify_all();
+    not_empty_.notify_all();
+  }
+
+ private:
+  std::size_t cap_;
+  std::mutex m_;
+  std::condition_variable not_full_, not_empty_;
+  std::deque<T> q_;
+  bool closed_ = false;
+};
+
+struct WorkerArgs {
+  const ShardList* list = nullptr;
+  const LoaderOptions* options = nullptr;
+  WorkerPlan plan;
+  std::int64_t skip_raw = 0;         // raw outputs already consumed before a restore
+  std::int64_t quota_remaining = 0;  // good samples still to deliver
+  std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
+  BoundedQueue<Item>* out = nullptr;
+  const std::atomic<bool>* stop = nullptr;
+};
+
+// The worker thread's body: never throws (a failure becomes a fatal item).
+void run_worker(WorkerArgs args);
+
+}  // namespace clipper::data::detail

@@ -1,0 +1,3 @@
+#pragma once
+// Declaration shim, see ../README.md.
+#include "gloo/context.h"

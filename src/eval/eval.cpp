@@ -1,0 +1,156 @@
+#include "clipper/eval/eval.hpp"
+
+#include <ATen/ATen.h>
+#include <yaml-cpp/yaml.h>
+
+#include "clipper/core/error.hpp"
+#include "clipper/data/loader.hpp"
+#include "clipper/dist/process_group.hpp"
+#include "clipper/tokenizer/tokenizer.hpp"
+
+namespace clipper::eval {
+namespace {
+
+std::vector<std::string> string_list(const YAML::Node& root, const char* key,
+                                     const std::string& path) {
+  const YAML::Node n = root[key];
+  if (!n || !n.IsSequence() || n.size() == 0)
+    throw core::InputError(path + ": '" + key + "' must be a non-empty list of strings");
+  std::vector<std::string> out;
+  for (const auto& item : n) {
+    if (!item.IsScalar())
+      throw core::InputError(path + ": every entry of '" + key + "' must be a string");
+    out.push_back(item.Scalar());
+  }
+  return out;
+}
+
+at::Tensor tokenize(const tokenizer::Tokenizer& tok, const std::vector<std::string>& texts) {
+  auto ids = at::zeros({static_cast<std::int64_t>(texts.size()), tok.context_length()}, at::kLong);
+  for (std::size_t i = 0; i < texts.size(); ++i)
+    tok.encode(texts[i], ids[static_cast<std::int64_t>(i)].data_ptr<std::int64_t>());
+  return ids;
+}
+
+std::string fill(const std::string& templ, const std::string& name) {
+  const auto pos = templ.find("{}");
+  if (pos == std::string::npos) return templ + " " + name;
+  return templ.substr(0, pos) + name + templ.substr(pos + 2);
+}
+
+// Concatenates every rank's rows (ranks may hold different counts).
+at::Tensor gather_rows(const at::Tensor& local, dist::ProcessGroup& pg) {
+  if (pg.size() == 1) return local;
+  const std::int64_t n = local.size(0);
+  const std::int64_t max_n = pg.all_reduce_max_int(n);
+  auto padded = at::zeros({max_n, local.size(1)}, local.options());
+  padded.narrow(0, 0, n).copy_(local);
+  auto counts =
+      pg.all_gather(at::full({1}, n, at::TensorOptions().dtype(at::kLong).device(pg.device())),
+                    "eval counts")
+          .cpu();
+  auto all = pg.all_gather(padded.to(pg.device()), "eval features").to(local.device());
+  std::vector<at::Tensor> parts;
+  for (int r = 0; r < pg.size(); ++r)
+    parts.push_back(all.narrow(0, r * max_n, counts[r].item<std::int64_t>()));
+  return at::cat(parts);
+}
+
+}  // namespace
+
+ZeroShotClasses load_zeroshot_classes(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::Exception& e) {
+    throw core::InputError("cannot read zero-shot classes '" + path + "': " + e.what());
+  }
+  // `classes` as `clipper shards --classes` reads it; `classnames` as OpenCLIP names it.
+  return {string_list(root, root["classes"] ? "classes" : "classnames", path),
+          string_list(root, "templates", path)};
+}
+
+at::Tensor zeroshot_classifier(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
+                               const ZeroShotClasses& classes, at::Device device) {
+  at::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  std::vector<at::Tensor> rows;
+  for (const auto& name : classes.classnames) {
+    std::vector<std::string> texts;
+    for (const auto& t : classes.templates) texts.push_back(fill(t, name));
+    auto f = model.encode_text(tokenize(tok, texts).to(device), /*normalize=*/true).to(at::kFloat);
+    auto mean = f.mean(0);
+    rows.push_back(mean / mean.norm());
+  }
+  model.train(was_training);
+  return at::stack(rows);
+}
+
+ZeroShotResult zeroshot(model::ClipImpl& model, data::Loader& loader, const at::Tensor& classifier,
+                        const Prepare& prepare, dist::ProcessGroup& pg) {
+  at::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  double top1 = 0, top5 = 0, count = 0;
+  const std::int64_t k = std::min<std::int64_t>(5, classifier.size(0));
+  while (auto b = loader.next()) {
+    if (!b->labels.defined())
+      throw core::InputError(
+          "zero-shot evaluation needs labels: the eval shards have no class entry");
+    auto f = model.encode_image(prepare(b->images), /*normalize=*/true).to(at::kFloat);
+    auto logits = f.matmul(classifier.t());
+    auto labels = b->labels.to(logits.device());
+    auto pred = std::get<1>(logits.topk(k, 1));
+    auto hit = pred.eq(labels.unsqueeze(1));
+    top1 += hit.narrow(1, 0, 1).sum().item<double>();
+    top5 += hit.any(1).sum().item<double>();
+    count += static_cast<double>(labels.size(0));
+  }
+  model.train(was_training);
+  auto t = at::tensor({top1, top5, count}, at::TensorOptions().dtype(at::kDouble)).to(pg.device());
+  pg.all_reduce(t, dist::ReduceOp::sum, "zero-shot counts");
+  auto h = t.cpu();
+  ZeroShotResult r;
+  r.count = static_cast<std::int64_t>(h[2].item<double>());
+  if (r.count > 0) {
+    r.top1 = h[0].item<double>() / r.count;
+    r.top5 = h[1].item<double>() / r.count;
+  }
+  return r;
+}
+
+RetrievalResult retrieval(model::ClipImpl& model, data::Loader& loader, const Prepare& prepare,
+                          dist::ProcessGroup& pg) {
+  at::NoGradGuard no_grad;
+  const bool was_training = model.is_training();
+  model.eval();
+  std::vector<at::Tensor> img, txt;
+  while (auto b = loader.next()) {
+    auto images = prepare(b->images);
+    img.push_back(model.encode_image(images, true).to(at::kFloat).cpu());
+    txt.push_back(model.encode_text(b->tokens.to(images.device()), true).to(at::kFloat).cpu());
+  }
+  model.train(was_training);
+  const std::int64_t dim = model.text_projection.size(1);
+  auto I = gather_rows(img.empty() ? at::zeros({0, dim}) : at::cat(img), pg);
+  auto T = gather_rows(txt.empty() ? at::zeros({0, dim}) : at::cat(txt), pg);
+  RetrievalResult r;
+  r.count = I.size(0);
+  if (r.count == 0) return r;
+  auto sim = I.matmul(T.t());  // [N, N]; pair i is (image i, text i)
+  auto truth = at::arange(r.count, at::kLong);
+  const std::int64_t ks[3] = {1, 5, 10};
+  auto rank_of_truth = [&](const at::Tensor& s) {
+    auto true_score = s.gather(1, truth.unsqueeze(1));
+    return s.gt(true_score).sum(1);  // how many candidates beat the right one
+  };
+  auto ri = rank_of_truth(sim), rt = rank_of_truth(sim.t());
+  for (int i = 0; i < 3; ++i) {
+    r.image_to_text[i] = ri.lt(ks[i]).to(at::kDouble).mean().item<double>();
+    r.text_to_image[i] = rt.lt(ks[i]).to(at::kDouble).mean().item<double>();
+  }
+  return r;
+}
+
+}  // namespace clipper::eval

@@ -1,0 +1,38 @@
+#pragma once
+// UTF-8 <-> UTF-32 for the tokenizers (private to src/tokenizer).
+#include <string>
+#include <string_view>
+
+namespace clipper::tokenizer::detail {
+
+// Decodes UTF-8; each maximal ill-formed subsequence becomes U+FFFD (the rule of Python's
+// bytes.decode("utf-8", errors="replace")).
+std::u32string utf8_to_u32(std::string_view text);
+
+// Appends the UTF-8 form of `c` to `out`.
+inline void append_utf8(std::string& out, char32_t c) {
+  if (c < 0x80) {
+    out.push_back(static_cast<char>(c));
+  } else if (c < 0x800) {
+    out.push_back(static_cast<char>(0xC0 | (c >> 6)));
+    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+  } else if (c < 0x10000) {
+    out.push_back(static_cast<char>(0xE0 | (c >> 12)));
+    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+  } else {
+    out.push_back(static_cast<char>(0xF0 | (c >> 18)));
+    out.push_back(static_cast<char>(0x80 | ((c >> 12) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | ((c >> 6) & 0x3F)));
+    out.push_back(static_cast<char>(0x80 | (c & 0x3F)));
+  }
+}
+
+inline std::string u32_to_utf8(std::u32string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char32_t c : text) append_utf8(out, c);
+  return out;
+}
+
+}  // namespace clipper::tokenizer::detail

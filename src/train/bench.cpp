@@ -1,0 +1,150 @@
+#include "clipper/train/bench.hpp"
+
+#include <ATen/ATen.h>
+#include <sys/resource.h>
+#include <torch/cuda.h>
+
+#include <chrono>
+#include <iomanip>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "clipper/config/config.hpp"
+#include "clipper/core/error.hpp"
+#include "clipper/dist/process_group.hpp"
+#include "clipper/dist/world.hpp"
+#include "clipper/model/flops.hpp"
+#include "clipper/model/model_spec.hpp"
+#include "clipper/train/step.hpp"
+
+#ifdef CLIPPER_WITH_CUDA_ALLOCATOR_STATS
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace clipper::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double peak_memory_gib(bool cuda, int device_index) {
+#ifdef CLIPPER_WITH_CUDA_ALLOCATOR_STATS
+  if (cuda) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device_index);
+    return static_cast<double>(stats.allocated_bytes[0].peak) / (1024.0 * 1024 * 1024);
+  }
+#endif
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / (1024.0 * 1024);  // ru_maxrss is in KiB
+}
+
+}  // namespace
+
+BenchResult bench_train(const BenchOptions& o) {
+  config::Config cfg;
+  cfg.train.batch_size = o.batch;
+  const bool cuda = o.device == "cuda" || (o.device == "auto" && torch::cuda::is_available());
+  if (cuda && !torch::cuda::is_available())
+    throw core::InputError("--device cuda: no CUDA device is available");
+  const bool bf16 = cuda && o.precision != "fp32";
+  if (!cuda && o.precision == "bf16")
+    throw core::InputError("--precision bf16 needs --device cuda");
+  if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
+  const auto world = dist::discover_world(cfg.dist);
+  auto pg = dist::ProcessGroup::create(world, cfg.dist, cuda);
+  const at::Device device =
+      cuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank))
+           : at::Device(at::kCPU);
+
+  const auto spec = model::load_model_spec(o.model);
+  auto model = model::create_model(spec, 0);
+  if (o.grad_checkpointing) model->set_grad_checkpointing(true);
+  StepOptions so;
+  so.bf16 = bf16;
+  TrainStep step(model, pg, cfg, device, so);
+
+  // Synthetic, device-resident batches: random pixels, token rows ending in the end-of-text id.
+  at::manual_seed(1234 + pg->rank());
+  const auto dev = at::TensorOptions().device(device);
+  MicroBatch mb;
+  mb.images =
+      at::randint(0, 256, {o.batch, spec.image_size, spec.image_size, 3}, dev.dtype(at::kByte));
+  mb.tokens =
+      at::randint(1, spec.vocab_size - 2, {o.batch, spec.context_length}, dev.dtype(at::kLong));
+  mb.tokens.select(1, spec.context_length - 1).fill_(spec.vocab_size - 1);
+  const std::vector<MicroBatch> micro{mb};
+
+  auto sync = [&] {
+    if (cuda) torch::cuda::synchronize();
+  };
+  for (std::int64_t i = 0; i < o.warmup; ++i) step.run(micro, 1e-4);
+  sync();
+  const auto t0 = Clock::now();
+  for (std::int64_t i = 0; i < o.steps; ++i) step.run(micro, 1e-4);
+  sync();
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+
+  BenchResult r;
+  r.model = spec.name;
+  r.device = device.str();
+  r.precision = bf16 ? "bf16" : "fp32";
+  r.batch = o.batch;
+  r.world_size = pg->size();
+  r.steps = o.steps;
+  r.step_ms = 1000.0 * secs / std::max<std::int64_t>(1, o.steps);
+  r.samples_per_s = static_cast<double>(o.batch * pg->size() * o.steps) / secs;
+  r.gflops_per_sample = 3.0 * model::forward_flops_per_sample(spec) / 1e9;
+  const double peak = o.peak_tflops > 0 ? o.peak_tflops * 1e12 : (cuda ? 790e12 : 0.0);
+  if (peak > 0) r.mfu = r.gflops_per_sample * 1e9 * r.samples_per_s / pg->size() / peak;
+
+  // Phase breakdown on a few extra steps, synchronizing between phases.
+  TrainStep timed_step(model, pg, cfg, device, StepOptions{bf16, 0.0, /*time_phases=*/true});
+  for (std::int64_t i = 0; i < o.breakdown_steps; ++i) {
+    const auto s = timed_step.run(micro, 1e-4);
+    if (i == 0 && o.breakdown_steps > 1) continue;  // first one warms the new optimizer
+    const double n = static_cast<double>(std::max<std::int64_t>(1, o.breakdown_steps - 1));
+    r.forward_ms += 1000 * s.forward_s / n;
+    r.backward_ms += 1000 * s.backward_s / n;
+    r.reduce_ms += 1000 * s.reduce_s / n;
+    r.optimizer_ms += 1000 * s.optimizer_s / n;
+  }
+  r.peak_memory_gib = peak_memory_gib(cuda, device.index());
+  return r;
+}
+
+std::string BenchResult::to_json() const {
+  nlohmann::ordered_json j = {{"model", model},
+                              {"device", device},
+                              {"precision", precision},
+                              {"batch", batch},
+                              {"world_size", world_size},
+                              {"steps", steps},
+                              {"samples_per_s", samples_per_s},
+                              {"step_ms", step_ms},
+                              {"forward_ms", forward_ms},
+                              {"backward_ms", backward_ms},
+                              {"reduce_ms", reduce_ms},
+                              {"optimizer_ms", optimizer_ms},
+                              {"peak_memory_gib", peak_memory_gib},
+                              {"gflops_per_sample", gflops_per_sample},
+                              {"mfu", mfu}};
+  return j.dump();
+}
+
+std::string BenchResult::to_text() const {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(1);
+  os << model << " | " << device << " " << precision << " | batch " << batch << " x " << world_size
+     << " rank(s)\n";
+  os << "  " << samples_per_s << " samples/s, " << step_ms << " ms/step over " << steps
+     << " steps\n";
+  os << "  breakdown: forward " << forward_ms << " ms, backward " << backward_ms
+     << " ms, reduce+check " << reduce_ms << " ms, optimizer " << optimizer_ms << " ms\n";
+  os << std::setprecision(2) << "  peak memory " << peak_memory_gib << " GiB, " << gflops_per_sample
+     << " GFLOP/sample (training)";
+  if (mfu >= 0) os << ", MFU " << std::setprecision(1) << 100 * mfu << " %";
+  os << "\n";
+  return os.str();
+}
+
+}  // namespace clipper::train

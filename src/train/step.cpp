@@ -1,0 +1,175 @@
+#include "clipper/train/step.hpp"
+
+#include <ATen/ATen.h>
+#include <torch/cuda.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "clipper/dist/grad_reducer.hpp"
+#include "clipper/dist/process_group.hpp"
+#include "clipper/loss/contrastive_loss.hpp"
+#include "clipper/optim/param_groups.hpp"
+#include "clipper/train/precision.hpp"
+
+namespace clipper::train {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+}  // namespace
+
+TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
+                     const config::Config& cfg, at::Device device, StepOptions options)
+    : model_(std::move(model)), pg_(std::move(pg)), device_(device), options_(options) {
+  model_->to(device_);
+  // Every rank starts from rank 0's parameters and buffers.
+  if (pg_->size() > 1) {
+    std::vector<at::Tensor> all;
+    for (const auto& [name, t] : model_->state_dict()) all.push_back(t);
+    dist::broadcast_tensors(all, *pg_, 0, cfg.dist.bucket_mb);
+  }
+  auto groups = optim::make_param_groups(*model_, cfg.optim.weight_decay);
+  for (const auto& g : groups) params_.insert(params_.end(), g.params.begin(), g.params.end());
+  optimizer_ = std::make_unique<optim::AdamW>(
+      std::move(groups), optim::AdamWOptions{cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps});
+  loss_ = loss::make_loss(cfg.loss, pg_);
+  // The reducer wants the trainable parameters in model order.
+  std::vector<at::Tensor> ordered;
+  for (const auto& p : model_->parameters())
+    if (p.requires_grad()) ordered.push_back(p);
+  reducer_ = std::make_unique<dist::GradReducer>(ordered, pg_, cfg.dist.bucket_mb,
+                                                 cfg.dist.overlap_grad_reduce);
+  const auto& spec = model_->spec();
+  const auto fopt = at::TensorOptions().dtype(at::kFloat).device(device_);
+  mean_ =
+      at::tensor(std::vector<float>(spec.mean.begin(), spec.mean.end()), fopt).view({1, 3, 1, 1});
+  std_ = at::tensor(std::vector<float>(spec.std.begin(), spec.std.end()), fopt).view({1, 3, 1, 1});
+}
+
+TrainStep::~TrainStep() = default;
+
+at::Tensor TrainStep::prepare_images(const at::Tensor& images) const {
+  if (images.scalar_type() != at::kByte) return images.to(device_, /*non_blocking=*/true);
+  auto x = images.to(device_, /*non_blocking=*/true).permute({0, 3, 1, 2}).to(at::kFloat);
+  return x.div_(255.0f).sub_(mean_).div_(std_);
+}
+
+StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
+  StepResult r;
+  const bool cuda = device_.is_cuda();
+  auto sync = [&] {
+    if (options_.time_phases && cuda) torch::cuda::synchronize();
+  };
+  model_->train();
+  optimizer_->zero_grad();
+  auto t0 = Clock::now();
+
+  std::vector<at::Tensor> images, tokens;
+  for (const auto& m : micro) {
+    images.push_back(prepare_images(m.images));
+    tokens.push_back(m.tokens.to(device_, /*non_blocking=*/true));
+  }
+  at::Tensor loss_value;
+  const std::size_t n = micro.size();
+  if (n == 1) {
+    at::Tensor loss;
+    {
+      AutocastGuard autocast(options_.bf16 && cuda);
+      auto out = model_->forward(images[0], tokens[0]);
+      loss = loss_->forward(out.image_features, out.text_features, out.logit_scale, out.logit_bias);
+    }
+    sync();
+    r.forward_s = seconds_since(t0);
+    t0 = Clock::now();
+    reducer_->begin_step();
+    loss.backward();
+    loss_value = loss.detach();
+  } else {
+    // Contrastive-correct accumulation: cache every micro-batch's features without grad ...
+    std::vector<at::Tensor> img_f, txt_f;
+    {
+      at::NoGradGuard no_grad;
+      AutocastGuard autocast(options_.bf16 && cuda);
+      for (std::size_t j = 0; j < n; ++j) {
+        auto out = model_->forward(images[j], tokens[j]);
+        img_f.push_back(out.image_features);
+        txt_f.push_back(out.text_features);
+      }
+    }
+    sync();
+    r.forward_s = seconds_since(t0);
+    t0 = Clock::now();
+    // ... then recompute each with grad against the whole accumulated batch. The loss is the same
+    // full-batch loss each time; the gradients of the n passes add up to its gradient. logit_scale
+    // (and logit_bias) take part in one pass only, so their gradient is counted once.
+    for (std::size_t j = 0; j < n; ++j) {
+      at::Tensor loss;
+      {
+        AutocastGuard autocast(options_.bf16 && cuda);
+        auto out = model_->forward(images[j], tokens[j]);
+        auto all_i = img_f, all_t = txt_f;
+        all_i[j] = out.image_features;
+        all_t[j] = out.text_features;
+        const bool last = j + 1 == n;
+        auto scale = last ? out.logit_scale : out.logit_scale.detach();
+        auto bias = out.logit_bias.defined() && !last ? out.logit_bias.detach() : out.logit_bias;
+        loss = loss_->forward(at::cat(all_i), at::cat(all_t), scale, bias);
+      }
+      if (j + 1 == n) reducer_->begin_step();
+      loss.backward();
+      loss_value = loss.detach();
+    }
+  }
+  sync();
+  r.backward_s = seconds_since(t0);
+  t0 = Clock::now();
+  reducer_->finish();
+
+  // One small collective and one host read per step: the mean loss and whether any rank saw a
+  // non-finite loss or gradient (gradients are already averaged, so their norm is the same on
+  // every rank).
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params_)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  at::Tensor norm = grads.empty()
+                        ? at::zeros({}, at::TensorOptions().device(device_))
+                        : at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
+  at::Tensor bad =
+      at::logical_not(at::isfinite(norm)).logical_or(at::logical_not(at::isfinite(loss_value)));
+  at::Tensor packed =
+      at::stack({loss_value.to(at::kDouble), bad.to(at::kDouble), norm.to(at::kDouble)})
+          .to(pg_->device());
+  pg_->all_reduce(packed, dist::ReduceOp::sum, "loss and NaN check");
+  const auto host = packed.cpu();
+  const double* v = host.data_ptr<double>();
+  r.loss = v[0] / pg_->size();
+  r.grad_norm = v[2] / pg_->size();
+  sync();
+  r.reduce_s = seconds_since(t0);
+  t0 = Clock::now();
+  if (v[1] > 0) {
+    r.skipped = true;
+    r.loss = std::nan("");
+    optimizer_->zero_grad();
+    return r;
+  }
+  if (options_.grad_clip_norm > 0 && r.grad_norm > options_.grad_clip_norm) {
+    at::_foreach_mul_(grads, options_.grad_clip_norm / (r.grad_norm + 1e-6));
+  }
+  optimizer_->step(lr);
+  {
+    at::NoGradGuard no_grad;
+    model_->logit_scale.clamp_(0.0, std::log(100.0));
+    r.logit_scale = model_->logit_scale.exp().item<double>();
+  }
+  sync();
+  r.optimizer_s = seconds_since(t0);
+  return r;
+}
+
+}  // namespace clipper::train

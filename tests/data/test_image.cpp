@@ -1,0 +1,197 @@
+// Decode and transforms: crop boxes as torchvision draws them, DCT-scaled JPEG decode close to a
+// full decode, grey/CMYK/alpha to RGB, PNG/WebP, the pixel limit, damaged images.
+#include <gtest/gtest.h>
+#include <turbojpeg.h>
+
+#include <cmath>
+#include <set>
+
+#include "clipper/data/image.hpp"
+#include "fixtures.hpp"
+
+using namespace clipper;
+
+namespace {
+// The reference: OpenCV full decode, crop `box`, bicubic resize to S.
+cv::Mat reference(const std::string& bytes, data::CropBox box, int S) {
+  cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
+  cv::Mat bgr = cv::imdecode(raw, cv::IMREAD_COLOR), rgb, out;
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  // Shrinking by 1.5x or more: an area filter, like the DCT-domain scaling it is compared with.
+  const bool shrink = std::min(box.w, box.h) >= 1.5 * S;
+  cv::resize(rgb(cv::Rect(box.x, box.y, box.w, box.h)), out, cv::Size(S, S), 0, 0,
+             shrink ? cv::INTER_AREA : cv::INTER_CUBIC);
+  return out;
+}
+double mean_abs_diff(const cv::Mat& a, const std::vector<std::uint8_t>& b) {
+  double s = 0;
+  for (std::size_t i = 0; i < b.size(); ++i)
+    s += std::abs(static_cast<int>(a.data[i]) - static_cast<int>(b[i]));
+  return s / static_cast<double>(b.size());
+}
+}  // namespace
+
+TEST(Image, RandomResizedCropBoxesFollowTorchvision) {
+  data::TransformSpec spec;
+  std::set<std::tuple<int, int, int, int>> distinct;
+  for (std::uint64_t seed = 0; seed < 2000; ++seed) {
+    const auto b = data::random_resized_crop_box(256, 192, spec, seed);
+    ASSERT_GE(b.x, 0);
+    ASSERT_GE(b.y, 0);
+    ASSERT_LE(b.x + b.w, 256);
+    ASSERT_LE(b.y + b.h, 192);
+    const double area = static_cast<double>(b.w) * b.h / (256.0 * 192.0);
+    const double ratio = static_cast<double>(b.w) / b.h;
+    ASSERT_GE(area, 0.88);
+    ASSERT_LE(area, 1.0);
+    ASSERT_GE(ratio, 0.74);
+    ASSERT_LE(ratio, 1.35);
+    distinct.insert({b.x, b.y, b.w, b.h});
+  }
+  EXPECT_GT(distinct.size(), 500u);
+  EXPECT_EQ(data::random_resized_crop_box(256, 192, spec, 5).x,
+            data::random_resized_crop_box(256, 192, spec, 5).x);
+  // A very wide image: no try fits, the fallback keeps the full height and the widest ratio.
+  const auto f = data::random_resized_crop_box(1000, 100, spec, 1);
+  EXPECT_EQ(f.h, 100);
+  EXPECT_EQ(f.w, 133);
+  EXPECT_EQ(f.x, (1000 - 133) / 2);
+  const auto c = data::center_crop_box(300, 200);
+  EXPECT_EQ(c.x, 50);
+  EXPECT_EQ(c.w, 200);
+  EXPECT_EQ(c.h, 200);
+}
+
+TEST(Image, JpegEvalTransformMatchesFullDecodeAndResize) {
+  const std::string jpg = test::jpeg_bytes(256, 200, 3, 95);
+  for (int S : {200, 64, 24}) {  // 200: no DCT scaling; 64 and 24: scaled by 3/8 and 1/8
+    data::TransformSpec spec;
+    spec.size = S;
+    spec.train = false;
+    data::ImageProcessor p(spec, 1 << 30);
+    std::vector<std::uint8_t> out(static_cast<std::size_t>(S) * S * 3);
+    ASSERT_EQ(p.process(jpg, 0, out.data(), nullptr), data::ImageError::none);
+    const auto ref = reference(jpg, data::center_crop_box(256, 200), S);
+    EXPECT_LT(mean_abs_diff(ref, out), S == 200 ? 0.5 : S == 64 ? 4.0 : 7.0) << "S=" << S;
+  }
+}
+
+TEST(Image, TrainTransformUsesTheSeededBox) {
+  const std::string jpg = test::jpeg_bytes(240, 180, 4, 95);
+  data::TransformSpec spec;
+  spec.size = 96;
+  data::ImageProcessor p(spec, 1 << 30);
+  std::vector<std::uint8_t> a(96 * 96 * 3), b(96 * 96 * 3), c(96 * 96 * 3);
+  ASSERT_EQ(p.process(jpg, 11, a.data(), nullptr), data::ImageError::none);
+  ASSERT_EQ(p.process(jpg, 11, b.data(), nullptr), data::ImageError::none);
+  ASSERT_EQ(p.process(jpg, 12, c.data(), nullptr), data::ImageError::none);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  const auto ref = reference(jpg, data::random_resized_crop_box(240, 180, spec, 11), 96);
+  EXPECT_LT(mean_abs_diff(ref, a), 3.0);  // 1/2 DCT scaling (crop >= 192) vs full decode
+}
+
+TEST(Image, GreyCmykAlphaAndOtherCodecsBecomeRgb) {
+  data::TransformSpec spec;
+  spec.size = 16;
+  spec.train = false;
+  data::ImageProcessor p(spec, 1 << 30);
+  std::vector<std::uint8_t> out(16 * 16 * 3);
+  // Grey JPEG.
+  cv::Mat grey(16, 16, CV_8UC1, cv::Scalar(77));
+  ASSERT_EQ(p.process(test::encode(grey, ".jpg"), 0, out.data(), nullptr), data::ImageError::none);
+  for (std::size_t i = 0; i < out.size(); i += 3) {
+    ASSERT_NEAR(out[i], 77, 2);
+    ASSERT_EQ(out[i], out[i + 1]);
+    ASSERT_EQ(out[i], out[i + 2]);
+  }
+  // CMYK JPEG (Adobe, inverted as libjpeg-turbo writes it): C=255 M=0 Y=0 K=255 is red.
+  std::vector<std::uint8_t> cmyk(16 * 16 * 4);
+  for (std::size_t i = 0; i < cmyk.size(); i += 4) {
+    cmyk[i] = 255;
+    cmyk[i + 1] = 0;
+    cmyk[i + 2] = 0;
+    cmyk[i + 3] = 255;
+  }
+  tjhandle h = tjInitCompress();
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  ASSERT_EQ(tjCompress2(h, cmyk.data(), 16, 0, 16, TJPF_CMYK, &buf, &size, TJSAMP_444, 95, 0), 0);
+  const std::string cj(reinterpret_cast<char*>(buf), size);
+  tjFree(buf);
+  tjDestroy(h);
+  ASSERT_EQ(p.process(cj, 0, out.data(), nullptr), data::ImageError::none);
+  EXPECT_NEAR(out[0], 255, 4);
+  EXPECT_NEAR(out[1], 0, 4);
+  EXPECT_NEAR(out[2], 0, 4);
+  // PNG with alpha: alpha dropped; BGR(A) -> RGB.
+  cv::Mat bgra(16, 16, CV_8UC4, cv::Scalar(10, 20, 30, 0));
+  ASSERT_EQ(p.process(test::encode(bgra, ".png"), 0, out.data(), nullptr), data::ImageError::none);
+  EXPECT_EQ(out[0], 30);
+  EXPECT_EQ(out[1], 20);
+  EXPECT_EQ(out[2], 10);
+  // 16-bit grey PNG.
+  cv::Mat g16(16, 16, CV_16UC1, cv::Scalar(257 * 200));
+  ASSERT_EQ(p.process(test::encode(g16, ".png"), 0, out.data(), nullptr), data::ImageError::none);
+  EXPECT_EQ(out[0], 200);
+  // Lossless WebP.
+  cv::Mat bgr(16, 16, CV_8UC3, cv::Scalar(1, 2, 3));
+  ASSERT_EQ(p.process(test::encode(bgr, ".webp", {cv::IMWRITE_WEBP_QUALITY, 101}), 0, out.data(),
+                      nullptr),
+            data::ImageError::none);
+  EXPECT_EQ(out[0], 3);
+  EXPECT_EQ(out[2], 1);
+}
+
+TEST(Image, PixelLimitAndDamagedImages) {
+  const cv::Mat big = test::test_image(300, 200, 1);
+  int w = 0, h = 0;
+  for (const char* ext : {".jpg", ".png", ".webp"}) {
+    const auto bytes = test::encode(big, ext);
+    ASSERT_TRUE(data::peek_size(bytes, &w, &h)) << ext;
+    EXPECT_EQ(w, 300) << ext;
+    EXPECT_EQ(h, 200) << ext;
+    data::ImageProcessor p(data::TransformSpec{16, true}, 300 * 200 - 1);
+    std::vector<std::uint8_t> out(16 * 16 * 3);
+    std::string why;
+    EXPECT_EQ(p.process(bytes, 0, out.data(), &why), data::ImageError::too_large) << ext;
+    EXPECT_NE(why.find("max_image_pixels"), std::string::npos) << why;
+    data::ImageProcessor ok(data::TransformSpec{16, true}, 300 * 200);
+    EXPECT_EQ(ok.process(bytes, 0, out.data(), nullptr), data::ImageError::none) << ext;
+    std::string cut = bytes.substr(0, bytes.size() / 2);
+    EXPECT_EQ(ok.process(cut, 0, out.data(), &why), data::ImageError::corrupt) << ext;
+  }
+  data::ImageProcessor p(data::TransformSpec{16, true}, 1 << 30);
+  std::vector<std::uint8_t> out(16 * 16 * 3);
+  EXPECT_EQ(p.process("", 0, out.data(), nullptr), data::ImageError::corrupt);
+  EXPECT_EQ(p.process(std::string(1000, '\xff'), 0, out.data(), nullptr),
+            data::ImageError::corrupt);
+  EXPECT_EQ(p.process("\xff\xd8\xff\xe0garbage", 0, out.data(), nullptr),
+            data::ImageError::corrupt);
+}
+
+TEST(Image, ResizeAndEncodeForTheShardWriter) {
+  data::Image img;
+  img.width = 28;
+  img.height = 28;
+  img.channels = 1;
+  img.pixels.assign(28 * 28, 128);
+  const auto up = data::resize_shorter_side(img, 64);
+  EXPECT_EQ(up.width, 64);
+  EXPECT_EQ(up.channels, 1);
+  const std::string jpg = data::encode_jpeg(up, 90);
+  data::ImageProcessor p(data::TransformSpec{}, 1 << 30);
+  data::Image back;
+  ASSERT_EQ(p.decode(jpg, &back, nullptr, true), data::ImageError::none);
+  EXPECT_EQ(back.width, 64);
+  EXPECT_EQ(back.channels, 1);
+  EXPECT_NEAR(back.pixels[100], 128, 2);
+  data::Image wide;
+  wide.width = 600;
+  wide.height = 300;
+  wide.channels = 3;
+  wide.pixels.assign(600 * 300 * 3, 50);
+  const auto r = data::resize_shorter_side(wide, 256);
+  EXPECT_EQ(r.height, 256);
+  EXPECT_EQ(r.width, 512);
+}

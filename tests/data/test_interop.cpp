@@ -1,0 +1,112 @@
+// Interop with the Python `webdataset` package: shards it writes are read by clipper with the same
+// samples, and shards clipper writes are read by it.
+#include <gtest/gtest.h>
+#include <cstdio>
+
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "clipper/data/loader.hpp"
+#include "clipper/data/shard_list.hpp"
+#include "clipper/data/shard_writer.hpp"
+#include "clipper/data/tar_stream.hpp"
+#include "fixtures.hpp"
+#include "test_util.hpp"
+
+using namespace clipper;
+
+namespace {
+// FNV-1a 64 as hex (wds_interop.py computes the same).
+std::string fnv_hex(const std::string& s) {
+  std::uint64_t h = 0xCBF29CE484222325ULL;
+  for (unsigned char c : s) h = (h ^ c) * 0x100000001B3ULL;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+std::string helper() { return test::source_path("tests/data/wds_interop.py"); }
+}  // namespace
+
+TEST(Interop, ClipperReadsShardsWrittenByWebdataset) {
+  test::TempDir d;
+  const auto w = test::run(test::python() + " " + helper() + " write " + d.path().string() + " 25 10");
+  ASSERT_EQ(w.exit_code, 0) << w.output;
+  const auto manifest = nlohmann::json::parse(w.output);
+  ASSERT_EQ(manifest.size(), 25u);
+  // Raw samples: same keys, captions and image bytes, in order.
+  std::vector<data::RawSample> got;
+  for (const auto& url : data::expand_braces(d.file("wds-{00000..00002}.tar"))) {
+    data::ShardReader r(url);
+    data::RawSample s;
+    while (r.next(s)) got.push_back(s);
+    EXPECT_EQ(r.status(), data::ShardStatus::ok) << url;
+  }
+  ASSERT_EQ(got.size(), 25u);
+  for (std::size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].key, manifest[i]["key"].get<std::string>());
+    ASSERT_TRUE(got[i].find("txt"));
+    EXPECT_EQ(*got[i].find("txt"), manifest[i]["txt"].get<std::string>());
+    EXPECT_EQ(fnv_hex(*got[i].find("jpg")), manifest[i]["jpg_fnv"].get<std::string>());
+  }
+  // The loader, with the caption from the json field: every sample once, tokens of its caption.
+  data::LoaderOptions o;
+  o.shards = d.file("wds-{00000..00002}.tar");
+  o.num_samples = 25;
+  o.batch_size = 5;
+  o.image_size = 24;
+  o.workers = 1;  // 3 shards without sizes.json: shard-level split
+  o.text_key = "json:caption";
+  o.pin_memory = "off";
+  data::Loader l(o, std::make_shared<test::ByteTokenizer>(64));
+  std::map<std::string, std::string> caption;
+  for (const auto& m : manifest) caption[m["key"]] = m["txt"];
+  std::set<std::string> seen;
+  while (auto b = l.next()) {
+    for (std::size_t i = 0; i < b->keys.size(); ++i) {
+      EXPECT_TRUE(seen.insert(b->keys[i]).second) << b->keys[i];
+      std::vector<std::int64_t> want(64);
+      test::ByteTokenizer(64).encode(caption.at(b->keys[i]), want.data());
+      EXPECT_TRUE(std::equal(want.begin(), want.end(), b->tokens[static_cast<std::int64_t>(i)].data_ptr<std::int64_t>()));
+    }
+  }
+  EXPECT_EQ(seen.size(), 25u);
+  EXPECT_EQ(l.counters().bad_samples(), 0);
+}
+
+TEST(Interop, WebdatasetReadsShardsWrittenByClipper) {
+  test::TempDir d;
+  data::ShardWriterOptions o;
+  o.out_dir = d.file("out");
+  o.prefix = "c";
+  o.samples_per_shard = 4;
+  o.resize = 48;
+  std::vector<std::string> hashes;
+  {
+    data::ShardWriter w(o);
+    for (int i = 0; i < 10; ++i) {
+      const std::string jpg = data::prepare_image(test::jpeg_bytes(100, 80, i), o, "test");
+      hashes.push_back(fnv_hex(jpg));
+      w.write("k" + std::to_string(i), {{"jpg", jpg}, {"txt", "caption " + std::to_string(i)}, {"cls", std::to_string(i % 3)}});
+    }
+    const auto r = w.finish();
+    EXPECT_EQ(r.pattern, d.file("out/c-{00000..00002}.tar"));
+  }
+  const auto r = test::run(test::python() + " " + helper() + " read '" + d.file("out/c-{00000..00002}.tar") + "'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::istringstream lines(r.output);
+  std::string line;
+  int i = 0;
+  while (std::getline(lines, line)) {
+    if (line.empty() || line[0] != '{') continue;
+    const auto j = nlohmann::json::parse(line);
+    EXPECT_EQ(j["key"], "k" + std::to_string(i));
+    EXPECT_EQ(j["txt"], "caption " + std::to_string(i));
+    EXPECT_EQ(j["cls"], i % 3);
+    EXPECT_EQ(j["jpg_fnv"], hashes[static_cast<std::size_t>(i)]);
+    EXPECT_EQ(j["size"], nlohmann::json::array({60, 48}));
+    ++i;
+  }
+  EXPECT_EQ(i, 10) << r.output;
+}

@@ -1,0 +1,167 @@
+// Shard writing: folder, CSV/TSV and IDX inputs, sizes.json, and the `clipper shards` verb.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "clipper/core/error.hpp"
+#include "clipper/data/image.hpp"
+#include "clipper/data/shard_list.hpp"
+#include "clipper/data/shard_writer.hpp"
+#include "clipper/data/tar_stream.hpp"
+#include "fixtures.hpp"
+#include "test_util.hpp"
+
+using namespace clipper;
+
+namespace {
+std::vector<data::RawSample> read_shards(const std::string& pattern) {
+  std::vector<data::RawSample> v;
+  for (const auto& url : data::expand_braces(pattern)) {
+    data::ShardReader r(url);
+    data::RawSample s;
+    while (r.next(s)) v.push_back(s);
+    EXPECT_EQ(r.status(), data::ShardStatus::ok) << url;
+  }
+  return v;
+}
+
+void write_idx(const std::string& images, const std::string& labels, int n, int rows, int cols) {
+  auto be = [](std::ofstream& o, std::uint32_t v) {
+    const unsigned char b[4] = {static_cast<unsigned char>(v >> 24),
+                                static_cast<unsigned char>(v >> 16),
+                                static_cast<unsigned char>(v >> 8), static_cast<unsigned char>(v)};
+    o.write(reinterpret_cast<const char*>(b), 4);
+  };
+  std::ofstream im(images, std::ios::binary), lb(labels, std::ios::binary);
+  be(im, 0x803);
+  be(im, static_cast<std::uint32_t>(n));
+  be(im, static_cast<std::uint32_t>(rows));
+  be(im, static_cast<std::uint32_t>(cols));
+  be(lb, 0x801);
+  be(lb, static_cast<std::uint32_t>(n));
+  for (int i = 0; i < n; ++i) {
+    for (int p = 0; p < rows * cols; ++p) im.put(static_cast<char>((i * 20 + p) % 256));
+    lb.put(static_cast<char>(i % 3));
+  }
+}
+}  // namespace
+
+TEST(ShardWriter, FolderOfImagesWithCaptions) {
+  test::TempDir d;
+  for (int i = 0; i < 5; ++i) {
+    const std::string stem = "in/sub" + std::to_string(i % 2) + "/img" + std::to_string(i);
+    d.write(stem + (i == 3 ? ".png" : ".jpg"),
+            test::encode(test::test_image(300 + i, 200, i), i == 3 ? ".png" : ".jpg"));
+    if (i != 4) d.write(stem + ".txt", "a picture number " + std::to_string(i) + "\n");
+  }
+  data::ShardWriterOptions o;
+  o.out_dir = d.file("out");
+  o.prefix = "train";
+  o.samples_per_shard = 3;
+  o.resize = 64;
+  const auto r = data::shards_from_folder(d.file("in"), o);
+  EXPECT_EQ(r.samples, 4);
+  EXPECT_EQ(r.skipped, 1);  // img4 has no caption
+  EXPECT_EQ(r.shards.size(), 2u);
+  EXPECT_EQ(r.pattern, d.file("out/train-{00000..00001}.tar"));
+  const auto l = data::parse_shard_list(r.pattern);
+  EXPECT_EQ(l.total_size(), 4);
+  const auto v = read_shards(r.pattern);
+  ASSERT_EQ(v.size(), 4u);
+  EXPECT_EQ(*v[0].find("txt"), "a picture number 0");
+  int w = 0, h = 0;
+  ASSERT_TRUE(data::peek_size(*v[2].find("jpg"), &w, &h));  // the PNG, re-encoded as JPEG
+  EXPECT_EQ(h, 64);
+  EXPECT_EQ(w, 96);
+}
+
+TEST(ShardWriter, CsvAndTsvTables) {
+  test::TempDir d;
+  d.write("img/a.jpg", test::jpeg_bytes(50, 40, 1));
+  d.write("img/b.jpg", test::jpeg_bytes(50, 40, 2));
+  d.write("t.csv",
+          "id,filepath,title\n1,img/a.jpg,\"a cat, sitting\"\n2,img/b.jpg,\"say "
+          "\"\"hi\"\"\"\n3,img/none.jpg,x\n");
+  data::ShardWriterOptions o;
+  o.out_dir = d.file("out");
+  o.resize = 0;
+  const auto r = data::shards_from_csv(d.file("t.csv"), "filepath", "title", ',', o);
+  EXPECT_EQ(r.samples, 2);
+  EXPECT_EQ(r.skipped, 1);
+  const auto v = read_shards(r.pattern);
+  ASSERT_EQ(v.size(), 2u);
+  EXPECT_EQ(*v[0].find("txt"), "a cat, sitting");
+  EXPECT_EQ(*v[1].find("txt"), "say \"hi\"");
+  EXPECT_EQ(*v[0].find("jpg"), test::jpeg_bytes(50, 40, 1));  // resize 0: JPEG bytes kept
+  d.write("t.tsv", "filepath\ttitle\nimg/b.jpg\ta dog\n");
+  o.out_dir = d.file("out2");
+  const auto r2 = data::shards_from_csv(d.file("t.tsv"), "filepath", "title", '\t', o);
+  EXPECT_EQ(r2.samples, 1);
+  EXPECT_THROW(data::shards_from_csv(d.file("t.tsv"), "path", "title", '\t', o), core::InputError);
+}
+
+TEST(ShardWriter, IdxWithClassesTemplatesAndClsEntries) {
+  test::TempDir d;
+  write_idx(d.file("img-idx3-ubyte"), d.file("lab-idx1-ubyte"), 7, 28, 28);
+  ASSERT_EQ(test::run("gzip " + d.file("img-idx3-ubyte")).exit_code, 0);  // one gzipped, one plain
+  d.write("classes.yaml",
+          "classes: [zero, one, two]\ntemplates: ['a photo of a {}.', 'a {} picture']\n");
+  data::ShardWriterOptions o;
+  o.out_dir = d.file("out");
+  o.prefix = "train";
+  o.samples_per_shard = 4;
+  o.resize = 32;
+  const auto r = data::shards_from_idx(d.file("img-idx3-ubyte.gz"), d.file("lab-idx1-ubyte"),
+                                       d.file("classes.yaml"), o);
+  EXPECT_EQ(r.samples, 7);
+  EXPECT_EQ(r.shards.size(), 2u);
+  const auto v = read_shards(r.pattern);
+  ASSERT_EQ(v.size(), 7u);
+  for (int i = 0; i < 7; ++i) {
+    const std::string cls = *v[i].find("cls");
+    EXPECT_EQ(cls, std::to_string(i % 3));
+    const std::string name = std::vector<std::string>{"zero", "one", "two"}[i % 3];
+    const std::string txt = *v[i].find("txt");
+    EXPECT_TRUE(txt == "a photo of a " + name + "." || txt == "a " + name + " picture") << txt;
+    int w = 0, h = 0;
+    ASSERT_TRUE(data::peek_size(*v[i].find("jpg"), &w, &h));
+    EXPECT_EQ(w, 32);
+  }
+  std::ifstream sj(d.file("out/sizes.json"));
+  const auto j = nlohmann::json::parse(sj);
+  EXPECT_EQ(j["train-00000.tar"], 4);
+  EXPECT_EQ(j["train-00001.tar"], 3);
+  // A second prefix in the same folder keeps the first one's sizes.
+  o.prefix = "test";
+  data::shards_from_idx(d.file("img-idx3-ubyte.gz"), d.file("lab-idx1-ubyte"),
+                        d.file("classes.yaml"), o, 0, 2);
+  EXPECT_EQ(data::parse_shard_list(d.file("out/train-{00000..00001}.tar")).total_size(), 7);
+  EXPECT_EQ(data::parse_shard_list(d.file("out/test-00000.tar")).total_size(), 2);
+  d.write("bad.yaml", "classes: [zero]\n");
+  EXPECT_THROW(data::shards_from_idx(d.file("img-idx3-ubyte.gz"), d.file("lab-idx1-ubyte"),
+                                     d.file("bad.yaml"), o),
+               core::InputError);
+}
+
+TEST(ShardWriter, ShardsVerb) {
+  test::TempDir d;
+  write_idx(d.file("i"), d.file("l"), 5, 28, 28);
+  d.write("c.yaml", "classes: [a, b, c]\n");
+  const auto r = test::run(test::clipper_bin() + " shards " + d.file("out") + " --from-idx " +
+                           d.file("i") + " " + d.file("l") + " --classes " + d.file("c.yaml") +
+                           " --samples-per-shard 2 --resize 64 --prefix train");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("wrote 5 samples in 3 shard(s)"), std::string::npos) << r.output;
+  EXPECT_EQ(data::parse_shard_list(d.file("out/train-{00000..00002}.tar")).total_size(), 5);
+  const auto bad = test::run(test::clipper_bin() + " shards " + d.file("out") + " --from-idx " +
+                             d.file("i") + " " + d.file("l"));
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_NE(bad.output.find("--classes"), std::string::npos) << bad.output;
+  // The loader bench runs on them.
+  const auto b =
+      test::run(test::clipper_bin() + " bench loader " + d.file("out/train-{00000..00002}.tar") +
+                " --threads 1 --batch 2 --size 32");
+  EXPECT_EQ(b.exit_code, 0) << b.output;
+  EXPECT_NE(b.output.find("samples/s"), std::string::npos) << b.output;
+}

@@ -1,0 +1,325 @@
+// One rank of a multi-process test, started by `clipper launch`, torchrun or run_ranks().
+//
+//   dist_worker SCENARIO [key=value ...]
+//
+// Scenarios: clip, siglip (distributed loss and gradients vs one process on the concatenated
+// batch), train (one or more SGD steps of a two-tower stand-in model vs one process with the
+// whole batch), die / stall (a rank dies or stops answering mid-step), wait_signal, exit, hello.
+// Each rank writes its last status line to out/rank<R>.log ("OK ..." or "FAIL ..." or
+// "error: ...") and exits 0 on success, 3 on a mismatch, 1 on an error.
+#include <ATen/ATen.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "clipper/config/config.hpp"
+#include "clipper/dist/grad_reducer.hpp"
+#include "clipper/dist/process_group.hpp"
+#include "clipper/loss/clip_loss.hpp"
+#include "clipper/loss/siglip_loss.hpp"
+
+namespace {
+
+using clipper::dist::ProcessGroup;
+using clipper::dist::ReduceOp;
+
+std::map<std::string, std::string> g_args;
+std::string g_out;
+int g_rank = 0;
+
+std::string arg(const std::string& k, const std::string& dflt) {
+  auto it = g_args.find(k);
+  return it == g_args.end() ? dflt : it->second;
+}
+double arg_d(const std::string& k, double d) {
+  return std::stod(arg(k, std::to_string(d)));
+}
+long arg_i(const std::string& k, long d) {
+  return std::stol(arg(k, std::to_string(d)));
+}
+
+void report(const std::string& line) {
+  std::cout << "[rank " << g_rank << "] " << line << std::endl;
+  if (!g_out.empty())
+    std::ofstream(g_out + "/rank" + std::to_string(g_rank) + ".log", std::ios::app) << line << "\n";
+}
+
+at::Tensor normalize(const at::Tensor& x) {
+  return x / x.norm(2, {1}, true);
+}
+
+double max_abs(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).abs().max().item<double>();
+}
+
+std::shared_ptr<ProcessGroup> borrowed(ProcessGroup& pg) {
+  return std::shared_ptr<ProcessGroup>(std::shared_ptr<void>(), &pg);
+}
+
+struct Check {
+  double tol;
+  double worst = 0;
+  std::ostringstream text;
+  void add(const std::string& name, double diff) {
+    worst = std::max(worst, diff);
+    text << " " << name << "=" << diff;
+  }
+  int finish(const std::string& scenario) {
+    const bool ok = worst <= tol;
+    std::ostringstream t;
+    t << (ok ? "OK " : "FAIL ") << scenario << " max|diff|" << text.str() << " (tol " << tol << ")";
+    report(t.str());
+    return ok ? 0 : 3;
+  }
+};
+
+clipper::config::LossConfig loss_config() {
+  clipper::config::LossConfig c;
+  c.kind = arg("loss", "clip");
+  c.local_loss = arg("local", "1") == "1";
+  c.gather_with_grad = arg("grad", "1") == "1";
+  c.siglip_exchange = arg("exchange", "gather");
+  return c;
+}
+
+at::ScalarType dtype() {
+  return arg("dtype", "f64") == "f32" ? at::kFloat : at::kDouble;
+}
+double tolerance() {
+  return dtype() == at::kDouble ? 1e-9 : 2e-5;
+}
+
+// --- losses ------------------------------------------------------------------------------------
+int run_loss(ProcessGroup& pg, const std::string& kind) {
+  const int w = pg.size(), r = pg.rank();
+  const long b = arg_i("batch", 4), d = arg_i("dim", 8);
+  auto cfg = loss_config();
+  cfg.kind = kind;
+  at::manual_seed(1234);
+  const auto opt = at::TensorOptions().dtype(dtype());
+  const at::Tensor img_all = normalize(at::randn({w * b, d}, opt));
+  const at::Tensor txt_all = normalize(at::randn({w * b, d}, opt));
+  const bool siglip = kind == "siglip";
+
+  auto img = img_all.narrow(0, r * b, b).clone().requires_grad_(true);
+  auto txt = txt_all.narrow(0, r * b, b).clone().requires_grad_(true);
+  auto scale = at::full({}, siglip ? 10.0 : 14.3, opt).requires_grad_(true);
+  auto bias = at::full({}, -10.0, opt).requires_grad_(true);
+  auto loss_fn = clipper::loss::make_loss(cfg, borrowed(pg));
+  at::Tensor loss = loss_fn->forward(img, txt, scale, bias);
+  // A second call checks the cached labels.
+  loss = loss_fn->forward(img, txt, scale, bias);
+  loss.backward();
+
+  ProcessGroup single;
+  auto ref_loss_fn = clipper::loss::make_loss(cfg, borrowed(single));
+  auto I = img_all.clone().requires_grad_(true);
+  auto T = txt_all.clone().requires_grad_(true);
+  auto S = at::full({}, siglip ? 10.0 : 14.3, opt).requires_grad_(true);
+  auto Bi = at::full({}, -10.0, opt).requires_grad_(true);
+  at::Tensor ref = ref_loss_fn->forward(I, T, S, Bi);
+  ref.backward();
+
+  Check c{tolerance()};
+  at::Tensor mean_loss = loss.detach().clone();
+  pg.all_reduce(mean_loss);
+  mean_loss /= w;
+  c.add("loss", max_abs(mean_loss, ref.detach()));
+  if (cfg.gather_with_grad || siglip) {
+    // This rank's gradient is d(sum over ranks of their losses)/d(own features); the mean loss
+    // is what one process computes, so divide by the world size (what GradReducer does).
+    c.add("d_image", max_abs(img.grad() / w, I.grad().narrow(0, r * b, b)));
+    c.add("d_text", max_abs(txt.grad() / w, T.grad().narrow(0, r * b, b)));
+    auto gs = scale.grad().clone();
+    pg.all_reduce(gs);
+    c.add("d_scale", max_abs(gs / w, S.grad()));
+    if (siglip) {
+      auto gb = bias.grad().clone();
+      pg.all_reduce(gb);
+      c.add("d_bias", max_abs(gb / w, Bi.grad()));
+    }
+  }
+  return c.finish(kind);
+}
+
+// --- training step -----------------------------------------------------------------------------
+// Two Linear towers and the logit scale (and bias), in fp64 by default.
+struct TinyModel {
+  std::vector<at::Tensor> params;  // w_img, b_img, w_txt, b_txt, logit_scale, logit_bias
+  TinyModel(std::uint64_t seed, long din_img, long din_txt, long d, at::TensorOptions opt) {
+    at::manual_seed(seed);
+    params = {at::randn({d, din_img}, opt) * 0.3,    at::randn({d}, opt) * 0.1,
+              at::randn({d, din_txt}, opt) * 0.3,    at::randn({d}, opt) * 0.1,
+              at::full({}, std::log(1 / 0.07), opt), at::full({}, -5.0, opt)};
+    for (auto& p : params) p.requires_grad_(true);
+  }
+  at::Tensor loss(clipper::loss::ContrastiveLoss& fn, const at::Tensor& x_img,
+                  const at::Tensor& x_txt) {
+    auto fi = normalize(at::linear(x_img, params[0], params[1]));
+    auto ft = normalize(at::linear(x_txt, params[2], params[3]));
+    return fn.forward(fi, ft, params[4].exp(), params[5]);
+  }
+  void sgd(double lr) {
+    at::NoGradGuard g;
+    for (auto& p : params) {
+      if (!p.grad().defined()) continue;  // CLIP leaves logit_bias alone
+      p.sub_(p.grad(), lr);
+      p.mutable_grad().zero_();
+    }
+  }
+};
+
+int run_train(ProcessGroup& pg_ref, const std::shared_ptr<ProcessGroup>& pg) {
+  const int w = pg->size(), r = pg->rank();
+  const long b = arg_i("batch", 4), din_i = 12, din_t = 10, d = 8;
+  const long steps = arg_i("steps", 2);
+  const double lr = 0.5;
+  const auto opt = at::TensorOptions().dtype(dtype());
+  auto cfg = loss_config();
+
+  // Every rank starts from its own random init; the broadcast makes rank 0's everyone's.
+  TinyModel model(100 + 17 * r, din_i, din_t, d, opt);
+  clipper::dist::broadcast_tensors(model.params, *pg, 0, arg_d("bucket_mb", 25.0));
+  // The reducer gets the parameters the loss uses (CLIP has no logit_bias): with overlap, a
+  // parameter that never gets a gradient would hold its bucket back until finish().
+  std::vector<at::Tensor> trained(model.params.begin(),
+                                  model.params.end() - (cfg.kind == "clip" ? 1 : 0));
+  clipper::dist::GradReducer reducer(trained, pg, arg_d("bucket_mb", 25.0),
+                                     arg("overlap", "1") == "1");
+  auto loss_fn = clipper::loss::make_loss(cfg, pg);
+
+  ProcessGroup single;
+  TinyModel ref(100, din_i, din_t, d, opt);
+  auto ref_loss_fn = clipper::loss::make_loss(cfg, borrowed(single));
+
+  Check c{tolerance()};
+  std::size_t by_hooks = 0;
+  // accum > 1: micro-batches whose backward passes only accumulate, then one that completes
+  // the step (begin_step() before it); the reference accumulates the same global micro-batches.
+  const long accum = arg_i("accum", 1);
+  for (long step = 0; step < steps; ++step) {
+    for (long m = 0; m < accum; ++m) {
+      at::manual_seed(5000 + 100 * step + m);
+      const at::Tensor x_img = at::randn({w * b, din_i}, opt),
+                       x_txt = at::randn({w * b, din_t}, opt);
+      if (m == accum - 1) reducer.begin_step();
+      auto loss = model.loss(*loss_fn, x_img.narrow(0, r * b, b), x_txt.narrow(0, r * b, b));
+      loss.backward();
+      auto ref_loss = ref.loss(*ref_loss_fn, x_img, x_txt);
+      ref_loss.backward();
+      auto mean_loss = loss.detach().clone();
+      pg->all_reduce(mean_loss);
+      c.add("loss" + std::to_string(step) + "." + std::to_string(m),
+            max_abs(mean_loss / w, ref_loss.detach()));
+    }
+    reducer.finish();
+    by_hooks += reducer.launched_by_hooks();
+    model.sgd(lr);
+    ref.sgd(lr);
+  }
+  for (std::size_t i = 0; i < model.params.size(); ++i)
+    c.add("param" + std::to_string(i), max_abs(model.params[i].detach(), ref.params[i].detach()));
+  // Overlap must have launched buckets from the hooks, during backward.
+  if (w > 1 && arg("overlap", "1") == "1" && by_hooks == 0)
+    c.add("no_bucket_launched_by_hooks", 1.0);
+  c.text << " buckets=" << reducer.num_buckets() << " by_hooks=" << by_hooks;
+  (void)pg_ref;
+  return c.finish("train");
+}
+
+// --- failures ----------------------------------------------------------------------------------
+int run_failure(ProcessGroup& pg, bool die) {
+  const int victim = static_cast<int>(arg_i("victim", 1));
+  const long after = arg_i("after", 3);
+  for (long step = 0; step < 1000000; ++step) {
+    if (pg.rank() == victim && step == after) {
+      report(die ? "dying" : "stalling");
+      if (die) ::raise(SIGKILL);
+      std::this_thread::sleep_for(std::chrono::seconds(arg_i("stall_s", 120)));
+      return 0;
+    }
+    at::Tensor t = at::ones({1024});
+    pg.all_reduce(t, ReduceOp::sum, "all_reduce of step " + std::to_string(step));
+  }
+  return 0;
+}
+
+volatile std::sig_atomic_t g_signal = 0;
+void on_signal(int s) {
+  g_signal = s;
+}
+
+int run_wait_signal() {
+  std::signal(SIGTERM, on_signal);
+  std::signal(SIGINT, on_signal);
+  report("ready");
+  for (int i = 0; i < 3000 && !g_signal; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  report("got signal " + std::to_string(static_cast<int>(g_signal)));
+  return g_signal ? static_cast<int>(arg_i("code", 0)) : 4;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << "usage: dist_worker SCENARIO [key=value ...]\n";
+    return 2;
+  }
+  const std::string scenario = argv[1];
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    const auto eq = a.find('=');
+    if (eq != std::string::npos) g_args[a.substr(0, eq)] = a.substr(eq + 1);
+  }
+  g_out = arg("out", "");
+  try {
+    clipper::config::DistConfig dc;
+    dc.timeout_s = arg_d("timeout", 30.0);
+    dc.start_timeout_s = arg_d("start_timeout", 60.0);
+    const auto world = clipper::dist::discover_world(dc);
+    g_rank = world.rank;
+    if (scenario == "wait_signal") return run_wait_signal();
+    if (scenario == "exit") {
+      if (world.rank == static_cast<int>(arg_i("rank", 1))) {
+        report("exiting with " + arg("code", "7"));
+        return static_cast<int>(arg_i("code", 7));
+      }
+      std::this_thread::sleep_for(std::chrono::seconds(60));
+      report("was not stopped");
+      return 0;
+    }
+    at::set_num_threads(1);
+    auto pg = ProcessGroup::create(world, dc, /*use_cuda=*/false);
+    if (scenario == "hello") {
+      // The small agreements the training loop relies on.
+      const auto w = static_cast<std::int64_t>(world.world_size);
+      const auto sum = pg->all_reduce_int(world.rank + 1, ReduceOp::sum);
+      const bool ok =
+          sum == w * (w + 1) / 2 && pg->all_reduce_max_int(world.rank) == w - 1 &&
+          pg->all_reduce_min_int(10 + world.rank) == 10 && pg->any(world.rank == 1) &&
+          !pg->any(false) && !pg->all(world.rank == 0) && pg->all(true) &&
+          pg->broadcast_string("run-of-rank-" + std::to_string(world.rank)) == "run-of-rank-0";
+      pg->barrier();
+      report((ok ? "OK hello " : "FAIL hello ") + world.describe() + " from " + world.source +
+             " sum=" + std::to_string(sum));
+      return ok ? 0 : 3;
+    }
+    if (scenario == "clip" || scenario == "siglip") return run_loss(*pg, scenario);
+    if (scenario == "train") return run_train(*pg, pg);
+    if (scenario == "die" || scenario == "stall") return run_failure(*pg, scenario == "die");
+    report("error: unknown scenario " + scenario);
+    return 2;
+  } catch (const std::exception& e) {
+    report(std::string("error: ") + e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,231 @@
+// Multi-process tests on CPU (Gloo): the worker (dist_worker.cpp) runs as 2 or 4 ranks started by
+// `clipper launch`, by torchrun or by dist::run_ranks; each rank checks itself against one
+// process on the whole batch and leaves its verdict in OUT/rank<R>.log.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "clipper/dist/launch.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using clipper::test::TempDir;
+using Clock = std::chrono::steady_clock;
+
+std::string worker() {
+  return CLIPPER_DIST_WORKER;
+}
+
+std::string read(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string rank_log(const TempDir& dir, int rank) {
+  return read(dir.file("rank" + std::to_string(rank) + ".log"));
+}
+
+// `clipper launch --nproc-per-node n -- dist_worker scenario args out=DIR`; every rank must say OK.
+void expect_all_ok(int n, const std::string& scenario, const std::string& args) {
+  TempDir dir;
+  const auto r = clipper::test::run(clipper::test::clipper_bin() + " launch --nproc-per-node " +
+                                    std::to_string(n) + " -- " + worker() + " " + scenario + " " +
+                                    args + " out=" + dir.path().string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (int i = 0; i < n; ++i) {
+    const auto log = rank_log(dir, i);
+    EXPECT_EQ(log.rfind("OK " + scenario, 0), 0u) << "rank " << i << ": " << log << "\n"
+                                                  << r.output;
+  }
+}
+
+// --- losses equal the single-process loss on the concatenated batch ---------------------------
+TEST(DistLoss, ClipLocalLossGatherWithGrad2Ranks) {
+  expect_all_ok(2, "clip", "local=1 grad=1 dtype=f64");
+}
+TEST(DistLoss, ClipLocalLossGatherWithGrad4Ranks) {
+  expect_all_ok(4, "clip", "local=1 grad=1 dtype=f64");
+}
+TEST(DistLoss, ClipFullGather4Ranks) {
+  expect_all_ok(4, "clip", "local=0 grad=1 dtype=f64");
+}
+TEST(DistLoss, ClipGatherWithoutGradLossValue2Ranks) {
+  expect_all_ok(2, "clip", "local=1 grad=0 dtype=f64");
+}
+TEST(DistLoss, ClipFloat32_2Ranks) {
+  expect_all_ok(2, "clip", "local=1 grad=1 dtype=f32 batch=16 dim=32");
+}
+TEST(DistLoss, SigLipGather2Ranks) {
+  expect_all_ok(2, "siglip", "exchange=gather dtype=f64");
+}
+TEST(DistLoss, SigLipGather4Ranks) {
+  expect_all_ok(4, "siglip", "exchange=gather dtype=f64");
+}
+TEST(DistLoss, SigLipNeighbour4Ranks) {
+  expect_all_ok(4, "siglip", "exchange=neighbour dtype=f64");
+}
+TEST(DistLoss, SigLipNeighbour2Ranks) {
+  expect_all_ok(2, "siglip", "exchange=neighbour dtype=f64");
+}
+
+// --- a training step on W ranks equals one rank with the W-times batch -------------------------
+TEST(DistTrain, ClipStepOverlappedTinyBuckets2Ranks) {
+  expect_all_ok(2, "train", "loss=clip overlap=1 bucket_mb=0.0001 steps=2");
+}
+TEST(DistTrain, ClipStepsWithAccumulationOverlapped2Ranks) {
+  expect_all_ok(2, "train", "loss=clip overlap=1 bucket_mb=0.0001 steps=2 accum=3");
+}
+TEST(DistTrain, ClipStepSynchronous2Ranks) {
+  expect_all_ok(2, "train", "loss=clip overlap=0 steps=2");
+}
+TEST(DistTrain, SigLipStepOverlapped4Ranks) {
+  expect_all_ok(4, "train", "loss=siglip overlap=1 bucket_mb=0.0002 steps=2");
+}
+TEST(DistTrain, ClipFullGatherStep4Ranks) {
+  expect_all_ok(4, "train", "loss=clip local=0 overlap=1 steps=1");
+}
+
+// --- failures end every rank, never a hang ------------------------------------------------------
+TEST(DistFailure, KilledRankMakesTheOthersFailWithinTheTimeout) {
+  TempDir dir;
+  clipper::dist::LaunchOptions o;
+  o.nproc_per_node = 3;
+  o.stop_others_on_failure = false;  // watch each survivor end on its own
+  o.command = {worker(), "die", "victim=1", "after=3", "timeout=5", "out=" + dir.path().string()};
+  const auto start = Clock::now();
+  const auto res = clipper::dist::run_ranks(o);
+  const double took = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_EQ(res.exit_codes[1], 128 + SIGKILL);
+  for (int r : {0, 2}) {
+    EXPECT_EQ(res.exit_codes[r], 1) << rank_log(dir, r);
+    const auto log = rank_log(dir, r);
+    EXPECT_NE(log.find("error: rank " + std::to_string(r) + "/3 (gloo): all_reduce of step"),
+              std::string::npos)
+        << log;
+    EXPECT_NE(log.find("failed after"), std::string::npos) << log;
+  }
+  EXPECT_LT(took, 5.0 + 15.0) << "the survivors took too long";
+}
+
+TEST(DistFailure, StalledRankTimesOutAndLaunchStopsEveryone) {
+  TempDir dir;
+  const auto start = Clock::now();
+  const auto r = clipper::test::run(clipper::test::clipper_bin() +
+                                    " launch --nproc-per-node 2 --kill-grace 2 -- " + worker() +
+                                    " stall victim=1 after=2 timeout=2 out=" + dir.path().string());
+  const double took = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  const auto log = rank_log(dir, 0);
+  EXPECT_NE(log.find("error: rank 0/2 (gloo): all_reduce of step 2 failed after"),
+            std::string::npos)
+      << log;
+  EXPECT_NE(
+      r.output.find("launch: rank 0 (local 0) exited with code 1; stopping the other 1 rank(s)"),
+      std::string::npos)
+      << r.output;
+  EXPECT_LT(took, 2.0 + 20.0);
+}
+
+TEST(DistFailure, StartupTimeoutWhenAPeerNeverComes) {
+  // Rank 0 of a world of 2 whose rank 1 never starts: the rendezvous gives up after the start
+  // timeout.
+  TempDir dir;
+  const int port = clipper::dist::find_free_port();
+  const auto start = Clock::now();
+  const auto r = clipper::test::run(
+      "env RANK=0 WORLD_SIZE=2 LOCAL_RANK=0 LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 "
+      "MASTER_PORT=" +
+      std::to_string(port) + " " + worker() + " hello start_timeout=2 out=" + dir.path().string());
+  const double took = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(rank_log(dir, 0).find("error: rank 0/2 (gloo): rendezvous at 127.0.0.1:" +
+                                  std::to_string(port)),
+            std::string::npos)
+      << rank_log(dir, 0);
+  EXPECT_LT(took, 2.0 + 20.0);
+}
+
+// --- launchers ----------------------------------------------------------------------------------
+TEST(DistGroup, AgreementsAndBroadcastOn4Ranks) {
+  expect_all_ok(4, "hello", "");
+}
+
+TEST(DistLaunch, RankExitCodeIsTheLaunchersAndTheOthersAreStopped) {
+  TempDir dir;
+  const auto start = Clock::now();
+  const auto r = clipper::test::run(clipper::test::clipper_bin() +
+                                    " launch --nproc-per-node 3 --kill-grace 5 -- " + worker() +
+                                    " exit rank=2 code=7 out=" + dir.path().string());
+  const double took = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_EQ(r.exit_code, 7) << r.output;
+  EXPECT_LT(took, 30.0);            // the others would sleep 60 s
+  EXPECT_EQ(rank_log(dir, 0), "");  // stopped by SIGTERM before writing
+}
+
+TEST(DistLaunch, ForwardsSigtermToEveryRank) {
+  TempDir dir;
+  const std::string out = dir.path().string();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string bin = clipper::test::clipper_bin(), w = worker(), o = "out=" + out;
+    ::execl(bin.c_str(), bin.c_str(), "launch", "--nproc-per-node", "2", "--", w.c_str(),
+            "wait_signal", "code=0", o.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (Clock::now() < deadline && (rank_log(dir, 0).find("ready") == std::string::npos ||
+                                     rank_log(dir, 1).find("ready") == std::string::npos))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ::kill(pid, SIGTERM);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  for (int i = 0; i < 2; ++i)
+    EXPECT_NE(rank_log(dir, i).find("got signal 15"), std::string::npos) << rank_log(dir, i);
+}
+
+TEST(DistLaunch, LaunchRunsAClipperVerb) {
+  // `clipper launch -- config keys` runs this clipper's own verb in each rank.
+  const auto r = clipper::test::run(clipper::test::clipper_bin() +
+                                    " launch --nproc-per-node 2 -- config keys");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  std::size_t count = 0;
+  for (std::size_t p = r.output.find("dist.bucket_mb"); p != std::string::npos;
+       p = r.output.find("dist.bucket_mb", p + 1))
+    ++count;
+  EXPECT_EQ(count, 2u) << r.output;
+}
+
+TEST(DistLaunch, TorchrunStartsTheRanks) {
+  TempDir dir;
+  const std::string torchrun = CLIPPER_TORCHRUN;  // the venv's, next to CLIPPER_PYTHON
+  ASSERT_TRUE(std::filesystem::exists(torchrun)) << torchrun;
+  const int port = clipper::dist::find_free_port();
+  const auto r = clipper::test::run(
+      "OMP_NUM_THREADS=1 " + torchrun + " --no-python --nproc-per-node 2 --master-port " +
+      std::to_string(port) + " " + worker() + " clip local=1 grad=1 out=" + dir.path().string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (int i = 0; i < 2; ++i)
+    EXPECT_EQ(rank_log(dir, i).rfind("OK clip", 0), 0u) << rank_log(dir, i) << r.output;
+  const auto hello = clipper::test::run(
+      "OMP_NUM_THREADS=1 " + torchrun + " --no-python --nproc-per-node 2 --master-port " +
+      std::to_string(port) + " " + worker() + " hello out=" + dir.path().string());
+  EXPECT_EQ(hello.exit_code, 0) << hello.output;
+  EXPECT_NE(rank_log(dir, 1).find("OK hello rank 1/2 (node 0/1, local 1/2) from torchrun"),
+            std::string::npos)
+      << rank_log(dir, 1);
+}
+
+}  // namespace

@@ -1,0 +1,103 @@
+// Single-process CLIP and SigLIP losses against their formulas written out directly.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <memory>
+
+#include "clipper/config/config.hpp"
+#include "clipper/core/error.hpp"
+#include "clipper/dist/all_gather.hpp"
+#include "clipper/dist/process_group.hpp"
+#include "clipper/loss/clip_loss.hpp"
+#include "clipper/loss/siglip_loss.hpp"
+
+namespace {
+
+const auto kF64 = at::TensorOptions().dtype(at::kDouble);
+
+at::Tensor unit_rows(long n, long d, std::uint64_t seed) {
+  at::manual_seed(seed);
+  auto x = at::randn({n, d}, kF64);
+  return x / x.norm(2, {1}, true);
+}
+
+TEST(ClipLoss, MatchesTheWrittenOutFormula) {
+  const long n = 5;
+  const auto img = unit_rows(n, 4, 1), txt = unit_rows(n, 4, 2);
+  const double s = 12.0;
+  double expect = 0;
+  for (long i = 0; i < n; ++i) {
+    double row = 0, col = 0;
+    for (long j = 0; j < n; ++j) {
+      row += std::exp(s * img[i].dot(txt[j]).item<double>());
+      col += std::exp(s * txt[i].dot(img[j]).item<double>());
+    }
+    const double diag = s * img[i].dot(txt[i]).item<double>();
+    expect += (std::log(row) - diag + std::log(col) - diag) / 2;
+  }
+  expect /= n;
+  auto pg = std::make_shared<clipper::dist::ProcessGroup>();
+  clipper::loss::ClipLoss loss(pg, clipper::config::LossConfig{});
+  const auto scale = at::full({}, s, kF64);
+  EXPECT_NEAR(loss.forward(img, txt, scale).item<double>(), expect, 1e-12);
+  // The cached labels give the same value again.
+  EXPECT_NEAR(loss.forward(img, txt, scale).item<double>(), expect, 1e-12);
+  // Aligned pairs at a large scale cost almost nothing.
+  EXPECT_LT(loss.forward(img, img, at::full({}, 100.0, kF64)).item<double>(), 1e-3);
+}
+
+TEST(SigLipLoss, MatchesTheWrittenOutFormula) {
+  const long n = 4;
+  const auto img = unit_rows(n, 3, 3), txt = unit_rows(n, 3, 4);
+  const double s = 10.0, b = -4.0;
+  double expect = 0;
+  for (long i = 0; i < n; ++i)
+    for (long j = 0; j < n; ++j) {
+      const double z = (i == j ? 1.0 : -1.0) * (s * img[i].dot(txt[j]).item<double>() + b);
+      expect += std::log1p(std::exp(-z));  // -log(sigmoid(z))
+    }
+  expect /= n;
+  clipper::dist::ProcessGroup single;
+  clipper::config::LossConfig cfg;
+  cfg.kind = "siglip";
+  const auto got = clipper::loss::siglip_loss(img, txt, at::full({}, s, kF64),
+                                              at::full({}, b, kF64), single, cfg);
+  EXPECT_NEAR(got.item<double>(), expect, 1e-12);
+}
+
+TEST(ContrastiveLoss, FactoryAndChecks) {
+  auto pg = std::make_shared<clipper::dist::ProcessGroup>();
+  clipper::config::LossConfig cfg;
+  EXPECT_EQ(clipper::loss::make_loss(cfg, pg)->kind(), "clip");
+  cfg.kind = "siglip";
+  auto siglip = clipper::loss::make_loss(cfg, pg);
+  EXPECT_EQ(siglip->kind(), "siglip");
+  const auto x = unit_rows(3, 2, 5);
+  EXPECT_THROW(siglip->forward(x, x, at::full({}, 1.0, kF64), at::Tensor()),
+               c10::Error);  // no bias
+  EXPECT_THROW(
+      siglip->forward(x, unit_rows(4, 2, 6), at::full({}, 1.0, kF64), at::full({}, 0.0, kF64)),
+      c10::Error);
+  cfg.kind = "triplet";
+  EXPECT_THROW(clipper::loss::make_loss(cfg, pg), clipper::core::InputError);
+}
+
+TEST(SingleProcessGroup, CollectivesAreTheIdentity) {
+  clipper::dist::ProcessGroup pg;
+  EXPECT_EQ(pg.size(), 1);
+  EXPECT_EQ(pg.backend_name(), "single");
+  auto t = at::arange(4, kF64);
+  pg.all_reduce(t);
+  EXPECT_TRUE(t.equal(at::arange(4, kF64)));
+  EXPECT_TRUE(pg.all_gather(t).equal(t));
+  EXPECT_EQ(pg.all_reduce_max_int(7), 7);
+  EXPECT_TRUE(pg.any(true));
+  EXPECT_FALSE(pg.any(false));
+  pg.barrier();
+  auto x = at::ones({2, 2}, kF64).requires_grad_(true);
+  clipper::dist::all_gather_with_grad(x, pg).sum().backward();
+  EXPECT_TRUE(x.grad().equal(at::ones({2, 2}, kF64)));
+}
+
+}  // namespace

@@ -1,0 +1,121 @@
+#include <gtest/gtest.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/normalization.h>
+
+#include <cmath>
+
+#include "clipper/core/error.hpp"
+#include "clipper/optim/adamw.hpp"
+#include "clipper/optim/param_groups.hpp"
+#include "clipper/optim/schedule.hpp"
+
+using namespace clipper;
+
+namespace {
+
+struct TinyImpl : torch::nn::Module {
+  TinyImpl() {
+    fc = register_module("fc", torch::nn::Linear(4, 3));
+    ln_1 = register_module("ln_1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({3})));
+    logit_scale = register_parameter("logit_scale", torch::ones({}));
+    class_embedding = register_parameter("class_embedding", torch::randn({3}));
+    proj = register_parameter("proj", torch::randn({3, 2}));
+  }
+  torch::nn::Linear fc{nullptr};
+  torch::nn::LayerNorm ln_1{nullptr};
+  at::Tensor logit_scale, class_embedding, proj;
+};
+
+// Plain AdamW (decoupled weight decay, bias-corrected), written from the paper's update rule.
+void reference_adamw(at::Tensor p, at::Tensor g, at::Tensor m, at::Tensor v, int t, double lr,
+                     double b1, double b2, double eps, double wd) {
+  p.mul_(1 - lr * wd);
+  m.mul_(b1).add_(g, 1 - b1);
+  v.mul_(b2).addcmul_(g, g, 1 - b2);
+  const double bc1 = 1 - std::pow(b1, t), bc2 = 1 - std::pow(b2, t);
+  p.addcdiv_(m / bc1, (v / bc2).sqrt().add_(eps), -lr);
+}
+
+}  // namespace
+
+TEST(ParamGroups, FollowOpenClipsRule) {
+  TinyImpl m;
+  auto groups = optim::make_param_groups(m, 0.2);
+  ASSERT_EQ(groups.size(), 2u);
+  EXPECT_DOUBLE_EQ(groups[0].weight_decay, 0.2);
+  EXPECT_DOUBLE_EQ(groups[1].weight_decay, 0.0);
+  EXPECT_EQ(groups[0].names, (std::vector<std::string>{"proj", "fc.weight"}));
+  EXPECT_EQ(groups[1].names, (std::vector<std::string>{"logit_scale", "class_embedding", "fc.bias",
+                                                       "ln_1.weight", "ln_1.bias"}));
+  m.proj.set_requires_grad(false);  // a locked tensor leaves the groups
+  groups = optim::make_param_groups(m, 0.2);
+  EXPECT_EQ(groups[0].names, (std::vector<std::string>{"fc.weight"}));
+}
+
+TEST(AdamW, MatchesReferenceUpdateInDouble) {
+  torch::manual_seed(0);
+  auto p = torch::randn({5, 4}, torch::kFloat64).requires_grad_(true);
+  auto ref = p.detach().clone();
+  auto m = torch::zeros_like(ref), v = torch::zeros_like(ref);
+  optim::ParamGroup g{{"w"}, {p}, 0.1};
+  optim::AdamW opt({g}, {0.9, 0.98, 1e-6});
+  for (int t = 1; t <= 5; ++t) {
+    auto grad = torch::randn({5, 4}, torch::kFloat64);
+    p.mutable_grad() = grad.clone();
+    opt.step(0.01 * t);
+    reference_adamw(ref, grad, m, v, t, 0.01 * t, 0.9, 0.98, 1e-6, 0.1);
+    EXPECT_LT((p.detach() - ref).abs().max().item<double>(), 1e-12) << "step " << t;
+  }
+}
+
+TEST(AdamW, StateRoundTripContinuesIdentically) {
+  torch::manual_seed(1);
+  TinyImpl a, b;
+  {
+    torch::NoGradGuard ng;
+    for (auto& item : b.named_parameters()) item.value().copy_(a.named_parameters()[item.key()]);
+  }
+  optim::AdamW oa(optim::make_param_groups(a, 0.1), {});
+  optim::AdamW ob(optim::make_param_groups(b, 0.1), {});
+  auto run_step = [](TinyImpl& m, optim::AdamW& o, const at::Tensor& x) {
+    o.zero_grad();
+    auto y = m.ln_1(m.fc(x)).matmul(m.proj).sum() * m.logit_scale + m.class_embedding.sum();
+    y.backward();
+    o.step(1e-2);
+  };
+  auto x1 = torch::randn({2, 4}), x2 = torch::randn({2, 4});
+  run_step(a, oa, x1);
+  run_step(b, ob, x1);
+  // b's optimizer state is replaced by a copy of a's: the next steps must agree bit for bit.
+  std::vector<std::pair<std::string, at::Tensor>> saved;
+  for (auto& [n, t] : oa.state()) saved.emplace_back(n, t.clone());
+  optim::AdamW ob2(optim::make_param_groups(b, 0.1), {});
+  ob2.load_state(saved);
+  run_step(a, oa, x2);
+  run_step(b, ob2, x2);
+  for (auto& item : a.named_parameters())
+    EXPECT_TRUE(torch::equal(item.value(), b.named_parameters()[item.key()])) << item.key();
+  auto bad = saved;
+  bad.pop_back();
+  EXPECT_THROW(ob2.load_state(bad), core::InputError);
+}
+
+TEST(Schedule, WarmupCosineConstCooldown) {
+  config::OptimConfig o;
+  o.lr = 1.0;
+  o.warmup_steps = 10;
+  EXPECT_DOUBLE_EQ(optim::learning_rate(o, 0, 110), 0.1);
+  EXPECT_DOUBLE_EQ(optim::learning_rate(o, 9, 110), 1.0);
+  EXPECT_DOUBLE_EQ(optim::learning_rate(o, 10, 110), 1.0);
+  EXPECT_NEAR(optim::learning_rate(o, 60, 110), 0.5, 1e-12);
+  EXPECT_NEAR(optim::learning_rate(o, 110, 110), 0.0, 1e-12);
+  o.schedule = "const";
+  EXPECT_DOUBLE_EQ(optim::learning_rate(o, 100, 110), 1.0);
+  o.schedule = "const-cooldown";
+  o.cooldown_steps = 20;
+  o.cooldown_end_lr = 0.1;
+  EXPECT_DOUBLE_EQ(optim::learning_rate(o, 89, 110), 1.0);
+  EXPECT_NEAR(optim::learning_rate(o, 100, 110), 0.55, 1e-12);
+  EXPECT_NEAR(optim::learning_rate(o, 110, 110), 0.1, 1e-12);
+}

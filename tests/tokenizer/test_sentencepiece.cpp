@@ -1,0 +1,133 @@
+// SentencePiece: train from a generated caption file, load it by spec, encode, and the CLI.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "clipper/core/error.hpp"
+#include "clipper/tokenizer/sentencepiece_train.hpp"
+#include "clipper/tokenizer/tokenizer.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+std::string caption_file(const clipper::test::TempDir& dir) {
+  const char* words[] = {"a",    "dog",   "cat",   "on",    "the", "grass", "with",   "red",
+                         "blue", "small", "big",   "photo", "of",  "two",   "people", "walking",
+                         "near", "river", "house", "tree",  "car", "sunny", "day",    "at"};
+  std::mt19937 rng(3);
+  std::string text;
+  for (int i = 0; i < 400; ++i) {
+    const int n = 3 + static_cast<int>(rng() % 10);
+    for (int k = 0; k < n; ++k) text += std::string(k ? " " : "") + words[rng() % 24];
+    text += "\n";
+  }
+  return dir.write("captions.txt", text);
+}
+
+TEST(SentencePiece, TrainLoadEncodeRoundTrip) {
+  clipper::test::TempDir dir;
+  for (const std::string type : {"unigram", "bpe"}) {
+    clipper::tokenizer::SentencePieceTrainOptions o;
+    o.input = caption_file(dir);
+    o.vocab_size = 40;
+    o.out_prefix = dir.file("sp/" + type);
+    o.model_type = type;
+    const auto model = clipper::tokenizer::train_sentencepiece(o);
+    EXPECT_EQ(model, o.out_prefix + ".model");
+
+    const auto tok = clipper::tokenizer::make_tokenizer("sentencepiece:" + model, 16);
+    EXPECT_EQ(tok->vocab_size(), 40);
+    EXPECT_EQ(tok->context_length(), 16);
+    std::vector<std::int64_t> row(16, -1);
+    tok->encode("a dog on the grass", row.data());
+    EXPECT_EQ(row[0], 2) << type;  // start
+    std::size_t end = 1;
+    while (end < row.size() && row[end] != 3) {
+      EXPECT_GE(row[end], 4) << type;  // ordinary pieces (no unknowns in this text)
+      EXPECT_LT(row[end], 40) << type;
+      ++end;
+    }
+    ASSERT_LT(end, row.size()) << type << ": no end id";
+    EXPECT_GE(end, 3u) << type;
+    for (std::size_t i = end + 1; i < row.size(); ++i) EXPECT_EQ(row[i], 0) << type;
+    // The same text encodes the same way; a different one differently.
+    std::vector<std::int64_t> again(16), other(16);
+    tok->encode("a   dog on the   grass", again.data());  // whitespace is collapsed first
+    tok->encode("two people walking near the river", other.data());
+    EXPECT_EQ(again, row);
+    EXPECT_NE(other, row);
+    // Too long: cut, last id is the end id.
+    std::string long_text;
+    for (int i = 0; i < 40; ++i) long_text += "people walking ";
+    tok->encode(long_text, row.data());
+    EXPECT_EQ(row.front(), 2);
+    EXPECT_EQ(row.back(), 3);
+    for (std::size_t i = 1; i + 1 < row.size(); ++i) EXPECT_GE(row[i], 4);
+  }
+}
+
+TEST(SentencePiece, ConcurrentEncodingGivesTheSameIds) {
+  clipper::test::TempDir dir;
+  clipper::tokenizer::SentencePieceTrainOptions o;
+  o.input = caption_file(dir);
+  o.vocab_size = 40;
+  o.out_prefix = dir.file("m");
+  const auto tok = clipper::tokenizer::make_tokenizer(
+      "sentencepiece:" + clipper::tokenizer::train_sentencepiece(o), 12);
+  std::vector<std::string> texts;
+  std::ifstream in(o.input);
+  for (std::string line; std::getline(in, line);) texts.push_back(line);
+  std::vector<std::vector<std::int64_t>> expected(texts.size(), std::vector<std::int64_t>(12));
+  for (std::size_t i = 0; i < texts.size(); ++i) tok->encode(texts[i], expected[i].data());
+  std::vector<int> wrong(6, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t)
+    threads.emplace_back([&, t] {
+      std::vector<std::int64_t> row(12);
+      for (std::size_t i = 0; i < texts.size(); ++i) {
+        tok->encode(texts[(i + static_cast<std::size_t>(t) * 17) % texts.size()], row.data());
+        if (row != expected[(i + static_cast<std::size_t>(t) * 17) % texts.size()]) ++wrong[t];
+      }
+    });
+  for (auto& th : threads) th.join();
+  for (int t = 0; t < 6; ++t) EXPECT_EQ(wrong[t], 0) << "thread " << t;
+}
+
+TEST(SentencePiece, BadInputsAreReported) {
+  clipper::test::TempDir dir;
+  clipper::tokenizer::SentencePieceTrainOptions o;
+  o.input = dir.file("missing.txt");
+  o.vocab_size = 60;
+  o.out_prefix = dir.file("m");
+  EXPECT_THROW(clipper::tokenizer::train_sentencepiece(o), clipper::core::InputError);
+  o.input = caption_file(dir);
+  o.vocab_size = 100000;  // far more pieces than the text holds
+  EXPECT_THROW(clipper::tokenizer::train_sentencepiece(o), clipper::core::InputError);
+  const auto junk = dir.write("junk.model", "not a model");
+  EXPECT_THROW(clipper::tokenizer::make_tokenizer("sentencepiece:" + junk, 77),
+               clipper::core::InputError);
+}
+
+TEST(SentencePiece, CliTrainThenEncode) {
+  clipper::test::TempDir dir;
+  const auto input = caption_file(dir);
+  const auto bin = clipper::test::clipper_bin();
+  const auto train =
+      clipper::test::run(bin + " tokenizer train --input " + input +
+                         " --vocab-size 40 --model-type bpe --out " + dir.file("tok"));
+  ASSERT_EQ(train.exit_code, 0) << train.output;
+  EXPECT_NE(train.output.find(dir.file("tok.model")), std::string::npos) << train.output;
+  const auto enc =
+      clipper::test::run(bin + " tokenizer encode --spec sentencepiece:" + dir.file("tok.model") +
+                         " --context-length 6 'a dog'");
+  ASSERT_EQ(enc.exit_code, 0) << enc.output;
+  EXPECT_EQ(enc.output.rfind("2 ", 0), 0u) << enc.output;
+  EXPECT_NE(enc.output.find(" 3"), std::string::npos) << enc.output;
+  const auto bad = clipper::test::run(bin + " tokenizer train --input " + input +
+                                      " --vocab-size 50 --model-type wordpiece --out x");
+  EXPECT_EQ(bad.exit_code, 2) << bad.output;
+}
+
+}  // namespace
