@@ -84,10 +84,11 @@ LaunchResult run_ranks(const LaunchOptions& o) {
   require(o.master_port >= 0 && o.master_port <= 65535,
           "launch: --master-port must be in [0, 65535]");
   require(!o.master_addr.empty(), "launch: --master-addr is empty");
-  if (o.nnodes > 1)
-    require(o.master_addr != "127.0.0.1" && o.master_addr != "localhost",
-            "launch: --nnodes " + std::to_string(o.nnodes) +
-                " needs --master-addr set to the host of node 0, reachable from every node");
+  if (o.nnodes > 1 && (o.master_addr == "127.0.0.1" || o.master_addr == "localhost"))
+    CLIPPER_WARN("launch: --nnodes "
+                 << o.nnodes << " with --master-addr " << o.master_addr
+                 << ": every node must run on this machine; other machines need the "
+                    "address of node 0");
   const int port = o.master_port != 0 ? o.master_port : (o.nnodes == 1 ? find_free_port() : 29500);
   const int n = o.nproc_per_node;
   const int world = n * o.nnodes;

@@ -160,6 +160,26 @@ TEST(DistGroup, AgreementsAndBroadcastOn4Ranks) {
   expect_all_ok(4, "hello", "");
 }
 
+TEST(DistLaunch, TwoNodesOnThisMachine) {
+  // Two launchers, as on two nodes: node 1 in the background, node 0 in front.
+  TempDir dir;
+  const int port = clipper::dist::find_free_port();
+  const std::string common =
+      clipper::test::clipper_bin() +
+      " launch --nproc-per-node 2 --nnodes 2 --master-addr 127.0.0.1 --master-port " +
+      std::to_string(port);
+  const std::string cmd = worker() + " hello out=" + dir.path().string();
+  const auto r =
+      clipper::test::run("bash -c '" + common + " --node-rank 1 -- " + cmd + " & p=$!; " + common +
+                         " --node-rank 0 -- " + cmd + "; a=$?; wait $p; b=$?; exit $((a | b))'");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(rank_log(dir, 3).find("OK hello rank 3/4 (node 1/2, local 1/2) from torchrun"),
+            std::string::npos)
+      << rank_log(dir, 3) << r.output;
+  EXPECT_NE(rank_log(dir, 0).find("OK hello rank 0/4 (node 0/2, local 0/2)"), std::string::npos)
+      << rank_log(dir, 0);
+}
+
 TEST(DistLaunch, RankExitCodeIsTheLaunchersAndTheOthersAreStopped) {
   TempDir dir;
   const auto start = Clock::now();

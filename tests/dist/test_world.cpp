@@ -215,7 +215,8 @@ TEST(Launch, BadOptionsAreErrors) {
   o.nnodes = 2;
   o.node_rank = 2;
   EXPECT_THROW(clipper::dist::run_ranks(o), InputError);
-  o.node_rank = 1;  // two nodes on 127.0.0.1
+  o.node_rank = 0;
+  o.nproc_per_node = 0;
   EXPECT_THROW(clipper::dist::run_ranks(o), InputError);
 }
 
