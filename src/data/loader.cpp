@@ -45,6 +45,23 @@ struct Loader::Impl {
   std::atomic<bool> stop{false};
   std::unique_ptr<BoundedQueue<Out>> out;
   bool running = false;
+  std::unique_ptr<detail::BufferPool> pool;
+  // Batch tensors handed out earlier and dropped by the caller since are reused (CPU memory only;
+  // pinned memory has its own caching allocator).
+  std::vector<at::Tensor> spare_images, spare_tokens;
+
+  at::Tensor reuse_or_empty(std::vector<at::Tensor>& spares, at::IntArrayRef shape,
+                            at::ScalarType type) {
+    if (!pin)
+      for (auto& t : spares)
+        if (t.use_count() == 1 && t.storage().use_count() == 1 && t.sizes() == shape) return t;
+    auto t = at::empty(shape, at::TensorOptions().dtype(type).pinned_memory(pin));
+    if (!pin) {
+      if (spares.size() >= 8) spares.erase(spares.begin());
+      spares.push_back(t);
+    }
+    return t;
+  }
 
   Cursor fresh(std::int64_t epoch, const BadDataCounters& counters) const {
     Cursor c;
@@ -119,6 +136,7 @@ struct Loader::Impl {
         a.tokenizer = tok;
         a.out = queues.back().get();
         a.stop = &epoch_stop;
+        a.pool = pool.get();
         threads.emplace_back(detail::run_worker, std::move(a));
       }
       auto stop_workers = [&] {
@@ -130,8 +148,8 @@ struct Loader::Impl {
       while (ok && c.pos < T && !stop) {
         const std::int64_t n = std::min<std::int64_t>(o.batch_size, T - c.pos);
         Batch b;
-        b.images = at::empty({n, S, S, 3}, at::TensorOptions().dtype(at::kByte).pinned_memory(pin));
-        b.tokens = at::empty({n, L}, at::TensorOptions().dtype(at::kLong).pinned_memory(pin));
+        b.images = reuse_or_empty(spare_images, {n, S, S, 3}, at::kByte);
+        b.tokens = reuse_or_empty(spare_tokens, {n, L}, at::kLong);
         b.keys.resize(static_cast<std::size_t>(n));
         if (!o.label_key.empty()) b.labels = at::empty({n}, at::TensorOptions().dtype(at::kLong));
         b.epoch = c.epoch;
@@ -147,7 +165,8 @@ struct Loader::Impl {
               break;
             }
             if (it.kind == Item::good) {
-              std::memcpy(img + s * image_bytes, it.image.data(), image_bytes);
+              std::memcpy(img + s * image_bytes, it.image.get(), image_bytes);
+              pool->put(std::move(it.image));
               std::memcpy(tokp + s * L, it.tokens.data(),
                           static_cast<std::size_t>(L) * sizeof(std::int64_t));
               b.keys[static_cast<std::size_t>(s)] = std::move(it.key);
@@ -212,6 +231,8 @@ Loader::Loader(LoaderOptions options, std::shared_ptr<const tokenizer::Tokenizer
   m.dataset = detail::epoch_samples(m.list, m.o);
   m.pin = m.o.pin_memory == "on" || (m.o.pin_memory == "auto" && at::hasCUDA());
   m.returned = m.fresh(0, {});
+  m.pool = std::make_unique<detail::BufferPool>(static_cast<std::size_t>(m.o.image_size) *
+                                                m.o.image_size * 3);
   // The plan of the first epoch checks that the data can be split as asked.
   if (!m.o.resampled) detail::plan_epoch(m.list, m.o, 0);
 }

@@ -486,9 +486,9 @@ void run_worker(WorkerArgs a) {
         bad = kMissingText;
         why = "no integer '" + o.label_key + "' entry";
       } else {
-        it.image.resize(static_cast<std::size_t>(o.image_size) * o.image_size * 3);
+        it.image = a.pool->get();
         const auto err = proc.process(
-            *img, mix_seed(a.plan.crop_seed, static_cast<std::uint64_t>(k)), it.image.data(), &why);
+            *img, mix_seed(a.plan.crop_seed, static_cast<std::uint64_t>(k)), it.image.get(), &why);
         if (err == ImageError::corrupt)
           bad = kImageCorrupt;
         else if (err == ImageError::too_large)
@@ -498,8 +498,7 @@ void run_worker(WorkerArgs a) {
         warn_bad(bad, list.shards[p.shard].url, it.key, why);
         it.kind = Item::bad;
         it.counter = bad;
-        it.image.clear();
-        it.image.shrink_to_fit();
+        a.pool->put(std::move(it.image));
         if (!push(std::move(it))) return;
         // Two full passes without one good sample (split), or 100000 in a row (resampled).
         const std::int64_t limit =

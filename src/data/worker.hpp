@@ -58,7 +58,7 @@ struct Item {
   bool repeated = false;        // read in a second pass over the worker's part
   int counter = -1;             // CounterKind for bad and event items
   std::string key;
-  std::vector<std::uint8_t> image;
+  std::unique_ptr<std::uint8_t[]> image;  // image_size^2 * 3 bytes, from the BufferPool
   std::vector<std::int64_t> tokens;
   std::int64_t label = -1;
   std::string message;  // fatal: the error
@@ -101,6 +101,34 @@ class BoundedQueue {
   bool closed_ = false;
 };
 
+// Reuses the per-sample image buffers between workers and the collator: no allocation, page fault
+// or zero-fill per sample.
+class BufferPool {
+ public:
+  explicit BufferPool(std::size_t bytes) : bytes_(bytes) {}
+  std::unique_ptr<std::uint8_t[]> get() {
+    {
+      std::lock_guard<std::mutex> l(m_);
+      if (!free_.empty()) {
+        auto b = std::move(free_.back());
+        free_.pop_back();
+        return b;
+      }
+    }
+    return std::unique_ptr<std::uint8_t[]>(new std::uint8_t[bytes_]);
+  }
+  void put(std::unique_ptr<std::uint8_t[]> b) {
+    if (!b) return;
+    std::lock_guard<std::mutex> l(m_);
+    if (free_.size() < 4096) free_.push_back(std::move(b));
+  }
+
+ private:
+  std::size_t bytes_;
+  std::mutex m_;
+  std::vector<std::unique_ptr<std::uint8_t[]>> free_;
+};
+
 struct WorkerArgs {
   const ShardList* list = nullptr;
   const LoaderOptions* options = nullptr;
@@ -110,6 +138,7 @@ struct WorkerArgs {
   std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
   BoundedQueue<Item>* out = nullptr;
   const std::atomic<bool>* stop = nullptr;
+  BufferPool* pool = nullptr;
 };
 
 // The worker thread's body: never throws (a failure becomes a fatal item).

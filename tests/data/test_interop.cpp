@@ -26,12 +26,15 @@ std::string fnv_hex(const std::string& s) {
   std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
   return buf;
 }
-std::string helper() { return test::source_path("tests/data/wds_interop.py"); }
+std::string helper() {
+  return test::source_path("tests/data/wds_interop.py");
+}
 }  // namespace
 
 TEST(Interop, ClipperReadsShardsWrittenByWebdataset) {
   test::TempDir d;
-  const auto w = test::run(test::python() + " " + helper() + " write " + d.path().string() + " 25 10");
+  const auto w =
+      test::run(test::python() + " " + helper() + " write " + d.path().string() + " 25 10");
   ASSERT_EQ(w.exit_code, 0) << w.output;
   const auto manifest = nlohmann::json::parse(w.output);
   ASSERT_EQ(manifest.size(), 25u);
@@ -68,7 +71,8 @@ TEST(Interop, ClipperReadsShardsWrittenByWebdataset) {
       EXPECT_TRUE(seen.insert(b->keys[i]).second) << b->keys[i];
       std::vector<std::int64_t> want(64);
       test::ByteTokenizer(64).encode(caption.at(b->keys[i]), want.data());
-      EXPECT_TRUE(std::equal(want.begin(), want.end(), b->tokens[static_cast<std::int64_t>(i)].data_ptr<std::int64_t>()));
+      EXPECT_TRUE(std::equal(want.begin(), want.end(),
+                             b->tokens[static_cast<std::int64_t>(i)].data_ptr<std::int64_t>()));
     }
   }
   EXPECT_EQ(seen.size(), 25u);
@@ -88,12 +92,15 @@ TEST(Interop, WebdatasetReadsShardsWrittenByClipper) {
     for (int i = 0; i < 10; ++i) {
       const std::string jpg = data::prepare_image(test::jpeg_bytes(100, 80, i), o, "test");
       hashes.push_back(fnv_hex(jpg));
-      w.write("k" + std::to_string(i), {{"jpg", jpg}, {"txt", "caption " + std::to_string(i)}, {"cls", std::to_string(i % 3)}});
+      w.write(
+          "k" + std::to_string(i),
+          {{"jpg", jpg}, {"txt", "caption " + std::to_string(i)}, {"cls", std::to_string(i % 3)}});
     }
     const auto r = w.finish();
     EXPECT_EQ(r.pattern, d.file("out/c-{00000..00002}.tar"));
   }
-  const auto r = test::run(test::python() + " " + helper() + " read '" + d.file("out/c-{00000..00002}.tar") + "'");
+  const auto r = test::run(test::python() + " " + helper() + " read '" +
+                           d.file("out/c-{00000..00002}.tar") + "'");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::istringstream lines(r.output);
   std::string line;
