@@ -134,9 +134,10 @@ RunSummary run_training(const config::Config& cfg) {
   if (cfg.model.grad_checkpointing) model->set_grad_checkpointing(true);
   auto tok = tokenizer::make_tokenizer(spec.tokenizer, spec.context_length);
   if (tok->vocab_size() > spec.vocab_size)
-    throw core::InputError("tokenizer '" + spec.tokenizer + "' has " + std::to_string(tok->vocab_size()) +
-                           " ids but model " + spec.name + " has vocab_size " + std::to_string(spec.vocab_size) +
-                           " (" + spec.path + "): set text_cfg.vocab_size to at least the tokenizer's size");
+    throw core::InputError("tokenizer '" + spec.tokenizer + "' has " +
+                           std::to_string(tok->vocab_size()) + " ids but model " + spec.name +
+                           " has vocab_size " + std::to_string(spec.vocab_size) + " (" + spec.path +
+                           "): set text_cfg.vocab_size to at least the tokenizer's size");
 
   if (cfg.data.train_shards.empty())
     throw core::InputError(

@@ -24,7 +24,9 @@ namespace {
 const at::Device kCuda(at::kCUDA, 0);
 }
 
-TEST(Cuda, DeviceIsThere) { ASSERT_TRUE(torch::cuda::is_available()); }
+TEST(Cuda, DeviceIsThere) {
+  ASSERT_TRUE(torch::cuda::is_available());
+}
 
 TEST(Cuda, AutocastGuardCastsToBf16AndRestores) {
   auto a = at::randn({64, 64}, at::TensorOptions().device(kCuda));
@@ -42,11 +44,13 @@ TEST(Cuda, AutocastGuardCastsToBf16AndRestores) {
 
 TEST(Cuda, SdpaPicksAFusedKernelInBf16) {
   const auto o = at::TensorOptions().device(kCuda).dtype(at::kBFloat16);
-  auto q = at::randn({4, 12, 197, 64}, o), k = at::randn({4, 12, 197, 64}, o), v = at::randn({4, 12, 197, 64}, o);
+  auto q = at::randn({4, 12, 197, 64}, o), k = at::randn({4, 12, 197, 64}, o),
+       v = at::randn({4, 12, 197, 64}, o);
   const auto backend = at::_fused_sdp_choice(q, k, v, {}, 0.0, false, std::nullopt, false);
   EXPECT_NE(backend, 0) << "SDPA fell back to the math kernel";  // 0 = math
   auto out = at::scaled_dot_product_attention(q, k, v);
-  auto ref = at::softmax(q.to(at::kFloat).matmul(k.to(at::kFloat).transpose(-2, -1)) / 8.0, -1).matmul(v.to(at::kFloat));
+  auto ref = at::softmax(q.to(at::kFloat).matmul(k.to(at::kFloat).transpose(-2, -1)) / 8.0, -1)
+                 .matmul(v.to(at::kFloat));
   EXPECT_LT((out.to(at::kFloat) - ref).abs().max().item<double>(), 3e-2);
 }
 
@@ -69,7 +73,8 @@ TEST(Cuda, FusedAdamWMatchesTheCpuPath) {
 TEST(Cuda, CheckpointRoundTripFromGpuTensors) {
   test::TempDir d;
   const auto o = at::TensorOptions().device(kCuda);
-  io::TensorList t = {{"a", at::randn({3, 5}, o)}, {"b", at::randn({7}, o).to(at::kBFloat16)},
+  io::TensorList t = {{"a", at::randn({3, 5}, o)},
+                      {"b", at::randn({7}, o).to(at::kBFloat16)},
                       {"c", at::arange(10, o.dtype(at::kLong))}};
   io::save_safetensors(d.file("x.safetensors"), t);
   const auto back = io::load_safetensors(d.file("x.safetensors"));
@@ -85,7 +90,8 @@ TEST(Cuda, TrainStepInBf16OnTinyVit) {
   cfg.optim.lr = 1e-3;
   auto pg = std::make_shared<dist::ProcessGroup>();
   auto spec = model::load_model_spec("tiny-vit");
-  train::TrainStep step(model::create_model(spec, 0), pg, cfg, kCuda, train::StepOptions{true, 1.0, true});
+  train::TrainStep step(model::create_model(spec, 0), pg, cfg, kCuda,
+                        train::StepOptions{true, 1.0, true});
   auto images = at::randint(0, 256, {32, spec.image_size, spec.image_size, 3}, at::kByte);
   auto tokens = at::randint(1, 1000, {32, spec.context_length}, at::kLong);
   tokens.select(1, 5).fill_(spec.vocab_size - 1);

@@ -110,12 +110,15 @@ TEST(TrainE2E, TinyRunEvaluatesAndExports) {
   EXPECT_TRUE(has(rv.output, "retrieval on 512 pairs")) << rv.output;
   EXPECT_TRUE(has(rv.output, "eval/image_to_text_r10 ")) << rv.output;
   // `clipper embed --texts` equals open_clip's text features on the exported weights.
-  const auto captions = t.write("captions.txt", "a photo of a sneaker.\nan image of a bag.\nA Dress &amp; a COAT!\n");
-  const auto em = run(clipper_bin() + " embed --model tiny-fmnist-vit --weights " + (rd / "export").string() +
-                      " --texts " + captions + " --out " + t.file("text.npy"));
+  const auto captions =
+      t.write("captions.txt", "a photo of a sneaker.\nan image of a bag.\nA Dress &amp; a COAT!\n");
+  const auto em =
+      run(clipper_bin() + " embed --model tiny-fmnist-vit --weights " + (rd / "export").string() +
+          " --texts " + captions + " --out " + t.file("text.npy"));
   ASSERT_EQ(em.exit_code, 0) << em.output;
-  const auto cmp = run(clipper::test::python() + " " + source_path("tests/loop/compare_embed.py") + " " +
-                       (rd / "export").string() + " tiny-fmnist-vit " + captions + " " + t.file("text.npy"));
+  const auto cmp =
+      run(clipper::test::python() + " " + source_path("tests/loop/compare_embed.py") + " " +
+          (rd / "export").string() + " tiny-fmnist-vit " + captions + " " + t.file("text.npy"));
   EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
 }
 
