@@ -116,23 +116,14 @@ void setup_bench_verb(CLI::App& app, Action* action) {
     };
   });
 }
-#else
-void setup_bench_verb(CLI::App& app, Action* action) {
-  auto* v = app.add_subcommand(
-      "bench", "Measure a component's throughput (loader: needs the data libraries)");
-  v->allow_extras();
-  v->callback([action] {
-    *action = [] {
-      std::cerr
-          << "error: this clipper was built without the data libraries (CLIPPER_DATA_LIBS=OFF)\n";
-      return 1;
-    };
-  });
-}
 #endif
 
 }  // namespace
 
+#if CLIPPER_HAS_DATA
+// Without the data libraries there is no `bench loader`; `bench train` (verb_bench_train.cpp)
+// creates the `bench` group itself.
 CLIPPER_REGISTER_VERB(bench, setup_bench_verb);
+#endif
 
 }  // namespace clipper::cli
