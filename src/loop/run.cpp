@@ -380,7 +380,6 @@ RunSummary run_training(const config::Config& cfg) {
     if (rank == 0) {
       const std::string out = (run_dir / "export").string();
       io::export_openclip(model, spec, out);
-      CLIPPER_INFO("exported OpenCLIP weights to " << out);
     }
     pg->barrier("end of training");
   }
