@@ -11,6 +11,8 @@
 #include <fstream>
 #include <string>
 
+#include "clipper/core/error.hpp"
+
 namespace clipper::test {
 
 // A fresh folder under the system temp dir, removed when the object goes away.
@@ -76,5 +78,18 @@ namespace clipper::test {
 inline std::string python() {
   if (const char* p = std::getenv("CLIPPER_PYTHON")) return p;
   return CLIPPER_DEFAULT_PYTHON;
+}
+}  // namespace clipper::test
+
+namespace clipper::test {
+// The message of the InputError that `f` throws, or "(no error)".
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const core::InputError& e) {
+    return e.what();
+  }
+  return "(no error)";
 }
 }  // namespace clipper::test

@@ -7,19 +7,9 @@
 
 using namespace clipper::config;
 using clipper::core::InputError;
+using clipper::test::error_of;
 
 namespace {
-
-// The message of the InputError that `f` throws ("" when it throws none).
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "";
-}
 
 bool has(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;

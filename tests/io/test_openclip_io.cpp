@@ -16,17 +16,9 @@
 namespace cio = clipper::io;
 namespace cm = clipper::model;
 using clipper::core::InputError;
+using clipper::test::error_of;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;

@@ -12,17 +12,9 @@
 
 namespace cio = clipper::io;
 using clipper::core::InputError;
+using clipper::test::error_of;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 std::string read(const std::string& path) {
   std::ifstream in(path, std::ios::binary);

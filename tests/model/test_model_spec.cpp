@@ -13,17 +13,9 @@
 
 namespace cm = clipper::model;
 using clipper::core::InputError;
+using clipper::test::error_of;
 
 namespace {
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
 
 std::int64_t numel_sum(const cm::Clip& m) {
   std::int64_t n = 0;
