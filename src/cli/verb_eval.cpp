@@ -14,6 +14,7 @@
 #include "clipper/dist/world.hpp"
 #include "clipper/io/openclip.hpp"
 #include "clipper/loop/evaluate.hpp"
+#include "clipper/model/image_normalizer.hpp"
 #include "clipper/model/model_spec.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 
@@ -51,14 +52,7 @@ void setup_eval_verb(CLI::App& app, Action* action) {
       io::load_openclip_weights(model, loop::resolve_weights(a->weights));
       model->to(device);
       auto tok = tokenizer::make_tokenizer(spec.tokenizer, spec.context_length);
-      const auto fopt = at::TensorOptions().dtype(at::kFloat).device(device);
-      const auto mean = at::tensor(std::vector<float>(spec.mean.begin(), spec.mean.end()), fopt)
-                            .view({1, 3, 1, 1});
-      const auto stdv =
-          at::tensor(std::vector<float>(spec.std.begin(), spec.std.end()), fopt).view({1, 3, 1, 1});
-      auto prepare = [&](const at::Tensor& x) {
-        return x.to(device).permute({0, 3, 1, 2}).to(at::kFloat).div_(255.0f).sub_(mean).div_(stdv);
-      };
+      const model::ImageNormalizer prepare(spec, device);
       const auto rep = loop::evaluate(cfg, *model, tok, *pg, device, prepare, 0);
       if (pg->rank() == 0)
         for (const auto& [name, value] : rep.scalars) std::cout << name << " " << value << "\n";

@@ -5,6 +5,7 @@
 #include "clipper/core/atomic_file.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/data/image.hpp"
+#include "clipper/model/image_normalizer.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 
 namespace clipper::eval {
@@ -19,11 +20,7 @@ at::Tensor embed_images(model::ClipImpl& model, const std::vector<std::string>& 
   ts.size = S;
   ts.train = false;
   data::ImageProcessor proc(ts, 89478485);
-  const auto fopt = at::TensorOptions().dtype(at::kFloat).device(device);
-  const auto mean =
-      at::tensor(std::vector<float>(spec.mean.begin(), spec.mean.end()), fopt).view({1, 3, 1, 1});
-  const auto stdv =
-      at::tensor(std::vector<float>(spec.std.begin(), spec.std.end()), fopt).view({1, 3, 1, 1});
+  const model::ImageNormalizer normalize(spec, device);
   std::vector<at::Tensor> out;
   for (std::size_t start = 0; start < paths.size(); start += static_cast<std::size_t>(batch)) {
     const std::size_t n =
@@ -38,8 +35,7 @@ at::Tensor embed_images(model::ClipImpl& model, const std::vector<std::string>& 
       if (err != data::ImageError::none)
         throw core::InputError("image '" + p + "' cannot be used: " + why);
     }
-    auto x =
-        pixels.to(device).permute({0, 3, 1, 2}).to(at::kFloat).div_(255.0f).sub_(mean).div_(stdv);
+    const auto x = normalize(pixels);
     out.push_back(model.encode_image(x, /*normalize=*/true).to(at::kFloat).cpu());
   }
   return out.empty() ? at::zeros({0, spec.embed_dim}) : at::cat(out);

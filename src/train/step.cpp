@@ -25,7 +25,11 @@ double seconds_since(Clock::time_point t) {
 
 TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
                      const config::Config& cfg, at::Device device, StepOptions options)
-    : model_(std::move(model)), pg_(std::move(pg)), device_(device), options_(options) {
+    : model_(std::move(model)),
+      pg_(std::move(pg)),
+      device_(device),
+      options_(options),
+      normalize_(model_->spec(), device) {
   model_->to(device_);
   // Every rank starts from rank 0's parameters and buffers.
   if (pg_->size() > 1) {
@@ -44,19 +48,12 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
     if (p.requires_grad()) ordered.push_back(p);
   reducer_ = std::make_unique<dist::GradReducer>(ordered, pg_, cfg.dist.bucket_mb,
                                                  cfg.dist.overlap_grad_reduce);
-  const auto& spec = model_->spec();
-  const auto fopt = at::TensorOptions().dtype(at::kFloat).device(device_);
-  mean_ =
-      at::tensor(std::vector<float>(spec.mean.begin(), spec.mean.end()), fopt).view({1, 3, 1, 1});
-  std_ = at::tensor(std::vector<float>(spec.std.begin(), spec.std.end()), fopt).view({1, 3, 1, 1});
 }
 
 TrainStep::~TrainStep() = default;
 
 at::Tensor TrainStep::prepare_images(const at::Tensor& images) const {
-  if (images.scalar_type() != at::kByte) return images.to(device_, /*non_blocking=*/true);
-  auto x = images.to(device_, /*non_blocking=*/true).permute({0, 3, 1, 2}).to(at::kFloat);
-  return x.div_(255.0f).sub_(mean_).div_(std_);
+  return normalize_(images);
 }
 
 StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {

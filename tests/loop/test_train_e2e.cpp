@@ -81,6 +81,17 @@ std::map<int, std::string> losses(const fs::path& run_dir) {
   return out;
 }
 
+// The resumed run equals the straight one: every step's loss and the final weights, byte for byte.
+void expect_same_runs(const fs::path& runs) {
+  const auto la = losses(runs / "straight"), lb = losses(runs / "resumed");
+  ASSERT_EQ(la.size(), 12u);
+  for (int s = 1; s <= 12; ++s) EXPECT_EQ(la.at(s), lb.at(s)) << "step " << s;
+  for (const char* f : {"model.safetensors", "optimizer.safetensors"})
+    EXPECT_EQ(slurp(runs / "straight/checkpoints/step_00000012" / f),
+              slurp(runs / "resumed/checkpoints/step_00000012" / f))
+        << f;
+}
+
 }  // namespace
 
 TEST(TrainE2E, TinyRunEvaluatesAndExports) {
@@ -134,14 +145,7 @@ TEST(TrainE2E, ResumeIsBitIdenticalSingleRank) {
       run(clipper_bin() + " train " + cfg + " --set train.run_name=resumed --resume latest");
   ASSERT_EQ(b2.exit_code, 0) << b2.output;
   EXPECT_TRUE(has(b2.output, "resumed from")) << b2.output;
-  const auto la = losses(t.path() / "runs" / "straight"),
-             lb = losses(t.path() / "runs" / "resumed");
-  ASSERT_EQ(la.size(), 12u);
-  for (int s = 1; s <= 12; ++s) EXPECT_EQ(la.at(s), lb.at(s)) << "step " << s;
-  EXPECT_EQ(slurp(t.path() / "runs/straight/checkpoints/step_00000012/model.safetensors"),
-            slurp(t.path() / "runs/resumed/checkpoints/step_00000012/model.safetensors"));
-  EXPECT_EQ(slurp(t.path() / "runs/straight/checkpoints/step_00000012/optimizer.safetensors"),
-            slurp(t.path() / "runs/resumed/checkpoints/step_00000012/optimizer.safetensors"));
+  expect_same_runs(t.path() / "runs");
 }
 
 TEST(TrainE2E, ResumeIsBitIdenticalTwoRanks) {
@@ -155,12 +159,7 @@ TEST(TrainE2E, ResumeIsBitIdenticalTwoRanks) {
   ASSERT_EQ(b1.exit_code, 75) << b1.output;
   const auto b2 = run(launch + " --set train.run_name=resumed --resume latest");
   ASSERT_EQ(b2.exit_code, 0) << b2.output;
-  const auto la = losses(t.path() / "runs" / "straight"),
-             lb = losses(t.path() / "runs" / "resumed");
-  ASSERT_EQ(la.size(), 12u);
-  for (int s = 1; s <= 12; ++s) EXPECT_EQ(la.at(s), lb.at(s)) << "step " << s;
-  EXPECT_EQ(slurp(t.path() / "runs/straight/checkpoints/step_00000012/model.safetensors"),
-            slurp(t.path() / "runs/resumed/checkpoints/step_00000012/model.safetensors"));
+  expect_same_runs(t.path() / "runs");
   EXPECT_TRUE(fs::exists(t.path() / "runs/resumed/logs/rank_1.log"));
 }
 

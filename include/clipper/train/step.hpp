@@ -14,6 +14,7 @@
 
 #include "clipper/config/config.hpp"
 #include "clipper/model/clip.hpp"
+#include "clipper/model/image_normalizer.hpp"
 #include "clipper/optim/adamw.hpp"
 
 namespace clipper::dist {
@@ -69,7 +70,7 @@ class TrainStep {
   std::unique_ptr<loss::ContrastiveLoss> loss_;
   std::unique_ptr<dist::GradReducer> reducer_;
   std::vector<at::Tensor> params_;
-  at::Tensor mean_, std_;
+  model::ImageNormalizer normalize_;
 };
 
 }  // namespace clipper::train
