@@ -9,6 +9,7 @@
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "resize.hpp"
 #include "rng.hpp"
 
 namespace clipper::data {
@@ -232,7 +233,7 @@ ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed,
     if (roi.cols == S && roi.rows == S)
       roi.copyTo(dst);
     else
-      cv::resize(roi, dst, cv::Size(S, S), 0, 0, cv::INTER_CUBIC);
+      resize_bicubic_rgb8(roi.data, roi.cols, roi.rows, roi.step, out, S, S, &scratch3_);
     return ImageError::none;
   }
   int w = 0, hgt = 0;
@@ -268,7 +269,7 @@ ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed,
   if (roi.cols == S && roi.rows == S)
     roi.copyTo(dst);
   else
-    cv::resize(roi, dst, cv::Size(S, S), 0, 0, cv::INTER_CUBIC);
+    resize_bicubic_rgb8(roi.data, roi.cols, roi.rows, roi.step, out, S, S, &scratch3_);
   return ImageError::none;
 }
 

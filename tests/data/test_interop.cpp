@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "clipper/data/image.hpp"
 #include "clipper/data/loader.hpp"
 #include "clipper/data/shard_list.hpp"
 #include "clipper/data/shard_writer.hpp"
@@ -116,4 +117,60 @@ TEST(Interop, WebdatasetReadsShardsWrittenByClipper) {
     ++i;
   }
   EXPECT_EQ(i, 10) << r.output;
+}
+
+// The training and evaluation transforms against PIL's crop + bicubic resize, which OpenCLIP's
+// torchvision transforms run on PIL images: the same filter (a = -0.5, antialiased), so the
+// pixels agree up to rounding.
+TEST(Interop, TransformMatchesPillowBicubic) {
+  test::TempDir d;
+  const std::string jpg = test::jpeg_bytes(256, 240, 7, 95);
+  const std::string path = d.file("photo.jpg");
+  {
+    std::FILE* f = std::fopen(path.c_str(), "wb");
+    ASSERT_TRUE(f);
+    std::fwrite(jpg.data(), 1, jpg.size(), f);
+    std::fclose(f);
+  }
+  struct Case {
+    bool train;
+    std::uint64_t seed;
+    int size;
+  };
+  for (const Case c : {Case{true, 3, 224}, Case{true, 4, 224}, Case{false, 0, 224},
+                       Case{true, 5, 216}, Case{false, 0, 212}}) {
+    data::TransformSpec spec;
+    spec.size = c.size;
+    spec.train = c.train;
+    data::ImageProcessor p(spec, 1 << 30);
+    std::vector<std::uint8_t> out(static_cast<std::size_t>(c.size) * c.size * 3);
+    ASSERT_EQ(p.process(jpg, c.seed, out.data(), nullptr), data::ImageError::none);
+    const auto box = c.train ? data::random_resized_crop_box(256, 240, spec, c.seed)
+                             : data::center_crop_box(256, 240);
+    // Every case decodes at full size (no DCT-domain scaling, which is not PIL's path).
+    ASSERT_LT(std::min(box.w, box.h) * 7 / 8, c.size);
+    const std::string raw = d.file("pil.raw");
+    const auto r = test::run(
+        test::python() + " " + test::source_path("tests/data/pil_transform.py") + " " + path + " " +
+        std::to_string(box.x) + " " + std::to_string(box.y) + " " + std::to_string(box.w) + " " +
+        std::to_string(box.h) + " " + std::to_string(c.size) + " " + raw);
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::FILE* f = std::fopen(raw.c_str(), "rb");
+    ASSERT_TRUE(f);
+    std::vector<std::uint8_t> ref(out.size());
+    ASSERT_EQ(std::fread(ref.data(), 1, ref.size(), f), ref.size());
+    std::fclose(f);
+    double sum = 0;
+    int worst = 0;
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const int diff = std::abs(static_cast<int>(out[i]) - static_cast<int>(ref[i]));
+      sum += diff;
+      worst = std::max(worst, diff);
+    }
+    const double mean = sum / static_cast<double>(out.size());
+    EXPECT_LT(mean, 0.1) << "train=" << c.train << " seed=" << c.seed << " S=" << c.size;
+    EXPECT_LE(worst, 2) << "train=" << c.train << " seed=" << c.seed << " S=" << c.size;
+    std::printf("train=%d seed=%llu S=%d box=%dx%d: mean |diff| %.4f, max %d\n", c.train,
+                static_cast<unsigned long long>(c.seed), c.size, box.w, box.h, mean, worst);
+  }
 }

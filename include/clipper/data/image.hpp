@@ -2,7 +2,8 @@
 // Image decode and the OpenCLIP transforms, producing model-ready uint8 RGB pixels (H, W, 3).
 // JPEG goes through libjpeg-turbo with DCT-domain downscaling: the decoder scales by the smallest
 // of libjpeg-turbo's factors (1/8 .. 1) that still leaves the crop at least as large as the output,
-// so the bicubic resize after it never upsamples what the full decode would have resolved.
+// so the bicubic resize after it never upsamples what the full decode would have resolved. The
+// resize uses PIL's bicubic filter (antialiased), as OpenCLIP's transforms on PIL images do.
 // PNG, WebP (and anything else OpenCV reads) go through cv::imdecode. Grey, CMYK and alpha images
 // become RGB (alpha is dropped, as PIL's convert("RGB") does). EXIF orientation is ignored, as PIL
 // does by default.
@@ -67,7 +68,7 @@ class ImageProcessor {
   TransformSpec spec_;
   std::int64_t max_pixels_;
   void* tj_ = nullptr;
-  std::vector<std::uint8_t> scratch_, scratch2_;
+  std::vector<std::uint8_t> scratch_, scratch2_, scratch3_;
 };
 
 // Resizes so that the shorter side is `size` (bicubic; area filter when shrinking by 2x or more).
