@@ -47,8 +47,6 @@ at::Tensor ClipImpl::encode_text(const at::Tensor& tokens, bool normalize) {
   TORCH_CHECK(l <= spec_.context_length, "token rows of length ", l,
               " exceed the model's context_length ", spec_.context_length);
   auto x = token_embedding->forward(tokens) + positional_embedding.narrow(0, 0, l);
-  x = transformer->forward(x, /*causal=*/true);
-  x = ln_final->forward(x);
   // End-of-text pooling; with the CLIP tokenizer the end-of-text id is the largest id in a row.
   at::Tensor where;
   if (spec_.text_pool_type == "argmax")
@@ -59,8 +57,8 @@ at::Tensor ClipImpl::encode_text(const at::Tensor& tokens, bool normalize) {
     where = at::zeros({b}, tokens.options());
   else
     where = at::full({b}, l - 1, tokens.options());
-  const auto eot = where.view({b, 1, 1}).expand({b, 1, x.size(2)});
-  auto pooled = x.gather(1, eot).squeeze(1);
+  // The last block computes the pooled token only; ln_final is per token, so it comes after.
+  auto pooled = ln_final->forward(transformer->forward_token(x, where, /*causal=*/true));
   auto f = at::matmul(pooled, text_projection.to(pooled.scalar_type()));
   return normalize ? f / f.norm(2, -1, true).clamp_min(1e-12) : f;
 }

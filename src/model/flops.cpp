@@ -20,6 +20,17 @@ double block_flops(double tokens, double d, double mlp) {
   return qkv + scores + values + out + ffn;
 }
 
+// The same block computed for one query token (keys and values over all `tokens`).
+double pooled_block_flops(double tokens, double d, double mlp) {
+  const double kv = 2.0 * tokens * d * 2.0 * d;
+  const double q = 2.0 * d * d;
+  const double scores = 2.0 * tokens * d;
+  const double values = 2.0 * tokens * d;
+  const double out = 2.0 * d * d;
+  const double ffn = 2.0 * 2.0 * d * mlp;
+  return kv + q + scores + values + out + ffn;
+}
+
 i64 block_params(i64 d, i64 mlp) {
   return 4 * d                // ln_1, ln_2
          + 3 * d * d + 3 * d  // in_proj
@@ -82,6 +93,9 @@ FlopCount count_forward_flops(const ModelSpec& s, bool training) {
     const double attnpool = 2.0 * l * c * 3.0 * c + 2.0 * 2.0 * l * l * c +
                             2.0 * l * c * static_cast<double>(s.embed_dim);
     f.image = convs + attnpool;
+    // One query: its q projection, its scores and values, its output projection.
+    const double one = 2.0 * c * c + 2.0 * 2.0 * l * c + 2.0 * c * static_cast<double>(s.embed_dim);
+    f.skipped += attnpool - (2.0 * l * c * 2.0 * c + one);
   } else {
     const double d = static_cast<double>(s.vision_width);
     const i64 grid = s.image_size / s.patch_size;
@@ -96,12 +110,18 @@ FlopCount count_forward_flops(const ModelSpec& s, bool training) {
                   static_cast<double>(s.patch_size * s.patch_size) * d +
               static_cast<double>(s.vision_layers) * block_flops(tokens, d, mlp) +
               2.0 * d * static_cast<double>(s.embed_dim);
+    if (s.vision_layers > 0)
+      f.skipped += block_flops(tokens, d, mlp) - pooled_block_flops(tokens, d, mlp);
   }
   const double tw = static_cast<double>(s.text_width);
   const double tmlp = static_cast<double>(mlp_width(s.text_width, s.text_mlp_ratio));
   f.text = static_cast<double>(s.text_layers) *
                block_flops(static_cast<double>(s.context_length), tw, tmlp) +
            2.0 * tw * static_cast<double>(s.embed_dim);
+  if (s.text_layers > 0) {
+    const double tl = static_cast<double>(s.context_length);
+    f.skipped += block_flops(tl, tw, tmlp) - pooled_block_flops(tl, tw, tmlp);
+  }
   return f;
 }
 

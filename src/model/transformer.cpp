@@ -3,6 +3,7 @@
 #include <ATen/autocast_mode.h>
 #include <torch/autograd.h>
 
+#include <optional>
 #include <string>
 
 namespace clipper::model {
@@ -42,6 +43,24 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, bool causal) {
   return out_proj->forward(out.transpose(1, 2).reshape({n, l, dim}));
 }
 
+at::Tensor AttentionImpl::forward_query(const at::Tensor& q_in, const at::Tensor& kv_in,
+                                        const at::Tensor& last_key) {
+  const auto n = kv_in.size(0), l = kv_in.size(1), hd = dim / heads;
+  const auto q = at::linear(q_in, in_proj_weight.narrow(0, 0, dim), in_proj_bias.narrow(0, 0, dim))
+                     .view({n, 1, heads, hd})
+                     .transpose(1, 2);  // [N, heads, 1, hd]
+  const auto kv = at::linear(kv_in, in_proj_weight.narrow(0, dim, 2 * dim),
+                             in_proj_bias.narrow(0, dim, 2 * dim))
+                      .view({n, l, 2, heads, hd})
+                      .permute({2, 0, 3, 1, 4});  // [2, N, heads, L, hd]
+  std::optional<at::Tensor> mask;
+  if (last_key.defined())
+    mask =
+        at::arange(l, last_key.options()).view({1, l}).le(last_key.view({n, 1})).view({n, 1, 1, l});
+  const auto out = at::scaled_dot_product_attention(q, kv[0], kv[1], mask);
+  return out_proj->forward(out.transpose(1, 2).reshape({n, 1, dim}));
+}
+
 // --- MLP and residual block --------------------------------------------------------------------
 
 MlpImpl::MlpImpl(std::int64_t dim, std::int64_t hidden, Activation act_) : act(act_) {
@@ -64,6 +83,17 @@ ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(std::int64_t dim, std::in
 at::Tensor ResidualAttentionBlockImpl::forward(const at::Tensor& x, bool causal) {
   auto y = x + attn->forward(ln_1->forward(x), causal);
   return y + mlp->forward(ln_2->forward(y));
+}
+
+at::Tensor ResidualAttentionBlockImpl::forward_token(const at::Tensor& x, const at::Tensor& index,
+                                                     bool causal) {
+  const auto n = x.size(0), d = x.size(2);
+  const auto h = ln_1->forward(x);  // every token: the keys and values
+  const auto at_index = index.view({n, 1, 1}).expand({n, 1, d});
+  auto y = x.gather(1, at_index) +
+           attn->forward_query(h.gather(1, at_index), h, causal ? index : at::Tensor());
+  y = y + mlp->forward(ln_2->forward(y));
+  return y.squeeze(1);
 }
 
 // --- Gradient checkpointing --------------------------------------------------------------------
@@ -180,6 +210,19 @@ TransformerImpl::TransformerImpl(std::int64_t width_, std::int64_t layers_, std:
   resblocks = register_module("resblocks", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < layers; ++i)
     resblocks->push_back(ResidualAttentionBlock(width, heads, mlp_ratio, act));
+}
+
+at::Tensor TransformerImpl::forward_token(const at::Tensor& x_in, const at::Tensor& index,
+                                          bool causal) {
+  TORCH_CHECK(!resblocks->is_empty(), "a transformer without blocks has no token to pool");
+  const bool checkpoint = grad_checkpointing && is_training() && at::GradMode::is_enabled();
+  at::Tensor x = x_in;
+  const auto last = resblocks->size() - 1;
+  for (std::size_t i = 0; i < last; ++i) {
+    auto* blk = resblocks->ptr<ResidualAttentionBlockImpl>(i).get();
+    x = checkpoint ? checkpointed_block(*blk, x, causal) : blk->forward(x, causal);
+  }
+  return resblocks->ptr<ResidualAttentionBlockImpl>(last)->forward_token(x, index, causal);
 }
 
 ResidualAttentionBlock TransformerImpl::block(std::int64_t i) const {

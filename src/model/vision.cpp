@@ -52,8 +52,9 @@ at::Tensor VisionTransformerImpl::embed(const at::Tensor& images) {
 
 at::Tensor VisionTransformerImpl::forward(const at::Tensor& images) {
   auto x = ln_pre->forward(embed(images));
-  x = transformer->forward(x, /*causal=*/false);
-  auto pooled = ln_post->forward(x.select(1, 0));
+  // Class-token pooling: the last block computes the class token only.
+  const auto cls = at::zeros({x.size(0)}, x.options().dtype(at::kLong));
+  auto pooled = ln_post->forward(transformer->forward_token(x, cls, /*causal=*/false));
   return at::matmul(pooled, proj.to(pooled.scalar_type()));
 }
 

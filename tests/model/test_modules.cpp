@@ -1,4 +1,5 @@
-// The modules: attention against a naive implementation, the causal mask, end-of-text pooling,
+// The modules: attention against a naive implementation, the pooled-token last block against the
+// full one, the causal mask, end-of-text pooling,
 // shapes for any image and patch size, patch dropout, initialization statistics, determinism.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -68,6 +69,44 @@ TEST(Attention, SdpaMatchesNaive) {
     const auto want = naive_attention(*a, x, causal);
     EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5))
         << "causal=" << causal << " max diff " << (got - want).abs().max().item<double>();
+  }
+}
+
+// The towers run their last block for the pooled token only: the same output, and the same
+// gradients for every parameter and the input, as the full forward followed by the gather.
+TEST(Transformer, ForwardTokenEqualsFullForwardAtThatToken) {
+  for (bool causal : {false, true}) {
+    at::manual_seed(3);
+    cm::Transformer t(64, 3, 4, 4.0, cm::Activation::gelu);
+    {
+      at::NoGradGuard g;
+      for (auto& p : t->parameters()) p.normal_(0, 0.1);
+    }
+    const auto x = at::randn({5, 13, 64}).requires_grad_();
+    const auto index =
+        causal ? at::tensor(std::vector<std::int64_t>{12, 0, 6, 3, 9}) : at::zeros({5}, at::kLong);
+    const auto full = t->forward(x, causal).gather(1, index.view({5, 1, 1}).expand({5, 1, 64}));
+    const auto weights = at::randn({5, 64});
+    (full.squeeze(1) * weights).sum().backward();
+    std::vector<at::Tensor> want{x.grad().clone()};
+    for (auto& p : t->parameters()) {
+      want.push_back(p.grad().clone());
+      p.mutable_grad() = at::Tensor();
+    }
+    x.mutable_grad() = at::Tensor();
+    const auto got = t->forward_token(x, index, causal);
+    ASSERT_EQ(got.sizes(), (std::vector<std::int64_t>{5, 64}));
+    EXPECT_TRUE(at::allclose(got, full.squeeze(1), 1e-5, 1e-5))
+        << "causal=" << causal << " max diff "
+        << (got - full.squeeze(1)).abs().max().item<double>();
+    (got * weights).sum().backward();
+    std::vector<at::Tensor> have{x.grad()};
+    for (auto& p : t->parameters()) have.push_back(p.grad());
+    ASSERT_EQ(have.size(), want.size());
+    for (std::size_t i = 0; i < have.size(); ++i)
+      EXPECT_TRUE(at::allclose(have[i], want[i], 1e-4, 1e-5))
+          << "causal=" << causal << " gradient " << i << " max diff "
+          << (have[i] - want[i]).abs().max().item<double>();
   }
 }
 

@@ -72,11 +72,28 @@ TEST(TrainStep, AccumulationEqualsTheWholeBatch) {
   const auto r2 = acc.run({a, b}, 1e-3);
   EXPECT_NEAR(r1.loss, r2.loss, 1e-5);
   EXPECT_NEAR(r1.grad_norm, r2.grad_norm, 1e-4 * r1.grad_norm);
+  // The gradients (still held after the step) agree to rounding, tensor by tensor.
+  const auto n1 = one.model()->named_parameters(), n2 = acc.model()->named_parameters();
+  for (std::size_t i = 0; i < n1.size(); ++i) {
+    const auto g1 = n1[i].value().grad(), g2 = n2[i].value().grad();
+    ASSERT_TRUE(g1.defined() && g2.defined()) << n1[i].key();
+    const double scale = g1.abs().max().item<double>();
+    EXPECT_LE((g1 - g2).abs().max().item<double>(), 1e-5 * scale + 1e-12) << n1[i].key();
+  }
+  // The parameters after one AdamW step: its first update is lr * g / (|g| + eps) per coordinate,
+  // so a coordinate whose gradient is within rounding of zero can move by a visible fraction of
+  // lr (1e-3) in one run and not the other; 5 % of lr bounds that.
   const auto p1 = one.model()->state_dict(), p2 = acc.model()->state_dict();
   double worst = 0;
-  for (std::size_t i = 0; i < p1.size(); ++i)
-    worst = std::max(worst, (p1[i].second - p2[i].second).abs().max().item<double>());
-  EXPECT_LT(worst, 2e-5);
+  std::string where;
+  for (std::size_t i = 0; i < p1.size(); ++i) {
+    const double d = (p1[i].second - p2[i].second).abs().max().item<double>();
+    if (d > worst) {
+      worst = d;
+      where = p1[i].first;
+    }
+  }
+  EXPECT_LT(worst, 5e-5) << where;
 }
 
 TEST(TrainStep, LossFallsOnARepeatedBatch) {

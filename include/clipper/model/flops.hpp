@@ -4,8 +4,10 @@
 // FLOPs = 2 x multiply-accumulates of the matmuls and convolutions of one forward pass for one
 // sample (image + text), the convention of OpenCLIP's model_profile.csv: attention score and
 // value products included; embeddings, norms, activations, pooling and softmax not counted. The
-// ModifiedResNet attention pool is counted over all (HW + 1) queries as OpenCLIP computes it
-// (clipper computes only the one query it uses, 0.64 GFLOPs less for RN50).
+// ModifiedResNet attention pool is counted over all (HW + 1) queries as OpenCLIP computes it, and
+// the transformers' last blocks over all tokens. clipper computes only what the pooled output
+// needs (the attention pool's one query; the last block's class / end-of-text token, whose keys
+// and values still cover every token): FlopCount::skipped is that difference.
 #include <cstdint>
 
 #include "clipper/model/model_spec.hpp"
@@ -15,7 +17,9 @@ namespace clipper::model {
 struct FlopCount {
   double image = 0.0;
   double text = 0.0;
+  double skipped = 0.0;  // part of image + text that clipper does not compute (see above)
   double total() const { return image + text; }
+  double executed() const { return total() - skipped; }
 };
 
 // training = true counts the tokens patch dropout keeps (spec.patch_dropout) in the ViT.

@@ -35,6 +35,11 @@ class AttentionImpl : public torch::nn::Module {
   AttentionImpl(std::int64_t dim, std::int64_t heads);
   // x: [N, L, d]. causal: token i attends to tokens 0..i only.
   at::Tensor forward(const at::Tensor& x, bool causal = false);
+  // One query per sequence: q_in [N, 1, d] attends to the keys and values of kv_in [N, L, d].
+  // last_key [N] (int64, optional): query n sees keys 0..last_key[n] only (the causal mask's row
+  // for that query). Returns [N, 1, d].
+  at::Tensor forward_query(const at::Tensor& q_in, const at::Tensor& kv_in,
+                           const at::Tensor& last_key = {});
   at::Tensor in_proj_weight, in_proj_bias;
   torch::nn::Linear out_proj{nullptr};
   std::int64_t dim, heads;
@@ -56,6 +61,9 @@ class ResidualAttentionBlockImpl : public torch::nn::Module {
   ResidualAttentionBlockImpl(std::int64_t dim, std::int64_t heads, double mlp_ratio,
                              Activation act);
   at::Tensor forward(const at::Tensor& x, bool causal = false);
+  // The block's output at one token per sequence, index [N] (int64), as [N, d]: what forward()
+  // gives at those tokens, computing queries, attention output and MLP for those tokens only.
+  at::Tensor forward_token(const at::Tensor& x, const at::Tensor& index, bool causal = false);
   LayerNorm ln_1{nullptr}, ln_2{nullptr};
   Attention attn{nullptr};
   Mlp mlp{nullptr};
@@ -69,6 +77,11 @@ class TransformerImpl : public torch::nn::Module {
   // x: [N, L, width]. With grad_checkpointing on (and in training with grad mode on), each block
   // keeps only its input and recomputes its activations during backward.
   at::Tensor forward(const at::Tensor& x, bool causal = false);
+  // The output at one token per sequence, index [N] (int64), as [N, width]: the towers pool a
+  // single token (class token, end-of-text token), and the last block's other outputs would be
+  // discarded, so the last block computes only that token (its keys and values still see every
+  // token). The same values as forward(x).gather(index), for a fraction of the last block's work.
+  at::Tensor forward_token(const at::Tensor& x, const at::Tensor& index, bool causal = false);
   ResidualAttentionBlock block(std::int64_t i) const;
   torch::nn::ModuleList resblocks{nullptr};
   std::int64_t width, layers;
