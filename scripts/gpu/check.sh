@@ -43,6 +43,11 @@ bench --model ViT-B-16 --batch 256 --steps 15
 bench --model ViT-B-16 --batch 512 --steps 15
 bench --model RN50 --batch 256 --steps 15
 bench --model ViT-B-16 --batch 256 --steps 10 --precision fp32
+# Fast path with and without: the loss read back every step (a host sync per step) against the
+# default every 10.
+bench --model ViT-B-32 --batch 256 --steps 20 --sync-every 1
+# and the ResNet tower NCHW against channels-last (the default).
+bench --model RN50 --batch 256 --steps 15 --no-channels-last
 cat "$out/bench.txt" >> "$out/summary.txt"
 stamp "done (cuda tests rc $tests_rc)"
 exit $tests_rc

@@ -42,6 +42,12 @@ void setup_bench_train(CLI::App& app, Action* action) {
   v->add_option("--warmup", o->warmup, "untimed steps first")->capture_default_str();
   v->add_option("--threads", o->threads, "CPU intra-op threads (0: LibTorch's default)")
       ->capture_default_str();
+  v->add_option("--sync-every", o->sync_every,
+                "read the loss / NaN check back every N steps (0: 10 on CUDA, 1 on CPU)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  v->add_flag("!--no-channels-last", o->channels_last,
+              "CUDA: leave the ResNet tower's weights NCHW (default: channels-last)");
   v->add_option("--peak-tflops", o->peak_tflops, "device peak for MFU (0: 790 on CUDA)")
       ->capture_default_str();
   v->add_flag("--grad-checkpointing", o->grad_checkpointing, "recompute blocks in backward");

@@ -176,6 +176,13 @@ std::vector<KeyInfo> declare() {
   b.add("train.threads", &C::train, &TrainConfig::threads,
         "LibTorch intra-op threads on CPU; 0: its default")
       .min(0);
+  b.add("train.channels_last", &C::train, &TrainConfig::channels_last,
+        "CUDA: keep the ResNet image tower channels-last (NHWC), cuDNN's fastest layout");
+  b.add("train.sync_every", &C::train, &TrainConfig::sync_every,
+        "read the loss and NaN checks back to the host every this many steps (in between, steps "
+        "queue on the device without host waits; NaN steps are still skipped, on the device); "
+        "0: train.log_every on CUDA, 1 on CPU")
+      .min(0);
   b.add("train.stop_at_step", &C::train, &TrainConfig::stop_at_step,
         "save a checkpoint and exit with code 75 at this step, as a preemption would; 0: off")
       .min(0);

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <torch/csrc/distributed/c10d/HashStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
@@ -104,7 +105,10 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const World& world,
                                                    const config::DistConfig& cfg, bool use_cuda) {
   auto pg = std::make_shared<ProcessGroup>();
   pg->world_ = world;
-  if (world.world_size <= 1) {
+  // One process and dist.backend auto: no backend at all (collectives are the identity). One
+  // process and an explicit backend: a real one-rank group of that backend (the GPU check runs
+  // NCCL this way), with an in-process store instead of a rendezvous.
+  if (world.world_size <= 1 && cfg.backend == "auto") {
     if (use_cuda)
       pg->device_ = at::Device(
           at::kCUDA, static_cast<c10::DeviceIndex>(detail::select_cuda_device(world.local_rank)));
@@ -139,8 +143,13 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const World& world,
   CLIPPER_DEBUG("dist: " << world.describe() << " rendezvous at " << where
                          << (so.isServer ? " (serving)" : ""));
   try {
-    auto tcp = c10::make_intrusive<c10d::TCPStore>(world.master_addr, so);
-    pg->impl_->store = c10::make_intrusive<c10d::PrefixStore>(world.store_prefix, tcp);
+    if (world.world_size <= 1) {
+      pg->impl_->store = c10::make_intrusive<c10d::PrefixStore>(
+          world.store_prefix, c10::make_intrusive<c10d::HashStore>());
+    } else {
+      auto tcp = c10::make_intrusive<c10d::TCPStore>(world.master_addr, so);
+      pg->impl_->store = c10::make_intrusive<c10d::PrefixStore>(world.store_prefix, tcp);
+    }
   } catch (const std::exception& e) {
     fail(pg->describe() + ": rendezvous at " + where + " (" + world.source + " variables)", start,
          cfg.start_timeout_s, e);

@@ -159,6 +159,11 @@ RunSummary run_training(const config::Config& cfg) {
   train::StepOptions sopts;
   sopts.bf16 = bf16;
   sopts.grad_clip_norm = cfg.optim.grad_clip_norm;
+  // CUDA: read back once per log line, so steps queue up on the device without host waits.
+  sopts.read_every = cfg.train.sync_every > 0 ? cfg.train.sync_every
+                     : device.is_cuda()       ? cfg.train.log_every
+                                              : 1;
+  sopts.channels_last = cfg.train.channels_last && device.is_cuda();
   train::TrainStep step(model, pg, cfg, device, sopts);
 
   // --- Resume -------------------------------------------------------------------------------
@@ -188,6 +193,7 @@ RunSummary run_training(const config::Config& cfg) {
       global_step = st.trainer.at("step").get<std::int64_t>();
       nan_total = st.trainer.value("nan_total", 0);
       nan_in_row = st.trainer.value("nan_in_row", 0);
+      step.set_nan_in_row(nan_in_row);
       loader.load_state(st.rank_json.at("loader"));
       set_rng_state(st.rank_tensors, device);
       CLIPPER_INFO("resumed from " << path << " at step " << global_step);
@@ -266,47 +272,63 @@ RunSummary run_training(const config::Config& cfg) {
     }
     window_data_wait += since(wait_start);
     const double lr = optim::learning_rate(cfg.optim, global_step, total_steps);
-    const train::StepResult r = step.run(micro, lr);
+    train::StepResult r = step.run(micro, lr);
     ++global_step;
     ++window_steps;
-    if (r.skipped) {
-      ++nan_total;
-      ++nan_in_row;
-      CLIPPER_WARN("step " << global_step << ": non-finite loss or gradient, step skipped ("
-                           << nan_in_row << " in a row)");
-      if (cfg.train.nan_policy == "stop" || nan_in_row >= cfg.train.max_nan_in_row)
-        throw core::Error(
-            "stopping: " + std::to_string(nan_in_row) + " non-finite step(s) in a row at step " +
-            std::to_string(global_step) + " (train.nan_policy=" + cfg.train.nan_policy +
-            ", train.max_nan_in_row=" + std::to_string(cfg.train.max_nan_in_row) + ")");
-    } else {
-      nan_in_row = 0;
-      window_loss += r.loss;
-      ++window_loss_n;
-      summary.last_loss = r.loss;
-    }
+    const bool final_step = global_step == total_steps;
 
-    // Every rank agrees on stopping and on time-based checkpoints, once per step.
+    // Every rank agrees on stopping and on time-based checkpoints: after every step on one rank
+    // (host-only checks); with several ranks at the steps that read back (a collective and a host
+    // read, so a stop request is acted on within train.sync_every steps).
     std::int64_t flags = 0;
-    if (core::stop_signal() != 0) flags |= 1;
-    if (cfg.train.max_wall_time_minutes > 0 &&
+    const bool agree = world_size == 1 || r.read || final_step;
+    if (agree && core::stop_signal() != 0) flags |= 1;
+    if (agree && cfg.train.max_wall_time_minutes > 0 &&
         since(started) > 60.0 * cfg.train.max_wall_time_minutes)
       flags |= 1;
     if (cfg.train.stop_at_step > 0 && global_step >= cfg.train.stop_at_step &&
         global_step < total_steps)
       flags |= 1;
-    if (rank == 0 && cfg.checkpoint.every_minutes > 0 &&
+    if (agree && rank == 0 && cfg.checkpoint.every_minutes > 0 &&
         since(last_ckpt_time) > 60.0 * cfg.checkpoint.every_minutes)
       flags |= 2;
-    if (world_size > 1) {
+    if (agree && world_size > 1) {
       auto f = at::tensor({flags & 1, (flags >> 1) & 1}, at::kLong).to(pg->device());
       pg->all_reduce(f, dist::ReduceOp::max, "stop/checkpoint agreement");
       auto h = f.cpu();
       flags = h[0].item<std::int64_t>() | (h[1].item<std::int64_t>() << 1);
     }
     const bool stop = flags & 1;
+    const bool log_now = global_step % cfg.train.log_every == 0 || final_step || stop;
+    const bool save_now =
+        !final_step &&
+        ((cfg.checkpoint.every_steps > 0 && global_step % cfg.checkpoint.every_steps == 0) ||
+         (flags & 2) || stop);
+    const bool eval_now =
+        !final_step && cfg.eval.every_steps > 0 && global_step % cfg.eval.every_steps == 0;
+    // Logs, checkpoints and evaluations see every step's loss and NaN count: read back first.
+    if (!r.read && (log_now || save_now || eval_now || final_step)) r = step.read_back();
+    if (r.read && r.window_steps > 0) {
+      nan_total += r.window_skipped;
+      nan_in_row = r.nan_in_row;
+      if (r.window_skipped > 0) {
+        CLIPPER_WARN("step " << global_step << ": " << r.window_skipped << " of the last "
+                             << r.window_steps
+                             << " step(s) had a non-finite loss or gradient and were skipped ("
+                             << nan_in_row << " in a row now)");
+        if (cfg.train.nan_policy == "stop" || r.max_nan_in_row >= cfg.train.max_nan_in_row)
+          throw core::Error("stopping: " + std::to_string(r.max_nan_in_row) +
+                            " non-finite step(s) in a row by step " + std::to_string(global_step) +
+                            " (train.nan_policy=" + cfg.train.nan_policy +
+                            ", train.max_nan_in_row=" + std::to_string(cfg.train.max_nan_in_row) +
+                            ")");
+      }
+      window_loss += r.window_loss_sum;
+      window_loss_n += r.window_steps - r.window_skipped;
+      if (r.window_steps > r.window_skipped) summary.last_loss = r.last_loss;
+    }
 
-    if (global_step % cfg.train.log_every == 0 || global_step == total_steps || stop) {
+    if (log_now) {
       const double elapsed = since(window_start);
       const double sps = window_steps * samples_per_step / std::max(elapsed, 1e-9);
       const auto counters = loader.counters();
@@ -347,10 +369,7 @@ RunSummary run_training(const config::Config& cfg) {
       window_loss_n = 0;
     }
 
-    const bool final_step = global_step == total_steps;
-    if (!final_step &&
-        ((cfg.checkpoint.every_steps > 0 && global_step % cfg.checkpoint.every_steps == 0) ||
-         (flags & 2) || stop)) {
+    if (save_now) {
       save(global_step);
       last_ckpt_time = Clock::now();
     }
@@ -363,7 +382,7 @@ RunSummary run_training(const config::Config& cfg) {
       stopped = true;
       break;
     }
-    if (!final_step && cfg.eval.every_steps > 0 && global_step % cfg.eval.every_steps == 0) {
+    if (eval_now) {
       train::Scalars s;
       evaluate(global_step, s);
       emit(global_step, s);

@@ -22,8 +22,9 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, const at::Tensor& found_inf) {
   at::NoGradGuard no_grad;
+  const at::Tensor advance = found_inf.defined() ? 1.0 - found_inf : at::Tensor();
   for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
     std::vector<at::Tensor> params, grads, m, v, steps;
     for (std::size_t i = 0; i < groups_[gi].params.size(); ++i) {
@@ -36,10 +37,15 @@ void AdamW::step(double lr) {
       steps.push_back(slots_[gi][i].step);
     }
     if (params.empty()) continue;
-    at::_foreach_add_(steps, 1);  // the fused kernel reads the step count; it does not advance it
+    // The fused kernel reads the step count; it does not advance it.
+    if (advance.defined())
+      at::_foreach_add_(steps, advance);
+    else
+      at::_foreach_add_(steps, 1);
     at::_fused_adamw_(params, grads, m, v, /*max_exp_avg_sqs=*/{}, steps, lr, options_.beta1,
                       options_.beta2, groups_[gi].weight_decay, options_.eps, /*amsgrad=*/false,
-                      /*maximize=*/false);
+                      /*maximize=*/false, /*grad_scale=*/std::nullopt,
+                      found_inf.defined() ? std::optional<at::Tensor>(found_inf) : std::nullopt);
   }
 }
 

@@ -61,6 +61,8 @@ BenchResult bench_train(const BenchOptions& o) {
   if (o.grad_checkpointing) model->set_grad_checkpointing(true);
   StepOptions so;
   so.bf16 = bf16;
+  so.read_every = o.sync_every > 0 ? o.sync_every : cuda ? 10 : 1;
+  so.channels_last = o.channels_last && cuda;
   TrainStep step(model, pg, cfg, device, so);
 
   // Synthetic, device-resident batches: random pixels, token rows ending in the end-of-text id.
@@ -91,6 +93,7 @@ BenchResult bench_train(const BenchOptions& o) {
   r.batch = o.batch;
   r.world_size = pg->size();
   r.steps = o.steps;
+  r.sync_every = so.read_every;
   r.step_ms = 1000.0 * secs / std::max<std::int64_t>(1, o.steps);
   r.samples_per_s = static_cast<double>(o.batch * pg->size() * o.steps) / secs;
   r.gflops_per_sample = 3.0 * model::forward_flops_per_sample(spec) / 1e9;
@@ -98,7 +101,10 @@ BenchResult bench_train(const BenchOptions& o) {
   if (peak > 0) r.mfu = r.gflops_per_sample * 1e9 * r.samples_per_s / pg->size() / peak;
 
   // Phase breakdown on a few extra steps, synchronizing between phases.
-  TrainStep timed_step(model, pg, cfg, device, StepOptions{bf16, 0.0, /*time_phases=*/true});
+  StepOptions timed = so;
+  timed.time_phases = true;
+  timed.read_every = 1;
+  TrainStep timed_step(model, pg, cfg, device, timed);
   for (std::int64_t i = 0; i < o.breakdown_steps; ++i) {
     const auto s = timed_step.run(micro, 1e-4);
     if (i == 0 && o.breakdown_steps > 1) continue;  // first one warms the new optimizer
@@ -119,6 +125,7 @@ std::string BenchResult::to_json() const {
                               {"batch", batch},
                               {"world_size", world_size},
                               {"steps", steps},
+                              {"sync_every", sync_every},
                               {"samples_per_s", samples_per_s},
                               {"step_ms", step_ms},
                               {"forward_ms", forward_ms},
@@ -137,7 +144,7 @@ std::string BenchResult::to_text() const {
   os << model << " | " << device << " " << precision << " | batch " << batch << " x " << world_size
      << " rank(s)\n";
   os << "  " << samples_per_s << " samples/s, " << step_ms << " ms/step over " << steps
-     << " steps\n";
+     << " steps (loss read back every " << sync_every << ")\n";
   os << "  breakdown: forward " << forward_ms << " ms, backward " << backward_ms
      << " ms, reduce+check " << reduce_ms << " ms, optimizer " << optimizer_ms << " ms\n";
   os << std::setprecision(2) << "  peak memory " << peak_memory_gib << " GiB, " << gflops_per_sample

@@ -31,6 +31,11 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
       options_(options),
       normalize_(model_->spec(), device) {
   model_->to(device_);
+  if (options_.channels_last && model_->visual_resnet) {
+    at::NoGradGuard no_grad;
+    for (auto& p : model_->visual_resnet->parameters())
+      if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+  }
   // Every rank starts from rank 0's parameters and buffers.
   if (pg_->size() > 1) {
     std::vector<at::Tensor> all;
@@ -127,9 +132,10 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
   t0 = Clock::now();
   reducer_->finish();
 
-  // One small collective and one host read per step: the mean loss and whether any rank saw a
-  // non-finite loss or gradient (gradients are already averaged, so their norm is the same on
-  // every rank).
+  // The loss and the NaN/Inf check, decided on the device: one small collective (mean loss,
+  // whether any rank saw a non-finite loss or gradient, and the gradient norm, already the same
+  // on every rank) and no host read. A bad step reaches the optimizer as found_inf = 1, which
+  // leaves parameters and optimizer state untouched.
   std::vector<at::Tensor> grads;
   for (const auto& p : params_)
     if (p.grad().defined()) grads.push_back(p.grad());
@@ -139,34 +145,88 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
   at::Tensor bad =
       at::logical_not(at::isfinite(norm)).logical_or(at::logical_not(at::isfinite(loss_value)));
   at::Tensor packed =
-      at::stack({loss_value.to(at::kDouble), bad.to(at::kDouble), norm.to(at::kDouble)})
-          .to(pg_->device());
-  pg_->all_reduce(packed, dist::ReduceOp::sum, "loss and NaN check");
-  const auto host = packed.cpu();
-  const double* v = host.data_ptr<double>();
-  r.loss = v[0] / pg_->size();
-  r.grad_norm = v[2] / pg_->size();
+      at::stack({loss_value.to(at::kDouble), bad.to(at::kDouble), norm.to(at::kDouble)});
+  if (pg_->size() > 1) {
+    packed = packed.to(pg_->device());
+    pg_->all_reduce(packed, dist::ReduceOp::sum, "loss and NaN check");
+    packed = packed.to(device_).div_(static_cast<double>(pg_->size()));
+  }
+  const at::Tensor found_inf = packed[1].gt(0).to(at::kFloat);
   sync();
   r.reduce_s = seconds_since(t0);
   t0 = Clock::now();
-  if (v[1] > 0) {
-    r.skipped = true;
-    r.loss = std::nan("");
-    optimizer_->zero_grad();
-    return r;
+  if (options_.grad_clip_norm > 0 && !grads.empty()) {
+    // Scale by clip / norm when the norm is larger (min(1, ...) leaves other steps exact).
+    const at::Tensor coef = (options_.grad_clip_norm / (packed[2] + 1e-6)).clamp_max(1.0);
+    at::_foreach_mul_(grads, coef.to(at::kFloat));
   }
-  if (options_.grad_clip_norm > 0 && r.grad_norm > options_.grad_clip_norm) {
-    at::_foreach_mul_(grads, options_.grad_clip_norm / (r.grad_norm + 1e-6));
-  }
-  optimizer_->step(lr);
+  optimizer_->step(lr, found_inf);
   {
     at::NoGradGuard no_grad;
     model_->logit_scale.clamp_(0.0, std::log(100.0));
-    r.logit_scale = model_->logit_scale.exp().item<double>();
+    // What read_back() reports, kept on the device: sums over the steps since the last read.
+    const at::Tensor is_bad = packed[1].gt(0).to(at::kDouble);
+    const at::Tensor good_loss = at::where(is_bad.gt(0), at::zeros_like(packed[0]), packed[0]);
+    if (!window_.defined()) window_ = at::zeros({kWindowSize}, packed.options());
+    const at::Tensor in_row = (window_[kInRow] + 1.0) * is_bad;
+    window_ =
+        at::stack({window_[kLossSum] + good_loss, window_[kSteps] + 1.0, window_[kSkipped] + is_bad,
+                   in_row, at::maximum(window_[kMaxInRow], in_row), packed[2],
+                   model_->logit_scale.exp().to(at::kDouble), is_bad,
+                   at::where(is_bad.gt(0), window_[kLastLoss], packed[0])});
   }
   sync();
   r.optimizer_s = seconds_since(t0);
+  if (++unread_steps_ >= options_.read_every) {
+    const StepResult w = read_back();
+    r.read = true;
+    r.loss = w.loss;
+    r.skipped = w.skipped;
+    r.grad_norm = w.grad_norm;
+    r.logit_scale = w.logit_scale;
+    r.window_steps = w.window_steps;
+    r.window_skipped = w.window_skipped;
+    r.window_loss_sum = w.window_loss_sum;
+    r.last_loss = w.last_loss;
+    r.nan_in_row = w.nan_in_row;
+    r.max_nan_in_row = w.max_nan_in_row;
+  } else {
+    r.loss = r.grad_norm = r.logit_scale = std::nan("");
+  }
   return r;
+}
+
+StepResult TrainStep::read_back() {
+  StepResult r;
+  r.read = true;
+  unread_steps_ = 0;
+  if (!window_.defined()) return r;
+  const auto host = window_.cpu();  // the one host read
+  const double* v = host.data_ptr<double>();
+  r.window_steps = static_cast<std::int64_t>(v[kSteps]);
+  r.window_skipped = static_cast<std::int64_t>(v[kSkipped]);
+  r.window_loss_sum = v[kLossSum];
+  const auto good = r.window_steps - r.window_skipped;
+  r.loss = good > 0 ? v[kLossSum] / static_cast<double>(good) : std::nan("");
+  r.nan_in_row = static_cast<std::int64_t>(v[kInRow]);
+  r.max_nan_in_row = static_cast<std::int64_t>(v[kMaxInRow]);
+  r.grad_norm = v[kNorm];
+  r.logit_scale = v[kScale];
+  r.skipped = v[kLastBad] > 0;
+  r.last_loss = v[kLastLoss];
+  // A new window: sums restart, the run of bad steps and the last good loss carry over.
+  window_ = at::zeros_like(window_);
+  window_[kInRow].fill_(v[kInRow]);
+  window_[kMaxInRow].fill_(v[kInRow]);
+  window_[kLastLoss].fill_(v[kLastLoss]);
+  return r;
+}
+
+void TrainStep::set_nan_in_row(std::int64_t n) {
+  if (!window_.defined())
+    window_ = at::zeros({kWindowSize}, at::TensorOptions().dtype(at::kDouble).device(device_));
+  window_[kInRow].fill_(static_cast<double>(n));
+  window_[kMaxInRow].fill_(static_cast<double>(n));
 }
 
 }  // namespace clipper::train

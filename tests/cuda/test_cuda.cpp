@@ -1,5 +1,8 @@
-// GPU checks (label cuda): built and run by scripts/gpu/check.sh on a CUDA machine
+// GPU checks (label cuda): bf16 autocast, SDPA kernel choice, fused AdamW, checkpoint round trip,
+// training steps, a one-rank NCCL group and steps without host synchronization. Built and run by
+// scripts/gpu/check.sh on a CUDA machine
 // (-DCLIPPER_CUDA_TESTS=ON); the CPU suite does not include them.
+#include <c10/cuda/CUDAFunctions.h>
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
@@ -103,4 +106,66 @@ TEST(Cuda, TrainStepInBf16OnTinyVit) {
     last = r.loss;
   }
   EXPECT_LT(last, first);  // the same batch again and again: the loss must fall
+}
+
+// A one-rank NCCL group (dist.backend nccl, one process): the collectives the training step uses
+// on CUDA tensors, then training steps with it as the step's group.
+TEST(Cuda, SingleRankNcclGroup) {
+  config::Config cfg;
+  cfg.dist.backend = "nccl";
+  cfg.optim.lr = 1e-3;
+  const auto pg = dist::ProcessGroup::create(dist::World{}, cfg.dist, /*use_cuda=*/true);
+  ASSERT_EQ(pg->backend_name(), "nccl");
+  ASSERT_TRUE(pg->device().is_cuda());
+  const auto o = at::TensorOptions().device(pg->device());
+  auto t = at::arange(6, o.dtype(at::kFloat));
+  pg->all_reduce(t);
+  EXPECT_TRUE(at::equal(t.cpu(), at::arange(6, at::kFloat)));
+  EXPECT_TRUE(at::equal(pg->all_gather(t).cpu(), t.cpu()));
+  pg->broadcast(t, 0);
+  EXPECT_EQ(pg->all_reduce_int(4, dist::ReduceOp::sum), 4);
+  pg->barrier();
+  auto spec = model::load_model_spec("tiny-vit");
+  train::TrainStep step(model::create_model(spec, 0), pg, cfg, pg->device(),
+                        train::StepOptions{true, 0.0, false});
+  auto images = at::randint(0, 256, {16, spec.image_size, spec.image_size, 3}, o.dtype(at::kByte));
+  auto tokens = at::randint(1, 1000, {16, spec.context_length}, o.dtype(at::kLong));
+  tokens.select(1, 5).fill_(spec.vocab_size - 1);
+  for (int i = 0; i < 3; ++i) {
+    const auto r = step.run({{images, tokens}}, 1e-3);
+    ASSERT_TRUE(r.read);
+    ASSERT_FALSE(r.skipped) << "step " << i;
+    ASSERT_TRUE(std::isfinite(r.loss)) << "step " << i;
+  }
+}
+
+// With read-back every 8 steps, the steps in between never synchronize the host with the device:
+// CUDA's sync debug mode turns any synchronizing call into an error. The read itself syncs.
+TEST(Cuda, DeferredReadBackStepsDoNotSynchronize) {
+  config::Config cfg;
+  cfg.optim.lr = 1e-3;
+  auto pg = std::make_shared<dist::ProcessGroup>();
+  auto spec = model::load_model_spec("tiny-vit");
+  train::StepOptions so{true, 1.0, false};
+  so.read_every = 8;
+  train::TrainStep step(model::create_model(spec, 0), pg, cfg, kCuda, so);
+  const auto o = at::TensorOptions().device(kCuda);
+  auto images = at::randint(0, 256, {16, spec.image_size, spec.image_size, 3}, o.dtype(at::kByte));
+  auto tokens = at::randint(1, 1000, {16, spec.context_length}, o.dtype(at::kLong));
+  tokens.select(1, 5).fill_(spec.vocab_size - 1);
+  step.run({{images, tokens}}, 1e-3);  // first step: lazy initialisation may synchronize
+  step.read_back();
+  c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_ERROR);
+  try {
+    for (int i = 0; i < 7; ++i) EXPECT_FALSE(step.run({{images, tokens}}, 1e-3).read);
+  } catch (const std::exception& e) {
+    c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
+    FAIL() << "a step synchronized: " << e.what();
+  }
+  c10::cuda::warning_state().set_sync_debug_mode(c10::cuda::SyncDebugMode::L_DISABLED);
+  const auto r = step.run({{images, tokens}}, 1e-3);
+  ASSERT_TRUE(r.read);
+  EXPECT_EQ(r.window_steps, 8);
+  EXPECT_EQ(r.window_skipped, 0);
+  EXPECT_TRUE(std::isfinite(r.loss));
 }

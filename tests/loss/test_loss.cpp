@@ -9,6 +9,7 @@
 #include "clipper/core/error.hpp"
 #include "clipper/dist/all_gather.hpp"
 #include "clipper/dist/process_group.hpp"
+#include "clipper/dist/world.hpp"
 #include "clipper/loss/clip_loss.hpp"
 #include "clipper/loss/siglip_loss.hpp"
 
@@ -98,6 +99,25 @@ TEST(SingleProcessGroup, CollectivesAreTheIdentity) {
   auto x = at::ones({2, 2}, kF64).requires_grad_(true);
   clipper::dist::all_gather_with_grad(x, pg).sum().backward();
   EXPECT_TRUE(x.grad().equal(at::ones({2, 2}, kF64)));
+}
+
+// One process with an explicit backend: a real one-rank group (the GPU check does this with NCCL).
+TEST(SingleProcessGroup, ExplicitBackendMakesARealOneRankGroup) {
+  clipper::config::DistConfig cfg;
+  cfg.backend = "gloo";
+  const auto pg = clipper::dist::ProcessGroup::create(clipper::dist::World{}, cfg, false);
+  EXPECT_EQ(pg->size(), 1);
+  EXPECT_EQ(pg->backend_name(), "gloo");
+  auto t = at::arange(5, kF64);
+  pg->all_reduce(t);
+  EXPECT_TRUE(t.equal(at::arange(5, kF64)));
+  EXPECT_TRUE(pg->all_gather(t).equal(t));
+  pg->broadcast(t, 0);
+  EXPECT_EQ(pg->all_reduce_int(3, clipper::dist::ReduceOp::sum), 3);
+  pg->barrier();
+  cfg.backend = "nccl";  // without CUDA: refused with the reason
+  EXPECT_THROW(clipper::dist::ProcessGroup::create(clipper::dist::World{}, cfg, false),
+               clipper::core::InputError);
 }
 
 }  // namespace

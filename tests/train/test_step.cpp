@@ -62,6 +62,86 @@ TEST(TrainStep, NonFiniteStepIsSkippedAndChangesNothing) {
   EXPECT_FALSE(step.run({f.batch(8, 3)}, 1e-3).skipped);  // training goes on
 }
 
+// Reading back every 4 steps instead of every step: the same parameters (the NaN skip is decided
+// on the device), and each read reports its window: steps, skipped steps, the good steps' losses,
+// the run of bad steps (which carries across windows).
+TEST(TrainStep, DeferredReadBackSkipsOnTheDeviceAndReportsTheWindow) {
+  Fixture f;
+  train::StepOptions every4;
+  every4.read_every = 4;
+  train::TrainStep sync(model::create_model(f.spec, 7), f.pg, f.cfg, at::kCPU, {});
+  train::TrainStep lazy(model::create_model(f.spec, 7), f.pg, f.cfg, at::kCPU, every4);
+  // Steps 3, 7, 8 and 9 (1-based) get a NaN image.
+  auto batch = [&](train::TrainStep& s, int i) {
+    auto b = f.batch(8, 100 + i);
+    if (i == 2 || (i >= 6 && i <= 8)) {
+      b.images = s.prepare_images(b.images);
+      b.images[1].fill_(std::nan(""));
+    }
+    return b;
+  };
+  std::vector<train::StepResult> want, got;
+  for (int i = 0; i < 10; ++i) {
+    want.push_back(sync.run({batch(sync, i)}, 1e-3));
+    got.push_back(lazy.run({batch(lazy, i)}, 1e-3));
+    ASSERT_TRUE(want.back().read);
+    EXPECT_EQ(got.back().read, (i + 1) % 4 == 0) << "step " << i + 1;
+    if (!got.back().read) EXPECT_TRUE(std::isnan(got.back().loss));
+  }
+  const auto p1 = sync.model()->state_dict(), p2 = lazy.model()->state_dict();
+  for (std::size_t i = 0; i < p1.size(); ++i)
+    EXPECT_TRUE(at::equal(p1[i].second, p2[i].second)) << p1[i].first;
+  const auto o1 = sync.optimizer().state(), o2 = lazy.optimizer().state();
+  for (std::size_t i = 0; i < o1.size(); ++i)
+    EXPECT_TRUE(at::equal(o1[i].second, o2[i].second)) << o1[i].first;
+  // Window 1 (steps 1-4): step 3 bad. Window 2 (steps 5-8): 7 and 8 bad, a run of 2 at its end.
+  const auto& w1 = got[3];
+  EXPECT_EQ(w1.window_steps, 4);
+  EXPECT_EQ(w1.window_skipped, 1);
+  EXPECT_NEAR(w1.loss, (want[0].loss + want[1].loss + want[3].loss) / 3, 1e-9);
+  EXPECT_DOUBLE_EQ(w1.last_loss, want[3].loss);
+  EXPECT_EQ(w1.nan_in_row, 0);
+  EXPECT_EQ(w1.max_nan_in_row, 1);
+  EXPECT_FALSE(w1.skipped);
+  const auto& w2 = got[7];
+  EXPECT_EQ(w2.window_skipped, 2);
+  EXPECT_EQ(w2.nan_in_row, 2);
+  EXPECT_EQ(w2.max_nan_in_row, 2);
+  EXPECT_TRUE(w2.skipped);
+  EXPECT_DOUBLE_EQ(w2.last_loss, want[5].loss);
+  EXPECT_TRUE(std::isnan(w2.grad_norm));  // step 8's
+  // Steps 9 (bad) and 10 (good), read early: the run that went on from window 2 is its maximum.
+  const auto w3 = lazy.read_back();
+  EXPECT_EQ(w3.window_steps, 2);
+  EXPECT_EQ(w3.window_skipped, 1);
+  EXPECT_EQ(w3.max_nan_in_row, 3);
+  EXPECT_EQ(w3.nan_in_row, 0);
+  EXPECT_NEAR(w3.loss, want[9].loss, 1e-12);
+  EXPECT_NEAR(w3.logit_scale, want[9].logit_scale, 1e-12);
+  EXPECT_TRUE(sync.read_back().window_steps == 0);  // nothing since its last read
+}
+
+// The ResNet tower kept channels-last (the CUDA default; run here on CPU): the same step as NCHW.
+TEST(TrainStep, ChannelsLastResNetMatchesNchw) {
+  Fixture f;
+  f.spec = model::load_model_spec("tiny-rn");
+  train::StepOptions cl;
+  cl.channels_last = true;
+  train::TrainStep a(model::create_model(f.spec, 3), f.pg, f.cfg, at::kCPU, {});
+  train::TrainStep b(model::create_model(f.spec, 3), f.pg, f.cfg, at::kCPU, cl);
+  const auto w = b.model()->visual_resnet->named_parameters()["conv1.weight"];
+  ASSERT_TRUE(w.is_contiguous(at::MemoryFormat::ChannelsLast));
+  for (int i = 0; i < 2; ++i) {
+    const auto batch = f.batch(8, 40 + i);
+    const auto ra = a.run({batch}, 1e-3), rb = b.run({batch}, 1e-3);
+    EXPECT_NEAR(ra.loss, rb.loss, 1e-4 * std::abs(ra.loss)) << "step " << i;
+    EXPECT_NEAR(ra.grad_norm, rb.grad_norm, 1e-3 * ra.grad_norm) << "step " << i;
+  }
+  const auto pa = a.model()->state_dict(), pb = b.model()->state_dict();
+  for (std::size_t i = 0; i < pa.size(); ++i)
+    EXPECT_LT((pa[i].second - pb[i].second).abs().max().item<double>(), 1e-4) << pa[i].first;
+}
+
 TEST(TrainStep, AccumulationEqualsTheWholeBatch) {
   Fixture f;
   auto a = f.batch(8, 11), b = f.batch(8, 12);

@@ -71,6 +71,8 @@ struct TrainConfig {
   std::string nan_policy = "skip";     // skip | stop
   std::int64_t max_nan_in_row = 5;
   std::int64_t threads = 0;       // intra-op threads on CPU; 0: LibTorch's default
+  bool channels_last = true;      // CUDA: ResNet tower weights and activations NHWC
+  std::int64_t sync_every = 0;    // host reads of loss / NaN checks; 0: log_every on CUDA, 1 on CPU
   std::int64_t stop_at_step = 0;  // save and exit (as a preemption would) at this step; 0: off
   double peak_tflops = 0.0;       // device peak for MFU; 0: 790 on CUDA (H200 bf16), none on CPU
 };

@@ -16,12 +16,14 @@ struct BenchOptions {
   std::int64_t breakdown_steps = 3;  // extra steps timed phase by phase (synchronizing)
   double peak_tflops = 0;            // 0: 790 on CUDA, none on CPU
   std::int64_t threads = 0;          // CPU intra-op threads; 0: LibTorch's default
+  std::int64_t sync_every = 0;       // host read-back every N steps; 0: 10 on CUDA, 1 on CPU
+  bool channels_last = true;         // CUDA: ResNet tower NHWC (train.channels_last)
   bool grad_checkpointing = false;
 };
 
 struct BenchResult {
   std::string model, device, precision;
-  std::int64_t batch = 0, world_size = 1, steps = 0;
+  std::int64_t batch = 0, world_size = 1, steps = 0, sync_every = 1;
   double samples_per_s = 0;                                                 // global
   double step_ms = 0;                                                       // mean, throughput run
   double forward_ms = 0, backward_ms = 0, reduce_ms = 0, optimizer_ms = 0;  // breakdown run
