@@ -48,6 +48,9 @@ bench --model ViT-B-16 --batch 256 --steps 10 --precision fp32
 bench --model ViT-B-32 --batch 256 --steps 20 --sync-every 1
 # and the ResNet tower NCHW against channels-last (the default).
 bench --model RN50 --batch 256 --steps 15 --no-channels-last
+# and PyTorch's foreach AdamW instead of the fused kernel, the math attention instead of flash.
+bench --model ViT-B-32 --batch 256 --steps 20 --no-fused-adamw
+bench --model ViT-B-32 --batch 256 --steps 20 --sdpa math
 cat "$out/bench.txt" >> "$out/summary.txt"
 stamp "done (cuda tests rc $tests_rc)"
 exit $tests_rc

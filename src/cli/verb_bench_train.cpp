@@ -48,6 +48,11 @@ void setup_bench_train(CLI::App& app, Action* action) {
       ->check(CLI::NonNegativeNumber);
   v->add_flag("!--no-channels-last", o->channels_last,
               "CUDA: leave the ResNet tower's weights NCHW (default: channels-last)");
+  v->add_flag("!--no-fused-adamw", o->fused_adamw,
+              "PyTorch's multi-tensor AdamW instead of the fused kernel (optim.fused=false)");
+  v->add_option("--sdpa", o->sdpa, "attention kernels: auto (flash / fused) or math")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "math"}));
   v->add_option("--peak-tflops", o->peak_tflops, "device peak for MFU (0: 790 on CUDA)")
       ->capture_default_str();
   v->add_flag("--grad-checkpointing", o->grad_checkpointing, "recompute blocks in backward");

@@ -130,6 +130,9 @@ std::vector<KeyInfo> declare() {
   b.add("optim.beta1", &C::optim, &OptimConfig::beta1, "AdamW beta1").min(0.0);
   b.add("optim.beta2", &C::optim, &OptimConfig::beta2, "AdamW beta2").min(0.0);
   b.add("optim.eps", &C::optim, &OptimConfig::eps, "AdamW epsilon").min(0.0);
+  b.add("optim.fused", &C::optim, &OptimConfig::fused,
+        "fused AdamW kernel (false: PyTorch's multi-tensor AdamW, which reads step counts and "
+        "the NaN flag on the host; for comparisons)");
   b.add("optim.warmup_steps", &C::optim, &OptimConfig::warmup_steps, "linear warmup steps").min(0);
   b.add("optim.schedule", &C::optim, &OptimConfig::schedule, "learning-rate schedule after warmup")
       .choices({"cosine", "const", "const-cooldown"});

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <unordered_map>
 
 #include "clipper/core/error.hpp"
@@ -22,8 +23,32 @@ AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
   }
 }
 
+// PyTorch's _multi_tensor_adamw (not capturable): decoupled decay, moments, bias corrections from
+// the host step counts, one addcdiv.
+void AdamW::step_foreach(double lr, double weight_decay, std::vector<at::Tensor>& params,
+                         std::vector<at::Tensor>& grads, std::vector<at::Tensor>& m,
+                         std::vector<at::Tensor>& v, std::vector<at::Tensor>& steps) const {
+  at::_foreach_add_(steps, 1);
+  std::vector<at::Scalar> step_size, bc2_sqrt;
+  for (const auto& s : steps) {
+    const double t = s.item<double>();
+    step_size.emplace_back(-lr / (1.0 - std::pow(options_.beta1, t)));
+    bc2_sqrt.emplace_back(std::sqrt(1.0 - std::pow(options_.beta2, t)));
+  }
+  if (weight_decay != 0.0) at::_foreach_mul_(params, 1.0 - lr * weight_decay);
+  at::_foreach_lerp_(m, grads, 1.0 - options_.beta1);
+  at::_foreach_mul_(v, options_.beta2);
+  at::_foreach_addcmul_(v, grads, grads, 1.0 - options_.beta2);
+  auto denom = at::_foreach_sqrt(v);
+  at::_foreach_div_(denom, bc2_sqrt);
+  at::_foreach_add_(denom, options_.eps);
+  at::_foreach_addcdiv_(params, m, denom, step_size);
+}
+
 void AdamW::step(double lr, const at::Tensor& found_inf) {
   at::NoGradGuard no_grad;
+  // The foreach path decides on the host, as PyTorch's GradScaler does for unfused optimizers.
+  if (!options_.fused && found_inf.defined() && found_inf.item<float>() != 0.0f) return;
   const at::Tensor advance = found_inf.defined() ? 1.0 - found_inf : at::Tensor();
   for (std::size_t gi = 0; gi < groups_.size(); ++gi) {
     std::vector<at::Tensor> params, grads, m, v, steps;
@@ -37,6 +62,10 @@ void AdamW::step(double lr, const at::Tensor& found_inf) {
       steps.push_back(slots_[gi][i].step);
     }
     if (params.empty()) continue;
+    if (!options_.fused) {
+      step_foreach(lr, groups_[gi].weight_decay, params, grads, m, v, steps);
+      continue;
+    }
     // The fused kernel reads the step count; it does not advance it.
     if (advance.defined())
       at::_foreach_add_(steps, advance);

@@ -43,6 +43,16 @@ double peak_memory_gib(bool cuda, int device_index) {
 BenchResult bench_train(const BenchOptions& o) {
   config::Config cfg;
   cfg.train.batch_size = o.batch;
+  cfg.optim.fused = o.fused_adamw;
+  if (o.sdpa == "math") {
+    auto& ctx = at::globalContext();
+    ctx.setSDPUseFlash(false);
+    ctx.setSDPUseMemEfficient(false);
+    ctx.setSDPUseCuDNN(false);
+    ctx.setSDPUseMath(true);
+  } else if (o.sdpa != "auto") {
+    throw core::InputError("--sdpa: expected auto or math, got '" + o.sdpa + "'");
+  }
   const bool cuda = o.device == "cuda" || (o.device == "auto" && torch::cuda::is_available());
   if (cuda && !torch::cuda::is_available())
     throw core::InputError("--device cuda: no CUDA device is available");

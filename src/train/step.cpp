@@ -45,7 +45,8 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
   auto groups = optim::make_param_groups(*model_, cfg.optim.weight_decay);
   for (const auto& g : groups) params_.insert(params_.end(), g.params.begin(), g.params.end());
   optimizer_ = std::make_unique<optim::AdamW>(
-      std::move(groups), optim::AdamWOptions{cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps});
+      std::move(groups),
+      optim::AdamWOptions{cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.fused});
   loss_ = loss::make_loss(cfg.loss, pg_);
   // The reducer wants the trainable parameters in model order.
   std::vector<at::Tensor> ordered;

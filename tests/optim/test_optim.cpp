@@ -69,6 +69,36 @@ TEST(AdamW, MatchesReferenceUpdateInDouble) {
   }
 }
 
+// The foreach path (optim.fused = false) and the fused kernel, against the same reference; a
+// found_inf of 1 leaves either untouched, step count included.
+TEST(AdamW, ForeachPathMatchesReferenceAndSkipsOnFoundInf) {
+  for (const bool fused : {true, false}) {
+    torch::manual_seed(1);
+    auto p = torch::randn({6, 3}, torch::kFloat64).requires_grad_(true);
+    auto ref = p.detach().clone();
+    auto m = torch::zeros_like(ref), v = torch::zeros_like(ref);
+    optim::AdamW opt({optim::ParamGroup{{"w"}, {p}, 0.1}}, {0.9, 0.98, 1e-6, fused});
+    const auto no = torch::zeros({}, torch::kFloat), yes = torch::ones({}, torch::kFloat);
+    int t = 0;
+    for (int i = 1; i <= 6; ++i) {
+      auto grad = torch::randn({6, 3}, torch::kFloat64);
+      p.mutable_grad() = grad.clone();
+      const bool skip = i == 3;
+      const auto before = p.detach().clone();
+      opt.step(0.01 * i, skip ? yes : no);
+      if (skip) {
+        EXPECT_TRUE(at::equal(p.detach(), before)) << "fused=" << fused;
+        continue;
+      }
+      reference_adamw(ref, grad, m, v, ++t, 0.01 * i, 0.9, 0.98, 1e-6, 0.1);
+      EXPECT_LT((p.detach() - ref).abs().max().item<double>(), 1e-12)
+          << "fused=" << fused << " step " << i;
+    }
+    for (const auto& [name, s] : opt.state())
+      if (name == "w.step") EXPECT_EQ(s.item<double>(), 5.0) << "fused=" << fused;
+  }
+}
+
 TEST(AdamW, StateRoundTripContinuesIdentically) {
   torch::manual_seed(1);
   TinyImpl a, b;

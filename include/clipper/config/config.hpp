@@ -48,6 +48,7 @@ struct OptimConfig {
   double beta1 = 0.9;
   double beta2 = 0.98;
   double eps = 1e-6;
+  bool fused = true;  // one fused AdamW kernel per group; false: PyTorch's foreach AdamW
   std::int64_t warmup_steps = 0;
   std::string schedule = "cosine";  // cosine | const | const-cooldown
   std::int64_t cooldown_steps = 0;

@@ -1,6 +1,8 @@
 #pragma once
 // AdamW over parameter groups through at::_fused_adamw_ (one fused kernel per group, on CUDA and on
-// CPU), with its state exposed as named tensors for checkpoints.
+// CPU), with its state exposed as named tensors for checkpoints. `fused = false` runs the same
+// update as PyTorch's multi-tensor (foreach) AdamW instead, for comparisons: it reads the step
+// counts and found_inf on the host, as that implementation does.
 #include <ATen/core/Tensor.h>
 
 #include <string>
@@ -15,6 +17,7 @@ struct AdamWOptions {
   double beta1 = 0.9;
   double beta2 = 0.98;
   double eps = 1e-6;
+  bool fused = true;
 };
 
 class AdamW {
@@ -32,6 +35,9 @@ class AdamW {
   void load_state(const std::vector<std::pair<std::string, at::Tensor>>& state);
 
  private:
+  void step_foreach(double lr, double weight_decay, std::vector<at::Tensor>& params,
+                    std::vector<at::Tensor>& grads, std::vector<at::Tensor>& m,
+                    std::vector<at::Tensor>& v, std::vector<at::Tensor>& steps) const;
   struct Slot {
     at::Tensor exp_avg, exp_avg_sq, step;
   };

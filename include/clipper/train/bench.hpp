@@ -18,6 +18,8 @@ struct BenchOptions {
   std::int64_t threads = 0;          // CPU intra-op threads; 0: LibTorch's default
   std::int64_t sync_every = 0;       // host read-back every N steps; 0: 10 on CUDA, 1 on CPU
   bool channels_last = true;         // CUDA: ResNet tower NHWC (train.channels_last)
+  bool fused_adamw = true;           // optim.fused
+  std::string sdpa = "auto";         // auto: LibTorch picks (flash, ...); math: the unfused path
   bool grad_checkpointing = false;
 };
 
