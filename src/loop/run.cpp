@@ -261,6 +261,7 @@ RunSummary run_training(const config::Config& cfg) {
   double window_data_wait = 0, window_loss = 0;
   std::int64_t window_loss_n = 0;
   bool stopped = false;
+  std::int64_t steps_since_agreement = 0;
   std::vector<train::MicroBatch> micro;
   while (global_step < total_steps) {
     micro.clear();
@@ -278,10 +279,12 @@ RunSummary run_training(const config::Config& cfg) {
     const bool final_step = global_step == total_steps;
 
     // Every rank agrees on stopping and on time-based checkpoints: after every step on one rank
-    // (host-only checks); with several ranks at the steps that read back (a collective and a host
-    // read, so a stop request is acted on within train.sync_every steps).
+    // (host-only checks); with several ranks every train.sync_every steps (a collective and a host
+    // read), counted apart from the reads that logs and checkpoints force, so a stop request is
+    // acted on within train.sync_every steps whatever the other intervals are.
     std::int64_t flags = 0;
-    const bool agree = world_size == 1 || r.read || final_step;
+    const bool agree = world_size == 1 || final_step || ++steps_since_agreement >= sopts.read_every;
+    if (agree) steps_since_agreement = 0;
     if (agree && core::stop_signal() != 0) flags |= 1;
     if (agree && cfg.train.max_wall_time_minutes > 0 &&
         since(started) > 60.0 * cfg.train.max_wall_time_minutes)
@@ -298,7 +301,7 @@ RunSummary run_training(const config::Config& cfg) {
       auto h = f.cpu();
       flags = h[0].item<std::int64_t>() | (h[1].item<std::int64_t>() << 1);
     }
-    const bool stop = flags & 1;
+    const bool stop = (flags & 1) && !final_step;  // the last step finishes the run normally
     const bool log_now = global_step % cfg.train.log_every == 0 || final_step || stop;
     const bool save_now =
         !final_step &&

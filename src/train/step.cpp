@@ -201,7 +201,10 @@ StepResult TrainStep::read_back() {
   StepResult r;
   r.read = true;
   unread_steps_ = 0;
-  if (!window_.defined()) return r;
+  if (!window_.defined()) {
+    r.loss = r.last_loss = std::nan("");
+    return r;
+  }
   const auto host = window_.cpu();  // the one host read
   const double* v = host.data_ptr<double>();
   r.window_steps = static_cast<std::int64_t>(v[kSteps]);
