@@ -207,3 +207,40 @@ TEST(TrainE2E, SigtermSavesAndExits75ThenResumes) {
   // Resumed past step 1 already: it runs one step and saves again as asked (exit 75), or finishes.
   EXPECT_TRUE(has(r.output, "resumed from")) << r.output;
 }
+
+// Two ranks reading back every 4 steps while logs force reads every 3: SIGTERM to the launcher
+// still stops both (the agreement runs every 4 steps whatever forces other reads), at a step that
+// is a multiple of 4, after saving.
+TEST(TrainE2E, SigtermStopsTwoRanksWithDeferredReads) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t, "dist: {master_port: 0}\n");
+  const std::string log = t.file("term2.log");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string cmd = clipper_bin() + " launch --nproc-per-node 2 -- " + clipper_bin() +
+                            " train " + cfg +
+                            " --set train.run_name=term2 --set train.max_steps=100000"
+                            " --set train.sync_every=4 --set train.log_every=3 > " +
+                            log + " 2>&1";
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  const fs::path metrics = t.path() / "runs" / "term2" / "metrics.jsonl";
+  for (int i = 0; i < 600 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(fs::exists(metrics)) << slurp(log);
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << slurp(log);
+  EXPECT_EQ(WEXITSTATUS(status), 75) << slurp(log);
+  EXPECT_TRUE(has(slurp(log), "signal 15")) << slurp(log);
+  int saved = 0;
+  for (const auto& e : fs::directory_iterator(t.path() / "runs" / "term2" / "checkpoints"))
+    if (fs::exists(e.path() / "manifest.json")) {
+      const int step = std::stoi(e.path().filename().string().substr(5));
+      EXPECT_EQ(step % 4, 0) << e.path();
+      ++saved;
+    }
+  EXPECT_EQ(saved, 1);
+}
