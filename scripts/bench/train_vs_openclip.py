@@ -37,9 +37,11 @@ def openclip_name(model: str) -> str:
     return model
 
 
-def openclip_rate(name, batch, steps, warmup, device, bf16):
+def openclip_rate(name, batch, steps, warmup, device, bf16, compile_model=False):
     model = open_clip.create_model(name, device=device, output_dict=True)
     model.train()
+    if compile_model:  # OpenCLIP's --torchcompile
+        model.compile()
     exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
     named = list(model.named_parameters())
     groups = [
@@ -103,6 +105,8 @@ def main():
     ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads for both (0: default)")
     ap.add_argument("--clipper", default=os.path.join(ROOT, "build", "bin", "clipper"))
+    ap.add_argument("--openclip-compile", action="store_true",
+                    help="torch.compile OpenCLIP's model, as its --torchcompile flag does")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -111,11 +115,12 @@ def main():
     ours, theirs = [], []
     for r in range(a.rounds):
         ours.append(clipper_rate(a.clipper, a.model, a.batch, a.steps, a.warmup, a.device, a.precision, a.threads))
-        theirs.append(openclip_rate(name, a.batch, a.steps, a.warmup, a.device, bf16))
+        theirs.append(openclip_rate(name, a.batch, a.steps, a.warmup, a.device, bf16, a.openclip_compile))
         print(f"round {r + 1}: clipper {ours[-1]:.1f} samples/s, OpenCLIP {theirs[-1]:.1f} samples/s", flush=True)
     o, t = statistics.median(ours), statistics.median(theirs)
     print(f"{a.model} batch {a.batch} {a.device} {'bf16' if bf16 else 'fp32'} threads {a.threads or torch.get_num_threads()}: "
-          f"clipper {o:.1f} samples/s, OpenCLIP {open_clip.__version__} {t:.1f} samples/s, ratio {o / t:.2f}x")
+          f"clipper {o:.1f} samples/s, OpenCLIP {open_clip.__version__}{' compiled' if a.openclip_compile else ''} "
+          f"{t:.1f} samples/s, ratio {o / t:.2f}x")
 
 
 if __name__ == "__main__":
