@@ -51,6 +51,10 @@ bench --model RN50 --batch 256 --steps 15 --no-channels-last
 # and PyTorch's foreach AdamW instead of the fused kernel, the math attention instead of flash.
 bench --model ViT-B-32 --batch 256 --steps 20 --no-fused-adamw
 bench --model ViT-B-32 --batch 256 --steps 20 --sdpa math
+# CUDA-graph capture of the whole step, where launch overhead weighs most (small per-step work)
+# and on ViT-B-32.
+bench --model tiny-vit --batch 256 --steps 30 --cuda-graph
+bench --model ViT-B-32 --batch 256 --steps 20 --cuda-graph
 cat "$out/bench.txt" >> "$out/summary.txt"
 stamp "done (cuda tests rc $tests_rc)"
 exit $tests_rc

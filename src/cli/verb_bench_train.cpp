@@ -53,6 +53,8 @@ void setup_bench_train(CLI::App& app, Action* action) {
   v->add_option("--sdpa", o->sdpa, "attention kernels: auto (flash / fused) or math")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "math"}));
+  v->add_flag("--cuda-graph", o->cuda_graph,
+              "also capture the whole step in a CUDA graph and time its replays");
   v->add_option("--peak-tflops", o->peak_tflops, "device peak for MFU (0: 790 on CUDA)")
       ->capture_default_str();
   v->add_flag("--grad-checkpointing", o->grad_checkpointing, "recompute blocks in backward");

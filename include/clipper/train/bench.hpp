@@ -20,6 +20,7 @@ struct BenchOptions {
   bool channels_last = true;         // CUDA: ResNet tower NHWC (train.channels_last)
   bool fused_adamw = true;           // optim.fused
   std::string sdpa = "auto";         // auto: LibTorch picks (flash, ...); math: the unfused path
+  bool cuda_graph = false;           // also time the step captured in a CUDA graph and replayed
   bool grad_checkpointing = false;
 };
 
@@ -29,9 +30,11 @@ struct BenchResult {
   double samples_per_s = 0;                                                 // global
   double step_ms = 0;                                                       // mean, throughput run
   double forward_ms = 0, backward_ms = 0, reduce_ms = 0, optimizer_ms = 0;  // breakdown run
-  double peak_memory_gib = 0;    // CUDA allocator peak, or the process's peak RSS on CPU
-  double mfu = -1;               // -1: no peak known
-  double gflops_per_sample = 0;  // training (3 x forward)
+  double peak_memory_gib = 0;       // CUDA allocator peak, or the process's peak RSS on CPU
+  double mfu = -1;                  // -1: no peak known
+  double gflops_per_sample = 0;     // training (3 x forward)
+  double graph_samples_per_s = -1;  // --cuda-graph: the captured step replayed (-1: not run)
+  std::string graph_error;          // --cuda-graph: why capture failed
   std::string to_json() const;
   std::string to_text() const;
 };
