@@ -61,7 +61,7 @@ def openclip_rate(name, batch, steps, warmup, device, bf16, compile_model=False)
 
     def step():
         images = (raw.permute(0, 3, 1, 2).float() / 255 - mean) / std
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
             out = model(images, text)
             loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
         opt.zero_grad(set_to_none=True)
@@ -110,7 +110,7 @@ def main():
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    bf16 = a.device == "cuda" and a.precision != "fp32"
+    bf16 = a.precision == "bf16" or (a.device == "cuda" and a.precision == "auto")
     name = openclip_name(a.model)
     ours, theirs = [], []
     for r in range(a.rounds):

@@ -156,7 +156,8 @@ std::vector<KeyInfo> declare() {
         "micro-batches per step (contrastive-correct accumulation)")
       .min(1);
   b.add("train.precision", &C::train, &TrainConfig::precision,
-        "auto: bf16 autocast on CUDA, fp32 on CPU")
+        "auto: bf16 autocast on CUDA, fp32 on CPU; bf16: autocast on either (on a CPU it pays "
+        "with AVX-512 BF16 or AMX)")
       .choices({"auto", "fp32", "bf16"});
   b.add("train.device", &C::train, &TrainConfig::device, "where to train")
       .choices({"auto", "cpu", "cuda"});

@@ -109,9 +109,7 @@ BenchResult bench_train(const BenchOptions& o) {
   const bool cuda = o.device == "cuda" || (o.device == "auto" && torch::cuda::is_available());
   if (cuda && !torch::cuda::is_available())
     throw core::InputError("--device cuda: no CUDA device is available");
-  const bool bf16 = cuda && o.precision != "fp32";
-  if (!cuda && o.precision == "bf16")
-    throw core::InputError("--precision bf16 needs --device cuda");
+  const bool bf16 = cuda ? o.precision != "fp32" : o.precision == "bf16";
   if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
   const auto world = dist::discover_world(cfg.dist);
   auto pg = dist::ProcessGroup::create(world, cfg.dist, cuda);

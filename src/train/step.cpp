@@ -82,7 +82,7 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
   if (n == 1) {
     at::Tensor loss;
     {
-      AutocastGuard autocast(options_.bf16 && cuda);
+      AutocastGuard autocast(options_.bf16, device_.type());
       auto out = model_->forward(images[0], tokens[0]);
       loss = loss_->forward(out.image_features, out.text_features, out.logit_scale, out.logit_bias);
     }
@@ -97,7 +97,7 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
     std::vector<at::Tensor> img_f, txt_f;
     {
       at::NoGradGuard no_grad;
-      AutocastGuard autocast(options_.bf16 && cuda);
+      AutocastGuard autocast(options_.bf16, device_.type());
       for (std::size_t j = 0; j < n; ++j) {
         auto out = model_->forward(images[j], tokens[j]);
         img_f.push_back(out.image_features);
@@ -113,7 +113,7 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
     for (std::size_t j = 0; j < n; ++j) {
       at::Tensor loss;
       {
-        AutocastGuard autocast(options_.bf16 && cuda);
+        AutocastGuard autocast(options_.bf16, device_.type());
         auto out = model_->forward(images[j], tokens[j]);
         auto all_i = img_f, all_t = txt_f;
         all_i[j] = out.image_features;

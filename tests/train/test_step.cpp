@@ -1,5 +1,6 @@
 // TrainStep on CPU: NaN steps are skipped with state untouched; contrastive-correct accumulation
 // equals the step on the whole batch; the loss falls on a repeated batch.
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 
 #include <ATen/ATen.h>
@@ -140,6 +141,24 @@ TEST(TrainStep, ChannelsLastResNetMatchesNchw) {
   const auto pa = a.model()->state_dict(), pb = b.model()->state_dict();
   for (std::size_t i = 0; i < pa.size(); ++i)
     EXPECT_LT((pa[i].second - pb[i].second).abs().max().item<double>(), 1e-4) << pa[i].first;
+}
+
+// bf16 autocast on the CPU (train.precision: bf16): the loss is close to fp32's, not equal to it
+// (autocast did run), and training makes progress.
+TEST(TrainStep, Bf16AutocastOnCpu) {
+  Fixture f;
+  train::StepOptions bf;
+  bf.bf16 = true;
+  train::TrainStep fp(model::create_model(f.spec, 9), f.pg, f.cfg, at::kCPU, {});
+  train::TrainStep lo(model::create_model(f.spec, 9), f.pg, f.cfg, at::kCPU, bf);
+  const auto b = f.batch(16, 21);
+  const double l32 = fp.run({b}, 1e-3).loss, l16 = lo.run({b}, 1e-3).loss;
+  EXPECT_NEAR(l16, l32, 0.02 * l32);
+  EXPECT_NE(l16, l32);
+  EXPECT_FALSE(at::autocast::is_autocast_enabled(at::kCPU));  // the guard restored the state
+  double last = l16;
+  for (int i = 0; i < 10; ++i) last = lo.run({b}, 1e-3).loss;
+  EXPECT_LT(last, 0.8 * l16);
 }
 
 TEST(TrainStep, AccumulationEqualsTheWholeBatch) {

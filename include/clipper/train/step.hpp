@@ -1,6 +1,6 @@
 #pragma once
 // One optimizer step of contrastive training, independent of where batches come from:
-// device upload and normalization of uint8 images, forward (bf16 autocast on CUDA), the
+// device upload and normalization of uint8 images, forward (bf16 autocast when asked), the
 // distributed loss, backward, gradient all-reduce, NaN/Inf check, clipping, fused AdamW and the
 // logit_scale clamp. Needs only LibTorch: `clipper bench train` drives it with synthetic batches.
 //
@@ -51,7 +51,7 @@ struct StepResult {
 };
 
 struct StepOptions {
-  bool bf16 = false;          // autocast to bf16 (CUDA only)
+  bool bf16 = false;          // autocast to bf16 (on the step's device: CUDA or CPU)
   double grad_clip_norm = 0;  // 0: off
   bool time_phases = false;   // synchronize the device between phases to time them
   // Read the loss, NaN counts and norms back to the host every this many steps; in between a
