@@ -156,6 +156,38 @@ bool peek_size(const std::string& bytes, int* width, int* height) {
   return false;
 }
 
+namespace {
+
+// PNG, WebP and anything else OpenCV reads: the pixel limit checked on the header when it can be
+// read without decoding, and again on the decoded size.
+ImageError decode_with_opencv(const std::string& bytes, std::int64_t max_pixels, cv::Mat* img,
+                              std::string* why) {
+  int w = 0, hgt = 0;
+  if (peek_size(bytes, &w, &hgt) && static_cast<std::int64_t>(w) * hgt > max_pixels) {
+    if (why)
+      *why = std::to_string(w) + "x" + std::to_string(hgt) + " pixels exceed data.max_image_pixels";
+    return ImageError::too_large;
+  }
+  try {
+    const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
+    *img = cv::imdecode(raw, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION);
+  } catch (const cv::Exception& e) {
+    if (why) *why = std::string("decode: ") + e.what();
+    return ImageError::corrupt;
+  }
+  if (img->empty()) {
+    if (why) *why = "not a readable image (JPEG, PNG, WebP, ...)";
+    return ImageError::corrupt;
+  }
+  if (static_cast<std::int64_t>(img->cols) * img->rows > max_pixels) {
+    if (why) *why = "image exceeds data.max_image_pixels";
+    return ImageError::too_large;
+  }
+  return ImageError::none;
+}
+
+}  // namespace
+
 ImageProcessor::ImageProcessor(TransformSpec spec, std::int64_t max_pixels)
     : spec_(spec), max_pixels_(max_pixels), tj_(tjInitDecompress()) {}
 
@@ -236,28 +268,9 @@ ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed,
       resize_bicubic_rgb8(roi.data, roi.cols, roi.rows, roi.step, out, S, S, &scratch3_);
     return ImageError::none;
   }
-  int w = 0, hgt = 0;
-  if (peek_size(bytes, &w, &hgt) && static_cast<std::int64_t>(w) * hgt > max_pixels_) {
-    if (why)
-      *why = std::to_string(w) + "x" + std::to_string(hgt) + " pixels exceed data.max_image_pixels";
-    return ImageError::too_large;
-  }
   cv::Mat img;
-  try {
-    const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
-    img = cv::imdecode(raw, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION);
-  } catch (const cv::Exception& e) {
-    if (why) *why = std::string("decode: ") + e.what();
-    return ImageError::corrupt;
-  }
-  if (img.empty()) {
-    if (why) *why = "not a readable image (JPEG, PNG, WebP, ...)";
-    return ImageError::corrupt;
-  }
-  if (static_cast<std::int64_t>(img.cols) * img.rows > max_pixels_) {
-    if (why) *why = "image exceeds data.max_image_pixels";
-    return ImageError::too_large;
-  }
+  if (const auto err = decode_with_opencv(bytes, max_pixels_, &img, why); err != ImageError::none)
+    return err;
   img = to_rgb8(img, false);
   if (img.empty()) {
     if (why) *why = "unsupported channel layout";
@@ -312,23 +325,9 @@ ImageError ImageProcessor::decode(const std::string& bytes, Image* out, std::str
       std::memcpy(out->pixels.data(), scratch_.data(), out->pixels.size());
     return ImageError::none;
   }
-  int w = 0, hgt = 0;
-  if (peek_size(bytes, &w, &hgt) && static_cast<std::int64_t>(w) * hgt > max_pixels_) {
-    if (why) *why = "image exceeds the pixel limit";
-    return ImageError::too_large;
-  }
   cv::Mat img;
-  try {
-    const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
-    img = cv::imdecode(raw, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION);
-  } catch (const cv::Exception& e) {
-    if (why) *why = std::string("decode: ") + e.what();
-    return ImageError::corrupt;
-  }
-  if (img.empty()) {
-    if (why) *why = "not a readable image";
-    return ImageError::corrupt;
-  }
+  if (const auto err = decode_with_opencv(bytes, max_pixels_, &img, why); err != ImageError::none)
+    return err;
   img = to_rgb8(img, keep_grey);
   if (img.empty() || !img.isContinuous()) img = img.clone();
   out->width = img.cols;

@@ -92,6 +92,24 @@ void expect_same_runs(const fs::path& runs) {
         << f;
 }
 
+// Starts `cmd` (output to `log`), waits until `metrics` has a line (training made a step), sends
+// SIGTERM and returns the exit code (-1 if it did not exit normally or never made a step).
+int run_then_sigterm(const std::string& cmd, const std::string& log, const fs::path& metrics) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string sh = "exec " + cmd + " > " + log + " 2>&1";
+    execl("/bin/sh", "sh", "-c", sh.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  for (int i = 0; i < 600 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  const bool stepped = fs::exists(metrics);
+  kill(pid, SIGTERM);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return stepped && WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 }  // namespace
 
 TEST(TrainE2E, TinyRunEvaluatesAndExports) {
@@ -178,24 +196,10 @@ TEST(TrainE2E, SigtermSavesAndExits75ThenResumes) {
   clipper::test::TempDir t;
   const auto cfg = write_config(t, "");
   const std::string log = t.file("term.log");
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const std::string cmd = clipper_bin() + " train " + cfg +
-                            " --set train.run_name=term --set train.max_steps=100000 > " + log +
-                            " 2>&1";
-    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  // Wait until training has made a step, then ask it to stop.
-  const fs::path metrics = t.path() / "runs" / "term" / "metrics.jsonl";
-  for (int i = 0; i < 600 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  ASSERT_TRUE(fs::exists(metrics)) << slurp(log);
-  kill(pid, SIGTERM);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFEXITED(status)) << slurp(log);
-  EXPECT_EQ(WEXITSTATUS(status), 75) << slurp(log);
+  const int code = run_then_sigterm(
+      clipper_bin() + " train " + cfg + " --set train.run_name=term --set train.max_steps=100000",
+      log, t.path() / "runs" / "term" / "metrics.jsonl");
+  EXPECT_EQ(code, 75) << slurp(log);
   EXPECT_TRUE(has(slurp(log), "signal 15")) << slurp(log);
   bool found = false;
   for (const auto& e : fs::directory_iterator(t.path() / "runs" / "term" / "checkpoints"))
@@ -215,25 +219,12 @@ TEST(TrainE2E, SigtermStopsTwoRanksWithDeferredReads) {
   clipper::test::TempDir t;
   const auto cfg = write_config(t, "dist: {master_port: 0}\n");
   const std::string log = t.file("term2.log");
-  const pid_t pid = fork();
-  if (pid == 0) {
-    const std::string cmd = clipper_bin() + " launch --nproc-per-node 2 -- " + clipper_bin() +
-                            " train " + cfg +
-                            " --set train.run_name=term2 --set train.max_steps=100000"
-                            " --set train.sync_every=4 --set train.log_every=3 > " +
-                            log + " 2>&1";
-    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  const fs::path metrics = t.path() / "runs" / "term2" / "metrics.jsonl";
-  for (int i = 0; i < 600 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  ASSERT_TRUE(fs::exists(metrics)) << slurp(log);
-  kill(pid, SIGTERM);
-  int status = 0;
-  waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFEXITED(status)) << slurp(log);
-  EXPECT_EQ(WEXITSTATUS(status), 75) << slurp(log);
+  const int code = run_then_sigterm(clipper_bin() + " launch --nproc-per-node 2 -- " +
+                                        clipper_bin() + " train " + cfg +
+                                        " --set train.run_name=term2 --set train.max_steps=100000"
+                                        " --set train.sync_every=4 --set train.log_every=3",
+                                    log, t.path() / "runs" / "term2" / "metrics.jsonl");
+  EXPECT_EQ(code, 75) << slurp(log);
   EXPECT_TRUE(has(slurp(log), "signal 15")) << slurp(log);
   int saved = 0;
   for (const auto& e : fs::directory_iterator(t.path() / "runs" / "term2" / "checkpoints"))
