@@ -131,7 +131,9 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const World& world,
   pg->impl_ = std::make_unique<Impl>();
   pg->impl_->timeout_s = cfg.start_timeout_s;
   const auto start = Clock::now();
-  const std::string where = world.master_addr + ":" + std::to_string(world.master_port);
+  const std::string where = world.world_size <= 1
+                                ? std::string("an in-process store")
+                                : world.master_addr + ":" + std::to_string(world.master_port);
 
   c10d::TCPStoreOptions so;
   so.port = static_cast<std::uint16_t>(world.master_port);

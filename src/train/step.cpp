@@ -54,6 +54,8 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
     if (p.requires_grad()) ordered.push_back(p);
   reducer_ = std::make_unique<dist::GradReducer>(ordered, pg_, cfg.dist.bucket_mb,
                                                  cfg.dist.overlap_grad_reduce);
+  window_ = at::zeros({kWindowSize}, at::TensorOptions().dtype(at::kDouble).device(device_));
+  window_[kLastLoss].fill_(std::nan(""));  // no good step yet
 }
 
 TrainStep::~TrainStep() = default;
@@ -152,7 +154,8 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
     pg_->all_reduce(packed, dist::ReduceOp::sum, "loss and NaN check");
     packed = packed.to(device_).div_(static_cast<double>(pg_->size()));
   }
-  const at::Tensor found_inf = packed[1].gt(0).to(at::kFloat);
+  const at::Tensor bad_step = packed[1].gt(0);
+  const at::Tensor found_inf = bad_step.to(at::kFloat);
   sync();
   r.reduce_s = seconds_since(t0);
   t0 = Clock::now();
@@ -166,45 +169,32 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
     at::NoGradGuard no_grad;
     model_->logit_scale.clamp_(0.0, std::log(100.0));
     // What read_back() reports, kept on the device: sums over the steps since the last read.
-    const at::Tensor is_bad = packed[1].gt(0).to(at::kDouble);
-    const at::Tensor good_loss = at::where(is_bad.gt(0), at::zeros_like(packed[0]), packed[0]);
-    if (!window_.defined()) window_ = at::zeros({kWindowSize}, packed.options());
+    const at::Tensor is_bad = bad_step.to(at::kDouble);
     const at::Tensor in_row = (window_[kInRow] + 1.0) * is_bad;
     window_ =
-        at::stack({window_[kLossSum] + good_loss, window_[kSteps] + 1.0, window_[kSkipped] + is_bad,
-                   in_row, at::maximum(window_[kMaxInRow], in_row), packed[2],
-                   model_->logit_scale.exp().to(at::kDouble), is_bad,
-                   at::where(is_bad.gt(0), window_[kLastLoss], packed[0])});
+        at::stack({window_[kLossSum] + at::where(bad_step, 0.0, packed[0]), window_[kSteps] + 1.0,
+                   window_[kSkipped] + is_bad, in_row, at::maximum(window_[kMaxInRow], in_row),
+                   packed[2], model_->logit_scale.exp().to(at::kDouble), is_bad,
+                   at::where(bad_step, window_[kLastLoss], packed[0])});
   }
   sync();
   r.optimizer_s = seconds_since(t0);
-  if (++unread_steps_ >= options_.read_every) {
-    const StepResult w = read_back();
-    r.read = true;
-    r.loss = w.loss;
-    r.skipped = w.skipped;
-    r.grad_norm = w.grad_norm;
-    r.logit_scale = w.logit_scale;
-    r.window_steps = w.window_steps;
-    r.window_skipped = w.window_skipped;
-    r.window_loss_sum = w.window_loss_sum;
-    r.last_loss = w.last_loss;
-    r.nan_in_row = w.nan_in_row;
-    r.max_nan_in_row = w.max_nan_in_row;
-  } else {
+  if (++unread_steps_ >= options_.read_every)
+    read_window(r);
+  else
     r.loss = r.grad_norm = r.logit_scale = std::nan("");
-  }
   return r;
 }
 
 StepResult TrainStep::read_back() {
   StepResult r;
+  read_window(r);
+  return r;
+}
+
+void TrainStep::read_window(StepResult& r) {
   r.read = true;
   unread_steps_ = 0;
-  if (!window_.defined()) {
-    r.loss = r.last_loss = std::nan("");
-    return r;
-  }
   const auto host = window_.cpu();  // the one host read
   const double* v = host.data_ptr<double>();
   r.window_steps = static_cast<std::int64_t>(v[kSteps]);
@@ -223,12 +213,9 @@ StepResult TrainStep::read_back() {
   window_[kInRow].fill_(v[kInRow]);
   window_[kMaxInRow].fill_(v[kInRow]);
   window_[kLastLoss].fill_(v[kLastLoss]);
-  return r;
 }
 
 void TrainStep::set_nan_in_row(std::int64_t n) {
-  if (!window_.defined())
-    window_ = at::zeros({kWindowSize}, at::TensorOptions().dtype(at::kDouble).device(device_));
   window_[kInRow].fill_(static_cast<double>(n));
   window_[kMaxInRow].fill_(static_cast<double>(n));
 }

@@ -106,6 +106,8 @@ class TrainStep {
   };
   at::Tensor window_;
   std::int64_t unread_steps_ = 0;
+  // Copies the window into `r` (the host read) and starts a new one.
+  void read_window(StepResult& r);
 };
 
 }  // namespace clipper::train
