@@ -49,7 +49,7 @@ if(CLIPPER_BUILD_TESTS)
   include(GoogleTest)
 endif()
 
-if(CLIPPER_DATA_LIBS)
+if(CLIPPER_WITH_DATA)
   # Debian's per-module OpenCV packages (libopencv-{core,imgproc,imgcodecs}-dev) ship no CMake
   # package file; the imported target clipper::opencv is made from the headers and libraries.
   find_path(CLIPPER_OPENCV_INCLUDE opencv2/core.hpp PATH_SUFFIXES opencv4 REQUIRED)

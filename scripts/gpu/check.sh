@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole GPU check, in one run on a machine with one NVIDIA GPU (an H200 here), its own
 # torch 2.11.0+cu130, nvcc, cmake and ninja, no network. Needs .gpulibs/ (scripts/gpu/fetch_libs.sh).
-#   1. builds clipper's LibTorch-only targets (CLIPPER_DATA_LIBS=OFF) against that torch
+#   1. builds clipper's LibTorch-only targets (CLIPPER_WITH_DATA=OFF) against that torch
 #   2. runs the tests labelled `cuda`
 #   3. runs the training-step benchmarks: ViT-B-32 and ViT-B-16 (bf16, batch 256 and 512), RN50
 # Results go to $OUT (or ./gpu-results): build.log, cuda_tests.log, bench.jsonl, bench.txt, summary.txt.
@@ -20,7 +20,7 @@ stamp "torch $($py -c 'import torch; print(torch.__version__, torch.version.cuda
 
 stamp "configure"
 cmake -G Ninja -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -Wno-dev \
-  -DCLIPPER_DATA_LIBS=OFF -DCLIPPER_CUDA_TESTS=ON -DCLIPPER_USE_CCACHE=OFF \
+  -DCLIPPER_WITH_DATA=OFF -DCLIPPER_CUDA_TESTS=ON -DCLIPPER_USE_CCACHE=OFF \
   -DTorch_DIR="$torch_dir" -DCLIPPER_PYTHON="$py" -DTORCH_CUDA_ARCH_LIST=9.0 \
   -DCMAKE_PREFIX_PATH="$libs/usr" > "$out/build.log" 2>&1 || { stamp "configure FAILED"; tail -40 "$out/build.log"; exit 1; }
 stamp "build"

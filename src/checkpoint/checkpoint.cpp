@@ -1,16 +1,18 @@
 #include "clipper/checkpoint/checkpoint.hpp"
 
-#include <unistd.h>
-#include <zlib.h>
+#include <ATen/ATen.h>
 
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
+#include <map>
+#include <tuple>
 
 #include "clipper/core/atomic_file.hpp"
+#include "clipper/core/digest.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
+#include "clipper/dist/process_group.hpp"
 #include "clipper/io/safetensors.hpp"
 
 namespace fs = std::filesystem;
@@ -18,7 +20,9 @@ namespace fs = std::filesystem;
 namespace clipper::checkpoint {
 namespace {
 
+using core::FileDigest;
 using core::InputError;
+using Json = nlohmann::json;
 
 constexpr const char* kPrefix = "step_";
 constexpr const char* kTmpPrefix = ".tmp-step_";
@@ -29,34 +33,166 @@ std::string rank_name(int rank, const char* ext) {
   return buf;
 }
 
-// Size and CRC-32 of a file, streamed.
-std::pair<std::uint64_t, std::uint32_t> size_and_crc(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError("checkpoint file '" + path + "' cannot be read");
-  std::vector<char> buf(1 << 20);
-  uLong crc = crc32(0L, Z_NULL, 0);
-  std::uint64_t size = 0;
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    const auto n = in.gcount();
-    if (n <= 0) break;
-    crc = crc32(crc, reinterpret_cast<const Bytef*>(buf.data()), static_cast<uInt>(n));
-    size += static_cast<std::uint64_t>(n);
-  }
-  return {size, static_cast<std::uint32_t>(crc)};
-}
-
-void write_json(const std::string& path, const nlohmann::json& j) {
-  core::write_file_atomic(path, j.dump(1));
-}
-
-nlohmann::json read_json(const std::string& path) {
+Json read_json(const std::string& path) {
   const std::string text = core::read_file(path);
   try {
-    return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
+    return Json::parse(text);
+  } catch (const Json::exception& e) {
     throw InputError("'" + path + "' is not valid JSON: " + e.what());
   }
+}
+
+// Runs `f` on this rank, then every rank learns whether any rank failed: the one that failed
+// rethrows its own error, the others throw one that names it. This is also the barrier of each
+// phase, so a rank-0 failure reaches everyone at once instead of after a collective timeout.
+template <class F>
+void on_every_rank(dist::ProcessGroup& pg, const std::string& what, F&& f) {
+  std::exception_ptr error;
+  try {
+    f();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  const std::int64_t failed =
+      pg.all_reduce_int(error ? pg.rank() + 1 : 0, dist::ReduceOp::max, "checkpoint " + what);
+  if (error) std::rethrow_exception(error);
+  if (failed > 0)
+    throw core::Error("checkpoint " + what + " failed on rank " + std::to_string(failed - 1) +
+                      " (its log says why)");
+}
+
+// A part's files inside the folder.
+struct PartFiles {
+  std::string tensors, json;
+};
+
+PartFiles global_files(const std::string& part) {
+  return {part + ".safetensors", part + ".json"};
+}
+
+// Every rank's per-rank parts in one pair of files; tensors are named "<part>/<tensor>".
+FileDigest write_rank_tensors(const fs::path& tmp, int rank, const Parts& parts,
+                              std::vector<PartState>& states) {
+  TensorList all;
+  for (std::size_t i = 0; i < parts.size(); ++i)
+    if (parts[i].scope == Scope::per_rank)
+      for (const auto& [name, t] : states[i].tensors)
+        all.emplace_back(parts[i].name + "/" + name, t);
+  return io::save_safetensors((tmp / rank_name(rank, "safetensors")).string(), all);
+}
+
+FileDigest write_rank_json(const fs::path& tmp, int rank, const Parts& parts,
+                           const std::vector<PartState>& states) {
+  Json j = Json::object();
+  for (std::size_t i = 0; i < parts.size(); ++i)
+    if (parts[i].scope == Scope::per_rank) j[parts[i].name] = states[i].json;
+  return core::write_file_atomic((tmp / rank_name(rank, "json")).string(), j.dump(1));
+}
+
+using Digests = std::vector<std::pair<std::string, FileDigest>>;
+
+Digests write_global_parts(const fs::path& tmp, const Parts& parts,
+                           const std::vector<PartState>& states, const std::string& config_yaml) {
+  Digests out;
+  for (std::size_t i = 0; i < parts.size(); ++i) {
+    if (parts[i].scope != Scope::global) continue;
+    const auto files = global_files(parts[i].name);
+    if (!states[i].tensors.empty())
+      out.emplace_back(files.tensors,
+                       io::save_safetensors((tmp / files.tensors).string(), states[i].tensors));
+    if (!states[i].json.is_null())
+      out.emplace_back(
+          files.json, core::write_file_atomic((tmp / files.json).string(), states[i].json.dump(1)));
+  }
+  out.emplace_back("config.yaml",
+                   core::write_file_atomic((tmp / "config.yaml").string(), config_yaml));
+  return out;
+}
+
+// Rank 0 learns the size and CRC of every rank's files: [size, crc] x 2 per rank.
+Digests gather_rank_digests(dist::ProcessGroup& pg, FileDigest tensors, FileDigest json) {
+  at::Tensor mine =
+      at::tensor({static_cast<std::int64_t>(tensors.size), static_cast<std::int64_t>(tensors.crc32),
+                  static_cast<std::int64_t>(json.size), static_cast<std::int64_t>(json.crc32)},
+                 at::kLong);
+  const at::Tensor all = pg.all_gather(mine, "checkpoint file digests").cpu();
+  const auto* v = all.data_ptr<std::int64_t>();
+  Digests out;
+  for (int r = 0; r < pg.size(); ++r) {
+    const auto* d = v + 4 * r;
+    out.emplace_back(rank_name(r, "safetensors"), FileDigest{static_cast<std::uint64_t>(d[0]),
+                                                             static_cast<std::uint32_t>(d[1])});
+    out.emplace_back(rank_name(r, "json"), FileDigest{static_cast<std::uint64_t>(d[2]),
+                                                      static_cast<std::uint32_t>(d[3])});
+  }
+  return out;
+}
+
+Json make_manifest(std::int64_t step, std::int64_t sequence, int world_size, const Parts& parts,
+                   Digests digests) {
+  nlohmann::ordered_json m;
+  m["magic"] = kMagic;
+  m["format_version"] = kFormatVersion;
+  m["step"] = step;
+  m["sequence"] = sequence;
+  m["world_size"] = world_size;
+  nlohmann::ordered_json scopes = nlohmann::ordered_json::object();
+  for (const auto& p : parts) scopes[p.name] = p.scope == Scope::global ? "global" : "per_rank";
+  m["parts"] = scopes;
+  std::sort(digests.begin(), digests.end());
+  nlohmann::ordered_json files = nlohmann::ordered_json::object();
+  for (const auto& [name, d] : digests) files[name] = {{"size", d.size}, {"crc32", d.crc32}};
+  m["files"] = files;
+  return Json::parse(m.dump());
+}
+
+// Checks one file against its manifest entry.
+void check_file(const fs::path& dir, const std::string& name, const Json& info, bool check_crc) {
+  const std::string p = (dir / name).string();
+  if (!fs::exists(p)) throw InputError("checkpoint file '" + p + "' is missing");
+  const auto want_size = info.at("size").get<std::uint64_t>();
+  const auto size = static_cast<std::uint64_t>(fs::file_size(p));
+  if (size != want_size)
+    throw InputError("checkpoint file '" + p + "' has " + std::to_string(size) +
+                     " bytes, manifest says " + std::to_string(want_size) + " (truncated?)");
+  if (check_crc && core::digest_of_file(p).crc32 != info.at("crc32").get<std::uint32_t>())
+    throw InputError("checkpoint file '" + p + "' fails its CRC-32 check (corrupted)");
+}
+
+Json read_manifest(const std::string& dir) {
+  const std::string mpath = (fs::path(dir) / "manifest.json").string();
+  if (!fs::exists(mpath))
+    throw InputError("checkpoint '" + dir + "' has no manifest.json (an interrupted save)");
+  const Json m = read_json(mpath);
+  if (!m.is_object() || m.value("magic", "") != kMagic)
+    throw InputError("'" + mpath + "': magic is not '" + std::string(kMagic) + "'");
+  const int version = m.value("format_version", -1);
+  if (version != 1 && version != kFormatVersion)
+    throw InputError("'" + mpath + "': format_version " + std::to_string(version) +
+                     ", this clipper reads 1 and " + std::to_string(kFormatVersion));
+  if (!m.contains("files") || !m["files"].is_object())
+    throw InputError("'" + mpath + "' lists no files");
+  if (!m.contains("step") || !m["step"].is_number_integer() || !m.contains("world_size") ||
+      !m["world_size"].is_number_integer())
+    throw InputError("'" + mpath + "' has no integer step and world_size");
+  return m;
+}
+
+std::int64_t sequence_of(const Json& m) {
+  // Format 1 had no sequence: its checkpoints come before any of format 2, in step order.
+  const auto it = m.find("sequence");
+  return it != m.end() && it->is_number_integer() ? it->get<std::int64_t>() : 0;
+}
+
+// Format 1 named per-rank tensors without their part: they were the RNG states.
+std::string rank_tensor_part(const std::string& name, std::string* tensor) {
+  const auto slash = name.find('/');
+  if (slash == std::string::npos) {
+    *tensor = name;
+    return "rng";
+  }
+  *tensor = name.substr(slash + 1);
+  return name.substr(0, slash);
 }
 
 }  // namespace
@@ -67,154 +203,208 @@ std::string step_dir_name(std::int64_t step) {
   return buf;
 }
 
-std::int64_t step_of(const std::string& dir) {
+std::optional<std::int64_t> step_of(const std::string& dir) {
   const std::string name = fs::path(dir).filename().string();
-  if (name.rfind(kPrefix, 0) != 0)
-    throw InputError("'" + dir + "' is not a checkpoint folder (step_N)");
+  const std::string digits = name.rfind(kPrefix, 0) == 0 ? name.substr(5) : "";
+  if (digits.empty() || digits.size() > 18 ||
+      !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return std::nullopt;
+  return std::stoll(digits);
+}
+
+nlohmann::json validate(const std::string& dir, bool check_crc) {
   try {
-    return std::stoll(name.substr(std::string(kPrefix).size()));
-  } catch (...) {
-    throw InputError("'" + dir + "' is not a checkpoint folder (step_N)");
+    const Json m = read_manifest(dir);
+    for (const auto& [name, info] : m["files"].items()) check_file(dir, name, info, check_crc);
+    return m;
+  } catch (const Json::exception& e) {
+    throw InputError("checkpoint '" + dir + "': malformed manifest.json (" + e.what() + ")");
+  } catch (const fs::filesystem_error& e) {
+    throw InputError("checkpoint '" + dir + "': " + e.what());
   }
 }
 
-Manager::Manager(std::string run_dir, int rank, int world_size, std::int64_t keep_last,
-                 std::function<void()> barrier)
-    : dir_((fs::path(run_dir) / "checkpoints").string()),
-      rank_(rank),
-      world_size_(world_size),
-      keep_last_(keep_last),
-      barrier_(std::move(barrier)) {}
+std::vector<Found> list_committed(const std::string& checkpoints_dir) {
+  std::vector<Found> out;
+  std::error_code ec;
+  if (!fs::is_directory(checkpoints_dir, ec)) return out;
+  for (const auto& e : fs::directory_iterator(checkpoints_dir, ec)) {
+    const auto step = step_of(e.path().string());
+    if (!step || !e.is_directory(ec)) continue;
+    try {
+      const Json m = read_manifest(e.path().string());
+      out.push_back({e.path().string(), *step, sequence_of(m)});
+    } catch (const std::exception& err) {
+      CLIPPER_WARN("skipping checkpoint " << e.path().string() << ": " << err.what());
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const Found& a, const Found& b) {
+    return std::tie(a.sequence, a.step) < std::tie(b.sequence, b.step);
+  });
+  return out;
+}
 
-std::string Manager::save(std::int64_t step, const State& state) {
+Manager::Manager(std::string run_dir, ManagerOptions options,
+                 std::shared_ptr<dist::ProcessGroup> pg)
+    : dir_((fs::path(run_dir) / "checkpoints").string()), options_(options), pg_(std::move(pg)) {}
+
+std::string Manager::save(std::int64_t step, const Parts& parts, const std::string& config_yaml) {
+  dist::ScopedTimeout timeout(*pg_, options_.timeout_s);
+  const int rank = pg_->rank();
   const fs::path final_dir = fs::path(dir_) / step_dir_name(step);
   const fs::path tmp = fs::path(dir_) / (kTmpPrefix + step_dir_name(step).substr(5));
-  if (rank_ == 0) {
+  on_every_rank(*pg_, "save: creating " + tmp.string(), [&] {
+    if (rank != 0) return;
     fs::create_directories(dir_);
     fs::remove_all(tmp);  // a leftover of an interrupted save
     fs::create_directories(tmp);
-  }
-  barrier_();
-  io::save_safetensors((tmp / rank_name(rank_, "safetensors")).string(), state.rank_tensors);
-  write_json((tmp / rank_name(rank_, "json")).string(), state.rank_json);
-  if (rank_ == 0) {
-    io::save_safetensors((tmp / "model.safetensors").string(), state.model);
-    io::save_safetensors((tmp / "optimizer.safetensors").string(), state.optimizer);
-    write_json((tmp / "trainer.json").string(), state.trainer);
-    core::write_file_atomic((tmp / "config.yaml").string(), state.config_yaml);
-  }
-  barrier_();
-  if (rank_ == 0) {
-    nlohmann::ordered_json manifest;
-    manifest["magic"] = kMagic;
-    manifest["format_version"] = kFormatVersion;
-    manifest["step"] = step;
-    manifest["world_size"] = world_size_;
-    nlohmann::ordered_json files = nlohmann::ordered_json::object();
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(tmp)) names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    for (const auto& n : names) {
-      const auto [size, crc] = size_and_crc((tmp / n).string());
-      files[n] = {{"size", size}, {"crc32", crc}};
-    }
-    manifest["files"] = files;
+  });
+  FileDigest rank_tensors, rank_json;
+  Digests global;
+  on_every_rank(*pg_, "save: writing " + tmp.string(), [&] {
+    std::vector<PartState> states(parts.size());
+    for (std::size_t i = 0; i < parts.size(); ++i)
+      if (parts[i].scope == Scope::per_rank || rank == 0) states[i] = parts[i].state->state();
+    rank_tensors = write_rank_tensors(tmp, rank, parts, states);
+    rank_json = write_rank_json(tmp, rank, parts, states);
+    if (rank == 0) global = write_global_parts(tmp, parts, states, config_yaml);
+  });
+  Digests all = gather_rank_digests(*pg_, rank_tensors, rank_json);
+  on_every_rank(*pg_, "save: committing " + final_dir.string(), [&] {
+    if (rank != 0) return;
+    all.insert(all.end(), global.begin(), global.end());
+    const auto committed = list_committed(dir_);
+    const std::int64_t sequence = committed.empty() ? 1 : committed.back().sequence + 1;
+    const Json manifest = make_manifest(step, sequence, pg_->size(), parts, all);
     core::write_file_atomic((tmp / "manifest.json").string(), manifest.dump(1));
     core::fsync_path(tmp.string());
-    if (fs::exists(final_dir)) {
-      // The same step saved again (e.g. after a resume): swap the complete new folder in.
-      const fs::path old = fs::path(dir_) / (".old-" + final_dir.filename().string());
-      fs::remove_all(old);
-      core::rename_durable(final_dir.string(), old.string());
-      core::rename_durable(tmp.string(), final_dir.string());
-      fs::remove_all(old);
-    } else {
-      core::rename_durable(tmp.string(), final_dir.string());
-    }
+    commit(tmp.string(), final_dir.string());
     prune();
-  }
-  barrier_();
+  });
   return final_dir.string();
 }
 
+void Manager::commit(const std::string& tmp, const std::string& final_dir) {
+  if (!fs::exists(final_dir)) {
+    core::rename_durable(tmp, final_dir);
+    return;
+  }
+  // The same step saved again (after a resume): one atomic swap, so the folder always holds a
+  // complete checkpoint, then the old one (now under the temporary name) goes.
+  core::exchange_durable(tmp, final_dir);
+  fs::remove_all(tmp);
+}
+
 void Manager::prune() {
-  std::vector<std::pair<std::int64_t, fs::path>> found;
-  for (const auto& e : fs::directory_iterator(dir_)) {
-    const std::string n = e.path().filename().string();
-    if (n.rfind(kTmpPrefix, 0) == 0) {
-      fs::remove_all(e.path());  // interrupted saves
-      continue;
-    }
-    if (n.rfind(kPrefix, 0) == 0) found.emplace_back(step_of(e.path().string()), e.path());
-  }
-  std::sort(found.begin(), found.end(), [](auto& a, auto& b) { return a.first > b.first; });
-  for (std::size_t i = static_cast<std::size_t>(keep_last_); i < found.size(); ++i)
-    fs::remove_all(found[i].second);
-}
-
-nlohmann::json validate(const std::string& dir) {
-  const std::string mpath = (fs::path(dir) / "manifest.json").string();
-  if (!fs::exists(mpath))
-    throw InputError("checkpoint '" + dir + "' has no manifest.json (an interrupted save)");
-  const nlohmann::json m = read_json(mpath);
-  if (m.value("magic", "") != kMagic)
-    throw InputError("'" + mpath + "': magic is not '" + std::string(kMagic) + "'");
-  if (m.value("format_version", -1) != kFormatVersion)
-    throw InputError("'" + mpath + "': format_version " +
-                     m.value("format_version", nlohmann::json()).dump() + ", this clipper reads " +
-                     std::to_string(kFormatVersion));
-  if (!m.contains("files") || !m["files"].is_object())
-    throw InputError("'" + mpath + "' lists no files");
-  for (const auto& [name, info] : m["files"].items()) {
-    const std::string p = (fs::path(dir) / name).string();
-    if (!fs::exists(p)) throw InputError("checkpoint file '" + p + "' is missing");
-    const auto [size, crc] = size_and_crc(p);
-    if (size != info.at("size").get<std::uint64_t>())
-      throw InputError("checkpoint file '" + p + "' has " + std::to_string(size) +
-                       " bytes, manifest says " +
-                       std::to_string(info.at("size").get<std::uint64_t>()) + " (truncated?)");
-    if (crc != info.at("crc32").get<std::uint32_t>())
-      throw InputError("checkpoint file '" + p + "' fails its CRC-32 check (corrupted)");
-  }
-  return m;
-}
-
-std::optional<std::string> Manager::latest_valid() const {
-  if (!fs::exists(dir_)) return std::nullopt;
-  std::vector<std::pair<std::int64_t, std::string>> found;
-  for (const auto& e : fs::directory_iterator(dir_)) {
-    const std::string n = e.path().filename().string();
-    if (n.rfind(kPrefix, 0) == 0 && e.is_directory())
-      found.emplace_back(step_of(e.path().string()), e.path().string());
-  }
-  std::sort(found.begin(), found.end(), [](auto& a, auto& b) { return a.first > b.first; });
-  for (const auto& [step, path] : found) {
+  for (const auto& e : fs::directory_iterator(dir_))
+    if (e.path().filename().string().rfind(kTmpPrefix, 0) == 0) fs::remove_all(e.path());
+  std::vector<Found> valid;
+  for (const auto& f : list_committed(dir_)) {
     try {
-      validate(path);
-      return path;
+      validate(f.dir, /*check_crc=*/false);
+      valid.push_back(f);
+    } catch (const InputError&) {
+      // An invalid folder is not a checkpoint: it neither counts nor gets deleted here.
+    }
+  }
+  const auto keep = static_cast<std::size_t>(std::max<std::int64_t>(1, options_.keep_last));
+  for (std::size_t i = 0; i + keep < valid.size(); ++i) fs::remove_all(valid[i].dir);
+}
+
+std::optional<Found> Manager::latest_valid() const {
+  const auto committed = list_committed(dir_);
+  for (auto it = committed.rbegin(); it != committed.rend(); ++it) {
+    try {
+      validate(it->dir, /*check_crc=*/false);
+      return *it;
     } catch (const InputError& e) {
-      CLIPPER_WARN("skipping checkpoint " << path << ": " << e.what());
+      CLIPPER_WARN("skipping checkpoint " << it->dir << ": " << e.what());
     }
   }
   return std::nullopt;
 }
 
-State load(const std::string& dir, int rank, int world_size) {
-  const nlohmann::json m = validate(dir);
-  const int saved_world = m.at("world_size").get<int>();
-  if (saved_world != world_size)
-    throw InputError("checkpoint '" + dir + "' was written by " + std::to_string(saved_world) +
-                     " ranks; this run has " + std::to_string(world_size) +
-                     " (resume with the same world size; see docs/training.md)");
-  const fs::path d(dir);
-  State s;
-  s.model = io::load_safetensors((d / "model.safetensors").string());
-  s.optimizer = io::load_safetensors((d / "optimizer.safetensors").string());
-  s.trainer = read_json((d / "trainer.json").string());
-  s.config_yaml = core::read_file((d / "config.yaml").string());
-  s.rank_json = read_json((d / rank_name(rank, "json")).string());
-  s.rank_tensors = io::load_safetensors((d / rank_name(rank, "safetensors")).string());
-  return s;
+void Manager::set_aside_after(const Found& chosen) {
+  if (fs::path(chosen.dir).parent_path() != fs::path(dir_)) return;  // another run's checkpoint
+  for (const auto& f : list_committed(dir_)) {
+    if (f.sequence <= chosen.sequence || f.dir == chosen.dir) continue;
+    const fs::path to = fs::path(dir_) / "abandoned" /
+                        (fs::path(f.dir).filename().string() + "-seq" + std::to_string(f.sequence));
+    fs::create_directories(to.parent_path());
+    core::rename_durable(f.dir, to.string());
+    CLIPPER_WARN("resuming from " << chosen.dir << " (step " << chosen.step << "): checkpoint "
+                                  << f.dir << " was committed after it and is set aside as "
+                                  << to.string());
+  }
+}
+
+std::optional<std::string> Manager::resolve(const std::string& resume) {
+  if (resume.empty()) return std::nullopt;
+  dist::ScopedTimeout timeout(*pg_, options_.timeout_s);
+  std::string chosen;
+  on_every_rank(*pg_, "lookup (" + resume + ")", [&] {
+    if (pg_->rank() != 0) return;
+    std::optional<Found> found;
+    if (resume == "latest") {
+      found = latest_valid();
+    } else {
+      const Json m = validate(resume, /*check_crc=*/false);
+      found = Found{resume, m["step"].get<std::int64_t>(), sequence_of(m)};
+    }
+    if (found) {
+      set_aside_after(*found);
+      chosen = found->dir;
+    }
+  });
+  chosen = pg_->broadcast_string(chosen, 0);
+  if (chosen.empty()) return std::nullopt;
+  return chosen;
+}
+
+void Manager::load(const std::string& dir, const Parts& parts) const {
+  dist::ScopedTimeout timeout(*pg_, options_.timeout_s);
+  on_every_rank(*pg_, "load from " + dir, [&] {
+    const Json m = validate(dir, /*check_crc=*/false);
+    const Json& files = m["files"];
+    const bool has_rank_parts = std::any_of(
+        parts.begin(), parts.end(), [](const Part& p) { return p.scope == Scope::per_rank; });
+    const int saved_world = m["world_size"].get<int>();
+    if (has_rank_parts && saved_world != pg_->size())
+      throw InputError("checkpoint '" + dir + "' was written by " + std::to_string(saved_world) +
+                       " ranks; this run has " + std::to_string(pg_->size()) +
+                       " (resume with the same world size; see docs/training.md)");
+    // Each rank reads (and CRC-checks) the global files and its own rank files only.
+    auto read = [&](const std::string& name, auto load) {
+      const auto it = files.find(name);
+      if (it == files.end()) return;
+      check_file(dir, name, *it, /*check_crc=*/true);
+      load((fs::path(dir) / name).string());
+    };
+    std::vector<PartState> states(parts.size());
+    std::map<std::string, std::size_t> index;
+    for (std::size_t i = 0; i < parts.size(); ++i) index[parts[i].name] = i;
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      if (parts[i].scope != Scope::global) continue;
+      const auto f = global_files(parts[i].name);
+      read(f.tensors, [&](const std::string& p) { states[i].tensors = io::load_safetensors(p); });
+      read(f.json, [&](const std::string& p) { states[i].json = read_json(p); });
+    }
+    const int rank = pg_->rank();
+    read(rank_name(rank, "safetensors"), [&](const std::string& p) {
+      for (auto& [name, t] : io::load_safetensors(p)) {
+        std::string tensor;
+        const auto it = index.find(rank_tensor_part(name, &tensor));
+        if (it != index.end()) states[it->second].tensors.emplace_back(tensor, t);
+      }
+    });
+    read(rank_name(rank, "json"), [&](const std::string& p) {
+      const Json j = read_json(p);
+      for (std::size_t i = 0; i < parts.size(); ++i)
+        if (parts[i].scope == Scope::per_rank && j.contains(parts[i].name))
+          states[i].json = j[parts[i].name];
+    });
+    for (std::size_t i = 0; i < parts.size(); ++i) parts[i].state->load_state(states[i], dir);
+  });
 }
 
 }  // namespace clipper::checkpoint

@@ -10,41 +10,19 @@
 
 #include "verbs.hpp"
 
-#if CLIPPER_HAS_DATA
 #include "clipper/core/error.hpp"
 #include "clipper/data/loader.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
-#endif
 
 namespace clipper::cli {
 namespace {
 
-#if CLIPPER_HAS_DATA
 double cpu_seconds() {
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
          1e-6 * static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
 }
-
-#if !CLIPPER_HAS_TOKENIZER
-// Only when the tokenizer part is not built: one id per byte (says so in the output).
-class ByteTokenizer : public tokenizer::Tokenizer {
- public:
-  void encode(std::string_view text, std::int64_t* out) const override {
-    std::fill(out, out + 77, 0);
-    std::int64_t n = 0;
-    out[n++] = 49406;
-    for (unsigned char c : text) {
-      if (n == 76) break;
-      out[n++] = c;
-    }
-    out[n] = 49407;
-  }
-  std::int64_t context_length() const override { return 77; }
-  std::int64_t vocab_size() const override { return 49408; }
-};
-#endif
 
 struct LoaderBenchArgs {
   std::string shards, tokenizer = "clip";
@@ -81,13 +59,8 @@ void setup_bench_verb(CLI::App& app, Action* action) {
       o.num_samples = a->num_samples;
       o.sample_shuffle_buffer = a->shuffle;
       o.sample_shuffle_initial = std::min<std::int64_t>(a->shuffle, 100);
-#if CLIPPER_HAS_TOKENIZER
       auto tok = tokenizer::make_tokenizer(a->tokenizer, 77);
       const std::string tok_name = a->tokenizer;
-#else
-      std::shared_ptr<const tokenizer::Tokenizer> tok = std::make_shared<ByteTokenizer>();
-      const std::string tok_name = "bytes (tokenizer part not built)";
-#endif
       data::Loader loader(o, tok);
       const std::int64_t target = a->samples > 0 ? a->samples : loader.samples_per_epoch();
       // The first batch pays for thread start-up and the shuffle buffer's first fill: not timed.
@@ -116,14 +89,11 @@ void setup_bench_verb(CLI::App& app, Action* action) {
     };
   });
 }
-#endif
 
 }  // namespace
 
-#if CLIPPER_HAS_DATA
 // Without the data libraries there is no `bench loader`; `bench train` (verb_bench_train.cpp)
 // creates the `bench` group itself.
 CLIPPER_REGISTER_VERB(bench, setup_bench_verb);
-#endif
 
 }  // namespace clipper::cli

@@ -1,12 +1,11 @@
 // clipper bench train --model M --batch B [--device cpu|cuda] [--precision bf16|fp32] [--steps N]
 #include "verbs.hpp"
 
-#if CLIPPER_HAS_TRAIN_STEP
 #include <fstream>
 #include <iostream>
 #include <memory>
 
-#include "clipper/train/bench.hpp"
+#include "clipper/bench/bench_train.hpp"
 
 namespace clipper::cli {
 namespace {
@@ -21,7 +20,7 @@ CLI::App* bench_group(CLI::App& app) {
 }
 
 void setup_bench_train(CLI::App& app, Action* action) {
-  auto o = std::make_shared<train::BenchOptions>();
+  auto o = std::make_shared<bench::BenchOptions>();
   auto json_out = std::make_shared<std::string>();
   auto* v = bench_group(app)->add_subcommand("train",
                                              "Whole training step on synthetic device-resident "
@@ -30,12 +29,8 @@ void setup_bench_train(CLI::App& app, Action* action) {
   v->add_option("--batch", o->batch, "batch per device")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  v->add_option("--device", o->device, "auto, cpu or cuda")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  v->add_option("--precision", o->precision, "auto (bf16 on CUDA), bf16 or fp32")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "bf16", "fp32"}));
+  add_choice_option(v, "--device", o->device, "auto, cpu or cuda");
+  add_choice_option(v, "--precision", o->precision, "auto (bf16 on CUDA), bf16 or fp32");
   v->add_option("--steps", o->steps, "timed steps")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -61,7 +56,7 @@ void setup_bench_train(CLI::App& app, Action* action) {
   v->add_option("--json", *json_out, "also append the result as one JSON line to this file");
   v->callback([o, json_out, action] {
     *action = [o, json_out] {
-      const auto r = train::bench_train(*o);
+      const auto r = bench::bench_train(*o);
       std::cout << r.to_text() << std::flush;
       if (!json_out->empty()) std::ofstream(*json_out, std::ios::app) << r.to_json() << "\n";
       return 0;
@@ -74,4 +69,3 @@ void setup_bench_train(CLI::App& app, Action* action) {
 CLIPPER_REGISTER_VERB(bench_train, setup_bench_train);
 
 }  // namespace clipper::cli
-#endif

@@ -1,9 +1,6 @@
 // clipper embed --model NAME --weights PATH (--images FILES... | --texts FILE) --out FILE.npy
 #include "verbs.hpp"
 
-#if CLIPPER_HAS_LOOP
-#include <torch/cuda.h>
-
 #include <ATen/ATen.h>
 
 #include <fstream>
@@ -14,8 +11,7 @@
 #include "clipper/eval/embed.hpp"
 #include "clipper/io/npy.hpp"
 #include "clipper/io/openclip.hpp"
-#include "clipper/loop/evaluate.hpp"
-#include "clipper/model/model_spec.hpp"
+#include "clipper/session/session.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 
 namespace clipper::cli {
@@ -23,7 +19,8 @@ namespace {
 
 void setup_embed_verb(CLI::App& app, Action* action) {
   struct Args {
-    std::string model, weights, texts, out, device = "auto";
+    std::string model, weights, texts, out;
+    config::Device device = config::Device::automatic;
     std::vector<std::string> images;
     std::int64_t batch = 64;
   };
@@ -40,28 +37,26 @@ void setup_embed_verb(CLI::App& app, Action* action) {
   v->add_option("--batch", a->batch, "batch size")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  v->add_option("--device", a->device, "auto, cpu or cuda")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  add_choice_option(v, "--device", a->device, "auto, cpu or cuda");
   v->callback([a, action] {
     *action = [a] {
       if (a->images.empty() && a->texts.empty())
         throw core::InputError("embed: give --images FILES... or --texts FILE");
-      const bool cuda = a->device == "cuda" || (a->device == "auto" && torch::cuda::is_available());
-      const at::Device device = cuda ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
-      const auto spec = model::load_model_spec(a->model);
-      auto model = model::create_model(spec, 0);
-      io::load_openclip_weights(model, loop::resolve_weights(a->weights));
-      model->to(device);
+      config::Config cfg;
+      cfg.model.name = a->model;
+      cfg.train.device = a->device;
+      session::SessionOptions so;
+      so.weights = io::resolve_weights(a->weights);
+      if (!a->texts.empty()) so.make_tokenizer = tokenizer::make_tokenizer;
+      auto s = session::open_session(cfg, so);
       at::Tensor e;
       if (!a->images.empty()) {
-        e = eval::embed_images(*model, a->images, a->batch, device);
+        e = eval::embed_images(*s.model, a->images, a->batch, s.device);
       } else {
         std::ifstream in(a->texts);
         std::vector<std::string> lines;
         for (std::string l; std::getline(in, l);) lines.push_back(l);
-        auto tok = tokenizer::make_tokenizer(spec.tokenizer, spec.context_length);
-        e = eval::embed_texts(*model, *tok, lines, a->batch, device);
+        e = eval::embed_texts(*s.model, *s.tokenizer, lines, a->batch, s.device);
       }
       io::save_npy(a->out, e);
       std::cout << "wrote " << e.size(0) << " x " << e.size(1) << " embeddings to " << a->out
@@ -76,4 +71,3 @@ void setup_embed_verb(CLI::App& app, Action* action) {
 CLIPPER_REGISTER_VERB(embed, setup_embed_verb);
 
 }  // namespace clipper::cli
-#endif

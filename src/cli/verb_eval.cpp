@@ -1,9 +1,6 @@
 // clipper eval CONFIG... --weights PATH [--set k=v]...
 #include "verbs.hpp"
 
-#if CLIPPER_HAS_LOOP
-#include <torch/cuda.h>
-
 #include <ATen/ATen.h>
 
 #include <iostream>
@@ -11,12 +8,11 @@
 
 #include "clipper/config/loader.hpp"
 #include "clipper/dist/process_group.hpp"
-#include "clipper/dist/world.hpp"
 #include "clipper/io/openclip.hpp"
-#include "clipper/loop/evaluate.hpp"
 #include "clipper/model/image_normalizer.hpp"
-#include "clipper/model/model_spec.hpp"
+#include "clipper/session/session.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
+#include "clipper/trainer/evaluate.hpp"
 
 namespace clipper::cli {
 namespace {
@@ -40,21 +36,13 @@ void setup_eval_verb(CLI::App& app, Action* action) {
       if (cfg.eval.zeroshot_shards.empty() && cfg.eval.retrieval_shards.empty())
         throw core::InputError(
             "nothing to evaluate: set eval.zeroshot_shards and/or eval.retrieval_shards");
-      const auto world = dist::discover_world(cfg.dist);
-      const bool cuda =
-          cfg.train.device == "cuda" || (cfg.train.device == "auto" && torch::cuda::is_available());
-      auto pg = dist::ProcessGroup::create(world, cfg.dist, cuda);
-      const at::Device device =
-          cuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank))
-               : at::Device(at::kCPU);
-      const auto spec = model::load_model_spec(cfg.model.name);
-      auto model = model::create_model(spec, 0);
-      io::load_openclip_weights(model, loop::resolve_weights(a->weights));
-      model->to(device);
-      auto tok = tokenizer::make_tokenizer(spec.tokenizer, spec.context_length);
-      const model::ImageNormalizer prepare(spec, device);
-      const auto rep = loop::evaluate(cfg, *model, tok, *pg, device, prepare, 0);
-      if (pg->rank() == 0)
+      session::SessionOptions so;
+      so.weights = io::resolve_weights(a->weights);
+      so.make_tokenizer = tokenizer::make_tokenizer;
+      auto s = session::open_session(cfg, so);
+      const model::ImageNormalizer prepare(s.spec, s.device);
+      const auto rep = trainer::evaluate(cfg, *s.model, s.tokenizer, *s.pg, s.device, prepare, 0);
+      if (s.rank() == 0)
         for (const auto& [name, value] : rep.scalars) std::cout << name << " " << value << "\n";
       return 0;
     };
@@ -66,4 +54,3 @@ void setup_eval_verb(CLI::App& app, Action* action) {
 CLIPPER_REGISTER_VERB(eval, setup_eval_verb);
 
 }  // namespace clipper::cli
-#endif

@@ -7,17 +7,14 @@
 #include <vector>
 
 #include "clipper/core/error.hpp"
-#include "verbs.hpp"
-#if CLIPPER_HAS_DATA
 #include "clipper/tokenizer/sentencepiece_train.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
-#endif
+#include "verbs.hpp"
 
 namespace clipper::cli {
 
 namespace {
 
-#if CLIPPER_HAS_DATA
 struct EncodeArgs {
   std::string spec = "clip";
   std::int64_t context_length = 77;
@@ -57,12 +54,10 @@ int run_encode(const EncodeArgs& a) {
               << " captions/s (one thread, spec " << a.spec << ")\n";
   return 0;
 }
-#endif
 
 void setup_tokenizer_verb(CLI::App& app, Action* action) {
   auto* verb = app.add_subcommand("tokenizer", "Train a SentencePiece model or encode captions");
   verb->require_subcommand(1);
-#if CLIPPER_HAS_DATA
   auto train = std::make_shared<tokenizer::SentencePieceTrainOptions>();
   auto* t = verb->add_subcommand("train", "Train a SentencePiece model from a caption file");
   t->add_option("--input", train->input, "caption file, one caption per line")->required();
@@ -89,15 +84,6 @@ void setup_tokenizer_verb(CLI::App& app, Action* action) {
   e->add_flag("--stats", enc->stats, "print only the captions/s on one thread");
   e->add_option("texts", enc->texts, "captions");
   e->callback([enc, action] { *action = [enc] { return run_encode(*enc); }; });
-#else
-  verb->callback([action] {
-    *action = [] {
-      throw core::InputError(
-          "clipper was built without the data libraries (CLIPPER_DATA_LIBS=OFF)");
-      return 1;
-    };
-  });
-#endif
 }
 
 }  // namespace

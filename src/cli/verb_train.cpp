@@ -1,12 +1,11 @@
 // clipper train CONFIG... [--set k=v]... [--resume latest|PATH]
 #include "verbs.hpp"
 
-#if CLIPPER_HAS_LOOP
 #include <iostream>
 #include <memory>
 
 #include "clipper/config/loader.hpp"
-#include "clipper/loop/run.hpp"
+#include "clipper/trainer/trainer.hpp"
 
 namespace clipper::cli {
 namespace {
@@ -32,7 +31,11 @@ void setup_train_verb(CLI::App& app, Action* action) {
     *action = [a] {
       auto cfg = config::load(a->files, a->sets);
       if (!a->resume.empty()) cfg.checkpoint.resume = a->resume;
-      return loop::run_training(cfg).exit_code;
+      trainer::TrainerOptions o;
+      o.command = "clipper train";
+      for (const auto& f : a->files) o.command += " " + f;
+      for (const auto& s : a->sets) o.command += " --set " + s;
+      return trainer::run_training(cfg, o).exit_code;
     };
   });
 }
@@ -42,4 +45,3 @@ void setup_train_verb(CLI::App& app, Action* action) {
 CLIPPER_REGISTER_VERB(train, setup_train_verb);
 
 }  // namespace clipper::cli
-#endif

@@ -5,7 +5,10 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <map>
 #include <string>
+
+#include "clipper/config/config.hpp"
 
 namespace clipper::cli {
 
@@ -20,6 +23,17 @@ struct VerbRegistrar {
 
 // Adds every registered verb to `app`, in name order.
 void add_all_verbs(CLI::App& app, Action* action);
+
+// A flag whose values are a config choice (config::Choices<E>), spelled as in the config files.
+template <class E>
+CLI::Option* add_choice_option(CLI::App* app, const std::string& name, E& target,
+                               const std::string& help) {
+  std::map<std::string, E> names;
+  for (const auto& [n, value] : config::Choices<E>::values) names.emplace(n, value);
+  return app->add_option(name, target, help)
+      ->transform(CLI::CheckedTransformer(names))
+      ->default_str(config::name_of(target));
+}
 
 }  // namespace clipper::cli
 

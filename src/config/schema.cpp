@@ -39,6 +39,25 @@ class Builder {
     out_.push_back(std::move(k));
     return *this;
   }
+  // A choice key: YAML and --set give its name, the Config holds the enum (Choices<E>).
+  template <class S, class E>
+  Builder& add_choice(const char* key, S Config::*section, E S::*field, const char* help) {
+    KeyInfo k;
+    k.key = key;
+    k.type = ValueType::string;
+    k.help = help;
+    for (const auto& [name, value] : Choices<E>::values) k.choices.emplace_back(name);
+    k.set = [section, field](Config& c, const Value& v) {
+      const auto& s = std::get<std::string>(v);
+      for (const auto& [name, value] : Choices<E>::values)
+        if (s == name) (c.*section).*field = value;
+    };
+    k.get = [section, field](const Config& c) -> Value {
+      return std::string(name_of((c.*section).*field));
+    };
+    out_.push_back(std::move(k));
+    return *this;
+  }
   Builder& choices(std::vector<std::string> c) {
     out_.back().choices = std::move(c);
     return *this;
@@ -112,16 +131,15 @@ std::vector<KeyInfo> declare() {
         "images with more pixels are rejected (decompression-bomb guard)")
       .min(1);
   // loss
-  b.add("loss.kind", &C::loss, &LossConfig::kind, "contrastive loss").choices({"clip", "siglip"});
+  b.add_choice("loss.kind", &C::loss, &LossConfig::kind, "contrastive loss");
   b.add("loss.local_loss", &C::loss, &LossConfig::local_loss,
         "CLIP: each rank scores its own rows against all columns (OpenCLIP --local-loss)");
   b.add("loss.gather_with_grad", &C::loss, &LossConfig::gather_with_grad,
         "all-gather embeddings with gradient (OpenCLIP --gather-with-grad)");
   b.add("loss.cache_labels", &C::loss, &LossConfig::cache_labels,
         "reuse the label tensor across steps");
-  b.add("loss.siglip_exchange", &C::loss, &LossConfig::siglip_exchange,
-        "SigLIP: how text blocks travel between ranks")
-      .choices({"gather", "neighbour"});
+  b.add_choice("loss.siglip_exchange", &C::loss, &LossConfig::siglip_exchange,
+               "SigLIP: how text blocks travel between ranks");
   // optim
   b.add("optim.lr", &C::optim, &OptimConfig::lr, "peak learning rate").min(0.0);
   b.add("optim.weight_decay", &C::optim, &OptimConfig::weight_decay,
@@ -134,8 +152,8 @@ std::vector<KeyInfo> declare() {
         "fused AdamW kernel (false: PyTorch's multi-tensor AdamW, which reads step counts and "
         "the NaN flag on the host; for comparisons)");
   b.add("optim.warmup_steps", &C::optim, &OptimConfig::warmup_steps, "linear warmup steps").min(0);
-  b.add("optim.schedule", &C::optim, &OptimConfig::schedule, "learning-rate schedule after warmup")
-      .choices({"cosine", "const", "const-cooldown"});
+  b.add_choice("optim.schedule", &C::optim, &OptimConfig::schedule,
+               "learning-rate schedule after warmup");
   b.add("optim.cooldown_steps", &C::optim, &OptimConfig::cooldown_steps,
         "const-cooldown: steps of the final decay")
       .min(0);
@@ -155,12 +173,11 @@ std::vector<KeyInfo> declare() {
   b.add("train.accum_freq", &C::train, &TrainConfig::accum_freq,
         "micro-batches per step (contrastive-correct accumulation)")
       .min(1);
-  b.add("train.precision", &C::train, &TrainConfig::precision,
-        "auto: bf16 autocast on CUDA, fp32 on CPU; bf16: autocast on either (on a CPU it pays "
-        "with AVX-512 BF16 or AMX)")
-      .choices({"auto", "fp32", "bf16"});
-  b.add("train.device", &C::train, &TrainConfig::device, "where to train")
-      .choices({"auto", "cpu", "cuda"});
+  b.add_choice(
+      "train.precision", &C::train, &TrainConfig::precision,
+      "auto: bf16 autocast on CUDA, fp32 on CPU; bf16: autocast on either (on a CPU it pays "
+      "with AVX-512 BF16 or AMX)");
+  b.add_choice("train.device", &C::train, &TrainConfig::device, "where to train");
   b.add("train.tf32", &C::train, &TrainConfig::tf32, "allow TF32 matmuls on CUDA");
   b.add("train.seed", &C::train, &TrainConfig::seed,
         "seed of every random stream (init, data, dropout)");
@@ -171,9 +188,8 @@ std::vector<KeyInfo> declare() {
   b.add("train.max_wall_time_minutes", &C::train, &TrainConfig::max_wall_time_minutes,
         "save and exit after this long; 0: no limit")
       .min(0.0);
-  b.add("train.nan_policy", &C::train, &TrainConfig::nan_policy,
-        "on a NaN/Inf loss or gradient: skip the step, or stop")
-      .choices({"skip", "stop"});
+  b.add_choice("train.nan_policy", &C::train, &TrainConfig::nan_policy,
+               "on a NaN/Inf loss or gradient: skip the step, or stop");
   b.add("train.max_nan_in_row", &C::train, &TrainConfig::max_nan_in_row,
         "stop after this many skipped steps in a row")
       .min(1);
@@ -194,8 +210,7 @@ std::vector<KeyInfo> declare() {
         "device peak TFLOP/s for MFU; 0: 790 on CUDA (H200 dense bf16), not reported on CPU")
       .min(0.0);
   // dist
-  b.add("dist.backend", &C::dist, &DistConfig::backend, "auto: NCCL on CUDA, Gloo on CPU")
-      .choices({"auto", "nccl", "gloo"});
+  b.add_choice("dist.backend", &C::dist, &DistConfig::backend, "auto: NCCL on CUDA, Gloo on CPU");
   b.add("dist.master_addr", &C::dist, &DistConfig::master_addr,
         "rendezvous host; empty: MASTER_ADDR / SLURM / 127.0.0.1");
   b.add("dist.master_port", &C::dist, &DistConfig::master_port,
@@ -221,9 +236,17 @@ std::vector<KeyInfo> declare() {
         "checkpoints kept (older ones deleted)")
       .min(1);
   b.add("checkpoint.resume", &C::checkpoint, &CheckpointConfig::resume,
-        "empty: fresh start; latest: newest valid checkpoint of the run; or a checkpoint folder");
+        "empty: fresh start; latest: the last committed valid checkpoint of the run (with an empty "
+        "train.run_name: of the newest run under train.output_dir); or a checkpoint folder");
   b.add("checkpoint.save_at_end", &C::checkpoint, &CheckpointConfig::save_at_end,
         "save a checkpoint when training ends");
+  b.add("checkpoint.timeout_s", &C::checkpoint, &CheckpointConfig::timeout_s,
+        "how long ranks wait for each other inside a checkpoint save or load (rank 0 writes the "
+        "model and optimizer); collectives elsewhere use dist.timeout_s")
+      .min(1.0);
+  b.add("checkpoint.overwrite", &C::checkpoint, &CheckpointConfig::overwrite,
+        "start fresh in a run folder that already holds checkpoints (they are set aside in "
+        "checkpoints/abandoned/); without it that is an error");
   // eval
   b.add("eval.every_steps", &C::eval, &EvalConfig::every_steps, "evaluate every N steps; 0: off")
       .min(0);

@@ -1,6 +1,7 @@
 #include "clipper/core/atomic_file.hpp"
 
 #include <fcntl.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,6 +10,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "clipper/core/digest.hpp"
 #include "clipper/core/error.hpp"
 
 namespace clipper::core {
@@ -28,7 +30,7 @@ void fsync_path(const std::string& path) {
   if (rc != 0 && errno != EINVAL) throw Error(sys_error("fsync failed for", path));
 }
 
-void write_file_atomic(const std::string& path, std::string_view bytes) {
+FileDigest write_file_atomic(const std::string& path, std::string_view bytes) {
   namespace fs = std::filesystem;
   const fs::path target(path);
   const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
@@ -57,6 +59,16 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   }
   ::close(fd);
   rename_durable(tmp, path);
+  Crc32 crc;
+  crc.update(bytes.data(), bytes.size());
+  return crc.digest();
+}
+
+void exchange_durable(const std::string& a, const std::string& b) {
+  if (::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_EXCHANGE) != 0)
+    throw Error(sys_error("cannot exchange '" + a + "' with", b));
+  const std::filesystem::path p(b);
+  fsync_path(p.has_parent_path() ? p.parent_path().string() : ".");
 }
 
 void rename_durable(const std::string& from, const std::string& to) {

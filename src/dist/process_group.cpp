@@ -108,15 +108,15 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const World& world,
   // One process and dist.backend auto: no backend at all (collectives are the identity). One
   // process and an explicit backend: a real one-rank group of that backend (the GPU check runs
   // NCCL this way), with an in-process store instead of a rendezvous.
-  if (world.world_size <= 1 && cfg.backend == "auto") {
+  if (world.world_size <= 1 && cfg.backend == config::Backend::automatic) {
     if (use_cuda)
       pg->device_ = at::Device(
           at::kCUDA, static_cast<c10::DeviceIndex>(detail::select_cuda_device(world.local_rank)));
     return pg;
   }
 
-  std::string backend = cfg.backend;
-  if (backend == "auto") backend = use_cuda ? "nccl" : "gloo";
+  std::string backend = config::name_of(cfg.backend);
+  if (cfg.backend == config::Backend::automatic) backend = use_cuda ? "nccl" : "gloo";
   if (backend == "nccl" && !use_cuda)
     throw core::InputError(
         "dist.backend=nccl needs CUDA, but this run uses the CPU: use dist.backend=gloo or auto");
@@ -179,9 +179,13 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const World& world,
 }
 
 void ProcessGroup::set_timeout(double s) {
-  if (!impl_) return;
+  if (!impl_ || impl_->timeout_s == s) return;
   impl_->timeout_s = s;
   impl_->backend->setTimeout(to_ms(s));
+}
+
+double ProcessGroup::timeout() const {
+  return impl_ ? impl_->timeout_s : 0.0;
 }
 
 namespace {

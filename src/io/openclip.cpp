@@ -219,4 +219,16 @@ void export_checkpoint_openclip(const std::string& checkpoint, const std::string
   export_openclip(m, spec, out_dir);
 }
 
+std::string resolve_weights(const std::string& path) {
+  if (fs::is_directory(path)) {
+    for (const char* name : {"open_clip_model.safetensors", "model.safetensors"})
+      if (fs::exists(fs::path(path) / name)) return (fs::path(path) / name).string();
+    throw core::InputError("'" + path +
+                           "' holds neither open_clip_model.safetensors (an export) nor "
+                           "model.safetensors (a checkpoint)");
+  }
+  if (!fs::exists(path)) throw core::InputError("weights '" + path + "' do not exist");
+  return path;
+}
+
 }  // namespace clipper::io

@@ -98,8 +98,8 @@ std::string safetensors_dtype_name(at::ScalarType type) {
                    " (supported: " + known_dtypes() + ")");
 }
 
-void save_safetensors(const std::string& path, const TensorList& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+core::FileDigest save_safetensors(const std::string& path, const TensorList& tensors,
+                                  const std::map<std::string, std::string>& metadata) {
   // Header first: names, dtypes, shapes and offsets in the given order.
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
@@ -147,12 +147,16 @@ void save_safetensors(const std::string& path, const TensorList& tensors,
       (dir / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
   Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (fd.get() < 0) throw core::Error(sys_error("cannot create", tmp));
+  core::Crc32 crc;
+  auto write = [&](const void* data, std::size_t size) {
+    write_all(fd.get(), data, size, tmp);
+    crc.update(data, size);
+  };
   try {
-    write_all(fd.get(), len, 8, tmp);
-    write_all(fd.get(), text.data(), text.size(), tmp);
+    write(len, 8);
+    write(text.data(), text.size());
     for (const auto& c : cpu)
-      write_all(fd.get(), c.data_ptr(), static_cast<std::size_t>(c.numel()) * c.element_size(),
-                tmp);
+      write(c.data_ptr(), static_cast<std::size_t>(c.numel()) * c.element_size());
     if (::fsync(fd.get()) != 0) throw core::Error(sys_error("fsync failed for", tmp));
     if (::close(fd.release()) != 0) throw core::Error(sys_error("cannot close", tmp));
     core::rename_durable(tmp, path);
@@ -160,6 +164,7 @@ void save_safetensors(const std::string& path, const TensorList& tensors,
     ::unlink(tmp.c_str());
     throw;
   }
+  return crc.digest();
 }
 
 TensorList load_safetensors(const std::string& path, std::map<std::string, std::string>* metadata) {

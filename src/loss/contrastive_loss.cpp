@@ -131,7 +131,7 @@ at::Tensor SigLipLoss::forward(const at::Tensor& img, const at::Tensor& txt,
     return -at::log_sigmoid(lab * logits).sum() / static_cast<double>(b);
   };
   if (w == 1) return block(txt, 0);
-  if (cfg_.siglip_exchange == "neighbour") {
+  if (cfg_.siglip_exchange == config::SiglipExchange::neighbour) {
     at::Tensor loss = block(txt, 0);
     at::Tensor current = txt;
     for (std::int64_t k = 1; k < w; ++k) {
@@ -156,9 +156,8 @@ at::Tensor siglip_loss(const at::Tensor& image_features, const at::Tensor& text_
 
 std::unique_ptr<ContrastiveLoss> make_loss(const config::LossConfig& cfg,
                                            std::shared_ptr<dist::ProcessGroup> pg) {
-  if (cfg.kind == "siglip") return std::make_unique<SigLipLoss>(std::move(pg), cfg);
-  if (cfg.kind == "clip") return std::make_unique<ClipLoss>(std::move(pg), cfg);
-  throw core::InputError("loss.kind: '" + cfg.kind + "' is not a loss (expected clip or siglip)");
+  if (cfg.kind == config::LossKind::siglip) return std::make_unique<SigLipLoss>(std::move(pg), cfg);
+  return std::make_unique<ClipLoss>(std::move(pg), cfg);
 }
 
 }  // namespace clipper::loss

@@ -9,8 +9,8 @@ double learning_rate(const config::OptimConfig& o, std::int64_t step, std::int64
   const double base = o.lr;
   const std::int64_t warmup = o.warmup_steps;
   if (step < warmup) return base * static_cast<double>(step + 1) / static_cast<double>(warmup);
-  if (o.schedule == "const") return base;
-  if (o.schedule == "const-cooldown") {
+  if (o.schedule == config::LrSchedule::constant) return base;
+  if (o.schedule == config::LrSchedule::const_cooldown) {
     const std::int64_t start = total_steps - o.cooldown_steps;
     if (step < start) return base;
     const double e = static_cast<double>(step - start);

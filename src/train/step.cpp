@@ -21,26 +21,31 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+void to_channels_last(model::ClipImpl& model) {
+  if (!model.visual_resnet) return;
+  at::NoGradGuard no_grad;
+  for (auto& p : model.visual_resnet->parameters())
+    if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
+}
+
 }  // namespace
 
 TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
-                     const config::Config& cfg, at::Device device, StepOptions options)
+                     const StepConfig& cfg, at::Device device, StepOptions options)
     : model_(std::move(model)),
       pg_(std::move(pg)),
       device_(device),
       options_(options),
-      normalize_(model_->spec(), device) {
+      grad_clip_norm_(cfg.optim.grad_clip_norm),
+      normalize_(model_->spec(), device),
+      stats_(device) {
   model_->to(device_);
-  if (options_.channels_last && model_->visual_resnet) {
-    at::NoGradGuard no_grad;
-    for (auto& p : model_->visual_resnet->parameters())
-      if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
-  }
+  if (options_.channels_last) to_channels_last(*model_);
   // Every rank starts from rank 0's parameters and buffers.
   if (pg_->size() > 1) {
     std::vector<at::Tensor> all;
     for (const auto& [name, t] : model_->state_dict()) all.push_back(t);
-    dist::broadcast_tensors(all, *pg_, 0, cfg.dist.bucket_mb);
+    dist::broadcast_tensors(all, *pg_, 0, cfg.bucket_mb);
   }
   auto groups = optim::make_param_groups(*model_, cfg.optim.weight_decay);
   for (const auto& g : groups) params_.insert(params_.end(), g.params.begin(), g.params.end());
@@ -52,10 +57,8 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
   std::vector<at::Tensor> ordered;
   for (const auto& p : model_->parameters())
     if (p.requires_grad()) ordered.push_back(p);
-  reducer_ = std::make_unique<dist::GradReducer>(ordered, pg_, cfg.dist.bucket_mb,
-                                                 cfg.dist.overlap_grad_reduce);
-  window_ = at::zeros({kWindowSize}, at::TensorOptions().dtype(at::kDouble).device(device_));
-  window_[kLastLoss].fill_(std::nan(""));  // no good step yet
+  reducer_ =
+      std::make_unique<dist::GradReducer>(ordered, pg_, cfg.bucket_mb, cfg.overlap_grad_reduce);
 }
 
 TrainStep::~TrainStep() = default;
@@ -64,160 +67,145 @@ at::Tensor TrainStep::prepare_images(const at::Tensor& images) const {
   return normalize_(images);
 }
 
+void TrainStep::sync_for_timing() const {
+  if (options_.time_phases && device_.is_cuda()) torch::cuda::synchronize();
+}
+
 StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
   StepResult r;
-  const bool cuda = device_.is_cuda();
-  auto sync = [&] {
-    if (options_.time_phases && cuda) torch::cuda::synchronize();
-  };
   model_->train();
   optimizer_->zero_grad();
+  const at::Tensor loss = forward_backward(micro, r);
   auto t0 = Clock::now();
-
-  std::vector<at::Tensor> images, tokens;
-  for (const auto& m : micro) {
-    images.push_back(prepare_images(m.images));
-    tokens.push_back(m.tokens.to(device_, /*non_blocking=*/true));
-  }
-  at::Tensor loss_value;
-  const std::size_t n = micro.size();
-  if (n == 1) {
-    at::Tensor loss;
-    {
-      AutocastGuard autocast(options_.bf16, device_.type());
-      auto out = model_->forward(images[0], tokens[0]);
-      loss = loss_->forward(out.image_features, out.text_features, out.logit_scale, out.logit_bias);
-    }
-    sync();
-    r.forward_s = seconds_since(t0);
-    t0 = Clock::now();
-    reducer_->begin_step();
-    loss.backward();
-    loss_value = loss.detach();
-  } else {
-    // Contrastive-correct accumulation: cache every micro-batch's features without grad ...
-    std::vector<at::Tensor> img_f, txt_f;
-    {
-      at::NoGradGuard no_grad;
-      AutocastGuard autocast(options_.bf16, device_.type());
-      for (std::size_t j = 0; j < n; ++j) {
-        auto out = model_->forward(images[j], tokens[j]);
-        img_f.push_back(out.image_features);
-        txt_f.push_back(out.text_features);
-      }
-    }
-    sync();
-    r.forward_s = seconds_since(t0);
-    t0 = Clock::now();
-    // ... then recompute each with grad against the whole accumulated batch. The loss is the same
-    // full-batch loss each time; the gradients of the n passes add up to its gradient. logit_scale
-    // (and logit_bias) take part in one pass only, so their gradient is counted once.
-    for (std::size_t j = 0; j < n; ++j) {
-      at::Tensor loss;
-      {
-        AutocastGuard autocast(options_.bf16, device_.type());
-        auto out = model_->forward(images[j], tokens[j]);
-        auto all_i = img_f, all_t = txt_f;
-        all_i[j] = out.image_features;
-        all_t[j] = out.text_features;
-        const bool last = j + 1 == n;
-        auto scale = last ? out.logit_scale : out.logit_scale.detach();
-        auto bias = out.logit_bias.defined() && !last ? out.logit_bias.detach() : out.logit_bias;
-        loss = loss_->forward(at::cat(all_i), at::cat(all_t), scale, bias);
-      }
-      if (j + 1 == n) reducer_->begin_step();
-      loss.backward();
-      loss_value = loss.detach();
-    }
-  }
-  sync();
-  r.backward_s = seconds_since(t0);
-  t0 = Clock::now();
   reducer_->finish();
-
-  // The loss and the NaN/Inf check, decided on the device: one small collective (mean loss,
-  // whether any rank saw a non-finite loss or gradient, and the gradient norm, already the same
-  // on every rank) and no host read. A bad step reaches the optimizer as found_inf = 1, which
-  // leaves parameters and optimizer state untouched.
-  std::vector<at::Tensor> grads;
-  for (const auto& p : params_)
-    if (p.grad().defined()) grads.push_back(p.grad());
-  at::Tensor norm = grads.empty()
-                        ? at::zeros({}, at::TensorOptions().device(device_))
-                        : at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
-  at::Tensor bad =
-      at::logical_not(at::isfinite(norm)).logical_or(at::logical_not(at::isfinite(loss_value)));
-  at::Tensor packed =
-      at::stack({loss_value.to(at::kDouble), bad.to(at::kDouble), norm.to(at::kDouble)});
-  if (pg_->size() > 1) {
-    packed = packed.to(pg_->device());
-    pg_->all_reduce(packed, dist::ReduceOp::sum, "loss and NaN check");
-    packed = packed.to(device_).div_(static_cast<double>(pg_->size()));
-  }
-  const at::Tensor bad_step = packed[1].gt(0);
-  const at::Tensor found_inf = bad_step.to(at::kFloat);
-  sync();
+  const StepHealth health = reduce_and_check(loss);
+  sync_for_timing();
   r.reduce_s = seconds_since(t0);
   t0 = Clock::now();
-  if (options_.grad_clip_norm > 0 && !grads.empty()) {
-    // Scale by clip / norm when the norm is larger (min(1, ...) leaves other steps exact).
-    const at::Tensor coef = (options_.grad_clip_norm / (packed[2] + 1e-6)).clamp_max(1.0);
-    at::_foreach_mul_(grads, coef.to(at::kFloat));
-  }
-  optimizer_->step(lr, found_inf);
-  {
-    at::NoGradGuard no_grad;
-    model_->logit_scale.clamp_(0.0, std::log(100.0));
-    // What read_back() reports, kept on the device: sums over the steps since the last read.
-    const at::Tensor is_bad = bad_step.to(at::kDouble);
-    const at::Tensor in_row = (window_[kInRow] + 1.0) * is_bad;
-    window_ =
-        at::stack({window_[kLossSum] + at::where(bad_step, 0.0, packed[0]), window_[kSteps] + 1.0,
-                   window_[kSkipped] + is_bad, in_row, at::maximum(window_[kMaxInRow], in_row),
-                   packed[2], model_->logit_scale.exp().to(at::kDouble), is_bad,
-                   at::where(bad_step, window_[kLastLoss], packed[0])});
-  }
-  sync();
+  apply(lr, health);
+  sync_for_timing();
   r.optimizer_s = seconds_since(t0);
-  if (++unread_steps_ >= options_.read_every)
-    read_window(r);
-  else
+  if (++unread_steps_ >= options_.read_every) {
+    static_cast<StatsWindow&>(r) = stats_.read_back();
+    unread_steps_ = 0;
+  } else {
     r.loss = r.grad_norm = r.logit_scale = std::nan("");
+  }
   return r;
 }
 
 StepResult TrainStep::read_back() {
   StepResult r;
-  read_window(r);
+  static_cast<StatsWindow&>(r) = stats_.read_back();
+  unread_steps_ = 0;
   return r;
 }
 
-void TrainStep::read_window(StepResult& r) {
-  r.read = true;
-  unread_steps_ = 0;
-  const auto host = window_.cpu();  // the one host read
-  const double* v = host.data_ptr<double>();
-  r.window_steps = static_cast<std::int64_t>(v[kSteps]);
-  r.window_skipped = static_cast<std::int64_t>(v[kSkipped]);
-  r.window_loss_sum = v[kLossSum];
-  const auto good = r.window_steps - r.window_skipped;
-  r.loss = good > 0 ? v[kLossSum] / static_cast<double>(good) : std::nan("");
-  r.nan_in_row = static_cast<std::int64_t>(v[kInRow]);
-  r.max_nan_in_row = static_cast<std::int64_t>(v[kMaxInRow]);
-  r.grad_norm = v[kNorm];
-  r.logit_scale = v[kScale];
-  r.skipped = v[kLastBad] > 0;
-  r.last_loss = v[kLastLoss];
-  // A new window: sums restart, the run of bad steps and the last good loss carry over.
-  window_ = at::zeros_like(window_);
-  window_[kInRow].fill_(v[kInRow]);
-  window_[kMaxInRow].fill_(v[kInRow]);
-  window_[kLastLoss].fill_(v[kLastLoss]);
+at::Tensor TrainStep::forward_backward(const std::vector<MicroBatch>& micro, StepResult& r) {
+  if (micro.size() > 1) return forward_backward_accumulated(micro, r);
+  const auto t0 = Clock::now();
+  at::Tensor loss;
+  {
+    const MicroBatch& m = micro.at(0);
+    AutocastGuard autocast(options_.bf16, device_.type());
+    auto out = model_->forward(prepare_images(m.images), m.tokens.to(device_, true));
+    loss = loss_->forward(out.image_features, out.text_features, out.logit_scale, out.logit_bias);
+  }
+  sync_for_timing();
+  r.forward_s = seconds_since(t0);
+  const auto t1 = Clock::now();
+  reducer_->begin_step();
+  loss.backward();
+  sync_for_timing();
+  r.backward_s = seconds_since(t1);
+  return loss.detach();
 }
 
-void TrainStep::set_nan_in_row(std::int64_t n) {
-  window_[kInRow].fill_(static_cast<double>(n));
-  window_[kMaxInRow].fill_(static_cast<double>(n));
+// Cache every micro-batch's features without grad, then recompute each with grad against the
+// whole accumulated batch. The loss is the same full-batch loss each time; the gradients of the n
+// passes add up to its gradient. logit_scale (and logit_bias) take part in one pass only, so
+// their gradient is counted once.
+at::Tensor TrainStep::forward_backward_accumulated(const std::vector<MicroBatch>& micro,
+                                                   StepResult& r) {
+  const auto t0 = Clock::now();
+  const std::size_t n = micro.size();
+  std::vector<at::Tensor> images, tokens, img_f, txt_f;
+  for (const auto& m : micro) {
+    images.push_back(prepare_images(m.images));
+    tokens.push_back(m.tokens.to(device_, /*non_blocking=*/true));
+  }
+  {
+    at::NoGradGuard no_grad;
+    AutocastGuard autocast(options_.bf16, device_.type());
+    for (std::size_t j = 0; j < n; ++j) {
+      auto out = model_->forward(images[j], tokens[j]);
+      img_f.push_back(out.image_features);
+      txt_f.push_back(out.text_features);
+    }
+  }
+  sync_for_timing();
+  r.forward_s = seconds_since(t0);
+  const auto t1 = Clock::now();
+  at::Tensor loss_value;
+  for (std::size_t j = 0; j < n; ++j) {
+    const bool last = j + 1 == n;
+    at::Tensor loss;
+    {
+      AutocastGuard autocast(options_.bf16, device_.type());
+      auto out = model_->forward(images[j], tokens[j]);
+      auto all_i = img_f, all_t = txt_f;
+      all_i[j] = out.image_features;
+      all_t[j] = out.text_features;
+      auto scale = last ? out.logit_scale : out.logit_scale.detach();
+      auto bias = out.logit_bias.defined() && !last ? out.logit_bias.detach() : out.logit_bias;
+      loss = loss_->forward(at::cat(all_i), at::cat(all_t), scale, bias);
+    }
+    if (last) reducer_->begin_step();
+    loss.backward();
+    loss_value = loss.detach();
+  }
+  sync_for_timing();
+  r.backward_s = seconds_since(t1);
+  return loss_value;
+}
+
+// The loss and the NaN/Inf check, decided on the device: one small collective (mean loss,
+// whether any rank saw a non-finite loss or gradient, and the gradient norm, already the same on
+// every rank) and no host read.
+StepHealth TrainStep::reduce_and_check(const at::Tensor& loss) {
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params_)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  const at::Tensor norm = grads.empty()
+                              ? at::zeros({}, at::TensorOptions().device(device_))
+                              : at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
+  const at::Tensor bad =
+      at::logical_not(at::isfinite(norm)).logical_or(at::logical_not(at::isfinite(loss)));
+  at::Tensor packed = at::stack({loss.to(at::kDouble), bad.to(at::kDouble), norm.to(at::kDouble)});
+  if (pg_->size() > 1) {
+    packed = packed.to(pg_->device());
+    pg_->all_reduce(packed, dist::ReduceOp::sum, "loss and NaN check");
+    packed = packed.to(device_).div_(static_cast<double>(pg_->size()));
+  }
+  return {packed[0], packed[1].gt(0), packed[2]};
+}
+
+// A bad step reaches the optimizer as found_inf = 1, which leaves parameters and optimizer state
+// untouched; clipping scales by min(1, clip / norm), which leaves other steps exact.
+void TrainStep::apply(double lr, const StepHealth& health) {
+  if (grad_clip_norm_ > 0) {
+    std::vector<at::Tensor> grads;
+    for (const auto& p : params_)
+      if (p.grad().defined()) grads.push_back(p.grad());
+    if (!grads.empty()) {
+      const at::Tensor coef = (grad_clip_norm_ / (health.grad_norm + 1e-6)).clamp_max(1.0);
+      at::_foreach_mul_(grads, coef.to(at::kFloat));
+    }
+  }
+  optimizer_->step(lr, health.bad.to(at::kFloat));
+  at::NoGradGuard no_grad;
+  model_->logit_scale.clamp_(0.0, std::log(100.0));
+  stats_.update(health.loss, health.bad, health.grad_norm, model_->logit_scale.exp());
 }
 
 }  // namespace clipper::train

@@ -5,19 +5,21 @@
 #include <iostream>
 
 #include "clipper/checkpoint/checkpoint.hpp"
+#include "clipper/dist/process_group.hpp"
+#include "test_parts.hpp"
 
 int main(int argc, char** argv) {
   if (argc != 2) return 2;
-  clipper::checkpoint::Manager m(argv[1], 0, 1, /*keep_last=*/3, [] {});
+  clipper::checkpoint::Manager m(argv[1], {/*keep_last=*/3},
+                                 std::make_shared<clipper::dist::ProcessGroup>());
+  clipper::test::HeldParts p;
   for (std::int64_t step = 1;; ++step) {
-    clipper::checkpoint::State s;
-    s.model = {{"w", at::full({512, 1024}, static_cast<float>(step))}};
-    s.optimizer = {{"w.exp_avg", at::full({512, 1024}, static_cast<float>(-step))}};
-    s.trainer = {{"step", step}};
-    s.config_yaml = "model:\n  name: tiny-vit\n";
-    s.rank_json = {{"position", step * 10}};
-    s.rank_tensors = {{"rng", at::arange(16, at::kByte)}};
-    m.save(step, s);
+    p.model.held.tensors = {{"w", at::full({512, 1024}, static_cast<float>(step))}};
+    p.optimizer.held.tensors = {{"w.exp_avg", at::full({512, 1024}, static_cast<float>(-step))}};
+    p.trainer.held.json = {{"step", step}};
+    p.loader.held.json = {{"position", step * 10}};
+    p.rng.held.tensors = {{"rng", at::arange(16, at::kByte)}};
+    m.save(step, p.parts(), "model:\n  name: tiny-vit\n");
     std::cout << step << std::endl;
   }
 }

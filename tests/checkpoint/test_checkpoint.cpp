@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <ATen/ATen.h>
@@ -10,7 +11,10 @@
 #include <thread>
 
 #include "clipper/checkpoint/checkpoint.hpp"
+#include "clipper/core/atomic_file.hpp"
 #include "clipper/core/error.hpp"
+#include "clipper/dist/process_group.hpp"
+#include "test_parts.hpp"
 #include "test_util.hpp"
 
 using namespace clipper;
@@ -18,16 +22,30 @@ namespace fs = std::filesystem;
 
 namespace {
 
-checkpoint::State make_state(int step) {
-  checkpoint::State s;
-  s.model = {{"visual.proj", at::full({4, 3}, static_cast<float>(step))},
-             {"logit_scale", at::tensor(2.6593f)}};
-  s.optimizer = {{"visual.proj.exp_avg", at::full({4, 3}, 0.5f * step)}};
-  s.trainer = {{"step", step}, {"epoch", 0}};
-  s.config_yaml = "model:\n  name: tiny-vit\n";
-  s.rank_json = {{"loader", {{"position", step * 7}}}};
-  s.rank_tensors = {{"cpu_rng", at::arange(8, at::kByte)}};
-  return s;
+std::shared_ptr<dist::ProcessGroup> one_rank() {
+  return std::make_shared<dist::ProcessGroup>();
+}
+
+void fill(test::HeldParts& p, int step) {
+  p.model.held.tensors = {{"visual.proj", at::full({4, 3}, static_cast<float>(step))},
+                          {"logit_scale", at::tensor(2.6593f)}};
+  p.optimizer.held.tensors = {{"visual.proj.exp_avg", at::full({4, 3}, 0.5f * step)}};
+  p.trainer.held.json = {{"step", step}, {"epoch", 0}};
+  p.loader.held.json = {{"position", step * 7}};
+  p.rng.held.tensors = {{"cpu_rng", at::arange(8, at::kByte)}};
+}
+
+std::string save(checkpoint::Manager& m, int step) {
+  test::HeldParts p;
+  fill(p, step);
+  return m.save(step, p.parts(), "model:\n  name: tiny-vit\n");
+}
+
+float model_value(const std::string& dir) {
+  test::HeldParts p;
+  checkpoint::Manager(fs::path(dir).parent_path().parent_path().string(), {}, one_rank())
+      .load(dir, p.parts());
+  return p.model.held.tensors.at(0).second[0][0].item<float>();
 }
 
 void flip_byte(const std::string& path, std::streamoff at_offset) {
@@ -39,57 +57,154 @@ void flip_byte(const std::string& path, std::streamoff at_offset) {
   f.put(static_cast<char>(c ^ 0x40));
 }
 
+std::int64_t latest_step(const checkpoint::Manager& m) {
+  const auto f = m.latest_valid();
+  return f ? f->step : -1;
+}
+
 }  // namespace
 
 TEST(Checkpoint, SaveLoadRoundTripAndKeepLast) {
   test::TempDir d;
-  checkpoint::Manager m(d.path().string(), 0, 1, 2, [] {});
-  for (int step : {10, 20, 30}) m.save(step, make_state(step));
+  checkpoint::Manager m(d.path().string(), {2}, one_rank());
+  for (int step : {10, 20, 30}) save(m, step);
   int count = 0;
-  for (const auto& e : fs::directory_iterator(m.checkpoints_dir())) {
-    (void)e;
-    ++count;
-  }
+  for (const auto& e : fs::directory_iterator(m.checkpoints_dir())) count += e.is_directory();
   EXPECT_EQ(count, 2);  // keep_last
   const auto latest = m.latest_valid();
   ASSERT_TRUE(latest);
-  EXPECT_EQ(checkpoint::step_of(*latest), 30);
-  const auto s = checkpoint::load(*latest, 0, 1);
-  ASSERT_EQ(s.model.size(), 2u);
-  EXPECT_EQ(s.model[0].first, "visual.proj");
-  EXPECT_TRUE(at::equal(s.model[0].second, at::full({4, 3}, 30.0f)));
-  EXPECT_EQ(s.trainer["step"], 30);
-  EXPECT_EQ(s.rank_json["loader"]["position"], 210);
-  EXPECT_TRUE(at::equal(s.rank_tensors[0].second, at::arange(8, at::kByte)));
-  EXPECT_EQ(s.config_yaml, "model:\n  name: tiny-vit\n");
-  EXPECT_THROW(checkpoint::load(*latest, 0, 2), core::InputError);  // world size differs
+  EXPECT_EQ(latest->step, 30);
+  test::HeldParts p;
+  m.load(latest->dir, p.parts());
+  ASSERT_EQ(p.model.held.tensors.size(), 2u);
+  EXPECT_EQ(p.model.held.tensors[0].first, "visual.proj");
+  EXPECT_TRUE(at::equal(p.model.held.tensors[0].second, at::full({4, 3}, 30.0f)));
+  EXPECT_EQ(p.trainer.held.json["step"], 30);
+  EXPECT_EQ(p.loader.held.json["position"], 210);
+  ASSERT_EQ(p.rng.held.tensors.size(), 1u);
+  EXPECT_EQ(p.rng.held.tensors[0].first, "cpu_rng");
+  EXPECT_TRUE(at::equal(p.rng.held.tensors[0].second, at::arange(8, at::kByte)));
+  EXPECT_EQ(clipper::core::read_file(latest->dir + "/config.yaml"), "model:\n  name: tiny-vit\n");
+  // The manifest's checksums were computed while writing: they match the files.
+  EXPECT_NO_THROW(checkpoint::validate(latest->dir, /*check_crc=*/true));
 }
 
-TEST(Checkpoint, TruncatedAndBitFlippedAreSkipped) {
+TEST(Checkpoint, TruncatedIsSkippedAndABitFlipFailsTheLoadThatReadsIt) {
   test::TempDir d;
-  checkpoint::Manager m(d.path().string(), 0, 1, 5, [] {});
-  for (int step : {1, 2, 3}) m.save(step, make_state(step));
+  checkpoint::Manager m(d.path().string(), {5}, one_rank());
+  for (int step : {1, 2, 3}) save(m, step);
   const std::string s3 = (fs::path(m.checkpoints_dir()) / checkpoint::step_dir_name(3)).string();
   const std::string s2 = (fs::path(m.checkpoints_dir()) / checkpoint::step_dir_name(2)).string();
   fs::resize_file(s3 + "/model.safetensors", fs::file_size(s3 + "/model.safetensors") - 5);
   flip_byte(s2 + "/optimizer.safetensors", 100);
-  try {
-    checkpoint::validate(s3);
-    FAIL();
-  } catch (const core::InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
-  }
-  try {
-    checkpoint::validate(s2);
-    FAIL();
-  } catch (const core::InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("CRC-32"), std::string::npos) << e.what();
-  }
-  const auto latest = m.latest_valid();
-  ASSERT_TRUE(latest);
-  EXPECT_EQ(checkpoint::step_of(*latest), 1);
-  fs::remove(fs::path(*latest) / "manifest.json");
-  EXPECT_FALSE(m.latest_valid());
+  const auto truncated = test::error_of([&] { checkpoint::validate(s3); });
+  EXPECT_NE(truncated.find("truncated"), std::string::npos) << truncated;
+  const auto flipped = test::error_of([&] { checkpoint::validate(s2); });
+  EXPECT_NE(flipped.find("CRC-32"), std::string::npos) << flipped;
+  // The lookup checks sizes only (cheap, on rank 0); the load checks the CRC of what it reads.
+  EXPECT_EQ(latest_step(m), 2);
+  test::HeldParts p;
+  const auto at_load = test::error_of([&] { m.load(s2, p.parts()); });
+  EXPECT_NE(at_load.find("optimizer.safetensors"), std::string::npos) << at_load;
+  EXPECT_NE(at_load.find("CRC-32"), std::string::npos) << at_load;
+  fs::remove(fs::path(s2) / "manifest.json");
+  EXPECT_EQ(latest_step(m), 1);
+}
+
+// Commit order, not the step number, decides: resuming from step 100 while 200 and 400 exist sets
+// them aside, and saving 150 with keep_last 1 keeps 150 (it is the newest committed).
+TEST(Checkpoint, ResumingFromAnOlderStepSetsTheNewerBranchAside) {
+  test::TempDir d;
+  checkpoint::Manager m(d.path().string(), {3}, one_rank());
+  const std::string s100 = save(m, 100);
+  save(m, 200);
+  save(m, 400);
+  ASSERT_EQ(latest_step(m), 400);
+  const auto chosen = m.resolve(s100);
+  ASSERT_TRUE(chosen);
+  EXPECT_EQ(*chosen, s100);
+  EXPECT_EQ(latest_step(m), 100);  // 200 and 400 are no longer candidates
+  EXPECT_TRUE(fs::exists(fs::path(m.checkpoints_dir()) / "abandoned" / "step_00000400-seq3"));
+  checkpoint::Manager keep1(d.path().string(), {1}, one_rank());
+  const std::string s150 = save(keep1, 150);
+  EXPECT_TRUE(fs::exists(s150));
+  EXPECT_FALSE(fs::exists(s100));  // pruned: older in commit order
+  EXPECT_EQ(latest_step(keep1), 150);
+  EXPECT_FLOAT_EQ(model_value(s150), 150.0f);
+}
+
+TEST(Checkpoint, InvalidFoldersNeitherCountForPruningNorEvictValidOnes) {
+  test::TempDir d;
+  checkpoint::Manager m(d.path().string(), {2}, one_rank());
+  save(m, 1);
+  save(m, 2);
+  const fs::path bad = fs::path(m.checkpoints_dir()) / checkpoint::step_dir_name(3);
+  fs::create_directories(bad);
+  std::ofstream(bad / "manifest.json") << "{\"magic\": 7}";
+  save(m, 4);
+  EXPECT_TRUE(fs::exists(fs::path(m.checkpoints_dir()) / checkpoint::step_dir_name(2)));
+  EXPECT_TRUE(fs::exists(fs::path(m.checkpoints_dir()) / checkpoint::step_dir_name(4)));
+  EXPECT_FALSE(fs::exists(fs::path(m.checkpoints_dir()) / checkpoint::step_dir_name(1)));
+  EXPECT_EQ(latest_step(m), 4);
+}
+
+TEST(Checkpoint, StrayNamesAndMalformedManifestsNeverThrowPastTheLookup) {
+  test::TempDir d;
+  checkpoint::Manager m(d.path().string(), {3}, one_rank());
+  save(m, 5);
+  const fs::path dir(m.checkpoints_dir());
+  for (const char* n : {"step_abc", "step_", "step_99999999999999999999999", "notes", "step_-4"})
+    fs::create_directories(dir / n);
+  std::ofstream(dir / "step_00000009") << "a file, not a folder";
+  const fs::path typed = dir / checkpoint::step_dir_name(7);
+  fs::create_directories(typed);
+  std::ofstream(typed / "manifest.json")
+      << R"({"magic": "clipper-checkpoint", "format_version": 2, "step": "x", "world_size": 1,
+            "files": {"model.safetensors": {"size": "big"}}})";
+  const fs::path sizes = dir / checkpoint::step_dir_name(8);
+  fs::create_directories(sizes);
+  std::ofstream(sizes / "manifest.json")
+      << R"({"magic": "clipper-checkpoint", "format_version": 2, "step": 8, "sequence": 99,
+            "world_size": 1, "files": {"model.safetensors": {"size": "big"}}})";
+  std::ofstream(sizes / "model.safetensors") << "x";
+  EXPECT_NO_THROW(EXPECT_EQ(latest_step(m), 5));
+  EXPECT_FALSE(checkpoint::step_of("step_abc"));
+  EXPECT_EQ(checkpoint::step_of("/x/step_00000012").value_or(-1), 12);
+  const auto e = test::error_of([&] { checkpoint::validate(sizes.string()); });
+  EXPECT_NE(e.find("malformed"), std::string::npos) << e;
+  EXPECT_NO_THROW(save(m, 6));
+}
+
+TEST(Checkpoint, SavingTheSameStepAgainSwapsTheWholeFolder) {
+  test::TempDir d;
+  checkpoint::Manager m(d.path().string(), {3}, one_rank());
+  const std::string first = save(m, 10);
+  test::HeldParts p;
+  fill(p, 10);
+  p.model.held.tensors[0].second.fill_(-1.0f);
+  ASSERT_EQ(m.save(10, p.parts(), "x"), first);
+  EXPECT_FLOAT_EQ(model_value(first), -1.0f);
+  for (const auto& e : fs::directory_iterator(m.checkpoints_dir()))
+    EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
+  EXPECT_EQ(latest_step(m), 10);
+}
+
+TEST(Checkpoint, AMissingPartIsAnErrorNamingTheCheckpoint) {
+  test::TempDir d;
+  checkpoint::Manager m(d.path().string(), {3}, one_rank());
+  test::HeldPart only;
+  only.held.json = {{"a", 1}};
+  const std::string dir = m.save(1, {{"counters", checkpoint::Scope::global, &only}}, "");
+  struct Strict : checkpoint::Stateful {
+    checkpoint::PartState state() const override { return {}; }
+    void load_state(const checkpoint::PartState& s, const std::string& where) override {
+      if (s.tensors.empty()) throw core::InputError("checkpoint '" + where + "' has no weights");
+    }
+  } strict;
+  const auto e = test::error_of([&] {
+    m.load(dir, {{"model", checkpoint::Scope::global, &strict}});
+  });
+  EXPECT_NE(e.find(dir), std::string::npos) << e;
 }
 
 TEST(Checkpoint, KillNineDuringWritesNeverLeavesACorruptLatest) {
@@ -120,14 +235,15 @@ TEST(Checkpoint, KillNineDuringWritesNeverLeavesACorruptLatest) {
     int status = 0;
     waitpid(pid, &status, 0);
     ASSERT_TRUE(WIFSIGNALED(status)) << "writer ended on its own: " << status;
-    checkpoint::Manager m(d.path().string(), 0, 1, 3, [] {});
+    checkpoint::Manager m(d.path().string(), {3}, one_rank());
     const auto latest = m.latest_valid();
     ASSERT_TRUE(latest) << "trial " << trial << ": no valid checkpoint after a completed save";
-    const auto s = checkpoint::load(*latest, 0, 1);
-    const auto step = checkpoint::step_of(*latest);
-    EXPECT_TRUE(at::equal(s.model[0].second, at::full({512, 1024}, static_cast<float>(step))));
-    EXPECT_EQ(s.rank_json["position"], step * 10);
-    last_valid_step = std::max<std::int64_t>(last_valid_step, step);
+    test::HeldParts p;
+    m.load(latest->dir, p.parts());  // CRC-checked
+    EXPECT_TRUE(at::equal(p.model.held.tensors[0].second,
+                          at::full({512, 1024}, static_cast<float>(latest->step))));
+    EXPECT_EQ(p.loader.held.json["position"], latest->step * 10);
+    last_valid_step = std::max<std::int64_t>(last_valid_step, latest->step);
   }
   EXPECT_GT(last_valid_step, 0);  // the trials did reach complete checkpoints
 }

@@ -22,7 +22,7 @@ TEST(Config, DefaultsComeFromTheStructs) {
   apply_yaml(c, "", "empty.yaml");
   EXPECT_DOUBLE_EQ(c.optim.lr, 5e-4);
   EXPECT_EQ(c.train.batch_size, 64);
-  EXPECT_EQ(c.loss.kind, "clip");
+  EXPECT_EQ(c.loss.kind, LossKind::clip);
 }
 
 TEST(Config, EveryKeyIsDeclaredOnceWithHelp) {

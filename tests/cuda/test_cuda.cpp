@@ -89,12 +89,13 @@ TEST(Cuda, CheckpointRoundTripFromGpuTensors) {
 }
 
 TEST(Cuda, TrainStepInBf16OnTinyVit) {
-  config::Config cfg;
+  train::StepConfig cfg;
   cfg.optim.lr = 1e-3;
+  cfg.optim.grad_clip_norm = 1.0;
   auto pg = std::make_shared<dist::ProcessGroup>();
   auto spec = model::load_model_spec("tiny-vit");
   train::TrainStep step(model::create_model(spec, 0), pg, cfg, kCuda,
-                        train::StepOptions{true, 1.0, true});
+                        train::StepOptions{true, true});
   auto images = at::randint(0, 256, {32, spec.image_size, spec.image_size, 3}, at::kByte);
   auto tokens = at::randint(1, 1000, {32, spec.context_length}, at::kLong);
   tokens.select(1, 5).fill_(spec.vocab_size - 1);
@@ -112,7 +113,7 @@ TEST(Cuda, TrainStepInBf16OnTinyVit) {
 // on CUDA tensors, then training steps with it as the step's group.
 TEST(Cuda, SingleRankNcclGroup) {
   config::Config cfg;
-  cfg.dist.backend = "nccl";
+  cfg.dist.backend = config::Backend::nccl;
   cfg.optim.lr = 1e-3;
   const auto pg = dist::ProcessGroup::create(dist::World{}, cfg.dist, /*use_cuda=*/true);
   ASSERT_EQ(pg->backend_name(), "nccl");
@@ -126,8 +127,9 @@ TEST(Cuda, SingleRankNcclGroup) {
   EXPECT_EQ(pg->all_reduce_int(4, dist::ReduceOp::sum), 4);
   pg->barrier();
   auto spec = model::load_model_spec("tiny-vit");
-  train::TrainStep step(model::create_model(spec, 0), pg, cfg, pg->device(),
-                        train::StepOptions{true, 0.0, false});
+  train::StepConfig step_cfg{cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce};
+  train::TrainStep step(model::create_model(spec, 0), pg, step_cfg, pg->device(),
+                        train::StepOptions{true, false});
   auto images = at::randint(0, 256, {16, spec.image_size, spec.image_size, 3}, o.dtype(at::kByte));
   auto tokens = at::randint(1, 1000, {16, spec.context_length}, o.dtype(at::kLong));
   tokens.select(1, 5).fill_(spec.vocab_size - 1);
@@ -142,11 +144,12 @@ TEST(Cuda, SingleRankNcclGroup) {
 // With read-back every 8 steps, the steps in between never synchronize the host with the device:
 // CUDA's sync debug mode turns any synchronizing call into an error. The read itself syncs.
 TEST(Cuda, DeferredReadBackStepsDoNotSynchronize) {
-  config::Config cfg;
+  train::StepConfig cfg;
   cfg.optim.lr = 1e-3;
+  cfg.optim.grad_clip_norm = 1.0;
   auto pg = std::make_shared<dist::ProcessGroup>();
   auto spec = model::load_model_spec("tiny-vit");
-  train::StepOptions so{true, 1.0, false};
+  train::StepOptions so{true, false};
   so.read_every = 8;
   train::TrainStep step(model::create_model(spec, 0), pg, cfg, kCuda, so);
   const auto o = at::TensorOptions().device(kCuda);

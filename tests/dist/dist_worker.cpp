@@ -83,10 +83,11 @@ struct Check {
 
 clipper::config::LossConfig loss_config() {
   clipper::config::LossConfig c;
-  c.kind = arg("loss", "clip");
+  c.kind = clipper::config::parse_choice<clipper::config::LossKind>(arg("loss", "clip"));
   c.local_loss = arg("local", "1") == "1";
   c.gather_with_grad = arg("grad", "1") == "1";
-  c.siglip_exchange = arg("exchange", "gather");
+  c.siglip_exchange =
+      clipper::config::parse_choice<clipper::config::SiglipExchange>(arg("exchange", "gather"));
   return c;
 }
 
@@ -102,7 +103,7 @@ int run_loss(ProcessGroup& pg, const std::string& kind) {
   const int w = pg.size(), r = pg.rank();
   const long b = arg_i("batch", 4), d = arg_i("dim", 8);
   auto cfg = loss_config();
-  cfg.kind = kind;
+  cfg.kind = clipper::config::parse_choice<clipper::config::LossKind>(kind);
   at::manual_seed(1234);
   const auto opt = at::TensorOptions().dtype(dtype());
   const at::Tensor img_all = normalize(at::randn({w * b, d}, opt));
@@ -190,8 +191,9 @@ int run_train(ProcessGroup& pg_ref, const std::shared_ptr<ProcessGroup>& pg) {
   clipper::dist::broadcast_tensors(model.params, *pg, 0, arg_d("bucket_mb", 25.0));
   // The reducer gets the parameters the loss uses (CLIP has no logit_bias): with overlap, a
   // parameter that never gets a gradient would hold its bucket back until finish().
-  std::vector<at::Tensor> trained(model.params.begin(),
-                                  model.params.end() - (cfg.kind == "clip" ? 1 : 0));
+  std::vector<at::Tensor> trained(
+      model.params.begin(),
+      model.params.end() - (cfg.kind == clipper::config::LossKind::clip ? 1 : 0));
   clipper::dist::GradReducer reducer(trained, pg, arg_d("bucket_mb", 25.0),
                                      arg("overlap", "1") == "1");
   auto loss_fn = clipper::loss::make_loss(cfg, pg);

@@ -47,7 +47,7 @@ void compare_with_open_clip(const std::string& kind) {
 
   clipper::dist::ProcessGroup single;
   clipper::config::LossConfig cfg;
-  cfg.kind = kind;
+  cfg.kind = clipper::config::parse_choice<clipper::config::LossKind>(kind);
   at::Tensor loss = kind == "clip" ? clipper::loss::clip_loss(img, txt, scale, single, cfg)
                                    : clipper::loss::siglip_loss(img, txt, scale, bias, single, cfg);
   loss.backward();

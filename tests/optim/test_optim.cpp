@@ -140,9 +140,9 @@ TEST(Schedule, WarmupCosineConstCooldown) {
   EXPECT_DOUBLE_EQ(optim::learning_rate(o, 10, 110), 1.0);
   EXPECT_NEAR(optim::learning_rate(o, 60, 110), 0.5, 1e-12);
   EXPECT_NEAR(optim::learning_rate(o, 110, 110), 0.0, 1e-12);
-  o.schedule = "const";
+  o.schedule = config::LrSchedule::constant;
   EXPECT_DOUBLE_EQ(optim::learning_rate(o, 100, 110), 1.0);
-  o.schedule = "const-cooldown";
+  o.schedule = config::LrSchedule::const_cooldown;
   o.cooldown_steps = 20;
   o.cooldown_end_lr = 0.1;
   EXPECT_DOUBLE_EQ(optim::learning_rate(o, 89, 110), 1.0);

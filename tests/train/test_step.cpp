@@ -19,10 +19,10 @@ namespace {
 struct Fixture {
   model::ModelSpec spec = model::load_model_spec("tiny-fmnist-vit");
   std::shared_ptr<dist::ProcessGroup> pg = std::make_shared<dist::ProcessGroup>();
-  config::Config cfg;
+  train::StepConfig cfg;
   Fixture() {
     cfg.optim.lr = 1e-3;
-    cfg.dist.overlap_grad_reduce = false;
+    cfg.overlap_grad_reduce = false;
   }
   train::MicroBatch batch(int n, int seed) const {
     at::manual_seed(seed);

@@ -3,10 +3,58 @@
 // allowed values, in src/config/schema.cpp; the default is the initializer written here.
 // Precedence: these defaults < YAML files (later files win) < --set overrides.
 #include <cstdint>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace clipper::config {
+
+// Choice keys are parsed once, by the schema, into these enums; code compares enums, never strings.
+enum class Device { automatic, cpu, cuda };
+enum class Precision { automatic, fp32, bf16 };
+enum class NanPolicy { skip, stop };
+enum class LossKind { clip, siglip };
+enum class SiglipExchange { gather, neighbour };
+enum class LrSchedule { cosine, constant, const_cooldown };
+enum class Backend { automatic, nccl, gloo };
+
+// The spelling of each choice in YAML, --set and messages (the schema's allowed values).
+template <class E>
+struct Choices;
+#define CLIPPER_CHOICES(E, ...)                                          \
+  template <>                                                            \
+  struct Choices<E> {                                                    \
+    static constexpr std::pair<const char*, E> values[] = {__VA_ARGS__}; \
+  }
+CLIPPER_CHOICES(Device, {"auto", Device::automatic}, {"cpu", Device::cpu}, {"cuda", Device::cuda});
+CLIPPER_CHOICES(Precision, {"auto", Precision::automatic}, {"fp32", Precision::fp32},
+                {"bf16", Precision::bf16});
+CLIPPER_CHOICES(NanPolicy, {"skip", NanPolicy::skip}, {"stop", NanPolicy::stop});
+CLIPPER_CHOICES(LossKind, {"clip", LossKind::clip}, {"siglip", LossKind::siglip});
+CLIPPER_CHOICES(SiglipExchange, {"gather", SiglipExchange::gather},
+                {"neighbour", SiglipExchange::neighbour});
+CLIPPER_CHOICES(LrSchedule, {"cosine", LrSchedule::cosine}, {"const", LrSchedule::constant},
+                {"const-cooldown", LrSchedule::const_cooldown});
+CLIPPER_CHOICES(Backend, {"auto", Backend::automatic}, {"nccl", Backend::nccl},
+                {"gloo", Backend::gloo});
+#undef CLIPPER_CHOICES
+
+// "cuda" for Device::cuda: the name a user writes.
+template <class E>
+constexpr const char* name_of(E e) {
+  for (const auto& [name, value] : Choices<E>::values)
+    if (value == e) return name;
+  return "?";
+}
+
+// The enum named `name` (for code outside the schema, e.g. tests and command-line flags).
+template <class E>
+E parse_choice(const std::string& name) {
+  for (const auto& [n, value] : Choices<E>::values)
+    if (name == n) return value;
+  throw std::invalid_argument("'" + name + "' is not a valid choice");
+}
 
 struct ModelConfig {
   std::string name;       // architecture from configs/models/<name>.yaml (required)
@@ -35,11 +83,11 @@ struct DataConfig {
 };
 
 struct LossConfig {
-  std::string kind = "clip";  // clip | siglip
+  LossKind kind = LossKind::clip;
   bool local_loss = true;
   bool gather_with_grad = true;
   bool cache_labels = true;
-  std::string siglip_exchange = "gather";  // gather | neighbour
+  SiglipExchange siglip_exchange = SiglipExchange::gather;
 };
 
 struct OptimConfig {
@@ -50,7 +98,7 @@ struct OptimConfig {
   double eps = 1e-6;
   bool fused = true;  // one fused AdamW kernel per group; false: PyTorch's foreach AdamW
   std::int64_t warmup_steps = 0;
-  std::string schedule = "cosine";  // cosine | const | const-cooldown
+  LrSchedule schedule = LrSchedule::cosine;
   std::int64_t cooldown_steps = 0;
   double cooldown_end_lr = 0.0;
   double grad_clip_norm = 0.0;  // 0: off
@@ -61,15 +109,15 @@ struct TrainConfig {
   std::int64_t epochs = 1;
   std::int64_t max_steps = 0;  // 0: epochs decide
   std::int64_t accum_freq = 1;
-  std::string precision = "auto";  // auto | fp32 | bf16
-  std::string device = "auto";     // auto | cpu | cuda
+  Precision precision = Precision::automatic;
+  Device device = Device::automatic;
   bool tf32 = true;
   std::int64_t seed = 0;
   std::string output_dir = "runs";
   std::string run_name;  // empty: a timestamp
   std::int64_t log_every = 10;
   double max_wall_time_minutes = 0.0;  // 0: no limit
-  std::string nan_policy = "skip";     // skip | stop
+  NanPolicy nan_policy = NanPolicy::skip;
   std::int64_t max_nan_in_row = 5;
   std::int64_t threads = 0;       // intra-op threads on CPU; 0: LibTorch's default
   bool channels_last = true;      // CUDA: ResNet tower weights and activations NHWC
@@ -79,7 +127,7 @@ struct TrainConfig {
 };
 
 struct DistConfig {
-  std::string backend = "auto";  // auto | nccl | gloo
+  Backend backend = Backend::automatic;
   std::string master_addr;       // empty: from the environment
   std::int64_t master_port = 0;  // 0: from the environment
   double start_timeout_s = 1800.0;
@@ -94,6 +142,8 @@ struct CheckpointConfig {
   std::int64_t keep_last = 3;
   std::string resume;  // empty | latest | PATH
   bool save_at_end = true;
+  double timeout_s = 1800.0;  // collectives inside a save or a load
+  bool overwrite = false;     // start fresh in a run folder that holds checkpoints
 };
 
 struct EvalConfig {

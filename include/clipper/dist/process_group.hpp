@@ -108,6 +108,7 @@ class ProcessGroup {
 
   // Timeout of later collectives.
   void set_timeout(double seconds);
+  double timeout() const;
 
   struct Impl;
 
@@ -116,6 +117,21 @@ class ProcessGroup {
   std::string backend_name_ = "single";
   at::Device device_{at::kCPU};
   std::unique_ptr<Impl> impl_;
+};
+
+// Another timeout for the collectives of one scope (checkpoint save and load have their own).
+class ScopedTimeout {
+ public:
+  ScopedTimeout(ProcessGroup& pg, double seconds) : pg_(pg), before_(pg.timeout()) {
+    if (seconds > 0) pg_.set_timeout(seconds);
+  }
+  ~ScopedTimeout() { pg_.set_timeout(before_); }
+  ScopedTimeout(const ScopedTimeout&) = delete;
+  ScopedTimeout& operator=(const ScopedTimeout&) = delete;
+
+ private:
+  ProcessGroup& pg_;
+  double before_;
 };
 
 }  // namespace clipper::dist

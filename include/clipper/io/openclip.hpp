@@ -38,6 +38,10 @@ void load_state_dict(model::ClipImpl& model, const TensorList& tensors, const st
 
 void load_openclip_weights(model::Clip& model, const std::string& path);
 
+// Resolves --weights: a folder with open_clip_model.safetensors (an export) or model.safetensors
+// (a checkpoint), or a weights file.
+std::string resolve_weights(const std::string& path);
+
 // `clipper export`: `checkpoint` is a checkpoint folder (model.safetensors + config.yaml, whose
 // model.name names the architecture) or a .safetensors file with `model_name` given. A non-empty
 // `model_name` overrides the folder's. Writes the OpenCLIP files into `out_dir`.

@@ -11,14 +11,17 @@
 #include <utility>
 #include <vector>
 
+#include "clipper/core/digest.hpp"
+
 namespace clipper::io {
 
 using TensorList = std::vector<std::pair<std::string, at::Tensor>>;  // keeps order
 
 // Writes atomically (temporary file, fsync, rename). Tensors of any device, dtype and layout go
-// in; their CPU contiguous bytes are written in the given order. Names must be unique.
-void save_safetensors(const std::string& path, const TensorList& tensors,
-                      const std::map<std::string, std::string>& metadata = {});
+// in; their CPU contiguous bytes are written in the given order. Names must be unique. Returns the
+// size and CRC-32 of the file, computed while writing.
+core::FileDigest save_safetensors(const std::string& path, const TensorList& tensors,
+                                  const std::map<std::string, std::string>& metadata = {});
 
 // Reads every tensor into CPU memory, in file (offset) order. Each error (bad header, truncated
 // file, unknown dtype, shape/size mismatch) throws core::InputError naming the file and tensor.

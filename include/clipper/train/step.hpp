@@ -1,8 +1,11 @@
 #pragma once
 // One optimizer step of contrastive training, independent of where batches come from:
-// device upload and normalization of uint8 images, forward (bf16 autocast when asked), the
-// distributed loss, backward, gradient all-reduce, NaN/Inf check, clipping, fused AdamW and the
-// logit_scale clamp. Needs only LibTorch: `clipper bench train` drives it with synthetic batches.
+//   forward_backward(micro)   device upload, normalization, forward (bf16 autocast when asked),
+//                             the distributed loss, backward with the gradient all-reduce
+//   reduce_and_check()        the loss and the NaN/Inf check across ranks, on the device
+//   apply(lr, health)         clipping, fused AdamW (skipped on the device for a bad step), the
+//                             logit_scale clamp, and the device-side statistics
+// Needs only LibTorch: `clipper bench train` drives it with synthetic batches.
 //
 // Gradient accumulation (accum_freq > 1) is contrastive-correct, as OpenCLIP's --accum-freq: the
 // features of every micro-batch are first computed without grad and cached; then each micro-batch
@@ -16,6 +19,7 @@
 #include "clipper/model/clip.hpp"
 #include "clipper/model/image_normalizer.hpp"
 #include "clipper/optim/adamw.hpp"
+#include "clipper/train/device_stats.hpp"
 
 namespace clipper::dist {
 class ProcessGroup;
@@ -32,28 +36,17 @@ struct MicroBatch {
   at::Tensor tokens;  // int64 [B, L]
 };
 
-// What a step reports. The values below `read` exist only when it is true: they come from one
-// host read of figures the device keeps over the steps since the previous read (the "window":
-// every step with StepOptions::read_every = 1).
-struct StepResult {
-  bool read = false;         // the fields below were read back
-  bool skipped = false;      // the last step had a non-finite loss or gradient: nothing changed
-  double loss = 0.0;         // mean over ranks and over the window's good steps (NaN: none)
-  double grad_norm = 0.0;    // global norm before clipping, last step
-  double logit_scale = 0.0;  // exp(logit_scale) after the last step
-  std::int64_t window_steps = 0, window_skipped = 0;
-  double window_loss_sum = 0.0;     // sum of the good steps' losses
-  double last_loss = 0.0;           // loss of the last good step (so far)
-  std::int64_t nan_in_row = 0;      // bad steps in a row at the window's end (across windows)
-  std::int64_t max_nan_in_row = 0;  // longest such run that ended in the window (or goes on)
-  // Seconds spent in each phase (host time; CUDA phases are synchronized only when timing is on).
-  double forward_s = 0, backward_s = 0, reduce_s = 0, optimizer_s = 0;
+// The config sections the step reads.
+struct StepConfig {
+  config::OptimConfig optim;  // AdamW settings, weight-decay groups, grad_clip_norm
+  config::LossConfig loss;
+  double bucket_mb = 25.0;  // dist.bucket_mb
+  bool overlap_grad_reduce = true;
 };
 
 struct StepOptions {
-  bool bf16 = false;          // autocast to bf16 (on the step's device: CUDA or CPU)
-  double grad_clip_norm = 0;  // 0: off
-  bool time_phases = false;   // synchronize the device between phases to time them
+  bool bf16 = false;         // autocast to bf16 (on the step's device: CUDA or CPU)
+  bool time_phases = false;  // synchronize the device between phases to time them
   // Read the loss, NaN counts and norms back to the host every this many steps; in between a
   // step issues no host synchronization at all (the NaN skip is decided on the device).
   std::int64_t read_every = 1;
@@ -62,9 +55,23 @@ struct StepOptions {
   bool channels_last = false;
 };
 
+// What a step reports: the read-back statistics (device_stats.hpp) when `read` is true, and
+// always the seconds spent in each phase (host time; CUDA phases are synchronized only when
+// timing is on).
+struct StepResult : StatsWindow {
+  double forward_s = 0, backward_s = 0, reduce_s = 0, optimizer_s = 0;
+};
+
+// The step's health, decided on the device by reduce_and_check (no host read).
+struct StepHealth {
+  at::Tensor loss;       // mean over ranks
+  at::Tensor bad;        // bool: some rank saw a non-finite loss or gradient
+  at::Tensor grad_norm;  // global norm before clipping
+};
+
 class TrainStep {
  public:
-  TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg, const config::Config& cfg,
+  TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg, const StepConfig& cfg,
             at::Device device, StepOptions options);
   ~TrainStep();
 
@@ -73,8 +80,11 @@ class TrainStep {
   StepResult run(const std::vector<MicroBatch>& micro, double lr);
   // Reads back now (one device synchronization): the window since the last read, then a new one.
   StepResult read_back();
-  // The run of bad steps a resumed run continues (train.max_nan_in_row counts across the resume).
-  void set_nan_in_row(std::int64_t n);
+
+  // The run of bad steps is the step's state: a resumed run continues it (train.max_nan_in_row
+  // counts across the resume). Reading it synchronizes with the device.
+  std::int64_t nan_in_row() const { return stats_.nan_in_row(); }
+  void set_nan_in_row(std::int64_t n) { stats_.set_nan_in_row(n); }
 
   model::Clip& model() { return model_; }
   optim::AdamW& optimizer() { return *optimizer_; }
@@ -82,32 +92,26 @@ class TrainStep {
   at::Tensor prepare_images(const at::Tensor& images) const;
 
  private:
+  // Backward has run when these return; the value is the (last) loss.
+  at::Tensor forward_backward(const std::vector<MicroBatch>& micro, StepResult& r);
+  at::Tensor forward_backward_single(const MicroBatch& micro);
+  at::Tensor forward_backward_accumulated(const std::vector<MicroBatch>& micro, StepResult& r);
+  StepHealth reduce_and_check(const at::Tensor& loss);
+  void apply(double lr, const StepHealth& health);
+  void sync_for_timing() const;
+
   model::Clip model_;
   std::shared_ptr<dist::ProcessGroup> pg_;
   at::Device device_;
   StepOptions options_;
+  double grad_clip_norm_;
   std::unique_ptr<optim::AdamW> optimizer_;
   std::unique_ptr<loss::ContrastiveLoss> loss_;
   std::unique_ptr<dist::GradReducer> reducer_;
   std::vector<at::Tensor> params_;
   model::ImageNormalizer normalize_;
-  // Device-side window: indices into window_ (float64).
-  enum : std::int64_t {
-    kLossSum,
-    kSteps,
-    kSkipped,
-    kInRow,
-    kMaxInRow,
-    kNorm,
-    kScale,
-    kLastBad,
-    kLastLoss,
-    kWindowSize
-  };
-  at::Tensor window_;
+  DeviceStats stats_;
   std::int64_t unread_steps_ = 0;
-  // Copies the window into `r` (the host read) and starts a new one.
-  void read_window(StepResult& r);
 };
 
 }  // namespace clipper::train

@@ -1,4 +1,4 @@
-#include "clipper/train/bench.hpp"
+#include "clipper/bench/bench_train.hpp"
 
 #include <ATen/ATen.h>
 #include <sys/resource.h>
@@ -12,9 +12,9 @@
 #include "clipper/config/config.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/dist/process_group.hpp"
-#include "clipper/dist/world.hpp"
 #include "clipper/model/flops.hpp"
 #include "clipper/model/model_spec.hpp"
+#include "clipper/session/session.hpp"
 #include "clipper/train/step.hpp"
 
 #ifdef CLIPPER_WITH_CUDA_ALLOCATOR_STATS
@@ -27,7 +27,12 @@
 
 #include <limits>
 
-namespace clipper::train {
+namespace clipper::bench {
+
+using train::MicroBatch;
+using train::StepConfig;
+using train::StepOptions;
+using train::TrainStep;
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -50,7 +55,7 @@ double peak_memory_gib(bool cuda, int device_index) {
 // autocast's weight cache is off while capturing, as CUDA graphs require. Returns samples/s, or
 // -1 with `error` set when capture fails.
 double graph_samples_per_s(model::Clip model, const std::shared_ptr<dist::ProcessGroup>& pg,
-                           const config::Config& cfg, at::Device device, StepOptions so,
+                           const StepConfig& cfg, at::Device device, StepOptions so,
                            const std::vector<MicroBatch>& micro, std::int64_t steps,
                            std::string* error) {
 #ifdef CLIPPER_WITH_CUDA_ALLOCATOR_STATS
@@ -95,8 +100,14 @@ double graph_samples_per_s(model::Clip model, const std::shared_ptr<dist::Proces
 
 BenchResult bench_train(const BenchOptions& o) {
   config::Config cfg;
+  cfg.model.name = o.model;
+  cfg.model.grad_checkpointing = o.grad_checkpointing;
+  cfg.train.device = o.device;
+  cfg.train.precision = o.precision;
+  cfg.train.threads = o.threads;
   cfg.train.batch_size = o.batch;
   cfg.optim.fused = o.fused_adamw;
+  const StepConfig step_cfg{cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce};
   if (o.sdpa == "math") {
     auto& ctx = at::globalContext();
     ctx.setSDPUseFlash(false);
@@ -106,25 +117,17 @@ BenchResult bench_train(const BenchOptions& o) {
   } else if (o.sdpa != "auto") {
     throw core::InputError("--sdpa: expected auto or math, got '" + o.sdpa + "'");
   }
-  const bool cuda = o.device == "cuda" || (o.device == "auto" && torch::cuda::is_available());
-  if (cuda && !torch::cuda::is_available())
-    throw core::InputError("--device cuda: no CUDA device is available");
-  const bool bf16 = cuda ? o.precision != "fp32" : o.precision == "bf16";
-  if (o.threads > 0) at::set_num_threads(static_cast<int>(o.threads));
-  const auto world = dist::discover_world(cfg.dist);
-  auto pg = dist::ProcessGroup::create(world, cfg.dist, cuda);
-  const at::Device device =
-      cuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(world.local_rank))
-           : at::Device(at::kCPU);
-
-  const auto spec = model::load_model_spec(o.model);
-  auto model = model::create_model(spec, 0);
-  if (o.grad_checkpointing) model->set_grad_checkpointing(true);
+  session::Session s = session::open_session(cfg);
+  const bool cuda = s.device.is_cuda();
+  const at::Device device = s.device;
+  const auto& spec = s.spec;
+  const auto& pg = s.pg;
+  auto model = s.model;
   StepOptions so;
-  so.bf16 = bf16;
+  so.bf16 = s.bf16;
   so.read_every = o.sync_every > 0 ? o.sync_every : cuda ? 10 : 1;
   so.channels_last = o.channels_last && cuda;
-  TrainStep step(model, pg, cfg, device, so);
+  TrainStep step(model, pg, step_cfg, device, so);
 
   // Synthetic, device-resident batches: random pixels, token rows ending in the end-of-text id.
   at::manual_seed(1234 + pg->rank());
@@ -150,7 +153,7 @@ BenchResult bench_train(const BenchOptions& o) {
   BenchResult r;
   r.model = spec.name;
   r.device = device.str();
-  r.precision = bf16 ? "bf16" : "fp32";
+  r.precision = s.bf16 ? "bf16" : "fp32";
   r.batch = o.batch;
   r.world_size = pg->size();
   r.steps = o.steps;
@@ -165,7 +168,7 @@ BenchResult bench_train(const BenchOptions& o) {
   StepOptions timed = so;
   timed.time_phases = true;
   timed.read_every = 1;
-  TrainStep timed_step(model, pg, cfg, device, timed);
+  TrainStep timed_step(model, pg, step_cfg, device, timed);
   for (std::int64_t i = 0; i < o.breakdown_steps; ++i) {
     const auto s = timed_step.run(micro, 1e-4);
     if (i == 0 && o.breakdown_steps > 1) continue;  // first one warms the new optimizer
@@ -180,7 +183,7 @@ BenchResult bench_train(const BenchOptions& o) {
     if (!cuda) throw core::InputError("--cuda-graph needs --device cuda");
     if (pg->size() > 1) throw core::InputError("--cuda-graph: one rank only");
     r.graph_samples_per_s =
-        graph_samples_per_s(model, pg, cfg, device, so, micro, o.steps, &r.graph_error);
+        graph_samples_per_s(model, pg, step_cfg, device, so, micro, o.steps, &r.graph_error);
   }
   return r;
 }
@@ -227,4 +230,4 @@ std::string BenchResult::to_text() const {
   return os.str();
 }
 
-}  // namespace clipper::train
+}  // namespace clipper::bench

@@ -4,13 +4,15 @@
 #include <cstdint>
 #include <string>
 
-namespace clipper::train {
+#include "clipper/config/config.hpp"
+
+namespace clipper::bench {
 
 struct BenchOptions {
   std::string model = "ViT-B-32";
-  std::int64_t batch = 256;        // per device
-  std::string device = "auto";     // auto | cpu | cuda
-  std::string precision = "auto";  // auto | bf16 | fp32
+  std::int64_t batch = 256;  // per device
+  config::Device device = config::Device::automatic;
+  config::Precision precision = config::Precision::automatic;
   std::int64_t steps = 20;
   std::int64_t warmup = 3;
   std::int64_t breakdown_steps = 3;  // extra steps timed phase by phase (synchronizing)
@@ -41,4 +43,4 @@ struct BenchResult {
 
 BenchResult bench_train(const BenchOptions& options);
 
-}  // namespace clipper::train
+}  // namespace clipper::bench

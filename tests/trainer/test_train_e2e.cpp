@@ -146,7 +146,7 @@ TEST(TrainE2E, TinyRunEvaluatesAndExports) {
           " --texts " + captions + " --out " + t.file("text.npy"));
   ASSERT_EQ(em.exit_code, 0) << em.output;
   const auto cmp =
-      run(clipper::test::python() + " " + source_path("tests/loop/compare_embed.py") + " " +
+      run(clipper::test::python() + " " + source_path("tests/trainer/compare_embed.py") + " " +
           (rd / "export").string() + " tiny-fmnist-vit " + captions + " " + t.file("text.npy"));
   EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
 }

@@ -1,8 +1,7 @@
-#include "clipper/loop/evaluate.hpp"
+#include "clipper/trainer/evaluate.hpp"
 
 #include <ATen/ATen.h>
 
-#include <filesystem>
 #include <iomanip>
 
 #include "clipper/core/error.hpp"
@@ -11,7 +10,7 @@
 #include "clipper/dist/process_group.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 
-namespace clipper::loop {
+namespace clipper::trainer {
 
 EvalReport evaluate(const config::Config& cfg, model::ClipImpl& model,
                     std::shared_ptr<const tokenizer::Tokenizer> tok, dist::ProcessGroup& pg,
@@ -61,17 +60,4 @@ EvalReport evaluate(const config::Config& cfg, model::ClipImpl& model,
   return rep;
 }
 
-std::string resolve_weights(const std::string& path) {
-  namespace fs = std::filesystem;
-  if (fs::is_directory(path)) {
-    for (const char* name : {"open_clip_model.safetensors", "model.safetensors"})
-      if (fs::exists(fs::path(path) / name)) return (fs::path(path) / name).string();
-    throw core::InputError("'" + path +
-                           "' holds neither open_clip_model.safetensors (an export) nor "
-                           "model.safetensors (a checkpoint)");
-  }
-  if (!fs::exists(path)) throw core::InputError("weights '" + path + "' do not exist");
-  return path;
-}
-
-}  // namespace clipper::loop
+}  // namespace clipper::trainer

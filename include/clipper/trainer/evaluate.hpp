@@ -10,7 +10,7 @@
 #include "clipper/eval/eval.hpp"
 #include "clipper/model/clip.hpp"
 
-namespace clipper::loop {
+namespace clipper::trainer {
 
 struct EvalReport {
   std::vector<std::pair<std::string, double>> scalars;  // "eval/zeroshot_top1", ...
@@ -22,8 +22,4 @@ EvalReport evaluate(const config::Config& cfg, model::ClipImpl& model,
                     std::shared_ptr<const tokenizer::Tokenizer> tok, dist::ProcessGroup& pg,
                     at::Device device, const eval::Prepare& prepare, std::int64_t step);
 
-// Resolves --weights: a folder with open_clip_model.safetensors (an export) or model.safetensors
-// (a checkpoint), or a weights file.
-std::string resolve_weights(const std::string& path);
-
-}  // namespace clipper::loop
+}  // namespace clipper::trainer

@@ -1,0 +1,60 @@
+#pragma once
+// What every verb that runs a model needs, built once from the config in one order: the world
+// (ranks), the process group, the device, the precision, the model spec, the model (with the
+// config's init weights, dropout, locks and checkpointing applied, on the device) and, when asked
+// for, the tokenizer. train, eval, embed and bench all start from a Session.
+#include <ATen/core/Tensor.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "clipper/config/config.hpp"
+#include "clipper/dist/world.hpp"
+#include "clipper/model/clip.hpp"
+#include "clipper/model/model_spec.hpp"
+
+namespace clipper::dist {
+class ProcessGroup;
+}
+namespace clipper::tokenizer {
+class Tokenizer;
+}
+
+namespace clipper::session {
+
+// train.device: auto takes CUDA when there is a device; cuda without one is an InputError.
+bool use_cuda(config::Device device);
+// train.precision: auto is bf16 autocast on CUDA and fp32 on the CPU.
+bool use_bf16(config::Precision precision, bool cuda);
+
+using TokenizerFactory = std::function<std::shared_ptr<const tokenizer::Tokenizer>(
+    const std::string& name, std::int64_t context_length)>;
+
+struct SessionOptions {
+  // Weights loaded after the config's model.init_from (eval and embed: --weights); empty: none.
+  std::string weights;
+  // The tokenizer maker (tokenizer::make_tokenizer where the data libraries are built); empty:
+  // the session has no tokenizer (bench).
+  TokenizerFactory make_tokenizer;
+};
+
+struct Session {
+  dist::World world;
+  std::shared_ptr<dist::ProcessGroup> pg;
+  at::Device device{at::kCPU};
+  bool bf16 = false;
+  model::ModelSpec spec;
+  model::Clip model{nullptr};
+  std::shared_ptr<const tokenizer::Tokenizer> tokenizer;  // null unless asked for
+
+  int rank() const;
+  int world_size() const;
+  // "device cuda:0 bf16 | nccl": for the start-up log line.
+  std::string describe() const;
+};
+
+// Uses cfg.dist (the group), cfg.train (device, precision, threads, tf32, seed) and cfg.model.
+Session open_session(const config::Config& cfg, const SessionOptions& options = {});
+
+}  // namespace clipper::session

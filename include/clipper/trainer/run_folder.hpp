@@ -1,0 +1,33 @@
+#pragma once
+// Which run folder a `clipper train` writes to (<train.output_dir>/<name>):
+//   train.run_name set          that folder.
+//   empty, --resume latest      the run folder under train.output_dir whose last committed
+//                               checkpoint is the newest (so a requeued job continues itself);
+//                               none: a new timestamped folder, starting fresh.
+//   empty, no resume            a new timestamped folder (run-YYYYMMDD-HHMMSS, UTC).
+// Starting fresh in a folder that already holds checkpoints is an error, unless
+// checkpoint.overwrite is set: then they are set aside in checkpoints/abandoned/.
+// Rank 0 decides; every rank gets the same folder, or the same error.
+#include <filesystem>
+#include <string>
+
+#include "clipper/config/config.hpp"
+
+namespace clipper::dist {
+class ProcessGroup;
+}
+
+namespace clipper::trainer {
+
+std::filesystem::path choose_run_folder(const config::TrainConfig& train,
+                                        const config::CheckpointConfig& checkpoint,
+                                        dist::ProcessGroup& pg);
+
+// The run folder under `output_dir` whose last committed valid checkpoint was written last;
+// empty when none has one.
+std::string newest_resumable_run(const std::string& output_dir);
+
+// "clipper train a.yaml --set train.run_name=<name> --resume latest": how to continue this run.
+std::string continue_command(const std::string& command, const std::filesystem::path& run_dir);
+
+}  // namespace clipper::trainer

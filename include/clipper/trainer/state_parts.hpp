@@ -1,0 +1,46 @@
+#pragma once
+// The parts of the state contract that the trainer registers (checkpoint/stateful.hpp): thin
+// adapters, so the model, optimizer and loader stay free of checkpoint code.
+//   model      global    the model's state dict (OpenCLIP names)
+//   optimizer  global    AdamW moments and step counts
+//   trainer    global    step, total steps, NaN counters (the run of bad steps is the step's)
+//   rng        per rank  the CPU (and CUDA) generator states
+//   loader     per rank  the loader's position and bad-data counters
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+
+#include "clipper/checkpoint/stateful.hpp"
+#include "clipper/model/clip.hpp"
+
+namespace clipper::optim {
+class AdamW;
+}
+namespace clipper::data {
+class Loader;
+}
+namespace clipper::train {
+class TrainStep;
+}
+
+namespace clipper::trainer {
+
+struct TrainerCounters : checkpoint::Stateful {
+  std::int64_t global_step = 0;
+  std::int64_t total_steps = 0;
+  std::int64_t nan_total = 0;
+  int world_size = 1;
+  std::string model_name;
+  train::TrainStep* step = nullptr;  // owns the run of bad steps
+
+  checkpoint::PartState state() const override;
+  void load_state(const checkpoint::PartState& state, const std::string& where) override;
+};
+
+std::unique_ptr<checkpoint::Stateful> make_model_part(model::Clip model);
+std::unique_ptr<checkpoint::Stateful> make_optimizer_part(optim::AdamW& optimizer);
+std::unique_ptr<checkpoint::Stateful> make_rng_part(at::Device device);
+std::unique_ptr<checkpoint::Stateful> make_loader_part(data::Loader& loader);
+
+}  // namespace clipper::trainer

@@ -1,0 +1,116 @@
+#include "clipper/trainer/state_parts.hpp"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+
+#include "clipper/core/error.hpp"
+#include "clipper/data/loader.hpp"
+#include "clipper/io/openclip.hpp"
+#include "clipper/optim/adamw.hpp"
+#include "clipper/train/step.hpp"
+
+namespace clipper::trainer {
+namespace {
+
+void require(bool ok, const std::string& where, const std::string& what) {
+  if (!ok) throw core::InputError("checkpoint '" + where + "': " + what);
+}
+
+class ModelPart : public checkpoint::Stateful {
+ public:
+  explicit ModelPart(model::Clip model) : model_(std::move(model)) {}
+  checkpoint::PartState state() const override { return {io::model_state_dict(*model_), {}}; }
+  void load_state(const checkpoint::PartState& s, const std::string& where) override {
+    require(!s.tensors.empty(), where, "holds no model weights (model.safetensors)");
+    io::load_state_dict(*model_, s.tensors, where + "/model.safetensors");
+  }
+
+ private:
+  model::Clip model_;
+};
+
+class OptimizerPart : public checkpoint::Stateful {
+ public:
+  explicit OptimizerPart(optim::AdamW& o) : optimizer_(o) {}
+  checkpoint::PartState state() const override { return {optimizer_.state(), {}}; }
+  void load_state(const checkpoint::PartState& s, const std::string&) override {
+    optimizer_.load_state(s.tensors);
+  }
+
+ private:
+  optim::AdamW& optimizer_;
+};
+
+// This rank's random streams (the loader keeps its own in its state).
+class RngPart : public checkpoint::Stateful {
+ public:
+  explicit RngPart(at::Device device) : device_(device) {}
+  checkpoint::PartState state() const override {
+    checkpoint::PartState s;
+    s.tensors.emplace_back("cpu_rng", at::detail::getDefaultCPUGenerator().get_state());
+    if (device_.is_cuda()) s.tensors.emplace_back("cuda_rng", cuda().get_state());
+    return s;
+  }
+  void load_state(const checkpoint::PartState& s, const std::string&) override {
+    for (const auto& [name, value] : s.tensors) {
+      if (name == "cpu_rng") {
+        at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle to the global one
+        gen.set_state(value);
+      }
+      if (name == "cuda_rng" && device_.is_cuda()) {
+        at::Generator gen = cuda();
+        gen.set_state(value);
+      }
+    }
+  }
+
+ private:
+  at::Generator cuda() const { return at::globalContext().defaultGenerator(device_); }
+  at::Device device_;
+};
+
+class LoaderPart : public checkpoint::Stateful {
+ public:
+  explicit LoaderPart(data::Loader& l) : loader_(l) {}
+  checkpoint::PartState state() const override { return {{}, loader_.state()}; }
+  void load_state(const checkpoint::PartState& s, const std::string& where) override {
+    require(!s.json.is_null(), where, "holds no loader position for this rank");
+    loader_.load_state(s.json);
+  }
+
+ private:
+  data::Loader& loader_;
+};
+
+}  // namespace
+
+checkpoint::PartState TrainerCounters::state() const {
+  checkpoint::PartState s;
+  s.json = {{"step", global_step},      {"total_steps", total_steps},
+            {"nan_total", nan_total},   {"nan_in_row", step ? step->nan_in_row() : 0},
+            {"world_size", world_size}, {"model", model_name}};
+  return s;
+}
+
+void TrainerCounters::load_state(const checkpoint::PartState& s, const std::string& where) {
+  require(s.json.is_object() && s.json.contains("step") && s.json["step"].is_number_integer(),
+          where, "trainer.json has no integer step");
+  global_step = s.json["step"].get<std::int64_t>();
+  nan_total = s.json.value("nan_total", std::int64_t{0});
+  if (step) step->set_nan_in_row(s.json.value("nan_in_row", std::int64_t{0}));
+}
+
+std::unique_ptr<checkpoint::Stateful> make_model_part(model::Clip model) {
+  return std::make_unique<ModelPart>(std::move(model));
+}
+std::unique_ptr<checkpoint::Stateful> make_optimizer_part(optim::AdamW& optimizer) {
+  return std::make_unique<OptimizerPart>(optimizer);
+}
+std::unique_ptr<checkpoint::Stateful> make_rng_part(at::Device device) {
+  return std::make_unique<RngPart>(device);
+}
+std::unique_ptr<checkpoint::Stateful> make_loader_part(data::Loader& loader) {
+  return std::make_unique<LoaderPart>(loader);
+}
+
+}  // namespace clipper::trainer

@@ -1,0 +1,354 @@
+#include "clipper/trainer/trainer.hpp"
+
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <iomanip>
+#include <sstream>
+
+#include "clipper/checkpoint/checkpoint.hpp"
+#include "clipper/config/loader.hpp"
+#include "clipper/core/atomic_file.hpp"
+#include "clipper/core/error.hpp"
+#include "clipper/core/log.hpp"
+#include "clipper/core/signals.hpp"
+#include "clipper/core/text.hpp"
+#include "clipper/data/loader.hpp"
+#include "clipper/dist/process_group.hpp"
+#include "clipper/io/openclip.hpp"
+#include "clipper/model/flops.hpp"
+#include "clipper/optim/schedule.hpp"
+#include "clipper/session/session.hpp"
+#include "clipper/tokenizer/tokenizer.hpp"
+#include "clipper/train/metrics.hpp"
+#include "clipper/train/step.hpp"
+#include "clipper/trainer/evaluate.hpp"
+#include "clipper/trainer/log_window.hpp"
+#include "clipper/trainer/run_folder.hpp"
+#include "clipper/trainer/schedule.hpp"
+#include "clipper/trainer/state_parts.hpp"
+
+namespace fs = std::filesystem;
+
+namespace clipper::trainer {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+void configure_logs(const fs::path& run_dir, int rank, const config::LogConfig& log) {
+  core::log::Options lo;
+  lo.rank = rank;
+  lo.console_level = core::log::parse_level(log.level);
+  lo.file_path = (run_dir / "logs" / ("rank_" + std::to_string(rank) + ".log")).string();
+  core::log::configure(lo);
+}
+
+std::vector<std::unique_ptr<train::MetricSink>> make_sinks(const fs::path& run_dir,
+                                                           const config::LogConfig& log) {
+  std::vector<std::unique_ptr<train::MetricSink>> sinks;
+  if (log.jsonl)
+    sinks.push_back(std::make_unique<train::JsonlSink>((run_dir / "metrics.jsonl").string()));
+  if (log.tensorboard)
+    sinks.push_back(std::make_unique<train::TensorBoardSink>((run_dir / "tensorboard").string()));
+  return sinks;
+}
+
+data::LoaderOptions train_loader_options(const config::Config& cfg, const session::Session& s) {
+  if (cfg.data.train_shards.empty())
+    throw core::InputError(
+        "data.train_shards is empty: name the training shards in a config file or with --set");
+  auto o = data::LoaderOptions::from_config(
+      cfg.data, cfg.train.batch_size, static_cast<int>(s.spec.image_size), s.rank(), s.world_size(),
+      static_cast<std::uint64_t>(cfg.train.seed));
+  o.drop_last = true;  // equal batches on every rank (the loss all-gathers them)
+  return o;
+}
+
+train::StepOptions step_options(const config::TrainConfig& t, const session::Session& s) {
+  train::StepOptions o;
+  o.bf16 = s.bf16;
+  // CUDA: read back once per log line, so steps queue up on the device without host waits.
+  o.read_every = t.sync_every > 0 ? t.sync_every : s.device.is_cuda() ? t.log_every : 1;
+  o.channels_last = t.channels_last && s.device.is_cuda();
+  return o;
+}
+
+train::StepConfig step_config(const config::Config& cfg) {
+  return {cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce};
+}
+
+}  // namespace
+
+struct Trainer::Impl {
+  config::Config cfg;
+  TrainerOptions options;
+  Clock::time_point started = Clock::now();
+  session::Session s;
+  fs::path run_dir;
+  std::unique_ptr<data::Loader> loader;
+  std::unique_ptr<train::TrainStep> step;
+  std::unique_ptr<checkpoint::Manager> checkpoints;
+  std::int64_t steps_per_epoch = 0, total_steps = 0;
+  TrainerCounters counters;
+  std::vector<std::unique_ptr<checkpoint::Stateful>> owned_parts;
+  checkpoint::Parts parts;
+  std::vector<std::unique_ptr<train::MetricSink>> sinks;
+  Clock::time_point last_save = Clock::now();
+  RunSummary summary;
+
+  Impl(const config::Config& c, TrainerOptions o);
+  void make_loader_and_step();
+  void register_parts();
+  std::vector<train::MicroBatch> next_batch(LogWindow& log);
+  void account(const train::StatsWindow& r);
+  void emit(std::int64_t step, const train::Scalars& scalars);
+  void log_window(LogWindow& log, const Schedule& sched, double lr, const train::StatsWindow& r);
+  void evaluate(std::int64_t at_step);
+  RunSummary stop(const Schedule& sched);
+  RunSummary finish(const Schedule& sched);
+  LocalRequest local_request() const;
+  Schedule make_schedule();
+  LogWindow make_log_window() const;
+};
+
+Trainer::Impl::Impl(const config::Config& c, TrainerOptions o) : cfg(c), options(std::move(o)) {
+  core::install_stop_handlers();
+  session::SessionOptions so;
+  so.make_tokenizer = tokenizer::make_tokenizer;
+  s = session::open_session(cfg, so);
+  run_dir = choose_run_folder(cfg.train, cfg.checkpoint, *s.pg);
+  summary.run_dir = run_dir.string();
+  configure_logs(run_dir, s.rank(), cfg.log);
+  if (s.rank() == 0) {
+    core::write_file_atomic((run_dir / "config.yaml").string(), config::to_yaml(cfg));
+    sinks = make_sinks(run_dir, cfg.log);
+  }
+  CLIPPER_INFO("run " << run_dir.string() << " | " << s.describe());
+  make_loader_and_step();
+  checkpoint::ManagerOptions mo{cfg.checkpoint.keep_last, cfg.checkpoint.timeout_s};
+  checkpoints = std::make_unique<checkpoint::Manager>(run_dir.string(), mo, s.pg);
+  register_parts();
+}
+
+void Trainer::Impl::make_loader_and_step() {
+  loader = std::make_unique<data::Loader>(train_loader_options(cfg, s), s.tokenizer);
+  const std::int64_t accum = cfg.train.accum_freq;
+  steps_per_epoch = loader->batches_per_epoch() / accum;
+  if (steps_per_epoch <= 0)
+    throw core::InputError(
+        "the training data gives " + std::to_string(loader->batches_per_epoch()) +
+        " full batches per rank per epoch, fewer than train.accum_freq=" + std::to_string(accum) +
+        ": lower train.batch_size or add data");
+  total_steps = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * steps_per_epoch;
+  step = std::make_unique<train::TrainStep>(s.model, s.pg, step_config(cfg), s.device,
+                                            step_options(cfg.train, s));
+}
+
+// The state contract: one list, saved and resumed in the same order.
+void Trainer::Impl::register_parts() {
+  counters.total_steps = total_steps;
+  counters.world_size = s.world_size();
+  counters.model_name = s.spec.name;
+  counters.step = step.get();
+  owned_parts.push_back(make_model_part(s.model));
+  owned_parts.push_back(make_optimizer_part(step->optimizer()));
+  owned_parts.push_back(make_rng_part(s.device));
+  owned_parts.push_back(make_loader_part(*loader));
+  parts = {{"model", checkpoint::Scope::global, owned_parts[0].get()},
+           {"optimizer", checkpoint::Scope::global, owned_parts[1].get()},
+           {"trainer", checkpoint::Scope::global, &counters},
+           {"rng", checkpoint::Scope::per_rank, owned_parts[2].get()},
+           {"loader", checkpoint::Scope::per_rank, owned_parts[3].get()}};
+}
+
+Trainer::Trainer(const config::Config& cfg, TrainerOptions options)
+    : impl_(std::make_unique<Impl>(cfg, std::move(options))) {}
+
+Trainer::~Trainer() = default;
+
+const checkpoint::Parts& Trainer::parts() const {
+  return impl_->parts;
+}
+
+bool Trainer::resume() {
+  auto& m = *impl_;
+  const auto dir = m.checkpoints->resolve(m.cfg.checkpoint.resume);
+  if (!dir) {
+    if (m.cfg.checkpoint.resume == "latest")
+      CLIPPER_WARN("--resume latest: no valid checkpoint in " << m.checkpoints->checkpoints_dir()
+                                                              << "; starting fresh");
+    return false;
+  }
+  m.checkpoints->load(*dir, m.parts);
+  CLIPPER_INFO("resumed from " << *dir << " at step " << m.counters.global_step);
+  return true;
+}
+
+void Trainer::save(std::int64_t at_step) {
+  auto& m = *impl_;
+  const auto t = Clock::now();
+  m.counters.global_step = at_step;
+  const std::string dir = m.checkpoints->save(at_step, m.parts, config::to_yaml(m.cfg));
+  m.last_save = Clock::now();
+  CLIPPER_INFO("checkpoint " << dir << " (" << std::fixed << std::setprecision(1) << since(t)
+                             << " s)");
+}
+
+std::vector<train::MicroBatch> Trainer::Impl::next_batch(LogWindow& log) {
+  const auto wait_start = Clock::now();
+  std::vector<train::MicroBatch> micro;
+  while (static_cast<std::int64_t>(micro.size()) < cfg.train.accum_freq) {
+    auto b = loader->next();
+    if (b) micro.push_back({b->images, b->tokens});  // none: the next epoch starts
+  }
+  log.add_data_wait(since(wait_start));
+  return micro;
+}
+
+LocalRequest Trainer::Impl::local_request() const {
+  return {core::stop_signal() != 0, since(started), since(last_save)};
+}
+
+Schedule Trainer::Impl::make_schedule() {
+  const auto agree_every = step_options(cfg.train, s).read_every;
+  auto o = ScheduleOptions::from(cfg.train, cfg.checkpoint, cfg.eval, total_steps, agree_every,
+                                 s.rank() == 0);
+  Schedule::AgreeAcrossRanks agree;
+  if (s.world_size() > 1) {
+    agree = [pg = s.pg](const Agreement& mine) {
+      auto f = at::tensor({std::int64_t{mine.stop}, std::int64_t{mine.save}}, at::kLong)
+                   .to(pg->device());
+      pg->all_reduce(f, dist::ReduceOp::max, "stop/checkpoint agreement");
+      const auto h = f.cpu();
+      return Agreement{h[0].item<std::int64_t>() != 0, h[1].item<std::int64_t>() != 0};
+    };
+  }
+  return Schedule(o, counters.global_step, std::move(agree));
+}
+
+LogWindow Trainer::Impl::make_log_window() const {
+  LogWindowOptions o;
+  o.samples_per_step = cfg.train.batch_size * cfg.train.accum_freq * s.world_size();
+  o.world_size = s.world_size();
+  o.train_flops_per_sample = 3.0 * model::forward_flops_per_sample(s.spec);  // fwd + bwd
+  o.peak_flops = cfg.train.peak_tflops > 0 ? cfg.train.peak_tflops * 1e12
+                 : s.device.is_cuda()      ? 790e12
+                                           : 0.0;
+  o.progress_every_s = cfg.log.progress_every_s;
+  o.total_steps = total_steps;
+  o.steps_per_epoch = steps_per_epoch;
+  o.first_step = counters.global_step;
+  return LogWindow(o);
+}
+
+RunSummary Trainer::run() {
+  auto& m = *impl_;
+  Schedule sched = m.make_schedule();
+  LogWindow log = m.make_log_window();
+  CLIPPER_INFO("model " << m.s.spec.name << " (" << std::fixed << std::setprecision(2)
+                        << model::parameter_count(m.s.spec) / 1e6 << " M parameters) | "
+                        << m.total_steps << " steps, " << m.steps_per_epoch
+                        << " per epoch | global batch "
+                        << m.cfg.train.batch_size * m.cfg.train.accum_freq * m.s.world_size());
+  while (sched.keep_going()) {
+    const auto micro = m.next_batch(log);
+    const double lr = optim::learning_rate(m.cfg.optim, sched.step(), m.total_steps);
+    train::StepResult r = m.step->run(micro, lr);
+    sched.step_done(m.local_request());
+    m.counters.global_step = sched.step();
+    log.add_step();
+    if (sched.needs_read() && !r.read) r = m.step->read_back();
+    if (r.read) {
+      m.account(r);
+      log.add_read(r);
+    }
+    if (sched.logging()) m.log_window(log, sched, lr, r);
+    if (sched.saving()) save(sched.step());
+    if (sched.stopping()) return m.stop(sched);
+    if (sched.evaluating()) m.evaluate(sched.step());
+  }
+  if (m.cfg.checkpoint.save_at_end) save(sched.step());
+  return m.finish(sched);
+}
+
+// The NaN policy over a read-back window.
+void Trainer::Impl::account(const train::StatsWindow& r) {
+  if (r.window_steps == 0) return;
+  counters.nan_total += r.window_skipped;
+  if (r.window_steps > r.window_skipped) summary.last_loss = r.last_loss;
+  if (r.window_skipped == 0) return;
+  const auto step_now = counters.global_step;
+  CLIPPER_WARN("step " << step_now << ": " << r.window_skipped << " of the last " << r.window_steps
+                       << " step(s) had a non-finite loss or gradient and were skipped ("
+                       << r.nan_in_row << " in a row now)");
+  const auto& t = cfg.train;
+  if (t.nan_policy == config::NanPolicy::stop || r.max_nan_in_row >= t.max_nan_in_row)
+    throw core::Error("stopping: " + std::to_string(r.max_nan_in_row) +
+                      " non-finite step(s) in a row by step " + std::to_string(step_now) +
+                      " (train.nan_policy=" + config::name_of(t.nan_policy) +
+                      ", train.max_nan_in_row=" + std::to_string(t.max_nan_in_row) + ")");
+}
+
+void Trainer::Impl::emit(std::int64_t at_step, const train::Scalars& scalars) {
+  for (auto& sink : sinks) {
+    sink->write(at_step, scalars);
+    sink->flush();
+  }
+}
+
+void Trainer::Impl::log_window(LogWindow& log, const Schedule& sched, double lr,
+                               const train::StatsWindow& r) {
+  const auto c = loader->counters();
+  emit(sched.step(), log.scalars(lr, r, {c.bad_samples(), c.shard_errors()}, counters.nan_total));
+  if (log.progress_due(sched.final_step() || sched.stopping()))
+    CLIPPER_INFO(log.progress_line(sched.step(), lr));
+  log.reset();
+}
+
+void Trainer::Impl::evaluate(std::int64_t at_step) {
+  const auto t = Clock::now();
+  auto prepare = [this](const at::Tensor& images) { return step->prepare_images(images); };
+  const auto rep = trainer::evaluate(cfg, *s.model, s.tokenizer, *s.pg, s.device, prepare, at_step);
+  if (rep.zeroshot_top1 >= 0) summary.zeroshot_top1 = rep.zeroshot_top1;
+  emit(at_step, rep.scalars);
+  CLIPPER_DEBUG("evaluation took " << since(t) << " s");
+}
+
+RunSummary Trainer::Impl::stop(const Schedule& sched) {
+  const int sig = core::stop_signal();
+  CLIPPER_INFO("stopping at step "
+               << sched.step() << " after saving ("
+               << (sig ? "signal " + std::to_string(sig) : std::string("limit"))
+               << "); continue with: " << continue_command(options.command, run_dir));
+  summary.exit_code = kExitStoppedAfterSave;
+  summary.steps = sched.step();
+  summary.seconds = since(started);
+  core::log::flush();
+  return summary;
+}
+
+RunSummary Trainer::Impl::finish(const Schedule& sched) {
+  if (cfg.eval.at_end) evaluate(sched.step());
+  if (s.rank() == 0) io::export_openclip(s.model, s.spec, (run_dir / "export").string());
+  s.pg->barrier("end of training");
+  summary.exit_code = kExitFinished;
+  summary.steps = sched.step();
+  summary.seconds = since(started);
+  CLIPPER_INFO("done: " << summary.steps << " steps in " << core::format_duration(summary.seconds));
+  core::log::flush();
+  return summary;
+}
+
+RunSummary run_training(const config::Config& cfg, TrainerOptions options) {
+  Trainer t(cfg, std::move(options));
+  t.resume();
+  return t.run();
+}
+
+}  // namespace clipper::trainer
