@@ -235,3 +235,44 @@ TEST(TrainE2E, SigtermStopsTwoRanksWithDeferredReads) {
     }
   EXPECT_EQ(saved, 1);
 }
+
+// The default config has no run name: `--resume latest` continues the newest run that holds a
+// checkpoint (a requeued job continues itself), and the stop message says how to continue.
+TEST(TrainE2E, ResumeLatestWithTheDefaultRunNameContinuesTheSameRun) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t);
+  const auto straight =
+      run(clipper_bin() + " train " + cfg + " --set train.output_dir=" + t.file("straight") +
+          " --set train.run_name=straight");
+  ASSERT_EQ(straight.exit_code, 0) << straight.output;
+  const auto b1 = run(clipper_bin() + " train " + cfg + " --set train.stop_at_step=5");
+  ASSERT_EQ(b1.exit_code, 75) << b1.output;
+  EXPECT_TRUE(has(b1.output, "continue with: clipper train " + cfg)) << b1.output;
+  EXPECT_TRUE(has(b1.output, "--resume latest")) << b1.output;
+  const auto b2 = run(clipper_bin() + " train " + cfg + " --resume latest");
+  ASSERT_EQ(b2.exit_code, 0) << b2.output;
+  EXPECT_TRUE(has(b2.output, "resumed from")) << b2.output;
+  EXPECT_TRUE(has(b2.output, "at step 5")) << b2.output;
+  std::vector<fs::path> folders;
+  for (const auto& e : fs::directory_iterator(t.path() / "runs")) folders.push_back(e.path());
+  ASSERT_EQ(folders.size(), 1u);  // no second, fresh run folder
+  const auto la = losses(t.path() / "straight" / "straight"), lb = losses(folders[0]);
+  ASSERT_EQ(lb.size(), 12u);
+  for (int s = 1; s <= 12; ++s) EXPECT_EQ(la.at(s), lb.at(s)) << "step " << s;
+}
+
+TEST(TrainE2E, AFreshStartOverExistingCheckpointsIsRefusedUnlessAskedFor) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t, "");
+  const std::string named = " --set train.run_name=again --set train.max_steps=3 ";
+  ASSERT_EQ(run(clipper_bin() + " train " + cfg + named).exit_code, 0);
+  const auto again = run(clipper_bin() + " train " + cfg + named);
+  EXPECT_EQ(again.exit_code, 1) << again.output;
+  EXPECT_TRUE(has(again.output, "already holds checkpoints")) << again.output;
+  EXPECT_TRUE(has(again.output, "checkpoint.overwrite")) << again.output;
+  EXPECT_FALSE(has(again.output, "frame")) << again.output;
+  const auto over =
+      run(clipper_bin() + " train " + cfg + named + "--set checkpoint.overwrite=true");
+  EXPECT_EQ(over.exit_code, 0) << over.output;
+  EXPECT_TRUE(fs::exists(t.path() / "runs/again/checkpoints/abandoned"));
+}
