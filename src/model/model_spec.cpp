@@ -10,6 +10,7 @@
 
 #include "clipper/core/atomic_file.hpp"
 #include "clipper/core/error.hpp"
+#include "clipper/core/paths.hpp"
 #include "clipper/core/text.hpp"
 
 namespace clipper::model {
@@ -65,12 +66,6 @@ std::array<double, 3> get_triple(const YAML::Node& node, const std::string& key,
   std::array<double, 3> out{};
   for (std::size_t i = 0; i < 3; ++i) out[i] = v[i].as<double>();
   return out;
-}
-
-std::string exe_dir() {
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string() : exe.parent_path().string();
 }
 
 bool looks_like_path(const std::string& s) {
@@ -184,14 +179,8 @@ std::vector<std::string> model_spec_dirs() {
   if (const char* env = std::getenv("CLIPPER_MODEL_DIRS"))
     for (const auto& d : core::split(env, ':'))
       if (!d.empty()) dirs.push_back(d);
-  const std::string exe = exe_dir();
-  if (!exe.empty())
-    dirs.push_back((fs::path(exe) / ".." / "share" / "clipper" / "configs" / "models")
-                       .lexically_normal()
-                       .string());
-#ifdef CLIPPER_SOURCE_MODEL_DIR
-  dirs.push_back(CLIPPER_SOURCE_MODEL_DIR);
-#endif
+  for (const auto& share : core::share_dirs())
+    dirs.push_back((fs::path(share) / "configs" / "models").string());
   return dirs;
 }
 

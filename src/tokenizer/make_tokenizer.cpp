@@ -1,12 +1,10 @@
 // make_tokenizer: the spec ("clip" | "sentencepiece:PATH") and where the CLIP vocabulary lives.
-#include <dlfcn.h>
-#include <unistd.h>
-
 #include <cstdlib>
 #include <filesystem>
 #include <system_error>
 
 #include "clipper/core/error.hpp"
+#include "clipper/core/paths.hpp"
 #include "clipper/tokenizer/clip_vocab.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 #include "layout.hpp"
@@ -15,21 +13,6 @@ namespace clipper::tokenizer {
 namespace {
 
 namespace fs = std::filesystem;
-
-std::string executable_dir() {
-  std::error_code ec;
-  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string() : exe.parent_path().string();
-}
-
-std::string library_dir() {
-  Dl_info info{};
-  if (dladdr(reinterpret_cast<const void*>(&clip_vocab_candidates), &info) == 0 || !info.dli_fname)
-    return {};
-  std::error_code ec;
-  const fs::path lib = fs::canonical(info.dli_fname, ec);
-  return ec ? std::string() : lib.parent_path().string();
-}
 
 }  // namespace
 
@@ -42,11 +25,7 @@ std::vector<std::string> clip_vocab_candidates() {
       if (q == p) return;
     out.push_back(p);
   };
-  if (const auto d = executable_dir(); !d.empty()) add(fs::path(d) / ".." / "share" / "clipper");
-  if (const auto d = library_dir(); !d.empty()) add(fs::path(d) / ".." / "share" / "clipper");
-#ifdef CLIPPER_BUILD_SHARE_DIR
-  add(fs::path(CLIPPER_BUILD_SHARE_DIR));
-#endif
+  for (const auto& d : core::share_dirs()) add(fs::path(d));
   return out;
 }
 

@@ -1,0 +1,20 @@
+#pragma once
+// Everything a C++ program needs to train with clipper, in one include. The parts are described
+// in docs/architecture.md; link clipper::clipper (find_package(clipper)).
+#include "clipper/checkpoint/checkpoint.hpp"
+#include "clipper/checkpoint/stateful.hpp"
+#include "clipper/config/config.hpp"
+#include "clipper/config/loader.hpp"
+#include "clipper/core/error.hpp"
+#include "clipper/core/version.hpp"
+#include "clipper/dist/process_group.hpp"
+#include "clipper/dist/world.hpp"
+#include "clipper/io/openclip.hpp"
+#include "clipper/io/safetensors.hpp"
+#include "clipper/loss/contrastive_loss.hpp"
+#include "clipper/model/clip.hpp"
+#include "clipper/model/model_spec.hpp"
+#include "clipper/optim/schedule.hpp"
+#include "clipper/session/session.hpp"
+#include "clipper/train/step.hpp"
+#include "clipper/trainer/trainer.hpp"
