@@ -3,11 +3,15 @@
 #include <ATen/Context.h>
 #include <ATen/ops/empty.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
+#include "clipper/core/text.hpp"
+#include "counters.hpp"
+#include "plan.hpp"
 #include "worker.hpp"
 
 namespace clipper::data {
@@ -29,8 +33,93 @@ struct Out {
   Batch b;
   Cursor after;
   std::string message;
+  bool input_error = true;  // bad data or settings; false: the loader itself failed
+};
+
+// How filling a batch ended.
+enum class Fill { full, stopped, failed };
+
+// The worker threads of one epoch, each with its queue. Stops and joins them when it goes, also
+// when starting one of them failed.
+class Workers {
+ public:
+  Workers(const ShardList& list, const LoaderOptions& o, const detail::EpochPlan& plan,
+          const Cursor& c, std::shared_ptr<const tokenizer::Tokenizer> tok,
+          detail::BufferPool* pool) {
+    const int K = o.workers;
+    const auto qcap = static_cast<std::size_t>(std::max<std::int64_t>(4, 2 * o.batch_size / K + 2));
+    try {
+      for (int w = 0; w < K; ++w) {
+        queues_.push_back(std::make_unique<BoundedQueue<Item>>(qcap));
+        detail::WorkerArgs a;
+        a.list = &list;
+        a.options = &o;
+        a.plan = plan.workers[w];
+        a.skip_raw = c.next_raw[w];
+        a.quota_remaining = plan.workers[w].quota - detail::worker_quota(c.pos, K, w);
+        a.tokenizer = tok;
+        a.out = queues_.back().get();
+        a.stop = &stop_;
+        a.pool = pool;
+        detail::fault_point("worker thread");
+        threads_.emplace_back(detail::run_worker, std::move(a));
+      }
+    } catch (const std::exception& e) {
+      stop();
+      throw core::Error("data loader: cannot start worker thread " +
+                        std::to_string(threads_.size() + 1) + " of " + std::to_string(K) + ": " +
+                        e.what());
+    }
+  }
+  ~Workers() { stop(); }
+  Workers(const Workers&) = delete;
+  Workers& operator=(const Workers&) = delete;
+
+  BoundedQueue<Item>& queue(int w) { return *queues_[static_cast<std::size_t>(w)]; }
+
+ private:
+  void stop() {
+    stop_ = true;
+    for (auto& q : queues_) q->close();
+    for (auto& t : threads_) t.join();
+    threads_.clear();
+  }
+
+  std::atomic<bool> stop_{false};
+  std::vector<std::unique_ptr<BoundedQueue<Item>>> queues_;
+  std::vector<std::thread> threads_;
 };
 }  // namespace
+
+LoaderOptions LoaderOptions::from_config(const config::DataConfig& d, std::int64_t batch_size,
+                                         int image_size, int rank, int world_size,
+                                         std::uint64_t seed) {
+  LoaderOptions o;
+  o.shards = d.train_shards;
+  o.source_weights = d.source_weights;
+  o.num_samples = d.train_num_samples;
+  o.image_keys.clear();
+  for (const auto& k : core::split(d.image_keys, ';')) {
+    const auto t = core::trim(k);
+    if (!t.empty()) o.image_keys.push_back(t);
+  }
+  core::require(!o.image_keys.empty(),
+                "data.image_keys is empty; expected e.g. 'jpg;png;jpeg;webp'");
+  o.text_key = d.text_key;
+  o.workers = static_cast<int>(d.workers);
+  o.resampled = d.resampled;
+  o.shard_shuffle_buffer = d.shard_shuffle_buffer;
+  o.sample_shuffle_buffer = d.sample_shuffle_buffer;
+  o.sample_shuffle_initial = d.sample_shuffle_initial;
+  o.max_bad_fraction = d.max_bad_fraction;
+  o.max_image_pixels = d.max_image_pixels;
+  o.batch_size = batch_size;
+  o.image_size = image_size;
+  o.rank = rank;
+  o.world_size = world_size;
+  o.seed = seed;
+  return o;
+}
 
 struct Loader::Impl {
   LoaderOptions o;
@@ -40,6 +129,7 @@ struct Loader::Impl {
   bool pin = false;
   Cursor returned;
   std::string failed;
+  bool failed_input = true;
 
   std::thread collator;
   std::atomic<bool> stop{false};
@@ -75,8 +165,13 @@ struct Loader::Impl {
     stop = false;
     out = std::make_unique<BoundedQueue<Out>>(
         static_cast<std::size_t>(std::max(1, o.prefetch_batches)));
+    try {
+      detail::fault_point("collator thread");
+      collator = std::thread([this, c = returned]() mutable { collate(std::move(c)); });
+    } catch (const std::exception& e) {
+      throw core::Error(std::string("data loader: cannot start the collator thread: ") + e.what());
+    }
     running = true;
-    collator = std::thread([this, c = returned]() mutable { collate(std::move(c)); });
   }
 
   void shutdown() {
@@ -92,125 +187,122 @@ struct Loader::Impl {
     return seen >= o.bad_check_min_samples && c.bad_fraction() > o.max_bad_fraction;
   }
 
+  void fail(std::string msg, bool input_error = true) {
+    Out e;
+    e.kind = Out::error;
+    e.message = std::move(msg);
+    e.input_error = input_error;
+    out->push(std::move(e));
+  }
+
+  // The collator thread's body: epochs of batches until stopped. Never throws: a failure reaches
+  // the caller's next() as an error naming it.
   void collate(Cursor c) {
-    const int K = o.workers;
-    const int S = o.image_size;
-    const std::int64_t L = tok->context_length();
-    const std::size_t image_bytes = static_cast<std::size_t>(S) * S * 3;
-    auto fail = [&](std::string msg) {
-      Out e;
-      e.kind = Out::error;
-      e.message = std::move(msg);
-      out->push(std::move(e));
-    };
-    while (!stop) {
-      if (c.pos >= T) {
+    try {
+      while (!stop) {
+        if (c.pos < T) {
+          if (!run_epoch(c)) return;
+          continue;
+        }
         Out e;
         e.kind = Out::end;
         e.after = fresh(c.epoch + 1, c.counters);
         c = e.after;
         if (!out->push(std::move(e))) return;
-        continue;
       }
-      detail::EpochPlan plan;
-      try {
-        plan = detail::plan_epoch(list, o, c.epoch);
-      } catch (const std::exception& e) {
-        fail(e.what());
-        return;
-      }
-      std::atomic<bool> epoch_stop{false};
-      std::vector<std::unique_ptr<BoundedQueue<Item>>> queues;
-      std::vector<std::thread> threads;
-      const std::size_t qcap =
-          static_cast<std::size_t>(std::max<std::int64_t>(4, 2 * o.batch_size / K + 2));
-      for (int w = 0; w < K; ++w) {
-        queues.push_back(std::make_unique<BoundedQueue<Item>>(qcap));
-        detail::WorkerArgs a;
-        a.list = &list;
-        a.options = &o;
-        a.plan = plan.workers[w];
-        a.skip_raw = c.next_raw[w];
-        const std::int64_t consumed = c.pos / K + (w < c.pos % K ? 1 : 0);
-        a.quota_remaining = plan.workers[w].quota - consumed;
-        a.tokenizer = tok;
-        a.out = queues.back().get();
-        a.stop = &epoch_stop;
-        a.pool = pool.get();
-        threads.emplace_back(detail::run_worker, std::move(a));
-      }
-      auto stop_workers = [&] {
-        epoch_stop = true;
-        for (auto& q : queues) q->close();
-        for (auto& t : threads) t.join();
-      };
-      bool ok = true;
-      while (ok && c.pos < T && !stop) {
-        const std::int64_t n = std::min<std::int64_t>(o.batch_size, T - c.pos);
-        Batch b;
-        b.images = reuse_or_empty(spare_images, {n, S, S, 3}, at::kByte);
-        b.tokens = reuse_or_empty(spare_tokens, {n, L}, at::kLong);
-        b.keys.resize(static_cast<std::size_t>(n));
-        if (!o.label_key.empty()) b.labels = at::empty({n}, at::TensorOptions().dtype(at::kLong));
-        b.epoch = c.epoch;
-        b.index_in_epoch = c.batch_index;
-        auto* img = b.images.data_ptr<std::uint8_t>();
-        auto* tokp = b.tokens.data_ptr<std::int64_t>();
-        for (std::int64_t s = 0; s < n && ok; ++s) {
-          const int w = static_cast<int>(c.pos % K);
-          while (true) {
-            Item it;
-            if (!queues[w]->pop(it)) {
-              ok = false;
-              break;
-            }
-            if (it.kind == Item::good) {
-              std::memcpy(img + s * image_bytes, it.image.get(), image_bytes);
-              pool->put(std::move(it.image));
-              std::memcpy(tokp + s * L, it.tokens.data(),
-                          static_cast<std::size_t>(L) * sizeof(std::int64_t));
-              b.keys[static_cast<std::size_t>(s)] = std::move(it.key);
-              if (b.labels.defined()) b.labels.data_ptr<std::int64_t>()[s] = it.label;
-              c.next_raw[w] = it.raw_index + 1;
-              ++c.counters.samples;
-              if (it.repeated) ++c.counters.repeated;
-              break;
-            }
-            if (it.kind == Item::fatal) {
-              fail(it.message);
-              ok = false;
-              break;
-            }
-            detail::add_counter(c.counters, it.counter);
-            if (it.kind == Item::bad && too_bad(c.counters)) {
-              const auto& k = c.counters;
-              fail("data: " + std::to_string(k.bad_samples()) + " of " +
-                   std::to_string(k.samples + k.bad_samples()) +
-                   " samples were bad (corrupt image " + std::to_string(k.image_corrupt) +
-                   ", too large " + std::to_string(k.image_too_large) + ", no image " +
-                   std::to_string(k.missing_image) + ", no text " + std::to_string(k.missing_text) +
-                   "), more than data.max_bad_fraction = " + std::to_string(o.max_bad_fraction) +
-                   " in '" + o.shards + "'");
-              ok = false;
-              break;
-            }
-          }
-          if (ok) ++c.pos;
-        }
-        if (!ok) break;
-        ++c.batch_index;
-        Out ob;
-        ob.kind = Out::batch;
-        ob.b = std::move(b);
-        ob.after = c;
-        if (!out->push(std::move(ob))) {
-          ok = false;
-          break;
-        }
-      }
-      stop_workers();
-      if (!ok || stop) return;
+    } catch (const core::InputError& e) {
+      fail(e.what());
+    } catch (const core::Error& e) {
+      fail(e.what(), false);
+    } catch (const std::exception& e) {
+      fail(std::string("data loader: the batch collator failed: ") + e.what(), false);
     }
+  }
+
+  // The rest of epoch c.epoch; false when the collator is to stop (stopped or failed).
+  bool run_epoch(Cursor& c) {
+    const detail::EpochPlan plan = detail::plan_epoch(list, o, c.epoch);
+    Workers workers(list, o, plan, c, tok, pool.get());
+    while (c.pos < T && !stop) {
+      Batch b = new_batch(std::min<std::int64_t>(o.batch_size, T - c.pos), c);
+      if (fill_batch(b, workers, c) != Fill::full) return false;
+      ++c.batch_index;
+      Out ob;
+      ob.kind = Out::batch;
+      ob.b = std::move(b);
+      ob.after = c;
+      if (!out->push(std::move(ob))) return false;
+    }
+    return !stop;
+  }
+
+  Batch new_batch(std::int64_t n, const Cursor& c) {
+    const int S = o.image_size;
+    Batch b;
+    try {
+      detail::fault_point("batch");
+      b.images = reuse_or_empty(spare_images, {n, S, S, 3}, at::kByte);
+      b.tokens = reuse_or_empty(spare_tokens, {n, tok->context_length()}, at::kLong);
+    } catch (const std::exception& e) {
+      throw core::Error(std::string("data loader: cannot allocate a batch of ") +
+                        std::to_string(n) + " samples" + (pin ? " in pinned memory" : "") +
+                        " (data.pin_memory=" + o.pin_memory + "): " + e.what());
+    }
+    b.keys.resize(static_cast<std::size_t>(n));
+    if (!o.label_key.empty()) b.labels = at::empty({n}, at::TensorOptions().dtype(at::kLong));
+    b.epoch = c.epoch;
+    b.index_in_epoch = c.batch_index;
+    return b;
+  }
+
+  // Sample j of the epoch comes from worker j % workers.
+  Fill fill_batch(Batch& b, Workers& workers, Cursor& c) {
+    for (std::int64_t s = 0; s < b.images.size(0); ++s) {
+      const int w = static_cast<int>(c.pos % o.workers);
+      const Fill f = take_sample(b, s, workers.queue(w), c, w);
+      if (f != Fill::full) return f;
+      ++c.pos;
+    }
+    return Fill::full;
+  }
+
+  // Pops worker w's items until a good one fills slot s; counts the bad ones and events.
+  Fill take_sample(Batch& b, std::int64_t s, BoundedQueue<Item>& q, Cursor& c, int w) {
+    while (true) {
+      Item it;
+      if (!q.pop(it)) return Fill::stopped;
+      if (it.kind == Item::good) {
+        put_sample(b, s, it);
+        c.next_raw[w] = it.raw_index + 1;
+        ++c.counters.samples;
+        if (it.repeated) ++c.counters.repeated;
+        return Fill::full;
+      }
+      if (it.kind == Item::fatal) {
+        fail(it.message);
+        return Fill::failed;
+      }
+      detail::add_counter(c.counters, it.counter);
+      if (it.kind == Item::bad && too_bad(c.counters)) {
+        const auto& k = c.counters;
+        fail("data: " + std::to_string(k.bad_samples()) + " of " +
+             std::to_string(k.samples + k.bad_samples()) + " samples were bad (" +
+             detail::bad_sample_summary(k) + "), more than data.max_bad_fraction = " +
+             std::to_string(o.max_bad_fraction) + " in '" + o.shards + "'");
+        return Fill::failed;
+      }
+    }
+  }
+
+  void put_sample(Batch& b, std::int64_t s, Item& it) {
+    const std::size_t image_bytes = static_cast<std::size_t>(o.image_size) * o.image_size * 3;
+    const std::int64_t L = tok->context_length();
+    std::memcpy(b.images.data_ptr<std::uint8_t>() + s * image_bytes, it.image.get(), image_bytes);
+    pool->put(std::move(it.image));
+    std::memcpy(b.tokens.data_ptr<std::int64_t>() + s * L, it.tokens.data(),
+                static_cast<std::size_t>(L) * sizeof(std::int64_t));
+    b.keys[static_cast<std::size_t>(s)] = std::move(it.key);
+    if (b.labels.defined()) b.labels.data_ptr<std::int64_t>()[s] = it.label;
   }
 };
 
@@ -243,13 +335,18 @@ Loader::~Loader() {
 
 std::optional<Batch> Loader::next() {
   auto& m = *impl_;
-  if (!m.failed.empty()) throw core::InputError(m.failed);
+  if (!m.failed.empty()) {
+    if (!m.failed_input) throw core::Error(m.failed);
+    throw core::InputError(m.failed);
+  }
   if (!m.running) m.start();
   Out o;
   if (!m.out->pop(o)) throw core::Error("data: the loader was stopped");
   if (o.kind == Out::error) {
     m.failed = o.message;
+    m.failed_input = o.input_error;
     m.shutdown();
+    if (!o.input_error) throw core::Error(o.message);
     throw core::InputError(o.message);
   }
   m.returned = std::move(o.after);

@@ -1,6 +1,6 @@
 #pragma once
-// Internal to the loader: the epoch plan (which samples each worker of this rank reads) and the
-// worker thread that turns its part into decoded, tokenized samples in a fixed order.
+// Internal to the loader: the worker thread that turns its part of the epoch plan into decoded,
+// tokenized samples in a fixed order, and the queue and buffer pool it shares with the collator.
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -12,45 +12,10 @@
 
 #include "clipper/data/loader.hpp"
 #include "clipper/data/shard_list.hpp"
+#include "counters.hpp"
+#include "plan.hpp"
 
 namespace clipper::data::detail {
-
-// Samples [begin, end) of a shard in tar order; end < 0: to its end.
-struct Segment {
-  int shard = 0;
-  std::int64_t begin = 0, end = -1;
-};
-
-struct WorkerPlan {
-  std::vector<Segment> segments;  // split mode: read in order, again and again if needed
-  std::int64_t quota = 0;         // good samples this worker delivers this epoch
-  std::uint64_t stream_seed = 0;  // shard draws (resampled) and the sample shuffle buffer
-  std::uint64_t crop_seed = 0;    // per-sample crop seeds derive from it and the raw index
-};
-
-struct EpochPlan {
-  std::int64_t rank_samples = 0;  // T: samples this rank delivers this epoch (same on every rank)
-  std::vector<WorkerPlan> workers;
-};
-
-// The pure function behind the determinism rule. Throws InputError when the data cannot be split.
-EpochPlan plan_epoch(const ShardList& list, const LoaderOptions& o, std::int64_t epoch);
-// Samples per epoch over all ranks (num_samples, else the sizes.json total); -1 when unknown.
-std::int64_t epoch_samples(const ShardList& list, const LoaderOptions& o);
-// Samples a rank delivers per epoch.
-std::int64_t rank_samples(const ShardList& list, const LoaderOptions& o);
-
-enum CounterKind {
-  kImageCorrupt,
-  kImageTooLarge,
-  kMissingImage,
-  kMissingText,
-  kShardUnreadable,
-  kShardTruncated,
-  kPipeFailed,
-  kNumCounters
-};
-void add_counter(BadDataCounters& c, int kind);
 
 struct Item {
   enum Kind { good, bad, event, fatal } kind = good;
@@ -143,5 +108,12 @@ struct WorkerArgs {
 
 // The worker thread's body: never throws (a failure becomes a fatal item).
 void run_worker(WorkerArgs args);
+
+// Tests stand in a failure where the loader starts a thread or allocates a batch: the hook runs
+// at each such point with its name ("worker thread", "collator thread", "batch") and may throw.
+// Unset (nullptr) in normal runs.
+using FaultHook = void (*)(const char* where);
+void set_fault_hook(FaultHook hook);
+void fault_point(const char* where);
 
 }  // namespace clipper::data::detail

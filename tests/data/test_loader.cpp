@@ -1,5 +1,6 @@
 // The loader: every sample once per epoch across ranks x workers, a deterministic stream, exact
 // resume, resampled mode, and bad data counted without a crash or a hang.
+#include <ATen/Context.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include "clipper/data/loader.hpp"
 #include "fixtures.hpp"
 #include "test_util.hpp"
+#include "worker.hpp"
 
 using namespace clipper;
 using clipper::test::TempDir;
@@ -531,4 +533,108 @@ TEST(Loader, JsonCaptionField) {
   EXPECT_TRUE(std::equal(want.begin(), want.end(), b->tokens.data_ptr<std::int64_t>()));
   EXPECT_FALSE(l.next());
   EXPECT_EQ(l.counters().missing_text, 1);
+}
+
+TEST(Loader, MissingLabelIsCountedAsSuch) {
+  TempDir d;
+  write_tar(d.file("a.tar"), {{"k1.jpg", test::jpeg_bytes(12, 10, 1)},
+                              {"k1.txt", "y"},
+                              {"k2.jpg", test::jpeg_bytes(12, 10, 2)},
+                              {"k2.txt", "z"},
+                              {"k2.cls", "not a number"},
+                              {"k0.jpg", test::jpeg_bytes(12, 10, 0)},
+                              {"k0.txt", "x"},
+                              {"k0.cls", "3"}});
+  auto o = base(d.file("a.tar"));
+  o.workers = 1;
+  o.num_samples = 1;
+  o.batch_size = 1;
+  o.label_key = "cls";
+  o.sample_shuffle_buffer = 0;
+  o.max_bad_fraction = 1.0;
+  data::Loader l(o, tok());
+  auto b = l.next();
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->keys[0], "k0");
+  EXPECT_EQ(b->labels.item<std::int64_t>(), 3);
+  const auto c = l.counters();
+  EXPECT_EQ(c.missing_label, 2);
+  EXPECT_EQ(c.missing_text, 0);
+  EXPECT_EQ(c.bad_samples(), 2);
+  EXPECT_EQ(c.to_json().at("missing_label"), 2);
+  EXPECT_EQ(data::BadDataCounters::from_json(c.to_json()), c);
+}
+
+namespace {
+std::string g_fault_where;
+void inject_fault(const char* where) {
+  if (g_fault_where == where) throw std::runtime_error("injected failure");
+}
+// Sets the fault hook for one scope.
+struct FaultAt {
+  explicit FaultAt(const char* where) {
+    g_fault_where = where;
+    data::detail::set_fault_hook(&inject_fault);
+  }
+  ~FaultAt() { data::detail::set_fault_hook(nullptr); }
+};
+
+void expect_loader_error(const data::LoaderOptions& o, const std::string& want) {
+  data::Loader l(o, tok());
+  try {
+    l.next();
+    FAIL() << "expected an error naming " << want;
+  } catch (const core::InputError& e) {
+    FAIL() << "a loader failure is not an input error: " << e.what();
+  } catch (const core::Error& e) {
+    EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("injected failure"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(l.next(), core::Error);  // stays failed
+}
+}  // namespace
+
+// A thread that cannot start or a batch that cannot be allocated ends the run with an error
+// naming it (never std::terminate from a thrown exception in a thread or an unjoined thread).
+TEST(Loader, ThreadAndAllocationFailuresAreErrors) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 2, 6, true, "d", 12, 10);
+  auto o = base(pat);
+  o.workers = 3;
+  {
+    FaultAt f("worker thread");
+    expect_loader_error(o, "cannot start worker thread 1 of 3");
+  }
+  {
+    FaultAt f("batch");
+    expect_loader_error(o, "cannot allocate a batch of 4 samples");
+  }
+  {
+    FaultAt f("collator thread");
+    expect_loader_error(o, "cannot start the collator thread");
+  }
+  // Without a fault the same loader works.
+  data::Loader l(o, tok());
+  EXPECT_EQ(epoch_keys(l).size(), 12u);
+}
+
+// Pinned memory asked for where no CUDA driver is: a clear error naming data.pin_memory.
+TEST(Loader, PinnedMemoryWithoutCudaIsAnError) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 1, 4, true, "d", 12, 10);
+  auto o = base(pat);
+  o.pin_memory = "on";
+  data::Loader l(o, tok());
+  if (at::hasCUDA()) {
+    auto b = l.next();
+    ASSERT_TRUE(b);
+    EXPECT_TRUE(b->images.is_pinned());
+    return;
+  }
+  try {
+    l.next();
+    FAIL() << "expected an error";
+  } catch (const core::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("data.pin_memory=on"), std::string::npos) << e.what();
+  }
 }

@@ -23,22 +23,22 @@
 
 namespace clipper::data {
 
-// What was skipped, by kind. Travels in the loader state; cumulative over epochs.
+// What was skipped, by kind. Travels in the loader state; cumulative over epochs. The kinds, their
+// JSON names and messages are one table in src/data/counters.cpp.
 struct BadDataCounters {
   std::int64_t samples = 0;           // good samples delivered
   std::int64_t image_corrupt = 0;     // undecodable or truncated image
   std::int64_t image_too_large = 0;   // more pixels than data.max_image_pixels
   std::int64_t missing_image = 0;     // no file with one of the image keys
   std::int64_t missing_text = 0;      // no text file, or the json field is absent
+  std::int64_t missing_label = 0;     // no integer label entry (when label_key is set)
   std::int64_t shard_unreadable = 0;  // cannot be opened or is not a tar
   std::int64_t shard_truncated = 0;   // tar ends inside an entry
   std::int64_t pipe_failed = 0;       // pipe: command exited non-zero
   std::int64_t repeated = 0;          // samples read a second time to fill a rank's epoch
 
-  std::int64_t bad_samples() const {
-    return image_corrupt + image_too_large + missing_image + missing_text;
-  }
-  std::int64_t shard_errors() const { return shard_unreadable + shard_truncated + pipe_failed; }
+  std::int64_t bad_samples() const;   // the per-sample kinds
+  std::int64_t shard_errors() const;  // unreadable, truncated, pipe failed
   // bad / (good + bad); 0 before any sample.
   double bad_fraction() const;
   nlohmann::json to_json() const;
