@@ -76,6 +76,14 @@ std::string write_pt(const clipper::test::TempDir& dir, const std::string& name,
   return path;
 }
 
+std::string safetensors_file(const clipper::test::TempDir& dir, const std::string& name,
+                             const std::string& header, const std::string& data = "") {
+  std::string bytes(8, '\0');
+  const std::uint64_t n = header.size();
+  std::memcpy(bytes.data(), &n, 8);
+  return dir.write(name, bytes + header + data);
+}
+
 // The error of reading `path` as weights; it must name the file.
 std::string weights_error(const std::string& path) {
   const auto msg = error_of([&] { cio::read_state_dict(path); });
@@ -179,6 +187,64 @@ TEST(HostilePickle, NotAZipOrNoPickle) {
   weights_error(empty);
 }
 
+TEST(HostileSafetensors, DeepShapeNestingIsRefusedBeforeParsing) {
+  clipper::test::TempDir dir;
+  const int depth = 300000;
+  const auto path = safetensors_file(dir, "deep.safetensors",
+                                     R"({"w":{"dtype":"F32","data_offsets":[0,0],"shape":)" +
+                                         std::string(depth, '[') + std::string(depth, ']') + "}}");
+  const auto msg = weights_error(path);
+  EXPECT_TRUE(has(msg, "nested deeper")) << msg;
+}
+
+TEST(HostileSafetensors, ShapeProductsOverflowIntoOurError) {
+  clipper::test::TempDir dir;
+  for (const char* shape : {"[4611686018427387904,4]", "[4294967296,4294967296,4]"}) {
+    const auto path = safetensors_file(
+        dir, "o.safetensors",
+        std::string(R"({"w":{"dtype":"F32","shape":)") + shape + R"(,"data_offsets":[0,0]}})");
+    const auto msg = weights_error(path);
+    EXPECT_TRUE(has(msg, "64 bits")) << msg;
+    EXPECT_FALSE(has(msg, "Storage size calculation")) << msg;
+  }
+  const auto big = safetensors_file(
+      dir, "b.safetensors",
+      R"({"w":{"dtype":"U8","shape":[9223372036854775808],"data_offsets":[0,0]}})");
+  EXPECT_TRUE(has(weights_error(big), "64-bit integer"));
+}
+
+TEST(HostileSafetensors, NonIntegerShapesAndOffsetsAreRefused) {
+  clipper::test::TempDir dir;
+  for (const char* shape : {"[2.0]", "[\"2\"]", "[[2]]", "[true]", "[1e3]", "{}"}) {
+    const auto path = safetensors_file(
+        dir, "n.safetensors",
+        std::string(R"({"w":{"dtype":"U8","shape":)") + shape + R"(,"data_offsets":[0,2]}})", "ab");
+    EXPECT_TRUE(has(weights_error(path), "bad header")) << shape;
+  }
+  const auto off = safetensors_file(dir, "off.safetensors",
+                                    R"({"w":{"dtype":"U8","shape":[2],"data_offsets":[0,[2]]}})");
+  EXPECT_TRUE(has(weights_error(off), "data_offsets must be"));
+}
+
+TEST(HostileSafetensors, TensorLargerThanFileOrLimit) {
+  clipper::test::TempDir dir;
+  const auto past = safetensors_file(
+      dir, "p.safetensors", R"({"w":{"dtype":"F32","shape":[1048576],"data_offsets":[0,4194304]}})",
+      "abcd");
+  EXPECT_TRUE(has(weights_error(past), "truncated"));
+  const auto ok = dir.file("ok.safetensors");
+  cio::save_safetensors(ok, {{"w", at::zeros({4})}});
+  const auto msg = error_of([&] { cio::load_safetensors(ok, nullptr, 15); });
+  EXPECT_TRUE(has(msg, ok) && has(msg, "16 bytes exceed the limit of 15")) << msg;
+  EXPECT_EQ(cio::load_safetensors(ok, nullptr, 16).size(), 1u);
+  // The in-memory reader is the same reader.
+  std::ifstream in(ok, std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_TRUE(at::equal(cio::load_safetensors_bytes(bytes, "mem")[0].second, at::zeros({4})));
+  EXPECT_TRUE(
+      has(error_of([&] { cio::load_safetensors_bytes(bytes.substr(0, 30), "mem"); }), "'mem'"));
+}
+
 // The issue's inputs, through the command line: exit 1 with clipper's own message.
 TEST(HostileWeights, EmbedVerbRefusesEachCrashInput) {
   clipper::test::TempDir dir;
@@ -188,6 +254,15 @@ TEST(HostileWeights, EmbedVerbRefusesEachCrashInput) {
       write_pt(dir, "setitem.pt", "\x80\x02K\x01K\x02s."),
       write_pt(dir, "nested.pt",
                "\x80\x02" + std::string(200000, ']') + std::string(199999, 'a') + "."),
+      safetensors_file(dir, "deep.safetensors",
+                       R"({"w":{"dtype":"F32","data_offsets":[0,0],"shape":)" +
+                           std::string(300000, '[') + std::string(300000, ']') + "}}"),
+      safetensors_file(
+          dir, "big1.safetensors",
+          R"({"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,0]}})"),
+      safetensors_file(
+          dir, "big2.safetensors",
+          R"({"w":{"dtype":"F32","shape":[4294967296,4294967296,4],"data_offsets":[0,0]}})"),
   };
   for (const auto& f : files) {
     const auto r =
