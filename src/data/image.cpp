@@ -158,12 +158,31 @@ bool peek_size(const std::string& bytes, int* width, int* height) {
 
 namespace {
 
-// PNG, WebP and anything else OpenCV reads: the pixel limit checked on the header when it can be
-// read without decoding, and again on the decoded size.
+bool is_png(const std::string& b) {
+  return b.size() >= 8 && std::memcmp(b.data(), "\x89PNG\r\n\x1a\n", 8) == 0;
+}
+
+bool is_webp(const std::string& b) {
+  return b.size() >= 12 && std::memcmp(b.data(), "RIFF", 4) == 0 &&
+         std::memcmp(b.data() + 8, "WEBP", 4) == 0;
+}
+
+// PNG, WebP (and JPEG when libjpeg-turbo is unavailable) through OpenCV. Only those codecs are
+// tried: OpenCV would also run its TIFF, JPEG 2000, PFM, ... decoders on whatever bytes come, and
+// a shard is untrusted input. The pixel limit is checked on the header before any pixel buffer
+// exists (an image whose size cannot be read is refused), and again on the decoded size.
 ImageError decode_with_opencv(const std::string& bytes, std::int64_t max_pixels, cv::Mat* img,
                               std::string* why) {
+  if (!is_png(bytes) && !is_webp(bytes) && !is_jpeg(bytes)) {
+    if (why) *why = "not a JPEG, PNG or WebP image";
+    return ImageError::corrupt;
+  }
   int w = 0, hgt = 0;
-  if (peek_size(bytes, &w, &hgt) && static_cast<std::int64_t>(w) * hgt > max_pixels) {
+  if (!peek_size(bytes, &w, &hgt) || w <= 0 || hgt <= 0) {
+    if (why) *why = "damaged image header (no readable size)";
+    return ImageError::corrupt;
+  }
+  if (static_cast<std::int64_t>(w) * hgt > max_pixels) {
     if (why)
       *why = std::to_string(w) + "x" + std::to_string(hgt) + " pixels exceed data.max_image_pixels";
     return ImageError::too_large;
@@ -176,7 +195,7 @@ ImageError decode_with_opencv(const std::string& bytes, std::int64_t max_pixels,
     return ImageError::corrupt;
   }
   if (img->empty()) {
-    if (why) *why = "not a readable image (JPEG, PNG, WebP, ...)";
+    if (why) *why = "not a readable JPEG, PNG or WebP image";
     return ImageError::corrupt;
   }
   if (static_cast<std::int64_t>(img->cols) * img->rows > max_pixels) {
@@ -308,9 +327,11 @@ ImageError ImageProcessor::decode(const std::string& bytes, Image* out, std::str
     const int bpp = tjPixelSize[pf];
     scratch_.resize(static_cast<std::size_t>(w) * hgt * bpp);
     if (tjDecompress2(h, buf, len, scratch_.data(), w, w * bpp, hgt, pf, 0) != 0) {
+      // Read the error before reset_decoder() destroys the handle.
+      const bool fatal = tjGetErrorCode(h) == TJERR_FATAL;
       const std::string msg = tjGetErrorStr2(h);
       reset_decoder();
-      if (tjGetErrorCode(h) == TJERR_FATAL || msg.find("Premature end") != std::string::npos) {
+      if (fatal || msg.find("Premature end") != std::string::npos) {
         if (why) *why = "JPEG: " + msg;
         return ImageError::corrupt;
       }

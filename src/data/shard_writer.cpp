@@ -162,7 +162,7 @@ std::string trim_caption(std::string s) {
 bool is_image_ext(std::string ext) {
   std::transform(ext.begin(), ext.end(), ext.begin(),
                  [](unsigned char c) { return std::tolower(c); });
-  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".webp" || ext == ".bmp";
+  return ext == ".jpg" || ext == ".jpeg" || ext == ".png" || ext == ".webp";
 }
 
 std::vector<std::string> parse_row(const std::string& line, char sep) {

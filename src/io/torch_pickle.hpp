@@ -10,4 +10,7 @@ namespace clipper::io::detail {
 // Throws core::InputError naming the file.
 TensorList read_torch_save_state_dict(const std::string& path);
 
+// The same from the bytes of such a file in memory; `name` names it in errors.
+TensorList read_torch_save_state_dict_bytes(const std::string& bytes, const std::string& name);
+
 }  // namespace clipper::io::detail

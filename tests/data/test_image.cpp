@@ -4,6 +4,7 @@
 #include <turbojpeg.h>
 
 #include <cmath>
+#include <cstring>
 #include <set>
 
 #include "clipper/data/image.hpp"
@@ -168,6 +169,56 @@ TEST(Image, PixelLimitAndDamagedImages) {
             data::ImageError::corrupt);
   EXPECT_EQ(p.process("\xff\xd8\xff\xe0garbage", 0, out.data(), nullptr),
             data::ImageError::corrupt);
+}
+
+// Only JPEG, PNG and WebP reach a decoder; the rest (BMP, TIFF, ...) is refused by its magic.
+TEST(Image, OtherCodecsAreRefusedBeforeDecoding) {
+  const cv::Mat m = test::test_image(20, 20, 3);
+  data::ImageProcessor p(data::TransformSpec{16, false}, 1 << 30);
+  std::vector<std::uint8_t> out(16 * 16 * 3);
+  std::vector<std::string> files = {test::encode(m, ".bmp"), test::encode(m, ".ppm"),
+                                    test::encode(cv::Mat(8, 8, CV_8UC1, cv::Scalar(9)), ".pgm"),
+                                    std::string("II*\0", 4) + "tiff", "GIF89a\x10\x00\x10\x00"};
+  for (const auto& bytes : files) {
+    const std::string ext = bytes.substr(0, 2);
+    ASSERT_GT(bytes.size(), 4u) << ext;
+    std::string why;
+    EXPECT_EQ(p.process(bytes, 0, out.data(), &why), data::ImageError::corrupt) << ext;
+    EXPECT_NE(why.find("not a JPEG, PNG or WebP"), std::string::npos) << why;
+    data::Image img;
+    EXPECT_EQ(p.decode(bytes, &img, &why), data::ImageError::corrupt) << ext;
+    EXPECT_TRUE(img.pixels.empty()) << ext;
+  }
+}
+
+// The pixel limit holds on the header for every accepted codec; a header whose size cannot be
+// read is refused rather than decoded unchecked.
+TEST(Image, PixelLimitBeforeAnyPixelBuffer) {
+  std::string png = test::encode(test::test_image(8, 8, 1), ".png");
+  const unsigned char huge[8] = {0x00, 0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00};  // 65536^2
+  std::memcpy(png.data() + 16, huge, 8);
+  data::ImageProcessor p(data::TransformSpec{16, false}, 1 << 20);
+  data::Image img;
+  std::string why;
+  EXPECT_EQ(p.decode(png, &img, &why), data::ImageError::too_large) << why;
+  const std::string webp = test::encode(test::test_image(8, 8, 1), ".webp");
+  EXPECT_EQ(p.decode(webp.substr(0, 16), &img, &why), data::ImageError::corrupt);
+  EXPECT_NE(why.find("no readable size"), std::string::npos) << why;
+  EXPECT_EQ(p.decode(png.substr(0, 20), &img, &why), data::ImageError::corrupt);
+}
+
+// A JPEG that libjpeg-turbo stops on: decode() reads the error before it replaces the handle
+// (it read the destroyed handle before: AddressSanitizer's heap-use-after-free).
+TEST(Image, DamagedJpegDecodeReportsAndRecovers) {
+  const auto good = test::jpeg_bytes(64, 48, 5);
+  data::ImageProcessor p(data::TransformSpec{16, false}, 1 << 30);
+  data::Image img;
+  std::string why;
+  EXPECT_EQ(p.decode(good.substr(0, good.size() / 2), &img, &why), data::ImageError::corrupt);
+  EXPECT_NE(why.find("JPEG"), std::string::npos) << why;
+  ASSERT_EQ(p.decode(good, &img, &why), data::ImageError::none) << why;
+  EXPECT_EQ(img.width, 64);
+  EXPECT_EQ(img.height, 48);
 }
 
 TEST(Image, ResizeAndEncodeForTheShardWriter) {
