@@ -302,7 +302,8 @@ void on_signal(int s) {
 int run_wait_signal() {
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);
-  report("ready");
+  std::signal(SIGUSR1, on_signal);
+  report("ready pid=" + std::to_string(::getpid()));
   for (int i = 0; i < 3000 && !g_signal; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   report("got signal " + std::to_string(static_cast<int>(g_signal)));
