@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <iterator>
 #include <thread>
 
 #include "clipper/core/error.hpp"
@@ -32,6 +33,10 @@ int status_code(int status) {
   return 1;
 }
 
+// The signals a rank stops on (saving a checkpoint first): a terminal's Ctrl-C, SLURM's and
+// Kubernetes' SIGTERM, and SIGUSR1, which SLURM's --signal sends ahead of the time limit.
+constexpr int kForwarded[] = {SIGINT, SIGTERM, SIGUSR1};
+
 // Installs the forwarding handlers for the launcher's lifetime, restores the old ones after.
 class SignalForwarding {
  public:
@@ -40,17 +45,15 @@ class SignalForwarding {
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int_);
-    sigaction(SIGTERM, &sa, &old_term_);
+    for (std::size_t i = 0; i < std::size(kForwarded); ++i) sigaction(kForwarded[i], &sa, &old_[i]);
   }
   ~SignalForwarding() {
-    sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
+    for (std::size_t i = 0; i < std::size(kForwarded); ++i)
+      sigaction(kForwarded[i], &old_[i], nullptr);
   }
 
  private:
-  struct sigaction old_int_ {};
-  struct sigaction old_term_ {};
+  struct sigaction old_[std::size(kForwarded)]{};
 };
 
 }  // namespace
@@ -121,8 +124,7 @@ LaunchResult run_ranks(const LaunchOptions& o) {
       struct sigaction dfl {};
       dfl.sa_handler = SIG_DFL;
       sigemptyset(&dfl.sa_mask);
-      sigaction(SIGINT, &dfl, nullptr);
-      sigaction(SIGTERM, &dfl, nullptr);
+      for (int sig : kForwarded) sigaction(sig, &dfl, nullptr);
       const int rank = o.node_rank * n + local;
       auto set = [](const char* k, const std::string& v) { ::setenv(k, v.c_str(), 1); };
       set("RANK", std::to_string(rank));
@@ -174,7 +176,10 @@ LaunchResult run_ranks(const LaunchOptions& o) {
       const int code = status_code(status);
       result.exit_codes[local] = code;
       --running;
-      if (code != 0 && result.first_failed < 0) {
+      // A rank that stopped after saving (a signal, the wall-time limit, stop_at_step) is no
+      // failure: the others stop the same way on their own.
+      if (code == kExitStoppedAfterSave) result.stopped_after_save = true;
+      if (code != 0 && code != kExitStoppedAfterSave && result.first_failed < 0) {
         result.first_failed = local;
         result.exit_code = code;
         CLIPPER_ERROR("launch: rank "
@@ -200,6 +205,8 @@ LaunchResult run_ranks(const LaunchOptions& o) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  if (result.first_failed < 0 && result.stopped_after_save)
+    result.exit_code = kExitStoppedAfterSave;
   return result;
 }
 

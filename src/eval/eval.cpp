@@ -135,17 +135,27 @@ RetrievalResult retrieval(model::ClipImpl& model, data::Loader& loader, const Pr
   const std::int64_t dim = model.text_projection.size(1);
   auto I = gather_rows(img.empty() ? at::zeros({0, dim}) : at::cat(img), pg);
   auto T = gather_rows(txt.empty() ? at::zeros({0, dim}) : at::cat(txt), pg);
+  return retrieval_recall(I, T);
+}
+
+RetrievalResult retrieval_recall(const at::Tensor& image_features,
+                                 const at::Tensor& text_features) {
   RetrievalResult r;
-  r.count = I.size(0);
+  r.count = image_features.size(0);
   if (r.count == 0) return r;
-  auto sim = I.matmul(T.t());  // [N, N]; pair i is (image i, text i)
-  auto truth = at::arange(r.count, at::kLong);
+  const auto sim = image_features.matmul(text_features.t());  // [N, N]; pair i: image i, text i
+  const auto truth = at::arange(r.count, at::kLong).unsqueeze(1);
   const std::int64_t ks[3] = {1, 5, 10};
+  // The true item's position in the descending sort of its row, as OpenCLIP's get_clip_metrics
+  // takes it from argsort: the candidates that score higher, plus those that tie with it and come
+  // before it (a stable sort's order). A tie (a duplicate caption) is not counted in the model's
+  // favour.
   auto rank_of_truth = [&](const at::Tensor& s) {
-    auto true_score = s.gather(1, truth.unsqueeze(1));
-    return s.gt(true_score).sum(1);  // how many candidates beat the right one
+    const auto true_score = s.gather(1, truth);
+    const auto before = at::arange(r.count, at::kLong).unsqueeze(0).lt(truth);
+    return s.gt(true_score).sum(1) + s.eq(true_score).logical_and(before).sum(1);
   };
-  auto ri = rank_of_truth(sim), rt = rank_of_truth(sim.t());
+  const auto ri = rank_of_truth(sim), rt = rank_of_truth(sim.t());
   for (int i = 0; i < 3; ++i) {
     r.image_to_text[i] = ri.lt(ks[i]).to(at::kDouble).mean().item<double>();
     r.text_to_image[i] = rt.lt(ks[i]).to(at::kDouble).mean().item<double>();

@@ -62,8 +62,13 @@ at::Tensor ClipLoss::forward(const at::Tensor& img, const at::Tensor& txt, const
     at::Tensor all;
     if (cfg_.gather_with_grad) {
       all = dist::all_gather_with_grad(both, pg);
+    } else if (cfg_.local_loss) {
+      // Gathered without gradient, as OpenCLIP: the local rows carry gradient through the rows
+      // of the logits (img, txt below), not through the gathered columns.
+      all = dist::all_gather_no_grad(both, pg);
     } else {
-      // Gathered without gradient; this rank's own rows are put back with theirs.
+      // Gathered without gradient; this rank's own rows are put back with theirs (OpenCLIP does
+      // the same without local loss, or no feature would get a gradient).
       const at::Tensor gathered = dist::all_gather_no_grad(both, pg);
       all = at::cat(
           {gathered.narrow(0, 0, r * b), both, gathered.narrow(0, (r + 1) * b, (w - r - 1) * b)},

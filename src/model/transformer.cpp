@@ -122,13 +122,23 @@ struct AutocastState {
   }
 };
 
-// Restores the thread's autocast state when it goes out of scope.
+// The recompute's autocast region, entered and left as torch.amp.autocast does: it raises the
+// nesting and, when the outermost region ends, clears the weight-cast cache. Without that the
+// bf16 copies of the weights cast here (backward runs outside the forward's region) would outlive
+// the optimizer step, and the next forward would read last step's weights. Restores the
+// thread's autocast state when it goes out of scope.
 class AutocastScope {
  public:
   explicit AutocastScope(const AutocastState& want) : saved_(AutocastState::current()) {
     want.apply();
+    at::autocast::increment_nesting();
   }
-  ~AutocastScope() { saved_.apply(); }
+  ~AutocastScope() {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    saved_.apply();
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
 
  private:
   AutocastState saved_;

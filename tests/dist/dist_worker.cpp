@@ -3,10 +3,11 @@
 //   dist_worker SCENARIO [key=value ...]
 //
 // Scenarios: clip, siglip (distributed loss and gradients vs one process on the concatenated
-// batch), train (one or more SGD steps of a two-tower stand-in model vs one process with the
-// whole batch), die / stall (a rank dies or stops answering mid-step), wait_signal, exit, hello.
-// Each rank writes its last status line to out/rank<R>.log ("OK ..." or "FAIL ..." or
-// "error: ...") and exits 0 on success, 3 on a mismatch, 1 on an error.
+// batch), clip_grads (each rank's gradients, for open_clip's to be compared with), train (one or
+// more SGD steps of a two-tower stand-in model vs one process with the whole batch), die / stall (a
+// rank dies or stops answering mid-step), wait_signal, exit, hello. Each rank writes its last
+// status line to out/rank<R>.log ("OK ..." or "FAIL ..." or "error: ...") and exits 0 on success, 3
+// on a mismatch, 1 on an error.
 #include <ATen/ATen.h>
 #include <signal.h>
 #include <unistd.h>
@@ -151,6 +152,47 @@ int run_loss(ProcessGroup& pg, const std::string& kind) {
   return c.finish(kind);
 }
 
+// The CLIP loss's value and this rank's gradients, for each (local_loss, gather_with_grad), on
+// float64 features read from in=FILE (image [W*B, D], text [W*B, D], logit_scale): written to
+// out/clipper_l<L>g<G>_rank<R>.bin as loss, d image [B, D], d text [B, D], d scale, for
+// tests/dist/openclip_dist_loss.py's figures to be compared with.
+int run_clip_grads(ProcessGroup& pg) {
+  const int w = pg.size(), r = pg.rank();
+  const long b = arg_i("batch", 4), d = arg_i("dim", 8);
+  const auto opt = at::TensorOptions().dtype(at::kDouble);
+  auto in = at::empty({2 * w * b * d + 1}, opt);
+  std::ifstream f(arg("in", ""), std::ios::binary);
+  f.read(reinterpret_cast<char*>(in.data_ptr<double>()), in.numel() * sizeof(double));
+  if (!f) {
+    report("error: cannot read " + std::to_string(in.numel()) +
+           " doubles from in=" + arg("in", ""));
+    return 1;
+  }
+  const auto img_all = in.narrow(0, 0, w * b * d).view({w * b, d});
+  const auto txt_all = in.narrow(0, w * b * d, w * b * d).view({w * b, d});
+  for (const bool local : {false, true})
+    for (const bool grad : {false, true}) {
+      auto cfg = loss_config();
+      cfg.local_loss = local;
+      cfg.gather_with_grad = grad;
+      auto img = img_all.narrow(0, r * b, b).clone().requires_grad_(true);
+      auto txt = txt_all.narrow(0, r * b, b).clone().requires_grad_(true);
+      auto scale = in.narrow(0, 2 * w * b * d, 1).reshape({}).clone().requires_grad_(true);
+      auto loss = clipper::loss::make_loss(cfg, borrowed(pg))->forward(img, txt, scale, {});
+      loss.backward();
+      const auto outv = at::cat({loss.detach().reshape(1), img.grad().reshape(-1),
+                                 txt.grad().reshape(-1), scale.grad().reshape(1)})
+                            .contiguous();
+      const std::string name = g_out + "/clipper_l" + std::to_string(local) + "g" +
+                               std::to_string(grad) + "_rank" + std::to_string(r) + ".bin";
+      std::ofstream(name, std::ios::binary)
+          .write(reinterpret_cast<const char*>(outv.data_ptr<double>()),
+                 outv.numel() * sizeof(double));
+    }
+  report("OK clip_grads");
+  return 0;
+}
+
 // --- training step -----------------------------------------------------------------------------
 // Two Linear towers and the logit scale (and bias), in fp64 by default.
 struct TinyModel {
@@ -262,7 +304,8 @@ void on_signal(int s) {
 int run_wait_signal() {
   std::signal(SIGTERM, on_signal);
   std::signal(SIGINT, on_signal);
-  report("ready");
+  std::signal(SIGUSR1, on_signal);
+  report("ready pid=" + std::to_string(::getpid()));
   for (int i = 0; i < 3000 && !g_signal; ++i)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   report("got signal " + std::to_string(static_cast<int>(g_signal)));
@@ -316,6 +359,7 @@ int main(int argc, char** argv) {
       return ok ? 0 : 3;
     }
     if (scenario == "clip" || scenario == "siglip") return run_loss(*pg, scenario);
+    if (scenario == "clip_grads") return run_clip_grads(*pg);
     if (scenario == "train") return run_train(*pg, pg);
     if (scenario == "die" || scenario == "stall") return run_failure(*pg, scenario == "die");
     report("error: unknown scenario " + scenario);

@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -214,6 +215,54 @@ TEST(DistLaunch, ForwardsSigtermToEveryRank) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
   for (int i = 0; i < 2; ++i)
     EXPECT_NE(rank_log(dir, i).find("got signal 15"), std::string::npos) << rank_log(dir, i);
+}
+
+// The launcher forwards `sig` to both ranks, which exit 75 as `clipper train` does after saving;
+// the launcher waits for both (their processes are gone when it exits) and exits 75 itself.
+void expect_forwarded_and_stopped(int sig) {
+  TempDir dir;
+  const std::string out = dir.path().string();
+  const pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const std::string bin = clipper::test::clipper_bin(), w = worker(), o = "out=" + out;
+    ::execl(bin.c_str(), bin.c_str(), "launch", "--nproc-per-node", "2", "--", w.c_str(),
+            "wait_signal", "code=75", o.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  std::vector<pid_t> ranks(2, 0);
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (Clock::now() < deadline && (ranks[0] == 0 || ranks[1] == 0)) {
+    for (int i = 0; i < 2; ++i) {
+      const auto log = rank_log(dir, i);
+      const auto at = log.find("ready pid=");
+      if (at != std::string::npos && log.find('\n', at) != std::string::npos)
+        ranks[i] = static_cast<pid_t>(std::stol(log.substr(at + 10)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_TRUE(ranks[0] > 0 && ranks[1] > 0) << "the ranks did not start";
+  ::kill(pid, sig);
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << "the launcher died of signal "
+                                 << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  EXPECT_EQ(WEXITSTATUS(status), 75);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_NE(rank_log(dir, i).find("got signal " + std::to_string(sig)), std::string::npos)
+        << rank_log(dir, i);
+    EXPECT_TRUE(::kill(ranks[i], 0) != 0 && errno == ESRCH) << "rank " << i << " still exists";
+  }
+}
+
+TEST(DistLaunch, ForwardsSigintAndExits75WhenTheRanksStoppedAfterSaving) {
+  expect_forwarded_and_stopped(SIGINT);
+}
+TEST(DistLaunch, ForwardsSigtermAndExits75WhenTheRanksStoppedAfterSaving) {
+  expect_forwarded_and_stopped(SIGTERM);
+}
+TEST(DistLaunch, ForwardsSigusr1AndExits75WhenTheRanksStoppedAfterSaving) {
+  expect_forwarded_and_stopped(SIGUSR1);
 }
 
 TEST(DistLaunch, LaunchRunsAClipperVerb) {

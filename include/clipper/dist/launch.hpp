@@ -1,13 +1,18 @@
 #pragma once
 // The local launcher behind `clipper launch`: starts this node's ranks with torchrun-compatible
 // variables (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, GROUP_WORLD_SIZE,
-// MASTER_ADDR, MASTER_PORT, ...), forwards SIGINT and SIGTERM to them, and when one rank fails
-// stops the others (SIGTERM, then SIGKILL after a grace period) and reports that rank's exit code.
-// Needs no LibTorch.
+// MASTER_ADDR, MASTER_PORT, ...), forwards SIGINT, SIGTERM and SIGUSR1 to them, waits for (reaps)
+// every one, and when one rank fails stops the others (SIGTERM, then SIGKILL after a grace
+// period) and reports that rank's exit code. A rank that exits with kExitStoppedAfterSave (75:
+// stopped by a signal, the wall-time limit or train.stop_at_step after saving) has not failed;
+// the launcher then exits 75 too, so a job script can requeue. Needs no LibTorch.
 #include <string>
 #include <vector>
 
 namespace clipper::dist {
+
+// `clipper train`'s exit code after a stop that saved a checkpoint (loop::kExitStoppedAfterSave).
+inline constexpr int kExitStoppedAfterSave = 75;
 
 struct LaunchOptions {
   int nproc_per_node = 1;
@@ -29,7 +34,10 @@ struct LaunchResult {
   std::vector<int> exit_codes;
   // Local rank that failed first, -1 when none did.
   int first_failed = -1;
-  // The code `clipper launch` exits with: 0, or the first failing rank's code.
+  // Some rank exited with kExitStoppedAfterSave.
+  bool stopped_after_save = false;
+  // The code `clipper launch` exits with: the first failing rank's code; else 75 when some rank
+  // stopped after saving (the others exited 0 or 75); else 0.
   int exit_code = 0;
 };
 

@@ -54,5 +54,9 @@ struct RetrievalResult {
 };
 RetrievalResult retrieval(model::ClipImpl& model, data::Loader& loader, const Prepare& prepare,
                           dist::ProcessGroup& pg);
+// Recall@K of pairs (image i, text i) from [N, D] features, counted as OpenCLIP's
+// get_clip_metrics: the true item's rank is its position in the descending sort, ties in the
+// candidates' order, so a duplicate caption that ties with the true one can push it down.
+RetrievalResult retrieval_recall(const at::Tensor& image_features, const at::Tensor& text_features);
 
 }  // namespace clipper::eval

@@ -7,8 +7,10 @@
 // Full gather (local_loss false): every rank builds the whole W*B x W*B logit matrix.
 // loss.gather_with_grad (default): the gathered features carry gradient back to their rank
 //   (dist::all_gather_with_grad), so averaged gradients equal the single-process gradients.
-//   Without it only this rank's own rows carry gradient (OpenCLIP's default; gradients then
-//   differ from the single-process ones).
+//   Without it (OpenCLIP's default) the gathered features carry no gradient, and the gradients
+//   differ from the single-process ones, exactly as OpenCLIP's do: with local loss only the rows
+//   of this rank's logits (I_local, T_local) carry gradient; with the full gather this rank's own
+//   rows are put back into the gathered features with their gradient.
 // loss.cache_labels: the label tensor is built once per (device, size).
 // Image and text features travel in one all-gather.
 #include <ATen/core/Tensor.h>
