@@ -15,10 +15,12 @@ namespace {
 
 #if CLIPPER_HAS_DATA
 struct ShardsArgs {
-  std::string out_dir, folder, csv, classes;
+  std::string out_dir, folder, csv_path, classes;
   std::vector<std::string> idx;
-  std::string csv_img_key = "filepath", csv_caption_key = "title", csv_separator;
+  data::CsvOptions csv;
+  std::string csv_separator;
   data::ShardWriterOptions w;
+  bool no_resume = false;
   std::uint64_t seed = 0;
   std::int64_t limit = 0;
 };
@@ -30,7 +32,7 @@ void setup_shards_verb(CLI::App& app, Action* action) {
   v->add_option("out_dir", a->out_dir, "output folder")->required();
   auto* f = v->add_option("--from-folder", a->folder,
                           "a folder of images with .txt captions beside them");
-  auto* c = v->add_option("--from-csv", a->csv,
+  auto* c = v->add_option("--from-csv", a->csv_path,
                           "a CSV/TSV table with a header row (OpenCLIP's csv input)");
   auto* i =
       v->add_option("--from-idx", a->idx, "IDX images and labels files (MNIST format, .gz or not)")
@@ -39,11 +41,26 @@ void setup_shards_verb(CLI::App& app, Action* action) {
   c->excludes(i);
   v->add_option("--classes", a->classes,
                 "with --from-idx: YAML with 'classes' and 'templates' (\"a photo of a {}.\")");
-  v->add_option("--csv-img-key", a->csv_img_key, "column of image paths")->capture_default_str();
-  v->add_option("--csv-caption-key", a->csv_caption_key, "column of captions")
+  v->add_option("--csv-img-key", a->csv.image_column, "column of image paths")
+      ->capture_default_str();
+  v->add_option("--csv-caption-key", a->csv.caption_column, "column of captions")
       ->capture_default_str();
   v->add_option("--csv-separator", a->csv_separator,
-                "field separator (default: tab for .tsv, else ',')");
+                "field separator, e.g. ',' or '\\t' (default: sniffed from the header, a tab if "
+                "it has one, else ','; a tab as OpenCLIP when neither)");
+  v->add_flag("--csv-paths-from-cwd", a->csv.paths_from_cwd,
+              "relative image paths from the working directory (OpenCLIP's rule) instead of the "
+              "table's folder");
+  v->add_option("--threads", a->w.threads, "decode/resize/encode threads (0: all cores)")
+      ->capture_default_str();
+  v->add_option("--progress-every", a->w.progress_every_s,
+                "seconds between progress lines (0: none)")
+      ->capture_default_str();
+  v->add_flag("--no-resume", a->no_resume,
+              "rewrite every shard instead of keeping the complete ones of an earlier run");
+  v->add_option("--max-image-pixels", a->w.max_image_pixels,
+                "larger input images are skipped (counted as too_large)")
+      ->capture_default_str();
   v->add_option("--prefix", a->w.prefix, "shard file names PREFIX-00000.tar, ...")
       ->capture_default_str();
   v->add_option("--samples-per-shard", a->w.samples_per_shard, "samples in each shard")
@@ -61,26 +78,25 @@ void setup_shards_verb(CLI::App& app, Action* action) {
   v->callback([a, action] {
     *action = [a] {
       a->w.out_dir = a->out_dir;
+      a->w.resume = !a->no_resume;
       data::ShardsReport r;
       if (!a->folder.empty()) {
         r = data::shards_from_folder(a->folder, a->w);
-      } else if (!a->csv.empty()) {
-        char sep = ',';
-        if (!a->csv_separator.empty())
-          sep = a->csv_separator == "\\t" ? '\t' : a->csv_separator[0];
-        else if (a->csv.size() > 4 && a->csv.substr(a->csv.size() - 4) == ".tsv")
-          sep = '\t';
-        r = data::shards_from_csv(a->csv, a->csv_img_key, a->csv_caption_key, sep, a->w);
+      } else if (!a->csv_path.empty()) {
+        if (!a->csv_separator.empty()) {
+          const std::string& s = a->csv_separator;
+          core::require(s == "\\t" || s == "tab" || s.size() == 1,
+                        "shards: --csv-separator takes one character or '\\t', not '" + s + "'");
+          a->csv.separator = s.size() == 1 ? s[0] : '\t';
+        }
+        r = data::shards_from_csv(a->csv_path, a->csv, a->w);
       } else if (!a->idx.empty()) {
         core::require(!a->classes.empty(), "shards: --from-idx needs --classes FILE.yaml");
         r = data::shards_from_idx(a->idx[0], a->idx[1], a->classes, a->w, a->seed, a->limit);
       } else {
         throw core::InputError("shards: give one input: --from-folder, --from-csv or --from-idx");
       }
-      std::cout << "wrote " << r.samples << " samples in " << r.shards.size()
-                << " shard(s): " << r.pattern;
-      if (r.skipped) std::cout << " (" << r.skipped << " input(s) skipped)";
-      std::cout << "\n";
+      std::cout << r.summary() << "\n";
       return 0;
     };
   });

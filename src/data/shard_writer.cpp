@@ -15,9 +15,11 @@
 #include "clipper/core/atomic_file.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
+#include "clipper/core/progress.hpp"
 #include "clipper/data/image.hpp"
 #include "clipper/data/shard_list.hpp"
 #include "rng.hpp"
+#include "shard_builder.hpp"
 
 namespace fs = std::filesystem;
 
@@ -51,9 +53,27 @@ ShardWriter::~ShardWriter() {
   }
 }
 
+std::string ShardWriter::shard_name(std::int64_t index) const {
+  return o_.prefix + "-" + padded(index, o_.digits) + ".tar";
+}
+
+void ShardWriter::resume_after(const std::vector<std::pair<std::string, std::int64_t>>& kept) {
+  core::require(!ar_ && sizes_.empty(), "shards: resume_after() must come before any write()");
+  for (const auto& [name, n] : kept) {
+    sizes_.emplace_back(name, n);
+    report_.shards.push_back((fs::path(o_.out_dir) / name).string());
+    report_.samples += n;
+  }
+}
+
+std::string ShardWriter::end_shard() {
+  if (!ar_) return {};
+  close_current();
+  return sizes_.back().first;
+}
+
 void ShardWriter::open_next() {
-  const std::string name =
-      o_.prefix + "-" + padded(static_cast<std::int64_t>(sizes_.size()), o_.digits) + ".tar";
+  const std::string name = shard_name(static_cast<std::int64_t>(sizes_.size()));
   current_ = (fs::path(o_.out_dir) / name).string();
   current_tmp_ = current_ + ".tmp";
   ar_ = archive_write_new();
@@ -76,6 +96,7 @@ void ShardWriter::close_current() {
   archive_write_free(ar_);
   ar_ = nullptr;
   core::require(ok, "shards: cannot finish '" + current_ + "': " + err);
+  core::fsync_path(current_tmp_);  // a shard that has its name is complete, even after a crash
   core::rename_durable(current_tmp_, current_);
   sizes_.back().second = in_current_;
   report_.shards.push_back(current_);
@@ -108,6 +129,17 @@ void ShardWriter::write(const std::string& key,
   ++report_.samples;
 }
 
+// An entry of this prefix past the shards this run wrote (left by an earlier, larger run).
+bool ShardWriter::is_stale(const std::string& name) const {
+  const std::string head = o_.prefix + "-";
+  if (name.rfind(head, 0) != 0 || name.size() != head.size() + o_.digits + 4 ||
+      name.compare(name.size() - 4, 4, ".tar") != 0)
+    return false;
+  const std::string digits = name.substr(head.size(), static_cast<std::size_t>(o_.digits));
+  if (digits.find_first_not_of("0123456789") != std::string::npos) return false;
+  return std::stoll(digits) >= static_cast<long long>(sizes_.size());
+}
+
 ShardsReport ShardWriter::finish() {
   if (finished_) return report_;
   close_current();
@@ -115,7 +147,8 @@ ShardsReport ShardWriter::finish() {
   // Merge into sizes.json (other prefixes in the same folder keep their entries).
   nlohmann::json j = nlohmann::json::object();
   if (auto old = read_sizes_json(o_.out_dir))
-    for (const auto& [k, v] : *old) j[k] = v;
+    for (const auto& [k, v] : *old)
+      if (!is_stale(k)) j[k] = v;
   for (const auto& [k, v] : sizes_) j[k] = v;
   core::write_file_atomic((fs::path(o_.out_dir) / "sizes.json").string(), j.dump(2) + "\n");
   if (!sizes_.empty()) {
@@ -129,25 +162,49 @@ ShardsReport ShardWriter::finish() {
 
 std::string prepare_image(const std::string& bytes, const ShardWriterOptions& o,
                           const std::string& what) {
-  const bool jpeg = bytes.size() > 3 && static_cast<unsigned char>(bytes[0]) == 0xFF &&
-                    static_cast<unsigned char>(bytes[1]) == 0xD8;
-  if (o.resize <= 0 && jpeg) return bytes;
-  ImageProcessor proc(TransformSpec{}, std::int64_t{1} << 31);
-  Image img;
-  std::string why;
-  core::require(proc.decode(bytes, &img, &why, true) == ImageError::none,
+  ImageProcessor proc(TransformSpec{}, o.max_image_pixels);
+  std::string out, why;
+  int w = 0, h = 0;
+  const auto f = detail::prepare_image_bytes(bytes, o, proc, &out, &w, &h, &why);
+  core::require(f == detail::InputFailure::none,
                 "shards: cannot decode the image '" + what + "': " + why);
-  return encode_jpeg(o.resize > 0 ? resize_shorter_side(img, o.resize) : img, o.quality);
+  return out;
+}
+
+std::string ShardsReport::summary() const {
+  std::string s = "wrote " + core::group_digits(samples) + " samples in " +
+                  std::to_string(shards.size()) + " shard(s): " + pattern;
+  if (skipped) {
+    s += "; " + core::group_digits(skipped) + " input(s) skipped (";
+    bool first = true;
+    for (const auto& [k, v] : failed) {
+      s += (first ? "" : ", ") + k + " " + core::group_digits(v);
+      first = false;
+    }
+    s += ")";
+  }
+  if (kept_shards) s += "; " + std::to_string(kept_shards) + " shard(s) kept from an earlier run";
+  char tail[96];
+  std::snprintf(tail, sizeof tail, "; %.1f s, %.0f inputs/s on %d thread(s)", seconds,
+                seconds > 0 ? static_cast<double>(inputs) / seconds : 0.0, threads);
+  return s + tail;
 }
 
 namespace {
 
-std::string read_file_or_empty(const fs::path& p) {
+bool read_file_to(const fs::path& p, std::string* out) {
   std::ifstream in(p, std::ios::binary);
-  if (!in) return {};
+  if (!in) return false;
   std::ostringstream ss;
   ss << in.rdbuf();
-  return ss.str();
+  *out = ss.str();
+  return true;
+}
+
+std::string read_file_or_empty(const fs::path& p) {
+  std::string s;
+  read_file_to(p, &s);
+  return s;
 }
 
 std::string trim_caption(std::string s) {
@@ -157,6 +214,12 @@ std::string trim_caption(std::string s) {
   std::size_t i = 0;
   while (i < s.size() && (s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r')) ++i;
   return s.substr(i);
+}
+
+std::int64_t utf8_chars(const std::string& s) {
+  std::int64_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
 }
 
 bool is_image_ext(std::string ext) {
@@ -190,97 +253,177 @@ std::vector<std::string> parse_row(const std::string& line, char sep) {
   return out;
 }
 
-std::string sample_key(std::int64_t i) {
-  return padded(i, 9);
+// One image file and its caption into a sample with its source in the .json member.
+detail::Prepared prepare_pair(const std::string& image_path, const std::string& caption,
+                              const nlohmann::json& source, const std::string& where,
+                              const ShardWriterOptions& o, ImageProcessor& proc) {
+  detail::Prepared r;
+  std::string bytes, img, why;
+  if (!read_file_to(image_path, &bytes) || bytes.empty()) {
+    r.failure = detail::InputFailure::unreadable;
+    r.message = "'" + image_path + "'" + where + ": cannot read the file" +
+                (bytes.empty() && fs::exists(image_path) ? " (it is empty)" : "");
+    return r;
+  }
+  r.failure = detail::prepare_image_bytes(bytes, o, proc, &img, &r.width, &r.height, &why);
+  if (r.failure != detail::InputFailure::none) {
+    r.message = "'" + image_path + "'" + where + ": " + why;
+    return r;
+  }
+  r.caption_chars = utf8_chars(caption);
+  r.files = {{"jpg", std::move(img)}, {"txt", caption}, {"json", source.dump()}};
+  return r;
+}
+
+std::string options_id(const std::string& kind, const std::string& input) {
+  return kind + "\n" + input;
 }
 
 }  // namespace
 
 ShardsReport shards_from_folder(const std::string& folder, const ShardWriterOptions& o) {
   core::require(fs::is_directory(folder), "shards: '" + folder + "' is not a folder");
-  std::vector<fs::path> images;
+  auto images = std::make_shared<std::vector<fs::path>>();
   for (const auto& e : fs::recursive_directory_iterator(folder))
     if (e.is_regular_file() && is_image_ext(e.path().extension().string()))
-      images.push_back(e.path());
-  std::sort(images.begin(), images.end());
-  ShardWriter writer(o);
-  std::int64_t skipped = 0, index = 0;
-  for (const auto& p : images) {
+      images->push_back(e.path());
+  std::sort(images->begin(), images->end());
+  core::require(!images->empty(), "shards: no image with a caption found in '" + folder + "'");
+  detail::InputSet in;
+  in.size = static_cast<std::int64_t>(images->size());
+  in.what = "the folder '" + folder + "' (no image with a caption)";
+  in.options_id = options_id("folder", folder);
+  in.identity = [images](std::int64_t i) {
+    return (*images)[static_cast<std::size_t>(i)].string();
+  };
+  in.prepare = [images, &o](std::int64_t i, ImageProcessor& proc) {
+    const fs::path& p = (*images)[static_cast<std::size_t>(i)];
     auto caption_path = p;
     caption_path.replace_extension(".txt");
-    if (!fs::exists(caption_path)) {
-      CLIPPER_WARN("shards: no caption " << caption_path.string() << " for " << p.string()
-                                         << "; skipped");
-      ++skipped;
-      continue;
+    std::string caption;
+    if (!read_file_to(caption_path, &caption)) {
+      detail::Prepared r;
+      r.failure = detail::InputFailure::missing_caption;
+      r.message = "'" + p.string() + "': no caption file '" + caption_path.string() + "'";
+      return r;
     }
-    std::string img;
-    try {
-      img = prepare_image(read_file_or_empty(p), o, p.string());
-    } catch (const core::InputError& e) {
-      CLIPPER_WARN(e.what() << "; skipped");
-      ++skipped;
-      continue;
-    }
-    writer.write(sample_key(index++),
-                 {{"jpg", img}, {"txt", trim_caption(read_file_or_empty(caption_path))}});
-  }
-  core::require(index > 0, "shards: no image with a caption found in '" + folder + "'");
-  auto r = writer.finish();
-  r.skipped = skipped;
-  return r;
+    return prepare_pair(p.string(), trim_caption(caption), {{"source", p.string()}}, "", o, proc);
+  };
+  return detail::build_shards(in, o);
 }
 
-ShardsReport shards_from_csv(const std::string& table, const std::string& image_column,
-                             const std::string& caption_column, char separator,
-                             const ShardWriterOptions& o) {
+namespace {
+
+struct CsvRow {
+  std::int64_t row = 0;  // 1-based line number in the table (the header is row 1)
+  std::string image, caption;
+  std::size_t columns = 0;  // of a row too short to hold both columns; 0 for a good row
+};
+
+struct Separator {
+  char c = '\t';
+  std::string how;  // "given with --csv-separator", "sniffed from the header", ...
+  std::string name() const {
+    return c == '\t' ? "tab" : c == ',' ? "','" : "'" + std::string(1, c) + "'";
+  }
+};
+
+Separator pick_separator(const std::string& header, char given) {
+  if (given) return {given, "given with --csv-separator"};
+  if (header.find('\t') != std::string::npos) return {'\t', "sniffed from the header"};
+  if (header.find(',') != std::string::npos) return {',', "sniffed from the header"};
+  return {'\t', "OpenCLIP's default"};
+}
+
+int find_column(const std::vector<std::string>& header, const std::string& name,
+                const std::string& table, const Separator& sep, const char* option) {
+  for (std::size_t i = 0; i < header.size(); ++i)
+    if (trim_caption(header[i]) == name) return static_cast<int>(i);
+  std::string cols;
+  for (auto h : header) {
+    h = trim_caption(h);
+    for (std::size_t p; (p = h.find('\t')) != std::string::npos;) h.replace(p, 1, "\\t");
+    cols += (cols.empty() ? "'" : ", '") + h + "'";
+  }
+  throw core::InputError(
+      "shards: the table '" + table + "' has no column '" + name + "' (separator: " + sep.name() +
+      ", " + sep.how + "; its columns: " + cols + "). Name the column with " + option +
+      ", or set the separator with --csv-separator ',' or --csv-separator '\\t'");
+}
+
+std::vector<CsvRow> read_csv(const std::string& table, const CsvOptions& csv, Separator* sep_out) {
   std::ifstream in(table);
   core::require(static_cast<bool>(in), "shards: cannot read the table '" + table + "'");
   std::string line;
   core::require(static_cast<bool>(std::getline(in, line)),
                 "shards: the table '" + table + "' is empty");
-  const auto header = parse_row(line, separator);
-  int ic = -1, cc = -1;
-  for (std::size_t i = 0; i < header.size(); ++i) {
-    const auto h = trim_caption(header[i]);
-    if (h == image_column) ic = static_cast<int>(i);
-    if (h == caption_column) cc = static_cast<int>(i);
-  }
-  core::require(ic >= 0, "shards: the table '" + table + "' has no column '" + image_column +
-                             "' (header: " + line + ")");
-  core::require(cc >= 0, "shards: the table '" + table + "' has no column '" + caption_column +
-                             "' (header: " + line + ")");
-  const fs::path base = fs::path(table).parent_path();
-  ShardWriter writer(o);
-  std::int64_t skipped = 0, index = 0, row = 1;
-  while (std::getline(in, line)) {
-    ++row;
+  const Separator sep = pick_separator(line, csv.separator);
+  *sep_out = sep;
+  const auto header = parse_row(line, sep.c);
+  const int ic = find_column(header, csv.image_column, table, sep, "--csv-img-key");
+  const int cc = find_column(header, csv.caption_column, table, sep, "--csv-caption-key");
+  const fs::path base = csv.paths_from_cwd ? fs::path() : fs::path(table).parent_path();
+  std::vector<CsvRow> rows;
+  for (std::int64_t row = 2; std::getline(in, line); ++row) {
     if (trim_caption(line).empty()) continue;
-    const auto cols = parse_row(line, separator);
+    const auto cols = parse_row(line, sep.c);
+    CsvRow r;
+    r.row = row;
     if (static_cast<int>(cols.size()) <= std::max(ic, cc)) {
-      CLIPPER_WARN("shards: " << table << " row " << row << " has " << cols.size()
-                              << " columns; skipped");
-      ++skipped;
-      continue;
+      r.columns = cols.size();
+    } else {
+      fs::path p = cols[static_cast<std::size_t>(ic)];
+      r.image = (p.is_relative() ? base / p : p).string();
+      r.caption = cols[static_cast<std::size_t>(cc)];
     }
-    fs::path p = cols[static_cast<std::size_t>(ic)];
-    if (p.is_relative()) p = base / p;
-    const std::string bytes = read_file_or_empty(p);
-    std::string img;
-    try {
-      core::require(!bytes.empty(), "shards: cannot read '" + p.string() + "'");
-      img = prepare_image(bytes, o, p.string());
-    } catch (const core::InputError& e) {
-      CLIPPER_WARN(e.what() << " (" << table << " row " << row << "); skipped");
-      ++skipped;
-      continue;
-    }
-    writer.write(sample_key(index++), {{"jpg", img}, {"txt", cols[static_cast<std::size_t>(cc)]}});
+    rows.push_back(std::move(r));
   }
-  core::require(index > 0, "shards: no readable row in '" + table + "'");
-  auto r = writer.finish();
-  r.skipped = skipped;
-  return r;
+  return rows;
+}
+
+}  // namespace
+
+ShardsReport shards_from_csv(const std::string& table, const CsvOptions& csv,
+                             const ShardWriterOptions& o) {
+  Separator sep;
+  auto rows = std::make_shared<std::vector<CsvRow>>(read_csv(table, csv, &sep));
+  core::require(!rows->empty(), "shards: no readable row in '" + table + "'");
+  detail::InputSet in;
+  in.size = static_cast<std::int64_t>(rows->size());
+  in.what = "'" + table + "' (no readable row)";
+  in.options_id = options_id("csv", table + "\n" + csv.image_column + "\n" + csv.caption_column +
+                                        "\n" + sep.c + (csv.paths_from_cwd ? "cwd" : "table"));
+  in.identity = [rows](std::int64_t i) {
+    const auto& r = (*rows)[static_cast<std::size_t>(i)];
+    return std::to_string(r.row) + "\n" + r.image + "\n" + r.caption;
+  };
+  in.prepare = [rows, table, &o](std::int64_t i, ImageProcessor& proc) {
+    const auto& r = (*rows)[static_cast<std::size_t>(i)];
+    const std::string where = " (" + table + " row " + std::to_string(r.row) + ")";
+    if (r.columns > 0) {
+      detail::Prepared bad;
+      bad.failure = detail::InputFailure::bad_row;
+      bad.message = table + " row " + std::to_string(r.row) + ": it has " +
+                    std::to_string(r.columns) + " column(s)";
+      return bad;
+    }
+    const nlohmann::json source = {{"source", table + " row " + std::to_string(r.row)},
+                                   {"table", table},
+                                   {"row", r.row},
+                                   {"image", r.image}};
+    return prepare_pair(r.image, r.caption, source, where, o, proc);
+  };
+  return detail::build_shards(in, o);
+}
+
+ShardsReport shards_from_csv(const std::string& table, const std::string& image_column,
+                             const std::string& caption_column, char separator,
+                             const ShardWriterOptions& o) {
+  CsvOptions csv;
+  csv.image_column = image_column;
+  csv.caption_column = caption_column;
+  csv.separator = separator;
+  return shards_from_csv(table, csv, o);
 }
 
 std::string read_maybe_gzip(const std::string& path) {
@@ -309,69 +452,107 @@ std::string read_maybe_gzip(const std::string& path) {
   return out;
 }
 
-ShardsReport shards_from_idx(const std::string& images, const std::string& labels,
-                             const std::string& classes_yaml, const ShardWriterOptions& o,
-                             std::uint64_t seed, std::int64_t limit) {
+namespace {
+
+struct ClassFile {
   std::vector<std::string> classes, templates;
+};
+
+ClassFile read_class_file(const std::string& classes_yaml) {
+  ClassFile f;
   try {
     const YAML::Node y = YAML::LoadFile(classes_yaml);
     core::require(y["classes"] && y["classes"].IsSequence(),
                   "shards: '" + classes_yaml + "' needs a list 'classes'");
-    for (const auto& c : y["classes"]) classes.push_back(c.as<std::string>());
+    for (const auto& c : y["classes"]) f.classes.push_back(c.as<std::string>());
     if (y["templates"]) {
       core::require(y["templates"].IsSequence(),
                     "shards: 'templates' in '" + classes_yaml + "' must be a list");
-      for (const auto& t : y["templates"]) templates.push_back(t.as<std::string>());
+      for (const auto& t : y["templates"]) f.templates.push_back(t.as<std::string>());
     }
   } catch (const YAML::Exception& e) {
     throw core::InputError("shards: cannot read the class file '" + classes_yaml +
                            "': " + e.what());
   }
-  if (templates.empty()) templates.push_back("a photo of a {}.");
-  for (const auto& t : templates)
+  if (f.templates.empty()) f.templates.push_back("a photo of a {}.");
+  for (const auto& t : f.templates)
     core::require(t.find("{}") != std::string::npos, "shards: the template '" + t + "' in '" +
                                                          classes_yaml +
                                                          "' has no '{}' for the class name");
+  return f;
+}
 
-  const std::string img = read_maybe_gzip(images), lab = read_maybe_gzip(labels);
+struct Idx {
+  std::string img, lab;
+  std::int64_t n = 0, rows = 0, cols = 0;
+};
+
+Idx read_idx(const std::string& images, const std::string& labels) {
+  Idx x{read_maybe_gzip(images), read_maybe_gzip(labels)};
   auto be32 = [](const std::string& s, std::size_t off) {
     const auto* p = reinterpret_cast<const unsigned char*>(s.data()) + off;
     return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
            p[3];
   };
   core::require(
-      img.size() >= 16 && be32(img, 0) == 0x00000803,
+      x.img.size() >= 16 && be32(x.img, 0) == 0x00000803,
       "shards: '" + images + "' is not an IDX file of unsigned-byte images (magic 0x00000803)");
   core::require(
-      lab.size() >= 8 && be32(lab, 0) == 0x00000801,
+      x.lab.size() >= 8 && be32(x.lab, 0) == 0x00000801,
       "shards: '" + labels + "' is not an IDX file of unsigned-byte labels (magic 0x00000801)");
-  const std::int64_t n = be32(img, 4), rows = be32(img, 8), cols = be32(img, 12);
-  core::require(static_cast<std::int64_t>(img.size()) >= 16 + n * rows * cols,
-                "shards: '" + images + "' is shorter than its header says (" + std::to_string(n) +
-                    " images of " + std::to_string(rows) + "x" + std::to_string(cols) + ")");
-  core::require(be32(lab, 4) == n && static_cast<std::int64_t>(lab.size()) >= 8 + n,
-                "shards: '" + labels + "' does not hold " + std::to_string(n) + " labels");
-  const std::int64_t count = limit > 0 ? std::min(limit, n) : n;
-  ShardWriter writer(o);
-  Image im;
-  im.width = static_cast<int>(cols);
-  im.height = static_cast<int>(rows);
-  im.channels = 1;
-  for (std::int64_t i = 0; i < count; ++i) {
-    const int label = static_cast<unsigned char>(lab[static_cast<std::size_t>(8 + i)]);
-    core::require(label < static_cast<int>(classes.size()),
+  x.n = be32(x.img, 4);
+  x.rows = be32(x.img, 8);
+  x.cols = be32(x.img, 12);
+  core::require(static_cast<std::int64_t>(x.img.size()) >= 16 + x.n * x.rows * x.cols,
+                "shards: '" + images + "' is shorter than its header says (" + std::to_string(x.n) +
+                    " images of " + std::to_string(x.rows) + "x" + std::to_string(x.cols) + ")");
+  core::require(be32(x.lab, 4) == x.n && static_cast<std::int64_t>(x.lab.size()) >= 8 + x.n,
+                "shards: '" + labels + "' does not hold " + std::to_string(x.n) + " labels");
+  return x;
+}
+
+}  // namespace
+
+ShardsReport shards_from_idx(const std::string& images, const std::string& labels,
+                             const std::string& classes_yaml, const ShardWriterOptions& o,
+                             std::uint64_t seed, std::int64_t limit) {
+  auto cf = std::make_shared<ClassFile>(read_class_file(classes_yaml));
+  auto x = std::make_shared<Idx>(read_idx(images, labels));
+  detail::InputSet in;
+  in.size = limit > 0 ? std::min(limit, x->n) : x->n;
+  in.what = "'" + images + "'";
+  std::string id =
+      images + "\n" + labels + "\n" + std::to_string(x->n) + "\n" + std::to_string(seed) + "\n";
+  for (const auto& c : cf->classes) id += c + "\n";
+  for (const auto& t : cf->templates) id += t + "\n";
+  in.options_id = options_id("idx", id);
+  in.identity = [](std::int64_t i) { return std::to_string(i); };
+  in.prepare = [cf, x, classes_yaml, seed, &o](std::int64_t i, ImageProcessor&) {
+    const int label = static_cast<unsigned char>(x->lab[static_cast<std::size_t>(8 + i)]);
+    core::require(label < static_cast<int>(cf->classes.size()),
                   "shards: label " + std::to_string(label) + " of image " + std::to_string(i) +
                       " has no class name in '" + classes_yaml + "'");
-    const auto* px = reinterpret_cast<const std::uint8_t*>(img.data()) + 16 + i * rows * cols;
-    im.pixels.assign(px, px + rows * cols);
-    const std::string jpg =
-        encode_jpeg(o.resize > 0 ? resize_shorter_side(im, o.resize) : im, o.quality);
+    Image im;
+    im.width = static_cast<int>(x->cols);
+    im.height = static_cast<int>(x->rows);
+    im.channels = 1;
+    const auto* px =
+        reinterpret_cast<const std::uint8_t*>(x->img.data()) + 16 + i * x->rows * x->cols;
+    im.pixels.assign(px, px + x->rows * x->cols);
     std::string tmpl =
-        templates[detail::mix_seed(seed, static_cast<std::uint64_t>(i)) % templates.size()];
-    tmpl.replace(tmpl.find("{}"), 2, classes[static_cast<std::size_t>(label)]);
-    writer.write(sample_key(i), {{"jpg", jpg}, {"txt", tmpl}, {"cls", std::to_string(label)}});
-  }
-  return writer.finish();
+        cf->templates[detail::mix_seed(seed, static_cast<std::uint64_t>(i)) % cf->templates.size()];
+    tmpl.replace(tmpl.find("{}"), 2, cf->classes[static_cast<std::size_t>(label)]);
+    detail::Prepared r;
+    r.width = im.width;
+    r.height = im.height;
+    r.caption_chars = utf8_chars(tmpl);
+    r.files = {
+        {"jpg", encode_jpeg(o.resize > 0 ? resize_shorter_side(im, o.resize) : im, o.quality)},
+        {"txt", std::move(tmpl)},
+        {"cls", std::to_string(label)}};
+    return r;
+  };
+  return detail::build_shards(in, o);
 }
 
 }  // namespace clipper::data

@@ -6,6 +6,7 @@
 #include "clipper/data/image.hpp"
 #include "clipper/data/tar_stream.hpp"
 #include "counters.hpp"
+#include "png_chunks.hpp"
 #include "rng.hpp"
 #include "shuffle_buffer.hpp"
 #include "source.hpp"
@@ -143,6 +144,13 @@ class Worker {
       it.counter = kMissingLabel;
       it.message = "no integer '" + o_.label_key + "' entry";
     } else {
+      it.message = png_damage(*img);  // found before libpng prints it to stderr
+      if (!it.message.empty()) {
+        it.counter = kImageCorrupt;
+        return it;
+      }
+      // Colour profiles and text chunks change no pixel but make libpng warn on stderr.
+      if (png_has_noisy_chunks(*img)) img = &(quiet_png_ = png_without_noisy_chunks(*img));
       it.image = a_.pool->get();
       const auto err =
           proc_.process(*img, mix_seed(a_.plan.crop_seed, static_cast<std::uint64_t>(raw_index)),
@@ -177,7 +185,7 @@ class Worker {
   Source source_;
   ShuffleBuffer<Pulled> shuffle_;
   ImageProcessor proc_;
-  std::string text_;
+  std::string text_, quiet_png_;
 };
 
 }  // namespace

@@ -4,7 +4,11 @@
 // (image path, caption) as OpenCLIP's csv input reads it, and IDX files (the MNIST format) with
 // class names and caption templates. Images are re-encoded as JPEG with the shorter side resized
 // to `resize` pixels (img2dataset's 256 by default; 0 keeps the size and copies JPEG bytes as-is).
+// The three builders run on `threads` threads with the same output whatever their number, print a
+// progress line, write <shard>_stats.json per shard and stats.json per run, and resume an
+// interrupted run: a rerun keeps the complete shards and writes only the missing ones.
 #include <cstdint>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,8 +22,23 @@ struct ShardWriterOptions {
   std::string prefix = "shard";  // files PREFIX-00000.tar, PREFIX-00001.tar, ...
   int digits = 5;
   std::int64_t samples_per_shard = 10000;
-  int resize = 256;  // shorter side in pixels; 0: keep
-  int quality = 95;  // JPEG quality
+  int resize = 256;              // shorter side in pixels; 0: keep
+  int quality = 95;              // JPEG quality
+  int threads = 0;               // decode/resize/encode threads of the builders; 0: all cores
+  double progress_every_s = 10;  // seconds between progress lines; 0: none
+  bool resume = true;            // keep the complete shards an earlier run of the same inputs left
+  std::int64_t max_image_pixels = 89478485;  // larger inputs are skipped as too_large
+};
+
+// How shards_from_csv reads its table (OpenCLIP's --csv-img-key, --csv-caption-key,
+// --csv-separator).
+struct CsvOptions {
+  std::string image_column = "filepath";
+  std::string caption_column = "title";
+  char separator = 0;  // 0: sniffed from the header (a tab, else a comma), else tab as OpenCLIP
+  // Relative image paths: from the table's folder (default), or from the working directory as
+  // OpenCLIP reads them.
+  bool paths_from_cwd = false;
 };
 
 struct ShardsReport {
@@ -27,6 +46,14 @@ struct ShardsReport {
   std::int64_t skipped = 0;         // inputs that could not be read (missing caption, bad image)
   std::vector<std::string> shards;  // paths written, in order
   std::string pattern;  // the brace pattern that lists them, e.g. out/train-{00000..00005}.tar
+  std::map<std::string, std::int64_t> failed;  // skipped inputs by reason (stats.json names)
+  std::int64_t inputs = 0;                     // inputs listed
+  std::int64_t kept_shards = 0;  // complete shards an interrupted earlier run left, kept
+  int threads = 1;
+  double seconds = 0;
+  // "wrote 1,000 samples in 2 shard(s): PATTERN; 3 input(s) skipped (corrupt_image 2, ...);
+  // 1 shard kept from an earlier run; 12.3 s, 81 samples/s on 4 threads".
+  std::string summary() const;
 };
 
 class ShardWriter {
@@ -38,12 +65,23 @@ class ShardWriter {
 
   // Adds one sample: files KEY.EXT with the given bytes. The key must not contain a dot.
   void write(const std::string& key, const std::vector<std::pair<std::string, std::string>>& files);
-  // Closes the last shard and merges the counts into OUT_DIR/sizes.json (atomically).
+  // Closes the current shard now (the next write() opens the next one) and returns its file
+  // name; empty when none is open.
+  std::string end_shard();
+  // Samples in the open shard.
+  std::int64_t in_current() const { return ar_ ? in_current_ : 0; }
+  // The file name of shard `index` (PREFIX-00003.tar).
+  std::string shard_name(std::int64_t index) const;
+  // Continues after `kept`, complete shards of an earlier run (names and sample counts, in order).
+  void resume_after(const std::vector<std::pair<std::string, std::int64_t>>& kept);
+  // Closes the last shard and merges the counts into OUT_DIR/sizes.json (atomically); entries of
+  // this prefix past the last shard written are dropped.
   ShardsReport finish();
 
  private:
   void open_next();
   void close_current();
+  bool is_stale(const std::string& sizes_entry) const;
 
   ShardWriterOptions o_;
   ::archive* ar_ = nullptr;
@@ -60,12 +98,13 @@ std::string prepare_image(const std::string& bytes, const ShardWriterOptions& o,
                           const std::string& what);
 
 // A folder (searched recursively, in sorted order) of images (jpg, jpeg, png, webp, bmp) each with
-// a caption file of the same stem and extension .txt.
+// a caption file of the same stem and extension .txt. Each sample's .json holds its source path.
 ShardsReport shards_from_folder(const std::string& folder, const ShardWriterOptions& o);
 
-// A CSV (',' with "quoted" fields) or TSV (tab) file with a header row; `image_column` and
-// `caption_column` name the columns (OpenCLIP: filepath, title). Relative paths are taken from the
-// table's folder.
+// A CSV (',' with "quoted" fields) or TSV (tab) file with a header row; the columns are named by
+// `csv` (OpenCLIP: filepath, title). Each sample's .json holds its source (table, row, image path).
+ShardsReport shards_from_csv(const std::string& table, const CsvOptions& csv,
+                             const ShardWriterOptions& o);
 ShardsReport shards_from_csv(const std::string& table, const std::string& image_column,
                              const std::string& caption_column, char separator,
                              const ShardWriterOptions& o);
