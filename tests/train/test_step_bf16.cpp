@@ -29,8 +29,8 @@ train::MicroBatch random_batch(const model::ModelSpec& spec, int n, int seed) {
 void expect_checkpointing_changes_nothing(int accum, int steps) {
   const auto spec = model::load_model_spec("tiny-fmnist-vit");
   const auto pg = std::make_shared<dist::ProcessGroup>();
-  config::Config cfg;
-  cfg.dist.overlap_grad_reduce = false;
+  train::StepConfig cfg;
+  cfg.overlap_grad_reduce = false;
   train::StepOptions bf;
   bf.bf16 = true;
   auto plain_model = model::create_model(spec, 3), ckpt_model = model::create_model(spec, 3);
