@@ -96,9 +96,48 @@ double graph_samples_per_s(model::Clip model, const std::shared_ptr<dist::Proces
 #endif
 }
 
-}  // namespace
+void choose_sdpa(const std::string& sdpa) {
+  if (sdpa == "auto") return;
+  if (sdpa != "math") throw core::InputError("--sdpa: expected auto or math, got '" + sdpa + "'");
+  auto& ctx = at::globalContext();
+  ctx.setSDPUseFlash(false);
+  ctx.setSDPUseMemEfficient(false);
+  ctx.setSDPUseCuDNN(false);
+  ctx.setSDPUseMath(true);
+}
 
-BenchResult bench_train(const BenchOptions& o) {
+// Synthetic, device-resident batches: random pixels, token rows ending in the end-of-text id.
+std::vector<MicroBatch> synthetic_batch(const model::ModelSpec& spec, std::int64_t batch,
+                                        at::Device device, int rank) {
+  at::manual_seed(1234 + rank);
+  const auto dev = at::TensorOptions().device(device);
+  MicroBatch mb;
+  mb.images =
+      at::randint(0, 256, {batch, spec.image_size, spec.image_size, 3}, dev.dtype(at::kByte));
+  mb.tokens =
+      at::randint(1, spec.vocab_size - 2, {batch, spec.context_length}, dev.dtype(at::kLong));
+  mb.tokens.select(1, spec.context_length - 1).fill_(spec.vocab_size - 1);
+  return {mb};
+}
+
+// Phase breakdown on a few extra steps of a new step object, synchronizing between phases.
+void time_phases(const session::Session& s, const StepConfig& cfg, StepOptions so,
+                 const std::vector<MicroBatch>& micro, std::int64_t steps, BenchResult& r) {
+  so.time_phases = true;
+  so.read_every = 1;
+  TrainStep timed(s.model, s.pg, cfg, s.device, so);
+  const double n = static_cast<double>(std::max<std::int64_t>(1, steps - 1));
+  for (std::int64_t i = 0; i < steps; ++i) {
+    const auto t = timed.run(micro, 1e-4);
+    if (i == 0 && steps > 1) continue;  // the first one warms the new optimizer
+    r.forward_ms += 1000 * t.forward_s / n;
+    r.backward_ms += 1000 * t.backward_s / n;
+    r.reduce_ms += 1000 * t.reduce_s / n;
+    r.optimizer_ms += 1000 * t.optimizer_s / n;
+  }
+}
+
+config::Config bench_config(const BenchOptions& o) {
   config::Config cfg;
   cfg.model.name = o.model;
   cfg.model.grad_checkpointing = o.grad_checkpointing;
@@ -107,39 +146,23 @@ BenchResult bench_train(const BenchOptions& o) {
   cfg.train.threads = o.threads;
   cfg.train.batch_size = o.batch;
   cfg.optim.fused = o.fused_adamw;
+  return cfg;
+}
+
+}  // namespace
+
+BenchResult bench_train(const BenchOptions& o) {
+  const config::Config cfg = bench_config(o);
   const StepConfig step_cfg{cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce};
-  if (o.sdpa == "math") {
-    auto& ctx = at::globalContext();
-    ctx.setSDPUseFlash(false);
-    ctx.setSDPUseMemEfficient(false);
-    ctx.setSDPUseCuDNN(false);
-    ctx.setSDPUseMath(true);
-  } else if (o.sdpa != "auto") {
-    throw core::InputError("--sdpa: expected auto or math, got '" + o.sdpa + "'");
-  }
-  session::Session s = session::open_session(cfg);
+  choose_sdpa(o.sdpa);
+  const session::Session s = session::open_session(cfg);
   const bool cuda = s.device.is_cuda();
-  const at::Device device = s.device;
-  const auto& spec = s.spec;
-  const auto& pg = s.pg;
-  auto model = s.model;
   StepOptions so;
   so.bf16 = s.bf16;
   so.read_every = o.sync_every > 0 ? o.sync_every : cuda ? 10 : 1;
   so.channels_last = o.channels_last && cuda;
-  TrainStep step(model, pg, step_cfg, device, so);
-
-  // Synthetic, device-resident batches: random pixels, token rows ending in the end-of-text id.
-  at::manual_seed(1234 + pg->rank());
-  const auto dev = at::TensorOptions().device(device);
-  MicroBatch mb;
-  mb.images =
-      at::randint(0, 256, {o.batch, spec.image_size, spec.image_size, 3}, dev.dtype(at::kByte));
-  mb.tokens =
-      at::randint(1, spec.vocab_size - 2, {o.batch, spec.context_length}, dev.dtype(at::kLong));
-  mb.tokens.select(1, spec.context_length - 1).fill_(spec.vocab_size - 1);
-  const std::vector<MicroBatch> micro{mb};
-
+  TrainStep step(s.model, s.pg, step_cfg, s.device, so);
+  const auto micro = synthetic_batch(s.spec, o.batch, s.device, s.rank());
   auto sync = [&] {
     if (cuda) torch::cuda::synchronize();
   };
@@ -151,39 +174,25 @@ BenchResult bench_train(const BenchOptions& o) {
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
 
   BenchResult r;
-  r.model = spec.name;
-  r.device = device.str();
+  r.model = s.spec.name;
+  r.device = s.device.str();
   r.precision = s.bf16 ? "bf16" : "fp32";
   r.batch = o.batch;
-  r.world_size = pg->size();
+  r.world_size = s.world_size();
   r.steps = o.steps;
   r.sync_every = so.read_every;
   r.step_ms = 1000.0 * secs / std::max<std::int64_t>(1, o.steps);
-  r.samples_per_s = static_cast<double>(o.batch * pg->size() * o.steps) / secs;
-  r.gflops_per_sample = 3.0 * model::forward_flops_per_sample(spec) / 1e9;
+  r.samples_per_s = static_cast<double>(o.batch * s.world_size() * o.steps) / secs;
+  r.gflops_per_sample = 3.0 * model::forward_flops_per_sample(s.spec) / 1e9;
   const double peak = o.peak_tflops > 0 ? o.peak_tflops * 1e12 : (cuda ? 790e12 : 0.0);
-  if (peak > 0) r.mfu = r.gflops_per_sample * 1e9 * r.samples_per_s / pg->size() / peak;
-
-  // Phase breakdown on a few extra steps, synchronizing between phases.
-  StepOptions timed = so;
-  timed.time_phases = true;
-  timed.read_every = 1;
-  TrainStep timed_step(model, pg, step_cfg, device, timed);
-  for (std::int64_t i = 0; i < o.breakdown_steps; ++i) {
-    const auto s = timed_step.run(micro, 1e-4);
-    if (i == 0 && o.breakdown_steps > 1) continue;  // first one warms the new optimizer
-    const double n = static_cast<double>(std::max<std::int64_t>(1, o.breakdown_steps - 1));
-    r.forward_ms += 1000 * s.forward_s / n;
-    r.backward_ms += 1000 * s.backward_s / n;
-    r.reduce_ms += 1000 * s.reduce_s / n;
-    r.optimizer_ms += 1000 * s.optimizer_s / n;
-  }
-  r.peak_memory_gib = peak_memory_gib(cuda, device.index());
+  if (peak > 0) r.mfu = r.gflops_per_sample * 1e9 * r.samples_per_s / s.world_size() / peak;
+  time_phases(s, step_cfg, so, micro, o.breakdown_steps, r);
+  r.peak_memory_gib = peak_memory_gib(cuda, s.device.index());
   if (o.cuda_graph) {
     if (!cuda) throw core::InputError("--cuda-graph needs --device cuda");
-    if (pg->size() > 1) throw core::InputError("--cuda-graph: one rank only");
+    if (s.world_size() > 1) throw core::InputError("--cuda-graph: one rank only");
     r.graph_samples_per_s =
-        graph_samples_per_s(model, pg, step_cfg, device, so, micro, o.steps, &r.graph_error);
+        graph_samples_per_s(s.model, s.pg, step_cfg, s.device, so, micro, o.steps, &r.graph_error);
   }
   return r;
 }

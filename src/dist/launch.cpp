@@ -75,7 +75,9 @@ int find_free_port() {
   return ntohs(addr.sin_port);
 }
 
-LaunchResult run_ranks(const LaunchOptions& o) {
+namespace {
+
+void check_options(const LaunchOptions& o) {
   using core::require;
   require(!o.command.empty(),
           "launch: no command given (clipper launch [options] -- COMMAND ARGS...)");
@@ -92,22 +94,59 @@ LaunchResult run_ranks(const LaunchOptions& o) {
                  << o.nnodes << " with --master-addr " << o.master_addr
                  << ": every node must run on this machine; other machines need the "
                     "address of node 0");
-  const int port = o.master_port != 0 ? o.master_port : (o.nnodes == 1 ? find_free_port() : 29500);
-  const int n = o.nproc_per_node;
-  const int world = n * o.nnodes;
-  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
-  const std::string omp_threads = std::to_string(std::max(1u, cpus / static_cast<unsigned>(n)));
-  const std::string run_id = std::to_string(::getpid()) + "-" + std::to_string(port);
+}
 
-  CLIPPER_INFO("launch: " << n << " rank(s) on node " << o.node_rank << "/" << o.nnodes
-                          << ", world " << world << ", rendezvous " << o.master_addr << ":"
-                          << port);
+// What every rank of this launch shares.
+struct Launch {
+  const LaunchOptions& o;
+  int port, world;
+  std::string omp_threads, run_id;
+  pid_t launcher;
+};
 
-  SignalForwarding forwarding;
-  LaunchResult result;
-  result.exit_codes.assign(n, -1);
+// In the child: torchrun's variables, then exec. Its own process group (a terminal's Ctrl-C
+// reaches the launcher only, which forwards it once); it dies with the launcher.
+[[noreturn]] void exec_rank(const Launch& l, int local) {
+  ::setpgid(0, 0);
+  ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+  if (::getppid() != l.launcher) ::_exit(1);
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigemptyset(&dfl.sa_mask);
+  for (int sig : kForwarded) sigaction(sig, &dfl, nullptr);
+  const auto& o = l.o;
+  const int rank = o.node_rank * o.nproc_per_node + local;
+  auto set = [](const char* k, const std::string& v) { ::setenv(k, v.c_str(), 1); };
+  set("RANK", std::to_string(rank));
+  set("WORLD_SIZE", std::to_string(l.world));
+  set("LOCAL_RANK", std::to_string(local));
+  set("LOCAL_WORLD_SIZE", std::to_string(o.nproc_per_node));
+  set("GROUP_RANK", std::to_string(o.node_rank));
+  set("GROUP_WORLD_SIZE", std::to_string(o.nnodes));
+  set("ROLE_RANK", std::to_string(rank));
+  set("ROLE_WORLD_SIZE", std::to_string(l.world));
+  set("ROLE_NAME", "default");
+  set("MASTER_ADDR", o.master_addr);
+  set("MASTER_PORT", std::to_string(l.port));
+  set("TORCHELASTIC_RESTART_COUNT", "0");
+  set("TORCHELASTIC_MAX_RESTARTS", "0");
+  set("TORCHELASTIC_RUN_ID", l.run_id);
+  set("TORCHELASTIC_USE_AGENT_STORE", "False");
+  if (!std::getenv("OMP_NUM_THREADS")) set("OMP_NUM_THREADS", l.omp_threads);
+  std::vector<char*> argv;
+  for (const auto& a : o.command) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  ::execvp(argv[0], argv.data());
+  const std::string msg =
+      "launch: cannot run '" + o.command[0] + "': " + std::strerror(errno) + "\n";
+  ssize_t ignored = ::write(2, msg.data(), msg.size());
+  (void)ignored;
+  ::_exit(127);
+}
+
+std::vector<pid_t> spawn_ranks(const Launch& l) {
+  const int n = l.o.nproc_per_node;
   std::vector<pid_t> pids(n, -1);
-  const pid_t launcher = ::getpid();
   for (int local = 0; local < n; ++local) {
     const pid_t pid = ::fork();
     if (pid < 0) {
@@ -115,99 +154,112 @@ LaunchResult run_ranks(const LaunchOptions& o) {
       for (int j = 0; j < local; ++j) ::waitpid(pids[j], nullptr, 0);
       throw core::Error(std::string("launch: fork failed: ") + std::strerror(errno));
     }
-    if (pid == 0) {
-      // Child: its own process group (a terminal's Ctrl-C reaches the launcher only, which
-      // forwards it once); dies with the launcher.
-      ::setpgid(0, 0);
-      ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-      if (::getppid() != launcher) ::_exit(1);
-      struct sigaction dfl {};
-      dfl.sa_handler = SIG_DFL;
-      sigemptyset(&dfl.sa_mask);
-      for (int sig : kForwarded) sigaction(sig, &dfl, nullptr);
-      const int rank = o.node_rank * n + local;
-      auto set = [](const char* k, const std::string& v) { ::setenv(k, v.c_str(), 1); };
-      set("RANK", std::to_string(rank));
-      set("WORLD_SIZE", std::to_string(world));
-      set("LOCAL_RANK", std::to_string(local));
-      set("LOCAL_WORLD_SIZE", std::to_string(n));
-      set("GROUP_RANK", std::to_string(o.node_rank));
-      set("GROUP_WORLD_SIZE", std::to_string(o.nnodes));
-      set("ROLE_RANK", std::to_string(rank));
-      set("ROLE_WORLD_SIZE", std::to_string(world));
-      set("ROLE_NAME", "default");
-      set("MASTER_ADDR", o.master_addr);
-      set("MASTER_PORT", std::to_string(port));
-      set("TORCHELASTIC_RESTART_COUNT", "0");
-      set("TORCHELASTIC_MAX_RESTARTS", "0");
-      set("TORCHELASTIC_RUN_ID", run_id);
-      set("TORCHELASTIC_USE_AGENT_STORE", "False");
-      if (!std::getenv("OMP_NUM_THREADS")) set("OMP_NUM_THREADS", omp_threads);
-      std::vector<char*> argv;
-      for (const auto& a : o.command) argv.push_back(const_cast<char*>(a.c_str()));
-      argv.push_back(nullptr);
-      ::execvp(argv[0], argv.data());
-      const std::string msg =
-          "launch: cannot run '" + o.command[0] + "': " + std::strerror(errno) + "\n";
-      ssize_t ignored = ::write(2, msg.data(), msg.size());
-      (void)ignored;
-      ::_exit(127);
-    }
+    if (pid == 0) exec_rank(l, local);
     pids[local] = pid;
   }
+  return pids;
+}
 
-  using Clock = std::chrono::steady_clock;
-  int running = n;
-  bool stopping = false;
-  Clock::time_point kill_at{};
-  while (running > 0) {
+using Clock = std::chrono::steady_clock;
+
+// Waits for every rank, forwarding signals; the first failure stops the others (SIGTERM, then
+// SIGKILL after the grace period) when asked to.
+class Supervisor {
+ public:
+  Supervisor(const LaunchOptions& o, std::vector<pid_t> pids) : o_(o), pids_(std::move(pids)) {
+    result_.exit_codes.assign(pids_.size(), -1);
+    running_ = static_cast<int>(pids_.size());
+  }
+
+  LaunchResult run() {
+    while (running_ > 0) {
+      forward_pending_signal();
+      if (reap()) continue;
+      if (stopping_ && Clock::now() >= kill_at_) {
+        signal_running(SIGKILL);
+        stopping_ = false;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    if (result_.first_failed < 0 && result_.stopped_after_save)
+      result_.exit_code = kExitStoppedAfterSave;
+    return result_;
+  }
+
+ private:
+  void signal_running(int sig) {
+    for (std::size_t i = 0; i < pids_.size(); ++i)
+      if (result_.exit_codes[i] < 0) ::kill(pids_[i], sig);
+  }
+
+  void forward_pending_signal() {
     if (const int sig = g_pending_signal) {
       g_pending_signal = 0;
-      CLIPPER_WARN("launch: got signal " << sig << ", forwarding it to " << running << " rank(s)");
-      for (int i = 0; i < n; ++i)
-        if (result.exit_codes[i] < 0) ::kill(pids[i], sig);
+      CLIPPER_WARN("launch: got signal " << sig << ", forwarding it to " << running_ << " rank(s)");
+      signal_running(sig);
     }
-    bool reaped = false;
-    for (int local = 0; local < n; ++local) {
-      if (result.exit_codes[local] >= 0) continue;
-      int status = 0;
-      if (::waitpid(pids[local], &status, WNOHANG) != pids[local]) continue;
-      reaped = true;
-      const int code = status_code(status);
-      result.exit_codes[local] = code;
-      --running;
-      // A rank that stopped after saving (a signal, the wall-time limit, stop_at_step) is no
-      // failure: the others stop the same way on their own.
-      if (code == kExitStoppedAfterSave) result.stopped_after_save = true;
-      if (code != 0 && code != kExitStoppedAfterSave && result.first_failed < 0) {
-        result.first_failed = local;
-        result.exit_code = code;
-        CLIPPER_ERROR("launch: rank "
-                      << o.node_rank * n + local << " (local " << local << ") exited with code "
-                      << code
-                      << (running > 0 && o.stop_others_on_failure
-                              ? "; stopping the other " + std::to_string(running) + " rank(s)"
-                              : std::string()));
-        if (o.stop_others_on_failure && running > 0) {
-          stopping = true;
-          kill_at = Clock::now() +
-                    std::chrono::milliseconds(static_cast<long long>(o.kill_grace_s * 1000));
-          for (int i = 0; i < n; ++i)
-            if (result.exit_codes[i] < 0) ::kill(pids[i], SIGTERM);
-        }
-      }
-    }
-    if (reaped) continue;
-    if (stopping && Clock::now() >= kill_at) {
-      for (int i = 0; i < n; ++i)
-        if (result.exit_codes[i] < 0) ::kill(pids[i], SIGKILL);
-      stopping = false;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
-  if (result.first_failed < 0 && result.stopped_after_save)
-    result.exit_code = kExitStoppedAfterSave;
-  return result;
+
+  bool reap() {
+    bool reaped = false;
+    for (std::size_t local = 0; local < pids_.size(); ++local) {
+      if (result_.exit_codes[local] >= 0) continue;
+      int status = 0;
+      if (::waitpid(pids_[local], &status, WNOHANG) != pids_[local]) continue;
+      reaped = true;
+      --running_;
+      exited(static_cast<int>(local), status_code(status));
+    }
+    return reaped;
+  }
+
+  void exited(int local, int code) {
+    result_.exit_codes[local] = code;
+    // A rank that stopped after saving (a signal, the wall-time limit, stop_at_step) is no
+    // failure: the others stop the same way on their own.
+    if (code == kExitStoppedAfterSave) result_.stopped_after_save = true;
+    if (code == 0 || code == kExitStoppedAfterSave || result_.first_failed >= 0) return;
+    result_.first_failed = local;
+    result_.exit_code = code;
+    const bool stop_others = o_.stop_others_on_failure && running_ > 0;
+    CLIPPER_ERROR("launch: rank " << o_.node_rank * o_.nproc_per_node + local << " (local " << local
+                                  << ") exited with code " << code
+                                  << (stop_others ? "; stopping the other " +
+                                                        std::to_string(running_) + " rank(s)"
+                                                  : std::string()));
+    if (!stop_others) return;
+    stopping_ = true;
+    kill_at_ =
+        Clock::now() + std::chrono::milliseconds(static_cast<long long>(o_.kill_grace_s * 1000));
+    signal_running(SIGTERM);
+  }
+
+  const LaunchOptions& o_;
+  std::vector<pid_t> pids_;
+  LaunchResult result_;
+  int running_ = 0;
+  bool stopping_ = false;
+  Clock::time_point kill_at_{};
+};
+
+}  // namespace
+
+LaunchResult run_ranks(const LaunchOptions& o) {
+  check_options(o);
+  const int port = o.master_port != 0 ? o.master_port : (o.nnodes == 1 ? find_free_port() : 29500);
+  const int n = o.nproc_per_node;
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  const Launch l{o,
+                 port,
+                 n * o.nnodes,
+                 std::to_string(std::max(1u, cpus / static_cast<unsigned>(n))),
+                 std::to_string(::getpid()) + "-" + std::to_string(port),
+                 ::getpid()};
+  CLIPPER_INFO("launch: " << n << " rank(s) on node " << o.node_rank << "/" << o.nnodes
+                          << ", world " << l.world << ", rendezvous " << o.master_addr << ":"
+                          << port);
+  SignalForwarding forwarding;
+  return Supervisor(o, spawn_ranks(l)).run();
 }
 
 }  // namespace clipper::dist

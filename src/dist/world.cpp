@@ -232,112 +232,142 @@ std::string master_addr_or_local(const Environment& env, const World& w,
 
 }  // namespace
 
-World discover_world(const config::DistConfig& cfg, const Environment& env) {
-  World w;
-  const bool torchrun = get(env, "RANK") || get(env, "WORLD_SIZE");
-  const bool ompi = get(env, "OMPI_COMM_WORLD_RANK") || get(env, "OMPI_COMM_WORLD_SIZE");
+namespace {
+
+// The SLURM step of an srun task; the batch script itself (step "batch" = 0xfffffffe) and the
+// extern step are no srun tasks.
+std::optional<std::string> srun_step(const Environment& env) {
   std::optional<std::string> step = get(env, "SLURM_STEP_ID");
   if (!step) step = get(env, "SLURM_STEPID");
-  // The batch script itself (step "batch" = 0xfffffffe) and the extern step are no srun tasks.
-  const bool slurm =
-      get(env, "SLURM_PROCID") && step && *step != "4294967294" && *step != "4294967295";
+  if (!get(env, "SLURM_PROCID") || !step || *step == "4294967294" || *step == "4294967295")
+    return std::nullopt;
+  return step;
+}
 
-  if (torchrun) {
-    w.source = "torchrun";
-    const std::string vars = "RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE";
-    w.rank = require_int(env, "RANK", "WORLD_SIZE is");
-    w.world_size = require_int(env, "WORLD_SIZE", "RANK is");
-    // Without local variables the ranks are taken to share one node.
-    w.local_rank = get_int(env, "LOCAL_RANK").value_or(w.rank);
-    w.local_world_size = get_int(env, "LOCAL_WORLD_SIZE").value_or(w.world_size);
-    if (w.local_world_size >= 1) {
-      w.node_rank = get_int(env, "GROUP_RANK").value_or(w.rank / w.local_world_size);
-      w.num_nodes = get_int(env, "GROUP_WORLD_SIZE")
-                        .value_or((w.world_size + w.local_world_size - 1) / w.local_world_size);
-    }
-    check_world(w, vars);
-    cross_check(env, w, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE");
-    if (slurm)
-      cross_check(env, w, "SLURM_PROCID",
-                  get(env, "SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS");
-    w.master_addr = master_addr_or_local(env, w, cfg, "torchrun variables");
-    w.master_port = get_int(env, "MASTER_PORT").value_or(29500);
-    if (auto a = get(env, "TORCHELASTIC_USE_AGENT_STORE"))
-      w.agent_store = (*a == "True" || *a == "1" || *a == "true");
-    w.store_prefix = "clipper/" + get(env, "TORCHELASTIC_RESTART_COUNT").value_or("0") + "/";
-  } else if (ompi) {
-    w.source = "openmpi";
-    const std::string vars = "OMPI_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK, _LOCAL_SIZE";
-    w.rank = require_int(env, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE is");
-    w.world_size = require_int(env, "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK is");
-    w.local_rank = get_int(env, "OMPI_COMM_WORLD_LOCAL_RANK").value_or(w.rank);
-    w.local_world_size = get_int(env, "OMPI_COMM_WORLD_LOCAL_SIZE").value_or(w.world_size);
-    if (w.local_world_size >= 1) {
-      w.node_rank = w.rank / w.local_world_size;
-      w.num_nodes = (w.world_size + w.local_world_size - 1) / w.local_world_size;
-    }
-    check_world(w, vars);
-    if (slurm)
-      cross_check(env, w, "SLURM_PROCID",
-                  get(env, "SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS");
-    w.master_addr = master_addr_or_local(env, w, cfg, "Open MPI variables");
-    w.master_port = get_int(env, "MASTER_PORT").value_or(29500);
-  } else if (slurm) {
-    w.source = "slurm";
-    const std::string vars =
-        "SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NODEID, SLURM_TASKS_PER_NODE";
-    w.rank = require_int(env, "SLURM_PROCID", "this is an srun task");
-    const char* size_var =
-        get(env, "SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS";
-    w.world_size = require_int(env, size_var, "SLURM_PROCID is set");
-    w.local_rank = get_int(env, "SLURM_LOCALID").value_or(0);
-    w.node_rank = get_int(env, "SLURM_NODEID").value_or(0);
-    w.num_nodes = get_int(env, "SLURM_STEP_NUM_NODES")
-                      .value_or(get_int(env, "SLURM_NNODES")
-                                    .value_or(get_int(env, "SLURM_JOB_NUM_NODES").value_or(1)));
-    const std::string tpn = first_set(env, {"SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE"});
-    if (!tpn.empty()) {
-      const auto per_node = expand_slurm_tasks_per_node(tpn);
-      if (w.node_rank < 0 || w.node_rank >= static_cast<int>(per_node.size()))
-        throw InputError("inconsistent launcher variables (" + vars + "): SLURM_NODEID=" +
-                         std::to_string(w.node_rank) + " but the tasks per node '" + tpn +
-                         "' list " + std::to_string(per_node.size()) + " node(s)");
-      w.local_world_size = per_node[w.node_rank];
-      int total = 0;
-      for (int t : per_node) total += t;
-      if (total != w.world_size)
-        throw InputError("inconsistent launcher variables (" + vars + "): " + size_var + "=" +
-                         std::to_string(w.world_size) + " but the tasks per node '" + tpn +
-                         "' add up to " + std::to_string(total));
-      w.num_nodes = static_cast<int>(per_node.size());
-    } else if (auto n = get_int(env, "SLURM_NTASKS_PER_NODE")) {
-      w.local_world_size = *n;
-    } else {
-      w.local_world_size = w.num_nodes == 1 ? w.world_size : 1;
-    }
-    check_world(w, vars);
-    if (!cfg.master_addr.empty()) {
-      w.master_addr = cfg.master_addr;
-    } else if (auto a = get(env, "MASTER_ADDR")) {
-      w.master_addr = *a;
-    } else {
-      const std::string nodes =
-          first_set(env, {"SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST"});
-      if (nodes.empty() && w.num_nodes > 1)
-        throw InputError("SLURM job on " + std::to_string(w.num_nodes) +
-                         " nodes without SLURM_JOB_NODELIST: set MASTER_ADDR or dist.master_addr");
-      w.master_addr = nodes.empty() ? "127.0.0.1" : first_slurm_host(nodes);
-    }
-    // Jobs sharing a node must not share a port: derive one from the job id unless told.
-    if (auto p = get_int(env, "MASTER_PORT")) {
-      w.master_port = *p;
-    } else if (auto job = get(env, "SLURM_JOB_ID")) {
-      w.master_port =
-          20000 + static_cast<int>(parse_int(*job, "environment variable SLURM_JOB_ID") % 10000);
-    }
-    w.store_prefix = "clipper/" + get(env, "SLURM_JOB_ID").value_or("0") + "." + *step + "/";
+const char* slurm_size_var(const Environment& env) {
+  return get(env, "SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS";
+}
+
+World torchrun_world(const config::DistConfig& cfg, const Environment& env, bool slurm) {
+  World w;
+  w.source = "torchrun";
+  w.rank = require_int(env, "RANK", "WORLD_SIZE is");
+  w.world_size = require_int(env, "WORLD_SIZE", "RANK is");
+  // Without local variables the ranks are taken to share one node.
+  w.local_rank = get_int(env, "LOCAL_RANK").value_or(w.rank);
+  w.local_world_size = get_int(env, "LOCAL_WORLD_SIZE").value_or(w.world_size);
+  if (w.local_world_size >= 1) {
+    w.node_rank = get_int(env, "GROUP_RANK").value_or(w.rank / w.local_world_size);
+    w.num_nodes = get_int(env, "GROUP_WORLD_SIZE")
+                      .value_or((w.world_size + w.local_world_size - 1) / w.local_world_size);
   }
+  check_world(w, "RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE");
+  cross_check(env, w, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE");
+  if (slurm) cross_check(env, w, "SLURM_PROCID", slurm_size_var(env));
+  w.master_addr = master_addr_or_local(env, w, cfg, "torchrun variables");
+  w.master_port = get_int(env, "MASTER_PORT").value_or(29500);
+  if (auto a = get(env, "TORCHELASTIC_USE_AGENT_STORE"))
+    w.agent_store = (*a == "True" || *a == "1" || *a == "true");
+  w.store_prefix = "clipper/" + get(env, "TORCHELASTIC_RESTART_COUNT").value_or("0") + "/";
+  return w;
+}
 
+World openmpi_world(const config::DistConfig& cfg, const Environment& env, bool slurm) {
+  World w;
+  w.source = "openmpi";
+  w.rank = require_int(env, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE is");
+  w.world_size = require_int(env, "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK is");
+  w.local_rank = get_int(env, "OMPI_COMM_WORLD_LOCAL_RANK").value_or(w.rank);
+  w.local_world_size = get_int(env, "OMPI_COMM_WORLD_LOCAL_SIZE").value_or(w.world_size);
+  if (w.local_world_size >= 1) {
+    w.node_rank = w.rank / w.local_world_size;
+    w.num_nodes = (w.world_size + w.local_world_size - 1) / w.local_world_size;
+  }
+  check_world(w, "OMPI_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK, _LOCAL_SIZE");
+  if (slurm) cross_check(env, w, "SLURM_PROCID", slurm_size_var(env));
+  w.master_addr = master_addr_or_local(env, w, cfg, "Open MPI variables");
+  w.master_port = get_int(env, "MASTER_PORT").value_or(29500);
+  return w;
+}
+
+constexpr const char* kSlurmVars =
+    "SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NODEID, SLURM_TASKS_PER_NODE";
+
+// Tasks on this node and the node count, from SLURM_(STEP_)TASKS_PER_NODE when it is set.
+void slurm_local_size(const Environment& env, World& w, const char* size_var) {
+  const std::string tpn = first_set(env, {"SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE"});
+  if (tpn.empty()) {
+    const auto n = get_int(env, "SLURM_NTASKS_PER_NODE");
+    w.local_world_size = n ? static_cast<int>(*n) : w.num_nodes == 1 ? w.world_size : 1;
+    return;
+  }
+  const auto per_node = expand_slurm_tasks_per_node(tpn);
+  if (w.node_rank < 0 || w.node_rank >= static_cast<int>(per_node.size()))
+    throw InputError(std::string("inconsistent launcher variables (") + kSlurmVars +
+                     "): SLURM_NODEID=" + std::to_string(w.node_rank) +
+                     " but the tasks per node '" + tpn + "' list " +
+                     std::to_string(per_node.size()) + " node(s)");
+  w.local_world_size = per_node[w.node_rank];
+  int total = 0;
+  for (int t : per_node) total += t;
+  if (total != w.world_size)
+    throw InputError(std::string("inconsistent launcher variables (") + kSlurmVars +
+                     "): " + size_var + "=" + std::to_string(w.world_size) +
+                     " but the tasks per node '" + tpn + "' add up to " + std::to_string(total));
+  w.num_nodes = static_cast<int>(per_node.size());
+}
+
+void slurm_rendezvous(const config::DistConfig& cfg, const Environment& env, World& w) {
+  if (!cfg.master_addr.empty()) {
+    w.master_addr = cfg.master_addr;
+  } else if (auto a = get(env, "MASTER_ADDR")) {
+    w.master_addr = *a;
+  } else {
+    const std::string nodes =
+        first_set(env, {"SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST"});
+    if (nodes.empty() && w.num_nodes > 1)
+      throw InputError("SLURM job on " + std::to_string(w.num_nodes) +
+                       " nodes without SLURM_JOB_NODELIST: set MASTER_ADDR or dist.master_addr");
+    w.master_addr = nodes.empty() ? "127.0.0.1" : first_slurm_host(nodes);
+  }
+  // Jobs sharing a node must not share a port: derive one from the job id unless told.
+  if (auto p = get_int(env, "MASTER_PORT")) {
+    w.master_port = static_cast<int>(*p);
+  } else if (auto job = get(env, "SLURM_JOB_ID")) {
+    w.master_port =
+        20000 + static_cast<int>(parse_int(*job, "environment variable SLURM_JOB_ID") % 10000);
+  }
+}
+
+World slurm_world(const config::DistConfig& cfg, const Environment& env, const std::string& step) {
+  World w;
+  w.source = "slurm";
+  w.rank = require_int(env, "SLURM_PROCID", "this is an srun task");
+  const char* size_var = slurm_size_var(env);
+  w.world_size = require_int(env, size_var, "SLURM_PROCID is set");
+  w.local_rank = get_int(env, "SLURM_LOCALID").value_or(0);
+  w.node_rank = get_int(env, "SLURM_NODEID").value_or(0);
+  w.num_nodes = get_int(env, "SLURM_STEP_NUM_NODES")
+                    .value_or(get_int(env, "SLURM_NNODES")
+                                  .value_or(get_int(env, "SLURM_JOB_NUM_NODES").value_or(1)));
+  slurm_local_size(env, w, size_var);
+  check_world(w, kSlurmVars);
+  slurm_rendezvous(cfg, env, w);
+  w.store_prefix = "clipper/" + get(env, "SLURM_JOB_ID").value_or("0") + "." + step + "/";
+  return w;
+}
+
+}  // namespace
+
+World discover_world(const config::DistConfig& cfg, const Environment& env) {
+  const auto step = srun_step(env);
+  World w;
+  if (get(env, "RANK") || get(env, "WORLD_SIZE"))
+    w = torchrun_world(cfg, env, step.has_value());
+  else if (get(env, "OMPI_COMM_WORLD_RANK") || get(env, "OMPI_COMM_WORLD_SIZE"))
+    w = openmpi_world(cfg, env, step.has_value());
+  else if (step)
+    w = slurm_world(cfg, env, *step);
   if (cfg.master_port > 0) w.master_port = static_cast<int>(cfg.master_port);
   if (!cfg.master_addr.empty()) w.master_addr = cfg.master_addr;
   if (w.master_port < 1 || w.master_port > 65535)

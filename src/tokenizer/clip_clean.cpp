@@ -2,7 +2,7 @@
 // it: ftfy.fix_text, html.unescape twice, strip, whitespace collapse, lower. The behaviour was
 // read from ftfy 6.3.1 and CPython 3.11 and written anew; docs/tokenizer.md lists the ftfy steps
 // that are not ported (mojibake repair) with examples.
-#include "clip_clean.hpp"
+#include "clip_clean_steps.hpp"
 
 #include <unicode/uchar.h>
 #include <unicode/unorm2.h>

@@ -3,7 +3,7 @@
 #include <vector>
 
 #include "clip_bpe.hpp"
-#include "clip_clean.hpp"
+#include "clip_clean_steps.hpp"
 #include "clip_pretokenize.hpp"
 #include "layout.hpp"
 #include "utf8.hpp"

@@ -6,7 +6,7 @@
 #include <fstream>
 #include <unordered_map>
 
-#include "clip_clean.hpp"
+#include "clip_clean_steps.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
 #include "utf8.hpp"

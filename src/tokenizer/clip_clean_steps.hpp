@@ -1,5 +1,6 @@
 #pragma once
-// The cleaning steps of the CLIP tokenizer on UTF-32 text (private to src/tokenizer).
+// The cleaning steps of the CLIP tokenizer on UTF-32 text, one by one (private to src/tokenizer;
+// the public UTF-8 entry point is clipper/tokenizer/clip_clean.hpp).
 #include <string>
 
 namespace clipper::tokenizer::detail {
