@@ -217,7 +217,12 @@ class Supervisor {
     result_.exit_codes[local] = code;
     // A rank that stopped after saving (a signal, the wall-time limit, stop_at_step) is no
     // failure: the others stop the same way on their own.
-    if (code == kExitStoppedAfterSave) result_.stopped_after_save = true;
+    if (code == kExitStoppedAfterSave && !result_.stopped_after_save) {
+      result_.stopped_after_save = true;
+      CLIPPER_INFO("launch: rank " << o_.node_rank * o_.nproc_per_node + local
+                                   << " stopped after saving a checkpoint (exit 75); the others "
+                                      "stop the same way");
+    }
     if (code == 0 || code == kExitStoppedAfterSave || result_.first_failed >= 0) return;
     result_.first_failed = local;
     result_.exit_code = code;

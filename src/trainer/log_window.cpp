@@ -44,9 +44,14 @@ double LogWindow::data_wait_share() const {
   return data_wait_s_ / elapsed();
 }
 
-train::Scalars LogWindow::scalars(double lr, const train::StatsWindow& last, const DataCounts& data,
-                                  std::int64_t nan_total) const {
+std::int64_t LogWindow::epoch_of(std::int64_t step) const {
+  return std::max<std::int64_t>(0, step - 1) / std::max<std::int64_t>(1, options_.steps_per_epoch);
+}
+
+train::Scalars LogWindow::scalars(std::int64_t step, double lr, const train::StatsWindow& last,
+                                  const DataCounts& data, std::int64_t nan_total) const {
   const double sps = samples_per_s();
+  const double steps = static_cast<double>(std::max<std::int64_t>(1, steps_));
   train::Scalars s = {{"train/loss", mean_loss()},
                       {"train/lr", lr},
                       {"train/logit_scale", last.logit_scale},
@@ -56,7 +61,13 @@ train::Scalars LogWindow::scalars(double lr, const train::StatsWindow& last, con
                       {"perf/data_wait_share", data_wait_share()},
                       {"data/bad_samples", static_cast<double>(data.bad_samples)},
                       {"data/shard_errors", static_cast<double>(data.shard_errors)},
-                      {"train/nan_skipped", static_cast<double>(nan_total)}};
+                      {"train/nan_skipped", static_cast<double>(nan_total)},
+                      {"train/epoch", static_cast<double>(step) /
+                                          std::max<std::int64_t>(1, options_.steps_per_epoch)},
+                      {"train/samples_seen", static_cast<double>(step * options_.samples_per_step)},
+                      {"perf/step_time_s", elapsed() / steps},
+                      {"perf/data_time_s", data_wait_s_ / steps},
+                      {"time/wall_s", clock_() - run_start_s_}};
   if (options_.peak_flops > 0)
     s.emplace_back("perf/mfu", options_.train_flops_per_sample * sps / options_.world_size /
                                    options_.peak_flops);
@@ -73,10 +84,9 @@ std::string LogWindow::progress_line(std::int64_t step, double lr) {
   const double eta = done > 0 ? (clock_() - run_start_s_) / done * (total - step) : 0;
   std::ostringstream line;
   line << "step " << step << "/" << total << " (" << std::fixed << std::setprecision(1)
-       << 100.0 * step / std::max<std::int64_t>(1, total) << "%) | epoch "
-       << step / std::max<std::int64_t>(1, options_.steps_per_epoch) << " | loss "
-       << std::setprecision(4) << mean_loss() << " | lr " << std::setprecision(6) << lr << " | "
-       << std::setprecision(0) << samples_per_s() << " samples/s | data wait "
+       << 100.0 * step / std::max<std::int64_t>(1, total) << "%) | epoch " << epoch_of(step)
+       << " | loss " << std::setprecision(4) << mean_loss() << " | lr " << std::setprecision(6)
+       << lr << " | " << std::setprecision(0) << samples_per_s() << " samples/s | data wait "
        << std::setprecision(0) << 100.0 * data_wait_share() << "% | ETA "
        << core::format_duration(eta);
   last_progress_s_ = clock_();

@@ -111,6 +111,9 @@ struct Trainer::Impl {
   void log_window(LogWindow& log, const Schedule& sched, double lr, const train::StatsWindow& r);
   void evaluate(std::int64_t at_step);
   RunSummary stop(const Schedule& sched);
+  RunSummary already_finished();
+  void close_summary(const Schedule& sched, int exit_code);
+  void log_parameter_counts() const;
   RunSummary finish(const Schedule& sched);
   LocalRequest local_request() const;
   Schedule make_schedule();
@@ -247,10 +250,24 @@ LogWindow Trainer::Impl::make_log_window() const {
   return LogWindow(o);
 }
 
+std::string describe_work(const RunSummary& s, std::int64_t total_steps) {
+  std::ostringstream os;
+  os << "ran " << s.steps_run << " step(s) ";
+  if (s.first_step > 0)
+    os << "(" << s.first_step << " -> " << s.steps << " of " << total_steps << ") ";
+  else
+    os << "(of " << total_steps << ") ";
+  os << "in " << core::format_duration(s.seconds);
+  return os.str();
+}
+
 RunSummary Trainer::run() {
   auto& m = *impl_;
+  m.summary.first_step = m.summary.steps = m.counters.global_step;
+  if (m.counters.global_step >= m.total_steps) return m.already_finished();
   Schedule sched = m.make_schedule();
   LogWindow log = m.make_log_window();
+  m.log_parameter_counts();
   CLIPPER_INFO("model " << m.s.spec.name << " (" << std::fixed << std::setprecision(2)
                         << model::parameter_count(m.s.spec) / 1e6 << " M parameters) | "
                         << m.total_steps << " steps, " << m.steps_per_epoch
@@ -305,7 +322,8 @@ void Trainer::Impl::emit(std::int64_t at_step, const train::Scalars& scalars) {
 void Trainer::Impl::log_window(LogWindow& log, const Schedule& sched, double lr,
                                const train::StatsWindow& r) {
   const auto c = loader->counters();
-  emit(sched.step(), log.scalars(lr, r, {c.bad_samples(), c.shard_errors()}, counters.nan_total));
+  emit(sched.step(),
+       log.scalars(sched.step(), lr, r, {c.bad_samples(), c.shard_errors()}, counters.nan_total));
   if (log.progress_due(sched.final_step() || sched.stopping()))
     CLIPPER_INFO(log.progress_line(sched.step(), lr));
   log.reset();
@@ -320,27 +338,51 @@ void Trainer::Impl::evaluate(std::int64_t at_step) {
   CLIPPER_DEBUG("evaluation took " << since(t) << " s");
 }
 
+void Trainer::Impl::close_summary(const Schedule& sched, int exit_code) {
+  summary.exit_code = exit_code;
+  summary.steps = sched.step();
+  summary.steps_run = summary.steps - summary.first_step;
+  summary.seconds = since(started);
+}
+
 RunSummary Trainer::Impl::stop(const Schedule& sched) {
   const int sig = core::stop_signal();
-  CLIPPER_INFO("stopping at step "
-               << sched.step() << " after saving ("
-               << (sig ? "signal " + std::to_string(sig) : std::string("limit"))
-               << "); continue with: " << continue_command(options.command, run_dir));
-  summary.exit_code = kExitStoppedAfterSave;
-  summary.steps = sched.step();
+  close_summary(sched, kExitStoppedAfterSave);
+  CLIPPER_INFO("stopped at step " << sched.step() << " after saving ("
+                                  << (sig ? "signal " + std::to_string(sig) : std::string("limit"))
+                                  << "): " << describe_work(summary, total_steps));
+  CLIPPER_INFO("continue with: " << continue_command(options.command, run_dir));
+  core::log::flush();
+  return summary;
+}
+
+// Resuming a run that is done changes nothing: no save, evaluation or export again.
+RunSummary Trainer::Impl::already_finished() {
+  CLIPPER_INFO("run " << run_dir.string() << " is already finished (step " << counters.global_step
+                      << " of " << total_steps
+                      << "): nothing to do; raise train.max_steps or train.epochs to train on");
+  summary.exit_code = kExitFinished;
   summary.seconds = since(started);
   core::log::flush();
   return summary;
+}
+
+// A LiT or partly locked run says what it trains.
+void Trainer::Impl::log_parameter_counts() const {
+  std::int64_t trainable = 0, frozen = 0;
+  for (const auto& p : s.model->parameters()) (p.requires_grad() ? trainable : frozen) += p.numel();
+  if (frozen > 0)
+    CLIPPER_INFO("parameters: " << std::fixed << std::setprecision(2) << trainable / 1e6
+                                << " M trainable, " << frozen / 1e6 << " M frozen");
 }
 
 RunSummary Trainer::Impl::finish(const Schedule& sched) {
   if (cfg.eval.at_end) evaluate(sched.step());
   if (s.rank() == 0) io::export_openclip(s.model, s.spec, (run_dir / "export").string());
   s.pg->barrier("end of training");
-  summary.exit_code = kExitFinished;
-  summary.steps = sched.step();
-  summary.seconds = since(started);
-  CLIPPER_INFO("done: " << summary.steps << " steps in " << core::format_duration(summary.seconds));
+  close_summary(sched, kExitFinished);
+  CLIPPER_INFO("done: finished at step " << summary.steps << ": "
+                                         << describe_work(summary, total_steps));
   core::log::flush();
   return summary;
 }

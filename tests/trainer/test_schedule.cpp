@@ -158,7 +158,7 @@ TEST(LogWindow, MeansRatesAndTheProgressLineFollowTheClock) {
   EXPECT_DOUBLE_EQ(w.mean_loss(), 2.0);  // 3 good steps
   EXPECT_DOUBLE_EQ(w.samples_per_s(), 4 * 64 / 2.0);
   EXPECT_DOUBLE_EQ(w.data_wait_share(), 0.25);
-  const auto s = w.scalars(1e-3, read, {3, 1}, 7);
+  const auto s = w.scalars(4, 1e-3, read, {3, 1}, 7);
   auto value = [&](const std::string& k) {
     for (const auto& [name, v] : s)
       if (name == k) return v;
@@ -168,6 +168,15 @@ TEST(LogWindow, MeansRatesAndTheProgressLineFollowTheClock) {
   EXPECT_DOUBLE_EQ(value("perf/mfu"), 1e9 * 64.0 / 1e12);
   EXPECT_DOUBLE_EQ(value("data/bad_samples"), 3);
   EXPECT_DOUBLE_EQ(value("train/nan_skipped"), 7);
+  EXPECT_DOUBLE_EQ(value("train/epoch"), 0.4);
+  EXPECT_DOUBLE_EQ(value("train/samples_seen"), 4 * 64);
+  EXPECT_DOUBLE_EQ(value("perf/step_time_s"), 0.5);
+  EXPECT_DOUBLE_EQ(value("perf/data_time_s"), 0.125);
+  EXPECT_DOUBLE_EQ(value("time/wall_s"), 2.0);
+  EXPECT_EQ(w.epoch_of(1), 0);
+  EXPECT_EQ(w.epoch_of(10), 0);  // the last step of the first epoch
+  EXPECT_EQ(w.epoch_of(11), 1);
+  EXPECT_EQ(w.epoch_of(40), 3);  // the run's last step: epoch 3 of 0..3, not "epoch 4"
   const std::string line = w.progress_line(4, 1e-3);
   EXPECT_NE(line.find("step 4/40"), std::string::npos) << line;
   EXPECT_NE(line.find("loss 2.0000"), std::string::npos) << line;

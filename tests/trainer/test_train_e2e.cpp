@@ -276,3 +276,38 @@ TEST(TrainE2E, AFreshStartOverExistingCheckpointsIsRefusedUnlessAskedFor) {
   EXPECT_EQ(over.exit_code, 0) << over.output;
   EXPECT_TRUE(fs::exists(t.path() / "runs/again/checkpoints/abandoned"));
 }
+
+// What a process did, said as it is: a resumed run counts its own steps, a stop is no "done", and
+// resuming a finished run does nothing (no second save, evaluation line or export).
+TEST(TrainE2E, SummariesSayWhatThisProcessDidAndAFinishedRunStaysFinished) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t, "");
+  const std::string named = " --set train.run_name=honest";
+  const auto a = run(clipper_bin() + " train " + cfg + named + " --set train.stop_at_step=5");
+  ASSERT_EQ(a.exit_code, 75) << a.output;
+  EXPECT_TRUE(has(a.output, "stopped at step 5 after saving (limit): ran 5 step(s) (of 12)"))
+      << a.output;
+  EXPECT_FALSE(has(a.output, "done:")) << a.output;
+  const auto b = run(clipper_bin() + " train " + cfg + named + " --resume latest");
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  EXPECT_TRUE(has(b.output, "done: finished at step 12: ran 7 step(s) (5 -> 12 of 12)"))
+      << b.output;
+  EXPECT_TRUE(has(b.output, "epoch 0 |")) << b.output;  // 12 steps, 48 per epoch
+  const fs::path rd = t.path() / "runs" / "honest";
+  const auto metrics = slurp(rd / "metrics.jsonl");
+  const auto evals = [&](const std::string& s) {
+    std::size_t n = 0;
+    for (auto p = s.find("eval/zeroshot_top1"); p != std::string::npos;
+         p = s.find("eval/zeroshot_top1", p + 1))
+      ++n;
+    return n;
+  };
+  EXPECT_TRUE(has(metrics, "\"perf/step_time_s\"")) << metrics;
+  EXPECT_TRUE(has(metrics, "\"train/samples_seen\"")) << metrics;
+  const auto export_time = fs::last_write_time(rd / "export" / "open_clip_model.safetensors");
+  const auto c = run(clipper_bin() + " train " + cfg + named + " --resume latest");
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  EXPECT_TRUE(has(c.output, "is already finished (step 12 of 12): nothing to do")) << c.output;
+  EXPECT_EQ(evals(slurp(rd / "metrics.jsonl")), evals(metrics));
+  EXPECT_EQ(fs::last_write_time(rd / "export" / "open_clip_model.safetensors"), export_time);
+}

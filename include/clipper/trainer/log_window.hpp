@@ -40,9 +40,13 @@ class LogWindow {
   double mean_loss() const;
   double samples_per_s() const;
   double data_wait_share() const;
-  // The metrics record of the window (train/*, perf/*, data/*).
-  train::Scalars scalars(double lr, const train::StatsWindow& last, const DataCounts& data,
-                         std::int64_t nan_total) const;
+  // The metrics record of the window at `step` (train/*, perf/*, data/*, time/*): see
+  // docs/training.md for how each figure is aggregated.
+  train::Scalars scalars(std::int64_t step, double lr, const train::StatsWindow& last,
+                         const DataCounts& data, std::int64_t nan_total) const;
+  // The epoch a step belongs to, counted from 0 as the loader counts it (step 1 is in epoch 0;
+  // the last step of epoch 0 too).
+  std::int64_t epoch_of(std::int64_t step) const;
   // The progress line, when progress_every_s has passed since the last one (or `force`).
   bool progress_due(bool force) const;
   std::string progress_line(std::int64_t step, double lr);
@@ -54,7 +58,7 @@ class LogWindow {
   LogWindowOptions options_;
   Clock clock_;
   double start_s_, run_start_s_, last_progress_s_;
-  std::int64_t steps_ = 0, loss_n_ = 0;
+  std::int64_t steps_ = 0, loss_n_ = 0;  // in the window
   double data_wait_s_ = 0, loss_sum_ = 0;
 };
 

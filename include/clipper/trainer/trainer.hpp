@@ -21,7 +21,9 @@ inline constexpr int kExitStoppedAfterSave = 75;
 struct RunSummary {
   int exit_code = kExitFinished;
   std::string run_dir;
-  std::int64_t steps = 0;  // the step the run is at
+  std::int64_t steps = 0;       // the step the run is at
+  std::int64_t first_step = 0;  // where this process started (after a resume: its step)
+  std::int64_t steps_run = 0;   // steps this process ran
   double last_loss = 0;
   double zeroshot_top1 = -1;  // -1: not evaluated
   double seconds = 0;
@@ -52,6 +54,9 @@ class Trainer {
  private:
   std::unique_ptr<Impl> impl_;
 };
+
+// "ran 27 steps (89 -> 116 of 200) in 19s": what this process did.
+std::string describe_work(const RunSummary& s, std::int64_t total_steps);
 
 RunSummary run_training(const config::Config& cfg, TrainerOptions options = {});
 
