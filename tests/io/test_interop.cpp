@@ -10,6 +10,7 @@
 #include "clipper/io/openclip.hpp"
 #include "clipper/io/safetensors.hpp"
 #include "clipper/model/clip.hpp"
+#include "clipper/model/flops.hpp"
 #include "test_util.hpp"
 
 namespace cio = clipper::io;
@@ -145,7 +146,7 @@ TEST(OpenClipInterop, ConfigsMatchOpenClip) {
   for (const std::string name :
        {"RN50", "RN101", "RN50x4", "ViT-B-32", "ViT-B-16", "ViT-L-14", "RN50-quickgelu",
         "RN101-quickgelu", "RN50x4-quickgelu", "ViT-B-32-quickgelu", "ViT-B-16-quickgelu",
-        "ViT-L-14-quickgelu"}) {
+        "ViT-L-14-quickgelu", "ViT-H-14", "ViT-g-14", "ViT-bigG-14"}) {
     const auto spec = cm::load_model_spec(name);
     const auto path = dir.write(name + ".json", cio::openclip_model_cfg_json(spec));
     args += " " + path + "=" + name;
@@ -154,5 +155,33 @@ TEST(OpenClipInterop, ConfigsMatchOpenClip) {
   const auto r =
       clipper::test::run(clipper::test::python() + " " + script() + " --check-configs" + args);
   EXPECT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_NE(r.output.find("configs ok: 12"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("configs ok: 15"), std::string::npos) << r.output;
+}
+
+// The large towers as data: parameter counts equal open_clip's (986.11 M, 1366.68 M, 2539.57 M),
+// counted by open_clip on the meta device; and ViT-H-14's export state dict has open_clip's names
+// and shapes (a shape-only comparison: clipper builds the model without a forward, ~4 GB).
+TEST(OpenClipInterop, LargeTowersHaveOpenClipsParameterCountsAndNames) {
+  clipper::test::TempDir dir;
+  std::string counts;
+  for (const std::string name : {"ViT-H-14", "ViT-g-14", "ViT-bigG-14"})
+    counts += name + " " + std::to_string(cm::parameter_count(cm::load_model_spec(name))) + "\n";
+  std::string shapes;
+  {
+    const auto spec = cm::load_model_spec("ViT-H-14");
+    cm::Clip m(spec);
+    for (const auto& [name, t] : cio::model_state_dict(*m)) {
+      shapes += name + " ";
+      for (auto d : t.sizes()) shapes += std::to_string(d) + ",";
+      shapes += "\n";
+    }
+  }
+  const auto r = clipper::test::run(
+      clipper::test::python() + " " + clipper::test::source_path("tests/io/large_towers.py") + " " +
+      dir.write("counts.txt", counts) + " " + dir.write("shapes.txt", shapes) + " ViT-H-14");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ViT-bigG-14: 2539.57 M parameters in both"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("ViT-H-14: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("same names and shapes"), std::string::npos) << r.output;
 }
