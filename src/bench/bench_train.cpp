@@ -168,10 +168,12 @@ BenchResult bench_train(const BenchOptions& o) {
   };
   for (std::int64_t i = 0; i < o.warmup; ++i) step.run(micro, 1e-4);
   sync();
+  const auto payload0 = s.pg->payload().total();
   const auto t0 = Clock::now();
   for (std::int64_t i = 0; i < o.steps; ++i) step.run(micro, 1e-4);
   sync();
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  const double payload = static_cast<double>(s.pg->payload().total() - payload0);
 
   BenchResult r;
   r.model = s.spec.name;
@@ -182,6 +184,7 @@ BenchResult bench_train(const BenchOptions& o) {
   r.steps = o.steps;
   r.sync_every = so.read_every;
   r.step_ms = 1000.0 * secs / std::max<std::int64_t>(1, o.steps);
+  r.payload_bytes_per_step = payload / static_cast<double>(std::max<std::int64_t>(1, o.steps));
   r.samples_per_s = static_cast<double>(o.batch * s.world_size() * o.steps) / secs;
   r.gflops_per_sample = 3.0 * model::forward_flops_per_sample(s.spec) / 1e9;
   const double peak = o.peak_tflops > 0 ? o.peak_tflops * 1e12 : (cuda ? 790e12 : 0.0);
@@ -212,6 +215,7 @@ std::string BenchResult::to_json() const {
                               {"reduce_ms", reduce_ms},
                               {"optimizer_ms", optimizer_ms},
                               {"peak_memory_gib", peak_memory_gib},
+                              {"payload_bytes_per_step", payload_bytes_per_step},
                               {"gflops_per_sample", gflops_per_sample},
                               {"mfu", mfu}};
   if (graph_samples_per_s >= 0) j["cuda_graph_samples_per_s"] = graph_samples_per_s;

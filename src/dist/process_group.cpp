@@ -27,6 +27,12 @@ struct ProcessGroup::Impl {
   std::uint64_t p2p_tag = 0;
 };
 
+namespace {
+std::uint64_t bytes_of(const at::Tensor& t) {
+  return static_cast<std::uint64_t>(t.numel()) * t.element_size();
+}
+}  // namespace
+
 struct PendingWork::Impl {
   c10::intrusive_ptr<c10d::Work> work;  // null when the work needs no wait (coalesced into another)
   std::string what;                     // "rank 1/2 (gloo): all_reduce ..."
@@ -210,6 +216,7 @@ PendingWork start_work(const std::string& what, double timeout_s, F&& launch,
 
 PendingWork ProcessGroup::all_reduce_async(at::Tensor& t, ReduceOp op, const std::string& what) {
   if (!impl_) return {};
+  payload_.all_reduce += bytes_of(t);
   at::Tensor target = t;
   at::Tensor work_t = t.device() == device_ && t.is_contiguous() ? t : t.to(device_).contiguous();
   std::function<void()> after;
@@ -233,6 +240,7 @@ void ProcessGroup::all_reduce(at::Tensor& t, ReduceOp op, const std::string& wha
 
 void ProcessGroup::broadcast(at::Tensor& t, int root, const std::string& what) {
   if (!impl_) return;
+  payload_.broadcast += bytes_of(t);
   at::Tensor target = t;
   at::Tensor work_t = t.device() == device_ && t.is_contiguous() ? t : t.to(device_).contiguous();
   std::function<void()> after;
@@ -252,6 +260,7 @@ void ProcessGroup::broadcast(at::Tensor& t, int root, const std::string& what) {
 
 at::Tensor ProcessGroup::all_gather(const at::Tensor& t, const std::string& what) {
   if (!impl_) return t;
+  payload_.all_gather += bytes_of(t);
   at::Tensor in = t.to(device_).contiguous();
   auto sizes = in.sizes().vec();
   TORCH_CHECK(!sizes.empty(), "all_gather needs a tensor with at least one dimension");
@@ -267,6 +276,7 @@ at::Tensor ProcessGroup::all_gather(const at::Tensor& t, const std::string& what
 
 at::Tensor ProcessGroup::reduce_scatter_sum(const at::Tensor& t, const std::string& what) {
   if (!impl_) return t;
+  payload_.reduce_scatter += bytes_of(t);
   TORCH_CHECK(t.dim() > 0 && t.size(0) % size() == 0, "reduce_scatter_sum: the first dimension (",
               t.size(0), ") is not a multiple of the world size (", size(), ")");
   at::Tensor in = t.to(device_).contiguous();
@@ -283,6 +293,7 @@ at::Tensor ProcessGroup::reduce_scatter_sum(const at::Tensor& t, const std::stri
 }
 
 at::Tensor ProcessGroup::ring_shift(const at::Tensor& t, int shift, const std::string& what) {
+  if (impl_) payload_.ring_shift += bytes_of(t);
   const int w = size();
   const int s = ((shift % w) + w) % w;
   if (!impl_ || s == 0) return t.clone();

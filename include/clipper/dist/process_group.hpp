@@ -110,9 +110,20 @@ class ProcessGroup {
   void set_timeout(double seconds);
   double timeout() const;
 
+  // Bytes handed to each kind of collective so far (the payload, not what travels on the wire);
+  // `clipper plan` is checked against these.
+  struct Payload {
+    std::uint64_t all_reduce = 0, all_gather = 0, reduce_scatter = 0, broadcast = 0, ring_shift = 0;
+    std::uint64_t total() const {
+      return all_reduce + all_gather + reduce_scatter + broadcast + ring_shift;
+    }
+  };
+  const Payload& payload() const { return payload_; }
+
   struct Impl;
 
  private:
+  Payload payload_;
   World world_;
   std::string backend_name_ = "single";
   at::Device device_{at::kCPU};

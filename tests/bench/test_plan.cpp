@@ -1,0 +1,62 @@
+// `clipper plan`: the ZeRO stages divide what they shard, and the bytes it predicts for a step
+// are the bytes the process group is handed (counted by the group itself) in a real 2-rank step.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "clipper/bench/plan.hpp"
+#include "clipper/model/flops.hpp"
+#include "test_util.hpp"
+
+using namespace clipper;
+
+TEST(Plan, ZeroStagesShardOptimizerStateThenGradients) {
+  const auto spec = model::load_model_spec("ViT-B-16");
+  const double p = static_cast<double>(model::parameter_count(spec));
+  bench::PlanOptions o;
+  o.world = 8;
+  o.bf16 = false;
+  const auto z0 = bench::make_plan(spec, o);
+  EXPECT_DOUBLE_EQ(z0.parameters, 4 * p);
+  EXPECT_DOUBLE_EQ(z0.gradients, 4 * p);
+  EXPECT_DOUBLE_EQ(z0.optimizer, 8 * p);
+  o.zero = 1;
+  const auto z1 = bench::make_plan(spec, o);
+  EXPECT_DOUBLE_EQ(z1.optimizer, 8 * p / 8);
+  EXPECT_DOUBLE_EQ(z1.gradients, 4 * p);
+  o.zero = 2;
+  const auto z2 = bench::make_plan(spec, o);
+  EXPECT_LT(z2.gradients, 4 * p / 8 + 26 * 1024 * 1024);
+  EXPECT_DOUBLE_EQ(z2.activations, z0.activations);
+  // Checkpointing keeps one fp32 tensor per block instead of every activation.
+  o.grad_checkpointing = true;
+  EXPECT_LT(bench::make_plan(spec, o).activations, z0.activations / 5);
+  // Past one node the inter-node bandwidth decides.
+  o.world = 64;
+  const auto wide = bench::make_plan(spec, o);
+  EXPECT_GT(wide.comm_seconds(), z2.comm_seconds() * 5);
+}
+
+TEST(Plan, PredictedPayloadEqualsWhatTheProcessGroupCountsOnTwoRanks) {
+  clipper::test::TempDir t;
+  const std::string bench_json = t.file("bench.jsonl");
+  const auto r = clipper::test::run(
+      clipper::test::clipper_bin() + " launch --nproc-per-node 2 -- " +
+      clipper::test::clipper_bin() +
+      " bench train --model tiny-vit --batch 8 --device cpu --steps 2 --warmup 1 --json " +
+      bench_json);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream in(bench_json);
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  const double measured = nlohmann::json::parse(line).at("payload_bytes_per_step").get<double>();
+  bench::PlanOptions o;
+  o.world = 2;
+  o.batch = 8;
+  o.bf16 = false;
+  double predicted = 0;
+  for (const auto& c : bench::make_plan(model::load_model_spec("tiny-vit"), o).collectives)
+    predicted += c.payload_bytes;
+  EXPECT_DOUBLE_EQ(measured, predicted);
+}
