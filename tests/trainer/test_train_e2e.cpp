@@ -7,9 +7,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <thread>
 
+#include "clipper/dist/launch.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -310,4 +312,94 @@ TEST(TrainE2E, SummariesSayWhatThisProcessDidAndAFinishedRunStaysFinished) {
   EXPECT_TRUE(has(c.output, "is already finished (step 12 of 12): nothing to do")) << c.output;
   EXPECT_EQ(evals(slurp(rd / "metrics.jsonl")), evals(metrics));
   EXPECT_EQ(fs::last_write_time(rd / "export" / "open_clip_model.safetensors"), export_time);
+}
+
+namespace {
+
+pid_t start_in_background(const std::string& cmd, const std::string& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const std::string sh = "exec " + cmd + " > " + log + " 2>&1";
+    execl("/bin/sh", "sh", "-c", sh.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+int wait_code(pid_t pid) {
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// Two "nodes" of 2 ranks on this machine train together; SIGTERM to node 1's launcher (or agent)
+// stops all four ranks after one checkpoint, and the same two commands with --resume latest
+// continue. `node(r, extra)` is the command of node r.
+void two_nodes_stop_and_resume(const clipper::test::TempDir& t,
+                               const std::function<std::string(int, const std::string&)>& node,
+                               bool expect_75) {
+  const fs::path metrics = t.path() / "runs" / "two" / "metrics.jsonl";
+  const pid_t n1 = start_in_background(node(1, ""), t.file("node1.log"));
+  const pid_t n0 = start_in_background(node(0, ""), t.file("node0.log"));
+  for (int i = 0; i < 1200 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(fs::exists(metrics)) << slurp(t.file("node0.log")) << slurp(t.file("node1.log"));
+  kill(n1, SIGTERM);
+  const int c1 = wait_code(n1), c0 = wait_code(n0);
+  const std::string logs = slurp(t.file("node0.log")) + slurp(t.file("node1.log"));
+  if (expect_75) {
+    EXPECT_EQ(c0, 75) << logs;
+    EXPECT_EQ(c1, 75) << logs;
+  }
+  int saved = 0;
+  for (const auto& e : fs::directory_iterator(t.path() / "runs" / "two" / "checkpoints"))
+    saved += fs::exists(e.path() / "manifest.json");
+  ASSERT_EQ(saved, 1) << logs;
+  // Resumed past step 1 already: each node runs one step, saves again and exits 75.
+  const std::string again = " --resume latest --set train.stop_at_step=1";
+  const pid_t r1 = start_in_background(node(1, again), t.file("resume1.log"));
+  const int r0 = wait_code(start_in_background(node(0, again), t.file("resume0.log")));
+  wait_code(r1);
+  const std::string resumed = slurp(t.file("resume0.log"));
+  if (expect_75)
+    EXPECT_EQ(r0, 75) << resumed;
+  else  // torchrun exits 1 and reports each rank's own code
+    EXPECT_TRUE(has(resumed, "exitcode  : 75")) << resumed;
+  EXPECT_TRUE(has(resumed, "resumed from")) << resumed;
+}
+
+}  // namespace
+
+TEST(TrainE2E, TwoNodeLaunchStopsOnSigtermToOneNodeAndResumes) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t, "");
+  const int port = clipper::dist::find_free_port();
+  two_nodes_stop_and_resume(
+      t,
+      [&](int r, const std::string& extra) {
+        return clipper_bin() + " launch --nnodes 2 --node-rank " + std::to_string(r) +
+               " --nproc-per-node 2 --master-addr 127.0.0.1 --master-port " + std::to_string(port) +
+               " -- " + clipper_bin() + " train " + cfg +
+               " --set train.run_name=two --set train.max_steps=100000" + extra;
+      },
+      /*expect_75=*/true);
+}
+
+// The same with PyTorch's own launcher (static rendezvous, its agent store). torchrun reports its
+// own exit code for a stop, so only the checkpoint and the resume are checked.
+TEST(TrainE2E, TwoNodeTorchrunStopsOnSigtermToOneNodeAndResumes) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t, "");
+  const int port = clipper::dist::find_free_port();
+  const std::string torchrun =
+      fs::path(clipper::test::python()).parent_path().string() + "/torchrun";
+  two_nodes_stop_and_resume(
+      t,
+      [&](int r, const std::string& extra) {
+        return "env OMP_NUM_THREADS=1 " + torchrun + " --nnodes 2 --node-rank " +
+               std::to_string(r) + " --nproc-per-node 2 --master-addr 127.0.0.1 --master-port " +
+               std::to_string(port) + " --no-python " + clipper_bin() + " train " + cfg +
+               " --set train.run_name=two --set train.max_steps=100000" + extra;
+      },
+      /*expect_75=*/false);
 }
