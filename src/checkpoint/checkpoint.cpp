@@ -148,6 +148,10 @@ Json make_manifest(std::int64_t step, std::int64_t sequence, int world_size, con
 
 // Checks one file against its manifest entry.
 void check_file(const fs::path& dir, const std::string& name, const Json& info, bool check_crc) {
+  // Names come from the manifest: they stay inside the folder.
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
+    throw InputError("checkpoint '" + dir.string() + "': manifest.json lists '" + name +
+                     "', not a plain file name");
   const std::string p = (dir / name).string();
   if (!fs::exists(p)) throw InputError("checkpoint file '" + p + "' is missing");
   const auto want_size = info.at("size").get<std::uint64_t>();
