@@ -259,9 +259,9 @@ std::string Manager::save(std::int64_t step, const Parts& parts, const std::stri
   const fs::path tmp = fs::path(dir_) / (kTmpPrefix + step_dir_name(step).substr(5));
   on_every_rank(*pg_, "save: creating " + tmp.string(), [&] {
     if (rank != 0) return;
-    fs::create_directories(dir_);
+    core::make_private_dirs(dir_);
     fs::remove_all(tmp);  // a leftover of an interrupted save
-    fs::create_directories(tmp);
+    core::make_private_dirs(tmp.string());
   });
   FileDigest rank_tensors, rank_json;
   Digests global;
