@@ -148,6 +148,10 @@ Json make_manifest(std::int64_t step, std::int64_t sequence, int world_size, con
 
 // Checks one file against its manifest entry.
 void check_file(const fs::path& dir, const std::string& name, const Json& info, bool check_crc) {
+  // Names come from the manifest: they stay inside the folder.
+  if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
+    throw InputError("checkpoint '" + dir.string() + "': manifest.json lists '" + name +
+                     "', not a plain file name");
   const std::string p = (dir / name).string();
   if (!fs::exists(p)) throw InputError("checkpoint file '" + p + "' is missing");
   const auto want_size = info.at("size").get<std::uint64_t>();
@@ -255,9 +259,9 @@ std::string Manager::save(std::int64_t step, const Parts& parts, const std::stri
   const fs::path tmp = fs::path(dir_) / (kTmpPrefix + step_dir_name(step).substr(5));
   on_every_rank(*pg_, "save: creating " + tmp.string(), [&] {
     if (rank != 0) return;
-    fs::create_directories(dir_);
+    core::make_private_dirs(dir_);
     fs::remove_all(tmp);  // a leftover of an interrupted save
-    fs::create_directories(tmp);
+    core::make_private_dirs(tmp.string());
   });
   FileDigest rank_tensors, rank_json;
   Digests global;

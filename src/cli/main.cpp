@@ -6,6 +6,7 @@
 
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
+#include "clipper/core/redact.hpp"
 #include "clipper/core/version.hpp"
 #include "verbs.hpp"
 
@@ -67,10 +68,10 @@ int main(int argc, char** argv) {
     }
     return action();
   } catch (const clipper::core::InputError& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    std::cerr << "error: " << clipper::core::redact_secrets(e.what()) << "\n";
     return 1;
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
+    std::cerr << "error: " << clipper::core::redact_secrets(e.what()) << "\n";
     return 1;
   }
 }

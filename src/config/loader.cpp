@@ -11,6 +11,7 @@
 #include "clipper/config/schema.hpp"
 #include "clipper/core/atomic_file.hpp"
 #include "clipper/core/error.hpp"
+#include "clipper/core/redact.hpp"
 #include "clipper/core/text.hpp"
 
 namespace clipper::config {
@@ -303,7 +304,7 @@ std::string to_yaml(const Config& config) {
     }
     os << "  " << k.key.substr(dot + 1) << ": " << value_to_string(k.get(config)) << "\n";
   }
-  return os.str();
+  return core::redact_secrets(os.str());  // it goes into run folders and checkpoints
 }
 
 std::string describe_keys() {

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -28,6 +29,18 @@ void fsync_path(const std::string& path) {
   const int rc = ::fsync(fd);
   ::close(fd);
   if (rc != 0 && errno != EINVAL) throw Error(sys_error("fsync failed for", path));
+}
+
+void make_private_dirs(const std::string& path) {
+  std::string prefix;
+  std::size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = path.find('/', pos + 1);
+    prefix = path.substr(0, pos);
+    if (prefix.empty() || prefix == "." || prefix == "..") continue;
+    if (::mkdir(prefix.c_str(), 0750) != 0 && errno != EEXIST)
+      throw Error(sys_error("cannot create the folder", prefix));
+  }
 }
 
 FileDigest write_file_atomic(const std::string& path, std::string_view bytes) {

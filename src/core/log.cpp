@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "clipper/core/error.hpp"
+#include "clipper/core/redact.hpp"
 
 // This file must see Debian's fmt (the one spdlog was built against), never the copy bundled
 // inside LibTorch's include folder: clipper_core does not link Torch, and this check makes a
@@ -99,7 +100,9 @@ bool enabled(Level level) {
 }
 
 void write(Level level, std::string_view message) {
-  logger().log(to_spd(level), spdlog::string_view_t(message.data(), message.size()));
+  // Shard URLs and pipe: commands in messages may carry credentials.
+  const std::string text = redact_secrets(message);
+  logger().log(to_spd(level), spdlog::string_view_t(text.data(), text.size()));
 }
 
 void flush() {

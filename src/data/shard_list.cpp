@@ -10,6 +10,9 @@
 namespace clipper::data {
 namespace {
 
+// More shards than any dataset has: a bound on what a pattern may expand to.
+constexpr std::uint64_t kMaxShards = 1'000'000;
+
 bool all_digits(const std::string& s) {
   if (s.empty()) return false;
   for (char c : s)
@@ -17,17 +20,20 @@ bool all_digits(const std::string& s) {
   return true;
 }
 
+// "{a..b}" or "{x,y,z}": the alternatives of one brace body, at most kMaxShards of them.
 std::vector<std::string> expand_one(const std::string& body, const std::string& pattern) {
   std::vector<std::string> out;
   const auto dots = body.find("..");
   if (dots != std::string::npos) {
     const std::string a = body.substr(0, dots), b = body.substr(dots + 2);
-    core::require(all_digits(a) && all_digits(b), "shard pattern '" + pattern + "': range {" +
-                                                      body + "} needs two non-negative integers");
+    core::require(
+        all_digits(a) && all_digits(b) && a.size() <= 18 && b.size() <= 18,
+        "shard pattern '" + pattern + "': range {" + body + "} needs two non-negative integers");
     const long long lo = std::stoll(a), hi = std::stoll(b);
     core::require(lo <= hi, "shard pattern '" + pattern + "': range {" + body + "} goes backwards");
-    core::require(hi - lo < 10'000'000,
-                  "shard pattern '" + pattern + "': range {" + body + "} is too large");
+    core::require(static_cast<std::uint64_t>(hi - lo) < kMaxShards,
+                  "shard pattern '" + pattern + "': range {" + body + "} is too large (more than " +
+                      std::to_string(kMaxShards) + " shards)");
     const std::size_t width = a.size();
     for (long long v = lo; v <= hi; ++v) {
       std::string s = std::to_string(v);
@@ -52,25 +58,46 @@ std::vector<std::string> expand_one(const std::string& body, const std::string& 
 }  // namespace
 
 std::vector<std::string> expand_braces(const std::string& pattern) {
-  const auto open = pattern.find('{');
-  const auto close_first = pattern.find('}');
-  if (open == std::string::npos) {
-    core::require(close_first == std::string::npos,
-                  "shard pattern '" + pattern + "': '}' without a matching '{'");
-    return {pattern};
+  // The pattern as literal text and brace alternatives, in order; then every combination, the
+  // last brace varying fastest. Iterative, and the number of names is checked before any is made.
+  std::vector<std::string> literals{""};
+  std::vector<std::vector<std::string>> choices;
+  std::uint64_t count = 1;
+  std::size_t pos = 0;
+  while (pos < pattern.size()) {
+    const auto open = pattern.find('{', pos), close = pattern.find('}', pos);
+    if (open == std::string::npos) {
+      core::require(close == std::string::npos,
+                    "shard pattern '" + pattern + "': '}' without a matching '{'");
+      literals.back() += pattern.substr(pos);
+      break;
+    }
+    core::require(close != std::string::npos,
+                  "shard pattern '" + pattern + "': '{' without a matching '}'");
+    core::require(close > open, "shard pattern '" + pattern + "': '}' before '{'");
+    const std::string body = pattern.substr(open + 1, close - open - 1);
+    core::require(body.find('{') == std::string::npos,
+                  "shard pattern '" + pattern + "': nested braces are not supported");
+    literals.back() += pattern.substr(pos, open - pos);
+    choices.push_back(expand_one(body, pattern));
+    count *= choices.back().size();
+    core::require(count <= kMaxShards, "shard pattern '" + pattern + "' expands to more than " +
+                                           std::to_string(kMaxShards) + " shards");
+    literals.emplace_back();
+    pos = close + 1;
   }
-  const auto close = pattern.find('}', open);
-  core::require(close != std::string::npos,
-                "shard pattern '" + pattern + "': '{' without a matching '}'");
-  core::require(close_first >= open, "shard pattern '" + pattern + "': '}' before '{'");
-  const std::string body = pattern.substr(open + 1, close - open - 1);
-  core::require(body.find('{') == std::string::npos,
-                "shard pattern '" + pattern + "': nested braces are not supported");
-  const std::string head = pattern.substr(0, open);
-  const auto tails = expand_braces(pattern.substr(close + 1));
   std::vector<std::string> out;
-  for (const auto& alt : expand_one(body, pattern))
-    for (const auto& t : tails) out.push_back(head + alt + t);
+  out.reserve(count);
+  std::vector<std::size_t> index(choices.size(), 0);
+  for (std::uint64_t n = 0; n < count; ++n) {
+    std::string name = literals[0];
+    for (std::size_t k = 0; k < choices.size(); ++k) name += choices[k][index[k]] + literals[k + 1];
+    out.push_back(std::move(name));
+    for (std::size_t k = choices.size(); k-- > 0;) {
+      if (++index[k] < choices[k].size()) break;
+      index[k] = 0;
+    }
+  }
   return out;
 }
 

@@ -433,7 +433,7 @@ std::string read_maybe_gzip(const std::string& path) {
       static_cast<unsigned char>(raw[1]) != 0x8b)
     return raw;
   archive* a = archive_read_new();
-  archive_read_support_filter_all(a);
+  archive_read_support_filter_gzip(a);
   archive_read_support_format_raw(a);
   std::string out;
   bool ok = archive_read_open_memory(a, raw.data(), raw.size()) == ARCHIVE_OK;
@@ -503,7 +503,11 @@ Idx read_idx(const std::string& images, const std::string& labels) {
   x.n = be32(x.img, 4);
   x.rows = be32(x.img, 8);
   x.cols = be32(x.img, 12);
-  core::require(static_cast<std::int64_t>(x.img.size()) >= 16 + x.n * x.rows * x.cols,
+  std::uint64_t pixels = 0;  // n * rows * cols: up to 2^96 from the header, checked
+  const bool fits = x.rows <= 65535 && x.cols <= 65535 &&
+                    !__builtin_mul_overflow(static_cast<std::uint64_t>(x.n),
+                                            static_cast<std::uint64_t>(x.rows * x.cols), &pixels);
+  core::require(fits && x.img.size() - 16 >= pixels,
                 "shards: '" + images + "' is shorter than its header says (" + std::to_string(x.n) +
                     " images of " + std::to_string(x.rows) + "x" + std::to_string(x.cols) + ")");
   core::require(be32(x.lab, 4) == x.n && static_cast<std::int64_t>(x.lab.size()) >= 8 + x.n,

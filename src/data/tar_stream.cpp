@@ -4,6 +4,7 @@
 #include <archive_entry.h>
 #include <sys/wait.h>
 
+#include <csignal>
 #include <cstdio>
 
 namespace clipper::data {
@@ -40,6 +41,20 @@ bool split_key(const std::string& name, std::string* key, std::string* ext) {
   return true;
 }
 
+namespace {
+
+// gzip, bzip2, xz and zstd, each only when libarchive has its library built in: libarchive would
+// otherwise run an external program (or, with filter_all, also lzip, lz4, uudecode, rpm, ...)
+// on bytes from a shard.
+void support_filters(archive* ar) {
+  if (archive_zlib_version()) archive_read_support_filter_gzip(ar);
+  if (archive_bzlib_version()) archive_read_support_filter_bzip2(ar);
+  if (archive_liblzma_version()) archive_read_support_filter_xz(ar);
+  if (archive_libzstd_version()) archive_read_support_filter_zstd(ar);
+}
+
+}  // namespace
+
 ShardReader::ShardReader(std::string url) : url_(std::move(url)) {}
 
 ShardReader::~ShardReader() {
@@ -57,7 +72,7 @@ void ShardReader::fail(ShardStatus s, std::string what) {
 void ShardReader::open() {
   opened_ = true;
   ar_ = archive_read_new();
-  archive_read_support_filter_all(ar_);
+  support_filters(ar_);
   archive_read_support_format_tar(ar_);
   int rc;
   if (url_.rfind("pipe:", 0) == 0) {
@@ -84,11 +99,14 @@ void ShardReader::close() {
   if (pipe_) {
     const int st = ::pclose(static_cast<FILE*>(pipe_));
     pipe_ = nullptr;
-    // A command stopped early by us gets SIGPIPE: only an exit of its own with a non-zero code
-    // counts as a failure, and only when we read to the end.
+    // A command stopped early by us gets SIGPIPE: only an exit of its own with a non-zero code,
+    // or a death by another signal, counts as a failure, and only when we read to the end.
     if (done_ && st != -1 && WIFEXITED(st) && WEXITSTATUS(st) != 0) {
       status_ = ShardStatus::pipe_failed;  // the command's failure explains any read error
       error_ = "command exited with status " + std::to_string(WEXITSTATUS(st));
+    } else if (done_ && st != -1 && WIFSIGNALED(st) && WTERMSIG(st) != SIGPIPE) {
+      status_ = ShardStatus::pipe_failed;
+      error_ = "command was killed by signal " + std::to_string(WTERMSIG(st));
     }
   }
 }

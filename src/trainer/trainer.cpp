@@ -127,6 +127,7 @@ Trainer::Impl::Impl(const config::Config& c, TrainerOptions o) : cfg(c), options
   s = session::open_session(cfg, so);
   run_dir = choose_run_folder(cfg.train, cfg.checkpoint, *s.pg);
   summary.run_dir = run_dir.string();
+  if (s.rank() == 0) core::make_private_dirs(run_dir.string());
   configure_logs(run_dir, s.rank(), cfg.log);
   if (s.rank() == 0) {
     core::write_file_atomic((run_dir / "config.yaml").string(), config::to_yaml(cfg));

@@ -247,3 +247,18 @@ TEST(Checkpoint, KillNineDuringWritesNeverLeavesACorruptLatest) {
   }
   EXPECT_GT(last_valid_step, 0);  // the trials did reach complete checkpoints
 }
+
+// Found by tests/fuzz/fuzz_checkpoint.cpp: a manifest's file names could leave the folder
+// ("../../etc/hostname" was opened and checksummed).
+TEST(Checkpoint, ManifestFileNamesStayInsideTheFolder) {
+  test::TempDir d;
+  checkpoint::Manager m(d.path().string(), {2}, one_rank());
+  save(m, 10);
+  const std::string bad = save(m, 20);
+  auto j = nlohmann::json::parse(core::read_file(bad + "/manifest.json"));
+  j["files"]["../../../../etc/hostname"] = {{"size", 1}, {"crc32", 1}};
+  std::ofstream(bad + "/manifest.json", std::ios::trunc) << j.dump();
+  const auto msg = test::error_of([&] { checkpoint::validate(bad); });
+  EXPECT_NE(msg.find("not a plain file name"), std::string::npos) << msg;
+  EXPECT_EQ(latest_step(m), 10);
+}

@@ -166,3 +166,14 @@ TEST(Config, DescribeKeysListsEveryKey) {
   EXPECT_TRUE(has(d, "model.name (string, required)"));
   EXPECT_TRUE(has(d, "optim.lr (float, default 0.0005)"));
 }
+
+// The dump goes into run folders and checkpoints: credentials in a pipe: command are masked.
+TEST(Config, DumpMasksCredentials) {
+  clipper::config::Config c;
+  clipper::config::apply_override(
+      c, "data.train_shards=pipe:curl -s https://alice:hunter2@host/s-{0..3}.tar?sig=abc");
+  const std::string yaml = clipper::config::to_yaml(c);
+  EXPECT_EQ(yaml.find("hunter2"), std::string::npos) << yaml;
+  EXPECT_EQ(yaml.find("abc"), std::string::npos) << yaml;
+  EXPECT_NE(yaml.find("https://***@host/s-{0..3}.tar?sig=***"), std::string::npos) << yaml;
+}

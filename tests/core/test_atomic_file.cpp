@@ -1,4 +1,5 @@
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <filesystem>
 
@@ -39,4 +40,24 @@ TEST(AtomicFile, ReadMissingNamesThePath) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("/nonexistent/clipper/file.yaml"), std::string::npos);
   }
+}
+
+// Run folders and checkpoints may hold credentials: other users get no access, whatever the
+// umask lets through; a stricter umask still wins.
+TEST(AtomicFile, PrivateFoldersAreNotWorldReadable) {
+  clipper::test::TempDir dir;
+  auto mode = [](const std::string& p) {
+    struct stat st {};
+    EXPECT_EQ(::stat(p.c_str(), &st), 0) << p;
+    return st.st_mode & 0777;
+  };
+  const mode_t old = ::umask(022);
+  make_private_dirs(dir.file("runs/r1/checkpoints"));
+  EXPECT_EQ(mode(dir.file("runs")), 0750u);
+  EXPECT_EQ(mode(dir.file("runs/r1/checkpoints")), 0750u);
+  ::umask(077);
+  make_private_dirs(dir.file("strict/x"));
+  EXPECT_EQ(mode(dir.file("strict/x")), 0700u);
+  ::umask(old);
+  make_private_dirs(dir.file("runs/r1"));  // exists: fine
 }

@@ -75,3 +75,18 @@ TEST(Log, RateLimiterHoldsBackAndCounts) {
   EXPECT_TRUE(rl.allow("shard-a", &held));
   EXPECT_EQ(held, 2);
 }
+
+TEST(Log, CredentialsAreMaskedInEveryLine) {
+  clipper::test::TempDir dir;
+  log::Options o;
+  o.console_level = log::Level::off;
+  o.file_path = dir.file("r.log");
+  log::configure(o);
+  CLIPPER_WARN("shard pipe:curl -H 'Authorization: Bearer s3cr3t' https://u:pw@h/a.tar failed");
+  log::flush();
+  log::configure({});
+  const std::string text = slurp(dir.file("r.log"));
+  EXPECT_EQ(text.find("s3cr3t"), std::string::npos) << text;
+  EXPECT_EQ(text.find("u:pw"), std::string::npos) << text;
+  EXPECT_NE(text.find("'Authorization: ***'"), std::string::npos) << text;
+}

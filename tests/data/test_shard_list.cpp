@@ -30,6 +30,19 @@ TEST(ShardList, MalformedBracesAreErrors) {
   EXPECT_THROW(data::expand_braces("a/{x..3}.tar"), core::InputError);
 }
 
+// A pattern is untrusted text: its expansion is bounded before any name is made, numbers too
+// long for 64 bits are refused, and many braces do not recurse.
+TEST(ShardList, ExpansionIsBounded) {
+  const auto big = test::error_of([] { data::expand_braces("a/{0..9999}/{0..9999}.tar"); });
+  EXPECT_NE(big.find("more than 1000000 shards"), std::string::npos) << big;
+  EXPECT_THROW(data::expand_braces("a/{0..99999999}.tar"), core::InputError);
+  EXPECT_THROW(data::expand_braces("a/{0..99999999999999999999}.tar"), core::InputError);
+  EXPECT_EQ(data::expand_braces("a/{0..999}/{0..999}.tar").size(), 1000000u);
+  std::string many;
+  for (int i = 0; i < 100000; ++i) many += "{x}";
+  EXPECT_EQ(data::expand_braces(many), std::vector<std::string>{std::string(100000, 'x')});
+}
+
 TEST(ShardList, SourcesWeightsAndSizes) {
   test::TempDir d;
   d.write("a/sizes.json", R"({"0.tar": 10, "1.tar": 12})");

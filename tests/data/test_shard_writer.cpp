@@ -165,3 +165,18 @@ TEST(ShardWriter, ShardsVerb) {
   EXPECT_EQ(b.exit_code, 0) << b.output;
   EXPECT_NE(b.output.find("samples/s"), std::string::npos) << b.output;
 }
+
+// An IDX header is untrusted: rows * cols * n overflowed 64 bits and passed the size check.
+TEST(ShardWriter, IdxHeaderProductsAreOverflowChecked) {
+  test::TempDir d;
+  std::string img = std::string("\0\0\x08\x03\0\0\0\x01", 8) + std::string(8, '\xff') + "pixels";
+  std::string lab = std::string("\0\0\x08\x01\0\0\0\x01", 8) + std::string(1, '\0');
+  d.write("i", img);
+  d.write("l", lab);
+  d.write("classes.yaml", "classes: [zero]\n");
+  data::ShardWriterOptions o;
+  o.out_dir = d.file("out");
+  const auto msg = test::error_of(
+      [&] { data::shards_from_idx(d.file("i"), d.file("l"), d.file("classes.yaml"), o); });
+  EXPECT_NE(msg.find("shorter than its header says"), std::string::npos) << msg;
+}

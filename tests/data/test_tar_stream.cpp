@@ -94,3 +94,41 @@ TEST(TarStream, DamagedInputsEndWithAStatus) {
   auto pv = read_all("pipe:head -c 3000 " + path + "; exit 1", &st);
   EXPECT_EQ(st, data::ShardStatus::pipe_failed);
 }
+
+// Shards are untrusted: libarchive reads gzip, bzip2, xz and zstd with its own libraries and
+// nothing else (before, every filter it has was on: lz4, lzip, uuencode, rpm, and external
+// programs for the ones it lacks).
+TEST(TarStream, OnlyGzipBzip2XzZstdFilters) {
+  test::TempDir d;
+  d.write("in/001.txt", "T1");
+  const auto tar = d.file("s.tar");
+  ASSERT_EQ(test::run("cd " + d.file("in") + " && tar -cf " + tar + " 001.txt").exit_code, 0);
+  data::ShardStatus st;
+  for (const char* tool : {"gzip", "bzip2", "xz", "zstd -q"}) {
+    const auto out = d.file("s.tar.x");
+    ASSERT_EQ(test::run(std::string(tool) + " -c " + tar + " > " + out).exit_code, 0) << tool;
+    EXPECT_EQ(read_all(out, &st).size(), 1u) << tool;
+    EXPECT_EQ(st, data::ShardStatus::ok) << tool;
+  }
+  for (const char* tool : {"lz4 -q", "lzma"}) {  // lzma: the legacy format, not xz
+    const auto out = d.file("s.tar.y");
+    if (test::run(std::string(tool) + " -c " + tar + " > " + out).exit_code != 0) continue;
+    EXPECT_TRUE(read_all(out, &st).empty()) << tool;
+    EXPECT_EQ(st, data::ShardStatus::unreadable) << tool;
+  }
+}
+
+// A pipe: command that dies of a signal (other than the SIGPIPE our early close sends) failed,
+// even when its output looked complete.
+TEST(TarStream, PipeKilledBySignalFails) {
+  test::TempDir d;
+  d.write("in/001.txt", "T1");
+  const auto tar = d.file("s.tar");
+  ASSERT_EQ(test::run("cd " + d.file("in") + " && tar -cf " + tar + " 001.txt").exit_code, 0);
+  data::ShardReader r("pipe:cat " + tar + "; kill -KILL $$");
+  data::RawSample s;
+  while (r.next(s)) {
+  }
+  EXPECT_EQ(r.status(), data::ShardStatus::pipe_failed);
+  EXPECT_NE(r.error().find("signal 9"), std::string::npos) << r.error();
+}

@@ -18,7 +18,8 @@ void apply_yaml(Config& config, const std::string& yaml_text, const std::string&
 void apply_override(Config& config, const std::string& assignment);
 // Throws InputError naming each required key that is still unset.
 void check_required(const Config& config);
-// The effective configuration as YAML, every key included, in declaration order.
+// The effective configuration as YAML, every key included, in declaration order, with
+// credentials in values (pipe: commands, URLs) replaced by *** (core/redact.hpp).
 std::string to_yaml(const Config& config);
 // Every key with its type, default and help, one per line (for `clipper config keys`).
 std::string describe_keys();

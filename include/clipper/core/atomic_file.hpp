@@ -16,6 +16,10 @@ void fsync_path(const std::string& path);
 // Swaps two existing paths in one atomic step (Linux renameat2 RENAME_EXCHANGE), then fsyncs the
 // folder: a reader sees either the old or the new `b`, never neither.
 void exchange_durable(const std::string& a, const std::string& b);
+// Creates `path` and its missing parents with mode 0750 (less if the umask says so): run folders
+// and checkpoints may hold credentials in their config and are not for other users to read.
+// Folders that exist keep their mode.
+void make_private_dirs(const std::string& path);
 std::string read_file(const std::string& path);
 
 }  // namespace clipper::core

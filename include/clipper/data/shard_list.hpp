@@ -11,7 +11,8 @@
 namespace clipper::data {
 
 // Expands every "{a..b}" range (zero padding kept: the width of `a`) and "{x,y,z}" alternative
-// in `pattern`; throws InputError on an unbalanced or malformed brace.
+// in `pattern`; throws InputError on an unbalanced or malformed brace, or when the pattern would
+// expand to more than 1,000,000 names.
 std::vector<std::string> expand_braces(const std::string& pattern);
 
 struct Shard {
