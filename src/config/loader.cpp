@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
@@ -283,12 +284,26 @@ void check_required(const Config& config) {
                      ": set it in a config file or with --set KEY=VALUE");
 }
 
+AdamWDefaults adamw_defaults(const std::string& model_name) {
+  std::string lower = model_name;
+  for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (lower.find("vit") != std::string::npos) return {0.98, 1e-6};
+  return {0.999, 1e-8};
+}
+
+void resolve_model_defaults(Config& c) {
+  const auto d = adamw_defaults(c.model.name);
+  if (c.optim.beta2 < 0) c.optim.beta2 = d.beta2;
+  if (c.optim.eps < 0) c.optim.eps = d.eps;
+}
+
 Config load(const std::vector<std::string>& files, const std::vector<std::string>& overrides,
             bool required) {
   Config c;
   for (const auto& f : files) apply_yaml(c, core::read_file(f), f);
   for (const auto& o : overrides) apply_override(c, o);
   if (required) check_required(c);
+  if (!c.model.name.empty()) resolve_model_defaults(c);
   return c;
 }
 

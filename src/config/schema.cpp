@@ -95,6 +95,9 @@ std::vector<KeyInfo> declare() {
   b.add("model.lock_image_unlocked_layers", &C::model, &ModelConfig::lock_image_unlocked_layers,
         "with lock_image: the last N layer groups stay trainable")
       .min(0);
+  b.add("model.lock_image_freeze_bn_stats", &C::model, &ModelConfig::lock_image_freeze_bn_stats,
+        "with lock_image on a ResNet tower: BatchNorm uses and keeps its running statistics "
+        "(OpenCLIP's --lock-image-freeze-bn-stats)");
   b.add("model.lock_text", &C::model, &ModelConfig::lock_text, "freeze the text tower");
   b.add("model.lock_text_unlocked_layers", &C::model, &ModelConfig::lock_text_unlocked_layers,
         "with lock_text: the last N layers stay trainable")
@@ -146,8 +149,14 @@ std::vector<KeyInfo> declare() {
         "AdamW weight decay (not applied to gains, biases, embeddings, logit_scale)")
       .min(0.0);
   b.add("optim.beta1", &C::optim, &OptimConfig::beta1, "AdamW beta1").min(0.0);
-  b.add("optim.beta2", &C::optim, &OptimConfig::beta2, "AdamW beta2").min(0.0);
-  b.add("optim.eps", &C::optim, &OptimConfig::eps, "AdamW epsilon").min(0.0);
+  b.add("optim.beta2", &C::optim, &OptimConfig::beta2,
+        "AdamW beta2; unset or -1: OpenCLIP's for the model family (a name with 'vit': 0.98, "
+        "else 0.999)")
+      .min(-1.0);
+  b.add("optim.eps", &C::optim, &OptimConfig::eps,
+        "AdamW epsilon; unset or -1: OpenCLIP's for the model family (a name with 'vit': 1e-6, "
+        "else 1e-8)")
+      .min(-1.0);
   b.add("optim.fused", &C::optim, &OptimConfig::fused,
         "fused AdamW kernel (false: PyTorch's multi-tensor AdamW, which reads step counts and "
         "the NaN flag on the host; for comparisons)");

@@ -274,4 +274,8 @@ void broadcast_tensors(const std::vector<at::Tensor>& tensors, ProcessGroup& pg,
   }
 }
 
+void broadcast_buffers(const std::vector<at::Tensor>& buffers, ProcessGroup& pg) {
+  broadcast_tensors(buffers, pg, 0);
+}
+
 }  // namespace clipper::dist

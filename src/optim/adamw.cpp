@@ -5,9 +5,15 @@
 #include <cmath>
 #include <unordered_map>
 
+#include "clipper/config/loader.hpp"
 #include "clipper/core/error.hpp"
 
 namespace clipper::optim {
+
+AdamWOptions adamw_options(const config::OptimConfig& o, const std::string& model_name) {
+  const auto family = config::adamw_defaults(model_name);
+  return {o.beta1, o.beta2 < 0 ? family.beta2 : o.beta2, o.eps < 0 ? family.eps : o.eps, o.fused};
+}
 
 AdamW::AdamW(std::vector<ParamGroup> groups, AdamWOptions options)
     : groups_(std::move(groups)), options_(options) {

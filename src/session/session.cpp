@@ -19,7 +19,8 @@ void apply_model_config(model::Clip& model, const config::ModelConfig& m) {
     CLIPPER_INFO("initialized from " << m.init_from);
   }
   if (m.patch_dropout > 0) model->set_patch_dropout(m.patch_dropout);
-  if (m.lock_image) model->lock_image_tower(m.lock_image_unlocked_layers);
+  if (m.lock_image)
+    model->lock_image_tower(m.lock_image_unlocked_layers, m.lock_image_freeze_bn_stats);
   if (m.lock_text) model->lock_text_tower(m.lock_text_unlocked_layers);
   if (m.grad_checkpointing) model->set_grad_checkpointing(true);
 }

@@ -49,9 +49,8 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
   }
   auto groups = optim::make_param_groups(*model_, cfg.optim.weight_decay);
   for (const auto& g : groups) params_.insert(params_.end(), g.params.begin(), g.params.end());
-  optimizer_ = std::make_unique<optim::AdamW>(
-      std::move(groups),
-      optim::AdamWOptions{cfg.optim.beta1, cfg.optim.beta2, cfg.optim.eps, cfg.optim.fused});
+  optimizer_ = std::make_unique<optim::AdamW>(std::move(groups),
+                                              optim::adamw_options(cfg.optim, model_->spec().name));
   loss_ = loss::make_loss(cfg.loss, pg_);
   // The reducer wants the trainable parameters in model order.
   std::vector<at::Tensor> ordered;
@@ -78,6 +77,7 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
   const at::Tensor loss = forward_backward(micro, r);
   auto t0 = Clock::now();
   reducer_->finish();
+  dist::broadcast_buffers(model_->buffers(), *pg_);  // BatchNorm statistics: rank 0's, as DDP
   const StepHealth health = reduce_and_check(loss);
   sync_for_timing();
   r.reduce_s = seconds_since(t0);

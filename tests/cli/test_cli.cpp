@@ -21,6 +21,19 @@ TEST(CliConfig, ShowAppliesSetOverride) {
   EXPECT_TRUE(has(r.output, "  lr: 0.1\n")) << r.output;
 }
 
+// AdamW's beta2 and eps follow OpenCLIP's defaults for the model family unless set.
+TEST(CliConfig, ShowResolvesAdamWDefaultsPerModelFamily) {
+  const auto rn = run(clipper_bin() + " config show --set model.name=RN50");
+  ASSERT_EQ(rn.exit_code, 0) << rn.output;
+  EXPECT_TRUE(has(rn.output, "  beta1: 0.9\n  beta2: 0.999\n  eps: 1e-08\n")) << rn.output;
+  const auto vit = run(clipper_bin() + " config show --set model.name=ViT-B-32");
+  ASSERT_EQ(vit.exit_code, 0) << vit.output;
+  EXPECT_TRUE(has(vit.output, "  beta1: 0.9\n  beta2: 0.98\n  eps: 1e-06\n")) << vit.output;
+  const auto set = run(clipper_bin() + " config show --set model.name=RN50 --set optim.beta2=0.95");
+  ASSERT_EQ(set.exit_code, 0) << set.output;
+  EXPECT_TRUE(has(set.output, "  beta2: 0.95\n  eps: 1e-08\n")) << set.output;
+}
+
 TEST(CliConfig, MisspelledKeyFailsWithSuggestion) {
   clipper::test::TempDir d;
   const auto f = d.write("typo.yaml", "model:\n  name: tiny-vit\ntrain:\n  bach_size: 4\n");

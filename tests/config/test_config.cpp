@@ -47,6 +47,30 @@ TEST(Config, PrecedenceDefaultsFilesThenSet) {
   EXPECT_DOUBLE_EQ(c.optim.weight_decay, 0.2);  // default
 }
 
+// OpenCLIP's AdamW defaults per model family (open_clip_train/params.py), unless a file sets them.
+TEST(Config, AdamWDefaultsFollowTheModelFamily) {
+  clipper::test::TempDir d;
+  const auto rn = d.write("rn.yaml", "model:\n  name: RN50\n");
+  Config c = load({rn});
+  EXPECT_DOUBLE_EQ(c.optim.beta1, 0.9);
+  EXPECT_DOUBLE_EQ(c.optim.beta2, 0.999);
+  EXPECT_DOUBLE_EQ(c.optim.eps, 1e-8);
+  c = load({rn}, {"model.name=tiny-fmnist-vit"});
+  EXPECT_DOUBLE_EQ(c.optim.beta2, 0.98);
+  EXPECT_DOUBLE_EQ(c.optim.eps, 1e-6);
+  const auto set = d.write("set.yaml", "model:\n  name: tiny-rn\noptim:\n  eps: 1.0e-6\n");
+  c = load({set});
+  EXPECT_DOUBLE_EQ(c.optim.beta2, 0.999);  // the family's
+  EXPECT_DOUBLE_EQ(c.optim.eps, 1e-6);     // the file's
+  c = load({set}, {"optim.beta2=0.9"});
+  EXPECT_DOUBLE_EQ(c.optim.beta2, 0.9);
+  // The dumped config holds the resolved values, so a run folder's config.yaml reads back as is.
+  Config back;
+  apply_yaml(back, to_yaml(load({rn})), "dumped.yaml");
+  EXPECT_DOUBLE_EQ(back.optim.beta2, 0.999);
+  EXPECT_DOUBLE_EQ(back.optim.eps, 1e-8);
+}
+
 TEST(Config, DottedKeysAndListsAndBools) {
   Config c;
   apply_yaml(c, "optim.lr: 0.3\ndata:\n  source_weights: [1, 2.5]\n  resampled: yes\n", "x.yaml");

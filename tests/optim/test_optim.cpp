@@ -53,6 +53,25 @@ TEST(ParamGroups, FollowOpenClipsRule) {
   EXPECT_EQ(groups[0].names, (std::vector<std::string>{"fc.weight"}));
 }
 
+// beta2 and eps left unset (< 0) take OpenCLIP's defaults for the model's family.
+TEST(AdamW, OptionsFollowTheModelFamilyUnlessSet) {
+  config::OptimConfig o;
+  auto a = optim::adamw_options(o, "RN50");
+  EXPECT_DOUBLE_EQ(a.beta1, 0.9);
+  EXPECT_DOUBLE_EQ(a.beta2, 0.999);
+  EXPECT_DOUBLE_EQ(a.eps, 1e-8);
+  a = optim::adamw_options(o, "tiny-rn");
+  EXPECT_DOUBLE_EQ(a.beta2, 0.999);
+  a = optim::adamw_options(o, "ViT-B-32");
+  EXPECT_DOUBLE_EQ(a.beta2, 0.98);
+  EXPECT_DOUBLE_EQ(a.eps, 1e-6);
+  o.beta2 = 0.95;
+  o.eps = 1e-7;
+  a = optim::adamw_options(o, "RN50");
+  EXPECT_DOUBLE_EQ(a.beta2, 0.95);
+  EXPECT_DOUBLE_EQ(a.eps, 1e-7);
+}
+
 TEST(AdamW, MatchesReferenceUpdateInDouble) {
   torch::manual_seed(0);
   auto p = torch::randn({5, 4}, torch::kFloat64).requires_grad_(true);

@@ -403,3 +403,41 @@ TEST(TrainE2E, TwoNodeTorchrunStopsOnSigtermToOneNodeAndResumes) {
       },
       /*expect_75=*/false);
 }
+
+// A ResNet on two ranks: BatchNorm statistics are rank 0's on every rank after each step (as
+// DDP's broadcast_buffers), so stopping, resuming and going on is bit-identical to one run.
+TEST(TrainE2E, ResumeIsBitIdenticalTwoRanksResNet) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t, "dist: {master_port: 0}\n");
+  const std::string launch = clipper_bin() + " launch --nproc-per-node 2 -- " + clipper_bin() +
+                             " train " + cfg + " --set model.name=tiny-rn";
+  const auto a = run(launch + " --set train.run_name=straight");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  const auto b1 = run(launch + " --set train.run_name=resumed --set train.stop_at_step=5");
+  ASSERT_EQ(b1.exit_code, 75) << b1.output;
+  const auto b2 = run(launch + " --set train.run_name=resumed --resume latest");
+  ASSERT_EQ(b2.exit_code, 0) << b2.output;
+  expect_same_runs(t.path() / "runs");
+}
+
+// model.lock_image_freeze_bn_stats (OpenCLIP's --lock-image-freeze-bn-stats): the locked ResNet
+// tower's BatchNorm statistics stay at their initial values while the text tower trains.
+TEST(TrainE2E, LockImageFreezesBatchNormStatistics) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t);
+  const auto r = run(clipper_bin() + " train " + cfg +
+                     " --set model.name=tiny-rn --set model.lock_image=true"
+                     " --set model.lock_image_freeze_bn_stats=true --set train.max_steps=3"
+                     " --set train.run_name=frozen");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto weights = t.path() / "runs/frozen/checkpoints/step_00000003/model.safetensors";
+  const auto check = run(clipper::test::python() +
+                         " -c \"import sys, numpy as np; "
+                         "from safetensors.numpy import load_file; d = load_file(sys.argv[1]); "
+                         "bn = [k for k in d if 'running_mean' in k]; assert bn, 'no BatchNorm'; "
+                         "bad = [k for k in bn if d[k].any() or (d[k[:-4] + 'var'] != 1).any() or "
+                         "d[k[:-12] + 'num_batches_tracked'] != 0]; "
+                         "assert not bad, bad; print(len(bn), 'frozen')\" " +
+                         weights.string());
+  EXPECT_EQ(check.exit_code, 0) << check.output;
+}

@@ -63,6 +63,7 @@ struct ModelConfig {
   bool grad_checkpointing = false;
   bool lock_image = false;
   std::int64_t lock_image_unlocked_layers = 0;
+  bool lock_image_freeze_bn_stats = false;  // with lock_image: BatchNorm statistics too
   bool lock_text = false;
   std::int64_t lock_text_unlocked_layers = 0;
 };
@@ -94,8 +95,9 @@ struct OptimConfig {
   double lr = 5e-4;
   double weight_decay = 0.2;
   double beta1 = 0.9;
-  double beta2 = 0.98;
-  double eps = 1e-6;
+  // < 0: OpenCLIP's default for model.name's family (config::resolve_model_defaults)
+  double beta2 = -1;
+  double eps = -1;
   bool fused = true;  // one fused AdamW kernel per group; false: PyTorch's foreach AdamW
   std::int64_t warmup_steps = 0;
   LrSchedule schedule = LrSchedule::cosine;

@@ -59,4 +59,9 @@ class GradReducer {
 void broadcast_tensors(const std::vector<at::Tensor>& tensors, ProcessGroup& pg, int root = 0,
                        double bucket_mb = 25.0);
 
+// DDP's broadcast_buffers (on by default there): rank 0's buffers (BatchNorm running statistics
+// and counters) copied to every rank after each step's forward passes, so every rank holds rank
+// 0's model, as DDP makes it before each forward. A no-op on one rank or without buffers.
+void broadcast_buffers(const std::vector<at::Tensor>& buffers, ProcessGroup& pg);
+
 }  // namespace clipper::dist

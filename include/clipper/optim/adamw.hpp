@@ -11,6 +11,10 @@
 
 #include "clipper/optim/param_groups.hpp"
 
+namespace clipper::config {
+struct OptimConfig;
+}
+
 namespace clipper::optim {
 
 struct AdamWOptions {
@@ -19,6 +23,10 @@ struct AdamWOptions {
   double eps = 1e-6;
   bool fused = true;
 };
+
+// The run's AdamW settings: optim.beta1/beta2/eps/fused, where beta2 and eps left unset take
+// OpenCLIP's defaults for the model's family (config::adamw_defaults of its name).
+AdamWOptions adamw_options(const config::OptimConfig& optim, const std::string& model_name);
 
 class AdamW {
  public:
