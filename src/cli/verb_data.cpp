@@ -4,21 +4,17 @@
 #include <iostream>
 #include <memory>
 
-#include "verbs.hpp"
-
-#if CLIPPER_HAS_DATA
 #include "clipper/config/loader.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/core/text.hpp"
 #include "clipper/data/dataset_stats.hpp"
 #include "clipper/model/model_spec.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
-#endif
+#include "verbs.hpp"
 
 namespace clipper::cli {
 namespace {
 
-#if CLIPPER_HAS_DATA
 struct StatsArgs {
   std::string shards, model, tokenizer, image_keys, text_key, label_key;
   std::vector<std::string> configs, sets;
@@ -95,20 +91,6 @@ void setup_data_verb(CLI::App& app, Action* action) {
   v->require_subcommand(1);
   add_stats(*v, action);
 }
-#else
-void setup_data_verb(CLI::App& app, Action* action) {
-  auto* v =
-      app.add_subcommand("data", "Look into datasets (needs a build with CLIPPER_DATA_LIBS=ON)");
-  v->allow_extras();
-  v->callback([action] {
-    *action = [] {
-      std::cerr
-          << "error: this clipper was built without the data libraries (CLIPPER_DATA_LIBS=OFF)\n";
-      return 1;
-    };
-  });
-}
-#endif
 
 }  // namespace
 
