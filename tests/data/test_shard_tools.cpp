@@ -268,6 +268,14 @@ TEST(ShardTools, CsvSeparatorIsSniffedAndNamedInErrors) {
   EXPECT_NE(e.find("separator: ','"), std::string::npos) << e;
   EXPECT_NE(e.find("--csv-separator"), std::string::npos) << e;
   EXPECT_EQ(e.find('\t'), std::string::npos) << e;  // no invisible tab in the message
+  // The same through the verb: a clear error, exit 1; '\t' given as two characters works.
+  const auto v = test::run(test::clipper_bin() + " shards " + d.file("o5") + " --from-csv " +
+                           d.file("tab.csv") + " --csv-separator , --threads 1");
+  EXPECT_EQ(v.exit_code, 1) << v.output;
+  EXPECT_NE(v.output.find("no column 'filepath' (separator: ','"), std::string::npos) << v.output;
+  const auto vt = test::run(test::clipper_bin() + " shards " + d.file("o6") + " --from-csv " +
+                            d.file("tab.csv") + " --csv-separator '\\t' --threads 1");
+  EXPECT_EQ(vt.exit_code, 0) << vt.output;
   // OpenCLIP's path rule: from the working directory.
   d.write("sub/t.tsv", "filepath\ttitle\nimg/a.jpg\ta cat\n");
   const auto cwd = fs::current_path();
