@@ -13,16 +13,7 @@ clipper=${CLIPPER_BUILD_DIR:-build}/bin/clipper
 py=${CLIPPER_PYTHON:-.venv/bin/python}
 [ -x "$py" ] || py=python3
 cache=.cache/bench
-photos=$cache/photos
-if [ ! -d "$photos" ] || [ -z "$(ls "$photos" 2>/dev/null)" ]; then
-  mkdir -p "$cache" "$photos"
-  echo "[bench] fetching the OpenCV sample photographs (Debian opencv-doc)"
-  (cd "$cache" && apt-get download opencv-doc >/dev/null 2>&1)
-  deb=$(ls "$cache"/opencv-doc_*.deb | head -1)
-  dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$cache" --wildcards './usr/share/doc/opencv-doc/examples/data/*.jpg'
-  find "$cache/usr/share/doc/opencv-doc/examples/data" -name '*.jpg' -size +40k -exec cp {} "$photos" \;
-  rm -rf "$cache/usr" "$deb"
-fi
+photos=$(scripts/bench/fetch_photos.sh)
 shards=$cache/shards-$n_crops
 if [ ! -f "$shards/sizes.json" ]; then
   echo "[bench] cutting $n_crops crops from $(ls "$photos" | wc -l) photographs"

@@ -25,6 +25,30 @@ struct ShardsArgs {
   std::int64_t limit = 0;
 };
 
+int run_shards(ShardsArgs& a) {
+  a.w.out_dir = a.out_dir;
+  a.w.resume = !a.no_resume;
+  data::ShardsReport r;
+  if (!a.folder.empty()) {
+    r = data::shards_from_folder(a.folder, a.w);
+  } else if (!a.csv_path.empty()) {
+    if (!a.csv_separator.empty()) {
+      const std::string& s = a.csv_separator;
+      core::require(s == "\\t" || s == "tab" || s.size() == 1,
+                    "shards: --csv-separator takes one character or '\\t', not '" + s + "'");
+      a.csv.separator = s.size() == 1 ? s[0] : '\t';
+    }
+    r = data::shards_from_csv(a.csv_path, a.csv, a.w);
+  } else if (!a.idx.empty()) {
+    core::require(!a.classes.empty(), "shards: --from-idx needs --classes FILE.yaml");
+    r = data::shards_from_idx(a.idx[0], a.idx[1], a.classes, a.w, a.seed, a.limit);
+  } else {
+    throw core::InputError("shards: give one input: --from-folder, --from-csv or --from-idx");
+  }
+  std::cout << r.summary() << "\n";
+  return 0;
+}
+
 void setup_shards_verb(CLI::App& app, Action* action) {
   auto a = std::make_shared<ShardsArgs>();
   auto* v =
@@ -75,31 +99,7 @@ void setup_shards_verb(CLI::App& app, Action* action) {
       ->capture_default_str();
   v->add_option("--limit", a->limit, "with --from-idx: only the first N samples (0: all)")
       ->capture_default_str();
-  v->callback([a, action] {
-    *action = [a] {
-      a->w.out_dir = a->out_dir;
-      a->w.resume = !a->no_resume;
-      data::ShardsReport r;
-      if (!a->folder.empty()) {
-        r = data::shards_from_folder(a->folder, a->w);
-      } else if (!a->csv_path.empty()) {
-        if (!a->csv_separator.empty()) {
-          const std::string& s = a->csv_separator;
-          core::require(s == "\\t" || s == "tab" || s.size() == 1,
-                        "shards: --csv-separator takes one character or '\\t', not '" + s + "'");
-          a->csv.separator = s.size() == 1 ? s[0] : '\t';
-        }
-        r = data::shards_from_csv(a->csv_path, a->csv, a->w);
-      } else if (!a->idx.empty()) {
-        core::require(!a->classes.empty(), "shards: --from-idx needs --classes FILE.yaml");
-        r = data::shards_from_idx(a->idx[0], a->idx[1], a->classes, a->w, a->seed, a->limit);
-      } else {
-        throw core::InputError("shards: give one input: --from-folder, --from-csv or --from-idx");
-      }
-      std::cout << r.summary() << "\n";
-      return 0;
-    };
-  });
+  v->callback([a, action] { *action = [a] { return run_shards(*a); }; });
 }
 #else
 void setup_shards_verb(CLI::App& app, Action* action) {

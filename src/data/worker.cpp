@@ -2,51 +2,17 @@
 
 #include <algorithm>
 
-#include "clipper/core/text.hpp"
 #include "clipper/data/image.hpp"
 #include "clipper/data/tar_stream.hpp"
 #include "counters.hpp"
 #include "png_chunks.hpp"
 #include "rng.hpp"
+#include "sample_fields.hpp"
 #include "shuffle_buffer.hpp"
 #include "source.hpp"
 
 namespace clipper::data::detail {
 namespace {
-
-// The class index of a sample: an entry (e.g. "cls") holding a decimal integer.
-bool extract_label(const RawSample& s, const std::string& key, std::int64_t* label) {
-  const std::string* t = s.find(key);
-  if (!t) return false;
-  const std::string v = core::trim(*t);
-  if (v.empty()) return false;
-  char* end = nullptr;
-  const long long x = std::strtoll(v.c_str(), &end, 10);
-  if (end != v.c_str() + v.size()) return false;
-  *label = x;
-  return true;
-}
-
-bool extract_text(const RawSample& s, const std::string& text_key, std::string* text) {
-  if (text_key.rfind("json:", 0) == 0) {
-    const std::string* js = s.find("json");
-    if (!js) return false;
-    const auto j = nlohmann::json::parse(*js, nullptr, false);
-    if (j.is_discarded()) return false;
-    const nlohmann::json* cur = &j;
-    for (const auto& part : core::split(text_key.substr(5), '.')) {
-      if (!cur->is_object() || !cur->contains(part)) return false;
-      cur = &(*cur)[part];
-    }
-    if (!cur->is_string()) return false;
-    *text = cur->get<std::string>();
-    return true;
-  }
-  const std::string* t = s.find(text_key);
-  if (!t) return false;
-  *text = *t;
-  return true;
-}
 
 std::size_t shuffle_size(const LoaderOptions& o) {
   return o.train ? static_cast<std::size_t>(std::max<std::int64_t>(o.sample_shuffle_buffer, 1)) : 1;
@@ -132,9 +98,7 @@ class Worker {
     it.raw_index = raw_index;
     it.repeated = p.repeated;
     it.key = std::move(p.sample.key);
-    const std::string* img = nullptr;
-    for (const auto& ext : o_.image_keys)
-      if ((img = p.sample.find(ext))) break;
+    const std::string* img = find_image(p.sample, o_.image_keys);
     it.kind = Item::bad;
     if (!img) {
       it.counter = kMissingImage;

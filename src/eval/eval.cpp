@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "clipper/core/error.hpp"
+#include "clipper/core/progress.hpp"
 #include "clipper/data/loader.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
@@ -94,7 +95,9 @@ ZeroShotResult zeroshot(model::ClipImpl& model, data::Loader& loader, const at::
   model.eval();
   double top1 = 0, top5 = 0, count = 0;
   const std::int64_t k = std::min<std::int64_t>(5, classifier.size(0));
+  core::Progress progress("eval zero-shot", loader.samples_per_epoch(), "samples");
   while (auto b = loader.next()) {
+    progress.update(static_cast<std::int64_t>(count) + b->images.size(0));
     if (!b->labels.defined())
       throw core::InputError(
           "zero-shot evaluation needs labels: the eval shards have no class entry");
@@ -126,7 +129,10 @@ RetrievalResult retrieval(model::ClipImpl& model, data::Loader& loader, const Pr
   const bool was_training = model.is_training();
   model.eval();
   std::vector<at::Tensor> img, txt;
+  core::Progress progress("eval retrieval", loader.samples_per_epoch(), "samples");
+  std::int64_t seen = 0;
   while (auto b = loader.next()) {
+    progress.update(seen += b->images.size(0));
     auto images = prepare(b->images);
     img.push_back(model.encode_image(images, true).to(at::kFloat).cpu());
     txt.push_back(model.encode_text(b->tokens.to(images.device()), true).to(at::kFloat).cpu());

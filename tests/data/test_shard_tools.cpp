@@ -12,6 +12,8 @@
 #include <thread>
 
 #include "clipper/core/error.hpp"
+#include "clipper/core/progress.hpp"
+#include "clipper/data/dataset_stats.hpp"
 #include "clipper/data/shard_list.hpp"
 #include "clipper/data/shard_writer.hpp"
 #include "clipper/data/tar_stream.hpp"
@@ -266,6 +268,14 @@ TEST(ShardTools, CsvSeparatorIsSniffedAndNamedInErrors) {
   EXPECT_NE(e.find("separator: ','"), std::string::npos) << e;
   EXPECT_NE(e.find("--csv-separator"), std::string::npos) << e;
   EXPECT_EQ(e.find('\t'), std::string::npos) << e;  // no invisible tab in the message
+  // The same through the verb: a clear error, exit 1; '\t' given as two characters works.
+  const auto v = test::run(test::clipper_bin() + " shards " + d.file("o5") + " --from-csv " +
+                           d.file("tab.csv") + " --csv-separator , --threads 1");
+  EXPECT_EQ(v.exit_code, 1) << v.output;
+  EXPECT_NE(v.output.find("no column 'filepath' (separator: ','"), std::string::npos) << v.output;
+  const auto vt = test::run(test::clipper_bin() + " shards " + d.file("o6") + " --from-csv " +
+                            d.file("tab.csv") + " --csv-separator '\\t' --threads 1");
+  EXPECT_EQ(vt.exit_code, 0) << vt.output;
   // OpenCLIP's path rule: from the working directory.
   d.write("sub/t.tsv", "filepath\ttitle\nimg/a.jpg\ta cat\n");
   const auto cwd = fs::current_path();
@@ -298,4 +308,79 @@ TEST(ShardTools, UndecodableImageGivesTheDecodersReason) {
   EXPECT_GT(line.size(), std::string("cut.png' (" + d.file("bad.csv") + " row 3): ").size() + 8)
       << line;
   EXPECT_NE(line.find("corrupt_image"), std::string::npos) << line;
+}
+
+TEST(DataStats, CountsWhatTheLoaderWouldReadAndCaptionLengths) {
+  test::TempDir d;
+  data::ShardWriterOptions o;
+  o.out_dir = d.file("s");
+  o.samples_per_shard = 3;
+  data::ShardWriter w(o);
+  w.write("a", {{"jpg", test::jpeg_bytes(40, 30, 1)}, {"txt", "short"}});
+  w.write("b",
+          {{"png", test::encode(test::test_image(64, 48, 2), ".png")}, {"txt", "a longer one"}});
+  w.write("c", {{"jpg", test::jpeg_bytes(80, 60, 3)}, {"txt", "exactly eight chars"}});
+  w.write("d", {{"jpg", test::jpeg_bytes(20, 10, 4)}});  // no caption
+  std::string cut = test::encode(test::test_image(30, 30, 5), ".png");
+  cut.resize(cut.size() / 2);
+  w.write("e", {{"png", cut}, {"txt", "cut"}});
+  w.write("f", {{"txt", "no image"}});
+  w.write("g", {{"webp", test::encode(test::test_image(50, 40, 6), ".webp")}, {"txt", "ok"}});
+  const auto pattern = w.finish().pattern;
+  data::DatasetStatsOptions so;
+  so.threads = 2;
+  so.progress_every_s = 0;
+  const test::ByteTokenizer counting(4096);
+  const auto s = data::collect_dataset_stats(pattern, so, counting, "bytes", 8);
+  EXPECT_EQ(s.shards, 3);
+  EXPECT_EQ(s.counters.samples, 4);
+  EXPECT_EQ(s.counters.missing_text, 1);
+  EXPECT_EQ(s.counters.missing_image, 1);
+  EXPECT_EQ(s.counters.image_corrupt, 1);
+  EXPECT_EQ(s.formats.at("jpeg"), 2);  // d has no caption: not looked at
+  EXPECT_EQ(s.formats.at("png"), 2);
+  EXPECT_EQ(s.formats.at("webp"), 1);
+  EXPECT_EQ(s.width.percentile(0), 40);
+  EXPECT_EQ(s.width.percentile(1), 80);
+  EXPECT_EQ(s.height.percentile(0.5), 40);  // of 30, 40, 48, 60
+  EXPECT_EQ(s.caption_chars.percentile(0), 2);
+  EXPECT_EQ(s.caption_chars.percentile(1), 19);
+  // Byte tokens + start + end: "ok" 4, "short" 7, "a longer one" 14, "exactly eight chars" 21.
+  EXPECT_EQ(s.tokens.percentile(1), 21);
+  EXPECT_EQ(s.captions_cut(), 2);
+  const auto j = s.to_json();
+  EXPECT_EQ(j["captions_cut"], 2);
+  EXPECT_EQ(j["bad_samples"], 3);
+  EXPECT_EQ(j["caption_tokens"]["max"], 21);
+  const std::string text = s.to_text();
+  EXPECT_NE(text.find("4 good, 3 bad"), std::string::npos) << text;
+  EXPECT_NE(text.find("2 caption(s) (50.00 %) longer than the context length 8"), std::string::npos)
+      << text;
+  // The verb, with the CLIP tokenizer, as JSON.
+  const auto r = test::run(test::clipper_bin() + " data stats '" + pattern +
+                           "' --tokenizer clip --context-length 4 --json --progress-every 0");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto vj = nlohmann::json::parse(r.output.substr(r.output.find('{')));
+  EXPECT_EQ(vj["samples"], 4);
+  EXPECT_EQ(vj["tokenizer"], "clip");
+  EXPECT_EQ(vj["captions_cut"], 2);  // "a longer one" and "exactly eight chars": 5 and 5 tokens
+  const auto bad = test::run(test::clipper_bin() + " data stats '" + d.file("none-{0..1}.tar") +
+                             "' --progress-every 0");
+  EXPECT_EQ(bad.exit_code, 0) << bad.output;
+  EXPECT_NE(bad.output.find("2 unreadable"), std::string::npos) << bad.output;
+}
+
+TEST(Progress, LineHasRateCountsAndEta) {
+  core::Progress p("job", 1000, "items", 0.0);
+  EXPECT_FALSE(p.due());  // every_s 0: never prints
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  const std::string l = p.line(250, "1 shards done");
+  EXPECT_EQ(l.rfind("job: 250 / 1,000 items (25.0 %), ", 0), 0u) << l;
+  EXPECT_NE(l.find(" items/s, 1 shards done, ETA "), std::string::npos) << l;
+  EXPECT_EQ(core::format_duration(3725), "1h02m");
+  EXPECT_EQ(core::format_duration(65), "1m05s");
+  EXPECT_EQ(core::group_digits(1234567), "1,234,567");
+  core::Progress q("job", -1, "items", 1e-9);
+  EXPECT_TRUE(q.due());
+  EXPECT_EQ(q.line(5).find("ETA"), std::string::npos);
 }

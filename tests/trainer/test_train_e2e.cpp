@@ -131,9 +131,11 @@ TEST(TrainE2E, TinyRunEvaluatesAndExports) {
   EXPECT_TRUE(fs::exists(rd / "export" / "open_clip_model.safetensors"));
   EXPECT_TRUE(fs::exists(rd / "export" / "open_clip_config.json"));
   // The exported weights evaluate to the same zero-shot figure with `clipper eval`.
-  const auto e = run(clipper_bin() + " eval " + cfg + " --weights " + (rd / "export").string());
+  const auto e = run("CLIPPER_PROGRESS_EVERY=0.000001 " + clipper_bin() + " eval " + cfg +
+                     " --weights " + (rd / "export").string());
   ASSERT_EQ(e.exit_code, 0) << e.output;
   EXPECT_TRUE(has(e.output, "eval/zeroshot_top1 ")) << e.output;
+  EXPECT_TRUE(has(e.output, "eval zero-shot: ")) << e.output;  // its progress line
   // Retrieval on the same shards: recall figures in [0, 1], R@10 >= R@1.
   const auto rv = run(clipper_bin() + " eval " + cfg + " --weights " + (rd / "export").string() +
                       " --set eval.retrieval_shards=" + shards_dir() + "/test/test-00000.tar");

@@ -5,10 +5,12 @@
 //   for (...) p.update(done, "3 shards done, 2 bad");
 //   -> "shards: 1,200 / 10,000 samples (12.0 %), 850 samples/s, 3 shards done, 2 bad, ETA 10s"
 //
-// Nothing is printed before `every_s` seconds have passed, so a short job stays quiet.
+// Nothing is printed before `every_s` seconds have passed, so a short job stays quiet. The default
+// interval is 10 s, or CLIPPER_PROGRESS_EVERY (seconds) from the environment.
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "clipper/core/log.hpp"
@@ -37,11 +39,22 @@ inline std::string group_digits(std::int64_t v) {
   return v < 0 ? "-" + s : s;
 }
 
+// 10 s, or CLIPPER_PROGRESS_EVERY when it holds a number.
+inline double default_progress_interval() {
+  if (const char* e = std::getenv("CLIPPER_PROGRESS_EVERY")) {
+    char* end = nullptr;
+    const double v = std::strtod(e, &end);
+    if (end != e) return v;
+  }
+  return 10.0;
+}
+
 class Progress {
  public:
   using Clock = std::chrono::steady_clock;
   // `total` < 0: unknown (no percentage, no ETA). `every_s` <= 0: never prints.
-  Progress(std::string what, std::int64_t total, std::string unit, double every_s = 10.0)
+  Progress(std::string what, std::int64_t total, std::string unit,
+           double every_s = default_progress_interval())
       : what_(std::move(what)),
         unit_(std::move(unit)),
         total_(total),
