@@ -158,7 +158,10 @@ std::vector<KeyInfo> declare() {
         "const-cooldown: steps of the final decay")
       .min(0);
   b.add("optim.cooldown_end_lr", &C::optim, &OptimConfig::cooldown_end_lr,
-        "const-cooldown: learning rate at the end")
+        "const-cooldown: learning rate at the end (OpenCLIP's --lr-cooldown-end)")
+      .min(0.0);
+  b.add("optim.cooldown_power", &C::optim, &OptimConfig::cooldown_power,
+        "const-cooldown: power of the decay, 1: linear (OpenCLIP's --lr-cooldown-power)")
       .min(0.0);
   b.add("optim.image_layer_decay", &C::optim, &OptimConfig::image_layer_decay,
         "layer-wise LR decay of the image tower, in (0, 1]: a layer group d below the head gets "

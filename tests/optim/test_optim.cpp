@@ -196,4 +196,7 @@ TEST(Schedule, WarmupCosineConstCooldown) {
   EXPECT_DOUBLE_EQ(optim::learning_rate(o, 89, 110), 1.0);
   EXPECT_NEAR(optim::learning_rate(o, 100, 110), 0.55, 1e-12);
   EXPECT_NEAR(optim::learning_rate(o, 110, 110), 0.1, 1e-12);
+  o.cooldown_power = 2.0;  // halfway through the cooldown: 0.5^2 of the way from the end lr
+  EXPECT_NEAR(optim::learning_rate(o, 100, 110), 0.1 + 0.25 * 0.9, 1e-12);
+  EXPECT_NEAR(optim::learning_rate(o, 110, 110), 0.1, 1e-12);
 }

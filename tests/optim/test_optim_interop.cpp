@@ -100,3 +100,27 @@ TEST(OptimInterop, NoDecayIsOpenClipsTwoGroups) {
   Case c{"tiny-vit", {}};
   expect_groups_match(c);
 }
+TEST(OptimInterop, ConstCooldownMatchesOpenClipScheduler) {
+  for (const double power : {1.0, 0.5, 2.0}) {
+    OptimConfig o;
+    o.lr = 3e-4;
+    o.warmup_steps = 7;
+    o.schedule = clipper::config::LrSchedule::const_cooldown;
+    o.cooldown_steps = 25;
+    o.cooldown_end_lr = 1e-5;
+    o.cooldown_power = power;
+    const std::int64_t total = 60;
+    std::ostringstream cmd;
+    cmd.precision(17);
+    cmd << script() << " schedule --lr " << o.lr << " --warmup " << o.warmup_steps << " --steps "
+        << total << " --cooldown " << o.cooldown_steps << " --power " << power << " --end "
+        << o.cooldown_end_lr;
+    const auto py = run_json(cmd.str());
+    ASSERT_EQ(py.size(), static_cast<std::size_t>(total));
+    for (std::int64_t s = 0; s < total; ++s) {
+      const double want = py[s].get<double>();
+      EXPECT_NEAR(co::learning_rate(o, s, total), want, 1e-15 + 1e-12 * want)
+          << "power " << power << " step " << s;
+    }
+  }
+}
