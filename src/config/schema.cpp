@@ -167,7 +167,23 @@ std::vector<KeyInfo> declare() {
         "const-cooldown: steps of the final decay")
       .min(0);
   b.add("optim.cooldown_end_lr", &C::optim, &OptimConfig::cooldown_end_lr,
-        "const-cooldown: learning rate at the end")
+        "const-cooldown: learning rate at the end (OpenCLIP's --lr-cooldown-end)")
+      .min(0.0);
+  b.add("optim.cooldown_power", &C::optim, &OptimConfig::cooldown_power,
+        "const-cooldown: power of the decay, 1: linear (OpenCLIP's --lr-cooldown-power)")
+      .min(0.0);
+  b.add("optim.image_layer_decay", &C::optim, &OptimConfig::image_layer_decay,
+        "layer-wise LR decay of the image tower, in (0, 1]: a layer group d below the head gets "
+        "lr * decay^d (OpenCLIP's --image-layer-decay); 1: off")
+      .min(0.0);
+  b.add("optim.text_layer_decay", &C::optim, &OptimConfig::text_layer_decay,
+        "layer-wise LR decay of the text tower, in (0, 1] (OpenCLIP's --text-layer-decay); 1: off")
+      .min(0.0);
+  b.add("optim.image_lr", &C::optim, &OptimConfig::image_lr,
+        "learning-rate multiplier of the image tower (with its layer decay)")
+      .min(0.0);
+  b.add("optim.text_lr", &C::optim, &OptimConfig::text_lr,
+        "learning-rate multiplier of the text tower (with its layer decay)")
       .min(0.0);
   b.add("optim.grad_clip_norm", &C::optim, &OptimConfig::grad_clip_norm,
         "clip the global gradient norm to this value; 0: off")

@@ -68,8 +68,9 @@ void AdamW::step(double lr, const at::Tensor& found_inf) {
       steps.push_back(slots_[gi][i].step);
     }
     if (params.empty()) continue;
+    const double group_lr = lr * groups_[gi].lr_scale;
     if (!options_.fused) {
-      step_foreach(lr, groups_[gi].weight_decay, params, grads, m, v, steps);
+      step_foreach(group_lr, groups_[gi].weight_decay, params, grads, m, v, steps);
       continue;
     }
     // The fused kernel reads the step count; it does not advance it.
@@ -77,7 +78,7 @@ void AdamW::step(double lr, const at::Tensor& found_inf) {
       at::_foreach_add_(steps, advance);
     else
       at::_foreach_add_(steps, 1);
-    at::_fused_adamw_(params, grads, m, v, /*max_exp_avg_sqs=*/{}, steps, lr, options_.beta1,
+    at::_fused_adamw_(params, grads, m, v, /*max_exp_avg_sqs=*/{}, steps, group_lr, options_.beta1,
                       options_.beta2, groups_[gi].weight_decay, options_.eps, /*amsgrad=*/false,
                       /*maximize=*/false, /*grad_scale=*/std::nullopt,
                       found_inf.defined() ? std::optional<at::Tensor>(found_inf) : std::nullopt);

@@ -15,7 +15,8 @@ double learning_rate(const config::OptimConfig& o, std::int64_t step, std::int64
     if (step < start) return base;
     const double e = static_cast<double>(step - start);
     const double es = static_cast<double>(std::max<std::int64_t>(1, total_steps - start));
-    const double decay = std::max(0.0, 1.0 - e / es);
+    // OpenCLIP's polynomial cooldown: (1 - e / es)^power, linear for power 1.
+    const double decay = std::pow(std::max(0.0, 1.0 - e / es), o.cooldown_power);
     return decay * (base - o.cooldown_end_lr) + o.cooldown_end_lr;
   }
   // cosine

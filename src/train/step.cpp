@@ -47,7 +47,7 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
     for (const auto& [name, t] : model_->state_dict()) all.push_back(t);
     dist::broadcast_tensors(all, *pg_, 0, cfg.bucket_mb);
   }
-  auto groups = optim::make_param_groups(*model_, cfg.optim.weight_decay);
+  auto groups = optim::make_param_groups(*model_, cfg.optim);
   for (const auto& g : groups) params_.insert(params_.end(), g.params.begin(), g.params.end());
   optimizer_ = std::make_unique<optim::AdamW>(std::move(groups),
                                               optim::adamw_options(cfg.optim, model_->spec().name));

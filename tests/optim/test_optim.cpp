@@ -9,6 +9,7 @@
 #include "clipper/optim/adamw.hpp"
 #include "clipper/optim/param_groups.hpp"
 #include "clipper/optim/schedule.hpp"
+#include "test_util.hpp"
 
 using namespace clipper;
 
@@ -118,6 +119,53 @@ TEST(AdamW, ForeachPathMatchesReferenceAndSkipsOnFoundInf) {
   }
 }
 
+// A group's lr_scale multiplies the step's learning rate (weight decay included), in the fused
+// kernel and in the foreach path, and leaves the other groups at the step's rate.
+TEST(AdamW, GroupLrScaleScalesTheLearningRate) {
+  for (const bool fused : {true, false}) {
+    torch::manual_seed(2);
+    auto a = torch::randn({4, 3}, torch::kFloat64).requires_grad_(true);
+    auto b = torch::randn({4, 3}, torch::kFloat64).requires_grad_(true);
+    auto ra = a.detach().clone(), rb = b.detach().clone();
+    auto ma = torch::zeros_like(ra), va = torch::zeros_like(ra);
+    auto mb = torch::zeros_like(rb), vb = torch::zeros_like(rb);
+    optim::ParamGroup ga{{"a"}, {a}, 0.1, 0.25}, gb{{"b"}, {b}, 0.1};
+    optim::AdamW opt({ga, gb}, {0.9, 0.98, 1e-6, fused});
+    for (int t = 1; t <= 4; ++t) {
+      auto grad_a = torch::randn({4, 3}, torch::kFloat64);
+      auto grad_b = torch::randn({4, 3}, torch::kFloat64);
+      a.mutable_grad() = grad_a.clone();
+      b.mutable_grad() = grad_b.clone();
+      opt.step(0.04);
+      reference_adamw(ra, grad_a, ma, va, t, 0.01, 0.9, 0.98, 1e-6, 0.1);
+      reference_adamw(rb, grad_b, mb, vb, t, 0.04, 0.9, 0.98, 1e-6, 0.1);
+      EXPECT_LT((a.detach() - ra).abs().max().item<double>(), 1e-12) << "fused=" << fused;
+      EXPECT_LT((b.detach() - rb).abs().max().item<double>(), 1e-12) << "fused=" << fused;
+    }
+  }
+}
+
+// Layer decay without the towers' structure: names outside both towers keep scale 1, and the
+// factors are checked.
+TEST(ParamGroups, LayerDecayChecksItsFactors) {
+  TinyImpl m;
+  config::OptimConfig o;
+  o.image_layer_decay = 0.5;
+  for (const auto& [name, scale] : optim::lr_scales(m, o)) EXPECT_EQ(scale, 1.0) << name;
+  EXPECT_EQ(optim::make_param_groups(m, o).size(), 2u);
+  o.image_layer_decay = 0.0;
+  EXPECT_NE(test::error_of([&] {
+              optim::lr_scales(m, o);
+            }).find("optim.image_layer_decay must be in (0, 1], got 0"),
+            std::string::npos);
+  o.image_layer_decay = 1.5;
+  EXPECT_THROW(optim::lr_scales(m, o), core::InputError);
+  o.image_layer_decay = 1.0;
+  o.text_lr = -1.0;
+  EXPECT_NE(test::error_of([&] { optim::lr_scales(m, o); }).find("optim.text_lr must be >= 0"),
+            std::string::npos);
+}
+
 TEST(AdamW, StateRoundTripContinuesIdentically) {
   torch::manual_seed(1);
   TinyImpl a, b;
@@ -166,5 +214,8 @@ TEST(Schedule, WarmupCosineConstCooldown) {
   o.cooldown_end_lr = 0.1;
   EXPECT_DOUBLE_EQ(optim::learning_rate(o, 89, 110), 1.0);
   EXPECT_NEAR(optim::learning_rate(o, 100, 110), 0.55, 1e-12);
+  EXPECT_NEAR(optim::learning_rate(o, 110, 110), 0.1, 1e-12);
+  o.cooldown_power = 2.0;  // halfway through the cooldown: 0.5^2 of the way from the end lr
+  EXPECT_NEAR(optim::learning_rate(o, 100, 110), 0.1 + 0.25 * 0.9, 1e-12);
   EXPECT_NEAR(optim::learning_rate(o, 110, 110), 0.1, 1e-12);
 }

@@ -103,7 +103,15 @@ struct OptimConfig {
   LrSchedule schedule = LrSchedule::cosine;
   std::int64_t cooldown_steps = 0;
   double cooldown_end_lr = 0.0;
+  double cooldown_power = 1.0;  // const-cooldown: 1 linear, else (1 - progress)^power
   double grad_clip_norm = 0.0;  // 0: off
+  // Layer-wise learning-rate decay per tower: a layer group d groups below the tower's head gets
+  // lr * decay^d (OpenCLIP's --image-layer-decay / --text-layer-decay); 1: off.
+  double image_layer_decay = 1.0;
+  double text_layer_decay = 1.0;
+  // Per-tower learning-rate multipliers, on top of the layer decay (logit_scale/bias keep 1).
+  double image_lr = 1.0;
+  double text_lr = 1.0;
 };
 
 struct TrainConfig {

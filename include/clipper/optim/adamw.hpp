@@ -31,9 +31,9 @@ AdamWOptions adamw_options(const config::OptimConfig& optim, const std::string& 
 class AdamW {
  public:
   AdamW(std::vector<ParamGroup> groups, AdamWOptions options);
-  // One update at learning rate `lr`; parameters without a gradient are left alone. found_inf
-  // (optional, a float32 scalar on the parameters' device, 0 or 1): when 1, nothing changes, step
-  // counts included, decided on the device without a host read.
+  // One update at learning rate `lr` (each group's: lr * its lr_scale); parameters without a
+  // gradient are left alone. found_inf (optional, a float32 scalar on the parameters' device, 0 or
+  // 1): when 1, nothing changes, step counts included, decided on the device without a host read.
   void step(double lr, const at::Tensor& found_inf = {});
   void zero_grad();
   const std::vector<ParamGroup>& groups() const { return groups_; }

@@ -1,6 +1,6 @@
 #pragma once
 // Learning-rate schedules as OpenCLIP defines them: linear warmup, then cosine, constant, or
-// constant with a final cooldown.
+// constant with a final cooldown (linear or polynomial, to optim.cooldown_end_lr).
 #include <cstdint>
 
 #include "clipper/config/config.hpp"
