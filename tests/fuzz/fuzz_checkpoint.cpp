@@ -14,26 +14,43 @@
 #include "clipper/checkpoint/checkpoint.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
+#include "clipper/dist/process_group.hpp"
 #include "fuzz_util.hpp"
 
 namespace {
 
 std::string g_manifest;  // step 5's manifest as saved
 
+// A part that keeps what it is given (the trainer's list: model, optimizer, trainer, rng, loader).
+struct Held : clipper::checkpoint::Stateful {
+  clipper::checkpoint::PartState held;
+  clipper::checkpoint::PartState state() const override { return held; }
+  void load_state(const clipper::checkpoint::PartState& s, const std::string&) override {
+    held = s;
+  }
+};
+clipper::checkpoint::Parts g_parts;
+
 const clipper::checkpoint::Manager& manager() {
   static const clipper::checkpoint::Manager m = [] {
     clipper::core::log::Options lo;
     lo.console_level = clipper::core::log::parse_level("off");
     clipper::core::log::configure(lo);
-    clipper::checkpoint::Manager mgr(clipper::fuzz::scratch_dir() + "/run", 0, 1, 2, [] {});
-    clipper::checkpoint::State s;
-    s.model = {{"w", at::ones({2, 3})}};
-    s.optimizer = {{"m", at::zeros({2})}};
-    s.trainer = {{"step", 5}};
-    s.config_yaml = "train:\n  steps: 10\n";
-    s.rank_json = {{"loader", {{"position", 0}}}};
-    s.rank_tensors = {{"rng", at::zeros({4}, at::kByte)}};
-    std::ifstream in(mgr.save(5, s) + "/manifest.json", std::ios::binary);
+    clipper::checkpoint::Manager mgr(clipper::fuzz::scratch_dir() + "/run", {2},
+                                     std::make_shared<clipper::dist::ProcessGroup>());
+    static Held model, optimizer, trainer, rng, loader;
+    model.held.tensors = {{"w", at::ones({2, 3})}};
+    optimizer.held.tensors = {{"m", at::zeros({2})}};
+    trainer.held.json = {{"step", 5}};
+    loader.held.json = {{"position", 0}};
+    rng.held.tensors = {{"cpu_rng", at::zeros({4}, at::kByte)}};
+    g_parts = {{"model", clipper::checkpoint::Scope::global, &model},
+               {"optimizer", clipper::checkpoint::Scope::global, &optimizer},
+               {"trainer", clipper::checkpoint::Scope::global, &trainer},
+               {"rng", clipper::checkpoint::Scope::per_rank, &rng},
+               {"loader", clipper::checkpoint::Scope::per_rank, &loader}};
+    std::ifstream in(mgr.save(5, g_parts, "train:\n  steps: 10\n") + "/manifest.json",
+                     std::ios::binary);
     g_manifest.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     return mgr;
   }();
@@ -62,7 +79,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // latest_valid() skips what is not a valid checkpoint: it never throws.
   const auto latest = m.latest_valid();
   try {
-    if (latest) clipper::checkpoint::load(*latest, 0, 1);
+    if (latest) m.load(latest->dir, g_parts);
   } catch (const clipper::core::InputError&) {
   }
   try {
