@@ -1,5 +1,6 @@
 #include "clipper/config/schema.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <unordered_map>
 
@@ -297,11 +298,20 @@ std::vector<KeyInfo> declare() {
 
 std::string quote_if_needed(const std::string& s) {
   if (s.empty()) return "\"\"";
+  const auto control = [](unsigned char c) { return c < 0x20 || c == 0x7f; };
   const bool plain = s.find_first_of(":#{}[],&*!|>'\"%@`") == std::string::npos &&
-                     s.front() != ' ' && s.back() != ' ' && s.front() != '-';
+                     s.front() != ' ' && s.back() != ' ' && s.front() != '-' &&
+                     std::none_of(s.begin(), s.end(), control);
   if (plain) return s;
   std::string out = "\"";
   for (char c : s) {
+    if (control(static_cast<unsigned char>(c))) {  // tab, newline, NUL, ...: escaped
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\x%02x",
+                    static_cast<unsigned>(static_cast<unsigned char>(c)));
+      out += esc;
+      continue;
+    }
     if (c == '"' || c == '\\') out += '\\';
     out += c;
   }

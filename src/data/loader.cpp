@@ -388,13 +388,33 @@ nlohmann::json Loader::state() const {
           {"counters", c.counters.to_json()}};
 }
 
+namespace {
+
+// The state comes from a checkpoint file: a float where an integer belongs would convert with
+// undefined behaviour, and a deep value must not reach a recursive dump in a message.
+void check_state_types(const nlohmann::json& j, const std::string& what) {
+  core::require(j.is_object(), what + "is not a JSON object");
+  for (const char* k : {"version", "seed", "rank", "world_size", "workers", "shards",
+                        "samples_per_epoch", "epoch", "position", "batch_index"})
+    core::require(!j.contains(k) || j[k].is_number_integer(),
+                  what + "field '" + k + "' is not an integer");
+  for (const char* k : {"next_raw", "counters"}) {
+    if (!j.contains(k)) continue;
+    core::require(j[k].is_array() || j[k].is_object(), what + "field '" + k + "' is malformed");
+    for (const auto& v : j[k])
+      core::require(v.is_number_integer(), what + "field '" + k + "' holds a non-integer");
+  }
+}
+
+}  // namespace
+
 void Loader::load_state(const nlohmann::json& j) {
   auto& m = *impl_;
   const std::string what = "data: loader state ";
   try {
-    core::require(j.is_object() && j.value("version", 0) == kStateVersion,
-                  what + "has no version " + std::to_string(kStateVersion) + " (got " +
-                      j.dump().substr(0, 80) + ")");
+    check_state_types(j, what);
+    core::require(j.value("version", 0) == kStateVersion,
+                  what + "has no version " + std::to_string(kStateVersion));
     core::require(j.at("seed").get<std::uint64_t>() == m.o.seed,
                   what + "was saved with seed " + j.at("seed").dump() + ", this run has " +
                       std::to_string(m.o.seed));

@@ -103,7 +103,7 @@ std::vector<std::string> expand_ranges(const std::string& body, const std::strin
     const std::string lo = part.substr(0, dash);
     const std::string hi = dash == std::string::npos ? lo : part.substr(dash + 1);
     auto digits = [&](const std::string& t) {
-      if (t.empty()) return false;
+      if (t.empty() || t.size() > 18) return false;  // 18 digits: std::stoll cannot overflow
       for (char c : t)
         if (!std::isdigit(static_cast<unsigned char>(c))) return false;
       return true;

@@ -201,3 +201,13 @@ TEST(Config, DumpMasksCredentials) {
   EXPECT_EQ(yaml.find("abc"), std::string::npos) << yaml;
   EXPECT_NE(yaml.find("https://***@host/s-{0..3}.tar?sig=***"), std::string::npos) << yaml;
 }
+
+// Found by tests/fuzz/fuzz_config.cpp: a value with a tab or a NUL was dumped unquoted and the
+// dump did not read back.
+TEST(Config, DumpOfControlCharactersReadsBack) {
+  clipper::config::Config c;
+  clipper::config::apply_yaml(c, std::string("model:\n  name: \"a\\tb\\x00c\"\n"), "t.yaml");
+  clipper::config::Config back;
+  clipper::config::apply_yaml(back, clipper::config::to_yaml(c), "dump.yaml");
+  EXPECT_EQ(back.model.name, std::string("a\tb\0c", 5));
+}

@@ -638,3 +638,25 @@ TEST(Loader, PinnedMemoryWithoutCudaIsAnError) {
     EXPECT_NE(std::string(e.what()).find("data.pin_memory=on"), std::string::npos) << e.what();
   }
 }
+
+// Found by tests/fuzz/fuzz_loader_state.cpp: a float in the state (from a damaged checkpoint)
+// was converted to an integer with undefined behaviour; now it is the state's own error.
+TEST(Loader, StateWithNonIntegersIsRefused) {
+  TempDir d;
+  data::Loader l(base(test::make_dataset(d.path().string(), 2, 5)), tok());
+  const auto good = l.state();
+  for (const char* key : {"position", "epoch", "seed"}) {
+    auto s = good;
+    s[key] = 2.5e28;
+    const auto msg = test::error_of([&] { l.load_state(s); });
+    EXPECT_NE(msg.find(std::string("'") + key + "' is not an integer"), std::string::npos) << msg;
+  }
+  auto s = good;
+  s["next_raw"] = {1e30, 2};
+  EXPECT_THROW(l.load_state(s), core::InputError);
+  s = good;
+  s["counters"]["samples"] = 0.5;
+  EXPECT_THROW(l.load_state(s), core::InputError);
+  l.load_state(good);
+  EXPECT_TRUE(l.next());
+}

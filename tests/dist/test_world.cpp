@@ -221,3 +221,12 @@ TEST(Launch, BadOptionsAreErrors) {
 }
 
 }  // namespace
+
+// Found by tests/fuzz/fuzz_world.cpp: a node number too long for 64 bits escaped as
+// std::out_of_range instead of the host list's own error.
+TEST(World, SlurmNumbersBeyond64BitsAreInputErrors) {
+  EXPECT_THROW(clipper::dist::expand_slurm_nodelist("gpu[099999999999999999999999-1]"),
+               clipper::core::InputError);
+  EXPECT_THROW(clipper::dist::expand_slurm_nodelist("gpu[1-99999999999999999999]"),
+               clipper::core::InputError);
+}
