@@ -134,6 +134,12 @@ std::vector<KeyInfo> declare() {
   b.add("data.max_image_pixels", &C::data, &DataConfig::max_image_pixels,
         "images with more pixels are rejected (decompression-bomb guard)")
       .min(1);
+  b.add("data.max_sample_bytes", &C::data, &DataConfig::max_sample_bytes,
+        "a sample whose files hold more bytes is skipped unread (memory guard)")
+      .min(1);
+  b.add("data.max_shuffle_buffer_bytes", &C::data, &DataConfig::max_shuffle_buffer_bytes,
+        "each worker's sample shuffle buffer holds at most this many bytes (memory guard)")
+      .min(1);
   // loss
   b.add_choice("loss.kind", &C::loss, &LossConfig::kind, "contrastive loss");
   b.add("loss.local_loss", &C::loss, &LossConfig::local_loss,

@@ -113,6 +113,8 @@ LoaderOptions LoaderOptions::from_config(const config::DataConfig& d, std::int64
   o.sample_shuffle_initial = d.sample_shuffle_initial;
   o.max_bad_fraction = d.max_bad_fraction;
   o.max_image_pixels = d.max_image_pixels;
+  o.max_sample_bytes = d.max_sample_bytes;
+  o.max_shuffle_buffer_bytes = d.max_shuffle_buffer_bytes;
   o.batch_size = batch_size;
   o.image_size = image_size;
   o.rank = rank;

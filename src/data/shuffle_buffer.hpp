@@ -18,19 +18,23 @@ class ShuffleBuffer {
  public:
   enum Pull { item, pass_end, failure };
 
-  ShuffleBuffer(std::size_t size, std::size_t initial, std::uint64_t seed)
+  // `max_bytes` (0: none) bounds the bytes held, by bytes_of(T): a buffer of a few huge samples
+  // stops filling early (it always holds at least one item).
+  ShuffleBuffer(std::size_t size, std::size_t initial, std::uint64_t seed,
+                std::size_t max_bytes = 0)
       : size_(std::max<std::size_t>(size, 1)),
         initial_(std::min(size_, std::max<std::size_t>(initial, 1))),
+        max_bytes_(max_bytes),
         rng_(seed) {}
 
   // `pull(T&)` returns item (filled), pass_end or failure.
   template <class PullFn>
   void fill(PullFn&& pull) {
     if (draining_ && buf_.empty() && !failed_) draining_ = false;  // the next pass
-    while (!draining_ && buf_.size() < initial_) pull_one(pull);
+    while (!draining_ && buf_.size() < initial_ && has_room()) pull_one(pull);
     if (draining_) return;
-    pull_one(pull);
-    if (!draining_ && buf_.size() < size_) pull_one(pull);
+    if (buf_.empty() || has_room()) pull_one(pull);
+    if (!draining_ && buf_.size() < size_ && has_room()) pull_one(pull);
   }
 
   // One item out; false when the buffer is empty.
@@ -45,6 +49,7 @@ class ShuffleBuffer {
       *out = std::move(buf_.front());
       buf_.erase(buf_.begin());
     }
+    if (max_bytes_) bytes_ -= std::min(bytes_, bytes_of(*out));
     return true;
   }
 
@@ -57,13 +62,15 @@ class ShuffleBuffer {
   void pull_one(PullFn& pull) {
     T v;
     const Pull r = pull(v);
-    if (r == item)
+    if (r == item) {
+      if (max_bytes_) bytes_ += bytes_of(v);
       buf_.push_back(std::move(v));
-    else
+    } else
       draining_ = true, failed_ = failed_ || r == failure;
   }
+  bool has_room() const { return !max_bytes_ || bytes_ < max_bytes_; }
 
-  std::size_t size_, initial_;
+  std::size_t size_, initial_, max_bytes_, bytes_ = 0;
   Rng rng_;
   std::vector<T> buf_;
   bool draining_ = false, failed_ = false;

@@ -97,7 +97,7 @@ bool Source::next_segment() {
 
 bool Source::open_next() {
   if (!(o_.resampled ? draw_shard() : next_segment())) return false;
-  reader_ = std::make_unique<ShardReader>(list_.shards[seg_.shard].url);
+  reader_ = std::make_unique<ShardReader>(list_.shards[seg_.shard].url, o_.max_sample_bytes);
   pos_ = 0;
   return true;
 }

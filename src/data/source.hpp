@@ -20,6 +20,10 @@ struct Pulled {
   int shard = 0;
   bool repeated = false;  // read in a second pass over the worker's part
 };
+// What a Pulled holds in memory, for the shuffle buffer's byte bound.
+inline std::size_t bytes_of(const Pulled& p) {
+  return p.sample.bytes();
+}
 
 // The worker's segments again and again (split mode) or endless weighted shard draws (resampled).
 // Shard problems are reported through `on_event(kind, url, why)` and the stream goes on.

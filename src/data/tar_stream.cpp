@@ -55,7 +55,14 @@ void support_filters(archive* ar) {
 
 }  // namespace
 
-ShardReader::ShardReader(std::string url) : url_(std::move(url)) {}
+std::size_t RawSample::bytes() const {
+  std::size_t n = key.size();
+  for (const auto& [e, b] : files) n += e.size() + b.size();
+  return n;
+}
+
+ShardReader::ShardReader(std::string url, std::int64_t max_sample_bytes)
+    : url_(std::move(url)), max_sample_bytes_(max_sample_bytes) {}
 
 ShardReader::~ShardReader() {
   close();
@@ -141,9 +148,15 @@ bool ShardReader::next(RawSample& out) {
     std::string key, ext;
     if (!split_key(name, &key, &ext)) continue;
     const std::int64_t size = archive_entry_size_is_set(entry) ? archive_entry_size(entry) : -1;
+    // Too large: the entry alone (skipped, the rest of its sample kept), or the sample with it
+    // (its files are dropped and the rest of its bytes skipped unread).
+    const std::int64_t held = has_pending_ && pending_.key == key ? pending_bytes_ : 0;
+    const bool entry_too_large = size > kMaxEntryBytes;
+    const bool sample_too_large =
+        !entry_too_large && (held > max_sample_bytes_ || held + size > max_sample_bytes_);
     std::string bytes;
     bool ok = true;
-    if (size > kMaxEntryBytes) {
+    if (entry_too_large || sample_too_large) {
       ok = archive_read_data_skip(ar_) == ARCHIVE_OK;
       bytes.clear();
     } else {
@@ -168,19 +181,30 @@ bool ShardReader::next(RawSample& out) {
       if (has_pending_ && pending_.key == key) has_pending_ = false;
       break;
     }
+    auto add = [&] {
+      if (sample_too_large) {
+        pending_bytes_ = max_sample_bytes_ + 1;  // stays too large for the rest of its files
+        pending_.files.clear();
+      } else if (!entry_too_large) {
+        pending_bytes_ += static_cast<std::int64_t>(bytes.size());
+        pending_.files.emplace_back(std::move(ext), std::move(bytes));
+      }
+    };
     if (has_pending_ && pending_.key != key) {
       out = std::move(pending_);
       pending_ = RawSample{};
       pending_.key = std::move(key);
-      if (size <= kMaxEntryBytes) pending_.files.emplace_back(std::move(ext), std::move(bytes));
+      pending_bytes_ = 0;
+      add();
       return true;
     }
     if (!has_pending_) {
       pending_ = RawSample{};
       pending_.key = std::move(key);
+      pending_bytes_ = 0;
       has_pending_ = true;
     }
-    if (size <= kMaxEntryBytes) pending_.files.emplace_back(std::move(ext), std::move(bytes));
+    add();
   }
   if (has_pending_) {
     has_pending_ = false;

@@ -30,7 +30,8 @@ class Worker {
                   on_event(kind, url, why);
                 }),
         shuffle_(shuffle_size(o_), static_cast<std::size_t>(o_.sample_shuffle_initial),
-                 mix_seed(a_.plan.stream_seed, 2)),
+                 mix_seed(a_.plan.stream_seed, 2),
+                 static_cast<std::size_t>(o_.max_shuffle_buffer_bytes)),
         proc_(TransformSpec{o_.image_size, o_.train}, o_.max_image_pixels) {}
 
   void run() {

@@ -12,6 +12,7 @@
 #include "clipper/core/error.hpp"
 #include "clipper/data/loader.hpp"
 #include "fixtures.hpp"
+#include "shuffle_buffer.hpp"
 #include "test_util.hpp"
 #include "worker.hpp"
 
@@ -659,4 +660,40 @@ TEST(Loader, StateWithNonIntegersIsRefused) {
   EXPECT_THROW(l.load_state(s), core::InputError);
   l.load_state(good);
   EXPECT_TRUE(l.next());
+}
+
+namespace {
+struct Blob {
+  std::size_t n = 0;
+  int id = 0;
+};
+std::size_t bytes_of(const Blob& b) {
+  return b.n;
+}
+}  // namespace
+
+// data.max_shuffle_buffer_bytes: the buffer stops filling at its byte bound (always holding at
+// least one item), so a run of huge samples cannot fill thousands of slots.
+TEST(Loader, ShuffleBufferIsBoundedInBytes) {
+  data::detail::ShuffleBuffer<Blob> buf(1000, 1000, 1, 10'000);
+  int pulled = 0;
+  auto pull = [&](Blob& b) {
+    b = Blob{4'000, pulled++};
+    return data::detail::ShuffleBuffer<Blob>::item;
+  };
+  buf.fill(pull);
+  EXPECT_EQ(buf.size(), 3u);  // 12,000 bytes: the third item passed the bound
+  Blob out;
+  int delivered = 0;
+  for (int i = 0; i < 50; ++i) {
+    buf.fill(pull);
+    ASSERT_TRUE(buf.next(&out));
+    ++delivered;
+    EXPECT_LE(buf.size(), 3u);
+  }
+  EXPECT_EQ(delivered, 50);
+  data::detail::ShuffleBuffer<Blob> one(1000, 1000, 1, 10);  // every item alone is too large
+  one.fill(pull);
+  EXPECT_EQ(one.size(), 1u);
+  EXPECT_TRUE(one.next(&out));
 }

@@ -132,3 +132,28 @@ TEST(TarStream, PipeKilledBySignalFails) {
   EXPECT_EQ(r.status(), data::ShardStatus::pipe_failed);
   EXPECT_NE(r.error().find("signal 9"), std::string::npos) << r.error();
 }
+
+// A sample whose files together pass the byte limit comes without files, its bytes unread; the
+// samples around it are whole (data.max_sample_bytes).
+TEST(TarStream, SamplesOverTheByteLimitComeEmpty) {
+  test::TempDir d;
+  data::ShardWriterOptions o;
+  o.out_dir = d.file("w");
+  o.prefix = "t";
+  data::ShardWriter w(o);
+  w.write("a", {{"bin", std::string(400, 'a')}, {"txt", "A"}});
+  w.write("b", {{"bin", std::string(600, 'b')}, {"jpg", std::string(600, 'b')}, {"txt", "B"}});
+  w.write("c", {{"bin", std::string(900, 'c')}, {"txt", "C"}});
+  w.finish();
+  data::ShardReader r(d.file("w/t-00000.tar"), 1000);
+  std::vector<data::RawSample> v;
+  data::RawSample s;
+  while (r.next(s)) v.push_back(s);
+  EXPECT_EQ(r.status(), data::ShardStatus::ok);
+  ASSERT_EQ(v.size(), 3u);
+  EXPECT_EQ(v[0].files.size(), 2u);
+  EXPECT_EQ(v[1].key, "b");
+  EXPECT_TRUE(v[1].files.empty());
+  EXPECT_EQ(v[2].files.size(), 2u);
+  EXPECT_EQ(v[2].bytes(), 1u + 3 + 900 + 3 + 1);
+}

@@ -61,6 +61,8 @@ struct LoaderOptions {
   double max_bad_fraction = 0.01;
   std::int64_t bad_check_min_samples = 200;  // the fraction is checked once this many were seen
   std::int64_t max_image_pixels = 89478485;
+  std::int64_t max_sample_bytes = std::int64_t{256} << 20;        // larger samples: skipped
+  std::int64_t max_shuffle_buffer_bytes = std::int64_t{2} << 30;  // per worker
 
   std::int64_t batch_size = 64;
   int image_size = 224;

@@ -20,6 +20,8 @@ struct RawSample {
   std::vector<std::pair<std::string, std::string>> files;  // (extension, bytes), in tar order
   // The bytes stored under `ext`, or nullptr.
   const std::string* find(const std::string& ext) const;
+  // The bytes of all its files.
+  std::size_t bytes() const;
 };
 
 enum class ShardStatus {
@@ -36,7 +38,9 @@ bool split_key(const std::string& name, std::string* key, std::string* ext);
 class ShardReader {
  public:
   // Opens `url` (a path or "pipe:CMD"); an open failure shows in status() after the first next().
-  explicit ShardReader(std::string url);
+  // A sample whose files together hold more than `max_sample_bytes` comes without files (its
+  // bytes are skipped unread, so one huge sample cannot exhaust memory).
+  explicit ShardReader(std::string url, std::int64_t max_sample_bytes = kMaxEntryBytes);
   ~ShardReader();
   ShardReader(const ShardReader&) = delete;
   ShardReader& operator=(const ShardReader&) = delete;
@@ -63,6 +67,8 @@ class ShardReader {
   std::string error_;
   RawSample pending_;
   bool has_pending_ = false;
+  std::int64_t max_sample_bytes_;
+  std::int64_t pending_bytes_ = 0;  // of pending_, counted even after its files were dropped
 };
 
 }  // namespace clipper::data
