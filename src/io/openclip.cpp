@@ -195,6 +195,7 @@ void export_checkpoint_openclip(const std::string& checkpoint, const std::string
   std::error_code ec;
   std::string weights = checkpoint;
   std::string name = model_name;
+  bool siglip = false;  // the run's loss chose the init (and so the logit_bias) of its model
   if (fs::is_directory(checkpoint, ec)) {
     weights = (fs::path(checkpoint) / "model.safetensors").string();
     if (!fs::is_regular_file(weights, ec))
@@ -204,8 +205,10 @@ void export_checkpoint_openclip(const std::string& checkpoint, const std::string
       if (!fs::is_regular_file(cfg, ec))
         throw InputError("checkpoint folder '" + checkpoint +
                          "' has no config.yaml to name the model; give --model NAME");
-      name = config::load({cfg}, {}, /*check_required=*/false).model.name;
+      const auto run = config::load({cfg}, {}, /*check_required=*/false);
+      name = run.model.name;
       if (name.empty()) throw InputError(cfg + ": model.name is not set; give --model NAME");
+      siglip = run.loss.kind == config::LossKind::siglip;
     }
   } else if (!fs::is_regular_file(checkpoint, ec)) {
     throw InputError("checkpoint '" + checkpoint + "' does not exist");
@@ -213,9 +216,13 @@ void export_checkpoint_openclip(const std::string& checkpoint, const std::string
     throw InputError("'" + checkpoint +
                      "' is a weights file: give the architecture with --model NAME");
   }
-  const auto spec = model::load_model_spec(name);
+  auto spec = model::load_model_spec(name);
+  const auto tensors = read_state_dict(weights);
+  // A weights file has a logit_bias only from a SigLIP run (or a SigLIP architecture).
+  for (const auto& [key, t] : tensors) siglip = siglip || key == "logit_bias";
+  if (siglip) model::use_siglip_init(spec);
   model::Clip m(spec);
-  load_state_dict(*m, read_state_dict(weights), weights);
+  load_state_dict(*m, tensors, weights);
   export_openclip(m, spec, out_dir);
 }
 

@@ -75,6 +75,7 @@ Session open_session(const config::Config& cfg, const SessionOptions& options) {
   s.pg = dist::ProcessGroup::create(s.world, cfg.dist, cuda);
 
   s.spec = model::load_model_spec(cfg.model.name);
+  if (cfg.loss.kind == config::LossKind::siglip) model::use_siglip_init(s.spec);
   // Each rank's own stream for dropout; the init itself is seeded by train.seed alone.
   const auto seed = static_cast<std::uint64_t>(cfg.train.seed);
   at::manual_seed(seed * 1000003ull + static_cast<std::uint64_t>(s.pg->rank()));

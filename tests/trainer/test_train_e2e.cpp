@@ -155,6 +155,31 @@ TEST(TrainE2E, TinyRunEvaluatesAndExports) {
   EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
 }
 
+// loss.kind=siglip on a shipped model file (none has init_logit_bias) trains: the loss sets
+// OpenCLIP's --siglip init, and the export (the run's and `clipper export`'s) loads in open_clip
+// with its logit_bias.
+TEST(TrainE2E, SiglipTrainsOnTheShippedModelsAndExportsItsBias) {
+  for (const char* name : {"tiny-vit", "tiny-rn"}) {
+    clipper::test::TempDir t;
+    const auto cfg = write_config(t);
+    const auto r = run(clipper_bin() + " train " + cfg + " --set model.name=" + name +
+                       " --set loss.kind=siglip --set train.max_steps=3 --set train.run_name=s" +
+                       " --set eval.zeroshot_shards=");
+    ASSERT_EQ(r.exit_code, 0) << name << "\n" << r.output;
+    EXPECT_TRUE(has(r.output, "step 3/3")) << r.output;
+    const fs::path rd = t.path() / "runs" / "s";
+    const auto again =
+        run(clipper_bin() + " export " + (rd / "checkpoints/step_00000003").string() +
+            " --format openclip --out " + t.file("exported"));
+    ASSERT_EQ(again.exit_code, 0) << again.output;
+    for (const std::string dir : {(rd / "export").string(), t.file("exported")}) {
+      const auto py = run(clipper::test::python() + " " +
+                          source_path("tests/trainer/check_siglip_export.py") + " " + dir);
+      EXPECT_EQ(py.exit_code, 0) << name << " " << dir << "\n" << py.output;
+    }
+  }
+}
+
 TEST(TrainE2E, ResumeIsBitIdenticalSingleRank) {
   clipper::test::TempDir t;
   const auto cfg = write_config(t);
