@@ -1,4 +1,4 @@
-// clipper embed --model NAME --weights PATH (--images FILES... | --texts FILE) --out FILE.npy
+// clipper embed [--model NAME] --weights PATH (--images FILES... | --texts FILE) --out FILE.npy
 #include "verbs.hpp"
 
 #include <ATen/ATen.h>
@@ -26,7 +26,8 @@ void setup_embed_verb(CLI::App& app, Action* action) {
   };
   auto a = std::make_shared<Args>();
   auto* v = app.add_subcommand("embed", "Write normalized image or text embeddings as .npy");
-  v->add_option("--model", a->model, "architecture name (configs/models)")->required();
+  v->add_option("--model", a->model,
+                "architecture name or .yaml file (default: the model the weights record)");
   v->add_option("--weights", a->weights, "an export folder, a checkpoint folder or a weights file")
       ->required();
   auto* img = v->add_option("--images", a->images, "image files")->check(CLI::ExistingFile);

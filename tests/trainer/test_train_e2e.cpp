@@ -136,6 +136,14 @@ TEST(TrainE2E, TinyRunEvaluatesAndExports) {
   ASSERT_EQ(e.exit_code, 0) << e.output;
   EXPECT_TRUE(has(e.output, "eval/zeroshot_top1 ")) << e.output;
   EXPECT_TRUE(has(e.output, "eval zero-shot: ")) << e.output;  // its progress line
+  // Without model.name the export's and the checkpoint's recorded model is used: same figures.
+  for (const auto& w : {rd / "export", rd / "checkpoints" / "step_00000012"}) {
+    const auto own =
+        run(clipper_bin() + " eval " + cfg + " --set model.name= --weights " + w.string());
+    ASSERT_EQ(own.exit_code, 0) << own.output;
+    const auto line = e.output.substr(e.output.find("eval/zeroshot_top1 "));
+    EXPECT_TRUE(has(own.output, line.substr(0, line.find('\n')))) << own.output;
+  }
   // Retrieval on the same shards: recall figures in [0, 1], R@10 >= R@1.
   const auto rv = run(clipper_bin() + " eval " + cfg + " --weights " + (rd / "export").string() +
                       " --set eval.retrieval_shards=" + shards_dir() + "/test/test-00000.tar");
