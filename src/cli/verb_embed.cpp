@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "clipper/core/error.hpp"
+#include "clipper/data/image.hpp"
 #include "clipper/eval/embed.hpp"
 #include "clipper/io/npy.hpp"
 #include "clipper/io/openclip.hpp"
@@ -19,7 +20,7 @@ namespace {
 
 void setup_embed_verb(CLI::App& app, Action* action) {
   struct Args {
-    std::string model, weights, texts, out;
+    std::string model, weights, texts, out, transparency = "white";
     config::Device device = config::Device::automatic;
     std::vector<std::string> images;
     std::int64_t batch = 64;
@@ -39,6 +40,10 @@ void setup_embed_verb(CLI::App& app, Action* action) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   add_choice_option(v, "--device", a->device, "auto, cpu or cuda");
+  v->add_option("--transparency", a->transparency,
+                "transparent pixels: composited over white, black or #RRGGBB, or drop (PIL's "
+                "convert(\"RGB\")), as the shard writer and the loader do")
+      ->capture_default_str();
   v->callback([a, action] {
     *action = [a] {
       if (a->images.empty() && a->texts.empty())
@@ -52,7 +57,8 @@ void setup_embed_verb(CLI::App& app, Action* action) {
       auto s = session::open_session(cfg, so);
       at::Tensor e;
       if (!a->images.empty()) {
-        e = eval::embed_images(*s.model, a->images, a->batch, s.device);
+        const auto t = data::parse_transparency(a->transparency, "embed: --transparency");
+        e = eval::embed_images(*s.model, a->images, a->batch, s.device, t);
       } else {
         std::ifstream in(a->texts);
         std::vector<std::string> lines;

@@ -133,6 +133,9 @@ std::vector<KeyInfo> declare() {
   b.add("data.max_image_pixels", &C::data, &DataConfig::max_image_pixels,
         "images with more pixels are rejected (decompression-bomb guard)")
       .min(1);
+  b.add("data.transparency", &C::data, &DataConfig::transparency,
+        "transparent pixels: composited over white, black or #RRGGBB, or drop (PIL's "
+        "convert(\"RGB\"))");
   // loss
   b.add_choice("loss.kind", &C::loss, &LossConfig::kind, "contrastive loss");
   b.add("loss.local_loss", &C::loss, &LossConfig::local_loss,

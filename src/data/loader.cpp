@@ -113,6 +113,7 @@ LoaderOptions LoaderOptions::from_config(const config::DataConfig& d, std::int64
   o.sample_shuffle_initial = d.sample_shuffle_initial;
   o.max_bad_fraction = d.max_bad_fraction;
   o.max_image_pixels = d.max_image_pixels;
+  o.transparency = parse_transparency(d.transparency, "data.transparency");
   o.batch_size = batch_size;
   o.image_size = image_size;
   o.rank = rank;

@@ -81,6 +81,7 @@ struct DataConfig {
   std::int64_t sample_shuffle_initial = 1000;
   double max_bad_fraction = 0.01;
   std::int64_t max_image_pixels = 89478485;
+  std::string transparency = "white";  // white | black | #RRGGBB | drop
 };
 
 struct LossConfig {

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "clipper/config/config.hpp"
+#include "clipper/data/image.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 
 namespace clipper::data {
@@ -61,6 +62,7 @@ struct LoaderOptions {
   double max_bad_fraction = 0.01;
   std::int64_t bad_check_min_samples = 200;  // the fraction is checked once this many were seen
   std::int64_t max_image_pixels = 89478485;
+  Transparency transparency;  // data.transparency: what becomes of transparent pixels
 
   std::int64_t batch_size = 64;
   int image_size = 224;
