@@ -161,6 +161,27 @@ TEST(TrainE2E, TinyRunEvaluatesAndExports) {
       run(clipper::test::python() + " " + source_path("tests/trainer/compare_embed.py") + " " +
           (rd / "export").string() + " tiny-fmnist-vit " + captions + " " + t.file("text.npy"));
   EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
+  // `clipper embed --images` equals open_clip's preprocess + encode_image on RGBA, palette, LA, L,
+  // CMYK and EXIF-rotated files: composited over white by default, and with --transparency drop
+  // as open_clip's own convert("RGB") (issue 19.2).
+  const auto made =
+      run(clipper::test::python() + " " + source_path("tests/trainer/compare_embed_images.py") +
+          " make " + (rd / "export").string() + " " + t.file("img"));
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  std::string files;
+  std::istringstream paths(made.output);
+  for (std::string p; std::getline(paths, p);)
+    if (p.rfind(t.file("img"), 0) == 0) files += " " + p;
+  for (const char* rule : {"white", "drop"}) {
+    const auto npy = t.file(std::string("img_") + rule + ".npy");
+    const auto ours = run(clipper_bin() + " embed --weights " + (rd / "export").string() +
+                          " --transparency " + rule + " --images" + files + " --out " + npy);
+    ASSERT_EQ(ours.exit_code, 0) << ours.output;
+    const auto c =
+        run(clipper::test::python() + " " + source_path("tests/trainer/compare_embed_images.py") +
+            " check " + t.file("img") + " " + rule + " " + npy);
+    EXPECT_EQ(c.exit_code, 0) << c.output;
+  }
 }
 
 // loss.kind=siglip on a shipped model file (none has init_logit_bias) trains: the loss sets
