@@ -2,6 +2,9 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <c10/util/Exception.h>
+
+#include <cstdlib>
 #include <iostream>
 
 #include "clipper/core/error.hpp"
@@ -69,6 +72,11 @@ int main(int argc, char** argv) {
     return action();
   } catch (const clipper::core::InputError& e) {
     std::cerr << "error: " << clipper::core::redact_secrets(e.what()) << "\n";
+    return 1;
+  } catch (const c10::Error& e) {
+    // A LibTorch check: its message without the C++ frames (CLIPPER_TORCH_BACKTRACE=1 for those).
+    const char* bt = std::getenv("CLIPPER_TORCH_BACKTRACE");
+    std::cerr << "error: " << (bt && *bt == '1' ? e.what() : e.what_without_backtrace()) << "\n";
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "error: " << clipper::core::redact_secrets(e.what()) << "\n";

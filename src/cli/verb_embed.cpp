@@ -1,4 +1,4 @@
-// clipper embed --model NAME --weights PATH (--images FILES... | --texts FILE) --out FILE.npy
+// clipper embed [--model NAME] --weights PATH (--images FILES... | --texts FILE) --out FILE.npy
 #include "verbs.hpp"
 
 #include <ATen/ATen.h>
@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "clipper/core/error.hpp"
+#include "clipper/data/image.hpp"
 #include "clipper/eval/embed.hpp"
 #include "clipper/io/npy.hpp"
 #include "clipper/io/openclip.hpp"
@@ -19,14 +20,15 @@ namespace {
 
 void setup_embed_verb(CLI::App& app, Action* action) {
   struct Args {
-    std::string model, weights, texts, out;
+    std::string model, weights, texts, out, transparency = "white";
     config::Device device = config::Device::automatic;
     std::vector<std::string> images;
     std::int64_t batch = 64;
   };
   auto a = std::make_shared<Args>();
   auto* v = app.add_subcommand("embed", "Write normalized image or text embeddings as .npy");
-  v->add_option("--model", a->model, "architecture name (configs/models)")->required();
+  v->add_option("--model", a->model,
+                "architecture name or .yaml file (default: the model the weights record)");
   v->add_option("--weights", a->weights, "an export folder, a checkpoint folder or a weights file")
       ->required();
   auto* img = v->add_option("--images", a->images, "image files")->check(CLI::ExistingFile);
@@ -38,6 +40,10 @@ void setup_embed_verb(CLI::App& app, Action* action) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   add_choice_option(v, "--device", a->device, "auto, cpu or cuda");
+  v->add_option("--transparency", a->transparency,
+                "transparent pixels: composited over white, black or #RRGGBB, or drop (PIL's "
+                "convert(\"RGB\")), as the shard writer and the loader do")
+      ->capture_default_str();
   v->callback([a, action] {
     *action = [a] {
       if (a->images.empty() && a->texts.empty())
@@ -51,7 +57,8 @@ void setup_embed_verb(CLI::App& app, Action* action) {
       auto s = session::open_session(cfg, so);
       at::Tensor e;
       if (!a->images.empty()) {
-        e = eval::embed_images(*s.model, a->images, a->batch, s.device);
+        const auto t = data::parse_transparency(a->transparency, "embed: --transparency");
+        e = eval::embed_images(*s.model, a->images, a->batch, s.device, t);
       } else {
         std::ifstream in(a->texts);
         std::vector<std::string> lines;

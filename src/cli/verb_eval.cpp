@@ -24,7 +24,8 @@ void setup_eval_verb(CLI::App& app, Action* action) {
   };
   auto a = std::make_shared<Args>();
   auto* v = app.add_subcommand("eval", "Zero-shot classification and retrieval of trained weights");
-  v->add_option("configs", a->files, "YAML config files (model.name, eval.*)")
+  v->add_option("configs", a->files,
+                "YAML config files (eval.*; model.name when the weights do not record theirs)")
       ->required()
       ->check(CLI::ExistingFile);
   v->add_option("--weights", a->weights, "an export folder, a checkpoint folder or a weights file")
@@ -32,7 +33,8 @@ void setup_eval_verb(CLI::App& app, Action* action) {
   v->add_option("--set", a->sets, "override a key (repeatable)");
   v->callback([a, action] {
     *action = [a] {
-      const auto cfg = config::load(a->files, a->sets);
+      // model.name may be left out: the weights' own model is used (session::open_session).
+      const auto cfg = config::load(a->files, a->sets, /*check_required=*/false);
       if (cfg.eval.zeroshot_shards.empty() && cfg.eval.retrieval_shards.empty())
         throw core::InputError(
             "nothing to evaluate: set eval.zeroshot_shards and/or eval.retrieval_shards");

@@ -19,6 +19,7 @@ struct ShardsArgs {
   std::vector<std::string> idx;
   data::CsvOptions csv;
   std::string csv_separator;
+  std::string transparency = "white";
   data::ShardWriterOptions w;
   bool no_resume = false;
   std::uint64_t seed = 0;
@@ -28,6 +29,7 @@ struct ShardsArgs {
 int run_shards(ShardsArgs& a) {
   a.w.out_dir = a.out_dir;
   a.w.resume = !a.no_resume;
+  a.w.transparency = data::parse_transparency(a.transparency, "shards: --transparency");
   data::ShardsReport r;
   if (!a.folder.empty()) {
     r = data::shards_from_folder(a.folder, a.w);
@@ -96,6 +98,10 @@ void setup_shards_verb(CLI::App& app, Action* action) {
       ->capture_default_str();
   v->add_option("--digits", a->w.digits, "digits of the shard number")->capture_default_str();
   v->add_option("--seed", a->seed, "with --from-idx: picks each sample's caption template")
+      ->capture_default_str();
+  v->add_option("--transparency", a->transparency,
+                "transparent pixels: composited over white, black or #RRGGBB, or drop (PIL's "
+                "convert(\"RGB\"))")
       ->capture_default_str();
   v->add_option("--limit", a->limit, "with --from-idx: only the first N samples (0: all)")
       ->capture_default_str();

@@ -34,20 +34,49 @@ bool is_section(const std::string& prefix) {
   return false;
 }
 
+std::string leaf(const std::string& key) {
+  const auto dot = key.rfind('.');
+  return dot == std::string::npos ? key : key.substr(dot + 1);
+}
+
+// A key of another section with the same last component (train.lr -> optim.lr): a user who
+// puts a key in the wrong section has usually spelled the key itself right. With `fuzzy`, the
+// nearest last component (of at least 4 letters: short ones are near everything).
+std::string key_by_leaf(const std::string& key, bool fuzzy) {
+  const std::string want = leaf(key);
+  if (fuzzy) {
+    if (want.size() < 4) return {};
+    std::vector<std::string> leaves;
+    for (const auto& k : keys()) leaves.push_back(leaf(k.key));
+    const std::string best = core::nearest(want, leaves);
+    for (const auto& k : keys())
+      if (!best.empty() && leaf(k.key) == best) return k.key;
+    return {};
+  }
+  for (const auto& k : keys())
+    if (leaf(k.key) == want && k.key != key) return k.key;
+  return {};
+}
+
+std::vector<std::string> section_keys(const std::string& key) {
+  std::vector<std::string> same;
+  const auto dot = key.rfind('.');
+  if (dot == std::string::npos) return same;
+  for (const auto& k : keys())
+    if (k.key.compare(0, dot + 1, key, 0, dot + 1) == 0) same.push_back(k.key);
+  return same;
+}
+
 std::string unknown_key_message(const std::string& where, const std::string& key) {
   std::string msg = where + "unknown key '" + key + "'";
-  std::string hint = core::nearest(key, all_key_names());
+  std::string hint = key_by_leaf(key, /*fuzzy=*/false);
+  if (hint.empty()) hint = core::nearest(key, all_key_names());
+  if (hint.empty()) hint = key_by_leaf(key, /*fuzzy=*/true);
   if (hint.empty()) {
-    // Compare the last component against the keys of the same section.
-    const auto dot = key.rfind('.');
-    if (dot != std::string::npos) {
-      std::vector<std::string> same;
-      for (const auto& k : keys())
-        if (k.key.compare(0, dot + 1, key, 0, dot + 1) == 0) same.push_back(k.key);
-      if (!same.empty()) hint = core::nearest(key, same);
-      if (hint.empty() && !same.empty())
-        return msg + "; keys of section '" + key.substr(0, dot) + "': " + core::join(same, ", ");
-    }
+    const auto same = section_keys(key);
+    if (!same.empty())
+      return msg + "; keys of section '" + key.substr(0, key.rfind('.')) +
+             "': " + core::join(same, ", ");
   }
   if (!hint.empty())
     msg += "; did you mean '" + hint + "'?";

@@ -140,6 +140,9 @@ std::vector<KeyInfo> declare() {
   b.add("data.max_shuffle_buffer_bytes", &C::data, &DataConfig::max_shuffle_buffer_bytes,
         "each worker's sample shuffle buffer holds at most this many bytes (memory guard)")
       .min(1);
+  b.add("data.transparency", &C::data, &DataConfig::transparency,
+        "transparent pixels: composited over white, black or #RRGGBB, or drop (PIL's "
+        "convert(\"RGB\"))");
   // loss
   b.add_choice("loss.kind", &C::loss, &LossConfig::kind, "contrastive loss");
   b.add("loss.local_loss", &C::loss, &LossConfig::local_loss,

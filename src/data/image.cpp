@@ -4,11 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <opencv2/core.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "clipper/core/error.hpp"
+#include "png_chunks.hpp"
 #include "resize.hpp"
 #include "rng.hpp"
 
@@ -39,30 +42,66 @@ void cmyk_to_rgb(const std::uint8_t* in, std::uint8_t* out, std::size_t n) {
   }
 }
 
-// Brings an image from cv::imdecode(IMREAD_UNCHANGED) to 8-bit RGB (or grey when allowed).
-cv::Mat to_rgb8(const cv::Mat& m, bool keep_grey) {
-  cv::Mat src = m;
-  if (src.depth() == CV_16U)
-    src.convertTo(src, CV_8U, 1.0 / 257.0);
-  else if (src.depth() != CV_8U)
-    src.convertTo(src, CV_8U);
+// 16-bit samples to 8 by their high byte, as PIL reads 16-bit PNGs.
+cv::Mat to_depth8(const cv::Mat& m) {
+  if (m.depth() == CV_8U) return m;
+  if (m.depth() != CV_16U) {
+    cv::Mat out;
+    m.convertTo(out, CV_8U);
+    return out;
+  }
+  cv::Mat out(m.rows, m.cols, CV_MAKETYPE(CV_8U, m.channels()));
+  const int n = m.cols * m.channels();
+  for (int y = 0; y < m.rows; ++y) {
+    const auto* in = m.ptr<std::uint16_t>(y);
+    auto* o = out.ptr<std::uint8_t>(y);
+    for (int i = 0; i < n; ++i) o[i] = static_cast<std::uint8_t>(in[i] >> 8);
+  }
+  return out;
+}
+
+// BGRA over an opaque background, to RGB: PIL's Image.alpha_composite(background, image), bit for
+// bit (its 7-bit fixed point and its division by 255).
+cv::Mat composite_bgra(const cv::Mat& bgra, const Transparency& t) {
+  cv::Mat out(bgra.rows, bgra.cols, CV_8UC3);
+  for (int y = 0; y < bgra.rows; ++y) {
+    const std::uint8_t* in = bgra.ptr<std::uint8_t>(y);
+    std::uint8_t* o = out.ptr<std::uint8_t>(y);
+    for (int x = 0; x < bgra.cols; ++x, in += 4, o += 3) {
+      const std::uint32_t a = in[3];
+      for (int c = 0; c < 3; ++c) {
+        const std::uint32_t tmp =
+            in[2 - c] * a * 128u + t.background[c] * (255u - a) * 128u + (0x80u << 7);
+        o[c] = static_cast<std::uint8_t>((((tmp >> 8) + tmp) >> 8) >> 7);
+      }
+    }
+  }
+  return out;
+}
+
+// Brings an image from cv::imdecode(IMREAD_UNCHANGED) to 8-bit RGB (or grey when allowed), by the
+// rule in image.hpp. OpenCV gives grey+alpha and palette/RGB with a transparent colour as BGRA.
+cv::Mat to_rgb8(const cv::Mat& m, bool keep_grey, const Transparency& t) {
+  const cv::Mat src = to_depth8(m);
   cv::Mat out;
   switch (src.channels()) {
     case 1:
       if (keep_grey) return src;
       cv::cvtColor(src, out, cv::COLOR_GRAY2RGB);
       return out;
-    case 2: {  // grey + alpha
-      cv::Mat grey;
-      cv::extractChannel(src, grey, 0);
-      if (keep_grey) return grey;
-      cv::cvtColor(grey, out, cv::COLOR_GRAY2RGB);
-      return out;
+    case 2: {  // grey + alpha (OpenCV builds without the BGRA expansion)
+      cv::Mat bgra;
+      cv::cvtColor(src, bgra, cv::COLOR_GRAY2BGRA);
+      cv::Mat alpha;
+      cv::extractChannel(src, alpha, 1);
+      cv::insertChannel(alpha, bgra, 3);
+      return t.drop ? to_rgb8(bgra, false, t) : composite_bgra(bgra, t);
     }
     case 3:
       cv::cvtColor(src, out, cv::COLOR_BGR2RGB);
       return out;
     case 4:
+      if (!t.drop) return composite_bgra(src, t);
       cv::cvtColor(src, out, cv::COLOR_BGRA2RGB);
       return out;
   }
@@ -70,6 +109,35 @@ cv::Mat to_rgb8(const cv::Mat& m, bool keep_grey) {
 }
 
 }  // namespace
+
+Transparency parse_transparency(const std::string& value, const std::string& where) {
+  Transparency t;
+  if (value == "drop") {
+    t.drop = true;
+  } else if (value == "black") {
+    t.background = {0, 0, 0};
+  } else if (value.size() == 7 && value[0] == '#' &&
+             value.find_first_not_of("0123456789abcdefABCDEF", 1) == std::string::npos) {
+    for (int c = 0; c < 3; ++c)
+      t.background[c] =
+          static_cast<std::uint8_t>(std::stoi(value.substr(1 + 2 * c, 2), nullptr, 16));
+  } else if (value != "white") {
+    throw core::InputError(where + " is '" + value +
+                           "'; expected white, black, #RRGGBB (the background transparent pixels "
+                           "are composited over) or drop (PIL's convert(\"RGB\"))");
+  }
+  return t;
+}
+
+std::string transparency_name(const Transparency& t) {
+  if (t.drop) return "drop";
+  const auto& b = t.background;
+  if (b[0] == 255 && b[1] == 255 && b[2] == 255) return "white";
+  if (b[0] == 0 && b[1] == 0 && b[2] == 0) return "black";
+  char buf[8];
+  std::snprintf(buf, sizeof buf, "#%02x%02x%02x", b[0], b[1], b[2]);
+  return buf;
+}
 
 CropBox random_resized_crop_box(int width, int height, const TransformSpec& spec,
                                 std::uint64_t seed) {
@@ -187,8 +255,20 @@ ImageError decode_with_opencv(const std::string& bytes, std::int64_t max_pixels,
       *why = std::to_string(w) + "x" + std::to_string(hgt) + " pixels exceed data.max_image_pixels";
     return ImageError::too_large;
   }
+  if (is_png(bytes)) {
+    // Found here, not by libpng, which would print it on stderr.
+    if (std::string damage = detail::png_damage(bytes); !damage.empty()) {
+      if (why) *why = damage;
+      return ImageError::corrupt;
+    }
+  }
+  // Colour profiles and text chunks change no pixel but make libpng warn on stderr.
+  std::string quiet;
+  if (is_png(bytes) && detail::png_has_noisy_chunks(bytes))
+    quiet = detail::png_without_noisy_chunks(bytes);
+  const std::string& src = quiet.empty() ? bytes : quiet;
   try {
-    const cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
+    const cv::Mat raw(1, static_cast<int>(src.size()), CV_8UC1, const_cast<char*>(src.data()));
     *img = cv::imdecode(raw, cv::IMREAD_UNCHANGED | cv::IMREAD_IGNORE_ORIENTATION);
   } catch (const cv::Exception& e) {
     if (why) *why = std::string("decode: ") + e.what();
@@ -290,7 +370,7 @@ ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed,
   cv::Mat img;
   if (const auto err = decode_with_opencv(bytes, max_pixels_, &img, why); err != ImageError::none)
     return err;
-  img = to_rgb8(img, false);
+  img = to_rgb8(img, false, spec_.transparency);
   if (img.empty()) {
     if (why) *why = "unsupported channel layout";
     return ImageError::corrupt;
@@ -349,7 +429,7 @@ ImageError ImageProcessor::decode(const std::string& bytes, Image* out, std::str
   cv::Mat img;
   if (const auto err = decode_with_opencv(bytes, max_pixels_, &img, why); err != ImageError::none)
     return err;
-  img = to_rgb8(img, keep_grey);
+  img = to_rgb8(img, keep_grey, spec_.transparency);
   if (img.empty() || !img.isContinuous()) img = img.clone();
   out->width = img.cols;
   out->height = img.rows;

@@ -115,6 +115,7 @@ LoaderOptions LoaderOptions::from_config(const config::DataConfig& d, std::int64
   o.max_image_pixels = d.max_image_pixels;
   o.max_sample_bytes = d.max_sample_bytes;
   o.max_shuffle_buffer_bytes = d.max_shuffle_buffer_bytes;
+  o.transparency = parse_transparency(d.transparency, "data.transparency");
   o.batch_size = batch_size;
   o.image_size = image_size;
   o.rank = rank;

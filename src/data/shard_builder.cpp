@@ -13,7 +13,6 @@
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
 #include "clipper/core/progress.hpp"
-#include "png_chunks.hpp"
 #include "shard_stats.hpp"
 
 namespace fs = std::filesystem;
@@ -84,17 +83,10 @@ InputFailure prepare_image_bytes(const std::string& bytes, const ShardWriterOpti
     *out = bytes;
     return InputFailure::none;
   }
-  if (std::string damage = png_damage(bytes); !damage.empty()) {
-    *why = damage;
-    return InputFailure::corrupt_image;
-  }
   Image img;
   why->clear();
-  // Colour profiles and text chunks change no pixel but make libpng warn on stderr.
-  const ImageError err =
-      png_has_noisy_chunks(bytes)
-          ? proc.decode(png_without_noisy_chunks(bytes), &img, why, /*keep_grey=*/true)
-          : proc.decode(bytes, &img, why, /*keep_grey=*/true);
+  // The processor refuses a damaged PNG and quiets a noisy one before libpng sees it.
+  const ImageError err = proc.decode(bytes, &img, why, /*keep_grey=*/true);
   if (err != ImageError::none) {
     if (why->empty()) *why = "the decoder gave no reason";
     return err == ImageError::too_large ? InputFailure::too_large : InputFailure::corrupt_image;
@@ -124,7 +116,8 @@ std::string fingerprint(const InputSet& in, const ShardWriterOptions& o, std::in
   std::uint64_t h = 1469598103934665603ULL;
   fnv(h, in.options_id);
   fnv(h, std::to_string(o.samples_per_shard) + "/" + std::to_string(o.resize) + "/" +
-             std::to_string(o.quality) + "/" + std::to_string(o.max_image_pixels));
+             std::to_string(o.quality) + "/" + std::to_string(o.max_image_pixels) + "/" +
+             transparency_name(o.transparency));
   for (std::int64_t i = first; i < end; ++i) fnv(h, in.identity(i));
   return hex64(h);
 }
@@ -321,8 +314,10 @@ ShardsReport build_shards(const InputSet& in, const ShardWriterOptions& o) {
                                  << run.samples() << " samples, inputs up to " << kept.next_input
                                  << " of " << in.size << ")");
   std::vector<std::unique_ptr<ImageProcessor>> procs;
+  TransformSpec ts;
+  ts.transparency = o.transparency;
   for (int t = 0; t < threads; ++t)
-    procs.push_back(std::make_unique<ImageProcessor>(TransformSpec{}, o.max_image_pixels));
+    procs.push_back(std::make_unique<ImageProcessor>(ts, o.max_image_pixels));
   Assembler out(in, o, writer, run, kept.next_input);
   core::Progress progress("shards", in.size, "inputs", o.progress_every_s);
   progress.set_skipped(kept.next_input);

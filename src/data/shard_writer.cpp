@@ -162,7 +162,9 @@ ShardsReport ShardWriter::finish() {
 
 std::string prepare_image(const std::string& bytes, const ShardWriterOptions& o,
                           const std::string& what) {
-  ImageProcessor proc(TransformSpec{}, o.max_image_pixels);
+  TransformSpec ts;
+  ts.transparency = o.transparency;
+  ImageProcessor proc(ts, o.max_image_pixels);
   std::string out, why;
   int w = 0, h = 0;
   const auto f = detail::prepare_image_bytes(bytes, o, proc, &out, &w, &h, &why);

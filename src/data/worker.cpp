@@ -5,7 +5,6 @@
 #include "clipper/data/image.hpp"
 #include "clipper/data/tar_stream.hpp"
 #include "counters.hpp"
-#include "png_chunks.hpp"
 #include "rng.hpp"
 #include "sample_fields.hpp"
 #include "shuffle_buffer.hpp"
@@ -13,6 +12,14 @@
 
 namespace clipper::data::detail {
 namespace {
+
+TransformSpec transform_spec(const LoaderOptions& o) {
+  TransformSpec t;
+  t.size = o.image_size;
+  t.train = o.train;
+  t.transparency = o.transparency;
+  return t;
+}
 
 std::size_t shuffle_size(const LoaderOptions& o) {
   return o.train ? static_cast<std::size_t>(std::max<std::int64_t>(o.sample_shuffle_buffer, 1)) : 1;
@@ -32,7 +39,7 @@ class Worker {
         shuffle_(shuffle_size(o_), static_cast<std::size_t>(o_.sample_shuffle_initial),
                  mix_seed(a_.plan.stream_seed, 2),
                  static_cast<std::size_t>(o_.max_shuffle_buffer_bytes)),
-        proc_(TransformSpec{o_.image_size, o_.train}, o_.max_image_pixels) {}
+        proc_(transform_spec(o_), o_.max_image_pixels) {}
 
   void run() {
     std::int64_t quota = a_.quota_remaining;
@@ -109,13 +116,7 @@ class Worker {
       it.counter = kMissingLabel;
       it.message = "no integer '" + o_.label_key + "' entry";
     } else {
-      it.message = png_damage(*img);  // found before libpng prints it to stderr
-      if (!it.message.empty()) {
-        it.counter = kImageCorrupt;
-        return it;
-      }
-      // Colour profiles and text chunks change no pixel but make libpng warn on stderr.
-      if (png_has_noisy_chunks(*img)) img = &(quiet_png_ = png_without_noisy_chunks(*img));
+      // (A damaged PNG is refused and a noisy one quieted by the processor, before libpng.)
       it.image = a_.pool->get();
       const auto err =
           proc_.process(*img, mix_seed(a_.plan.crop_seed, static_cast<std::uint64_t>(raw_index)),
@@ -150,7 +151,7 @@ class Worker {
   Source source_;
   ShuffleBuffer<Pulled> shuffle_;
   ImageProcessor proc_;
-  std::string text_, quiet_png_;
+  std::string text_;
 };
 
 }  // namespace

@@ -11,7 +11,8 @@
 namespace clipper::eval {
 
 at::Tensor embed_images(model::ClipImpl& model, const std::vector<std::string>& paths,
-                        std::int64_t batch, at::Device device) {
+                        std::int64_t batch, at::Device device,
+                        const data::Transparency& transparency) {
   at::NoGradGuard no_grad;
   model.eval();
   const auto& spec = model.spec();
@@ -19,6 +20,7 @@ at::Tensor embed_images(model::ClipImpl& model, const std::vector<std::string>& 
   data::TransformSpec ts;
   ts.size = S;
   ts.train = false;
+  ts.transparency = transparency;
   data::ImageProcessor proc(ts, 89478485);
   const model::ImageNormalizer normalize(spec, device);
   std::vector<at::Tensor> out;

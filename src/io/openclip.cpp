@@ -195,6 +195,7 @@ void export_checkpoint_openclip(const std::string& checkpoint, const std::string
   std::error_code ec;
   std::string weights = checkpoint;
   std::string name = model_name;
+  bool siglip = false;  // the run's loss chose the init (and so the logit_bias) of its model
   if (fs::is_directory(checkpoint, ec)) {
     weights = (fs::path(checkpoint) / "model.safetensors").string();
     if (!fs::is_regular_file(weights, ec))
@@ -204,8 +205,10 @@ void export_checkpoint_openclip(const std::string& checkpoint, const std::string
       if (!fs::is_regular_file(cfg, ec))
         throw InputError("checkpoint folder '" + checkpoint +
                          "' has no config.yaml to name the model; give --model NAME");
-      name = config::load({cfg}, {}, /*check_required=*/false).model.name;
+      const auto run = config::load({cfg}, {}, /*check_required=*/false);
+      name = run.model.name;
       if (name.empty()) throw InputError(cfg + ": model.name is not set; give --model NAME");
+      siglip = run.loss.kind == config::LossKind::siglip;
     }
   } else if (!fs::is_regular_file(checkpoint, ec)) {
     throw InputError("checkpoint '" + checkpoint + "' does not exist");
@@ -213,10 +216,90 @@ void export_checkpoint_openclip(const std::string& checkpoint, const std::string
     throw InputError("'" + checkpoint +
                      "' is a weights file: give the architecture with --model NAME");
   }
-  const auto spec = model::load_model_spec(name);
+  auto spec = model::load_model_spec(name);
+  const auto tensors = read_state_dict(weights);
+  // A weights file has a logit_bias only from a SigLIP run (or a SigLIP architecture).
+  for (const auto& [key, t] : tensors) siglip = siglip || key == "logit_bias";
+  if (siglip) model::use_siglip_init(spec);
   model::Clip m(spec);
-  load_state_dict(*m, read_state_dict(weights), weights);
+  load_state_dict(*m, tensors, weights);
   export_openclip(m, spec, out_dir);
+}
+
+namespace {
+
+// An export's open_clip_config.json as a clipper model spec (JSON is YAML, so the model file
+// parser reads it, with the same checks).
+model::ModelSpec spec_from_export_config(const json& root, const std::string& origin) {
+  json doc = root.at("model_cfg");
+  const json& c = root.at("clipper");
+  doc["tokenizer"] = c.value("tokenizer", std::string("clip"));
+  if (root.contains("preprocess_cfg")) {
+    const json& p = root["preprocess_cfg"];
+    json pre;
+    for (const char* k : {"mean", "std", "interpolation", "resize_mode"})
+      if (p.contains(k)) pre[k] = p[k];
+    doc["preprocess_cfg"] = pre;
+  }
+  auto spec = model::parse_model_spec(doc.dump(), c.value("model", std::string("export")), origin);
+  spec.path = origin;
+  return spec;
+}
+
+void flatten(const json& j, const std::string& prefix, std::map<std::string, std::string>* out) {
+  if (j.is_object()) {
+    for (const auto& [k, v] : j.items()) flatten(v, prefix.empty() ? k : prefix + "." + k, out);
+    return;
+  }
+  (*out)[prefix] = j.dump();
+}
+
+}  // namespace
+
+std::optional<model::ModelSpec> described_model(const std::string& weights) {
+  const fs::path dir = fs::path(weights).parent_path();
+  std::error_code ec;
+  const fs::path export_cfg = dir / "open_clip_config.json";
+  if (fs::path(weights).filename() == "open_clip_model.safetensors" &&
+      fs::is_regular_file(export_cfg, ec)) {
+    json root;
+    try {
+      root = json::parse(core::read_file(export_cfg.string()));
+    } catch (const json::exception& e) {
+      throw InputError(export_cfg.string() + ": not valid JSON (" + e.what() + ")");
+    }
+    // Written by open_clip or another tool: its model_cfg may hold what clipper does not build.
+    if (!root.is_object() || !root.contains("clipper") || !root.contains("model_cfg"))
+      return std::nullopt;
+    return spec_from_export_config(root, export_cfg.string());
+  }
+  const fs::path run_cfg = dir / "config.yaml";
+  if (fs::path(weights).filename() == "model.safetensors" && fs::is_regular_file(run_cfg, ec)) {
+    const auto run = config::load({run_cfg.string()}, {}, /*check_required=*/false);
+    if (run.model.name.empty()) return std::nullopt;
+    auto spec = model::load_model_spec(run.model.name);
+    if (run.loss.kind == config::LossKind::siglip) model::use_siglip_init(spec);
+    return spec;
+  }
+  return std::nullopt;
+}
+
+std::string architecture_difference(const model::ModelSpec& a, const model::ModelSpec& b) {
+  model::ModelSpec a2 = a;  // the init values are not the architecture
+  a2.init_logit_scale = b.init_logit_scale;
+  a2.init_logit_bias = b.init_logit_bias;
+  std::map<std::string, std::string> fa, fb;
+  flatten(model_cfg(a2), "", &fa);
+  flatten(model_cfg(b), "", &fb);
+  std::vector<std::string> diffs;
+  for (const auto& [k, v] : fa) {
+    const auto it = fb.find(k);
+    if (it == fb.end() || it->second != v)
+      diffs.push_back(k + " " + v + " vs " + (it == fb.end() ? "(none)" : it->second));
+  }
+  for (const auto& [k, v] : fb)
+    if (!fa.count(k)) diffs.push_back(k + " (none) vs " + v);
+  return some(diffs, 5);
 }
 
 std::string resolve_weights(const std::string& path) {

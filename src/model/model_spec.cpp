@@ -4,6 +4,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <set>
@@ -193,6 +194,12 @@ std::vector<std::string> list_model_specs() {
       if (e.path().extension() == ".yaml") names.insert(e.path().stem().string());
   }
   return {names.begin(), names.end()};
+}
+
+void use_siglip_init(ModelSpec& spec) {
+  if (spec.init_logit_bias) return;
+  spec.init_logit_scale = std::log(10.0);
+  spec.init_logit_bias = -10.0;
 }
 
 ModelSpec load_model_spec(const std::string& name_or_path) {

@@ -36,6 +36,34 @@ std::shared_ptr<const tokenizer::Tokenizer> checked_tokenizer(const TokenizerFac
   return tok;
 }
 
+// The model from model.name (with the loss's init) and, when the weights record theirs, checked
+// against it; without model.name, the weights' own.
+model::ModelSpec session_spec(const config::Config& cfg, const std::string& weights) {
+  const auto described = weights.empty() ? std::nullopt : io::described_model(weights);
+  if (cfg.model.name.empty()) {
+    if (!described)
+      throw core::InputError(
+          "no model given (model.name, or --model for embed), and the weights '" + weights +
+          "' do not record theirs (an export's open_clip_config.json or a checkpoint's "
+          "config.yaml next to them)");
+    CLIPPER_INFO("model " << described->name << " as recorded in " << described->path);
+    return *described;
+  }
+  auto spec = model::load_model_spec(cfg.model.name);
+  if (cfg.loss.kind == config::LossKind::siglip) model::use_siglip_init(spec);
+  if (!described) return spec;
+  const std::string diff = io::architecture_difference(spec, *described);
+  if (!diff.empty())
+    throw core::InputError("model '" + spec.name + "' (" + spec.path +
+                           ") is not the model that the weights '" + weights + "' record: '" +
+                           described->name + "' (" + described->path + "); they differ in " + diff +
+                           ". Leave out the model to use the weights' own");
+  // The weights' logit_scale / logit_bias decide whether the model has a bias.
+  spec.init_logit_scale = described->init_logit_scale;
+  spec.init_logit_bias = described->init_logit_bias;
+  return spec;
+}
+
 }  // namespace
 
 bool use_cuda(config::Device device) {
@@ -65,6 +93,7 @@ std::string Session::describe() const {
 
 Session open_session(const config::Config& cfg, const SessionOptions& options) {
   Session s;
+  s.spec = session_spec(cfg, options.weights);  // a model mistake shows before anything starts
   s.world = dist::discover_world(cfg.dist);
   const bool cuda = use_cuda(cfg.train.device);
   s.device = cuda ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(s.world.local_rank))
@@ -74,7 +103,6 @@ Session open_session(const config::Config& cfg, const SessionOptions& options) {
   if (cuda) train::set_tf32(cfg.train.tf32);
   s.pg = dist::ProcessGroup::create(s.world, cfg.dist, cuda);
 
-  s.spec = model::load_model_spec(cfg.model.name);
   // Each rank's own stream for dropout; the init itself is seeded by train.seed alone.
   const auto seed = static_cast<std::uint64_t>(cfg.train.seed);
   at::manual_seed(seed * 1000003ull + static_cast<std::uint64_t>(s.pg->rank()));

@@ -91,6 +91,16 @@ TEST(Config, UnknownKeyNamesFileLineKeyAndSuggestion) {
   EXPECT_TRUE(has(msg, "did you mean 'optim.lr'?")) << msg;
 }
 
+TEST(Config, KeyInTheWrongSectionSuggestsTheSectionThatHasIt) {
+  Config c;
+  auto msg = error_of([&] { apply_override(c, "train.lr=0.1"); });
+  EXPECT_TRUE(has(msg, "unknown key 'train.lr'") && has(msg, "did you mean 'optim.lr'?")) << msg;
+  msg = error_of([&] { apply_yaml(c, "train:\n  warmup_step: 10\n", "w.yaml"); });
+  EXPECT_TRUE(has(msg, "w.yaml:2:") && has(msg, "did you mean 'optim.warmup_steps'?")) << msg;
+  msg = error_of([&] { apply_override(c, "optim.kind=siglip"); });
+  EXPECT_TRUE(has(msg, "did you mean 'loss.kind'?")) << msg;
+}
+
 TEST(Config, UnknownSectionSuggests) {
   Config c;
   const auto msg = error_of([&] { apply_yaml(c, "optimm:\n  lr: 0.1\n", "s.yaml"); });

@@ -125,9 +125,17 @@ TEST(Image, GreyCmykAlphaAndOtherCodecsBecomeRgb) {
   EXPECT_NEAR(out[0], 255, 4);
   EXPECT_NEAR(out[1], 0, 4);
   EXPECT_NEAR(out[2], 0, 4);
-  // PNG with alpha: alpha dropped; BGR(A) -> RGB.
+  // PNG with alpha: transparent pixels composited over white by default (issue 19.2); with
+  // "drop", PIL's convert("RGB"): the colour under them shows. BGR(A) -> RGB.
   cv::Mat bgra(16, 16, CV_8UC4, cv::Scalar(10, 20, 30, 0));
   ASSERT_EQ(p.process(test::encode(bgra, ".png"), 0, out.data(), nullptr), data::ImageError::none);
+  EXPECT_EQ(out[0], 255);
+  EXPECT_EQ(out[1], 255);
+  EXPECT_EQ(out[2], 255);
+  data::TransformSpec drop = p.spec();
+  drop.transparency = data::parse_transparency("drop", "test");
+  data::ImageProcessor pd(drop, 1 << 20);
+  ASSERT_EQ(pd.process(test::encode(bgra, ".png"), 0, out.data(), nullptr), data::ImageError::none);
   EXPECT_EQ(out[0], 30);
   EXPECT_EQ(out[1], 20);
   EXPECT_EQ(out[2], 10);

@@ -3,11 +3,14 @@
 #include <gtest/gtest.h>
 #include <cstdio>
 
+#include <algorithm>
+#include <cstdlib>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 
+#include "clipper/core/atomic_file.hpp"
 #include "clipper/data/image.hpp"
 #include "clipper/data/loader.hpp"
 #include "clipper/data/shard_list.hpp"
@@ -173,4 +176,71 @@ TEST(Interop, TransformMatchesPillowBicubic) {
     std::printf("train=%d seed=%llu S=%d box=%dx%d: mean |diff| %.4f, max %d\n", c.train,
                 static_cast<unsigned long long>(c.seed), c.size, box.w, box.h, mean, worst);
   }
+}
+
+// Every mode becomes the RGB that PIL gives under clipper's rule (image.hpp; docs/data.md): RGBA,
+// palette with transparency, LA, L, 16-bit RGB and grey PNGs, a CMYK JPEG and a JPEG with an
+// EXIF orientation (ignored, as PIL.Image.open and open_clip's preprocess do), each composited
+// over white, black and #3366cc and with the alpha dropped (PIL's convert("RGB")). Checked on the
+// full decode (the shard writer's path) and on the evaluation transform (the loader's and embed's
+// path; the centre square at its own size, so no resize).
+TEST(Interop, EveryImageModeBecomesPillowsRgbUnderTheTransparencyRule) {
+  test::TempDir d;
+  const auto r = test::run(test::python() + " " + test::source_path("tests/data/image_modes.py") +
+                           " " + d.file("img"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto listing = nlohmann::json::parse(r.output.substr(r.output.find('[')));
+  ASSERT_EQ(listing.size(), 8u);
+  for (const char* rule : {"white", "black", "#3366cc", "drop"}) {
+    std::string tag = rule;
+    if (tag[0] == '#') tag = "hex" + tag.substr(1);
+    data::TransformSpec ts;
+    ts.transparency = data::parse_transparency(rule, "test");
+    for (const auto& item : listing) {
+      const std::string name = item["name"], file = item["file"];
+      const int w = item["width"], h = item["height"];
+      const bool jpeg = file.substr(file.size() - 4) == ".jpg";
+      const auto want = core::read_file(d.file("img/" + name + "." + tag + ".rgb"));
+      data::Image img;
+      std::string why;
+      data::ImageProcessor full(ts, 1 << 20);
+      ASSERT_EQ(full.decode(core::read_file(file), &img, &why), data::ImageError::none) << why;
+      ASSERT_EQ(img.width, w) << name;
+      ASSERT_EQ(img.height, h) << name;
+      ASSERT_EQ(img.channels, 3) << name;
+      ASSERT_EQ(img.pixels.size(), want.size()) << name;
+      int worst = 0;
+      for (std::size_t i = 0; i < want.size(); ++i)
+        worst = std::max(worst, std::abs(int(img.pixels[i]) - int(std::uint8_t(want[i]))));
+      // PNG: bit for bit. JPEG: PIL's libjpeg-turbo may round an IDCT step differently.
+      EXPECT_LE(worst, jpeg ? 1 : 0) << name << " under " << rule;
+      // The evaluation transform: the centre square, here at its own size.
+      ts.size = std::min(w, h);
+      ts.train = false;
+      data::ImageProcessor eval(ts, 1 << 20);
+      std::vector<std::uint8_t> out(static_cast<std::size_t>(ts.size) * ts.size * 3);
+      ASSERT_EQ(eval.process(core::read_file(file), 0, out.data(), &why), data::ImageError::none);
+      const data::CropBox box = data::center_crop_box(w, h);
+      int worst_eval = 0;
+      for (int y = 0; y < box.h; ++y)
+        for (int x = 0; x < box.w * 3; ++x) {
+          const auto got = out[static_cast<std::size_t>(y * box.w * 3 + x)];
+          const auto ref =
+              std::uint8_t(want[static_cast<std::size_t>((box.y + y) * w * 3 + box.x * 3 + x)]);
+          worst_eval = std::max(worst_eval, std::abs(int(got) - int(ref)));
+        }
+      EXPECT_LE(worst_eval, jpeg ? 1 : 0) << name << " (evaluation transform) under " << rule;
+    }
+  }
+  EXPECT_EQ(listing[7]["orientation"], 6);  // the rotated JPEG does carry the tag
+}
+
+TEST(Interop, TransparencyValuesAreCheckedAndSpelledBack) {
+  EXPECT_EQ(data::transparency_name(data::parse_transparency("white", "k")), "white");
+  EXPECT_EQ(data::transparency_name(data::parse_transparency("drop", "k")), "drop");
+  EXPECT_EQ(data::transparency_name(data::parse_transparency("#3366CC", "k")), "#3366cc");
+  const auto msg = test::error_of([] { data::parse_transparency("blue", "data.transparency"); });
+  EXPECT_NE(msg.find("data.transparency is 'blue'; expected white, black, #RRGGBB"),
+            std::string::npos)
+      << msg;
 }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/jit/serialization/pickle.h>
 
+#include <algorithm>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -171,4 +172,65 @@ TEST(ModelsVerb, ListsParameterCountsAndFlops) {
   EXPECT_FALSE(line_of("tiny-vit").empty()) << r.output;
   const auto names = clipper::test::run(clipper::test::clipper_bin() + " models --names");
   EXPECT_TRUE(has(names.output, "tiny-rn\n")) << names.output;
+}
+
+// An export records its model: the architecture, the preprocessing and the tokenizer come back
+// from open_clip_config.json, so eval and embed need no --model (issue 19.6).
+TEST(OpenClipExport, ExportDescribesItsModel) {
+  clipper::test::TempDir dir;
+  for (const char* name : {"tiny-vit", "tiny-rn"}) {
+    auto spec = cm::load_model_spec(name);
+    cm::use_siglip_init(spec);
+    const auto out = dir.file(name);
+    cio::export_openclip(cm::create_model(spec, 1), spec, out);
+    const auto d = cio::described_model(cio::resolve_weights(out));
+    ASSERT_TRUE(d.has_value()) << name;
+    EXPECT_EQ(d->name, name);
+    EXPECT_EQ(cio::architecture_difference(spec, *d), "") << name;
+    EXPECT_EQ(d->tokenizer, spec.tokenizer);
+    EXPECT_EQ(d->mean, spec.mean);
+    EXPECT_EQ(d->interpolation, spec.interpolation);
+    ASSERT_TRUE(d->init_logit_bias.has_value());
+    EXPECT_EQ(*d->init_logit_bias, -10.0);
+    EXPECT_EQ(cio::openclip_config_json(*d), cio::openclip_config_json(spec)) << name;
+  }
+  const auto diff =
+      cio::architecture_difference(cm::load_model_spec("tiny-vit"), cm::load_model_spec("tiny-rn"));
+  EXPECT_TRUE(has(diff, "vision_cfg.image_size 32 vs 64")) << diff;
+  // A bare weights file, or an export written by another tool, does not say.
+  const auto bare = dir.file("bare.safetensors");
+  cio::save_safetensors(
+      bare, cio::model_state_dict(*cm::create_model(cm::load_model_spec("tiny-vit"), 0)));
+  EXPECT_FALSE(cio::described_model(bare).has_value());
+  const auto other = dir.file("other");
+  cio::export_openclip(cm::create_model(cm::load_model_spec("tiny-vit"), 0),
+                       cm::load_model_spec("tiny-vit"), other);
+  clipper::core::write_file_atomic(other + "/open_clip_config.json",
+                                   "{\"model_cfg\": {\"embed_dim\": 1}}");
+  EXPECT_FALSE(cio::described_model(other + "/open_clip_model.safetensors").has_value());
+}
+
+// `clipper embed` without --model uses the export's model; a --model that disagrees is an error
+// naming both.
+TEST(OpenClipExport, EmbedUsesTheModelTheWeightsRecord) {
+  clipper::test::TempDir dir;
+  const auto spec = cm::load_model_spec("tiny-rn");
+  const auto out = dir.file("export");
+  cio::export_openclip(cm::create_model(spec, 3), spec, out);
+  const auto texts = dir.write("t.txt", "a photo of a cat\na dog\n");
+  const std::string base = clipper::test::clipper_bin() + " embed --weights " + out +
+                           " --device cpu --texts " + texts + " --out ";
+  const auto a = clipper::test::run(base + dir.file("a.npy"));
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  EXPECT_TRUE(has(a.output, "model tiny-rn as recorded in")) << a.output;
+  const auto b = clipper::test::run(base + dir.file("b.npy") + " --model tiny-rn");
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  EXPECT_EQ(clipper::core::read_file(dir.file("a.npy")),
+            clipper::core::read_file(dir.file("b.npy")));
+  const auto c = clipper::test::run(base + dir.file("c.npy") + " --model tiny-vit");
+  EXPECT_EQ(c.exit_code, 1) << c.output;
+  EXPECT_TRUE(has(c.output, "model 'tiny-vit'") && has(c.output, "'tiny-rn'") &&
+              has(c.output, "vision_cfg.image_size"))
+      << c.output;
+  EXPECT_EQ(std::count(c.output.begin(), c.output.end(), '\n'), 1) << c.output;
 }

@@ -136,6 +136,14 @@ TEST(TrainE2E, TinyRunEvaluatesAndExports) {
   ASSERT_EQ(e.exit_code, 0) << e.output;
   EXPECT_TRUE(has(e.output, "eval/zeroshot_top1 ")) << e.output;
   EXPECT_TRUE(has(e.output, "eval zero-shot: ")) << e.output;  // its progress line
+  // Without model.name the export's and the checkpoint's recorded model is used: same figures.
+  for (const auto& w : {rd / "export", rd / "checkpoints" / "step_00000012"}) {
+    const auto own =
+        run(clipper_bin() + " eval " + cfg + " --set model.name= --weights " + w.string());
+    ASSERT_EQ(own.exit_code, 0) << own.output;
+    const auto line = e.output.substr(e.output.find("eval/zeroshot_top1 "));
+    EXPECT_TRUE(has(own.output, line.substr(0, line.find('\n')))) << own.output;
+  }
   // Retrieval on the same shards: recall figures in [0, 1], R@10 >= R@1.
   const auto rv = run(clipper_bin() + " eval " + cfg + " --weights " + (rd / "export").string() +
                       " --set eval.retrieval_shards=" + shards_dir() + "/test/test-00000.tar");
@@ -153,6 +161,52 @@ TEST(TrainE2E, TinyRunEvaluatesAndExports) {
       run(clipper::test::python() + " " + source_path("tests/trainer/compare_embed.py") + " " +
           (rd / "export").string() + " tiny-fmnist-vit " + captions + " " + t.file("text.npy"));
   EXPECT_EQ(cmp.exit_code, 0) << cmp.output;
+  // `clipper embed --images` equals open_clip's preprocess + encode_image on RGBA, palette, LA, L,
+  // CMYK and EXIF-rotated files: composited over white by default, and with --transparency drop
+  // as open_clip's own convert("RGB") (issue 19.2).
+  const auto made =
+      run(clipper::test::python() + " " + source_path("tests/trainer/compare_embed_images.py") +
+          " make " + (rd / "export").string() + " " + t.file("img"));
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  std::string files;
+  std::istringstream paths(made.output);
+  for (std::string p; std::getline(paths, p);)
+    if (p.rfind(t.file("img"), 0) == 0) files += " " + p;
+  for (const char* rule : {"white", "drop"}) {
+    const auto npy = t.file(std::string("img_") + rule + ".npy");
+    const auto ours = run(clipper_bin() + " embed --weights " + (rd / "export").string() +
+                          " --transparency " + rule + " --images" + files + " --out " + npy);
+    ASSERT_EQ(ours.exit_code, 0) << ours.output;
+    const auto c =
+        run(clipper::test::python() + " " + source_path("tests/trainer/compare_embed_images.py") +
+            " check " + t.file("img") + " " + rule + " " + npy);
+    EXPECT_EQ(c.exit_code, 0) << c.output;
+  }
+}
+
+// loss.kind=siglip on a shipped model file (none has init_logit_bias) trains: the loss sets
+// OpenCLIP's --siglip init, and the export (the run's and `clipper export`'s) loads in open_clip
+// with its logit_bias.
+TEST(TrainE2E, SiglipTrainsOnTheShippedModelsAndExportsItsBias) {
+  for (const char* name : {"tiny-vit", "tiny-rn"}) {
+    clipper::test::TempDir t;
+    const auto cfg = write_config(t);
+    const auto r = run(clipper_bin() + " train " + cfg + " --set model.name=" + name +
+                       " --set loss.kind=siglip --set train.max_steps=3 --set train.run_name=s" +
+                       " --set eval.zeroshot_shards=");
+    ASSERT_EQ(r.exit_code, 0) << name << "\n" << r.output;
+    EXPECT_TRUE(has(r.output, "step 3/3")) << r.output;
+    const fs::path rd = t.path() / "runs" / "s";
+    const auto again =
+        run(clipper_bin() + " export " + (rd / "checkpoints/step_00000003").string() +
+            " --format openclip --out " + t.file("exported"));
+    ASSERT_EQ(again.exit_code, 0) << again.output;
+    for (const std::string dir : {(rd / "export").string(), t.file("exported")}) {
+      const auto py = run(clipper::test::python() + " " +
+                          source_path("tests/trainer/check_siglip_export.py") + " " + dir);
+      EXPECT_EQ(py.exit_code, 0) << name << " " << dir << "\n" << py.output;
+    }
+  }
 }
 
 TEST(TrainE2E, ResumeIsBitIdenticalSingleRank) {

@@ -83,6 +83,7 @@ struct DataConfig {
   std::int64_t max_image_pixels = 89478485;
   std::int64_t max_sample_bytes = std::int64_t{256} << 20;        // one sample's files together
   std::int64_t max_shuffle_buffer_bytes = std::int64_t{2} << 30;  // per worker
+  std::string transparency = "white";  // white | black | #RRGGBB | drop
 };
 
 struct LossConfig {

@@ -4,9 +4,16 @@
 // of libjpeg-turbo's factors (1/8 .. 1) that still leaves the crop at least as large as the output,
 // so the bicubic resize after it never upsamples what the full decode would have resolved. The
 // resize uses PIL's bicubic filter (antialiased), as OpenCLIP's transforms on PIL images do.
-// PNG, WebP (and anything else OpenCV reads) go through cv::imdecode. Grey, CMYK and alpha images
-// become RGB (alpha is dropped, as PIL's convert("RGB") does). EXIF orientation is ignored, as PIL
-// does by default.
+// PNG and WebP go through cv::imdecode. Every image becomes 8-bit RGB by one rule (docs/data.md,
+// "Colour, transparency and orientation"), the same in the shard writer, the loader and embed:
+//   - transparency (an alpha channel, a palette or RGB PNG with a transparent colour, grey with
+//     alpha) is composited over a background, white by default (img2dataset's rule), or dropped
+//     as PIL's convert("RGB") does (Transparency::drop), pixel for pixel PIL's alpha_composite;
+//   - grey is replicated; CMYK JPEGs convert as PIL does, (255-C)(255-K)/255;
+//   - 16-bit samples keep their high byte, as PIL reads 16-bit RGB PNGs (PIL clips 16-bit grey to
+//     255 instead; clipper scales it like colour);
+//   - EXIF orientation is ignored, as PIL.Image.open, webdataset and open_clip's preprocess do.
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -16,11 +23,23 @@ namespace clipper::data {
 
 enum class ImageError { none, corrupt, too_large };
 
+// What becomes of transparent pixels (data.transparency, --transparency).
+struct Transparency {
+  bool drop = false;  // true: PIL's convert("RGB"), the colour under transparent pixels shows
+  std::array<std::uint8_t, 3> background{255, 255, 255};  // composited over this (RGB)
+};
+// "white" (the default), "black", "#RRGGBB" or "drop"; `where` names the key or flag in the
+// InputError for anything else.
+Transparency parse_transparency(const std::string& value, const std::string& where);
+// The spelling parse_transparency reads back ("white", "#102030", "drop").
+std::string transparency_name(const Transparency& t);
+
 struct TransformSpec {
   int size = 224;     // output side (square)
   bool train = true;  // true: RandomResizedCrop; false: resize shorter side + center crop
   double scale_min = 0.9, scale_max = 1.0;
   double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
+  Transparency transparency;
 };
 
 // A crop in source pixels.

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "clipper/config/config.hpp"
+#include "clipper/data/image.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 
 namespace clipper::data {
@@ -63,6 +64,7 @@ struct LoaderOptions {
   std::int64_t max_image_pixels = 89478485;
   std::int64_t max_sample_bytes = std::int64_t{256} << 20;        // larger samples: skipped
   std::int64_t max_shuffle_buffer_bytes = std::int64_t{2} << 30;  // per worker
+  Transparency transparency;  // data.transparency: what becomes of transparent pixels
 
   std::int64_t batch_size = 64;
   int image_size = 224;

@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "clipper/data/image.hpp"
+
 struct archive;  // libarchive
 
 namespace clipper::data {
@@ -28,6 +30,7 @@ struct ShardWriterOptions {
   double progress_every_s = 10;  // seconds between progress lines; 0: none
   bool resume = true;            // keep the complete shards an earlier run of the same inputs left
   std::int64_t max_image_pixels = 89478485;  // larger inputs are skipped as too_large
+  Transparency transparency;  // transparent pixels: composited over white unless told otherwise
 };
 
 // How shards_from_csv reads its table (OpenCLIP's --csv-img-key, --csv-caption-key,

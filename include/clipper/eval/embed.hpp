@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "clipper/data/image.hpp"
 #include "clipper/model/clip.hpp"
 
 namespace clipper::tokenizer {
@@ -14,9 +15,11 @@ class Tokenizer;
 namespace clipper::eval {
 
 // Decodes each file with the evaluation transform (resize shorter side + center crop), normalizes
-// with the model's mean/std and encodes: float32 [N, embed_dim], L2-normalized.
+// with the model's mean/std and encodes: float32 [N, embed_dim], L2-normalized. Transparent pixels
+// follow `transparency`, as in the shard writer and the loader.
 at::Tensor embed_images(model::ClipImpl& model, const std::vector<std::string>& paths,
-                        std::int64_t batch, at::Device device);
+                        std::int64_t batch, at::Device device,
+                        const data::Transparency& transparency = {});
 at::Tensor embed_texts(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
                        const std::vector<std::string>& texts, std::int64_t batch,
                        at::Device device);

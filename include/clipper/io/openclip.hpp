@@ -8,6 +8,7 @@
 //   load_openclip_weights: a .safetensors file or a .pt / .pth / .bin state dict saved by
 //     torch.save (read with LibTorch's pickle loader); a "state_dict" entry is used when present
 //     and a leading "module." is stripped.
+#include <optional>
 #include <string>
 
 #include "clipper/io/safetensors.hpp"
@@ -41,6 +42,16 @@ void load_openclip_weights(model::Clip& model, const std::string& path);
 // Resolves --weights: a folder with open_clip_model.safetensors (an export) or model.safetensors
 // (a checkpoint), or a weights file.
 std::string resolve_weights(const std::string& path);
+
+// The model that weights describe, for eval and embed without --model / model.name. `weights` is
+// what resolve_weights returned: an export's open_clip_model.safetensors, whose
+// open_clip_config.json (written by clipper: it has a "clipper" section) holds the architecture,
+// the preprocessing and the tokenizer; or a checkpoint's model.safetensors, whose config.yaml
+// names the model (with the run's SigLIP init). nullopt when the weights do not say.
+std::optional<model::ModelSpec> described_model(const std::string& weights);
+// "" when `a` and `b` are the same architecture (OpenCLIP's model_cfg, init values aside), else
+// the fields that differ, e.g. "vision_cfg.width 192 vs 16, embed_dim 128 vs 64".
+std::string architecture_difference(const model::ModelSpec& a, const model::ModelSpec& b);
 
 // `clipper export`: `checkpoint` is a checkpoint folder (model.safetensors + config.yaml, whose
 // model.name names the architecture) or a .safetensors file with `model_name` given. A non-empty

@@ -60,6 +60,10 @@ struct ModelSpec {
 // .yaml file. Search path: $CLIPPER_MODEL_DIRS (':'-separated), <exe dir>/../share/clipper/
 // configs/models, then the source tree's configs/models. An unknown name lists the known ones.
 ModelSpec load_model_spec(const std::string& name_or_path);
+// The init a SigLIP loss needs, as OpenCLIP's --siglip sets it: logit scale ln 10 and logit bias
+// -10. A spec whose file sets init_logit_bias (a SigLIP architecture) keeps its own values, and
+// weights loaded afterwards (model.init_from, --weights) overwrite both.
+void use_siglip_init(ModelSpec& spec);
 // Parses one YAML document; `origin` names it in errors.
 ModelSpec parse_model_spec(const std::string& yaml_text, const std::string& name,
                            const std::string& origin);

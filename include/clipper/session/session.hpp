@@ -54,7 +54,10 @@ struct Session {
   std::string describe() const;
 };
 
-// Uses cfg.dist (the group), cfg.train (device, precision, threads, tf32, seed) and cfg.model.
+// Uses cfg.dist (the group), cfg.train (device, precision, threads, tf32, seed), cfg.model and
+// cfg.loss.kind (SigLIP sets the init, model::use_siglip_init). Without model.name the model is
+// the one the weights record (io::described_model); a model.name that disagrees with it is an
+// InputError naming both.
 Session open_session(const config::Config& cfg, const SessionOptions& options = {});
 
 }  // namespace clipper::session
