@@ -75,6 +75,8 @@ Session open_session(const config::Config& cfg, const SessionOptions& options) {
   s.pg = dist::ProcessGroup::create(s.world, cfg.dist, cuda);
 
   s.spec = model::load_model_spec(cfg.model.name);
+  model::apply_overrides(s.spec, {cfg.model.force_image_size, cfg.model.force_quick_gelu,
+                                  cfg.model.force_patch_dropout});
   // Each rank's own stream for dropout; the init itself is seeded by train.seed alone.
   const auto seed = static_cast<std::uint64_t>(cfg.train.seed);
   at::manual_seed(seed * 1000003ull + static_cast<std::uint64_t>(s.pg->rank()));
