@@ -103,6 +103,15 @@ std::vector<KeyInfo> declare() {
   b.add("model.lock_text_unlocked_layers", &C::model, &ModelConfig::lock_text_unlocked_layers,
         "with lock_text: the last N layers stay trainable")
       .min(0);
+  b.add("model.force_image_size", &C::model, &ModelConfig::force_image_size,
+        "override the architecture's image size (OpenCLIP's --force-image-size; ViT weights of "
+        "another grid are resized on load); 0: the file's")
+      .min(0);
+  b.add("model.force_quick_gelu", &C::model, &ModelConfig::force_quick_gelu,
+        "QuickGELU whatever the architecture says (OpenCLIP's --force-quick-gelu; OpenAI weights)");
+  b.add("model.force_patch_dropout", &C::model, &ModelConfig::force_patch_dropout,
+        "override the architecture's patch dropout, 0 included (OpenCLIP's "
+        "--force-patch-dropout); negative: the file's");
   // data
   b.add("data.train_shards", &C::data, &DataConfig::train_shards,
         "training shards: brace patterns (dir/{00000..00099}.tar), sources joined with '::', "

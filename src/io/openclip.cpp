@@ -1,5 +1,6 @@
 #include "clipper/io/openclip.hpp"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -185,8 +186,60 @@ void load_state_dict(model::ClipImpl& model, const TensorList& tensors, const st
   }
 }
 
+at::Tensor resize_image_pos_embed(const at::Tensor& pos, std::int64_t grid,
+                                  const std::string& origin) {
+  const auto cells = pos.size(0) - 1;  // one class token (as open_clip assumes)
+  const auto old_grid = static_cast<std::int64_t>(std::llround(std::sqrt(double(cells))));
+  if (pos.dim() != 2 || cells < 1 || old_grid * old_grid != cells)
+    throw InputError("weights '" + origin + "': visual.positional_embedding has shape " +
+                     shape_text(pos.sizes()) +
+                     ", expected [1 + g*g, width] (a class token and a square grid)");
+  const auto width = pos.size(1);
+  const auto img = pos.narrow(0, 1, cells)
+                       .to(at::kFloat)
+                       .reshape({1, old_grid, old_grid, width})
+                       .permute({0, 3, 1, 2});
+  const std::vector<std::int64_t> size{grid, grid};
+  const auto resized = at::_upsample_bicubic2d_aa(img, at::IntArrayRef(size),
+                                                  /*align_corners=*/false, std::optional<double>(),
+                                                  std::optional<double>());
+  const auto cells_out = resized.permute({0, 2, 3, 1}).reshape({grid * grid, width});
+  return at::cat({pos.narrow(0, 0, 1), cells_out.to(pos.scalar_type())}, 0);
+}
+
+at::Tensor resize_text_pos_embed(const at::Tensor& pos, std::int64_t length) {
+  const auto x = pos.to(at::kFloat).unsqueeze(0).permute({0, 2, 1});  // [1, W, L]
+  const std::vector<std::int64_t> size{length};
+  const auto y = at::upsample_linear1d(x, at::IntArrayRef(size), /*align_corners=*/false,
+                                       std::optional<double>());
+  return y.permute({0, 2, 1})[0].to(pos.scalar_type()).contiguous();
+}
+
+void resize_pos_embeds(const model::ClipImpl& model, TensorList& tensors,
+                       const std::string& origin) {
+  for (auto& [name, t] : tensors) {
+    if (name == "visual.positional_embedding" && model.visual_vit) {
+      const auto& want = model.visual_vit->positional_embedding;
+      if (t.sizes() == want.sizes() || t.dim() != 2 || t.size(1) != want.size(1)) continue;
+      const auto grid = model.visual_vit->grid;
+      CLIPPER_INFO("weights '" << origin << "': resizing the image position embedding from "
+                               << t.size(0) - 1 << " cells to a " << grid << "x" << grid
+                               << " grid");
+      t = resize_image_pos_embed(t, grid, origin);
+    } else if (name == "positional_embedding") {
+      const auto& want = model.positional_embedding;
+      if (t.sizes() == want.sizes() || t.dim() != 2 || t.size(1) != want.size(1)) continue;
+      CLIPPER_INFO("weights '" << origin << "': resizing the text position embedding from "
+                               << t.size(0) << " to " << want.size(0) << " positions");
+      t = resize_text_pos_embed(t, want.size(0));
+    }
+  }
+}
+
 void load_openclip_weights(model::Clip& model, const std::string& path) {
-  load_state_dict(*model, read_state_dict(path), path);
+  auto tensors = read_state_dict(path);
+  resize_pos_embeds(*model, tensors, path);
+  load_state_dict(*model, tensors, path);
   CLIPPER_INFO("loaded OpenCLIP weights from " << path);
 }
 
@@ -196,6 +249,7 @@ void export_checkpoint_openclip(const std::string& checkpoint, const std::string
   std::string weights = checkpoint;
   std::string name = model_name;
   bool siglip = false;  // the run's loss chose the init (and so the logit_bias) of its model
+  model::SpecOverrides overrides;  // the run's model.force_* keys, with its model.name
   if (fs::is_directory(checkpoint, ec)) {
     weights = (fs::path(checkpoint) / "model.safetensors").string();
     if (!fs::is_regular_file(weights, ec))
@@ -207,6 +261,8 @@ void export_checkpoint_openclip(const std::string& checkpoint, const std::string
                          "' has no config.yaml to name the model; give --model NAME");
       const auto run = config::load({cfg}, {}, /*check_required=*/false);
       name = run.model.name;
+      overrides = {run.model.force_image_size, run.model.force_quick_gelu,
+                   run.model.force_patch_dropout};
       if (name.empty()) throw InputError(cfg + ": model.name is not set; give --model NAME");
       siglip = run.loss.kind == config::LossKind::siglip;
     }
@@ -217,6 +273,7 @@ void export_checkpoint_openclip(const std::string& checkpoint, const std::string
                      "' is a weights file: give the architecture with --model NAME");
   }
   auto spec = model::load_model_spec(name);
+  model::apply_overrides(spec, overrides);
   const auto tensors = read_state_dict(weights);
   // A weights file has a logit_bias only from a SigLIP run (or a SigLIP architecture).
   for (const auto& [key, t] : tensors) siglip = siglip || key == "logit_bias";

@@ -202,6 +202,26 @@ void use_siglip_init(ModelSpec& spec) {
   spec.init_logit_bias = -10.0;
 }
 
+void apply_overrides(ModelSpec& spec, const SpecOverrides& o) {
+  std::string keys;
+  auto note = [&keys](const std::string& kv) { keys += (keys.empty() ? "" : ", ") + kv; };
+  if (o.image_size > 0) {
+    spec.image_size = o.image_size;
+    note("model.force_image_size=" + std::to_string(o.image_size));
+  }
+  if (o.quick_gelu) spec.quick_gelu = true;
+  if (o.patch_dropout >= 0.0) {
+    spec.patch_dropout = o.patch_dropout;
+    note("model.force_patch_dropout=" + std::to_string(o.patch_dropout));
+  }
+  if (keys.empty()) return;
+  try {
+    spec.validate();
+  } catch (const InputError& e) {
+    throw InputError(std::string(e.what()) + " (with " + keys + ")");
+  }
+}
+
 ModelSpec load_model_spec(const std::string& name_or_path) {
   if (name_or_path.empty()) throw InputError("no model name given (model.name)");
   std::error_code ec;

@@ -185,3 +185,60 @@ TEST(OpenClipInterop, LargeTowersHaveOpenClipsParameterCountsAndNames) {
   EXPECT_NE(r.output.find("ViT-H-14: "), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("same names and shapes"), std::string::npos) << r.output;
 }
+
+// Fine-tuning at another size: clipper's position-embedding resizes equal open_clip's
+// resize_pos_embed (bicubic, antialiased, class token kept) and resize_text_pos_embed (linear),
+// up and down.
+TEST(OpenClipResize, PosEmbedsMatchOpenClipsFunctions) {
+  clipper::test::TempDir dir;
+  at::manual_seed(3);
+  const auto image = at::randn({1 + 7 * 7, 16}), text = at::randn({20, 8});
+  cio::save_safetensors(dir.file("in.safetensors"), {{"image", image}, {"text", text}});
+  const std::string py = clipper::test::python() + " " +
+                         clipper::test::source_path("tests/io/openclip_resize.py") + " tensors " +
+                         dir.file("in.safetensors") + " " + dir.file("out.safetensors");
+  for (const auto& [grid, length] : {std::pair<int, int>{10, 32}, {4, 12}}) {
+    const auto r =
+        clipper::test::run(py + " " + std::to_string(grid) + " " + std::to_string(length));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    std::map<std::string, at::Tensor> theirs;
+    for (auto& [k, v] : cio::load_safetensors(dir.file("out.safetensors"))) theirs[k] = v;
+    const auto ours_image = cio::resize_image_pos_embed(image, grid, "test");
+    const auto ours_text = cio::resize_text_pos_embed(text, length);
+    ASSERT_EQ(ours_image.sizes(), theirs["image"].sizes());
+    ASSERT_EQ(ours_text.sizes(), theirs["text"].sizes());
+    EXPECT_TRUE(at::equal(ours_image[0], image[0])) << "class token kept";
+    EXPECT_LE((ours_image - theirs["image"]).abs().max().item<double>(), 1e-6) << "grid " << grid;
+    EXPECT_LE((ours_text - theirs["text"]).abs().max().item<double>(), 1e-6) << "len " << length;
+  }
+}
+
+// model.force_image_size + force_quick_gelu: weights exported at 32 px load into a 48 px model
+// (grid 8 -> 12) as they do into open_clip.create_model(..., force_image_size=48,
+// force_quick_gelu=True): the same features.
+TEST(OpenClipResize, ForcedImageSizeLoadsLikeOpenClip) {
+  at::set_num_threads(2);
+  clipper::test::TempDir dir;
+  const auto spec = cm::load_model_spec("tiny-vit");
+  cio::export_openclip(cm::create_model(spec, 11), spec, dir.file("clipper"));
+  auto big = spec;
+  cm::apply_overrides(big, {48, true, -1.0});
+  ASSERT_EQ(big.image_size, 48);
+  ASSERT_TRUE(big.quick_gelu);
+  cm::Clip ours(big);
+  cio::load_openclip_weights(ours, dir.file("clipper/open_clip_model.safetensors"));
+  at::manual_seed(17);
+  const auto images = at::randn({2, 3, 48, 48});
+  const auto tokens = make_tokens(2, big);
+  cio::save_safetensors(dir.file("inputs.safetensors"), {{"images", images}, {"tokens", tokens}});
+  const auto r = clipper::test::run(
+      clipper::test::python() + " " + clipper::test::source_path("tests/io/openclip_resize.py") +
+      " model " + dir.file("clipper") + " " + dir.file("inputs.safetensors") + " " +
+      dir.file("out.safetensors") + " 48");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::map<std::string, at::Tensor> theirs;
+  for (auto& [k, v] : cio::load_safetensors(dir.file("out.safetensors"))) theirs["b_" + k] = v;
+  auto f = features(ours, images, tokens);
+  expect_close({{"image", f.at("image")}, {"text", f.at("text")}}, theirs, "b_",
+               "force_image_size=48");
+}

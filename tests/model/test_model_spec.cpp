@@ -86,6 +86,28 @@ TEST(ModelSpec, ErrorsNameFileAndKey) {
   EXPECT_NE(msg.find("'embed_dim'"), std::string::npos) << msg;
 }
 
+// model.force_*: OpenCLIP's --force-* flags over the architecture file; an impossible value names
+// the key.
+TEST(ModelSpec, ForceOverrides) {
+  auto s = cm::load_model_spec("tiny-vit");
+  s.patch_dropout = 0.5;
+  cm::apply_overrides(s, {});
+  EXPECT_EQ(s.image_size, 32);
+  EXPECT_FALSE(s.quick_gelu);
+  EXPECT_EQ(s.patch_dropout, 0.5);
+  cm::apply_overrides(s, {64, true, 0.0});  // 0 is an override too
+  EXPECT_EQ(s.image_size, 64);
+  EXPECT_TRUE(s.quick_gelu);
+  EXPECT_EQ(s.patch_dropout, 0.0);
+  const auto msg = error_of([&] { cm::apply_overrides(s, {30, false, -1.0}); });
+  EXPECT_NE(msg.find("multiple of patch_size"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("model.force_image_size=30"), std::string::npos) << msg;
+  EXPECT_NE(error_of([&] {
+              cm::apply_overrides(s, {0, false, 1.0});
+            }).find("model.force_patch_dropout"),
+            std::string::npos);
+}
+
 TEST(ModelSpec, SearchPathFromEnvironment) {
   clipper::test::TempDir dir;
   dir.write("my-model.yaml",

@@ -66,6 +66,11 @@ struct ModelConfig {
   bool lock_image_freeze_bn_stats = false;  // with lock_image: BatchNorm statistics too
   bool lock_text = false;
   std::int64_t lock_text_unlocked_layers = 0;
+  // Overrides of the architecture file (OpenCLIP's --force-image-size, --force-quick-gelu,
+  // --force-patch-dropout): 0 / false / negative keep the file's value.
+  std::int64_t force_image_size = 0;
+  bool force_quick_gelu = false;
+  double force_patch_dropout = -1.0;
 };
 
 struct DataConfig {

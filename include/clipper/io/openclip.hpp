@@ -37,6 +37,21 @@ TensorList read_state_dict(const std::string& path);
 // scalar/[1] logit_scale or logit_bias is reshaped, and a missing logit_bias is set to 0.
 void load_state_dict(model::ClipImpl& model, const TensorList& tensors, const std::string& origin);
 
+// Fine-tuning at another size, as open_clip's load_checkpoint does. resize_image_pos_embed is its
+// resize_pos_embed: [1 + g*g, W] to [1 + grid*grid, W], the class token kept and the g x g grid
+// resized bicubically with antialiasing (align_corners false). resize_text_pos_embed is its
+// resize_text_pos_embed: [L, W] to [length, W], linear without antialiasing. Computed in fp32,
+// returned in the input's dtype. `origin` names the weights in errors.
+at::Tensor resize_image_pos_embed(const at::Tensor& pos, std::int64_t grid,
+                                  const std::string& origin);
+at::Tensor resize_text_pos_embed(const at::Tensor& pos, std::int64_t length);
+// Resizes `tensors`' visual.positional_embedding (ViT models) and positional_embedding to the
+// model's sizes when only their length differs; anything else is left for load_state_dict to
+// report.
+void resize_pos_embeds(const model::ClipImpl& model, TensorList& tensors,
+                       const std::string& origin);
+
+// read_state_dict, resize_pos_embeds, then load_state_dict.
 void load_openclip_weights(model::Clip& model, const std::string& path);
 
 // Resolves --weights: a folder with open_clip_model.safetensors (an export) or model.safetensors

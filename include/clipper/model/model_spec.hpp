@@ -56,6 +56,16 @@ struct ModelSpec {
   void validate() const;
 };
 
+// OpenCLIP's --force-image-size, --force-quick-gelu and --force-patch-dropout: overrides of the
+// architecture file (config keys model.force_*). 0 / false / negative keep the file's value.
+struct SpecOverrides {
+  std::int64_t image_size = 0;
+  bool quick_gelu = false;
+  double patch_dropout = -1.0;
+};
+// Applies `o` to `spec` and validates the result; an error names the model.force_* key.
+void apply_overrides(ModelSpec& spec, const SpecOverrides& o);
+
 // `name_or_path`: a name (configs/models/<name>.yaml found on the search path) or a path to a
 // .yaml file. Search path: $CLIPPER_MODEL_DIRS (':'-separated), <exe dir>/../share/clipper/
 // configs/models, then the source tree's configs/models. An unknown name lists the known ones.
