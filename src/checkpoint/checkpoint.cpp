@@ -1,5 +1,9 @@
 #include "clipper/checkpoint/checkpoint.hpp"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <ATen/ATen.h>
 #include <c10/core/Event.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
@@ -343,8 +347,12 @@ std::string Manager::save(std::int64_t step, const Parts& parts, const std::stri
     return dir;
   }
   pending_ = std::move(p);
-  pending_->writer =
-      std::thread([p = pending_.get(), rank = pg_->rank()] { write_files(*p, rank); });
+  pending_->writer = std::thread([p = pending_.get(), rank = pg_->rank()] {
+    // Below the training threads: on a busy CPU the write takes idle cycles, not a core (on
+    // Linux a thread has its own nice value; the write-back it causes counts for it too).
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 10);
+    write_files(*p, rank);
+  });
   pending_->blocked_s = since(t);
   return dir;
 }

@@ -25,14 +25,20 @@ std::string shell_quote(const std::string& s) {
 }  // namespace
 
 std::string expand_sync_command(const std::string& command, const std::string& dir) {
+  const std::string name = std::filesystem::path(dir).filename().string();
   std::string out;
-  const std::string key = "{dir}";
-  std::size_t from = 0;
-  for (auto at = command.find(key); at != std::string::npos; at = command.find(key, from)) {
-    out += command.substr(from, at - from) + shell_quote(dir);
-    from = at + key.size();
+  for (std::size_t i = 0; i < command.size();) {
+    if (command.compare(i, 5, "{dir}") == 0) {
+      out += shell_quote(dir);
+      i += 5;
+    } else if (command.compare(i, 6, "{name}") == 0) {
+      out += shell_quote(name);
+      i += 6;
+    } else {
+      out += command[i++];
+    }
   }
-  return out + command.substr(from);
+  return out;
 }
 
 int run_shell(const std::string& command, const std::string& log_path) {

@@ -277,7 +277,8 @@ std::vector<KeyInfo> declare() {
         "training goes on; the checkpoint commits at a later step (docs/training.md)");
   b.add("checkpoint.sync_command", &C::checkpoint, &CheckpointConfig::sync_command,
         "shell command run by rank 0 in the background after each commit, {dir} replaced by the "
-        "committed folder (e.g. 'rsync -a {dir} host:run/checkpoints/'); failures are logged and "
+        "committed folder and {name} by its name (e.g. 'rsync -a {dir} host:run/checkpoints/'); "
+        "failures are logged and "
         "counted, never fatal; empty: off");
   // eval
   b.add("eval.every_steps", &C::eval, &EvalConfig::every_steps, "evaluate every N steps; 0: off")

@@ -341,6 +341,8 @@ TEST(Checkpoint, SyncCommandQuotesTheFolder) {
   EXPECT_EQ(checkpoint::expand_sync_command("rsync -a {dir} h:/r/", "/a b/it's"),
             "rsync -a '/a b/it'\\''s' h:/r/");
   EXPECT_EQ(checkpoint::expand_sync_command("cp -r {dir} {dir}.bak", "/x"), "cp -r '/x' '/x'.bak");
+  EXPECT_EQ(checkpoint::expand_sync_command("s3 sync {dir} s3://b/{name}", "/r/step_00000002"),
+            "s3 sync '/r/step_00000002' s3://b/'step_00000002'");
   EXPECT_EQ(checkpoint::run_shell("exit 3", ""), 3);
 }
 

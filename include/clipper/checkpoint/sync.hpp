@@ -12,7 +12,8 @@
 
 namespace clipper::checkpoint {
 
-// `command` with every "{dir}" replaced by `dir` quoted for /bin/sh.
+// `command` with every "{dir}" replaced by `dir` and every "{name}" by its last component
+// ("step_00000200"), quoted for /bin/sh.
 std::string expand_sync_command(const std::string& command, const std::string& dir);
 // Runs `command` with /bin/sh -c, stdin from /dev/null, stdout and stderr appended to `log_path`
 // (inherited when empty); returns its exit status (128 + N when killed by signal N, 127 when it
