@@ -392,6 +392,8 @@ TEST(Checkpoint, AFailingSyncCommandIsCountedAndNeverFailsTheSave) {
   EXPECT_EQ(m.sync_counts().failures, 2);
   EXPECT_EQ(latest_step(m), 2);
   EXPECT_NE(core::read_file(o.sync_log).find("no route to host"), std::string::npos);
+}
+
 // Found by tests/fuzz/fuzz_checkpoint.cpp: a manifest's file names could leave the folder
 // ("../../etc/hostname" was opened and checksummed).
 TEST(Checkpoint, ManifestFileNamesStayInsideTheFolder) {

@@ -484,7 +484,7 @@ TEST(TrainE2E, AsyncSavesEqualSynchronousOnesAndAStopWaitsForTheCommit) {
   ASSERT_EQ(b.exit_code, 75) << b.output;
   const auto committed = b.output.find("step_00000005: training blocked");
   ASSERT_NE(committed, std::string::npos) << b.output;
-  EXPECT_LT(committed, b.output.find("stopping at step 5")) << b.output;
+  EXPECT_LT(committed, b.output.find("stopped at step 5")) << b.output;
   EXPECT_TRUE(has(b.output, "(in the background)")) << b.output;
   const fs::path runs = t.path() / "runs";
   for (const char* step : {"step_00000002", "step_00000004", "step_00000005"})
@@ -533,9 +533,9 @@ TEST(TrainE2E, SigtermDuringAsyncSavesWaitsForTheCommitAndExits75) {
       log, t.path() / "runs" / "aterm" / "metrics.jsonl");
   const std::string out = slurp(log);
   ASSERT_EQ(code, 75) << out;
-  const auto at = out.find("stopping at step ");
+  const auto at = out.find("stopped at step ");
   ASSERT_NE(at, std::string::npos) << out;
-  const int stopped = std::stoi(out.substr(at + 17));
+  const int stopped = std::stoi(out.substr(at + 16));
   char name[32];
   std::snprintf(name, sizeof name, "step_%08d", stopped);
   const fs::path dir = t.path() / "runs/aterm/checkpoints";
@@ -547,4 +547,26 @@ TEST(TrainE2E, SigtermDuringAsyncSavesWaitsForTheCommitAndExits75) {
                      " --set train.run_name=aterm --set train.max_steps=100000" +
                      " --set train.stop_at_step=1 --resume latest");
   EXPECT_TRUE(has(r.output, "at step " + std::to_string(stopped))) << r.output;
+}
+
+// Two ranks, reading back every 2 steps: the commit of a background save is agreed at those
+// steps, and both ranks' files equal those of synchronous saves.
+TEST(TrainE2E, AsyncSavesOnTwoRanksEqualSynchronousOnes) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t, "dist: {master_port: 0}\n");
+  const std::string launch = clipper_bin() + " launch --nproc-per-node 2 -- " + clipper_bin() +
+                             " train " + cfg +
+                             " --set checkpoint.every_steps=2 --set train.stop_at_step=5" +
+                             " --set train.sync_every=2 --set train.log_every=2";
+  const auto a = run(launch + " --set train.run_name=sync --set checkpoint.async=false");
+  ASSERT_EQ(a.exit_code, 75) << a.output;
+  const auto b = run(launch + " --set train.run_name=async --set checkpoint.async=true");
+  ASSERT_EQ(b.exit_code, 75) << b.output;
+  EXPECT_TRUE(has(b.output, "(in the background)")) << b.output;
+  const fs::path runs = t.path() / "runs";
+  for (const char* step : {"step_00000002", "step_00000004", "step_00000005"}) {
+    const auto want = checkpoint_bytes(runs / "sync/checkpoints" / step);
+    EXPECT_EQ(want.count("rank_00001.json"), 1u) << step;
+    EXPECT_EQ(checkpoint_bytes(runs / "async/checkpoints" / step), want) << step;
+  }
 }
