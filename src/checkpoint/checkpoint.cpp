@@ -1,13 +1,24 @@
 #include "clipper/checkpoint/checkpoint.hpp"
 
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <ATen/ATen.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <iomanip>
 #include <map>
+#include <thread>
 #include <tuple>
 
+#include "clipper/checkpoint/sync.hpp"
 #include "clipper/core/atomic_file.hpp"
 #include "clipper/core/digest.hpp"
 #include "clipper/core/error.hpp"
@@ -23,6 +34,11 @@ namespace {
 using core::FileDigest;
 using core::InputError;
 using Json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
 
 constexpr const char* kPrefix = "step_";
 constexpr const char* kTmpPrefix = ".tmp-step_";
@@ -248,44 +264,206 @@ std::vector<Found> list_committed(const std::string& checkpoints_dir) {
   return out;
 }
 
-Manager::Manager(std::string run_dir, ManagerOptions options,
-                 std::shared_ptr<dist::ProcessGroup> pg)
-    : dir_((fs::path(run_dir) / "checkpoints").string()), options_(options), pg_(std::move(pg)) {}
-
-std::string Manager::save(std::int64_t step, const Parts& parts, const std::string& config_yaml) {
-  dist::ScopedTimeout timeout(*pg_, options_.timeout_s);
-  const int rank = pg_->rank();
-  const fs::path final_dir = fs::path(dir_) / step_dir_name(step);
-  const fs::path tmp = fs::path(dir_) / (kTmpPrefix + step_dir_name(step).substr(5));
-  on_every_rank(*pg_, "save: creating " + tmp.string(), [&] {
-    if (rank != 0) return;
-    core::make_private_dirs(dir_);
-    fs::remove_all(tmp);  // a leftover of an interrupted save
-    core::make_private_dirs(tmp.string());
-  });
+// A save between its start and its commit. The writer thread owns `states` (host copies when
+// async) and the digests until `done`; the training thread reads them only after that.
+struct Manager::Pending {
+  std::int64_t step = 0;
+  fs::path tmp, final_dir;
+  Parts parts;  // names and scopes; the writer never calls state()
+  std::vector<PartState> states;
+  std::string config_yaml;
+  std::vector<c10::Event> copies;  // device-to-host copies the writer waits for
   FileDigest rank_tensors, rank_json;
   Digests global;
-  on_every_rank(*pg_, "save: writing " + tmp.string(), [&] {
-    std::vector<PartState> states(parts.size());
-    for (std::size_t i = 0; i < parts.size(); ++i)
-      if (parts[i].scope == Scope::per_rank || rank == 0) states[i] = parts[i].state->state();
-    rank_tensors = write_rank_tensors(tmp, rank, parts, states);
-    rank_json = write_rank_json(tmp, rank, parts, states);
-    if (rank == 0) global = write_global_parts(tmp, parts, states, config_yaml);
+  std::exception_ptr error;
+  std::atomic<bool> done{false};
+  bool async = false;
+  double blocked_s = 0, write_s = 0;
+  std::int64_t polls = 0;
+  std::thread writer;
+};
+
+namespace {
+
+// A copy the training loop cannot change. CUDA tensors go to pinned host memory without waiting
+// (the copies queue on the current stream before any later update; `copies` records them).
+at::Tensor host_copy(const at::Tensor& t, std::vector<c10::Event>& copies) {
+  const at::Tensor src = t.detach();
+  if (!src.is_cuda()) return src.clone(at::MemoryFormat::Contiguous);
+  at::Tensor dst = at::empty(src.sizes(), src.options().device(at::kCPU).pinned_memory(true));
+  dst.copy_(src, /*non_blocking=*/true);
+  const auto* impl = c10::impl::getDeviceGuardImpl(c10::DeviceType::CUDA);
+  copies.emplace_back(c10::DeviceType::CUDA);
+  copies.back().record(impl->getStream(src.device()));
+  return dst;
+}
+
+PartState host_copy(PartState s, std::vector<c10::Event>& copies) {
+  for (auto& [name, t] : s.tensors) t = host_copy(t, copies);
+  return s;
+}
+
+// Runs on the writer thread (or inline when synchronous); errors wait in p.error for the commit.
+void write_files(Manager::Pending& p, int rank) {
+  const auto t = Clock::now();
+  try {
+    for (const auto& e : p.copies) e.synchronize();
+    p.rank_tensors = write_rank_tensors(p.tmp, rank, p.parts, p.states);
+    p.rank_json = write_rank_json(p.tmp, rank, p.parts, p.states);
+    if (rank == 0) p.global = write_global_parts(p.tmp, p.parts, p.states, p.config_yaml);
+  } catch (...) {
+    p.error = std::current_exception();
+  }
+  p.states.clear();  // the host copy goes as soon as it is on disk
+  p.write_s = since(t);
+  p.done = true;
+}
+
+}  // namespace
+
+Manager::Manager(std::string run_dir, ManagerOptions options,
+                 std::shared_ptr<dist::ProcessGroup> pg)
+    : dir_((fs::path(run_dir) / "checkpoints").string()),
+      options_(std::move(options)),
+      pg_(std::move(pg)) {
+  if (!options_.sync_command.empty() && pg_->rank() == 0)
+    sync_ = std::make_unique<BackgroundSync>(options_.sync_command, options_.sync_log);
+}
+
+Manager::~Manager() {
+  if (pending_ && pending_->writer.joinable()) pending_->writer.join();
+}
+
+std::string Manager::save(std::int64_t step, const Parts& parts, const std::string& config_yaml) {
+  wait();  // at most one save in flight
+  const auto t = Clock::now();
+  auto p = begin_save(step, parts, config_yaml);
+  const std::string dir = p->final_dir.string();
+  if (!p->async) {
+    write_files(*p, pg_->rank());
+    p->blocked_s = since(t);
+    pending_ = std::move(p);
+    commit_pending();
+    return dir;
+  }
+  pending_ = std::move(p);
+  pending_->writer = std::thread([p = pending_.get(), rank = pg_->rank()] {
+    // Below the training threads: on a busy CPU the write takes idle cycles, not a core (on
+    // Linux a thread has its own nice value; the write-back it causes counts for it too).
+    setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 10);
+    write_files(*p, rank);
   });
-  Digests all = gather_rank_digests(*pg_, rank_tensors, rank_json);
-  on_every_rank(*pg_, "save: committing " + final_dir.string(), [&] {
+  pending_->blocked_s = since(t);
+  return dir;
+}
+
+// Collective: the temporary folder, then this rank's parts (copied to host memory when async).
+std::unique_ptr<Manager::Pending> Manager::begin_save(std::int64_t step, const Parts& parts,
+                                                      const std::string& config_yaml) {
+  dist::ScopedTimeout timeout(*pg_, options_.timeout_s);
+  const int rank = pg_->rank();
+  auto p = std::make_unique<Pending>();
+  p->step = step;
+  p->async = options_.async;
+  p->parts = parts;
+  p->config_yaml = config_yaml;
+  p->final_dir = fs::path(dir_) / step_dir_name(step);
+  p->tmp = fs::path(dir_) / (kTmpPrefix + step_dir_name(step).substr(5));
+  on_every_rank(*pg_, "save: creating " + p->tmp.string(), [&] {
     if (rank != 0) return;
-    all.insert(all.end(), global.begin(), global.end());
+    core::make_private_dirs(dir_);
+    fs::remove_all(p->tmp);  // a leftover of an interrupted save
+    core::make_private_dirs(p->tmp.string());
+  });
+  on_every_rank(*pg_, "save: state of the parts for " + p->tmp.string(), [&] {
+    p->states.resize(parts.size());
+    for (std::size_t i = 0; i < parts.size(); ++i) {
+      if (parts[i].scope != Scope::per_rank && rank != 0) continue;
+      p->states[i] = parts[i].state->state();
+      if (p->async) p->states[i] = host_copy(std::move(p->states[i]), p->copies);
+    }
+  });
+  return p;
+}
+
+void Manager::poll() {
+  if (!pending_) return;
+  if (pg_->size() == 1) {
+    if (pending_->done) commit_pending();
+    return;
+  }
+  if (++pending_->polls % std::max<std::int64_t>(1, options_.poll_every) != 0) return;
+  const auto t = Clock::now();
+  const bool everyone = pg_->all(pending_->done.load());
+  pending_->blocked_s += since(t);
+  if (everyone) commit_pending();
+}
+
+void Manager::wait() {
+  if (!pending_) return;
+  const auto t = Clock::now();
+  if (pending_->writer.joinable()) pending_->writer.join();
+  pending_->blocked_s += since(t);
+  commit_pending();
+}
+
+SyncCounts Manager::sync_counts() const {
+  return sync_ ? SyncCounts{sync_->runs(), sync_->failures()} : SyncCounts{};
+}
+
+void Manager::finish() {
+  wait();
+  if (!sync_) return;
+  const auto t = Clock::now();
+  sync_->wait();
+  const SyncCounts c = sync_counts();
+  CLIPPER_INFO("checkpoint sync: " << c.runs << " run(s), " << c.failures << " failed (waited "
+                                   << std::fixed << std::setprecision(1) << since(t)
+                                   << " s for the last one)");
+}
+
+// Collective, once every rank's writer is done: every rank learns whether all files are on disk,
+// rank 0 gathers their digests, writes the manifest and renames the folder into place.
+void Manager::commit_pending() {
+  const std::unique_ptr<Pending> owned = std::move(pending_);  // this save ends here either way
+  Pending& p = *owned;
+  if (p.writer.joinable()) p.writer.join();
+  const auto t = Clock::now();
+  dist::ScopedTimeout timeout(*pg_, options_.timeout_s);
+  on_every_rank(*pg_, "save: writing " + p.tmp.string(), [&] {
+    if (p.error) std::rethrow_exception(p.error);
+  });
+  Digests all = gather_rank_digests(*pg_, p.rank_tensors, p.rank_json);
+  on_every_rank(*pg_, "save: committing " + p.final_dir.string(), [&] {
+    if (pg_->rank() != 0) return;
+    all.insert(all.end(), p.global.begin(), p.global.end());
     const auto committed = list_committed(dir_);
     const std::int64_t sequence = committed.empty() ? 1 : committed.back().sequence + 1;
-    const Json manifest = make_manifest(step, sequence, pg_->size(), parts, all);
-    core::write_file_atomic((tmp / "manifest.json").string(), manifest.dump(1));
-    core::fsync_path(tmp.string());
-    commit(tmp.string(), final_dir.string());
+    const Json manifest = make_manifest(p.step, sequence, pg_->size(), p.parts, all);
+    core::write_file_atomic((p.tmp / "manifest.json").string(), manifest.dump(1));
+    core::fsync_path(p.tmp.string());
+    commit(p.tmp.string(), p.final_dir.string());
     prune();
   });
-  return final_dir.string();
+  p.blocked_s += since(t);
+  report(p);
+}
+
+void Manager::report(const Pending& p) {
+  SaveReport r;
+  r.dir = p.final_dir.string();
+  r.step = p.step;
+  r.async = p.async;
+  r.blocked_s = p.blocked_s;
+  r.write_s = p.write_s;
+  if (sync_) {
+    sync_->submit(r.dir);  // only committed folders leave the machine
+  }
+  r.sync = sync_counts();
+  CLIPPER_INFO("checkpoint " << r.dir << ": training blocked " << std::fixed << std::setprecision(2)
+                             << r.blocked_s << " s, write " << r.write_s << " s"
+                             << (r.async ? " (in the background)" : ""));
+  if (options_.on_commit) options_.on_commit(r);
 }
 
 void Manager::commit(const std::string& tmp, const std::string& final_dir) {
@@ -312,7 +490,8 @@ void Manager::prune() {
     }
   }
   const auto keep = static_cast<std::size_t>(std::max<std::int64_t>(1, options_.keep_last));
-  for (std::size_t i = 0; i + keep < valid.size(); ++i) fs::remove_all(valid[i].dir);
+  for (std::size_t i = 0; i + keep < valid.size(); ++i)
+    if (!sync_ || !sync_->uses(valid[i].dir)) fs::remove_all(valid[i].dir);  // next time, else
 }
 
 std::optional<Found> Manager::latest_valid() const {

@@ -291,6 +291,14 @@ std::vector<KeyInfo> declare() {
   b.add("checkpoint.overwrite", &C::checkpoint, &CheckpointConfig::overwrite,
         "start fresh in a run folder that already holds checkpoints (they are set aside in "
         "checkpoints/abandoned/); without it that is an error");
+  b.add("checkpoint.async", &C::checkpoint, &CheckpointConfig::async,
+        "copy the state to host memory at a save and write it in a background thread while "
+        "training goes on; the checkpoint commits at a later step (docs/training.md)");
+  b.add("checkpoint.sync_command", &C::checkpoint, &CheckpointConfig::sync_command,
+        "shell command run by rank 0 in the background after each commit, {dir} replaced by the "
+        "committed folder and {name} by its name (e.g. 'rsync -a {dir} host:run/checkpoints/'); "
+        "failures are logged and "
+        "counted, never fatal; empty: off");
   // eval
   b.add("eval.every_steps", &C::eval, &EvalConfig::every_steps, "evaluate every N steps; 0: off")
       .min(0);

@@ -103,6 +103,7 @@ struct Trainer::Impl {
   RunSummary summary;
 
   Impl(const config::Config& c, TrainerOptions o);
+  checkpoint::ManagerOptions manager_options();
   void make_loader_and_step();
   void register_parts();
   std::vector<train::MicroBatch> next_batch(LogWindow& log);
@@ -135,9 +136,24 @@ Trainer::Impl::Impl(const config::Config& c, TrainerOptions o) : cfg(c), options
   }
   CLIPPER_INFO("run " << run_dir.string() << " | " << s.describe());
   make_loader_and_step();
-  checkpoint::ManagerOptions mo{cfg.checkpoint.keep_last, cfg.checkpoint.timeout_s};
-  checkpoints = std::make_unique<checkpoint::Manager>(run_dir.string(), mo, s.pg);
+  checkpoints = std::make_unique<checkpoint::Manager>(run_dir.string(), manager_options(), s.pg);
   register_parts();
+}
+
+checkpoint::ManagerOptions Trainer::Impl::manager_options() {
+  checkpoint::ManagerOptions mo;
+  mo.keep_last = cfg.checkpoint.keep_last;
+  mo.timeout_s = cfg.checkpoint.timeout_s;
+  mo.async = cfg.checkpoint.async;
+  mo.poll_every = step_options(cfg.train, s).read_every;  // a commit check rides on a read-back
+  mo.sync_command = cfg.checkpoint.sync_command;
+  mo.sync_log = (run_dir / "logs" / "sync.log").string();
+  mo.on_commit = [this](const checkpoint::SaveReport& r) {
+    emit(r.step, {{"checkpoint/blocked_s", r.blocked_s},
+                  {"checkpoint/write_s", r.write_s},
+                  {"checkpoint/sync_failures", static_cast<double>(r.sync.failures)}});
+  };
+  return mo;
 }
 
 void Trainer::Impl::make_loader_and_step() {
@@ -194,14 +210,13 @@ bool Trainer::resume() {
   return true;
 }
 
+// The checkpoint manager logs each save when it commits (at once, or a few steps later when
+// checkpoint.async): how long training was blocked and how long the write took.
 void Trainer::save(std::int64_t at_step) {
   auto& m = *impl_;
-  const auto t = Clock::now();
   m.counters.global_step = at_step;
-  const std::string dir = m.checkpoints->save(at_step, m.parts, config::to_yaml(m.cfg));
+  m.checkpoints->save(at_step, m.parts, config::to_yaml(m.cfg));
   m.last_save = Clock::now();
-  CLIPPER_INFO("checkpoint " << dir << " (" << std::fixed << std::setprecision(1) << since(t)
-                             << " s)");
 }
 
 std::vector<train::MicroBatch> Trainer::Impl::next_batch(LogWindow& log) {
@@ -279,6 +294,7 @@ RunSummary Trainer::run() {
     const double lr = optim::learning_rate(m.cfg.optim, sched.step(), m.total_steps);
     train::StepResult r = m.step->run(micro, lr);
     sched.step_done(m.local_request());
+    m.checkpoints->poll();  // commits a background save once every rank has written it
     m.counters.global_step = sched.step();
     log.add_step();
     if (sched.needs_read() && !r.read) r = m.step->read_back();
@@ -347,6 +363,7 @@ void Trainer::Impl::close_summary(const Schedule& sched, int exit_code) {
 }
 
 RunSummary Trainer::Impl::stop(const Schedule& sched) {
+  checkpoints->finish();  // exit 75 promises a committed checkpoint
   const int sig = core::stop_signal();
   close_summary(sched, kExitStoppedAfterSave);
   CLIPPER_INFO("stopped at step " << sched.step() << " after saving ("
@@ -380,6 +397,7 @@ void Trainer::Impl::log_parameter_counts() const {
 RunSummary Trainer::Impl::finish(const Schedule& sched) {
   if (cfg.eval.at_end) evaluate(sched.step());
   if (s.rank() == 0) io::export_openclip(s.model, s.spec, (run_dir / "export").string());
+  checkpoints->finish();  // the last save may still be writing (checkpoint.async)
   s.pg->barrier("end of training");
   close_summary(sched, kExitFinished);
   CLIPPER_INFO("done: finished at step " << summary.steps << ": "

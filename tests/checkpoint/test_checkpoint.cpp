@@ -7,10 +7,12 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <thread>
 
 #include "clipper/checkpoint/checkpoint.hpp"
+#include "clipper/checkpoint/sync.hpp"
 #include "clipper/core/atomic_file.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/dist/process_group.hpp"
@@ -207,12 +209,14 @@ TEST(Checkpoint, AMissingPartIsAnErrorNamingTheCheckpoint) {
   EXPECT_NE(e.find(dir), std::string::npos) << e;
 }
 
-TEST(Checkpoint, KillNineDuringWritesNeverLeavesACorruptLatest) {
+// Runs the writer (checkpoint_writer.cpp) `trials` times, killing it with SIGKILL at a random
+// point after its first commit; the latest checkpoint must always load with every CRC intact.
+void kill_nine_trials(const char* mode, int trials) {
   const std::string writer =
       std::string(CLIPPER_BINARY_DIR) + "/tests/checkpoint/checkpoint_writer";
   std::mt19937 rng(1234);
   std::int64_t last_valid_step = 0;
-  for (int trial = 0; trial < 25; ++trial) {
+  for (int trial = 0; trial < trials; ++trial) {
     test::TempDir d;
     int fds[2];
     ASSERT_EQ(pipe(fds), 0);
@@ -220,11 +224,11 @@ TEST(Checkpoint, KillNineDuringWritesNeverLeavesACorruptLatest) {
     if (pid == 0) {
       dup2(fds[1], 1);
       close(fds[0]);
-      execl(writer.c_str(), writer.c_str(), d.path().c_str(), static_cast<char*>(nullptr));
+      execl(writer.c_str(), writer.c_str(), d.path().c_str(), mode, static_cast<char*>(nullptr));
       _exit(127);
     }
     close(fds[1]);
-    // Wait for the first complete save (the writer prints each step it finished), however slow
+    // Wait for the first complete save (the writer prints each step it committed), however slow
     // the machine is, then kill it at a random point of the saves that follow.
     char c = 0;
     while (read(fds[0], &c, 1) == 1 && c != '\n') {
@@ -246,6 +250,148 @@ TEST(Checkpoint, KillNineDuringWritesNeverLeavesACorruptLatest) {
     last_valid_step = std::max<std::int64_t>(last_valid_step, latest->step);
   }
   EXPECT_GT(last_valid_step, 0);  // the trials did reach complete checkpoints
+}
+
+TEST(Checkpoint, KillNineDuringWritesNeverLeavesACorruptLatest) {
+  kill_nine_trials("sync", 25);
+}
+
+// The background writer killed mid-file: the previous committed checkpoint stays the latest, and
+// the snapshot holds the state of its step although the loop overwrote the live tensors.
+TEST(Checkpoint, KillNineDuringAsyncWritesNeverLeavesACorruptLatest) {
+  kill_nine_trials("async", 20);
+}
+
+namespace {
+
+checkpoint::ManagerOptions async_options() {
+  checkpoint::ManagerOptions o;
+  o.keep_last = 5;
+  o.async = true;
+  return o;
+}
+
+std::map<std::string, std::string> folder_bytes(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file())
+      out[fs::relative(e.path(), dir).string()] = core::read_file(e.path().string());
+  return out;
+}
+
+}  // namespace
+
+TEST(Checkpoint, AsyncSaveEqualsSynchronousSaveByteForByte) {
+  test::TempDir a, b;
+  checkpoint::Manager sync_m(a.path().string(), {5}, one_rank());
+  checkpoint::Manager async_m(b.path().string(), async_options(), one_rank());
+  for (int step : {1, 2, 3}) {
+    test::HeldParts p;
+    fill(p, step);
+    sync_m.save(step, p.parts(), "model:\n  name: tiny-vit\n");
+    async_m.save(step, p.parts(), "model:\n  name: tiny-vit\n");
+    EXPECT_TRUE(async_m.in_flight());
+    p.model.held.tensors[0].second.fill_(-7.0f);  // training goes on: the snapshot is a copy
+  }
+  async_m.wait();
+  EXPECT_FALSE(async_m.in_flight());
+  const auto want = folder_bytes(sync_m.checkpoints_dir());
+  ASSERT_EQ(want.size(), 3u * 7u);  // 3 global part files, config, 2 rank files, manifest
+  EXPECT_EQ(folder_bytes(async_m.checkpoints_dir()), want);  // manifests included
+}
+
+TEST(Checkpoint, PollCommitsAFinishedBackgroundWrite) {
+  test::TempDir d;
+  checkpoint::Manager m(d.path().string(), async_options(), one_rank());
+  save(m, 1);
+  m.wait();
+  test::HeldParts p;
+  fill(p, 2);
+  m.save(2, p.parts(), "x");
+  EXPECT_EQ(latest_step(m), 1);  // not committed yet: no manifest in a final folder
+  for (int i = 0; i < 2000 && m.in_flight(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    m.poll();
+  }
+  EXPECT_FALSE(m.in_flight());
+  EXPECT_EQ(latest_step(m), 2);
+  EXPECT_FLOAT_EQ(model_value(m.latest_valid()->dir), 2.0f);
+}
+
+// A write that fails in the background fails at the commit, like a synchronous one would, and
+// leaves the previous checkpoint the latest.
+TEST(Checkpoint, ABackgroundWriteErrorSurfacesAtTheCommit) {
+  test::TempDir d;
+  checkpoint::Manager m(d.path().string(), async_options(), one_rank());
+  save(m, 1);
+  test::HeldParts p;
+  fill(p, 2);
+  p.optimizer.held.tensors = {{"z", at::zeros({2}, at::kComplexFloat)}};  // not in safetensors
+  EXPECT_NO_THROW(m.save(2, p.parts(), "x"));
+  const auto e = test::error_of([&] { m.wait(); });
+  EXPECT_NE(e.find("optimizer"), std::string::npos) << e;
+  EXPECT_FALSE(m.in_flight());
+  EXPECT_EQ(latest_step(m), 1);
+  EXPECT_NO_THROW(save(m, 3));
+  m.wait();
+  EXPECT_EQ(latest_step(m), 3);
+}
+
+TEST(Checkpoint, SyncCommandQuotesTheFolder) {
+  EXPECT_EQ(checkpoint::expand_sync_command("rsync -a {dir} h:/r/", "/a b/it's"),
+            "rsync -a '/a b/it'\\''s' h:/r/");
+  EXPECT_EQ(checkpoint::expand_sync_command("cp -r {dir} {dir}.bak", "/x"), "cp -r '/x' '/x'.bak");
+  EXPECT_EQ(checkpoint::expand_sync_command("s3 sync {dir} s3://b/{name}", "/r/step_00000002"),
+            "s3 sync '/r/step_00000002' s3://b/'step_00000002'");
+  EXPECT_EQ(checkpoint::run_shell("exit 3", ""), 3);
+}
+
+// rank 0 copies each committed folder with checkpoint.sync_command; a copy brought back into a
+// run's checkpoints folder is what --resume latest takes, and a half-copied one is skipped.
+TEST(Checkpoint, SyncCommandCopiesCommittedFoldersThatResumeCanTakeBack) {
+  test::TempDir d;
+  const fs::path remote = d.path() / "remote side";
+  fs::create_directories(remote);
+  auto o = async_options();
+  o.sync_command = "cp -r {dir} '" + remote.string() + "'/";
+  o.sync_log = (d.path() / "logs" / "sync.log").string();
+  {
+    checkpoint::Manager m((d.path() / "run").string(), o, one_rank());
+    for (int step : {1, 2}) save(m, step);
+    m.finish();
+    EXPECT_EQ(m.sync_counts().failures, 0);
+    EXPECT_GE(m.sync_counts().runs, 1);  // step 1 may have been replaced by step 2 in the queue
+  }
+  const fs::path copy = remote / checkpoint::step_dir_name(2);
+  ASSERT_NO_THROW(checkpoint::validate(copy.string()));
+  EXPECT_FALSE(fs::exists(remote / ".tmp-step_00000002"));
+  // Bring it back into a fresh run, next to a half-copied later one (manifest, short model).
+  const fs::path back = d.path() / "back" / "checkpoints";
+  fs::create_directories(back);
+  fs::copy(copy, back / checkpoint::step_dir_name(2), fs::copy_options::recursive);
+  fs::copy(copy, back / checkpoint::step_dir_name(9), fs::copy_options::recursive);
+  fs::resize_file(back / checkpoint::step_dir_name(9) / "model.safetensors", 10);
+  checkpoint::Manager again((d.path() / "back").string(), {3}, one_rank());
+  const auto chosen = again.resolve("latest");
+  ASSERT_TRUE(chosen);
+  EXPECT_EQ(fs::path(*chosen).filename(), checkpoint::step_dir_name(2));
+  EXPECT_FLOAT_EQ(model_value(*chosen), 2.0f);
+}
+
+TEST(Checkpoint, AFailingSyncCommandIsCountedAndNeverFailsTheSave) {
+  test::TempDir d;
+  auto o = async_options();
+  o.sync_command = "echo no route to host >&2; exit 12";
+  o.sync_log = (d.path() / "logs" / "sync.log").string();
+  checkpoint::Manager m(d.path().string(), o, one_rank());
+  EXPECT_NO_THROW(save(m, 1));
+  EXPECT_NO_THROW(m.finish());
+  EXPECT_NO_THROW(save(m, 2));
+  EXPECT_NO_THROW(m.finish());
+  EXPECT_EQ(m.sync_counts().runs, 2);
+  EXPECT_EQ(m.sync_counts().failures, 2);
+  EXPECT_EQ(latest_step(m), 2);
+  EXPECT_NE(core::read_file(o.sync_log).find("no route to host"), std::string::npos);
 }
 
 // Found by tests/fuzz/fuzz_checkpoint.cpp: a manifest's file names could leave the folder

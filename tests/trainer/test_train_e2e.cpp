@@ -5,9 +5,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
 
@@ -496,4 +499,128 @@ TEST(TrainE2E, LockImageFreezesBatchNormStatistics) {
                          "assert not bad, bad; print(len(bn), 'frozen')\" " +
                          weights.string());
   EXPECT_EQ(check.exit_code, 0) << check.output;
+}
+
+namespace {
+
+// Every file of a checkpoint folder but config.yaml (it holds checkpoint.async itself), with
+// manifest.json's entry for config.yaml taken out.
+std::map<std::string, std::string> checkpoint_bytes(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name == "config.yaml") continue;
+    out[name] = slurp(e.path());
+  }
+  auto m = nlohmann::json::parse(out.at("manifest.json"));
+  m["files"].erase("config.yaml");
+  out["manifest.json"] = m.dump();
+  return out;
+}
+
+}  // namespace
+
+// checkpoint.async writes the same checkpoints as synchronous saves; a stop (train.stop_at_step)
+// while the last save is still writing waits for its commit and exits 75; the sync command
+// copies committed folders only, and a run resumes from a copy brought back.
+TEST(TrainE2E, AsyncSavesEqualSynchronousOnesAndAStopWaitsForTheCommit) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t);
+  const std::string stop = " --set checkpoint.every_steps=2 --set train.stop_at_step=5";
+  const auto a = run(clipper_bin() + " train " + cfg + stop +
+                     " --set train.run_name=sync --set checkpoint.async=false");
+  ASSERT_EQ(a.exit_code, 75) << a.output;
+  const std::string remote = t.file("remote");
+  fs::create_directories(remote);
+  const auto b = run(clipper_bin() + " train " + cfg + stop +
+                     " --set train.run_name=async --set checkpoint.async=true" +
+                     " --set \"checkpoint.sync_command=cp -r {dir} " + remote + "/\"");
+  ASSERT_EQ(b.exit_code, 75) << b.output;
+  const auto committed = b.output.find("step_00000005: training blocked");
+  ASSERT_NE(committed, std::string::npos) << b.output;
+  EXPECT_LT(committed, b.output.find("stopped at step 5")) << b.output;
+  EXPECT_TRUE(has(b.output, "(in the background)")) << b.output;
+  const fs::path runs = t.path() / "runs";
+  for (const char* step : {"step_00000002", "step_00000004", "step_00000005"})
+    EXPECT_EQ(checkpoint_bytes(runs / "sync/checkpoints" / step),
+              checkpoint_bytes(runs / "async/checkpoints" / step))
+        << step;
+  for (const auto& e : fs::directory_iterator(runs / "async/checkpoints"))
+    EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
+  // The copy of the last commit is complete; brought back alone, it is what resume takes.
+  const fs::path copy = fs::path(remote) / "step_00000005";
+  ASSERT_TRUE(fs::exists(copy / "manifest.json")) << b.output;
+  EXPECT_EQ(slurp(copy / "model.safetensors"),
+            slurp(runs / "async/checkpoints/step_00000005/model.safetensors"));
+  fs::remove_all(runs / "async/checkpoints");
+  fs::create_directories(runs / "async/checkpoints");
+  fs::copy(copy, runs / "async/checkpoints/step_00000005", fs::copy_options::recursive);
+  const auto c = run(clipper_bin() + " train " + cfg +
+                     " --set train.run_name=async --set checkpoint.async=true --resume latest");
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  EXPECT_TRUE(has(c.output, "at step 5")) << c.output;
+}
+
+TEST(TrainE2E, AFailingSyncCommandNeverFailsTraining) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t);
+  const auto r =
+      run(clipper_bin() + " train " + cfg + " --set train.run_name=nosync --set train.max_steps=3" +
+          " --set checkpoint.every_steps=1 --set checkpoint.async=true" +
+          " --set \"checkpoint.sync_command=echo unreachable >&2; exit 9\"");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "failed with exit code 9")) << r.output;
+  EXPECT_TRUE(has(r.output, "training goes on")) << r.output;
+  EXPECT_TRUE(has(slurp(t.path() / "runs/nosync/logs/sync.log"), "unreachable"));
+  EXPECT_TRUE(fs::exists(t.path() / "runs/nosync/checkpoints/step_00000003/manifest.json"));
+}
+
+// Saving every step in the background, SIGTERM always meets a save in flight: the run commits it,
+// saves the stop step, waits for that commit and exits 75 with it as the latest.
+TEST(TrainE2E, SigtermDuringAsyncSavesWaitsForTheCommitAndExits75) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t);
+  const std::string log = t.file("term.log");
+  const int code = run_then_sigterm(
+      clipper_bin() + " train " + cfg + " --set train.run_name=aterm --set train.max_steps=100000" +
+          " --set checkpoint.every_steps=1 --set checkpoint.async=true",
+      log, t.path() / "runs" / "aterm" / "metrics.jsonl");
+  const std::string out = slurp(log);
+  ASSERT_EQ(code, 75) << out;
+  const auto at = out.find("stopped at step ");
+  ASSERT_NE(at, std::string::npos) << out;
+  const int stopped = std::stoi(out.substr(at + 16));
+  char name[32];
+  std::snprintf(name, sizeof name, "step_%08d", stopped);
+  const fs::path dir = t.path() / "runs/aterm/checkpoints";
+  EXPECT_TRUE(fs::exists(dir / name / "manifest.json")) << out;
+  EXPECT_LT(out.find(std::string(name) + ": training blocked"), at) << out;
+  for (const auto& e : fs::directory_iterator(dir))
+    EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
+  const auto r = run(clipper_bin() + " train " + cfg +
+                     " --set train.run_name=aterm --set train.max_steps=100000" +
+                     " --set train.stop_at_step=1 --resume latest");
+  EXPECT_TRUE(has(r.output, "at step " + std::to_string(stopped))) << r.output;
+}
+
+// Two ranks, reading back every 2 steps: the commit of a background save is agreed at those
+// steps, and both ranks' files equal those of synchronous saves.
+TEST(TrainE2E, AsyncSavesOnTwoRanksEqualSynchronousOnes) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t, "dist: {master_port: 0}\n");
+  const std::string launch = clipper_bin() + " launch --nproc-per-node 2 -- " + clipper_bin() +
+                             " train " + cfg +
+                             " --set checkpoint.every_steps=2 --set train.stop_at_step=5" +
+                             " --set train.sync_every=2 --set train.log_every=2";
+  const auto a = run(launch + " --set train.run_name=sync --set checkpoint.async=false");
+  ASSERT_EQ(a.exit_code, 75) << a.output;
+  const auto b = run(launch + " --set train.run_name=async --set checkpoint.async=true");
+  ASSERT_EQ(b.exit_code, 75) << b.output;
+  EXPECT_TRUE(has(b.output, "(in the background)")) << b.output;
+  const fs::path runs = t.path() / "runs";
+  for (const char* step : {"step_00000002", "step_00000004", "step_00000005"}) {
+    const auto want = checkpoint_bytes(runs / "sync/checkpoints" / step);
+    EXPECT_EQ(want.count("rank_00001.json"), 1u) << step;
+    EXPECT_EQ(checkpoint_bytes(runs / "async/checkpoints" / step), want) << step;
+  }
 }

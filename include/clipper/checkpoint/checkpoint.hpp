@@ -15,7 +15,14 @@
 // not the highest step; pruning keeps the newest committed ones. Resuming from an older checkpoint
 // sets the ones committed after it aside (checkpoints/abandoned/), so a later "latest" never
 // returns to an abandoned branch.
+//
+// Asynchronous saves (ManagerOptions::async): save() copies every part's state to host memory
+// (pinned on CUDA) and returns; a background thread writes the files. The commit (the ranks agree
+// that every file is on disk, rank 0 writes the manifest) runs on the training thread, in poll()
+// at a later step or in wait(), because the process group must never be used from two threads.
+// At most one save is in flight: the next save() commits the previous one first.
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -33,10 +40,36 @@ namespace clipper::checkpoint {
 inline constexpr const char* kMagic = "clipper-checkpoint";
 inline constexpr int kFormatVersion = 2;
 
+// checkpoint.sync_command so far (rank 0; zero elsewhere).
+struct SyncCounts {
+  std::int64_t runs = 0, failures = 0;
+};
+
+// What one save cost, reported when it commits (on the training thread, every rank).
+struct SaveReport {
+  std::string dir;
+  std::int64_t step = 0;
+  bool async = false;
+  double blocked_s = 0;  // the training thread held up: snapshot, waits, commit
+  double write_s = 0;    // writing the files (in the background when async)
+  SyncCounts sync;
+};
+
 struct ManagerOptions {
   std::int64_t keep_last = 3;
   // How long ranks wait for each other inside a save or a load (rank 0 writes the big parts).
   double timeout_s = 1800.0;
+  // save() snapshots to host memory and writes in the background; poll()/wait() commit.
+  bool async = false;
+  // With several ranks: poll() calls between the collectives that ask whether every rank has
+  // written its files (the trainer passes its read-back interval, so CUDA steps stay queued).
+  std::int64_t poll_every = 1;
+  // Run by rank 0 after each commit, in the background ({dir}: the committed folder, quoted for
+  // the shell); its output goes to sync_log. Failures are logged and counted, never thrown.
+  std::string sync_command;
+  std::string sync_log;
+  // Called on the training thread after every commit, after the log line.
+  std::function<void(const SaveReport&)> on_commit;
 };
 
 // A checkpoint found on disk.
@@ -46,13 +79,32 @@ struct Found {
   std::int64_t sequence = 0;
 };
 
+class BackgroundSync;
+
 class Manager {
  public:
   Manager(std::string run_dir, ManagerOptions options, std::shared_ptr<dist::ProcessGroup> pg);
+  // Joins the background threads; a save still in flight stays uncommitted (the previous
+  // committed checkpoint remains the latest).
+  ~Manager();
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
 
-  // Collective: every rank calls it with the same list of parts; returns the checkpoint folder.
-  // An error on any rank reaches every rank as an error (no rank waits for a timeout).
+  // Collective: every rank calls it with the same list of parts; returns the checkpoint folder
+  // (committed on return, unless async: then poll() or wait() commits it). An error on any rank
+  // reaches every rank as an error (no rank waits for a timeout); a background write's error at
+  // the commit.
   std::string save(std::int64_t step, const Parts& parts, const std::string& config_yaml);
+  // Collective, every rank at every step: commits the save in flight once every rank has
+  // written it (asks the other ranks every poll_every calls). Cheap when nothing is in flight.
+  void poll();
+  // Collective: waits for the save in flight, if any, and commits it.
+  void wait();
+  // Collective: wait(), then (rank 0) waits for the background sync and logs its counts.
+  void finish();
+  bool in_flight() const { return pending_ != nullptr; }
+  SyncCounts sync_counts() const;
+  struct Pending;  // a save between its start and its commit (checkpoint.cpp)
   // Collective: `resume` is "" (nothing), "latest" (the last committed valid checkpoint of this
   // run, decided by rank 0) or a checkpoint folder. Returns the folder every rank will load, or
   // nothing. Checkpoints committed after the chosen one are set aside as an abandoned branch.
@@ -65,12 +117,18 @@ class Manager {
   const std::string& checkpoints_dir() const { return dir_; }
 
  private:
+  std::unique_ptr<Pending> begin_save(std::int64_t step, const Parts& parts,
+                                      const std::string& config_yaml);
+  void commit_pending();
+  void report(const Pending& p);
   void commit(const std::string& tmp, const std::string& final_dir);
   void prune();
   void set_aside_after(const Found& chosen);
   std::string dir_;
   ManagerOptions options_;
   std::shared_ptr<dist::ProcessGroup> pg_;
+  std::unique_ptr<Pending> pending_;
+  std::unique_ptr<BackgroundSync> sync_;  // rank 0 with a sync_command
 };
 
 // Every valid-looking checkpoint folder (manifest readable), oldest commit first; folders with

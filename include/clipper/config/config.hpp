@@ -162,6 +162,8 @@ struct CheckpointConfig {
   bool save_at_end = true;
   double timeout_s = 1800.0;  // collectives inside a save or a load
   bool overwrite = false;     // start fresh in a run folder that holds checkpoints
+  bool async = false;         // snapshot to host memory, write in the background
+  std::string sync_command;   // run by rank 0 after each commit; {dir}: the committed folder
 };
 
 struct EvalConfig {

@@ -1,0 +1,52 @@
+#pragma once
+// checkpoint.sync_command: after each commit rank 0 copies the committed folder elsewhere (rsync,
+// aws s3 sync, ...) with a shell command run in the background. Only committed folders are handed
+// over, so a copy holds a manifest and the files it lists; an interrupted copy lacks files (or has
+// short ones) and the resume lookup skips it like any incomplete checkpoint. A failure is logged
+// and counted; it never blocks or fails training.
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+
+namespace clipper::checkpoint {
+
+// `command` with every "{dir}" replaced by `dir` and every "{name}" by its last component
+// ("step_00000200"), quoted for /bin/sh.
+std::string expand_sync_command(const std::string& command, const std::string& dir);
+// Runs `command` with /bin/sh -c, stdin from /dev/null, stdout and stderr appended to `log_path`
+// (inherited when empty); returns its exit status (128 + N when killed by signal N, 127 when it
+// cannot start).
+int run_shell(const std::string& command, const std::string& log_path);
+
+class BackgroundSync {
+ public:
+  BackgroundSync(std::string command, std::string log_path);
+  // Waits for the command running now and for the one queued.
+  ~BackgroundSync();
+  BackgroundSync(const BackgroundSync&) = delete;
+  BackgroundSync& operator=(const BackgroundSync&) = delete;
+
+  // Never waits: while a sync runs, `dir` is queued, replacing a queued older folder (the newest
+  // commit is what matters; the next sync carries everything the skipped one would have).
+  void submit(const std::string& dir);
+  // Until nothing runs or waits.
+  void wait();
+  // Whether `dir` is being synced or queued (pruning leaves it alone until the next commit).
+  bool uses(const std::string& dir) const;
+  std::int64_t runs() const;
+  std::int64_t failures() const;
+
+ private:
+  void loop();
+  const std::string command_, log_path_;
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  std::string running_, queued_;
+  std::int64_t runs_ = 0, failures_ = 0;
+  bool closing_ = false;
+  std::thread worker_;
+};
+
+}  // namespace clipper::checkpoint
