@@ -32,12 +32,13 @@ struct Held : clipper::checkpoint::Stateful {
 clipper::checkpoint::Parts g_parts;
 
 const clipper::checkpoint::Manager& manager() {
-  static const clipper::checkpoint::Manager m = [] {
+  static const auto m = [] {
     clipper::core::log::Options lo;
     lo.console_level = clipper::core::log::parse_level("off");
     clipper::core::log::configure(lo);
-    clipper::checkpoint::Manager mgr(clipper::fuzz::scratch_dir() + "/run", {2},
-                                     std::make_shared<clipper::dist::ProcessGroup>());
+    auto mgr = std::make_unique<clipper::checkpoint::Manager>(
+        clipper::fuzz::scratch_dir() + "/run", clipper::checkpoint::ManagerOptions{2},
+        std::make_shared<clipper::dist::ProcessGroup>());
     static Held model, optimizer, trainer, rng, loader;
     model.held.tensors = {{"w", at::ones({2, 3})}};
     optimizer.held.tensors = {{"m", at::zeros({2})}};
@@ -49,12 +50,12 @@ const clipper::checkpoint::Manager& manager() {
                {"trainer", clipper::checkpoint::Scope::global, &trainer},
                {"rng", clipper::checkpoint::Scope::per_rank, &rng},
                {"loader", clipper::checkpoint::Scope::per_rank, &loader}};
-    std::ifstream in(mgr.save(5, g_parts, "train:\n  steps: 10\n") + "/manifest.json",
+    std::ifstream in(mgr->save(5, g_parts, "train:\n  steps: 10\n") + "/manifest.json",
                      std::ios::binary);
     g_manifest.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
     return mgr;
   }();
-  return m;
+  return *m;
 }
 
 std::string folder_name(const std::string& line) {
