@@ -80,7 +80,8 @@ train::StepOptions step_options(const config::TrainConfig& t, const session::Ses
 }
 
 train::StepConfig step_config(const config::Config& cfg) {
-  return {cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce};
+  return {cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce,
+          static_cast<int>(cfg.dist.zero)};
 }
 
 }  // namespace
