@@ -96,6 +96,34 @@ TEST(DistTrain, ClipFullGatherStep4Ranks) {
   expect_all_ok(4, "train", "loss=clip local=0 overlap=1 steps=1");
 }
 
+// --- ZeRO: 10 steps with dist.zero 1 and 2 equal dist.zero 0 (losses, norms, parameters and the
+// optimizer moments of each rank's shard), with clipping that acts on some steps, a NaN step that
+// every rank skips, two weight-decay groups and small buckets (shards cross parameters). fp64:
+// 1e-12; fp32: 1e-5 (the norm relative to its size: the ZeRO norm is summed in fp64 from shard
+// norms, the unsharded one in fp32).
+const std::string kZeroArgs = "steps=10 clip=0.5 nan_step=4 bucket_mb=0.01 ";
+TEST(DistZero, Stage1EqualsUnsharded2Ranks) {
+  expect_all_ok(2, "zero", kZeroArgs + "zero=1");
+}
+TEST(DistZero, Stage2EqualsUnsharded2Ranks) {
+  expect_all_ok(2, "zero", kZeroArgs + "zero=2");
+}
+TEST(DistZero, Stage1EqualsUnsharded4Ranks) {
+  expect_all_ok(4, "zero", kZeroArgs + "zero=1");
+}
+TEST(DistZero, Stage2EqualsUnsharded4RanksLockedImageTower) {
+  expect_all_ok(4, "zero", kZeroArgs + "zero=2 lock=image");
+}
+TEST(DistZero, Stage2EqualsUnshardedSynchronous2RanksLockedTextTower) {
+  expect_all_ok(2, "zero", kZeroArgs + "zero=2 overlap=0 lock=text");
+}
+TEST(DistZero, Stage1EqualsUnshardedFloat32_2Ranks) {
+  expect_all_ok(2, "zero", kZeroArgs + "zero=1 dtype=f32 tol=1e-5");
+}
+TEST(DistZero, Stage2EqualsUnshardedFloat32_4Ranks) {
+  expect_all_ok(4, "zero", kZeroArgs + "zero=2 dtype=f32 tol=1e-5");
+}
+
 // --- failures end every rank, never a hang ------------------------------------------------------
 TEST(DistFailure, KilledRankMakesTheOthersFailWithinTheTimeout) {
   TempDir dir;
