@@ -21,6 +21,7 @@
 #include <sstream>
 #include <thread>
 
+#include "clipper/checkpoint/checkpoint.hpp"
 #include "clipper/config/config.hpp"
 #include "clipper/dist/grad_reducer.hpp"
 #include "clipper/dist/process_group.hpp"
@@ -28,6 +29,7 @@
 #include "clipper/loss/siglip_loss.hpp"
 #include "clipper/model/model_spec.hpp"
 #include "clipper/train/step.hpp"
+#include "clipper/trainer/state_parts.hpp"
 
 namespace {
 
@@ -376,6 +378,72 @@ int run_zero(const std::shared_ptr<ProcessGroup>& pg) {
   return c.finish("zero");
 }
 
+// --- resume on another world size: the optimizer state is re-split ------------------------------
+// phase=save: `before` steps on this world size with zero=Z, then a checkpoint in dir=DIR (the
+// model and the trainer's own optimizer part). phase=load: any world size and stage loads it and
+// runs steps `before`..`steps`-1. The global batch (global=G pairs) is the same for every world
+// size, so both phases together must equal one process that ran every step on the whole batch.
+class ParamsPart : public clipper::checkpoint::Stateful {
+ public:
+  explicit ParamsPart(clipper::model::Clip m) : model_(std::move(m)) {}
+  clipper::checkpoint::PartState state() const override {
+    clipper::checkpoint::PartState s;
+    for (const auto& item : model_->named_parameters())
+      s.tensors.emplace_back(item.key(), item.value());
+    return s;
+  }
+  void load_state(const clipper::checkpoint::PartState& s, const std::string&) override {
+    at::NoGradGuard g;
+    auto params = model_->named_parameters();
+    for (const auto& [n, t] : s.tensors) params[n].copy_(t);
+  }
+
+ private:
+  clipper::model::Clip model_;
+};
+
+int run_reshard(const std::shared_ptr<ProcessGroup>& pg) {
+  const int w = pg->size(), r = pg->rank();
+  const long global = arg_i("global", 8), before = arg_i("before", 5), steps = arg_i("steps", 10);
+  g_args["batch"] = std::to_string(global / w);
+  const bool save = arg("phase", "save") == "save";
+  auto z = make_zero_step(pg, static_cast<int>(arg_i("zero", 0)));
+  ParamsPart model_part(z->model());
+  auto opt_part = clipper::trainer::make_optimizer_part(*z);
+  const clipper::checkpoint::Parts parts{
+      {"model", clipper::checkpoint::Scope::global, &model_part},
+      {"optimizer", clipper::checkpoint::Scope::per_rank, opt_part.get()}};
+  clipper::checkpoint::Manager manager(arg("dir", ""), {}, pg);
+  if (!save) manager.load(manager.latest_valid().value().dir, parts);
+  std::vector<double> losses;
+  for (long step = save ? 0 : before; step < (save ? before : steps); ++step) {
+    const auto res = z->run({zero_batch(w, r, step)}, 1e-3 * (1 + step % 3));
+    losses.push_back(res.loss);
+  }
+  if (save) {
+    manager.save(before, parts, "");
+    report("OK reshard saved step " + std::to_string(before) + " from " + std::to_string(w) +
+           " ranks, optimizer_bytes=" + std::to_string(z->optimizer_state_bytes()));
+    return 0;
+  }
+  // The reference: one process, zero 0, every step on the global batch.
+  ProcessGroup single_pg;
+  g_args["batch"] = std::to_string(global);
+  auto ref = make_zero_step(borrowed(single_pg), 0);
+  Check c{dtype() == at::kDouble ? 1e-10 : arg_d("tol", 1e-4)};
+  for (long step = 0; step < steps; ++step) {
+    const auto a = ref->run({zero_batch(1, 0, step)}, 1e-3 * (1 + step % 3));
+    if (step >= before)
+      c.add("loss" + std::to_string(step), std::abs(a.loss - losses[step - before]));
+  }
+  const auto pa = ref->model()->named_parameters(), pb = z->model()->named_parameters();
+  double worst = 0;
+  for (std::size_t i = 0; i < pa.size(); ++i)
+    worst = std::max(worst, max_abs(pa[i].value().detach(), pb[i].value().detach()));
+  c.add("params", worst);
+  return c.finish("reshard");
+}
+
 // --- failures ----------------------------------------------------------------------------------
 int run_failure(ProcessGroup& pg, bool die) {
   const int victim = static_cast<int>(arg_i("victim", 1));
@@ -459,6 +527,7 @@ int main(int argc, char** argv) {
     if (scenario == "clip_grads") return run_clip_grads(*pg);
     if (scenario == "train") return run_train(*pg, pg);
     if (scenario == "zero") return run_zero(pg);
+    if (scenario == "reshard") return run_reshard(pg);
     if (scenario == "die" || scenario == "stall") return run_failure(*pg, scenario == "die");
     report("error: unknown scenario " + scenario);
     return 2;
