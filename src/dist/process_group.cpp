@@ -300,6 +300,7 @@ PendingWork ProcessGroup::reduce_scatter_async(at::Tensor& out, const at::Tensor
     out.copy_(in);
     return {};
   }
+  payload_.reduce_scatter += bytes_of(in);
   c10d::ReduceScatterOptions o;
   o.reduceOp = c10d::ReduceOp::SUM;
   auto backend = impl_->backend;
@@ -316,6 +317,7 @@ PendingWork ProcessGroup::all_gather_async(at::Tensor& out, const at::Tensor& in
     out.copy_(in);
     return {};
   }
+  payload_.all_gather += bytes_of(in);
   auto backend = impl_->backend;
   at::Tensor src = in;
   return start_work(describe() + ": " + what, impl_->timeout_s,
