@@ -153,7 +153,8 @@ config::Config bench_config(const BenchOptions& o) {
 
 BenchResult bench_train(const BenchOptions& o) {
   const config::Config cfg = bench_config(o);
-  const StepConfig step_cfg{cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce};
+  const StepConfig step_cfg{cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce,
+                            static_cast<int>(cfg.dist.zero)};
   choose_sdpa(o.sdpa);
   const session::Session s = session::open_session(cfg);
   const bool cuda = s.device.is_cuda();

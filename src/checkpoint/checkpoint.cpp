@@ -544,49 +544,88 @@ std::optional<std::string> Manager::resolve(const std::string& resume) {
   return chosen;
 }
 
+namespace {
+
+// The rank files of a checkpoint, read and CRC-checked once each, on first use.
+class RankFiles : public SavedRanks {
+ public:
+  RankFiles(std::string dir, const Json& files, int world_size)
+      : dir_(std::move(dir)), files_(files), world_size_(world_size) {}
+  void select(const std::string& part) { part_ = part; }
+  int world_size() const override { return world_size_; }
+  Json json(int rank) const override {
+    const Json& j = rank_json(rank);
+    return j.contains(part_) ? j[part_] : Json();
+  }
+  PartState read(int rank) const override {
+    PartState s;
+    for (const auto& [name, t] : rank_tensors(rank)) {
+      std::string tensor;
+      if (rank_tensor_part(name, &tensor) == part_) s.tensors.emplace_back(tensor, t);
+    }
+    s.json = json(rank);
+    return s;
+  }
+
+ private:
+  std::string checked(int rank, const char* ext) const {
+    if (rank < 0 || rank >= world_size_)
+      throw InputError("checkpoint '" + dir_ + "' has no rank " + std::to_string(rank) + " (" +
+                       std::to_string(world_size_) + " ranks wrote it)");
+    const std::string name = rank_name(rank, ext);
+    const auto it = files_.find(name);
+    if (it == files_.end()) return "";
+    check_file(dir_, name, *it, /*check_crc=*/true);
+    return (fs::path(dir_) / name).string();
+  }
+  const Json& rank_json(int rank) const {
+    auto it = json_.find(rank);
+    if (it != json_.end()) return it->second;
+    const std::string p = checked(rank, "json");
+    return json_[rank] = p.empty() ? Json::object() : read_json(p);
+  }
+  const TensorList& rank_tensors(int rank) const {
+    auto it = tensors_.find(rank);
+    if (it != tensors_.end()) return it->second;
+    const std::string p = checked(rank, "safetensors");
+    return tensors_[rank] = p.empty() ? TensorList{} : io::load_safetensors(p);
+  }
+  std::string dir_;
+  const Json& files_;
+  int world_size_;
+  std::string part_;
+  mutable std::map<int, Json> json_;
+  mutable std::map<int, TensorList> tensors_;
+};
+
+}  // namespace
+
 void Manager::load(const std::string& dir, const Parts& parts) const {
   dist::ScopedTimeout timeout(*pg_, options_.timeout_s);
   on_every_rank(*pg_, "load from " + dir, [&] {
     const Json m = validate(dir, /*check_crc=*/false);
     const Json& files = m["files"];
-    const bool has_rank_parts = std::any_of(
-        parts.begin(), parts.end(), [](const Part& p) { return p.scope == Scope::per_rank; });
-    const int saved_world = m["world_size"].get<int>();
-    if (has_rank_parts && saved_world != pg_->size())
-      throw InputError("checkpoint '" + dir + "' was written by " + std::to_string(saved_world) +
-                       " ranks; this run has " + std::to_string(pg_->size()) +
-                       " (resume with the same world size; see docs/training.md)");
-    // Each rank reads (and CRC-checks) the global files and its own rank files only.
+    // Each rank reads (and CRC-checks) the global files, and the rank files its per-rank parts
+    // ask for (its own, unless a part re-splits state saved by another world size).
     auto read = [&](const std::string& name, auto load) {
       const auto it = files.find(name);
       if (it == files.end()) return;
       check_file(dir, name, *it, /*check_crc=*/true);
       load((fs::path(dir) / name).string());
     };
-    std::vector<PartState> states(parts.size());
-    std::map<std::string, std::size_t> index;
-    for (std::size_t i = 0; i < parts.size(); ++i) index[parts[i].name] = i;
-    for (std::size_t i = 0; i < parts.size(); ++i) {
-      if (parts[i].scope != Scope::global) continue;
-      const auto f = global_files(parts[i].name);
-      read(f.tensors, [&](const std::string& p) { states[i].tensors = io::load_safetensors(p); });
-      read(f.json, [&](const std::string& p) { states[i].json = read_json(p); });
-    }
-    const int rank = pg_->rank();
-    read(rank_name(rank, "safetensors"), [&](const std::string& p) {
-      for (auto& [name, t] : io::load_safetensors(p)) {
-        std::string tensor;
-        const auto it = index.find(rank_tensor_part(name, &tensor));
-        if (it != index.end()) states[it->second].tensors.emplace_back(tensor, t);
+    RankFiles ranks(dir, files, m["world_size"].get<int>());
+    for (const auto& part : parts) {
+      if (part.scope == Scope::per_rank) {
+        ranks.select(part.name);
+        part.state->load_ranks(ranks, pg_->rank(), pg_->size(), dir);
+        continue;
       }
-    });
-    read(rank_name(rank, "json"), [&](const std::string& p) {
-      const Json j = read_json(p);
-      for (std::size_t i = 0; i < parts.size(); ++i)
-        if (parts[i].scope == Scope::per_rank && j.contains(parts[i].name))
-          states[i].json = j[parts[i].name];
-    });
-    for (std::size_t i = 0; i < parts.size(); ++i) parts[i].state->load_state(states[i], dir);
+      PartState state;
+      const auto f = global_files(part.name);
+      read(f.tensors, [&](const std::string& p) { state.tensors = io::load_safetensors(p); });
+      read(f.json, [&](const std::string& p) { state.json = read_json(p); });
+      part.state->load_state(state, dir);
+    }
   });
 }
 

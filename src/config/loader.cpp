@@ -168,16 +168,21 @@ void check_value(const KeyInfo& k, const Value& v, const std::string& shown) {
       throw InputError(msg);
     }
   }
-  if (k.min) {
-    auto below = [&](double x) { return x < *k.min; };
-    bool bad = false;
-    if (auto* i = std::get_if<std::int64_t>(&v)) bad = below(static_cast<double>(*i));
-    if (auto* d = std::get_if<double>(&v)) bad = below(*d);
-    if (bad) {
-      std::ostringstream os;
-      os << "value " << shown << " is below the minimum " << *k.min;
-      throw InputError(os.str());
-    }
+  auto number = [&]() -> std::optional<double> {
+    if (auto* i = std::get_if<std::int64_t>(&v)) return static_cast<double>(*i);
+    if (auto* d = std::get_if<double>(&v)) return *d;
+    return std::nullopt;
+  };
+  const auto x = number();
+  if (x && k.min && *x < *k.min) {
+    std::ostringstream os;
+    os << "value " << shown << " is below the minimum " << *k.min;
+    throw InputError(os.str());
+  }
+  if (x && k.max && *x > *k.max) {
+    std::ostringstream os;
+    os << "value " << shown << " is above the maximum " << *k.max;
+    throw InputError(os.str());
   }
 }
 

@@ -67,6 +67,10 @@ class Builder {
     out_.back().min = m;
     return *this;
   }
+  Builder& max(double m) {
+    out_.back().max = m;
+    return *this;
+  }
   Builder& required() {
     out_.back().required = true;
     return *this;
@@ -269,6 +273,12 @@ std::vector<KeyInfo> declare() {
       .min(0.0);
   b.add("dist.overlap_grad_reduce", &C::dist, &DistConfig::overlap_grad_reduce,
         "start bucket all-reduces during backward");
+  b.add("dist.zero", &C::dist, &DistConfig::zero,
+        "optimizer-state sharding (ZeRO): 0 none; 1 AdamW moments sharded across ranks, "
+        "gradients reduce-scattered, parameters all-gathered; 2 also frees full gradients once "
+        "reduce-scattered")
+      .min(0)
+      .max(2);
   // checkpoint
   b.add("checkpoint.every_steps", &C::checkpoint, &CheckpointConfig::every_steps,
         "save every N steps; 0: off")

@@ -18,25 +18,44 @@ namespace clipper::dist {
 
 namespace {
 
+// The in-flight side of a FlatBucket.
 struct Bucket {
-  std::vector<std::size_t> params;    // indices into State::params
-  std::vector<std::int64_t> offsets;  // element offset of each parameter in `flat`
-  std::int64_t numel = 0;
-  at::ScalarType dtype = at::kFloat;
-  at::Device device{at::kCPU};
-  at::Tensor flat;
+  at::Tensor flat;   // the bucket's gradients (ZeRO 2: only between copy-in and reduce-scatter)
+  at::Tensor shard;  // ZeRO: this rank's shard of the mean gradient
   std::size_t pending = 0;  // gradients still missing this step
   bool launched = false;
   PendingWork work;
   std::string label;
 };
 
-// Buckets of at most `bytes` bytes (at least one tensor each), per (dtype, device), tensors taken
-// in `order`. Bucket indices follow the order in which buckets are opened.
-std::vector<Bucket> make_buckets(const std::vector<at::Tensor>& tensors,
-                                 const std::vector<std::size_t>& order, double bucket_mb) {
+at::Tensor flat_zeros(const FlatBucket& b, std::int64_t n) {
+  return at::zeros({n}, at::TensorOptions().dtype(b.dtype).device(b.device));
+}
+
+std::string bucket_label(const FlatBucket& b, std::size_t k, std::size_t n, int zero) {
+  std::ostringstream os;
+  os << "gradient " << (zero > 0 ? "reduce_scatter" : "all_reduce") << ", bucket " << k + 1 << "/"
+     << n << " (" << b.params.size() << " tensors, "
+     << static_cast<double>(b.padded) * static_cast<double>(c10::elementSize(b.dtype)) / 1e6
+     << " MB " << c10::toString(b.dtype) << ")";
+  return os.str();
+}
+
+}  // namespace
+
+std::vector<std::size_t> reverse_order(std::size_t n) {
+  std::vector<std::size_t> order(n);
+  for (std::size_t i = 0; i < n; ++i) order[i] = n - 1 - i;
+  return order;
+}
+
+FlatLayout make_flat_layout(const std::vector<at::Tensor>& tensors,
+                            const std::vector<std::size_t>& order, double bucket_mb,
+                            int world_size) {
   const double limit = bucket_mb * 1024.0 * 1024.0;
-  std::vector<Bucket> buckets;
+  FlatLayout layout;
+  layout.world_size = world_size;
+  auto& buckets = layout.buckets;
   std::map<std::tuple<int, int, int>, std::size_t> open;  // (dtype, device type, index) -> bucket
   for (std::size_t i : order) {
     const auto& t = tensors[i];
@@ -46,7 +65,7 @@ std::vector<Bucket> make_buckets(const std::vector<at::Tensor>& tensors,
     auto it = open.find(key);
     const double bytes = static_cast<double>(t.numel()) * static_cast<double>(t.element_size());
     if (it != open.end()) {
-      auto& b = buckets[it->second];
+      const auto& b = buckets[it->second];
       const double have = static_cast<double>(b.numel) * static_cast<double>(t.element_size());
       if (have + bytes > limit) {
         open.erase(it);
@@ -54,7 +73,7 @@ std::vector<Bucket> make_buckets(const std::vector<at::Tensor>& tensors,
       }
     }
     if (it == open.end()) {
-      Bucket b;
+      FlatBucket b;
       b.dtype = t.scalar_type();
       b.device = t.device();
       buckets.push_back(std::move(b));
@@ -65,26 +84,31 @@ std::vector<Bucket> make_buckets(const std::vector<at::Tensor>& tensors,
     b.offsets.push_back(b.numel);
     b.numel += t.numel();
   }
-  for (std::size_t k = 0; k < buckets.size(); ++k) {
-    auto& b = buckets[k];
-    b.flat = at::zeros({b.numel}, at::TensorOptions().dtype(b.dtype).device(b.device));
-    std::ostringstream os;
-    os << "gradient all_reduce, bucket " << k + 1 << "/" << buckets.size() << " ("
-       << b.params.size() << " tensors, "
-       << static_cast<double>(b.numel) * static_cast<double>(b.flat.element_size()) / 1e6 << " MB "
-       << c10::toString(b.dtype) << ")";
-    b.label = os.str();
-  }
-  return buckets;
+  for (auto& b : buckets) b.padded = (b.numel + world_size - 1) / world_size * world_size;
+  return layout;
 }
 
-}  // namespace
+std::vector<FlatSegment> FlatLayout::segments(std::size_t bucket, int rank) const {
+  const auto& b = buckets[bucket];
+  const std::int64_t s = shard_numel(bucket), lo = rank * s, hi = lo + s;
+  std::vector<FlatSegment> out;
+  for (std::size_t j = 0; j < b.params.size(); ++j) {
+    const std::int64_t n =
+        j + 1 < b.params.size() ? b.offsets[j + 1] - b.offsets[j] : b.numel - b.offsets[j];
+    const std::int64_t a = std::max(lo, b.offsets[j]), e = std::min(hi, b.offsets[j] + n);
+    if (e > a) out.push_back({b.params[j], a - b.offsets[j], a - lo, e - a});
+  }
+  return out;
+}
 
 struct GradReducer::State {
   std::vector<at::Tensor> params;
   std::shared_ptr<ProcessGroup> pg;
   bool overlap = false;
+  int zero = 0;
+  FlatLayout layout;
   std::vector<Bucket> buckets;
+  std::vector<at::Tensor> shards;      // ZeRO: buckets[k].shard, for grad_shards()
   std::vector<std::size_t> bucket_of;  // param -> bucket
   std::vector<char> ready;             // param got its gradient this step
   std::size_t next_launch = 0;
@@ -95,23 +119,29 @@ struct GradReducer::State {
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
   std::vector<std::uintptr_t> hook_keys;
 
-  void copy_in(Bucket& b) {
+  // ZeRO 2 frees each full gradient here, once its values are in the bucket.
+  void copy_in(std::size_t k) {
     at::NoGradGuard no_grad;
-    for (std::size_t j = 0; j < b.params.size(); ++j) {
-      const auto& p = params[b.params[j]];
-      auto slot = b.flat.narrow(0, b.offsets[j], p.numel());
+    const auto& spec = layout.buckets[k];
+    auto& b = buckets[k];
+    if (!b.flat.defined()) b.flat = flat_zeros(spec, spec.padded);
+    for (std::size_t j = 0; j < spec.params.size(); ++j) {
+      auto& p = params[spec.params[j]];
+      auto slot = b.flat.narrow(0, spec.offsets[j], p.numel());
       const auto& g = p.grad();
       if (g.defined())
         slot.copy_(g.reshape({-1}));
       else
         slot.zero_();
+      if (zero >= 2) p.mutable_grad() = at::Tensor();
     }
   }
 
   void launch(std::size_t k) {
     auto& b = buckets[k];
-    copy_in(b);
-    b.work = pg->all_reduce_async(b.flat, ReduceOp::sum, b.label);
+    copy_in(k);
+    b.work = zero > 0 ? pg->reduce_scatter_async(b.shard, b.flat, b.label)
+                      : pg->all_reduce_async(b.flat, ReduceOp::sum, b.label);
     b.launched = true;
   }
 
@@ -139,13 +169,44 @@ struct GradReducer::State {
   }
 
   void reset() {
-    for (auto& b : buckets) {
-      b.pending = b.params.size();
-      b.launched = false;
+    for (std::size_t k = 0; k < buckets.size(); ++k) {
+      buckets[k].pending = layout.buckets[k].params.size();
+      buckets[k].launched = false;
     }
     std::fill(ready.begin(), ready.end(), 0);
     next_launch = 0;
     armed = false;
+  }
+
+  // The mean gradient back into every parameter's .grad() (zero = 0).
+  void write_back(std::size_t k) {
+    const auto& spec = layout.buckets[k];
+    auto& flat = buckets[k].flat;
+    for (std::size_t j = 0; j < spec.params.size(); ++j) {
+      auto& p = params[spec.params[j]];
+      auto slot = flat.narrow(0, spec.offsets[j], p.numel()).view(p.sizes());
+      if (p.grad().defined())
+        p.mutable_grad().copy_(slot);
+      else
+        p.mutable_grad() = slot.clone();
+    }
+  }
+
+  void make_buckets(double bucket_mb) {
+    layout = make_flat_layout(params, reverse_order(params.size()), bucket_mb,
+                              zero > 0 ? pg->size() : 1);
+    buckets.resize(layout.buckets.size());
+    bucket_of.assign(params.size(), 0);
+    for (std::size_t k = 0; k < buckets.size(); ++k) {
+      const auto& spec = layout.buckets[k];
+      for (std::size_t i : spec.params) bucket_of[i] = k;
+      buckets[k].label = bucket_label(spec, k, buckets.size(), zero);
+      if (zero < 2) buckets[k].flat = flat_zeros(spec, spec.padded);
+      if (zero > 0) {
+        buckets[k].shard = flat_zeros(spec, layout.shard_numel(k));
+        shards.push_back(buckets[k].shard);
+      }
+    }
   }
 };
 
@@ -171,22 +232,25 @@ class ReadyHook : public torch::autograd::FunctionPostHook {
 
 GradReducer::GradReducer(std::vector<at::Tensor> params, std::shared_ptr<ProcessGroup> pg,
                          double bucket_mb, bool overlap)
+    : GradReducer(std::move(params), std::move(pg), ReducerOptions{bucket_mb, overlap, 0}) {}
+
+GradReducer::GradReducer(std::vector<at::Tensor> params, std::shared_ptr<ProcessGroup> pg,
+                         ReducerOptions options)
     : state_(std::make_shared<State>()) {
   auto& s = *state_;
   s.params = std::move(params);
   s.pg = std::move(pg);
-  s.overlap = overlap && s.pg->size() > 1;
-  if (s.pg->size() == 1) return;
+  s.zero = options.zero;
+  core::require(s.zero >= 0 && s.zero <= 2,
+                "dist.zero must be 0, 1 or 2, got " + std::to_string(s.zero));
+  s.overlap = options.overlap && s.pg->size() > 1;
+  // One process needs no buckets, unless ZeRO wants its (single) shard.
+  if (s.pg->size() == 1 && s.zero == 0) return;
   for (std::size_t i = 0; i < s.params.size(); ++i)
     core::require(
         s.params[i].defined() && s.params[i].requires_grad() && s.params[i].is_leaf(),
         "GradReducer: tensor " + std::to_string(i) + " is not a trainable leaf parameter");
-  std::vector<std::size_t> order(s.params.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = order.size() - 1 - i;
-  s.buckets = make_buckets(s.params, order, bucket_mb);
-  s.bucket_of.assign(s.params.size(), 0);
-  for (std::size_t k = 0; k < s.buckets.size(); ++k)
-    for (std::size_t i : s.buckets[k].params) s.bucket_of[i] = k;
+  s.make_buckets(options.bucket_mb);
   s.ready.assign(s.params.size(), 0);
   s.reset();
   if (s.overlap) {
@@ -215,24 +279,23 @@ void GradReducer::begin_step() {
 
 void GradReducer::finish() {
   auto& s = *state_;
-  if (s.pg->size() == 1) return;
+  if (s.buckets.empty()) return;
   std::lock_guard<std::mutex> lock(s.mutex);
   if (!s.armed) s.by_hooks = 0;
   s.armed = false;
   while (s.next_launch < s.buckets.size()) s.launch(s.next_launch++);
   const double inv = 1.0 / static_cast<double>(s.pg->size());
   at::NoGradGuard no_grad;
-  for (auto& b : s.buckets) {
+  for (std::size_t k = 0; k < s.buckets.size(); ++k) {
+    auto& b = s.buckets[k];
     b.work.wait();
-    b.flat.mul_(inv);
-    for (std::size_t j = 0; j < b.params.size(); ++j) {
-      auto& p = s.params[b.params[j]];
-      auto slot = b.flat.narrow(0, b.offsets[j], p.numel()).view(p.sizes());
-      if (p.grad().defined())
-        p.mutable_grad().copy_(slot);
-      else
-        p.mutable_grad() = slot.clone();
+    if (s.zero == 0) {
+      b.flat.mul_(inv);
+      s.write_back(k);
+      continue;
     }
+    b.shard.mul_(inv);
+    if (s.zero >= 2) b.flat = at::Tensor();
   }
   s.reset();
 }
@@ -243,13 +306,60 @@ std::size_t GradReducer::num_buckets() const {
 
 std::vector<std::size_t> GradReducer::bucket_bytes() const {
   std::vector<std::size_t> out;
-  for (const auto& b : state_->buckets)
-    out.push_back(static_cast<std::size_t>(b.numel) * b.flat.element_size());
+  for (const auto& b : state_->layout.buckets)
+    out.push_back(static_cast<std::size_t>(b.padded) * c10::elementSize(b.dtype));
   return out;
 }
 
 std::size_t GradReducer::launched_by_hooks() const {
   return state_->by_hooks;
+}
+
+const FlatLayout& GradReducer::layout() const {
+  return state_->layout;
+}
+
+const std::vector<at::Tensor>& GradReducer::grad_shards() const {
+  return state_->shards;
+}
+
+std::vector<at::Tensor> GradReducer::param_shards() const {
+  const auto& s = *state_;
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> out;
+  for (std::size_t k = 0; k < s.layout.buckets.size(); ++k) {
+    auto shard = flat_zeros(s.layout.buckets[k], s.layout.shard_numel(k));
+    for (const auto& g : s.layout.segments(k, s.pg->rank()))
+      shard.narrow(0, g.shard_offset, g.numel)
+          .copy_(s.params[g.param].detach().reshape({-1}).narrow(0, g.param_offset, g.numel));
+    out.push_back(std::move(shard));
+  }
+  return out;
+}
+
+void GradReducer::all_gather_params(const std::vector<at::Tensor>& shards) {
+  auto& s = *state_;
+  core::require(shards.size() == s.buckets.size(),
+                "GradReducer::all_gather_params: one shard per bucket expected");
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> full(s.buckets.size());
+  std::vector<PendingWork> work(s.buckets.size());
+  for (std::size_t k = 0; k < s.buckets.size(); ++k) {
+    const auto& spec = s.layout.buckets[k];
+    // ZeRO 1 reuses the bucket's gradient buffer, dead since the reduce-scatter.
+    full[k] = s.buckets[k].flat.defined() ? s.buckets[k].flat : flat_zeros(spec, spec.padded);
+    work[k] = s.pg->all_gather_async(full[k], shards[k],
+                                     "parameter all_gather, bucket " + std::to_string(k + 1) + "/" +
+                                         std::to_string(s.buckets.size()));
+  }
+  for (std::size_t k = 0; k < s.buckets.size(); ++k) {
+    work[k].wait();
+    const auto& spec = s.layout.buckets[k];
+    for (std::size_t j = 0; j < spec.params.size(); ++j) {
+      auto p = s.params[spec.params[j]].detach();
+      p.copy_(full[k].narrow(0, spec.offsets[j], p.numel()).view(p.sizes()));
+    }
+  }
 }
 
 void broadcast_tensors(const std::vector<at::Tensor>& tensors, ProcessGroup& pg, int root,
@@ -258,18 +368,19 @@ void broadcast_tensors(const std::vector<at::Tensor>& tensors, ProcessGroup& pg,
   at::NoGradGuard no_grad;
   std::vector<std::size_t> order(tensors.size());
   for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  auto buckets = make_buckets(tensors, order, bucket_mb);
-  for (std::size_t k = 0; k < buckets.size(); ++k) {
-    auto& b = buckets[k];
+  const auto layout = make_flat_layout(tensors, order, bucket_mb, 1);
+  for (std::size_t k = 0; k < layout.buckets.size(); ++k) {
+    const auto& b = layout.buckets[k];
+    auto flat = flat_zeros(b, b.numel);
     for (std::size_t j = 0; j < b.params.size(); ++j)
-      b.flat.narrow(0, b.offsets[j], tensors[b.params[j]].numel())
+      flat.narrow(0, b.offsets[j], tensors[b.params[j]].numel())
           .copy_(tensors[b.params[j]].reshape({-1}));
-    pg.broadcast(b.flat, root,
+    pg.broadcast(flat, root,
                  "broadcast of parameters and buffers, bucket " + std::to_string(k + 1) + "/" +
-                     std::to_string(buckets.size()));
+                     std::to_string(layout.buckets.size()));
     for (std::size_t j = 0; j < b.params.size(); ++j) {
       auto t = tensors[b.params[j]];
-      t.copy_(b.flat.narrow(0, b.offsets[j], t.numel()).view(t.sizes()));
+      t.copy_(flat.narrow(0, b.offsets[j], t.numel()).view(t.sizes()));
     }
   }
 }

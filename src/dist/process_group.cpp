@@ -292,6 +292,38 @@ at::Tensor ProcessGroup::reduce_scatter_sum(const at::Tensor& t, const std::stri
   return out.device() == t.device() ? out : out.to(t.device());
 }
 
+PendingWork ProcessGroup::reduce_scatter_async(at::Tensor& out, const at::Tensor& in,
+                                               const std::string& what) {
+  TORCH_CHECK(in.numel() == out.numel() * size(), "reduce_scatter_async: ", in.numel(),
+              " values in, ", out.numel(), " out, world size ", size());
+  if (!impl_) {
+    out.copy_(in);
+    return {};
+  }
+  payload_.reduce_scatter += bytes_of(in);
+  c10d::ReduceScatterOptions o;
+  o.reduceOp = c10d::ReduceOp::SUM;
+  auto backend = impl_->backend;
+  at::Tensor src = in;
+  return start_work(describe() + ": " + what, impl_->timeout_s,
+                    [&] { return backend->_reduce_scatter_base(out, src, o); });
+}
+
+PendingWork ProcessGroup::all_gather_async(at::Tensor& out, const at::Tensor& in,
+                                           const std::string& what) {
+  TORCH_CHECK(out.numel() == in.numel() * size(), "all_gather_async: ", in.numel(), " values in, ",
+              out.numel(), " out, world size ", size());
+  if (!impl_) {
+    out.copy_(in);
+    return {};
+  }
+  payload_.all_gather += bytes_of(in);
+  auto backend = impl_->backend;
+  at::Tensor src = in;
+  return start_work(describe() + ": " + what, impl_->timeout_s,
+                    [&] { return backend->_allgather_base(out, src); });
+}
+
 at::Tensor ProcessGroup::ring_shift(const at::Tensor& t, int shift, const std::string& what) {
   if (impl_) payload_.ring_shift += bytes_of(t);
   const int w = size();

@@ -5,7 +5,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 
+#include "clipper/core/error.hpp"
 #include "clipper/dist/grad_reducer.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/loss/contrastive_loss.hpp"
@@ -47,17 +49,40 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
     for (const auto& [name, t] : model_->state_dict()) all.push_back(t);
     dist::broadcast_tensors(all, *pg_, 0, cfg.bucket_mb);
   }
-  auto groups = optim::make_param_groups(*model_, cfg.optim);
-  for (const auto& g : groups) params_.insert(params_.end(), g.params.begin(), g.params.end());
-  optimizer_ = std::make_unique<optim::AdamW>(std::move(groups),
-                                              optim::adamw_options(cfg.optim, model_->spec().name));
   loss_ = loss::make_loss(cfg.loss, pg_);
-  // The reducer wants the trainable parameters in model order.
+  make_optimizer(cfg);
+}
+
+// The reducer and the optimizer see the trainable parameters in model order; weight decay and the
+// lr scale follow the parameter groups, per parameter (ZeRO applies them per shard segment).
+void TrainStep::make_optimizer(const StepConfig& cfg) {
+  zero_ = cfg.zero;
+  const optim::AdamWOptions adamw = optim::adamw_options(cfg.optim, model_->spec().name);
+  auto groups = optim::make_param_groups(*model_, cfg.optim);
+  std::map<std::string, optim::ParamSetting> setting;
+  for (const auto& g : groups)
+    for (const auto& n : g.names) setting[n] = {g.weight_decay, g.lr_scale};
+  for (const auto& g : groups) params_.insert(params_.end(), g.params.begin(), g.params.end());
   std::vector<at::Tensor> ordered;
-  for (const auto& p : model_->parameters())
-    if (p.requires_grad()) ordered.push_back(p);
-  reducer_ =
-      std::make_unique<dist::GradReducer>(ordered, pg_, cfg.bucket_mb, cfg.overlap_grad_reduce);
+  std::vector<optim::ParamSetting> ordered_setting;
+  for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
+    if (!item.value().requires_grad()) continue;
+    ordered.push_back(item.value());
+    flat_names_.push_back(item.key());
+    ordered_setting.push_back(setting.at(item.key()));
+  }
+  reducer_ = std::make_unique<dist::GradReducer>(
+      ordered, pg_,
+      dist::ReducerOptions{cfg.bucket_mb, cfg.overlap_grad_reduce, static_cast<int>(zero_)});
+  if (zero_ == 0) {
+    optimizer_ = std::make_unique<optim::AdamW>(std::move(groups), adamw);
+    flat_layout_ = dist::make_flat_layout(ordered, dist::reverse_order(ordered.size()),
+                                          cfg.bucket_mb, pg_->size());
+    return;
+  }
+  flat_layout_ = reducer_->layout();
+  sharded_ = std::make_unique<optim::ShardedAdamW>(flat_layout_, pg_->rank(), flat_names_,
+                                                   std::move(ordered_setting), adamw);
 }
 
 TrainStep::~TrainStep() = default;
@@ -73,7 +98,8 @@ void TrainStep::sync_for_timing() const {
 StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
   StepResult r;
   model_->train();
-  optimizer_->zero_grad();
+  for (auto& p : params_)
+    if (p.grad().defined()) p.mutable_grad() = at::Tensor();
   const at::Tensor loss = forward_backward(micro, r);
   auto t0 = Clock::now();
   reducer_->finish();
@@ -169,43 +195,95 @@ at::Tensor TrainStep::forward_backward_accumulated(const std::vector<MicroBatch>
   return loss_value;
 }
 
-// The loss and the NaN/Inf check, decided on the device: one small collective (mean loss,
-// whether any rank saw a non-finite loss or gradient, and the gradient norm, already the same on
-// every rank) and no host read.
-StepHealth TrainStep::reduce_and_check(const at::Tensor& loss) {
+// The gradients the optimizer steps on: whole ones, or this rank's shards with ZeRO.
+std::vector<at::Tensor> TrainStep::gradients() const {
+  if (zero_ > 0) return reducer_->grad_shards();
   std::vector<at::Tensor> grads;
   for (const auto& p : params_)
     if (p.grad().defined()) grads.push_back(p.grad());
-  const at::Tensor norm = grads.empty()
-                              ? at::zeros({}, at::TensorOptions().device(device_))
-                              : at::linalg_vector_norm(at::stack(at::_foreach_norm(grads, 2)), 2);
-  const at::Tensor bad =
-      at::logical_not(at::isfinite(norm)).logical_or(at::logical_not(at::isfinite(loss)));
-  at::Tensor packed = at::stack({loss.to(at::kDouble), bad.to(at::kDouble), norm.to(at::kDouble)});
+  return grads;
+}
+
+// The loss and the NaN/Inf check, decided on the device: one small collective (mean loss,
+// whether any rank saw a non-finite loss or gradient, and the gradient norm) and no host read.
+// Unsharded, every rank has the same norm; with ZeRO the ranks add their shards' squared norms
+// and every rank takes the root of the sum, so the skip decision is the same everywhere.
+StepHealth TrainStep::reduce_and_check(const at::Tensor& loss) {
+  const std::vector<at::Tensor> grads = gradients();
+  const auto zero_t = [&] { return at::zeros({}, at::TensorOptions().device(device_)); };
+  at::Tensor norm = zero_t();
+  if (!grads.empty()) {
+    const at::Tensor norms = at::stack(at::_foreach_norm(grads, 2));
+    norm = zero_ > 0 ? norms.to(at::kDouble).square().sum() : at::linalg_vector_norm(norms, 2);
+  }
+  const at::Tensor bad_loss = at::logical_not(at::isfinite(loss));
+  const at::Tensor bad_local =
+      zero_ > 0 ? bad_loss : at::logical_not(at::isfinite(norm)).logical_or(bad_loss);
+  at::Tensor packed =
+      at::stack({loss.to(at::kDouble), bad_local.to(at::kDouble), norm.to(at::kDouble)});
   if (pg_->size() > 1) {
     packed = packed.to(pg_->device());
     pg_->all_reduce(packed, dist::ReduceOp::sum, "loss and NaN check");
-    packed = packed.to(device_).div_(static_cast<double>(pg_->size()));
+    packed = packed.to(device_);
   }
-  return {packed[0], packed[1].gt(0), packed[2]};
+  const double w = static_cast<double>(pg_->size());
+  if (zero_ == 0) {
+    packed = packed.div(w);
+    return {packed[0], packed[1].gt(0), packed[2]};
+  }
+  const at::Tensor global_norm = packed[2].sqrt();
+  return {packed[0].div(w), packed[1].gt(0).logical_or(at::logical_not(at::isfinite(global_norm))),
+          global_norm};
 }
 
 // A bad step reaches the optimizer as found_inf = 1, which leaves parameters and optimizer state
 // untouched; clipping scales by min(1, clip / norm), which leaves other steps exact.
 void TrainStep::apply(double lr, const StepHealth& health) {
-  if (grad_clip_norm_ > 0) {
-    std::vector<at::Tensor> grads;
-    for (const auto& p : params_)
-      if (p.grad().defined()) grads.push_back(p.grad());
-    if (!grads.empty()) {
-      const at::Tensor coef = (grad_clip_norm_ / (health.grad_norm + 1e-6)).clamp_max(1.0);
-      at::_foreach_mul_(grads, coef.to(at::kFloat));
-    }
+  std::vector<at::Tensor> grads = gradients();
+  if (grad_clip_norm_ > 0 && !grads.empty()) {
+    const at::Tensor coef = (grad_clip_norm_ / (health.grad_norm + 1e-6)).clamp_max(1.0);
+    at::_foreach_mul_(grads, coef.to(grads[0].scalar_type()));
   }
-  optimizer_->step(lr, health.bad.to(at::kFloat));
+  if (zero_ > 0)
+    apply_sharded(lr, health);
+  else
+    optimizer_->step(lr, health.bad.to(at::kFloat));
   at::NoGradGuard no_grad;
   model_->logit_scale.clamp_(0.0, std::log(100.0));
   stats_.update(health.loss, health.bad, health.grad_norm, model_->logit_scale.exp());
+}
+
+// AdamW on this rank's shard of the parameters, then every rank's shard into the whole ones.
+void TrainStep::apply_sharded(double lr, const StepHealth& health) {
+  std::vector<at::Tensor> shards = reducer_->param_shards();
+  sharded_->step(lr, shards, reducer_->grad_shards(), health.bad.to(at::kFloat));
+  reducer_->all_gather_params(shards);
+}
+
+optim::AdamW& TrainStep::optimizer() {
+  if (!optimizer_)
+    throw core::Error("TrainStep::optimizer(): dist.zero=" + std::to_string(zero_) +
+                      " shards the optimizer; use optimizer_shards()");
+  return *optimizer_;
+}
+
+optim::FlatShards TrainStep::optimizer_shards() const {
+  if (sharded_) return optim::to_flat_shards(*sharded_);
+  return optim::to_flat_shards(*optimizer_, flat_layout_, pg_->rank(), flat_names_);
+}
+
+void TrainStep::load_optimizer_shards(const optim::SavedFlatShards& saved) {
+  if (sharded_)
+    optim::load_flat_shards(*sharded_, saved);
+  else
+    optim::load_flat_shards(*optimizer_, saved);
+}
+
+std::int64_t TrainStep::optimizer_state_bytes() const {
+  if (sharded_) return sharded_->state_bytes();
+  std::int64_t n = 0;
+  for (const auto& [name, t] : optimizer_->state()) n += static_cast<std::int64_t>(t.nbytes());
+  return n;
 }
 
 }  // namespace clipper::train

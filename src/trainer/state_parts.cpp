@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 
+#include <algorithm>
+
 #include "clipper/core/error.hpp"
 #include "clipper/data/loader.hpp"
 #include "clipper/io/openclip.hpp"
@@ -29,16 +31,31 @@ class ModelPart : public checkpoint::Stateful {
   model::Clip model_;
 };
 
+// Each rank writes its own flat shard; loading reads the saved ranks whose shards overlap this
+// rank's (all of them for zero 0, which holds everything), whatever world size wrote them.
 class OptimizerPart : public checkpoint::Stateful {
  public:
-  explicit OptimizerPart(optim::AdamW& o) : optimizer_(o) {}
-  checkpoint::PartState state() const override { return {optimizer_.state(), {}}; }
-  void load_state(const checkpoint::PartState& s, const std::string&) override {
-    optimizer_.load_state(s.tensors);
+  explicit OptimizerPart(train::TrainStep& s) : step_(s) {}
+  checkpoint::PartState state() const override {
+    auto shards = step_.optimizer_shards();
+    return {std::move(shards.tensors), std::move(shards.json)};
+  }
+  void load_state(const checkpoint::PartState&, const std::string& where) override {
+    throw core::Error("checkpoint '" + where + "': the optimizer loads through load_ranks");
+  }
+  void load_ranks(const checkpoint::SavedRanks& saved, int, int,
+                  const std::string& where) override {
+    optim::SavedFlatShards s;
+    for (int r = 0; r < saved.world_size(); ++r) s.json.push_back(saved.json(r));
+    s.tensors = [&saved](int r) { return saved.read(r).tensors; };
+    s.where = where;
+    require(!s.json.empty() && !s.json[0].is_null(), where,
+            "holds no optimizer shard in rank_00000.json (a checkpoint of an older format)");
+    step_.load_optimizer_shards(s);
   }
 
  private:
-  optim::AdamW& optimizer_;
+  train::TrainStep& step_;
 };
 
 // This rank's random streams (the loader keeps its own in its state).
@@ -50,6 +67,11 @@ class RngPart : public checkpoint::Stateful {
     s.tensors.emplace_back("cpu_rng", at::detail::getDefaultCPUGenerator().get_state());
     if (device_.is_cuda()) s.tensors.emplace_back("cuda_rng", cuda().get_state());
     return s;
+  }
+  // Another world size: a rank that has a saved state takes it, a new rank keeps its own.
+  void load_ranks(const checkpoint::SavedRanks& saved, int rank, int,
+                  const std::string& where) override {
+    if (rank < saved.world_size()) load_state(saved.read(rank), where);
   }
   void load_state(const checkpoint::PartState& s, const std::string&) override {
     for (const auto& [name, value] : s.tensors) {
@@ -77,6 +99,13 @@ class LoaderPart : public checkpoint::Stateful {
     require(!s.json.is_null(), where, "holds no loader position for this rank");
     loader_.load_state(s.json);
   }
+  // Another world size: the epoch and position come from a saved rank (the same for all at an
+  // epoch boundary); the loader refuses a mid-epoch position it cannot re-split.
+  void load_ranks(const checkpoint::SavedRanks& saved, int rank, int world_size,
+                  const std::string& where) override {
+    if (saved.world_size() == world_size) return load_state(saved.read(rank), where);
+    load_state(saved.read(std::min(rank, saved.world_size() - 1)), where);
+  }
 
  private:
   data::Loader& loader_;
@@ -103,8 +132,8 @@ void TrainerCounters::load_state(const checkpoint::PartState& s, const std::stri
 std::unique_ptr<checkpoint::Stateful> make_model_part(model::Clip model) {
   return std::make_unique<ModelPart>(std::move(model));
 }
-std::unique_ptr<checkpoint::Stateful> make_optimizer_part(optim::AdamW& optimizer) {
-  return std::make_unique<OptimizerPart>(optimizer);
+std::unique_ptr<checkpoint::Stateful> make_optimizer_part(train::TrainStep& step) {
+  return std::make_unique<OptimizerPart>(step);
 }
 std::unique_ptr<checkpoint::Stateful> make_rng_part(at::Device device) {
   return std::make_unique<RngPart>(device);

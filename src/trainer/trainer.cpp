@@ -80,7 +80,8 @@ train::StepOptions step_options(const config::TrainConfig& t, const session::Ses
 }
 
 train::StepConfig step_config(const config::Config& cfg) {
-  return {cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce};
+  return {cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce,
+          static_cast<int>(cfg.dist.zero)};
 }
 
 }  // namespace
@@ -177,11 +178,11 @@ void Trainer::Impl::register_parts() {
   counters.model_name = s.spec.name;
   counters.step = step.get();
   owned_parts.push_back(make_model_part(s.model));
-  owned_parts.push_back(make_optimizer_part(step->optimizer()));
+  owned_parts.push_back(make_optimizer_part(*step));
   owned_parts.push_back(make_rng_part(s.device));
   owned_parts.push_back(make_loader_part(*loader));
   parts = {{"model", checkpoint::Scope::global, owned_parts[0].get()},
-           {"optimizer", checkpoint::Scope::global, owned_parts[1].get()},
+           {"optimizer", checkpoint::Scope::per_rank, owned_parts[1].get()},
            {"trainer", checkpoint::Scope::global, &counters},
            {"rng", checkpoint::Scope::per_rank, owned_parts[2].get()},
            {"loader", checkpoint::Scope::per_rank, owned_parts[3].get()}};

@@ -21,11 +21,15 @@
 #include <sstream>
 #include <thread>
 
+#include "clipper/checkpoint/checkpoint.hpp"
 #include "clipper/config/config.hpp"
 #include "clipper/dist/grad_reducer.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/loss/clip_loss.hpp"
 #include "clipper/loss/siglip_loss.hpp"
+#include "clipper/model/model_spec.hpp"
+#include "clipper/train/step.hpp"
+#include "clipper/trainer/state_parts.hpp"
 
 namespace {
 
@@ -279,6 +283,167 @@ int run_train(ProcessGroup& pg_ref, const std::shared_ptr<ProcessGroup>& pg) {
   return c.finish("train");
 }
 
+// --- ZeRO: TrainStep with dist.zero = Z equals dist.zero = 0 ----------------------------------
+// A small ViT CLIP (a few tens of thousands of parameters) in fp64 by default.
+clipper::model::ModelSpec zero_spec() {
+  auto s = clipper::model::load_model_spec("tiny-vit");
+  s.embed_dim = 16;
+  s.image_size = 8;
+  s.vision_width = 32;
+  s.vision_layers = 2;
+  s.patch_size = 4;
+  s.vision_head_width = 16;
+  s.context_length = 8;
+  s.vocab_size = 64;
+  s.text_width = 32;
+  s.text_heads = 2;
+  s.text_layers = 2;
+  return s;
+}
+
+std::unique_ptr<clipper::train::TrainStep> make_zero_step(const std::shared_ptr<ProcessGroup>& pg,
+                                                          int zero) {
+  const auto spec = zero_spec();
+  auto model = clipper::model::create_model(spec, 11);
+  const std::string lock = arg("lock", "none");
+  if (lock == "image") model->lock_image_tower(0);
+  if (lock == "text") model->lock_text_tower(0);
+  model->to(dtype());
+  clipper::train::StepConfig cfg;
+  cfg.optim.weight_decay = 0.2;
+  cfg.optim.grad_clip_norm = arg_d("clip", 0.0);
+  cfg.bucket_mb = arg_d("bucket_mb", 0.01);
+  cfg.overlap_grad_reduce = arg("overlap", "1") == "1";
+  cfg.zero = zero;
+  return std::make_unique<clipper::train::TrainStep>(model, pg, cfg, at::kCPU,
+                                                     clipper::train::StepOptions{});
+}
+
+// This rank's part of step `step`'s global batch; rank 1 (or 0 alone) gets a NaN image at
+// nan_step, which poisons the step on every rank.
+clipper::train::MicroBatch zero_batch(int w, int r, long step) {
+  const auto spec = zero_spec();
+  const long b = arg_i("batch", 4);
+  at::manual_seed(9000 + step);
+  auto images = at::randn({w * b, 3, spec.image_size, spec.image_size}, dtype());
+  auto tokens = at::randint(1, spec.vocab_size - 1, {w * b, spec.context_length}, at::kLong);
+  tokens.select(1, 5).fill_(spec.vocab_size - 1);
+  clipper::train::MicroBatch m{images.narrow(0, r * b, b).clone(),
+                               tokens.narrow(0, r * b, b).clone()};
+  if (step == arg_i("nan_step", -1) && r == std::min(1, w - 1)) m.images[0].fill_(std::nan(""));
+  return m;
+}
+
+double same_or_both_nan(double a, double b) {
+  if (std::isnan(a) && std::isnan(b)) return 0.0;
+  return std::abs(a - b);
+}
+
+int run_zero(const std::shared_ptr<ProcessGroup>& pg) {
+  const int w = pg->size(), r = pg->rank();
+  const int zero = static_cast<int>(arg_i("zero", 1));
+  auto ref = make_zero_step(pg, 0);
+  auto z = make_zero_step(pg, zero);
+  Check c{dtype() == at::kDouble ? 1e-12 : arg_d("tol", 1e-5)};
+  long skipped = 0, clipped = 0;
+  for (long step = 0; step < arg_i("steps", 10); ++step) {
+    const auto m = zero_batch(w, r, step);
+    const double lr = 1e-3 * (1 + step % 3);
+    const auto a = ref->run({m}, lr), b = z->run({m}, lr);
+    c.add("loss" + std::to_string(step), same_or_both_nan(a.loss, b.loss));
+    // The norm relative to its size (it is tens here; fp32 sums it in another order).
+    c.add("norm" + std::to_string(step),
+          same_or_both_nan(a.grad_norm, b.grad_norm) / std::max(1.0, std::abs(a.grad_norm)));
+    if (a.skipped != b.skipped) c.add("skip_mismatch" + std::to_string(step), 1.0);
+    skipped += a.skipped ? 1 : 0;
+    clipped += a.grad_norm > arg_d("clip", 0.0) ? 1 : 0;
+  }
+  const auto pa = ref->model()->named_parameters(), pb = z->model()->named_parameters();
+  double worst = 0;
+  for (std::size_t i = 0; i < pa.size(); ++i)
+    worst = std::max(worst, max_abs(pa[i].value().detach(), pb[i].value().detach()));
+  c.add("params", worst);
+  // The optimizer state: this rank's shard of the unsharded moments equals the sharded ones.
+  const auto sa = ref->optimizer_shards(), sb = z->optimizer_shards();
+  double moments = sa.tensors.size() == sb.tensors.size() ? 0.0 : 1.0;
+  for (std::size_t i = 0; i < std::min(sa.tensors.size(), sb.tensors.size()); ++i)
+    moments = std::max(moments, max_abs(sa.tensors[i].second, sb.tensors[i].second));
+  c.add("moments", moments);
+  if (arg_i("nan_step", -1) >= 0 && skipped != 1) c.add("nan_step_not_skipped", 1.0);
+  // Clipping must have acted (on a step the norm then scales every gradient).
+  if (arg_d("clip", 0.0) > 0 && clipped == 0) c.add("clip_never_active", 1.0);
+  c.text << " skipped=" << skipped << " clipped=" << clipped;
+  c.text << " optimizer_bytes zero0=" << ref->optimizer_state_bytes() << " zero" << zero << "="
+         << z->optimizer_state_bytes();
+  return c.finish("zero");
+}
+
+// --- resume on another world size: the optimizer state is re-split ------------------------------
+// phase=save: `before` steps on this world size with zero=Z, then a checkpoint in dir=DIR (the
+// model and the trainer's own optimizer part). phase=load: any world size and stage loads it and
+// runs steps `before`..`steps`-1. The global batch (global=G pairs) is the same for every world
+// size, so both phases together must equal one process that ran every step on the whole batch.
+class ParamsPart : public clipper::checkpoint::Stateful {
+ public:
+  explicit ParamsPart(clipper::model::Clip m) : model_(std::move(m)) {}
+  clipper::checkpoint::PartState state() const override {
+    clipper::checkpoint::PartState s;
+    for (const auto& item : model_->named_parameters())
+      s.tensors.emplace_back(item.key(), item.value());
+    return s;
+  }
+  void load_state(const clipper::checkpoint::PartState& s, const std::string&) override {
+    at::NoGradGuard g;
+    auto params = model_->named_parameters();
+    for (const auto& [n, t] : s.tensors) params[n].copy_(t);
+  }
+
+ private:
+  clipper::model::Clip model_;
+};
+
+int run_reshard(const std::shared_ptr<ProcessGroup>& pg) {
+  const int w = pg->size(), r = pg->rank();
+  const long global = arg_i("global", 8), before = arg_i("before", 5), steps = arg_i("steps", 10);
+  g_args["batch"] = std::to_string(global / w);
+  const bool save = arg("phase", "save") == "save";
+  auto z = make_zero_step(pg, static_cast<int>(arg_i("zero", 0)));
+  ParamsPart model_part(z->model());
+  auto opt_part = clipper::trainer::make_optimizer_part(*z);
+  const clipper::checkpoint::Parts parts{
+      {"model", clipper::checkpoint::Scope::global, &model_part},
+      {"optimizer", clipper::checkpoint::Scope::per_rank, opt_part.get()}};
+  clipper::checkpoint::Manager manager(arg("dir", ""), {}, pg);
+  if (!save) manager.load(manager.latest_valid().value().dir, parts);
+  std::vector<double> losses;
+  for (long step = save ? 0 : before; step < (save ? before : steps); ++step) {
+    const auto res = z->run({zero_batch(w, r, step)}, 1e-3 * (1 + step % 3));
+    losses.push_back(res.loss);
+  }
+  if (save) {
+    manager.save(before, parts, "");
+    report("OK reshard saved step " + std::to_string(before) + " from " + std::to_string(w) +
+           " ranks, optimizer_bytes=" + std::to_string(z->optimizer_state_bytes()));
+    return 0;
+  }
+  // The reference: one process, zero 0, every step on the global batch.
+  ProcessGroup single_pg;
+  g_args["batch"] = std::to_string(global);
+  auto ref = make_zero_step(borrowed(single_pg), 0);
+  Check c{dtype() == at::kDouble ? 1e-10 : arg_d("tol", 1e-4)};
+  for (long step = 0; step < steps; ++step) {
+    const auto a = ref->run({zero_batch(1, 0, step)}, 1e-3 * (1 + step % 3));
+    if (step >= before)
+      c.add("loss" + std::to_string(step), std::abs(a.loss - losses[step - before]));
+  }
+  const auto pa = ref->model()->named_parameters(), pb = z->model()->named_parameters();
+  double worst = 0;
+  for (std::size_t i = 0; i < pa.size(); ++i)
+    worst = std::max(worst, max_abs(pa[i].value().detach(), pb[i].value().detach()));
+  c.add("params", worst);
+  return c.finish("reshard");
+}
+
 // --- failures ----------------------------------------------------------------------------------
 int run_failure(ProcessGroup& pg, bool die) {
   const int victim = static_cast<int>(arg_i("victim", 1));
@@ -361,6 +526,8 @@ int main(int argc, char** argv) {
     if (scenario == "clip" || scenario == "siglip") return run_loss(*pg, scenario);
     if (scenario == "clip_grads") return run_clip_grads(*pg);
     if (scenario == "train") return run_train(*pg, pg);
+    if (scenario == "zero") return run_zero(pg);
+    if (scenario == "reshard") return run_reshard(pg);
     if (scenario == "die" || scenario == "stall") return run_failure(*pg, scenario == "die");
     report("error: unknown scenario " + scenario);
     return 2;

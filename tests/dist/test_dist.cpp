@@ -96,6 +96,69 @@ TEST(DistTrain, ClipFullGatherStep4Ranks) {
   expect_all_ok(4, "train", "loss=clip local=0 overlap=1 steps=1");
 }
 
+// --- ZeRO: 10 steps with dist.zero 1 and 2 equal dist.zero 0 (losses, norms, parameters and the
+// optimizer moments of each rank's shard), with clipping that acts on some steps, a NaN step that
+// every rank skips, two weight-decay groups and small buckets (shards cross parameters). fp64:
+// 1e-12; fp32: 1e-5 (the norm relative to its size: the ZeRO norm is summed in fp64 from shard
+// norms, the unsharded one in fp32).
+const std::string kZeroArgs = "steps=10 clip=0.5 nan_step=4 bucket_mb=0.01 ";
+TEST(DistZero, Stage1EqualsUnsharded2Ranks) {
+  expect_all_ok(2, "zero", kZeroArgs + "zero=1");
+}
+TEST(DistZero, Stage2EqualsUnsharded2Ranks) {
+  expect_all_ok(2, "zero", kZeroArgs + "zero=2");
+}
+TEST(DistZero, Stage1EqualsUnsharded4Ranks) {
+  expect_all_ok(4, "zero", kZeroArgs + "zero=1");
+}
+TEST(DistZero, Stage2EqualsUnsharded4RanksLockedImageTower) {
+  expect_all_ok(4, "zero", kZeroArgs + "zero=2 lock=image");
+}
+TEST(DistZero, Stage2EqualsUnshardedSynchronous2RanksLockedTextTower) {
+  expect_all_ok(2, "zero", kZeroArgs + "zero=2 overlap=0 lock=text");
+}
+TEST(DistZero, Stage1EqualsUnshardedFloat32_2Ranks) {
+  expect_all_ok(2, "zero", kZeroArgs + "zero=1 dtype=f32 tol=1e-5");
+}
+TEST(DistZero, Stage2EqualsUnshardedFloat32_4Ranks) {
+  expect_all_ok(4, "zero", kZeroArgs + "zero=2 dtype=f32 tol=1e-5");
+}
+
+// --- resume on another world size: 5 steps on W1 ranks with zero Z1, a checkpoint (each rank its
+// own optimizer shard), then 5 more on W2 ranks with zero Z2 that re-split the optimizer state:
+// the continued losses and the final parameters equal one process that ran all 10 steps on the
+// same global batch (fp64, 1e-10).
+void expect_world_size_change(int w1, int z1, int w2, int z2) {
+  TempDir dir;
+  const std::string common = " reshard global=8 before=5 steps=10 dir=" + dir.path().string() +
+                             "/run out=" + dir.path().string();
+  auto launch = [&](int n, int zero, const std::string& phase) {
+    return clipper::test::run(clipper::test::clipper_bin() + " launch --nproc-per-node " +
+                              std::to_string(n) + " -- " + worker() + common + " phase=" + phase +
+                              " zero=" + std::to_string(zero));
+  };
+  const auto a = launch(w1, z1, "save");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  const auto b = launch(w2, z2, "load");
+  EXPECT_EQ(b.exit_code, 0) << b.output;
+  for (int i = 0; i < w2; ++i) {
+    const auto log = rank_log(dir, i);
+    EXPECT_NE(log.find("OK reshard max"), std::string::npos) << "rank " << i << ": " << log;
+  }
+}
+TEST(DistWorldSizeChange, From4RanksZero1To2RanksZero2) {
+  expect_world_size_change(4, 1, 2, 2);
+}
+TEST(DistWorldSizeChange, From2RanksZero2To4RanksZero1) {
+  expect_world_size_change(2, 2, 4, 1);
+}
+TEST(DistWorldSizeChange, From2RanksZero1To1RankZero0) {
+  expect_world_size_change(2, 1, 1, 0);
+}
+TEST(DistWorldSizeChange, From4RanksZero0To2RanksZero0) {
+  expect_world_size_change(4, 0, 2, 0);
+}
+
 // --- failures end every rank, never a hang ------------------------------------------------------
 TEST(DistFailure, KilledRankMakesTheOthersFailWithinTheTimeout) {
   TempDir dir;

@@ -152,6 +152,7 @@ struct DistConfig {
   double timeout_s = 600.0;
   double bucket_mb = 25.0;
   bool overlap_grad_reduce = true;
+  std::int64_t zero = 0;  // ZeRO stage: 0, 1 (sharded optimizer state) or 2 (+ sharded gradients)
 };
 
 struct CheckpointConfig {

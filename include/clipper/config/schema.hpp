@@ -24,6 +24,7 @@ struct KeyInfo {
   std::string help;
   std::vector<std::string> choices;  // allowed values of a string key; empty: any
   std::optional<double> min;         // lower bound of a numeric key (inclusive)
+  std::optional<double> max;         // upper bound of a numeric key (inclusive)
   bool required = false;
   std::function<void(Config&, const Value&)> set;
   std::function<Value(const Config&)> get;

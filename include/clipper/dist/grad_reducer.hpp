@@ -18,14 +18,29 @@
 // buckets always launch in the same order on every rank. Without overlap (or for buckets the hooks
 // did not launch) finish() launches them. A parameter without a gradient counts as zeros, and
 // finish() gives it a zero gradient, so every rank applies the same update.
+//
+// ZeRO (zero >= 1): buckets are padded to a multiple of the world size and reduce-scattered
+// instead: after finish() each rank holds only its shard of every bucket's mean gradient
+// (grad_shards(), see flat_layout.hpp); parameters' .grad() are not averaged. The optimizer
+// updates param_shards() and all_gather_params() writes every rank's updated shard back into the
+// whole parameters. zero = 2 also frees each parameter's full gradient as soon as it is copied into
+// its bucket, and the bucket's flat buffer once it is reduce-scattered.
 #include <ATen/core/Tensor.h>
 
 #include <memory>
 #include <vector>
 
+#include "clipper/dist/flat_layout.hpp"
+
 namespace clipper::dist {
 
 class ProcessGroup;
+
+struct ReducerOptions {
+  double bucket_mb = 25.0;
+  bool overlap = true;
+  int zero = 0;  // 0: all-reduce; 1: reduce-scatter; 2: reduce-scatter and free full gradients
+};
 
 class GradReducer {
  public:
@@ -33,6 +48,8 @@ class GradReducer {
   // overlap, one that gets none holds its bucket and the later ones back until finish()).
   GradReducer(std::vector<at::Tensor> params, std::shared_ptr<ProcessGroup> pg, double bucket_mb,
               bool overlap);
+  GradReducer(std::vector<at::Tensor> params, std::shared_ptr<ProcessGroup> pg,
+              ReducerOptions options);
   ~GradReducer();
   GradReducer(const GradReducer&) = delete;
   GradReducer& operator=(const GradReducer&) = delete;
@@ -47,6 +64,15 @@ class GradReducer {
   std::vector<std::size_t> bucket_bytes() const;
   // Buckets the hooks launched during the last backward (the rest waited for finish()).
   std::size_t launched_by_hooks() const;
+
+  // ZeRO only. The bucket layout (padded to the world size; with zero = 0 and one rank: empty).
+  const FlatLayout& layout() const;
+  // This rank's shard of each bucket's mean gradient, valid after finish().
+  const std::vector<at::Tensor>& grad_shards() const;
+  // This rank's shard of each bucket's parameters (fresh copies; padding is zero).
+  std::vector<at::Tensor> param_shards() const;
+  // Every rank's updated shards (param_shards() after the optimizer) -> the whole parameters.
+  void all_gather_params(const std::vector<at::Tensor>& shards);
 
   struct State;
 

@@ -88,6 +88,12 @@ class ProcessGroup {
   at::Tensor all_gather(const at::Tensor& t, const std::string& what = "all_gather");
   // out [size() * n, ...] -> this rank's [n, ...] slice of the sum over ranks.
   at::Tensor reduce_scatter_sum(const at::Tensor& t, const std::string& what = "reduce_scatter");
+  // The flat forms ZeRO uses, both tensors contiguous on device(): `out` [n] becomes this rank's
+  // slice of the sum over ranks of `in` [size() * n] / every rank's `in` [n] in rank order
+  // [size() * n]. Gloo emulates the reduce-scatter with an all-reduce and a slice (twice the
+  // traffic). With one process `out` is a copy of `in`.
+  PendingWork reduce_scatter_async(at::Tensor& out, const at::Tensor& in, const std::string& what);
+  PendingWork all_gather_async(at::Tensor& out, const at::Tensor& in, const std::string& what);
   // Sends `t` to rank + shift and returns the tensor of rank - shift (modulo size()).
   at::Tensor ring_shift(const at::Tensor& t, int shift, const std::string& what = "ring_shift");
   void barrier(const std::string& what = "barrier");

@@ -5,6 +5,9 @@
 //   reduce_and_check()        the loss and the NaN/Inf check across ranks, on the device
 //   apply(lr, health)         clipping, fused AdamW (skipped on the device for a bad step), the
 //                             logit_scale clamp, and the device-side statistics
+// With ZeRO (StepConfig::zero >= 1) the backward reduce-scatters the gradient buckets, the health
+// check and clipping use the global norm of the shards, AdamW updates this rank's shard only, and
+// the updated shards are all-gathered into the whole parameters (docs/distributed.md).
 // Needs only LibTorch: `clipper bench train` drives it with synthetic batches.
 //
 // Gradient accumulation (accum_freq > 1) is contrastive-correct, as OpenCLIP's --accum-freq: the
@@ -19,6 +22,7 @@
 #include "clipper/model/clip.hpp"
 #include "clipper/model/image_normalizer.hpp"
 #include "clipper/optim/adamw.hpp"
+#include "clipper/optim/sharded_adamw.hpp"
 #include "clipper/train/device_stats.hpp"
 
 namespace clipper::dist {
@@ -42,6 +46,7 @@ struct StepConfig {
   config::LossConfig loss;
   double bucket_mb = 25.0;  // dist.bucket_mb
   bool overlap_grad_reduce = true;
+  int zero = 0;  // dist.zero
 };
 
 struct StepOptions {
@@ -87,7 +92,15 @@ class TrainStep {
   void set_nan_in_row(std::int64_t n) { stats_.set_nan_in_row(n); }
 
   model::Clip& model() { return model_; }
-  optim::AdamW& optimizer() { return *optimizer_; }
+  // The unsharded optimizer (zero = 0 only).
+  optim::AdamW& optimizer();
+  int zero() const { return zero_; }
+  // The optimizer state in its checkpoint form: this rank's shard of the flat layout, whatever
+  // the stage; loading re-shards from shards saved by any world size.
+  optim::FlatShards optimizer_shards() const;
+  void load_optimizer_shards(const optim::SavedFlatShards& saved);
+  // Bytes of optimizer state (moments and step counts) this rank holds.
+  std::int64_t optimizer_state_bytes() const;
   // uint8 [B,H,W,3] -> float [B,3,H,W] normalized with the model's mean/std, on the device.
   at::Tensor prepare_images(const at::Tensor& images) const;
 
@@ -98,6 +111,9 @@ class TrainStep {
   at::Tensor forward_backward_accumulated(const std::vector<MicroBatch>& micro, StepResult& r);
   StepHealth reduce_and_check(const at::Tensor& loss);
   void apply(double lr, const StepHealth& health);
+  void apply_sharded(double lr, const StepHealth& health);
+  void make_optimizer(const StepConfig& cfg);
+  std::vector<at::Tensor> gradients() const;
   void sync_for_timing() const;
 
   model::Clip model_;
@@ -105,7 +121,11 @@ class TrainStep {
   at::Device device_;
   StepOptions options_;
   double grad_clip_norm_;
-  std::unique_ptr<optim::AdamW> optimizer_;
+  int zero_ = 0;
+  std::unique_ptr<optim::AdamW> optimizer_;       // zero = 0
+  std::unique_ptr<optim::ShardedAdamW> sharded_;  // zero >= 1
+  dist::FlatLayout flat_layout_;                  // of the checkpoint shards
+  std::vector<std::string> flat_names_;           // its parameters, in model order
   std::unique_ptr<loss::ContrastiveLoss> loss_;
   std::unique_ptr<dist::GradReducer> reducer_;
   std::vector<at::Tensor> params_;

@@ -2,10 +2,13 @@
 // The parts of the state contract that the trainer registers (checkpoint/stateful.hpp): thin
 // adapters, so the model, optimizer and loader stay free of checkpoint code.
 //   model      global    the model's state dict (OpenCLIP names)
-//   optimizer  global    AdamW moments and step counts
+//   optimizer  per rank  this rank's flat shard of the AdamW moments, with the layout in its JSON
+//                        (any stage); re-split on load when the world size changed
 //   trainer    global    step, total steps, NaN counters (the run of bad steps is the step's)
-//   rng        per rank  the CPU (and CUDA) generator states
-//   loader     per rank  the loader's position and bad-data counters
+//   rng        per rank  the CPU (and CUDA) generator states (another world size: a rank that
+//                        has no saved state keeps its fresh one)
+//   loader     per rank  the loader's position and bad-data counters (another world size: only
+//                        at an epoch boundary, or with data.reshard_to_next_epoch)
 #include <ATen/core/Tensor.h>
 
 #include <memory>
@@ -39,7 +42,7 @@ struct TrainerCounters : checkpoint::Stateful {
 };
 
 std::unique_ptr<checkpoint::Stateful> make_model_part(model::Clip model);
-std::unique_ptr<checkpoint::Stateful> make_optimizer_part(optim::AdamW& optimizer);
+std::unique_ptr<checkpoint::Stateful> make_optimizer_part(train::TrainStep& step);
 std::unique_ptr<checkpoint::Stateful> make_rng_part(at::Device device);
 std::unique_ptr<checkpoint::Stateful> make_loader_part(data::Loader& loader);
 
