@@ -153,8 +153,7 @@ config::Config bench_config(const BenchOptions& o) {
 
 BenchResult bench_train(const BenchOptions& o) {
   const config::Config cfg = bench_config(o);
-  const StepConfig step_cfg{cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce,
-                            static_cast<int>(cfg.dist.zero)};
+  const StepConfig step_cfg = StepConfig::from(cfg);
   choose_sdpa(o.sdpa);
   const session::Session s = session::open_session(cfg);
   const bool cuda = s.device.is_cuda();

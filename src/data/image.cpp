@@ -299,74 +299,49 @@ void ImageProcessor::reset_decoder() {
   tj_ = tjInitDecompress();
 }
 
+namespace {
+
+// The DCT-domain downscale for a JPEG crop: the smallest factor libjpeg-turbo offers that keeps
+// the crop box at least S x S (1/1 when none does).
+std::pair<tjscalingfactor, double> dct_scale_for(const CropBox& box, int S) {
+  int nf = 0;
+  const tjscalingfactor* factors = tjGetScalingFactors(&nf);
+  tjscalingfactor best{1, 1};
+  double best_f = 1.0;
+  for (int i = 0; i < nf; ++i) {
+    const double f = static_cast<double>(factors[i].num) / factors[i].denom;
+    if (f > 1.0 || f >= best_f) continue;
+    if (std::floor(box.w * f) >= S && std::floor(box.h * f) >= S) {
+      best = factors[i];
+      best_f = f;
+    }
+  }
+  return {best, best_f};
+}
+
+// The crop box in a picture decoded at scale f (sw x sh pixels), at least one pixel each way.
+cv::Rect scaled_box(const CropBox& box, double f, int sw, int sh) {
+  const int x0 = std::clamp(static_cast<int>(std::lround(box.x * f)), 0, sw - 1);
+  const int y0 = std::clamp(static_cast<int>(std::lround(box.y * f)), 0, sh - 1);
+  const int x1 = std::clamp(static_cast<int>(std::lround((box.x + box.w) * f)), x0 + 1, sw);
+  const int y1 = std::clamp(static_cast<int>(std::lround((box.y + box.h) * f)), y0 + 1, sh);
+  return cv::Rect(x0, y0, x1 - x0, y1 - y0);
+}
+
+// The crop, resized to S x S (bicubic, antialiased as PIL) into `out`, or copied when it fits.
+void crop_to_output(const cv::Mat& roi, int S, std::uint8_t* out,
+                    std::vector<std::uint8_t>* scratch) {
+  if (roi.cols == S && roi.rows == S)
+    roi.copyTo(cv::Mat(S, S, CV_8UC3, out));
+  else
+    resize_bicubic_rgb8(roi.data, roi.cols, roi.rows, roi.step, out, S, S, scratch);
+}
+
+}  // namespace
+
 ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed, std::uint8_t* out,
                                    std::string* why) {
-  const int S = spec_.size;
-  cv::Mat dst(S, S, CV_8UC3, out);
-  const auto* buf = reinterpret_cast<const unsigned char*>(bytes.data());
-  const auto len = static_cast<unsigned long>(bytes.size());
-  if (is_jpeg(bytes) && tj_) {
-    auto* h = static_cast<tjhandle>(tj_);
-    int w = 0, hgt = 0, subsamp = 0, cs = 0;
-    if (tjDecompressHeader3(h, buf, len, &w, &hgt, &subsamp, &cs) != 0 || w <= 0 || hgt <= 0) {
-      if (why) *why = std::string("JPEG header: ") + tjGetErrorStr2(h);
-      reset_decoder();
-      return ImageError::corrupt;
-    }
-    if (static_cast<std::int64_t>(w) * hgt > max_pixels_) {
-      if (why)
-        *why =
-            std::to_string(w) + "x" + std::to_string(hgt) + " pixels exceed data.max_image_pixels";
-      return ImageError::too_large;
-    }
-    const CropBox box =
-        spec_.train ? random_resized_crop_box(w, hgt, spec_, seed) : center_crop_box(w, hgt);
-    // DCT-domain downscale: the smallest factor that keeps the crop at least S x S.
-    int nf = 0;
-    const tjscalingfactor* factors = tjGetScalingFactors(&nf);
-    tjscalingfactor best{1, 1};
-    double best_f = 1.0;
-    for (int i = 0; i < nf; ++i) {
-      const double f = static_cast<double>(factors[i].num) / factors[i].denom;
-      if (f > 1.0 || f >= best_f) continue;
-      if (std::floor(box.w * f) >= S && std::floor(box.h * f) >= S) {
-        best = factors[i];
-        best_f = f;
-      }
-    }
-    const int sw = TJSCALED(w, best), sh = TJSCALED(hgt, best);
-    const bool cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
-    const int pf = cmyk ? TJPF_CMYK : TJPF_RGB;
-    const int bpp = tjPixelSize[pf];
-    scratch_.resize(static_cast<std::size_t>(sw) * sh * bpp);
-    if (tjDecompress2(h, buf, len, scratch_.data(), sw, sw * bpp, sh, pf, 0) != 0) {
-      const bool fatal = tjGetErrorCode(h) == TJERR_FATAL;
-      const std::string msg = tjGetErrorStr2(h);
-      reset_decoder();  // a handle that failed may misread the next image
-      if (fatal || msg.find("Premature end") != std::string::npos) {
-        if (why) *why = "JPEG: " + msg;
-        return ImageError::corrupt;
-      }
-    }
-    cv::Mat img;
-    if (cmyk) {
-      scratch2_.resize(static_cast<std::size_t>(sw) * sh * 3);
-      cmyk_to_rgb(scratch_.data(), scratch2_.data(), static_cast<std::size_t>(sw) * sh);
-      img = cv::Mat(sh, sw, CV_8UC3, scratch2_.data());
-    } else {
-      img = cv::Mat(sh, sw, CV_8UC3, scratch_.data());
-    }
-    const int x0 = std::clamp(static_cast<int>(std::lround(box.x * best_f)), 0, sw - 1);
-    const int y0 = std::clamp(static_cast<int>(std::lround(box.y * best_f)), 0, sh - 1);
-    const int x1 = std::clamp(static_cast<int>(std::lround((box.x + box.w) * best_f)), x0 + 1, sw);
-    const int y1 = std::clamp(static_cast<int>(std::lround((box.y + box.h) * best_f)), y0 + 1, sh);
-    const cv::Mat roi = img(cv::Rect(x0, y0, x1 - x0, y1 - y0));
-    if (roi.cols == S && roi.rows == S)
-      roi.copyTo(dst);
-    else
-      resize_bicubic_rgb8(roi.data, roi.cols, roi.rows, roi.step, out, S, S, &scratch3_);
-    return ImageError::none;
-  }
+  if (is_jpeg(bytes) && tj_) return process_jpeg(bytes, seed, out, why);
   cv::Mat img;
   if (const auto err = decode_with_opencv(bytes, max_pixels_, &img, why); err != ImageError::none)
     return err;
@@ -377,11 +352,53 @@ ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed,
   }
   const CropBox box = spec_.train ? random_resized_crop_box(img.cols, img.rows, spec_, seed)
                                   : center_crop_box(img.cols, img.rows);
-  const cv::Mat roi = img(cv::Rect(box.x, box.y, box.w, box.h));
-  if (roi.cols == S && roi.rows == S)
-    roi.copyTo(dst);
-  else
-    resize_bicubic_rgb8(roi.data, roi.cols, roi.rows, roi.step, out, S, S, &scratch3_);
+  crop_to_output(img(cv::Rect(box.x, box.y, box.w, box.h)), spec_.size, out, &scratch3_);
+  return ImageError::none;
+}
+
+// JPEG through libjpeg-turbo: the header first (the pixel limit holds before any buffer), then a
+// decode at the DCT scale that still covers the crop, then the crop and the bicubic resize.
+ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t seed,
+                                        std::uint8_t* out, std::string* why) {
+  const auto* buf = reinterpret_cast<const unsigned char*>(bytes.data());
+  const auto len = static_cast<unsigned long>(bytes.size());
+  auto* h = static_cast<tjhandle>(tj_);
+  int w = 0, hgt = 0, subsamp = 0, cs = 0;
+  if (tjDecompressHeader3(h, buf, len, &w, &hgt, &subsamp, &cs) != 0 || w <= 0 || hgt <= 0) {
+    if (why) *why = std::string("JPEG header: ") + tjGetErrorStr2(h);
+    reset_decoder();
+    return ImageError::corrupt;
+  }
+  if (static_cast<std::int64_t>(w) * hgt > max_pixels_) {
+    if (why)
+      *why = std::to_string(w) + "x" + std::to_string(hgt) + " pixels exceed data.max_image_pixels";
+    return ImageError::too_large;
+  }
+  const CropBox box =
+      spec_.train ? random_resized_crop_box(w, hgt, spec_, seed) : center_crop_box(w, hgt);
+  const auto [scale, f] = dct_scale_for(box, spec_.size);
+  const int sw = TJSCALED(w, scale), sh = TJSCALED(hgt, scale);
+  const bool cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
+  const int pf = cmyk ? TJPF_CMYK : TJPF_RGB;
+  const int bpp = tjPixelSize[pf];
+  scratch_.resize(static_cast<std::size_t>(sw) * sh * bpp);
+  if (tjDecompress2(h, buf, len, scratch_.data(), sw, sw * bpp, sh, pf, 0) != 0) {
+    const bool fatal = tjGetErrorCode(h) == TJERR_FATAL;
+    const std::string msg = tjGetErrorStr2(h);
+    reset_decoder();  // a handle that failed may misread the next image
+    if (fatal || msg.find("Premature end") != std::string::npos) {
+      if (why) *why = "JPEG: " + msg;
+      return ImageError::corrupt;
+    }
+  }
+  std::uint8_t* rgb = scratch_.data();
+  if (cmyk) {
+    scratch2_.resize(static_cast<std::size_t>(sw) * sh * 3);
+    cmyk_to_rgb(scratch_.data(), scratch2_.data(), static_cast<std::size_t>(sw) * sh);
+    rgb = scratch2_.data();
+  }
+  const cv::Mat img(sh, sw, CV_8UC3, rgb);
+  crop_to_output(img(scaled_box(box, f, sw, sh)), spec_.size, out, &scratch3_);
   return ImageError::none;
 }
 

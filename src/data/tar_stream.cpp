@@ -118,93 +118,106 @@ void ShardReader::close() {
   }
 }
 
+namespace {
+
+// The sample member an entry names (key and lower-case extension), or false for what is no
+// member: directories, links, unnamed entries, WebDataset's __key__-style meta files.
+bool member_name(archive_entry* entry, std::string& name, std::string& key, std::string& ext) {
+  if (archive_entry_filetype(entry) != AE_IFREG) return false;
+  const char* cname = archive_entry_pathname(entry);
+  if (!cname) return false;
+  name = cname;
+  const auto slash = name.rfind('/');
+  const std::string base = slash == std::string::npos ? name : name.substr(slash + 1);
+  if (base.size() >= 4 && base.compare(0, 2, "__") == 0 &&
+      base.compare(base.size() - 2, 2, "__") == 0)
+    return false;
+  return split_key(name, &key, &ext);
+}
+
+}  // namespace
+
+bool ShardReader::read_bytes(std::int64_t size, std::string& bytes) {
+  if (size > 0) bytes.reserve(static_cast<std::size_t>(size));
+  char buf[1 << 16];
+  while (true) {
+    const la_ssize_t n = archive_read_data(ar_, buf, sizeof buf);
+    if (n < 0) return false;
+    if (n == 0) break;
+    bytes.append(buf, static_cast<std::size_t>(n));
+  }
+  return size < 0 || static_cast<std::int64_t>(bytes.size()) == size;
+}
+
+ShardReader::Read ShardReader::read_member(Member& m) {
+  archive_entry* entry = nullptr;
+  const int rc = archive_read_next_header(ar_, &entry);
+  if (rc == ARCHIVE_EOF) {
+    done_ = true;
+    return Read::stop;
+  }
+  if (rc < ARCHIVE_WARN) {
+    const char* msg = archive_error_string(ar_);
+    // A header that cannot be read before any entry: not a tar at all.
+    fail(has_pending_ || archive_file_count(ar_) > 0 ? ShardStatus::truncated
+                                                     : ShardStatus::unreadable,
+         msg ? msg : "damaged tar header");
+    has_pending_ = false;  // its sample may be incomplete
+    return Read::stop;
+  }
+  std::string name;
+  if (!member_name(entry, name, m.key, m.ext)) return Read::skipped;
+  const std::int64_t size = archive_entry_size_is_set(entry) ? archive_entry_size(entry) : -1;
+  // Too large: the entry alone (skipped, the rest of its sample kept), or the sample with it
+  // (its files are dropped and the rest of its bytes skipped unread).
+  const std::int64_t held = has_pending_ && pending_.key == m.key ? pending_bytes_ : 0;
+  m.entry_too_large = size > kMaxEntryBytes;
+  m.sample_too_large =
+      !m.entry_too_large && (held > max_sample_bytes_ || held + size > max_sample_bytes_);
+  const bool ok = m.entry_too_large || m.sample_too_large
+                      ? archive_read_data_skip(ar_) == ARCHIVE_OK
+                      : read_bytes(size, m.bytes);
+  if (ok) return Read::member;
+  const char* msg = archive_error_string(ar_);
+  fail(ShardStatus::truncated, std::string("inside '") + name + "': " + (msg ? msg : "short read"));
+  // The sample being read is incomplete; one with another key before it is whole.
+  if (has_pending_ && pending_.key == m.key) has_pending_ = false;
+  return Read::stop;
+}
+
+void ShardReader::start_sample(std::string key) {
+  pending_ = RawSample{};
+  pending_.key = std::move(key);
+  pending_bytes_ = 0;
+  has_pending_ = true;
+}
+
+void ShardReader::add(Member& m) {
+  if (m.sample_too_large) {
+    pending_bytes_ = max_sample_bytes_ + 1;  // stays too large for the rest of its files
+    pending_.files.clear();
+  } else if (!m.entry_too_large) {
+    pending_bytes_ += static_cast<std::int64_t>(m.bytes.size());
+    pending_.files.emplace_back(std::move(m.ext), std::move(m.bytes));
+  }
+}
+
+// Members of one sample are consecutive (WebDataset's rule): a new key completes the last one.
 bool ShardReader::next(RawSample& out) {
   if (!opened_) open();
   while (!done_) {
-    archive_entry* entry = nullptr;
-    const int rc = archive_read_next_header(ar_, &entry);
-    if (rc == ARCHIVE_EOF) {
-      done_ = true;
-      break;
-    }
-    if (rc < ARCHIVE_WARN) {
-      const char* msg = archive_error_string(ar_);
-      // A header that cannot be read before any entry: not a tar at all.
-      fail(has_pending_ || archive_file_count(ar_) > 0 ? ShardStatus::truncated
-                                                       : ShardStatus::unreadable,
-           msg ? msg : "damaged tar header");
-      has_pending_ = false;  // its sample may be incomplete
-      break;
-    }
-    if (archive_entry_filetype(entry) != AE_IFREG) continue;
-    const char* cname = archive_entry_pathname(entry);
-    if (!cname) continue;
-    std::string name = cname;
-    const auto slash = name.rfind('/');
-    const std::string base = slash == std::string::npos ? name : name.substr(slash + 1);
-    if (base.size() >= 4 && base.compare(0, 2, "__") == 0 &&
-        base.compare(base.size() - 2, 2, "__") == 0)
-      continue;
-    std::string key, ext;
-    if (!split_key(name, &key, &ext)) continue;
-    const std::int64_t size = archive_entry_size_is_set(entry) ? archive_entry_size(entry) : -1;
-    // Too large: the entry alone (skipped, the rest of its sample kept), or the sample with it
-    // (its files are dropped and the rest of its bytes skipped unread).
-    const std::int64_t held = has_pending_ && pending_.key == key ? pending_bytes_ : 0;
-    const bool entry_too_large = size > kMaxEntryBytes;
-    const bool sample_too_large =
-        !entry_too_large && (held > max_sample_bytes_ || held + size > max_sample_bytes_);
-    std::string bytes;
-    bool ok = true;
-    if (entry_too_large || sample_too_large) {
-      ok = archive_read_data_skip(ar_) == ARCHIVE_OK;
-      bytes.clear();
-    } else {
-      if (size > 0) bytes.reserve(static_cast<std::size_t>(size));
-      char buf[1 << 16];
-      while (true) {
-        const la_ssize_t n = archive_read_data(ar_, buf, sizeof buf);
-        if (n < 0) {
-          ok = false;
-          break;
-        }
-        if (n == 0) break;
-        bytes.append(buf, static_cast<std::size_t>(n));
-      }
-      if (ok && size >= 0 && static_cast<std::int64_t>(bytes.size()) != size) ok = false;
-    }
-    if (!ok) {
-      const char* msg = archive_error_string(ar_);
-      fail(ShardStatus::truncated,
-           std::string("inside '") + name + "': " + (msg ? msg : "short read"));
-      // The sample being read is incomplete; one with another key before it is whole.
-      if (has_pending_ && pending_.key == key) has_pending_ = false;
-      break;
-    }
-    auto add = [&] {
-      if (sample_too_large) {
-        pending_bytes_ = max_sample_bytes_ + 1;  // stays too large for the rest of its files
-        pending_.files.clear();
-      } else if (!entry_too_large) {
-        pending_bytes_ += static_cast<std::int64_t>(bytes.size());
-        pending_.files.emplace_back(std::move(ext), std::move(bytes));
-      }
-    };
-    if (has_pending_ && pending_.key != key) {
+    Member m;
+    const Read r = read_member(m);
+    if (r == Read::stop) break;
+    if (r == Read::skipped) continue;
+    if (has_pending_ && pending_.key != m.key) {
       out = std::move(pending_);
-      pending_ = RawSample{};
-      pending_.key = std::move(key);
-      pending_bytes_ = 0;
-      add();
+      start_sample(std::move(m.key));
+      add(m);
       return true;
     }
-    if (!has_pending_) {
-      pending_ = RawSample{};
-      pending_.key = std::move(key);
-      pending_bytes_ = 0;
-      has_pending_ = true;
-    }
-    add();
+    if (!has_pending_) start_sample(std::move(m.key));
+    add(m);
   }
   if (has_pending_) {
     has_pending_ = false;

@@ -248,6 +248,15 @@ const char* slurm_size_var(const Environment& env) {
   return get(env, "SLURM_STEP_NUM_TASKS") ? "SLURM_STEP_NUM_TASKS" : "SLURM_NTASKS";
 }
 
+// Node rank and count for launchers that put local_world_size ranks on every node, unless the
+// launcher states them. A local size below 1 is left for check_world to report.
+void nodes_of_equal_size(World& w, std::optional<int> node_rank = {},
+                         std::optional<int> num_nodes = {}) {
+  if (w.local_world_size < 1) return;
+  w.node_rank = node_rank.value_or(w.rank / w.local_world_size);
+  w.num_nodes = num_nodes.value_or((w.world_size + w.local_world_size - 1) / w.local_world_size);
+}
+
 World torchrun_world(const config::DistConfig& cfg, const Environment& env, bool slurm) {
   World w;
   w.source = "torchrun";
@@ -256,11 +265,7 @@ World torchrun_world(const config::DistConfig& cfg, const Environment& env, bool
   // Without local variables the ranks are taken to share one node.
   w.local_rank = get_int(env, "LOCAL_RANK").value_or(w.rank);
   w.local_world_size = get_int(env, "LOCAL_WORLD_SIZE").value_or(w.world_size);
-  if (w.local_world_size >= 1) {
-    w.node_rank = get_int(env, "GROUP_RANK").value_or(w.rank / w.local_world_size);
-    w.num_nodes = get_int(env, "GROUP_WORLD_SIZE")
-                      .value_or((w.world_size + w.local_world_size - 1) / w.local_world_size);
-  }
+  nodes_of_equal_size(w, get_int(env, "GROUP_RANK"), get_int(env, "GROUP_WORLD_SIZE"));
   check_world(w, "RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE");
   cross_check(env, w, "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE");
   if (slurm) cross_check(env, w, "SLURM_PROCID", slurm_size_var(env));
@@ -279,10 +284,7 @@ World openmpi_world(const config::DistConfig& cfg, const Environment& env, bool 
   w.world_size = require_int(env, "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK is");
   w.local_rank = get_int(env, "OMPI_COMM_WORLD_LOCAL_RANK").value_or(w.rank);
   w.local_world_size = get_int(env, "OMPI_COMM_WORLD_LOCAL_SIZE").value_or(w.world_size);
-  if (w.local_world_size >= 1) {
-    w.node_rank = w.rank / w.local_world_size;
-    w.num_nodes = (w.world_size + w.local_world_size - 1) / w.local_world_size;
-  }
+  nodes_of_equal_size(w);
   check_world(w, "OMPI_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK, _LOCAL_SIZE");
   if (slurm) cross_check(env, w, "SLURM_PROCID", slurm_size_var(env));
   w.master_addr = master_addr_or_local(env, w, cfg, "Open MPI variables");

@@ -32,6 +32,11 @@ void to_channels_last(model::ClipImpl& model) {
 
 }  // namespace
 
+StepConfig StepConfig::from(const config::Config& cfg) {
+  return {cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce,
+          static_cast<int>(cfg.dist.zero)};
+}
+
 TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
                      const StepConfig& cfg, at::Device device, StepOptions options)
     : model_(std::move(model)),

@@ -79,11 +79,6 @@ train::StepOptions step_options(const config::TrainConfig& t, const session::Ses
   return o;
 }
 
-train::StepConfig step_config(const config::Config& cfg) {
-  return {cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce,
-          static_cast<int>(cfg.dist.zero)};
-}
-
 }  // namespace
 
 struct Trainer::Impl {
@@ -167,7 +162,7 @@ void Trainer::Impl::make_loader_and_step() {
         " full batches per rank per epoch, fewer than train.accum_freq=" + std::to_string(accum) +
         ": lower train.batch_size or add data");
   total_steps = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * steps_per_epoch;
-  step = std::make_unique<train::TrainStep>(s.model, s.pg, step_config(cfg), s.device,
+  step = std::make_unique<train::TrainStep>(s.model, s.pg, train::StepConfig::from(cfg), s.device,
                                             step_options(cfg.train, s));
 }
 

@@ -11,8 +11,7 @@ int main() {
   auto cfg =
       clipper::config::load({}, {"model.name=tiny-vit", "optim.lr=0.25", "train.device=cpu"});
   auto s = clipper::session::open_session(cfg);
-  const clipper::train::StepConfig step_cfg{cfg.optim, cfg.loss, cfg.dist.bucket_mb,
-                                            cfg.dist.overlap_grad_reduce};
+  const auto step_cfg = clipper::train::StepConfig::from(cfg);
   clipper::train::TrainStep step(s.model, s.pg, step_cfg, s.device, {});
   const auto& spec = s.spec;
   clipper::train::MicroBatch b;

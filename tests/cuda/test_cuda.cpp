@@ -127,7 +127,7 @@ TEST(Cuda, SingleRankNcclGroup) {
   EXPECT_EQ(pg->all_reduce_int(4, dist::ReduceOp::sum), 4);
   pg->barrier();
   auto spec = model::load_model_spec("tiny-vit");
-  train::StepConfig step_cfg{cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce};
+  const auto step_cfg = train::StepConfig::from(cfg);
   train::TrainStep step(model::create_model(spec, 0), pg, step_cfg, pg->device(),
                         train::StepOptions{true, false});
   auto images = at::randint(0, 256, {16, spec.image_size, spec.image_size, 3}, o.dtype(at::kByte));

@@ -11,6 +11,7 @@
 #include "clipper/dist/process_group.hpp"
 #include "clipper/model/model_spec.hpp"
 #include "clipper/train/step.hpp"
+#include "random_batch.hpp"
 
 using namespace clipper;
 
@@ -24,14 +25,7 @@ struct Fixture {
     cfg.optim.lr = 1e-3;
     cfg.overlap_grad_reduce = false;
   }
-  train::MicroBatch batch(int n, int seed) const {
-    at::manual_seed(seed);
-    train::MicroBatch b;
-    b.images = at::randint(0, 256, {n, spec.image_size, spec.image_size, 3}, at::kByte);
-    b.tokens = at::randint(1, 5000, {n, spec.context_length}, at::kLong);
-    b.tokens.select(1, 6).fill_(spec.vocab_size - 1);
-    return b;
-  }
+  train::MicroBatch batch(int n, int seed) const { return test::random_batch(spec, n, seed); }
 };
 
 std::vector<at::Tensor> snapshot(const std::vector<std::pair<std::string, at::Tensor>>& named) {

@@ -10,19 +10,11 @@
 #include "clipper/dist/process_group.hpp"
 #include "clipper/model/model_spec.hpp"
 #include "clipper/train/step.hpp"
+#include "random_batch.hpp"
 
 using namespace clipper;
 
 namespace {
-
-train::MicroBatch random_batch(const model::ModelSpec& spec, int n, int seed) {
-  at::manual_seed(seed);
-  train::MicroBatch b;
-  b.images = at::randint(0, 256, {n, spec.image_size, spec.image_size, 3}, at::kByte);
-  b.tokens = at::randint(1, 5000, {n, spec.context_length}, at::kLong);
-  b.tokens.select(1, 6).fill_(spec.vocab_size - 1);
-  return b;
-}
 
 // Runs `steps` bf16 steps of `accum` micro-batches with checkpointing on and off; every loss and
 // every parameter must be equal.
@@ -43,7 +35,7 @@ void expect_checkpointing_changes_nothing(int accum, int steps) {
     std::vector<double> out;
     for (int s = 0; s < steps; ++s) {
       std::vector<train::MicroBatch> micro;
-      for (int j = 0; j < accum; ++j) micro.push_back(random_batch(spec, 8, 100 * s + j));
+      for (int j = 0; j < accum; ++j) micro.push_back(test::random_batch(spec, 8, 100 * s + j));
       out.push_back(step.run(micro, 0.01).loss);
     }
     return out;

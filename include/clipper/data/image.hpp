@@ -83,6 +83,8 @@ class ImageProcessor {
 
  private:
   void reset_decoder();
+  ImageError process_jpeg(const std::string& bytes, std::uint64_t seed, std::uint8_t* out,
+                          std::string* why);
 
   TransformSpec spec_;
   std::int64_t max_pixels_;

@@ -59,6 +59,17 @@ class ShardReader {
   void fail(ShardStatus s, std::string what);
   void close();
 
+  // One tar entry of a sample: its key, extension and bytes (none when it is too large).
+  struct Member {
+    std::string key, ext, bytes;
+    bool entry_too_large = false, sample_too_large = false;
+  };
+  enum class Read { member, skipped, stop };
+  Read read_member(Member& m);
+  bool read_bytes(std::int64_t size, std::string& bytes);
+  void start_sample(std::string key);
+  void add(Member& m);
+
   std::string url_;
   ::archive* ar_ = nullptr;
   void* pipe_ = nullptr;  // FILE* of popen

@@ -47,6 +47,9 @@ struct StepConfig {
   double bucket_mb = 25.0;  // dist.bucket_mb
   bool overlap_grad_reduce = true;
   int zero = 0;  // dist.zero
+
+  // The step's settings from their sections of a run's config (optim, loss, dist).
+  static StepConfig from(const config::Config& cfg);
 };
 
 struct StepOptions {
