@@ -30,6 +30,23 @@ void to_channels_last(model::ClipImpl& model) {
     if (p.dim() == 4) p.set_data(p.contiguous(at::MemoryFormat::ChannelsLast));
 }
 
+// The running statistics of BatchNorm layers (ModifiedResNet), which every forward in train mode
+// updates before the step is judged; empty for towers without them.
+std::vector<at::Tensor> batch_norm_statistics(model::ClipImpl& model) {
+  std::vector<at::Tensor> stats;
+  if (!model.visual_resnet) return stats;
+  for (const auto& b : model.visual_resnet->named_buffers()) stats.push_back(b.value());
+  return stats;
+}
+
+// Puts back the statistics saved before a step the ranks agreed to skip (on the device, no host
+// read): a NaN batch would otherwise leave NaN means and variances that evaluation then uses.
+void restore_if_skipped(std::vector<at::Tensor>& stats, const std::vector<at::Tensor>& saved,
+                        const at::Tensor& bad) {
+  at::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < stats.size(); ++i) stats[i].copy_(at::where(bad, saved[i], stats[i]));
+}
+
 }  // namespace
 
 StepConfig StepConfig::from(const config::Config& cfg) {
@@ -105,11 +122,14 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
   model_->train();
   for (auto& p : params_)
     if (p.grad().defined()) p.mutable_grad() = at::Tensor();
+  std::vector<at::Tensor> bn_stats = batch_norm_statistics(*model_), bn_saved;
+  for (const auto& t : bn_stats) bn_saved.push_back(t.clone());
   const at::Tensor loss = forward_backward(micro, r);
   auto t0 = Clock::now();
   reducer_->finish();
   dist::broadcast_buffers(model_->buffers(), *pg_);  // BatchNorm statistics: rank 0's, as DDP
   const StepHealth health = reduce_and_check(loss);
+  restore_if_skipped(bn_stats, bn_saved, health.bad);
   sync_for_timing();
   r.reduce_s = seconds_since(t0);
   t0 = Clock::now();

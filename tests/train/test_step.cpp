@@ -57,6 +57,32 @@ TEST(TrainStep, NonFiniteStepIsSkippedAndChangesNothing) {
   EXPECT_FALSE(step.run({f.batch(8, 3)}, 1e-3).skipped);  // training goes on
 }
 
+// A skipped step must not leave its forward's BatchNorm statistics behind: with a NaN image the
+// running means and variances would turn NaN (and be broadcast to every rank), poisoning every
+// later evaluation even though the parameters were kept.
+TEST(TrainStep, NonFiniteStepKeepsBatchNormStatistics) {
+  Fixture f;
+  f.spec = model::load_model_spec("tiny-rn");
+  train::TrainStep step(model::create_model(f.spec, 1), f.pg, f.cfg, at::kCPU, {});
+  ASSERT_FALSE(step.run({f.batch(8, 1)}, 1e-3).skipped);
+  std::vector<std::pair<std::string, at::Tensor>> before;
+  for (const auto& b : step.model()->named_buffers())
+    before.emplace_back(b.key(), b.value().clone());
+  ASSERT_FALSE(before.empty());
+  auto bad = f.batch(8, 2);
+  bad.images = step.prepare_images(bad.images);
+  bad.images[3].fill_(std::nan(""));
+  ASSERT_TRUE(step.run({bad}, 1e-3).skipped);
+  const auto after = step.model()->named_buffers();
+  for (const auto& [name, t] : before) EXPECT_TRUE(at::equal(t, after[name])) << name;
+  const auto r = step.run({f.batch(8, 3)}, 1e-3);  // a good step still updates them
+  EXPECT_FALSE(r.skipped);
+  EXPECT_TRUE(std::isfinite(r.loss));
+  EXPECT_FALSE(
+      at::equal(before.front().second, step.model()->named_buffers()[before.front().first]))
+      << before.front().first;
+}
+
 // Reading back every 4 steps instead of every step: the same parameters (the NaN skip is decided
 // on the device), and each read reports its window: steps, skipped steps, the good steps' losses,
 // the run of bad steps (which carries across windows).
