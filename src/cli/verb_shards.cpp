@@ -5,15 +5,12 @@
 
 #include "verbs.hpp"
 
-#if CLIPPER_HAS_DATA
 #include "clipper/core/error.hpp"
 #include "clipper/data/shard_writer.hpp"
-#endif
 
 namespace clipper::cli {
 namespace {
 
-#if CLIPPER_HAS_DATA
 struct ShardsArgs {
   std::string out_dir, folder, csv_path, classes;
   std::vector<std::string> idx;
@@ -107,20 +104,6 @@ void setup_shards_verb(CLI::App& app, Action* action) {
       ->capture_default_str();
   v->callback([a, action] { *action = [a] { return run_shards(*a); }; });
 }
-#else
-void setup_shards_verb(CLI::App& app, Action* action) {
-  auto* v = app.add_subcommand("shards",
-                               "Write WebDataset shards (needs a build with CLIPPER_DATA_LIBS=ON)");
-  v->allow_extras();
-  v->callback([action] {
-    *action = [] {
-      std::cerr
-          << "error: this clipper was built without the data libraries (CLIPPER_DATA_LIBS=OFF)\n";
-      return 1;
-    };
-  });
-}
-#endif
 
 }  // namespace
 
