@@ -166,6 +166,9 @@ std::vector<KeyInfo> declare() {
         "reuse the label tensor across steps");
   b.add_choice("loss.siglip_exchange", &C::loss, &LossConfig::siglip_exchange,
                "SigLIP: how text blocks travel between ranks");
+  b.add("loss.chunked", &C::loss, &LossConfig::chunked,
+        "score one peer's B x B block at a time, passed around the ring and recomputed in "
+        "backward: loss memory independent of the world size (CLIP needs loss.local_loss)");
   // optim
   b.add("optim.lr", &C::optim, &OptimConfig::lr, "peak learning rate").min(0.0);
   b.add("optim.weight_decay", &C::optim, &OptimConfig::weight_decay,

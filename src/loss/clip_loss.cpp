@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "chunked_loss.hpp"
+#include "clipper/core/error.hpp"
 #include "clipper/dist/all_gather.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "feature_checks.hpp"
@@ -12,7 +14,11 @@ using detail::check_features;
 using detail::upcast;
 
 ClipLoss::ClipLoss(std::shared_ptr<dist::ProcessGroup> pg, const config::LossConfig& cfg)
-    : pg_(std::move(pg)), cfg_(cfg) {}
+    : pg_(std::move(pg)), cfg_(cfg) {
+  core::require(!cfg_.chunked || cfg_.local_loss,
+                "loss.chunked: true needs loss.local_loss: true (the chunked form is the local "
+                "loss; local_loss: false builds the whole W*B x W*B matrix on every rank)");
+}
 
 at::Tensor ClipLoss::labels(std::int64_t rows, std::int64_t offset, const at::Device& device) {
   if (cfg_.cache_labels && cached_labels_.defined() && cached_labels_.size(0) == rows &&
@@ -31,6 +37,9 @@ at::Tensor ClipLoss::forward(const at::Tensor& img, const at::Tensor& txt, const
   check_features(img, txt, scale, "clip loss");
   auto& pg = *pg_;
   const std::int64_t w = pg.size(), r = pg.rank(), b = img.size(0), d = img.size(1);
+  // One process has no peers, so its columns are its own rows, with gradient.
+  if (cfg_.chunked)
+    return detail::chunked_clip_loss(img, txt, scale, pg, cfg_.gather_with_grad || w == 1);
   const auto s = scale.reshape({});
   at::Tensor logits_img, logits_txt, target;
   if (w == 1) {

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "chunked_loss.hpp"
 #include "clipper/dist/all_gather.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "feature_checks.hpp"
@@ -37,6 +38,7 @@ at::Tensor SigLipLoss::forward(const at::Tensor& img, const at::Tensor& txt,
   TORCH_CHECK(bias.defined() && bias.numel() == 1,
               "siglip loss: logit_bias must be a one-element tensor");
   auto& pg = *pg_;
+  if (cfg_.chunked) return detail::chunked_siglip_loss(img, txt, scale, bias, pg);
   const std::int64_t w = pg.size(), r = pg.rank(), b = img.size(0);
   const auto s = scale.reshape({});
   const auto bb = bias.reshape({});

@@ -93,6 +93,7 @@ clipper::config::LossConfig loss_config() {
   c.gather_with_grad = arg("grad", "1") == "1";
   c.siglip_exchange =
       clipper::config::parse_choice<clipper::config::SiglipExchange>(arg("exchange", "gather"));
+  c.chunked = arg("chunked", "0") == "1";
   return c;
 }
 
@@ -154,6 +155,39 @@ int run_loss(ProcessGroup& pg, const std::string& kind) {
     }
   }
   return c.finish(kind);
+}
+
+// loss.chunked against the unchunked form on the same features, on this rank: the loss and this
+// rank's gradients (features, scale, bias) before any averaging, for CLIP's local loss (with and
+// without gather_with_grad: grad=) and SigLIP (against exchange=). Tolerance tol= (1e-12).
+int run_chunked(ProcessGroup& pg, const std::string& kind) {
+  const int w = pg.size(), r = pg.rank();
+  const long b = arg_i("batch", 5), d = arg_i("dim", 7);
+  const bool siglip = kind == "siglip";
+  at::manual_seed(4321);
+  const auto opt = at::TensorOptions().dtype(dtype());
+  const at::Tensor img_all = normalize(at::randn({w * b, d}, opt));
+  const at::Tensor txt_all = normalize(at::randn({w * b, d}, opt));
+  std::vector<at::Tensor> result[2];
+  for (const bool chunked : {false, true}) {
+    auto cfg = loss_config();
+    cfg.kind = clipper::config::parse_choice<clipper::config::LossKind>(kind);
+    cfg.chunked = chunked;
+    auto img = img_all.narrow(0, r * b, b).clone().requires_grad_(true);
+    auto txt = txt_all.narrow(0, r * b, b).clone().requires_grad_(true);
+    auto scale = at::full({}, siglip ? 10.0 : 14.3, opt).requires_grad_(true);
+    auto bias = at::full({1}, -10.0, opt).requires_grad_(true);
+    auto loss_fn = clipper::loss::make_loss(cfg, borrowed(pg));
+    at::Tensor loss = loss_fn->forward(img, txt, scale, bias);
+    loss.backward();
+    result[chunked] = {loss.detach(), img.grad(), txt.grad(), scale.grad()};
+    if (siglip) result[chunked].push_back(bias.grad());
+  }
+  Check c{std::stod(arg("tol", "1e-12"))};
+  const char* names[] = {"loss", "d_image", "d_text", "d_scale", "d_bias"};
+  for (std::size_t i = 0; i < result[0].size(); ++i)
+    c.add(names[i], max_abs(result[0][i], result[1][i]));
+  return c.finish("chunked");
 }
 
 // The CLIP loss's value and this rank's gradients, for each (local_loss, gather_with_grad), on
@@ -525,6 +559,7 @@ int main(int argc, char** argv) {
     }
     if (scenario == "clip" || scenario == "siglip") return run_loss(*pg, scenario);
     if (scenario == "clip_grads") return run_clip_grads(*pg);
+    if (scenario == "chunked") return run_chunked(*pg, arg("loss", "clip"));
     if (scenario == "train") return run_train(*pg, pg);
     if (scenario == "zero") return run_zero(pg);
     if (scenario == "reshard") return run_reshard(pg);

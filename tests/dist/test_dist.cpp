@@ -79,6 +79,39 @@ TEST(DistLoss, SigLipNeighbour2Ranks) {
   expect_all_ok(2, "siglip", "exchange=neighbour dtype=f64");
 }
 
+// --- loss.chunked: equal to the unchunked forms on every rank (values and this rank's gradients,
+// fp64 within 1e-12), and to one process on the whole batch ------------------------------------
+TEST(DistLoss, ClipChunkedEqualsLocalLossGatherWithGrad2Ranks) {
+  expect_all_ok(2, "chunked", "loss=clip local=1 grad=1 dtype=f64");
+}
+TEST(DistLoss, ClipChunkedEqualsLocalLossGatherWithGrad4Ranks) {
+  expect_all_ok(4, "chunked", "loss=clip local=1 grad=1 dtype=f64");
+}
+TEST(DistLoss, ClipChunkedEqualsLocalLossGatherWithoutGrad4Ranks) {
+  expect_all_ok(4, "chunked", "loss=clip local=1 grad=0 dtype=f64");
+}
+TEST(DistLoss, ClipChunkedFloat32_2Ranks) {
+  expect_all_ok(2, "chunked", "loss=clip local=1 grad=1 dtype=f32 batch=16 dim=32 tol=2e-6");
+}
+TEST(DistLoss, SigLipChunkedEqualsNeighbour2Ranks) {
+  expect_all_ok(2, "chunked", "loss=siglip exchange=neighbour dtype=f64");
+}
+TEST(DistLoss, SigLipChunkedEqualsGather4Ranks) {
+  expect_all_ok(4, "chunked", "loss=siglip exchange=gather dtype=f64");
+}
+TEST(DistLoss, SigLipChunkedEqualsNeighbour4Ranks) {
+  expect_all_ok(4, "chunked", "loss=siglip exchange=neighbour dtype=f64");
+}
+TEST(DistLoss, ClipChunkedEqualsOneProcess4Ranks) {
+  expect_all_ok(4, "clip", "local=1 grad=1 chunked=1 dtype=f64");
+}
+TEST(DistLoss, SigLipChunkedEqualsOneProcess4Ranks) {
+  expect_all_ok(4, "siglip", "chunked=1 dtype=f64");
+}
+TEST(DistTrain, ClipChunkedStepOverlapped2Ranks) {
+  expect_all_ok(2, "train", "loss=clip chunked=1 overlap=1 bucket_mb=0.0001 steps=2");
+}
+
 // --- a training step on W ranks equals one rank with the W-times batch -------------------------
 TEST(DistTrain, ClipStepOverlappedTinyBuckets2Ranks) {
   expect_all_ok(2, "train", "loss=clip overlap=1 bucket_mb=0.0001 steps=2");

@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <memory>
+#include <vector>
 
 #include "clipper/config/config.hpp"
 #include "clipper/core/error.hpp"
@@ -65,6 +66,58 @@ TEST(SigLipLoss, MatchesTheWrittenOutFormula) {
   const auto got = clipper::loss::siglip_loss(img, txt, at::full({}, s, kF64),
                                               at::full({}, b, kF64), single, cfg);
   EXPECT_NEAR(got.item<double>(), expect, 1e-12);
+}
+
+// loss.chunked on one process: the same values and gradients as the plain forms (fp64), also for
+// a bfloat16 input (computed in float32 by both) and with gather_with_grad off (one process has
+// no gathered columns).
+std::vector<at::Tensor> loss_and_grads(clipper::config::LossConfig cfg, bool chunked,
+                                       at::ScalarType dtype) {
+  cfg.chunked = chunked;
+  auto img = unit_rows(6, 5, 7).to(dtype).requires_grad_(true);
+  auto txt = unit_rows(6, 5, 8).to(dtype).requires_grad_(true);
+  auto scale = at::full({1}, 11.0, kF64).requires_grad_(true);
+  auto bias = at::full({}, -3.0, kF64).requires_grad_(true);
+  auto pg = std::make_shared<clipper::dist::ProcessGroup>();
+  auto loss = clipper::loss::make_loss(cfg, pg)->forward(img, txt, scale, bias);
+  loss.backward();
+  std::vector<at::Tensor> out{loss.detach(), img.grad(), txt.grad(), scale.grad()};
+  if (cfg.kind == clipper::config::LossKind::siglip) out.push_back(bias.grad());
+  return out;
+}
+
+TEST(ContrastiveLoss, ChunkedEqualsPlainOnOneProcess) {
+  for (const auto kind : {clipper::config::LossKind::clip, clipper::config::LossKind::siglip})
+    for (const bool with_grad : {true, false})
+      for (const auto dtype : {at::kDouble, at::kBFloat16}) {
+        clipper::config::LossConfig cfg;
+        cfg.kind = kind;
+        cfg.gather_with_grad = with_grad;
+        const auto plain = loss_and_grads(cfg, false, dtype);
+        const auto chunked = loss_and_grads(cfg, true, dtype);
+        ASSERT_EQ(plain.size(), chunked.size());
+        const double tol = dtype == at::kDouble ? 1e-12 : 5e-2;  // bf16: a few ulps
+        for (std::size_t i = 0; i < plain.size(); ++i) {
+          EXPECT_EQ(plain[i].scalar_type(), chunked[i].scalar_type()) << i;
+          EXPECT_LE(
+              (plain[i].to(at::kDouble) - chunked[i].to(at::kDouble)).abs().max().item<double>(),
+              tol)
+              << "kind " << static_cast<int>(kind) << " value " << i;
+        }
+      }
+}
+
+TEST(ContrastiveLoss, ChunkedNeedsTheLocalLoss) {
+  clipper::config::LossConfig cfg;
+  cfg.chunked = true;
+  cfg.local_loss = false;
+  auto pg = std::make_shared<clipper::dist::ProcessGroup>();
+  try {
+    clipper::loss::make_loss(cfg, pg);
+    FAIL() << "no error";
+  } catch (const clipper::core::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("loss.local_loss"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ContrastiveLoss, FactoryAndChecks) {

@@ -97,6 +97,8 @@ struct LossConfig {
   bool gather_with_grad = true;
   bool cache_labels = true;
   SiglipExchange siglip_exchange = SiglipExchange::gather;
+  // Peer blocks one at a time around the ring, recomputed in backward (src/loss/chunked_loss.hpp).
+  bool chunked = false;
 };
 
 struct OptimConfig {
