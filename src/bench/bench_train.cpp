@@ -146,6 +146,7 @@ config::Config bench_config(const BenchOptions& o) {
   cfg.train.threads = o.threads;
   cfg.train.batch_size = o.batch;
   cfg.optim.fused = o.fused_adamw;
+  cfg.dist.zero = o.zero;
   return cfg;
 }
 

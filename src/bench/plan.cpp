@@ -80,8 +80,12 @@ std::vector<Collective> collectives(const model::ModelSpec& s, const PlanOptions
   if (o.zero == 0) {
     out.push_back(ring("gradient all-reduce", grads, 2 * (w - 1) / w, o));
   } else {
+    // What each collective is handed (as the process group counts it): the whole gradient
+    // buckets to the reduce-scatter, this rank's shard of the parameters to the all-gather (it
+    // receives the other W - 1 shards). The zero padding of each bucket to a multiple of W (under
+    // W elements a bucket) is left out.
     out.push_back(ring("gradient reduce-scatter", grads, (w - 1) / w, o));
-    out.push_back(ring("parameter all-gather", grads, (w - 1) / w, o));
+    out.push_back(ring("parameter all-gather", grads / w, w - 1, o));
   }
   // Image and text features of this rank's batch (fp32 after normalization), to every rank; with
   // gather_with_grad their gradients come back the same way in backward.

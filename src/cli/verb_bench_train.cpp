@@ -53,6 +53,9 @@ void setup_bench_train(CLI::App& app, Action* action) {
   v->add_option("--peak-tflops", o->peak_tflops, "device peak for MFU (0: 790 on CUDA)")
       ->capture_default_str();
   v->add_flag("--grad-checkpointing", o->grad_checkpointing, "recompute blocks in backward");
+  v->add_option("--zero", o->zero, "dist.zero: 0, 1 (AdamW state sharded) or 2 (+ gradients)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 2));
   v->add_option("--json", *json_out, "also append the result as one JSON line to this file");
   v->callback([o, json_out, action] {
     *action = [o, json_out] {

@@ -24,6 +24,7 @@ struct BenchOptions {
   std::string sdpa = "auto";         // auto: LibTorch picks (flash, ...); math: the unfused path
   bool cuda_graph = false;           // also time the step captured in a CUDA graph and replayed
   bool grad_checkpointing = false;
+  std::int64_t zero = 0;  // dist.zero
 };
 
 struct BenchResult {
@@ -32,12 +33,12 @@ struct BenchResult {
   double samples_per_s = 0;                                                 // global
   double step_ms = 0;                                                       // mean, throughput run
   double forward_ms = 0, backward_ms = 0, reduce_ms = 0, optimizer_ms = 0;  // breakdown run
-  double peak_memory_gib = 0;       // CUDA allocator peak, or the process's peak RSS on CPU
+  double peak_memory_gib = 0;         // CUDA allocator peak, or the process's peak RSS on CPU
   double payload_bytes_per_step = 0;  // handed to collectives per rank and step (timed steps)
-  double mfu = -1;                  // -1: no peak known
-  double gflops_per_sample = 0;     // training (3 x forward)
-  double graph_samples_per_s = -1;  // --cuda-graph: the captured step replayed (-1: not run)
-  std::string graph_error;          // --cuda-graph: why capture failed
+  double mfu = -1;                    // -1: no peak known
+  double gflops_per_sample = 0;       // training (3 x forward)
+  double graph_samples_per_s = -1;    // --cuda-graph: the captured step replayed (-1: not run)
+  std::string graph_error;            // --cuda-graph: why capture failed
   std::string to_json() const;
   std::string to_text() const;
 };
