@@ -147,6 +147,7 @@ config::Config bench_config(const BenchOptions& o) {
   cfg.train.batch_size = o.batch;
   cfg.optim.fused = o.fused_adamw;
   cfg.dist.zero = o.zero;
+  cfg.loss.chunked = o.chunked_loss;
   return cfg;
 }
 

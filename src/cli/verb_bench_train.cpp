@@ -56,6 +56,7 @@ void setup_bench_train(CLI::App& app, Action* action) {
   v->add_option("--zero", o->zero, "dist.zero: 0, 1 (AdamW state sharded) or 2 (+ gradients)")
       ->capture_default_str()
       ->check(CLI::Range(0, 2));
+  v->add_flag("--chunked-loss", o->chunked_loss, "loss.chunked: one peer block at a time (ring)");
   v->add_option("--json", *json_out, "also append the result as one JSON line to this file");
   v->callback([o, json_out, action] {
     *action = [o, json_out] {

@@ -34,6 +34,7 @@ void setup_plan_verb(CLI::App& app, Action* action) {
       ->check(CLI::IsMember({"bf16", "fp32"}));
   v->add_flag("--grad-checkpointing", a->o.grad_checkpointing, "recompute blocks in backward");
   v->add_flag("!--no-local-loss", a->o.local_loss, "each rank computes the whole logits matrix");
+  v->add_flag("--chunked-loss", a->o.chunked, "loss.chunked: one peer block at a time (ring)");
   v->add_option("--ranks-per-node", a->o.ranks_per_node, "GPUs per node")->capture_default_str();
   v->add_option("--intra-node-gbs", a->o.intra_node_gbs, "GB/s per rank inside a node (NVLink)")
       ->capture_default_str();

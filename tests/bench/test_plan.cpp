@@ -39,14 +39,14 @@ TEST(Plan, ZeroStagesShardOptimizerStateThenGradients) {
 }
 
 // `clipper bench train` on 2 ranks with dist.zero = zero: the bytes per step the group counted.
-double measured_payload(int zero) {
+double measured_payload(int zero, bool chunked = false) {
   clipper::test::TempDir t;
   const std::string bench_json = t.file("bench.jsonl");
   const auto r = clipper::test::run(
       clipper::test::clipper_bin() + " launch --nproc-per-node 2 -- " +
       clipper::test::clipper_bin() +
       " bench train --model tiny-vit --batch 8 --device cpu --steps 2 --warmup 1 --zero " +
-      std::to_string(zero) + " --json " + bench_json);
+      std::to_string(zero) + (chunked ? " --chunked-loss" : "") + " --json " + bench_json);
   EXPECT_EQ(r.exit_code, 0) << r.output;
   std::ifstream in(bench_json);
   std::string line;
@@ -54,12 +54,13 @@ double measured_payload(int zero) {
   return nlohmann::json::parse(line).at("payload_bytes_per_step").get<double>();
 }
 
-double predicted_payload(int zero) {
+double predicted_payload(int zero, bool chunked = false) {
   bench::PlanOptions o;
   o.world = 2;
   o.batch = 8;
   o.bf16 = false;
   o.zero = zero;
+  o.chunked = chunked;
   double predicted = 0;
   for (const auto& c : bench::make_plan(model::load_model_spec("tiny-vit"), o).collectives)
     predicted += c.payload_bytes;
@@ -79,4 +80,23 @@ TEST(Plan, PredictedPayloadEqualsWhatTheProcessGroupCountsOnTwoRanksZero1And2) {
     EXPECT_GE(measured, predicted) << "zero " << zero;
     EXPECT_LE(measured - predicted, 16 * 4.0 * 1.5) << "zero " << zero;
   }
+}
+
+// loss.chunked: the features travel point to point around the ring instead of in an all-gather.
+TEST(Plan, PredictedPayloadEqualsWhatTheProcessGroupCountsOnTwoRanksChunkedLoss) {
+  EXPECT_DOUBLE_EQ(measured_payload(0, true), predicted_payload(0, true));
+}
+
+// The chunked loss's memory does not grow with the world size; the local loss's does.
+TEST(Plan, ChunkedLossMemoryIsTheSameForAnyWorldSize) {
+  const auto spec = model::load_model_spec("ViT-B-16");
+  bench::PlanOptions o;
+  o.batch = 256;
+  o.chunked = true;
+  o.world = 8;
+  const double at8 = bench::make_plan(spec, o).loss;
+  o.world = 512;
+  EXPECT_DOUBLE_EQ(bench::make_plan(spec, o).loss, at8);
+  o.chunked = false;
+  EXPECT_GT(bench::make_plan(spec, o).loss, 20 * at8);
 }

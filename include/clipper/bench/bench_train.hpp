@@ -24,7 +24,8 @@ struct BenchOptions {
   std::string sdpa = "auto";         // auto: LibTorch picks (flash, ...); math: the unfused path
   bool cuda_graph = false;           // also time the step captured in a CUDA graph and replayed
   bool grad_checkpointing = false;
-  std::int64_t zero = 0;  // dist.zero
+  std::int64_t zero = 0;      // dist.zero
+  bool chunked_loss = false;  // loss.chunked
 };
 
 struct BenchResult {
