@@ -54,13 +54,13 @@ double activations_per_sample(const model::ModelSpec& s, const PlanOptions& o) {
 
 // The CLIP loss: each rank's logits rows against every column (local loss) or the whole global
 // matrix, in fp32, with their softmax and gradient; plus the gathered features.
-// Chunked (loss.chunked): one B x B block of logits at a time, with its softmax and gradient, and
-// a few B x 2D ring buffers (the visiting block and its gradient accumulator, in and out, the own
-// block and the features' gradients), whatever the world size; `clipper bench loss` measured
-// 8.0 MiB for B = 256, D = 512 where this gives 7.75.
+// Chunked (loss.chunked): one B x B block of logits at a time and, at the backward's peak, the
+// block sent and the block received (B x 2D features beside their B x 2D gradient accumulator)
+// and this rank's feature gradients, whatever the world size; `clipper bench loss` measured
+// 5.0 MiB for B = 256, D = 512 where this gives 5.25.
 double loss_bytes(const model::ModelSpec& s, const PlanOptions& o) {
   const double b = static_cast<double>(o.batch), d = static_cast<double>(s.embed_dim);
-  if (o.chunked && o.local_loss) return (3 * b * b + 7 * b * 2 * d) * 4.0;
+  if (o.chunked && o.local_loss) return (b * b + 5 * b * 2 * d) * 4.0;
   const double global = static_cast<double>(o.batch * o.world);
   const double rows = o.local_loss ? static_cast<double>(o.batch) : global;
   const double logits = 2 * rows * global * 4.0 * 3;  // image and text logits, softmax, grad

@@ -54,21 +54,29 @@ void visit_ring(const at::Tensor& mine, dist::ProcessGroup& pg, const char* what
   }
 }
 
-// As visit_ring, with an accumulator for the block's gradient that travels with the block (one
-// message per hop): f(src, block, grad) adds to grad. After the last hop one more shift brings
-// every accumulator home; returned: the gradient every rank sent to this rank's block.
+// As visit_ring for the block made of `parts` side by side, with an accumulator for the block's
+// gradient that travels with it in the same message: f(src, block, grad) adds to grad. After the
+// last hop one more shift brings every accumulator home; returned: the gradient every rank sent
+// to this rank's block. Block and accumulator are views of the one buffer that is sent on, so a
+// hop holds two such buffers (the one sent and the one received).
 template <class F>
-at::Tensor visit_ring_with_grad(const at::Tensor& mine, dist::ProcessGroup& pg, const char* what,
-                                F&& f) {
+at::Tensor visit_ring_with_grad(const std::vector<at::Tensor>& parts, dist::ProcessGroup& pg,
+                                const char* what, F&& f) {
   const int w = pg.size(), r = pg.rank();
-  const auto p = mine.size(1);
-  at::Tensor block = mine, grad = at::zeros_like(mine);
+  std::int64_t p = 0;
+  for (const auto& t : parts) p += t.size(1);
+  at::Tensor both = at::empty({parts.at(0).size(0), 2 * p}, parts[0].options());
+  std::int64_t col = 0;
+  for (const auto& t : parts) {
+    both.narrow(1, col, t.size(1)).copy_(t);
+    col += t.size(1);
+  }
+  both.narrow(1, p, p).zero_();
+  at::Tensor block, grad;
   for (int k = 0; k < w; ++k) {
-    if (k > 0) {
-      const at::Tensor both = pg.ring_shift(at::cat({block, grad}, 1), 1, what);
-      block = both.narrow(1, 0, p);
-      grad = both.narrow(1, p, p);
-    }
+    if (k > 0) both = pg.ring_shift(both, 1, what);
+    block = both.narrow(1, 0, p);
+    grad = both.narrow(1, p, p);
     f((r - k + w) % w, block, grad);
   }
   return w > 1 ? pg.ring_shift(grad, 1, what) : grad;
@@ -120,14 +128,14 @@ struct ChunkedClipFn : torch::autograd::Function<ChunkedClipFn> {
       direction(I, blk.narrow(1, d, d), saved[3], own, dI, cols ? g.narrow(1, d, d) : at::Tensor());
       direction(T, blk.narrow(1, 0, d), saved[4], own, dT, cols ? g.narrow(1, 0, d) : at::Tensor());
     };
-    const at::Tensor mine = at::cat({I, T}, 1);
     const char* what = "chunked clip loss (backward)";
     if (ctx->saved_data["columns"].toBool()) {
-      const at::Tensor back = visit_ring_with_grad(mine, pg, what, block);
+      const at::Tensor back = visit_ring_with_grad({I, T}, pg, what, block);
       dI.add_(back.narrow(1, 0, d));
       dT.add_(back.narrow(1, d, d));
     } else {
-      visit_ring(mine, pg, what, [&](int src, const at::Tensor& blk) { block(src, blk, {}); });
+      visit_ring(at::cat({I, T}, 1), pg, what,
+                 [&](int src, const at::Tensor& blk) { block(src, blk, {}); });
     }
     const auto dt = saved_type(ctx, "dtype");
     return {dI.to(dt), dT.to(dt), as_scale(ctx, ds), at::Tensor(), at::Tensor()};
@@ -164,7 +172,7 @@ struct ChunkedSigLipFn : torch::autograd::Function<ChunkedSigLipFn> {
     const at::Tensor c = grads[0].to(I.scalar_type()).reshape({}) / static_cast<double>(I.size(0));
     at::Tensor dI = at::zeros_like(I), ds = at::zeros({}, I.options()), db = at::zeros_like(ds);
     const at::Tensor dT =
-        visit_ring_with_grad(T, pg, "chunked siglip loss (backward)",
+        visit_ring_with_grad({T}, pg, "chunked siglip loss (backward)",
                              [&](int src, const at::Tensor& blk, const at::Tensor& g) {
                                const at::Tensor raw = I.matmul(blk.t());
                                // d/dz of -logsigmoid(label * z) is sigmoid(z) - [label == +1].
