@@ -230,3 +230,23 @@ TEST(World, SlurmNumbersBeyond64BitsAreInputErrors) {
   EXPECT_THROW(clipper::dist::expand_slurm_nodelist("gpu[1-99999999999999999999]"),
                clipper::core::InputError);
 }
+
+// Found by tests/fuzz/fuzz_world.cpp: bracket groups multiply, and a list of a few hundred bytes
+// named billions of hosts (minutes of expansion, then out of memory). At most 100,000 names.
+TEST(World, SlurmListsNamingTooManyHostsAreInputErrors) {
+  using clipper::dist::expand_slurm_nodelist;
+  EXPECT_EQ(expand_slurm_nodelist("n[1-100000]").size(), 100000u);
+  EXPECT_THROW(expand_slurm_nodelist("a[0-999]b[0-999]"), clipper::core::InputError);
+  EXPECT_THROW(expand_slurm_nodelist("n[1-100000],m1"), clipper::core::InputError);
+  EXPECT_THROW(expand_slurm_nodelist("n[1-60000,1-60000]"), clipper::core::InputError);
+  EXPECT_THROW(expand_slurm_nodelist("n[]"), clipper::core::InputError);
+  EXPECT_EQ(clipper::dist::first_slurm_host("a[7-999]b[3-999]c[0-999]d[0-999]"), "a7b3c0d0");
+}
+
+TEST(World, SlurmTaskRepeatsBeyondTheHostLimitAreInputErrors) {
+  using clipper::dist::expand_slurm_tasks_per_node;
+  EXPECT_EQ(expand_slurm_tasks_per_node("2(x100000)").size(), 100000u);
+  EXPECT_THROW(expand_slurm_tasks_per_node("4(x1000000)"), clipper::core::InputError);
+  EXPECT_THROW(expand_slurm_tasks_per_node("4(x99999),2(x2)"), clipper::core::InputError);
+  EXPECT_THROW(expand_slurm_tasks_per_node("4(x0)"), clipper::core::InputError);
+}
