@@ -155,15 +155,18 @@ HostPattern parse_host(const std::string& pattern, const std::string& whole) {
 
 // How many names the pattern makes, checked against what may still be added (no overflow).
 std::size_t host_count(const HostPattern& p, std::size_t room, const std::string& whole) {
+  auto too_many = [&] {
+    return InputError("SLURM host list '" + whole + "' names more than " +
+                      std::to_string(kMaxHosts) + " hosts");
+  };
   std::size_t n = 1;
   for (const auto& g : p.groups) {
-    std::size_t in_group = 0;
+    std::size_t in_group = 0;  // at least 1: parse_ranges refuses empty brackets
     for (const auto& r : g) in_group += static_cast<std::size_t>(r.last - r.first) + 1;
-    if (in_group > room || n > room / in_group)
-      throw InputError("SLURM host list '" + whole + "' names more than " +
-                       std::to_string(kMaxHosts) + " hosts");
+    if (in_group > room / n) throw too_many();
     n *= in_group;
   }
+  if (n > room) throw too_many();
   return n;
 }
 
