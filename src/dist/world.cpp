@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <optional>
 #include <sstream>
@@ -96,6 +97,8 @@ std::vector<std::string> split_top_level(const std::string& s, const std::string
 // A SLURM job has far fewer nodes; the limit keeps a hostile list from expanding into millions of
 // names (several bracket groups multiply: "a[0-999]b[0-999]c[0-999]" is 10^9 hosts).
 constexpr std::size_t kMaxHosts = 100000;
+// A host name is at most 255 characters (DNS); so 100,000 names stay within 25 MB.
+constexpr std::size_t kMaxHostName = 255;
 
 struct Range {
   long long first, last;
@@ -150,6 +153,16 @@ HostPattern parse_host(const std::string& pattern, const std::string& whole) {
     at = close + 1;
   }
   p.texts.push_back(pattern.substr(at));
+  std::size_t longest = 0;  // the longest name the pattern makes
+  for (const auto& t : p.texts) longest += t.size();
+  for (const auto& g : p.groups) {
+    std::size_t widest = 0;
+    for (const auto& r : g) widest = std::max({widest, r.width, std::to_string(r.last).size()});
+    longest += widest;
+  }
+  if (longest > kMaxHostName)
+    throw InputError("SLURM host list '" + whole + "': a host name would be longer than " +
+                     std::to_string(kMaxHostName) + " characters");
   return p;
 }
 
@@ -176,20 +189,27 @@ std::string padded(long long i, std::size_t width) {
   return n;
 }
 
-// The names of a pattern, earlier groups varying slowest; first_only: the first name alone.
-std::vector<std::string> expand_host(const HostPattern& p, bool first_only) {
-  std::vector<std::string> out{p.texts[0]};
-  for (std::size_t g = 0; g < p.groups.size(); ++g) {
-    std::vector<std::string> next;
-    for (const auto& head : out)
-      for (const auto& r : p.groups[g]) {
-        for (long long i = r.first; i <= r.last; ++i) {
-          next.push_back(head + padded(i, r.width) + p.texts[g + 1]);
-          if (first_only) break;
-        }
-        if (first_only) break;
-      }
-    out.swap(next);
+// The first `count` names of a pattern, earlier groups varying slowest: each name is made once
+// (an odometer over the groups' values), not copied once per group.
+std::vector<std::string> expand_host(const HostPattern& p, std::size_t count) {
+  std::vector<std::vector<std::string>> values;  // each group's numbers as written
+  for (const auto& g : p.groups) {
+    auto& v = values.emplace_back();
+    for (const auto& r : g)
+      for (long long i = r.first; i <= r.last && v.size() < count; ++i)
+        v.push_back(padded(i, r.width));
+  }
+  std::vector<std::string> out;
+  out.reserve(count);
+  std::vector<std::size_t> at(values.size(), 0);
+  while (out.size() < count) {
+    std::string name = p.texts[0];
+    for (std::size_t g = 0; g < values.size(); ++g)
+      name.append(values[g][at[g]]).append(p.texts[g + 1]);
+    out.push_back(std::move(name));
+    std::size_t g = values.size();
+    while (g > 0 && ++at[g - 1] == values[g - 1].size()) at[--g] = 0;
+    if (g == 0) break;
   }
   return out;
 }
@@ -201,8 +221,8 @@ std::vector<std::string> expand_slurm_nodelist(const std::string& nodelist) {
   for (const auto& item : split_top_level(nodelist, nodelist)) {
     if (item.empty()) throw InputError("SLURM host list '" + nodelist + "': empty host name");
     const auto pattern = parse_host(item, nodelist);
-    host_count(pattern, kMaxHosts - hosts.size(), nodelist);
-    for (auto& h : expand_host(pattern, false)) hosts.push_back(std::move(h));
+    const auto count = host_count(pattern, kMaxHosts - hosts.size(), nodelist);
+    for (auto& h : expand_host(pattern, count)) hosts.push_back(std::move(h));
   }
   return hosts;
 }
@@ -211,7 +231,7 @@ std::string first_slurm_host(const std::string& nodelist) {
   const auto items = split_top_level(nodelist, nodelist);
   if (items.empty() || items[0].empty())
     throw InputError("SLURM host list '" + nodelist + "': empty host name");
-  return expand_host(parse_host(items[0], nodelist), true).at(0);
+  return expand_host(parse_host(items[0], nodelist), 1).at(0);
 }
 
 std::vector<int> expand_slurm_tasks_per_node(const std::string& spec) {

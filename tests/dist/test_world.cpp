@@ -241,6 +241,20 @@ TEST(World, SlurmListsNamingTooManyHostsAreInputErrors) {
   EXPECT_THROW(expand_slurm_nodelist("n[1-60000,1-60000]"), clipper::core::InputError);
   EXPECT_THROW(expand_slurm_nodelist("n[]"), clipper::core::InputError);
   EXPECT_EQ(clipper::dist::first_slurm_host("a[7-999]b[3-999]c[0-999]d[0-999]"), "a7b3c0d0");
+  EXPECT_EQ(expand_slurm_nodelist("r[1-2]x[9-10]y[3]"),
+            (std::vector<std::string>{"r1x9y3", "r1x10y3", "r2x9y3", "r2x10y3"}));
+}
+
+// Found by tests/fuzz/fuzz_world.cpp (out of memory): 44,004 hosts, each named by a pattern of
+// 1,700 characters. A host name is at most 255 characters, so 100,000 hosts stay small.
+TEST(World, SlurmHostNamesLongerThan255AreInputErrors) {
+  using clipper::dist::expand_slurm_nodelist;
+  EXPECT_EQ(expand_slurm_nodelist(std::string(250, 'h') + "[1-9]").size(), 9u);
+  EXPECT_THROW(expand_slurm_nodelist(std::string(250, 'h') + "[1-100000]"),
+               clipper::core::InputError);
+  EXPECT_THROW(expand_slurm_nodelist(std::string(300, 'h')), clipper::core::InputError);
+  EXPECT_THROW(clipper::dist::first_slurm_host("a[1]" + std::string(300, 'h')),
+               clipper::core::InputError);
 }
 
 TEST(World, SlurmTaskRepeatsBeyondTheHostLimitAreInputErrors) {
