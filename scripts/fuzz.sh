@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer harnesses of tests/fuzz/ with clang, AddressSanitizer and
-# UndefinedBehaviorSanitizer in their own build folder, then runs each for SECONDS (default 60),
-# one after the other, starting from its seed corpus (tests/fuzz/corpus/NAME/).
+# UndefinedBehaviorSanitizer in their own build folder, then runs each, one after the other,
+# starting from its seed corpus (tests/fuzz/corpus/NAME/), until SECONDS (default 60) have passed
+# or CLIPPER_FUZZ_RUNS executions (default 1000000) are done, whichever comes first.
 #
 #   scripts/fuzz.sh [SECONDS] [NAME...]      e.g. scripts/fuzz.sh 600 torch_pickle safetensors
 #
@@ -9,6 +10,7 @@
 # $BUILD/logs/NAME.log; the last line printed per harness gives its executions. A crash: fix it,
 # then copy the input into tests/fuzz/corpus/NAME/ as a regression (ctest -L fuzz replays it).
 # Environment: CLIPPER_FUZZ_BUILD_DIR (default build-fuzz), CLIPPER_JOBS (build jobs),
+# CLIPPER_FUZZ_RUNS (execution cap per harness; -1: no cap, time only),
 # CLIPPER_FUZZ_SKIP_BUILD=1 (run what is built), CLIPPER_FUZZ_BUILD_ONLY=1 (build, run nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,7 @@ seconds=${1:-60}
 shift || true
 all="safetensors torch_pickle tar_stream image config shard_list loader_state checkpoint tokenizer world"
 targets=${*:-$all}
+runs=${CLIPPER_FUZZ_RUNS:-1000000}
 build=${CLIPPER_FUZZ_BUILD_DIR:-build-fuzz}
 cxx=${CLIPPER_FUZZ_CXX:-clang++}
 
@@ -39,15 +42,17 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 status=0
 for t in $targets; do
   mkdir -p "$build/corpus/$t" "$build/crashes/$t" "$build/logs"
-  echo "[fuzz] $t for ${seconds}s"
+  echo "[fuzz] $t for ${seconds}s or $runs executions"
+  start=$(date +%s)
   set +e
-  "$build/fuzz_$t" -max_total_time="$seconds" -timeout=20 -rss_limit_mb=3072 -print_final_stats=1 \
+  "$build/fuzz_$t" -max_total_time="$seconds" -runs="$runs" -timeout=20 -rss_limit_mb=3072 -print_final_stats=1 \
     -artifact_prefix="$build/crashes/$t/" "$build/corpus/$t" "tests/fuzz/corpus/$t" \
     > "$build/logs/$t.log" 2>&1
   rc=$?
   set -e
+  took=$(($(date +%s) - start))
   execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "$build/logs/$t.log" | grep -o '[0-9]*$' || true)
-  echo "[fuzz] $t: exit $rc, ${execs:-?} executions, $(ls "$build/crashes/$t" | wc -l) artifacts"
+  echo "[fuzz] $t: exit $rc, ${execs:-?} executions in ${took}s, $(ls "$build/crashes/$t" | wc -l) artifacts"
   [ $rc -eq 0 ] || status=1
 done
 exit $status

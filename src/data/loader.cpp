@@ -4,6 +4,7 @@
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <thread>
 
@@ -143,11 +144,21 @@ struct Loader::Impl {
   // pinned memory has its own caching allocator).
   std::vector<at::Tensor> spare_images, spare_tokens;
 
+  // Only this pool still holds t. The caller's last reads of a batch must happen before our
+  // writes into its reused memory: use_count() reads the count relaxed, which orders nothing
+  // (ThreadSanitizer reported the race), so the tensor's count is read with acquire ordering and
+  // an acquire fence follows the storage's (a view the caller dropped held only the storage).
+  static bool sole_owner(const at::Tensor& t) {
+    if (!t.getIntrusivePtr().is_uniquely_owned() || t.storage().use_count() != 1) return false;
+    std::atomic_thread_fence(std::memory_order_acquire);
+    return true;
+  }
+
   at::Tensor reuse_or_empty(std::vector<at::Tensor>& spares, at::IntArrayRef shape,
                             at::ScalarType type) {
     if (!pin)
       for (auto& t : spares)
-        if (t.use_count() == 1 && t.storage().use_count() == 1 && t.sizes() == shape) return t;
+        if (sole_owner(t) && t.sizes() == shape) return t;
     auto t = at::empty(shape, at::TensorOptions().dtype(type).pinned_memory(pin));
     if (!pin) {
       if (spares.size() >= 8) spares.erase(spares.begin());

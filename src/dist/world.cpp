@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <optional>
 #include <sstream>
@@ -93,9 +94,20 @@ std::vector<std::string> split_top_level(const std::string& s, const std::string
   return out;
 }
 
-// "01-04,07" -> 01 02 03 04 07
-std::vector<std::string> expand_ranges(const std::string& body, const std::string& whole) {
-  std::vector<std::string> out;
+// A SLURM job has far fewer nodes; the limit keeps a hostile list from expanding into millions of
+// names (several bracket groups multiply: "a[0-999]b[0-999]c[0-999]" is 10^9 hosts).
+constexpr std::size_t kMaxHosts = 100000;
+// A host name is at most 255 characters (DNS); so 100,000 names stay within 25 MB.
+constexpr std::size_t kMaxHostName = 255;
+
+struct Range {
+  long long first, last;
+  std::size_t width;  // digits of the lower bound: "007-010" keeps leading zeros
+};
+
+// "01-04,07" -> [1, 4] [7, 7], width 2; nothing is expanded yet.
+std::vector<Range> parse_ranges(const std::string& body, const std::string& whole) {
+  std::vector<Range> out;
   std::stringstream ss(body);
   std::string part;
   while (std::getline(ss, part, ',')) {
@@ -114,33 +126,91 @@ std::vector<std::string> expand_ranges(const std::string& body, const std::strin
     const long long a = std::stoll(lo), b = std::stoll(hi);
     if (b < a)
       throw InputError("SLURM host list '" + whole + "': range '" + part + "' runs backwards");
-    if (b - a > 100000)
+    if (b - a > static_cast<long long>(kMaxHosts))
       throw InputError("SLURM host list '" + whole + "': range '" + part + "' is too long");
-    const std::size_t width = lo.size();
-    for (long long i = a; i <= b; ++i) {
-      std::string n = std::to_string(i);
-      if (n.size() < width) n.insert(0, width - n.size(), '0');
-      out.push_back(n);
-    }
+    out.push_back({a, b, lo.size()});
   }
+  if (out.empty()) throw InputError("SLURM host list '" + whole + "': empty brackets '[]'");
   return out;
 }
 
-// One host pattern, possibly with several bracket groups: "rack[1-2]-n[3-4]".
-std::vector<std::string> expand_host(const std::string& pattern, const std::string& whole,
-                                     bool first_only) {
-  const auto open = pattern.find('[');
-  if (open == std::string::npos) return {pattern};
-  const auto close = pattern.find(']', open);
-  if (close == std::string::npos)
-    throw InputError("SLURM host list '" + whole + "': unmatched '['");
-  const std::string prefix = pattern.substr(0, open);
-  auto values = expand_ranges(pattern.substr(open + 1, close - open - 1), whole);
-  if (first_only) values.resize(1);
+// One host pattern split at its bracket groups: "rack[1-2]-n[3-4]" is the texts "rack", "-n", ""
+// around the groups [1-2] and [3-4].
+struct HostPattern {
+  std::vector<std::string> texts;  // one more than groups
+  std::vector<std::vector<Range>> groups;
+};
+
+HostPattern parse_host(const std::string& pattern, const std::string& whole) {
+  HostPattern p;
+  std::size_t at = 0;
+  for (auto open = pattern.find('['); open != std::string::npos; open = pattern.find('[', at)) {
+    const auto close = pattern.find(']', open);
+    if (close == std::string::npos)
+      throw InputError("SLURM host list '" + whole + "': unmatched '['");
+    p.texts.push_back(pattern.substr(at, open - at));
+    p.groups.push_back(parse_ranges(pattern.substr(open + 1, close - open - 1), whole));
+    at = close + 1;
+  }
+  p.texts.push_back(pattern.substr(at));
+  std::size_t longest = 0;  // the longest name the pattern makes
+  for (const auto& t : p.texts) longest += t.size();
+  for (const auto& g : p.groups) {
+    std::size_t widest = 0;
+    for (const auto& r : g) widest = std::max({widest, r.width, std::to_string(r.last).size()});
+    longest += widest;
+  }
+  if (longest > kMaxHostName)
+    throw InputError("SLURM host list '" + whole + "': a host name would be longer than " +
+                     std::to_string(kMaxHostName) + " characters");
+  return p;
+}
+
+// How many names the pattern makes, checked against what may still be added (no overflow).
+std::size_t host_count(const HostPattern& p, std::size_t room, const std::string& whole) {
+  auto too_many = [&] {
+    return InputError("SLURM host list '" + whole + "' names more than " +
+                      std::to_string(kMaxHosts) + " hosts");
+  };
+  std::size_t n = 1;
+  for (const auto& g : p.groups) {
+    std::size_t in_group = 0;  // at least 1: parse_ranges refuses empty brackets
+    for (const auto& r : g) in_group += static_cast<std::size_t>(r.last - r.first) + 1;
+    if (in_group > room / n) throw too_many();
+    n *= in_group;
+  }
+  if (n > room) throw too_many();
+  return n;
+}
+
+std::string padded(long long i, std::size_t width) {
+  std::string n = std::to_string(i);
+  if (n.size() < width) n.insert(0, width - n.size(), '0');
+  return n;
+}
+
+// The first `count` names of a pattern, earlier groups varying slowest: each name is made once
+// (an odometer over the groups' values), not copied once per group.
+std::vector<std::string> expand_host(const HostPattern& p, std::size_t count) {
+  std::vector<std::vector<std::string>> values;  // each group's numbers as written
+  for (const auto& g : p.groups) {
+    auto& v = values.emplace_back();
+    for (const auto& r : g)
+      for (long long i = r.first; i <= r.last && v.size() < count; ++i)
+        v.push_back(padded(i, r.width));
+  }
   std::vector<std::string> out;
-  for (const auto& v : values)
-    for (const auto& rest : expand_host(pattern.substr(close + 1), whole, first_only))
-      out.push_back(prefix + v + rest);
+  out.reserve(count);
+  std::vector<std::size_t> at(values.size(), 0);
+  while (out.size() < count) {
+    std::string name = p.texts[0];
+    for (std::size_t g = 0; g < values.size(); ++g)
+      name.append(values[g][at[g]]).append(p.texts[g + 1]);
+    out.push_back(std::move(name));
+    std::size_t g = values.size();
+    while (g > 0 && ++at[g - 1] == values[g - 1].size()) at[--g] = 0;
+    if (g == 0) break;
+  }
   return out;
 }
 
@@ -150,7 +220,9 @@ std::vector<std::string> expand_slurm_nodelist(const std::string& nodelist) {
   std::vector<std::string> hosts;
   for (const auto& item : split_top_level(nodelist, nodelist)) {
     if (item.empty()) throw InputError("SLURM host list '" + nodelist + "': empty host name");
-    for (auto& h : expand_host(item, nodelist, false)) hosts.push_back(std::move(h));
+    const auto pattern = parse_host(item, nodelist);
+    const auto count = host_count(pattern, kMaxHosts - hosts.size(), nodelist);
+    for (auto& h : expand_host(pattern, count)) hosts.push_back(std::move(h));
   }
   return hosts;
 }
@@ -159,7 +231,7 @@ std::string first_slurm_host(const std::string& nodelist) {
   const auto items = split_top_level(nodelist, nodelist);
   if (items.empty() || items[0].empty())
     throw InputError("SLURM host list '" + nodelist + "': empty host name");
-  return expand_host(items[0], nodelist, true).at(0);
+  return expand_host(parse_host(items[0], nodelist), 1).at(0);
 }
 
 std::vector<int> expand_slurm_tasks_per_node(const std::string& spec) {
@@ -174,10 +246,18 @@ std::vector<int> expand_slurm_tasks_per_node(const std::string& spec) {
       if (part.back() != ')')
         throw InputError("SLURM_TASKS_PER_NODE='" + spec + "': expected N or N(xM)");
       n = part.substr(0, paren);
-      count = static_cast<int>(parse_int(part.substr(paren + 2, part.size() - paren - 3),
-                                         "SLURM_TASKS_PER_NODE repeat"));
+      const long long repeat =
+          parse_int(part.substr(paren + 2, part.size() - paren - 3), "SLURM_TASKS_PER_NODE repeat");
+      // One entry per node: no more than a host list may name.
+      if (repeat < 1 || repeat > static_cast<long long>(kMaxHosts - out.size()))
+        throw InputError("SLURM_TASKS_PER_NODE='" + spec + "': repeat " + std::to_string(repeat) +
+                         " is not in [1, " + std::to_string(kMaxHosts) + "] nodes");
+      count = static_cast<int>(repeat);
     }
     const int tasks = static_cast<int>(parse_int(n, "SLURM_TASKS_PER_NODE entry"));
+    if (out.size() >= kMaxHosts)
+      throw InputError("SLURM_TASKS_PER_NODE='" + spec + "' names more than " +
+                       std::to_string(kMaxHosts) + " nodes");
     for (int i = 0; i < count; ++i) out.push_back(tasks);
   }
   return out;

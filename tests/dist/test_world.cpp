@@ -230,3 +230,37 @@ TEST(World, SlurmNumbersBeyond64BitsAreInputErrors) {
   EXPECT_THROW(clipper::dist::expand_slurm_nodelist("gpu[1-99999999999999999999]"),
                clipper::core::InputError);
 }
+
+// Found by tests/fuzz/fuzz_world.cpp: bracket groups multiply, and a list of a few hundred bytes
+// named billions of hosts (minutes of expansion, then out of memory). At most 100,000 names.
+TEST(World, SlurmListsNamingTooManyHostsAreInputErrors) {
+  using clipper::dist::expand_slurm_nodelist;
+  EXPECT_EQ(expand_slurm_nodelist("n[1-100000]").size(), 100000u);
+  EXPECT_THROW(expand_slurm_nodelist("a[0-999]b[0-999]"), clipper::core::InputError);
+  EXPECT_THROW(expand_slurm_nodelist("n[1-100000],m1"), clipper::core::InputError);
+  EXPECT_THROW(expand_slurm_nodelist("n[1-60000,1-60000]"), clipper::core::InputError);
+  EXPECT_THROW(expand_slurm_nodelist("n[]"), clipper::core::InputError);
+  EXPECT_EQ(clipper::dist::first_slurm_host("a[7-999]b[3-999]c[0-999]d[0-999]"), "a7b3c0d0");
+  EXPECT_EQ(expand_slurm_nodelist("r[1-2]x[9-10]y[3]"),
+            (std::vector<std::string>{"r1x9y3", "r1x10y3", "r2x9y3", "r2x10y3"}));
+}
+
+// Found by tests/fuzz/fuzz_world.cpp (out of memory): 44,004 hosts, each named by a pattern of
+// 1,700 characters. A host name is at most 255 characters, so 100,000 hosts stay small.
+TEST(World, SlurmHostNamesLongerThan255AreInputErrors) {
+  using clipper::dist::expand_slurm_nodelist;
+  EXPECT_EQ(expand_slurm_nodelist(std::string(250, 'h') + "[1-9]").size(), 9u);
+  EXPECT_THROW(expand_slurm_nodelist(std::string(250, 'h') + "[1-100000]"),
+               clipper::core::InputError);
+  EXPECT_THROW(expand_slurm_nodelist(std::string(300, 'h')), clipper::core::InputError);
+  EXPECT_THROW(clipper::dist::first_slurm_host("a[1]" + std::string(300, 'h')),
+               clipper::core::InputError);
+}
+
+TEST(World, SlurmTaskRepeatsBeyondTheHostLimitAreInputErrors) {
+  using clipper::dist::expand_slurm_tasks_per_node;
+  EXPECT_EQ(expand_slurm_tasks_per_node("2(x100000)").size(), 100000u);
+  EXPECT_THROW(expand_slurm_tasks_per_node("4(x1000000)"), clipper::core::InputError);
+  EXPECT_THROW(expand_slurm_tasks_per_node("4(x99999),2(x2)"), clipper::core::InputError);
+  EXPECT_THROW(expand_slurm_tasks_per_node("4(x0)"), clipper::core::InputError);
+}
