@@ -1,13 +1,63 @@
 // clipper config show FILES... [--set k=v]... | clipper config keys
+// clipper config from-openclip [--out FILE] [--steps-per-epoch N] -- OPENCLIP_FLAGS...
+#include <algorithm>
 #include <iostream>
 #include <memory>
 
+#include "clipper/config/from_openclip.hpp"
 #include "clipper/config/loader.hpp"
+#include "clipper/core/atomic_file.hpp"
+#include "clipper/core/log.hpp"
+#include "clipper/model/model_spec.hpp"
 #include "verbs.hpp"
 
 namespace clipper::cli {
 
 namespace {
+
+struct FromOpenClipArgs {
+  std::vector<std::string> flags;
+  std::string out;
+  std::int64_t steps_per_epoch = 0;
+};
+
+int run_from_openclip(const FromOpenClipArgs& a) {
+  auto t = config::from_openclip(a.flags, {a.steps_per_epoch});
+  for (const auto& [key, value] : t.keys) {
+    if (key != "model.name") continue;
+    const auto& name = std::get<std::string>(value);
+    const auto known = model::list_model_specs();
+    const bool file = name.size() > 5 && name.compare(name.size() - 5, 5, ".yaml") == 0;
+    if (!file && std::find(known.begin(), known.end(), name) == known.end())
+      t.not_honoured.push_back("--model " + name + ": clipper has no architecture file " + name +
+                               ".yaml (see `clipper models`; HF text towers, CoCa and timm "
+                               "towers are not built)");
+  }
+  for (const auto& n : t.not_honoured) CLIPPER_WARN("not carried over: " << n);
+  if (a.out.empty()) {
+    std::cout << t.yaml();
+  } else {
+    core::write_file_atomic(a.out, t.yaml());
+    CLIPPER_INFO("wrote " << a.out << " (" << t.keys.size() << " keys, " << t.not_honoured.size()
+                          << " flag(s) not carried over)");
+  }
+  return 0;
+}
+
+void setup_from_openclip(CLI::App* verb, Action* action) {
+  auto args = std::make_shared<FromOpenClipArgs>();
+  auto* cmd = verb->add_subcommand(
+      "from-openclip",
+      "Translate OpenCLIP 3.3.0 training flags (after --) into a clipper YAML; flags clipper "
+      "cannot honour are listed with the reason");
+  cmd->add_option("--out", args->out, "write the YAML here (default: standard output)");
+  cmd->add_option("--steps-per-epoch", args->steps_per_epoch,
+                  "convert OpenCLIP's epoch counts (--save-frequency, --val-frequency, "
+                  "--epochs-cooldown) to steps")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("flags", args->flags, "OpenCLIP's flags, after --");
+  cmd->callback([args, action] { *action = [args] { return run_from_openclip(*args); }; });
+}
 
 void setup_config_verb(CLI::App& app, Action* action) {
   auto* verb = app.add_subcommand("config", "Show the effective configuration or list every key");
@@ -32,6 +82,8 @@ void setup_config_verb(CLI::App& app, Action* action) {
       return 0;
     };
   });
+
+  setup_from_openclip(verb, action);
 
   auto* keys = verb->add_subcommand("keys", "List every key with its type, default and help");
   keys->callback([action] {

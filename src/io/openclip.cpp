@@ -243,8 +243,8 @@ void load_openclip_weights(model::Clip& model, const std::string& path) {
   CLIPPER_INFO("loaded OpenCLIP weights from " << path);
 }
 
-void export_checkpoint_openclip(const std::string& checkpoint, const std::string& model_name,
-                                const std::string& out_dir) {
+model::Clip load_checkpoint_model(const std::string& checkpoint, const std::string& model_name,
+                                  model::ModelSpec* spec_out) {
   std::error_code ec;
   std::string weights = checkpoint;
   std::string name = model_name;
@@ -280,6 +280,14 @@ void export_checkpoint_openclip(const std::string& checkpoint, const std::string
   if (siglip) model::use_siglip_init(spec);
   model::Clip m(spec);
   load_state_dict(*m, tensors, weights);
+  *spec_out = spec;
+  return m;
+}
+
+void export_checkpoint_openclip(const std::string& checkpoint, const std::string& model_name,
+                                const std::string& out_dir) {
+  model::ModelSpec spec;
+  const auto m = load_checkpoint_model(checkpoint, model_name, &spec);
   export_openclip(m, spec, out_dir);
 }
 

@@ -8,6 +8,7 @@
 #include <queue>
 
 #include "clipper/core/error.hpp"
+#include "clipper/tokenizer/clip_vocab.hpp"
 #include "utf8.hpp"
 
 namespace clipper::tokenizer::detail {
@@ -54,26 +55,32 @@ inline std::uint64_t pair_key(std::int32_t a, std::int32_t b) {
 
 }  // namespace
 
-ClipBpe::ClipBpe(const std::string& vocab_path) {
-  const std::string data = read_gzip_or_text(vocab_path);
+}  // namespace clipper::tokenizer::detail
+
+namespace clipper::tokenizer {
+
+ClipVocabulary read_clip_vocabulary(const std::string& vocab_path) {
+  using detail::append_utf8;
+  const std::string data = detail::read_gzip_or_text(vocab_path);
   std::array<int, 256> order{};
-  const auto chars = byte_chars(order);
+  const auto chars = detail::byte_chars(order);
 
   // The vocabulary in open_clip's order: byte characters, the same with </w>, the merged
   // strings, then the two special tokens. A string listed twice keeps its last id (dict()).
-  std::vector<std::string> vocab;
-  vocab.reserve(2 * 256 + kMergeCount + 2);
+  ClipVocabulary v;
+  auto& vocab = v.tokens;
+  auto& merges = v.merges;
+  vocab.reserve(2 * 256 + detail::kMergeCount + 2);
   for (int i = 0; i < 256; ++i) {
     std::string s;
     append_utf8(s, chars[order[i]]);
     vocab.push_back(s);
   }
   for (int i = 0; i < 256; ++i) vocab.push_back(vocab[i] + "</w>");
-  std::vector<std::pair<std::string, std::string>> merges;
-  merges.reserve(kMergeCount);
+  merges.reserve(detail::kMergeCount);
   std::size_t pos = data.find('\n');  // line 0 is a version header
   std::size_t line_no = 1;
-  while (pos != std::string::npos && merges.size() < kMergeCount) {
+  while (pos != std::string::npos && merges.size() < detail::kMergeCount) {
     const std::size_t begin = pos + 1;
     pos = data.find('\n', begin);
     const std::string_view line(data.data() + begin,
@@ -96,12 +103,25 @@ ClipBpe::ClipBpe(const std::string& vocab_path) {
     vocab.push_back(parts[0] + parts[1]);
     ++line_no;
   }
-  if (merges.size() != kMergeCount)
+  if (merges.size() != detail::kMergeCount)
     throw core::InputError("CLIP BPE vocabulary " + vocab_path + ": expected " +
-                           std::to_string(kMergeCount) + " merges after the header, found " +
-                           std::to_string(merges.size()));
+                           std::to_string(detail::kMergeCount) +
+                           " merges after the header, found " + std::to_string(merges.size()));
   vocab.push_back("<start_of_text>");
   vocab.push_back("<end_of_text>");
+  return v;
+}
+
+}  // namespace clipper::tokenizer
+
+namespace clipper::tokenizer::detail {
+
+ClipBpe::ClipBpe(const std::string& vocab_path) {
+  const auto v = read_clip_vocabulary(vocab_path);
+  const auto& vocab = v.tokens;
+  const auto& merges = v.merges;
+  std::array<int, 256> order{};
+  const auto chars = byte_chars(order);
 
   std::unordered_map<std::string, std::int32_t> encoder;
   encoder.reserve(vocab.size());

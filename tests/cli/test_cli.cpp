@@ -73,3 +73,26 @@ TEST(Cli, HelpAndVersion) {
   EXPECT_TRUE(has(r.output, "clipper 0.1.0 (LibTorch 2.11.0")) << r.output;
   EXPECT_TRUE(has(r.output, "CUDA available: ")) << r.output;
 }
+
+// OpenCLIP's flags after `--` become a YAML that `config show` loads; what clipper cannot honour
+// is printed as a warning and kept in the file as a comment; a flag OpenCLIP does not have fails.
+TEST(CliConfig, FromOpenClipWritesALoadableYamlAndListsTheRest) {
+  clipper::test::TempDir d;
+  const auto out = d.file("run.yaml");
+  const auto r = run(clipper_bin() + " config from-openclip --out " + out +
+                     " --steps-per-epoch 10 -- --model roberta-ViT-B-32 --train-data "
+                     "'/d/{0..9}.tar' --imagenet-val /i --save-frequency 2 --local-loss");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "not carried over: --imagenet-val /i: clipper's zero-shot")) << r.output;
+  EXPECT_TRUE(has(r.output, "not carried over: --model roberta-ViT-B-32: clipper has no "
+                            "architecture file"))
+      << r.output;
+  const auto show = run(clipper_bin() + " config show " + out);
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  EXPECT_TRUE(has(show.output, "  every_steps: 20\n")) << show.output;
+  EXPECT_TRUE(has(show.output, "  local_loss: true\n  gather_with_grad: false\n")) << show.output;
+  const auto bad = run(clipper_bin() + " config from-openclip -- --batch-sise 4");
+  EXPECT_EQ(bad.exit_code, 1) << bad.output;
+  EXPECT_TRUE(has(bad.output, "'--batch-sise' is not an OpenCLIP 3.3.0 training flag"))
+      << bad.output;
+}

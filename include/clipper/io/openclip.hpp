@@ -68,6 +68,13 @@ std::optional<model::ModelSpec> described_model(const std::string& weights);
 // the fields that differ, e.g. "vision_cfg.width 192 vs 16, embed_dim 128 vs 64".
 std::string architecture_difference(const model::ModelSpec& a, const model::ModelSpec& b);
 
+// The model `clipper export` reads: `checkpoint` is a checkpoint folder (model.safetensors +
+// config.yaml, whose model.name and model.force_* keys give the architecture) or a .safetensors
+// file with `model_name` given; a non-empty `model_name` overrides the folder's. Its spec (SigLIP
+// init when the run or the weights have a logit_bias) goes to `spec`.
+model::Clip load_checkpoint_model(const std::string& checkpoint, const std::string& model_name,
+                                  model::ModelSpec* spec);
+
 // `clipper export`: `checkpoint` is a checkpoint folder (model.safetensors + config.yaml, whose
 // model.name names the architecture) or a .safetensors file with `model_name` given. A non-empty
 // `model_name` overrides the folder's. Writes the OpenCLIP files into `out_dir`.
