@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <limits>
 #include <optional>
 #include <sstream>
 
@@ -54,10 +55,18 @@ long long parse_int(const std::string& text, const std::string& what) {
   return v;
 }
 
+// parse_int narrowed to int, refused rather than wrapped when it does not fit.
+int parse_small_int(const std::string& text, const std::string& what) {
+  const long long v = parse_int(text, what);
+  if (v < std::numeric_limits<int>::min() || v > std::numeric_limits<int>::max())
+    throw InputError(what + "='" + text + "' is out of range");
+  return static_cast<int>(v);
+}
+
 std::optional<int> get_int(const Environment& env, const std::string& name) {
   const auto v = get(env, name);
   if (!v) return std::nullopt;
-  return static_cast<int>(parse_int(*v, "environment variable " + name));
+  return parse_small_int(*v, "environment variable " + name);
 }
 
 int require_int(const Environment& env, const std::string& name, const std::string& because) {
@@ -254,7 +263,7 @@ std::vector<int> expand_slurm_tasks_per_node(const std::string& spec) {
                          " is not in [1, " + std::to_string(kMaxHosts) + "] nodes");
       count = static_cast<int>(repeat);
     }
-    const int tasks = static_cast<int>(parse_int(n, "SLURM_TASKS_PER_NODE entry"));
+    const int tasks = parse_small_int(n, "SLURM_TASKS_PER_NODE entry");
     if (out.size() >= kMaxHosts)
       throw InputError("SLURM_TASKS_PER_NODE='" + spec + "' names more than " +
                        std::to_string(kMaxHosts) + " nodes");

@@ -54,6 +54,18 @@ TEST(World, Torchrun) {
   EXPECT_EQ(w.describe(), "rank 5/8 (node 1/2, local 1/4)");
 }
 
+// 2^32 + 1 would wrap to 1 if the values were narrowed to int unchecked.
+TEST(World, VariablesBeyondIntAreInputErrors) {
+  std::string e = error_of({{"RANK", "4294967297"}, {"WORLD_SIZE", "8"}});
+  EXPECT_NE(e.find("RANK='4294967297' is out of range"), std::string::npos) << e;
+  e = error_of({{"SLURM_PROCID", "0"},
+                {"SLURM_NTASKS", "1"},
+                {"SLURM_STEP_ID", "0"},
+                {"SLURM_NODEID", "0"},
+                {"SLURM_TASKS_PER_NODE", "4294967297"}});
+  EXPECT_NE(e.find("4294967297' is out of range"), std::string::npos) << e;
+}
+
 TEST(World, TorchrunDefaultsOnOneNode) {
   const auto w =
       discover_world(DistConfig{}, {{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"}});
