@@ -1,4 +1,4 @@
-// clipper export CHECKPOINT --format openclip --out DIR [--model NAME]
+// clipper export CHECKPOINT --format openclip --out DIR [--model NAME] [--ema]
 #include <memory>
 
 #include "clipper/core/error.hpp"
@@ -14,6 +14,7 @@ void setup_export_verb(CLI::App& app, Action* action) {
                                   "open_clip_model.safetensors + open_clip_config.json)");
   struct Args {
     std::string checkpoint, format = "openclip", out, model;
+    bool ema = false;
   };
   auto args = std::make_shared<Args>();
   verb->add_option("checkpoint", args->checkpoint,
@@ -26,9 +27,12 @@ void setup_export_verb(CLI::App& app, Action* action) {
   verb->add_option("--model", args->model,
                    "architecture name or .yaml (required for a bare .safetensors file; overrides "
                    "the checkpoint's config.yaml)");
+  verb->add_flag("--ema", args->ema,
+                 "write the checkpoint's weight average (ema.safetensors, train.ema_decay) "
+                 "instead of its weights");
   verb->callback([action, args] {
     *action = [args] {
-      io::export_checkpoint_openclip(args->checkpoint, args->model, args->out);
+      io::export_checkpoint_openclip(args->checkpoint, args->model, args->out, args->ema);
       return 0;
     };
   });

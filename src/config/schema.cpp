@@ -71,6 +71,12 @@ class Builder {
     out_.back().max = m;
     return *this;
   }
+  // An upper bound the value must stay below.
+  Builder& below(double m) {
+    out_.back().max = m;
+    out_.back().max_exclusive = true;
+    return *this;
+  }
   Builder& required() {
     out_.back().required = true;
     return *this;
@@ -260,6 +266,16 @@ std::vector<KeyInfo> declare() {
   b.add("train.peak_tflops", &C::train, &TrainConfig::peak_tflops,
         "device peak TFLOP/s for MFU; 0: 790 on CUDA (H200 dense bf16), not reported on CPU")
       .min(0.0);
+  b.add("train.ema_decay", &C::train, &TrainConfig::ema_decay,
+        "keep an exponential moving average of the weights, ema = decay * ema + (1 - decay) * "
+        "weights after each optimizer step (saved in checkpoints; eval.use_ema, clipper export "
+        "--ema); 0: off")
+      .min(0.0)
+      .below(1.0);
+  b.add("train.ema_warmup_power", &C::train, &TrainConfig::ema_warmup_power,
+        "warm the EMA decay up as timm's ModelEmaV3: update t (0-based) uses min(ema_decay, 1 - "
+        "(1 + t)^-power), e.g. 0.75 (short runs) or 0.667 (long); 0: ema_decay from the start")
+      .min(0.0);
   // dist
   b.add_choice("dist.backend", &C::dist, &DistConfig::backend, "auto: NCCL on CUDA, Gloo on CPU");
   b.add("dist.master_addr", &C::dist, &DistConfig::master_addr,
@@ -323,6 +339,9 @@ std::vector<KeyInfo> declare() {
         "shards for image-text retrieval recall@K");
   b.add("eval.batch_size", &C::eval, &EvalConfig::batch_size, "evaluation batch size").min(1);
   b.add("eval.at_end", &C::eval, &EvalConfig::at_end, "evaluate when training ends");
+  b.add("eval.use_ema", &C::eval, &EvalConfig::use_ema,
+        "evaluate the weight average: in training, that of train.ema_decay; with clipper eval, a "
+        "checkpoint's ema.safetensors");
   // log
   b.add("log.level", &C::log, &LogConfig::level, "console log level")
       .choices({"trace", "debug", "info", "warn", "error", "off"});

@@ -111,6 +111,7 @@ Session open_session(const config::Config& cfg, const SessionOptions& options) {
   s.model = model::create_model(s.spec, seed);
   apply_model_config(s.model, cfg.model);
   if (!options.weights.empty()) io::load_openclip_weights(s.model, options.weights);
+  if (options.ema_weights) io::load_checkpoint_ema(s.model, options.weights);
   s.model->to(s.device);
   if (options.make_tokenizer) s.tokenizer = checked_tokenizer(options.make_tokenizer, s.spec);
   return s;

@@ -50,8 +50,12 @@ void restore_if_skipped(std::vector<at::Tensor>& stats, const std::vector<at::Te
 }  // namespace
 
 StepConfig StepConfig::from(const config::Config& cfg) {
-  return {cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce,
-          static_cast<int>(cfg.dist.zero)};
+  return {cfg.optim,
+          cfg.loss,
+          cfg.dist.bucket_mb,
+          cfg.dist.overlap_grad_reduce,
+          static_cast<int>(cfg.dist.zero),
+          {cfg.train.ema_decay, cfg.train.ema_warmup_power}};
 }
 
 TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
@@ -73,6 +77,8 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
   }
   loss_ = loss::make_loss(cfg.loss, pg_);
   make_optimizer(cfg);
+  // After the broadcast and the layout changes: the average starts at the weights every rank has.
+  if (cfg.ema.decay > 0) ema_ = std::make_unique<WeightEma>(*model_, cfg.ema);
 }
 
 // The reducer and the optimizer see the trainable parameters in model order; weight decay and the
@@ -275,6 +281,9 @@ void TrainStep::apply(double lr, const StepHealth& health) {
     optimizer_->step(lr, health.bad.to(at::kFloat));
   at::NoGradGuard no_grad;
   model_->logit_scale.clamp_(0.0, std::log(100.0));
+  // Whole weights on every rank here (ZeRO has all-gathered them), so every rank averages the
+  // same values; a skipped step pulls the average toward its unchanged weights, as timm's does.
+  if (ema_) ema_->update();
   stats_.update(health.loss, health.bad, health.grad_norm, model_->logit_scale.exp());
 }
 

@@ -34,6 +34,9 @@ using TokenizerFactory = std::function<std::shared_ptr<const tokenizer::Tokenize
 struct SessionOptions {
   // Weights loaded after the config's model.init_from (eval and embed: --weights); empty: none.
   std::string weights;
+  // With `weights` a checkpoint's model.safetensors: load its weight average over them
+  // (eval.use_ema; io::load_checkpoint_ema).
+  bool ema_weights = false;
   // The tokenizer maker (tokenizer::make_tokenizer where the data libraries are built); empty:
   // the session has no tokenizer (bench).
   TokenizerFactory make_tokenizer;
