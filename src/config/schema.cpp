@@ -175,6 +175,14 @@ std::vector<KeyInfo> declare() {
   b.add("loss.chunked", &C::loss, &LossConfig::chunked,
         "score one peer's B x B block at a time, passed around the ring and recomputed in "
         "backward: loss memory independent of the world size (CLIP needs loss.local_loss)");
+  b.add("loss.distill_model", &C::loss, &LossConfig::distill_model,
+        "distill from a frozen teacher of this architecture (configs/models/<name>.yaml; "
+        "OpenCLIP's --distill-model), with OpenCLIP's DistillClipLoss (loss.kind clip); it sees "
+        "the student's images and tokens, so it needs the same image size and tokenizer; "
+        "empty: off");
+  b.add("loss.distill_from", &C::loss, &LossConfig::distill_from,
+        "the teacher's OpenCLIP-format weights (.safetensors or .pt, an export or checkpoint "
+        "folder; OpenCLIP's --distill-pretrained); needed with loss.distill_model");
   // optim
   b.add("optim.lr", &C::optim, &OptimConfig::lr, "peak learning rate").min(0.0);
   b.add("optim.weight_decay", &C::optim, &OptimConfig::weight_decay,

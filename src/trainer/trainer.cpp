@@ -174,6 +174,7 @@ void Trainer::Impl::make_loader_and_step() {
   check_eval_ema(cfg);
   step = std::make_unique<train::TrainStep>(s.model, s.pg, train::StepConfig::from(cfg), s.device,
                                             step_options(cfg.train, s));
+  if (auto teacher = session::open_teacher(cfg, s)) step->set_teacher(std::move(teacher));
 }
 
 // The state contract: one list, saved and resumed in the same order.

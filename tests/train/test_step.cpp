@@ -319,3 +319,32 @@ TEST(WeightEma, LoadRefusesAnotherSetOfTensors) {
         << e.what();
   }
 }
+
+// Distillation: the teacher stays frozen (no gradient, weights unchanged), the loss is the
+// student's CLIP loss plus the teacher-logit term, and accumulating two micro-batches equals one
+// step on their concatenation (the teacher's features of the whole batch are used).
+TEST(TrainStep, DistillationKeepsTheTeacherFrozenAndAccumulates) {
+  Fixture f;
+  auto teacher_of = [&] {
+    return model::create_model(model::load_model_spec("tiny-fmnist-vit"), 9);
+  };
+  auto a = f.batch(8, 31), b = f.batch(8, 32);
+  train::MicroBatch whole{at::cat({a.images, b.images}), at::cat({a.tokens, b.tokens})};
+  train::TrainStep plain(model::create_model(f.spec, 5), f.pg, f.cfg, at::kCPU, {});
+  train::TrainStep one(model::create_model(f.spec, 5), f.pg, f.cfg, at::kCPU, {});
+  train::TrainStep acc(model::create_model(f.spec, 5), f.pg, f.cfg, at::kCPU, {});
+  auto teacher = teacher_of();
+  const auto before = snapshot(teacher->state_dict());
+  one.set_teacher(teacher);
+  acc.set_teacher(teacher_of());
+  const auto r0 = plain.run({whole}, 1e-3), r1 = one.run({whole}, 1e-3), r2 = acc.run({a, b}, 1e-3);
+  EXPECT_GT(r1.loss, r0.loss + 0.5);  // + the distill term, about log(16) for random models
+  EXPECT_NEAR(r1.loss, r2.loss, 1e-5);
+  EXPECT_NEAR(r1.grad_norm, r2.grad_norm, 1e-4 * r1.grad_norm);
+  const auto after = teacher->state_dict();
+  for (std::size_t i = 0; i < after.size(); ++i) {
+    EXPECT_TRUE(at::equal(after[i].second, before[i])) << after[i].first;
+    EXPECT_FALSE(after[i].second.grad().defined()) << after[i].first;
+  }
+  EXPECT_FALSE(teacher->is_training());
+}

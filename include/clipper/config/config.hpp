@@ -99,6 +99,10 @@ struct LossConfig {
   SiglipExchange siglip_exchange = SiglipExchange::gather;
   // Peer blocks one at a time around the ring, recomputed in backward (src/loss/chunked_loss.hpp).
   bool chunked = false;
+  // Distillation (OpenCLIP's --distill-model / --distill-pretrained): a frozen teacher's
+  // architecture (configs/models) and its OpenCLIP-format weights; both empty: off.
+  std::string distill_model;
+  std::string distill_from;
 };
 
 struct OptimConfig {

@@ -63,4 +63,12 @@ struct Session {
 // InputError naming both.
 Session open_session(const config::Config& cfg, const SessionOptions& options = {});
 
+// The frozen distillation teacher (loss.distill_from, an OpenCLIP-format weights file or an export
+// or checkpoint folder; loss.distill_model its architecture, which may be left out when the
+// weights record theirs), loaded as model.init_from is, on the session's device, in eval mode and
+// without gradients; null when loss.distill_from is empty. InputError for loss.distill_model
+// without loss.distill_from, with loss.kind siglip, and for a teacher that cannot read the
+// student's batches (another image size or tokenizer, a shorter context).
+model::Clip open_teacher(const config::Config& cfg, const Session& s);
+
 }  // namespace clipper::session

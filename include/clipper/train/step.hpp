@@ -33,7 +33,8 @@ class GradReducer;
 }  // namespace clipper::dist
 namespace clipper::loss {
 class ContrastiveLoss;
-}
+class ClipLoss;
+}  // namespace clipper::loss
 
 namespace clipper::train {
 
@@ -98,6 +99,10 @@ class TrainStep {
   void set_nan_in_row(std::int64_t n) { stats_.set_nan_in_row(n); }
 
   model::Clip& model() { return model_; }
+  // Distillation: from now on each step also runs `teacher` (frozen, in eval mode, on the step's
+  // device) under no grad and the same autocast, and the loss is OpenCLIP's DistillClipLoss
+  // (contrastive + distill terms, summed) over the whole accumulated batch. loss.kind clip only.
+  void set_teacher(model::Clip teacher);
   // The weight average (StepConfig::ema.decay > 0), updated once per optimizer step; else null.
   WeightEma* ema() { return ema_.get(); }
   // The unsharded optimizer (zero = 0 only).
@@ -117,6 +122,10 @@ class TrainStep {
   at::Tensor forward_backward(const std::vector<MicroBatch>& micro, StepResult& r);
   at::Tensor forward_backward_single(const MicroBatch& micro);
   at::Tensor forward_backward_accumulated(const std::vector<MicroBatch>& micro, StepResult& r);
+  // The teacher's features of a batch (no grad; the caller's autocast).
+  model::ClipOutput teach(const at::Tensor& images, const at::Tensor& tokens);
+  // The loss of the student's output, with the teacher's when distilling.
+  at::Tensor loss_of(const model::ClipOutput& out, const model::ClipOutput* teacher);
   StepHealth reduce_and_check(const at::Tensor& loss);
   void apply(double lr, const StepHealth& health);
   void apply_sharded(double lr, const StepHealth& health);
@@ -135,6 +144,9 @@ class TrainStep {
   dist::FlatLayout flat_layout_;                  // of the checkpoint shards
   std::vector<std::string> flat_names_;           // its parameters, in model order
   std::unique_ptr<loss::ContrastiveLoss> loss_;
+  config::LossConfig loss_cfg_;
+  model::Clip teacher_{nullptr};
+  std::unique_ptr<loss::ClipLoss> distill_;
   std::unique_ptr<dist::GradReducer> reducer_;
   std::unique_ptr<WeightEma> ema_;
   std::vector<at::Tensor> params_;
