@@ -785,4 +785,22 @@ TEST(TrainE2E, DistilledStudentLearnsFromATinyTeacher) {
   const auto other = run(train + from + " --set loss.distill_model=tiny-vit");
   EXPECT_EQ(other.exit_code, 1) << other.output;
   EXPECT_TRUE(has(other.output, "is not the model that the weights")) << other.output;
+  const auto big =
+      t.write("big-student.yaml",
+              slurp(student).replace(slurp(student).find("image_size: 28"), 14, "image_size: 35"));
+  const auto size = run(clipper_bin() + " train " + cfg + " --set model.name=" + big + from);
+  EXPECT_EQ(size.exit_code, 1) << size.output;
+  EXPECT_TRUE(has(size.output,
+                  "cannot read the student's batches (image size 28 vs the "
+                  "student's 35)"))
+      << size.output;
+  // A distilled run resumes bit-identically (the teacher is loaded again, frozen).
+  const std::string short_run = train + from + " --set train.max_steps=12";
+  const auto a1 = run(short_run + " --set train.run_name=straight");
+  ASSERT_EQ(a1.exit_code, 0) << a1.output;
+  const auto b1 = run(short_run + " --set train.run_name=resumed --set train.stop_at_step=5");
+  ASSERT_EQ(b1.exit_code, 75) << b1.output;
+  const auto b2 = run(short_run + " --set train.run_name=resumed --resume latest");
+  ASSERT_EQ(b2.exit_code, 0) << b2.output;
+  expect_same_runs(runs);
 }
