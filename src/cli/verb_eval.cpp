@@ -40,6 +40,7 @@ void setup_eval_verb(CLI::App& app, Action* action) {
             "nothing to evaluate: set eval.zeroshot_shards and/or eval.retrieval_shards");
       session::SessionOptions so;
       so.weights = io::resolve_weights(a->weights);
+      so.ema_weights = cfg.eval.use_ema;  // a checkpoint's ema.safetensors
       so.make_tokenizer = tokenizer::make_tokenizer;
       auto s = session::open_session(cfg, so);
       const model::ImageNormalizer prepare(s.spec, s.device);

@@ -1,4 +1,4 @@
-// clipper export CHECKPOINT --format openclip|hf --out DIR [--model NAME]
+// clipper export CHECKPOINT --format openclip|hf --out DIR [--model NAME] [--ema]
 #include <memory>
 
 #include "clipper/core/error.hpp"
@@ -14,17 +14,18 @@ namespace {
 
 struct Args {
   std::string checkpoint, format = "openclip", out, model;
+  bool ema = false;
 };
 
 void export_hf(const Args& a) {
 #ifdef CLIPPER_WITH_TOKENIZER
   model::ModelSpec spec;
-  const auto m = io::load_checkpoint_model(a.checkpoint, a.model, &spec);
+  const auto m = io::load_checkpoint_model(a.checkpoint, a.model, &spec, a.ema);
   io::export_hf(m, spec, a.out);  // refuses what transformers' CLIP cannot express
   tokenizer::write_hf_clip_tokenizer(a.out, spec.context_length);
 #else
   model::ModelSpec spec;
-  io::load_checkpoint_model(a.checkpoint, a.model, &spec);
+  io::load_checkpoint_model(a.checkpoint, a.model, &spec, a.ema);
   io::check_hf_exportable(spec);
   throw core::InputError(
       "--format hf writes tokenizer files: this clipper was built with CLIPPER_WITH_DATA=OFF");
@@ -48,12 +49,15 @@ void setup_export_verb(CLI::App& app, Action* action) {
   verb->add_option("--model", args->model,
                    "architecture name or .yaml (required for a bare .safetensors file; overrides "
                    "the checkpoint's config.yaml)");
+  verb->add_flag("--ema", args->ema,
+                 "write the checkpoint's weight average (ema.safetensors, train.ema_decay) "
+                 "instead of its weights");
   verb->callback([action, args] {
     *action = [args] {
       if (args->format == "hf") {
         export_hf(*args);
       } else {
-        io::export_checkpoint_openclip(args->checkpoint, args->model, args->out);
+        io::export_checkpoint_openclip(args->checkpoint, args->model, args->out, args->ema);
       }
       return 0;
     };

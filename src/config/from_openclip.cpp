@@ -296,6 +296,14 @@ void Translator::model() {
            "clipper downloads nothing: give the weights file (.pt, .bin or "
            ".safetensors, e.g. from open_clip's cache) as --pretrained PATH or "
            "model.init_from");
+  if (has("--distill-model")) set("loss.distill_model", str("--distill-model"));
+  const std::string teacher = str("--distill-pretrained");
+  if (!teacher.empty() && looks_like_path(teacher))
+    set("loss.distill_from", teacher);
+  else if (!teacher.empty())
+    refuse("--distill-pretrained",
+           "clipper downloads nothing: give the teacher's weights file as "
+           "--distill-pretrained PATH or loss.distill_from");
   if (has("--grad-checkpointing")) set("model.grad_checkpointing", true);
   if (has("--lock-image")) set("model.lock_image", true);
   if (has("--lock-image-unlocked-groups"))
@@ -588,8 +596,6 @@ void Translator::not_carried() {
     refuse(f, "clipper has no Weights & Biases sink");
   for (const char* f : {"--coca-caption-loss-weight", "--coca-contrastive-loss-weight"})
     refuse(f, "clipper trains CLIP and SigLIP, not CoCa");
-  for (const char* f : {"--distill-model", "--distill-pretrained"})
-    refuse(f, "distillation is not in clipper yet");
   refuse("--use-bnb-linear", "clipper has no bitsandbytes layers");
   if (has("--zeroshot-frequency") && !has("--imagenet-val"))
     note("--zeroshot-frequency: no zero-shot data given, nothing to evaluate (as in OpenCLIP)");

@@ -179,6 +179,12 @@ void check_value(const KeyInfo& k, const Value& v, const std::string& shown) {
     os << "value " << shown << " is below the minimum " << *k.min;
     throw InputError(os.str());
   }
+  if (x && k.max && k.max_exclusive && *x >= *k.max) {
+    std::ostringstream os;
+    os << "value " << shown << " is not below " << *k.max << " (expected a value < " << *k.max
+       << ")";
+    throw InputError(os.str());
+  }
   if (x && k.max && *x > *k.max) {
     std::ostringstream os;
     os << "value " << shown << " is above the maximum " << *k.max;

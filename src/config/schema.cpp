@@ -71,6 +71,12 @@ class Builder {
     out_.back().max = m;
     return *this;
   }
+  // An upper bound the value must stay below.
+  Builder& below(double m) {
+    out_.back().max = m;
+    out_.back().max_exclusive = true;
+    return *this;
+  }
   Builder& required() {
     out_.back().required = true;
     return *this;
@@ -169,6 +175,14 @@ std::vector<KeyInfo> declare() {
   b.add("loss.chunked", &C::loss, &LossConfig::chunked,
         "score one peer's B x B block at a time, passed around the ring and recomputed in "
         "backward: loss memory independent of the world size (CLIP needs loss.local_loss)");
+  b.add("loss.distill_model", &C::loss, &LossConfig::distill_model,
+        "distill from a frozen teacher of this architecture (configs/models/<name>.yaml; "
+        "OpenCLIP's --distill-model), with OpenCLIP's DistillClipLoss (loss.kind clip); it sees "
+        "the student's images and tokens, so it needs the same image size and tokenizer; "
+        "empty: off");
+  b.add("loss.distill_from", &C::loss, &LossConfig::distill_from,
+        "the teacher's OpenCLIP-format weights (.safetensors or .pt, an export or checkpoint "
+        "folder; OpenCLIP's --distill-pretrained); needed with loss.distill_model");
   // optim
   b.add("optim.lr", &C::optim, &OptimConfig::lr, "peak learning rate").min(0.0);
   b.add("optim.weight_decay", &C::optim, &OptimConfig::weight_decay,
@@ -260,6 +274,16 @@ std::vector<KeyInfo> declare() {
   b.add("train.peak_tflops", &C::train, &TrainConfig::peak_tflops,
         "device peak TFLOP/s for MFU; 0: 790 on CUDA (H200 dense bf16), not reported on CPU")
       .min(0.0);
+  b.add("train.ema_decay", &C::train, &TrainConfig::ema_decay,
+        "keep an exponential moving average of the weights, ema = decay * ema + (1 - decay) * "
+        "weights after each optimizer step (saved in checkpoints; eval.use_ema, clipper export "
+        "--ema); 0: off")
+      .min(0.0)
+      .below(1.0);
+  b.add("train.ema_warmup_power", &C::train, &TrainConfig::ema_warmup_power,
+        "warm the EMA decay up as timm's ModelEmaV3: update t (0-based) uses min(ema_decay, 1 - "
+        "(1 + t)^-power), e.g. 0.75 (short runs) or 0.667 (long); 0: ema_decay from the start")
+      .min(0.0);
   // dist
   b.add_choice("dist.backend", &C::dist, &DistConfig::backend, "auto: NCCL on CUDA, Gloo on CPU");
   b.add("dist.master_addr", &C::dist, &DistConfig::master_addr,
@@ -323,6 +347,9 @@ std::vector<KeyInfo> declare() {
         "shards for image-text retrieval recall@K");
   b.add("eval.batch_size", &C::eval, &EvalConfig::batch_size, "evaluation batch size").min(1);
   b.add("eval.at_end", &C::eval, &EvalConfig::at_end, "evaluate when training ends");
+  b.add("eval.use_ema", &C::eval, &EvalConfig::use_ema,
+        "evaluate the weight average: in training, that of train.ema_decay; with clipper eval, a "
+        "checkpoint's ema.safetensors");
   // log
   b.add("log.level", &C::log, &LogConfig::level, "console log level")
       .choices({"trace", "debug", "info", "warn", "error", "off"});

@@ -243,8 +243,42 @@ void load_openclip_weights(model::Clip& model, const std::string& path) {
   CLIPPER_INFO("loaded OpenCLIP weights from " << path);
 }
 
+void overlay_checkpoint_ema(TensorList& tensors, const std::string& checkpoint_dir) {
+  const fs::path file = fs::path(checkpoint_dir) / "ema.safetensors";
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec))
+    throw InputError("'" + checkpoint_dir +
+                     "' holds no weight average (ema.safetensors): it is not a checkpoint of a "
+                     "run with train.ema_decay > 0");
+  std::map<std::string, std::size_t> index;
+  for (std::size_t i = 0; i < tensors.size(); ++i) index[tensors[i].first] = i;
+  for (auto& [name, t] : load_safetensors(file.string())) {
+    const auto it = index.find(name);
+    if (it == index.end())
+      throw InputError(file.string() + ": '" + name + "' is not a tensor of the model's weights");
+    at::Tensor& target = tensors[it->second].second;
+    if (t.sizes() != target.sizes())
+      throw InputError(file.string() + ": '" + name + "' has shape " + shape_text(t.sizes()) +
+                       ", the weights " + shape_text(target.sizes()));
+    target = t;
+  }
+}
+
+void load_checkpoint_ema(model::Clip& model, const std::string& weights) {
+  const fs::path p(weights);
+  if (p.filename() != "model.safetensors")
+    throw InputError("eval.use_ema: '" + weights +
+                     "' is not a checkpoint's model.safetensors; give --weights a checkpoint "
+                     "folder of a run with train.ema_decay > 0, or an export made with "
+                     "clipper export --ema (and eval.use_ema false)");
+  TensorList tensors = model_state_dict(*model);
+  overlay_checkpoint_ema(tensors, p.parent_path().string());
+  load_state_dict(*model, tensors, (p.parent_path() / "ema.safetensors").string());
+  CLIPPER_INFO("weights: the average in " << (p.parent_path() / "ema.safetensors").string());
+}
+
 model::Clip load_checkpoint_model(const std::string& checkpoint, const std::string& model_name,
-                                  model::ModelSpec* spec_out) {
+                                  model::ModelSpec* spec_out, bool ema) {
   std::error_code ec;
   std::string weights = checkpoint;
   std::string name = model_name;
@@ -268,13 +302,18 @@ model::Clip load_checkpoint_model(const std::string& checkpoint, const std::stri
     }
   } else if (!fs::is_regular_file(checkpoint, ec)) {
     throw InputError("checkpoint '" + checkpoint + "' does not exist");
+  } else if (ema) {
+    throw InputError("--ema: '" + checkpoint +
+                     "' is a weights file; give the checkpoint folder (its ema.safetensors holds "
+                     "the weight average)");
   } else if (name.empty()) {
     throw InputError("'" + checkpoint +
                      "' is a weights file: give the architecture with --model NAME");
   }
   auto spec = model::load_model_spec(name);
   model::apply_overrides(spec, overrides);
-  const auto tensors = read_state_dict(weights);
+  auto tensors = read_state_dict(weights);
+  if (ema) overlay_checkpoint_ema(tensors, checkpoint);
   // A weights file has a logit_bias only from a SigLIP run (or a SigLIP architecture).
   for (const auto& [key, t] : tensors) siglip = siglip || key == "logit_bias";
   if (siglip) model::use_siglip_init(spec);
@@ -285,9 +324,9 @@ model::Clip load_checkpoint_model(const std::string& checkpoint, const std::stri
 }
 
 void export_checkpoint_openclip(const std::string& checkpoint, const std::string& model_name,
-                                const std::string& out_dir) {
+                                const std::string& out_dir, bool ema) {
   model::ModelSpec spec;
-  const auto m = load_checkpoint_model(checkpoint, model_name, &spec);
+  const auto m = load_checkpoint_model(checkpoint, model_name, &spec, ema);
   export_openclip(m, spec, out_dir);
 }
 

@@ -32,51 +32,75 @@ at::Tensor ClipLoss::labels(std::int64_t rows, std::int64_t offset, const at::De
   return l;
 }
 
+ClipLoss::Logits ClipLoss::logits(const at::Tensor& img, const at::Tensor& txt,
+                                  const at::Tensor& scale, bool no_grad) {
+  auto& pg = *pg_;
+  const std::int64_t w = pg.size(), r = pg.rank(), b = img.size(0), d = img.size(1);
+  const auto s = scale.reshape({});
+  if (w == 1) {
+    const at::Tensor l = upcast(s * img.matmul(txt.t()));
+    return {l, l.t(), labels(b, 0, img.device())};
+  }
+  // Images and texts travel together: one collective (and one in backward).
+  const at::Tensor both = at::cat({img, txt}, 1);
+  at::Tensor all;
+  if (no_grad) {
+    all = dist::all_gather_no_grad(both, pg);
+  } else if (cfg_.gather_with_grad) {
+    all = dist::all_gather_with_grad(both, pg);
+  } else if (cfg_.local_loss) {
+    // Gathered without gradient, as OpenCLIP: the local rows carry gradient through the rows
+    // of the logits (img, txt below), not through the gathered columns.
+    all = dist::all_gather_no_grad(both, pg);
+  } else {
+    // Gathered without gradient; this rank's own rows are put back with theirs (OpenCLIP does
+    // the same without local loss, or no feature would get a gradient).
+    const at::Tensor gathered = dist::all_gather_no_grad(both, pg);
+    all = at::cat(
+        {gathered.narrow(0, 0, r * b), both, gathered.narrow(0, (r + 1) * b, (w - r - 1) * b)}, 0);
+  }
+  const at::Tensor all_img = all.narrow(1, 0, d), all_txt = all.narrow(1, d, d);
+  if (cfg_.local_loss)
+    return {upcast(s * img.matmul(all_txt.t())), upcast(s * txt.matmul(all_img.t())),
+            labels(b, b * r, img.device())};
+  const at::Tensor l = upcast(s * all_img.matmul(all_txt.t()));
+  return {l, l.t(), labels(w * b, 0, img.device())};
+}
+
 at::Tensor ClipLoss::forward(const at::Tensor& img, const at::Tensor& txt, const at::Tensor& scale,
                              const at::Tensor& /*logit_bias*/) {
   check_features(img, txt, scale, "clip loss");
-  auto& pg = *pg_;
-  const std::int64_t w = pg.size(), r = pg.rank(), b = img.size(0), d = img.size(1);
   // One process has no peers, so its columns are its own rows, with gradient.
   if (cfg_.chunked)
-    return detail::chunked_clip_loss(img, txt, scale, pg, cfg_.gather_with_grad || w == 1);
-  const auto s = scale.reshape({});
-  at::Tensor logits_img, logits_txt, target;
-  if (w == 1) {
-    logits_img = upcast(s * img.matmul(txt.t()));
-    logits_txt = logits_img.t();
-    target = labels(b, 0, img.device());
-  } else {
-    // Images and texts travel together: one collective (and one in backward).
-    const at::Tensor both = at::cat({img, txt}, 1);
-    at::Tensor all;
-    if (cfg_.gather_with_grad) {
-      all = dist::all_gather_with_grad(both, pg);
-    } else if (cfg_.local_loss) {
-      // Gathered without gradient, as OpenCLIP: the local rows carry gradient through the rows
-      // of the logits (img, txt below), not through the gathered columns.
-      all = dist::all_gather_no_grad(both, pg);
-    } else {
-      // Gathered without gradient; this rank's own rows are put back with theirs (OpenCLIP does
-      // the same without local loss, or no feature would get a gradient).
-      const at::Tensor gathered = dist::all_gather_no_grad(both, pg);
-      all = at::cat(
-          {gathered.narrow(0, 0, r * b), both, gathered.narrow(0, (r + 1) * b, (w - r - 1) * b)},
-          0);
-    }
-    const at::Tensor all_img = all.narrow(1, 0, d), all_txt = all.narrow(1, d, d);
-    if (cfg_.local_loss) {
-      logits_img = upcast(s * img.matmul(all_txt.t()));
-      logits_txt = upcast(s * txt.matmul(all_img.t()));
-      target = labels(b, b * r, img.device());
-    } else {
-      logits_img = upcast(s * all_img.matmul(all_txt.t()));
-      logits_txt = logits_img.t();
-      target = labels(w * b, 0, img.device());
-    }
-  }
-  return (at::cross_entropy_loss(logits_img, target) + at::cross_entropy_loss(logits_txt, target)) /
-         2;
+    return detail::chunked_clip_loss(img, txt, scale, *pg_,
+                                     cfg_.gather_with_grad || pg_->size() == 1);
+  const Logits l = logits(img, txt, scale, /*no_grad=*/false);
+  return (at::cross_entropy_loss(l.image, l.target) + at::cross_entropy_loss(l.text, l.target)) / 2;
+}
+
+namespace {
+
+// OpenCLIP's DistillClipLoss.dist_loss.
+at::Tensor soft_cross_entropy(const at::Tensor& teacher, const at::Tensor& student) {
+  return -(teacher.softmax(1) * student.log_softmax(1)).sum(1).mean(0);
+}
+
+}  // namespace
+
+DistillTerms ClipLoss::forward_distill(const at::Tensor& img, const at::Tensor& txt,
+                                       const at::Tensor& scale, const at::Tensor& t_img,
+                                       const at::Tensor& t_txt, const at::Tensor& t_scale) {
+  check_features(img, txt, scale, "distill loss (student)");
+  check_features(t_img, t_txt, t_scale, "distill loss (teacher)");
+  TORCH_CHECK(t_img.size(0) == img.size(0), "distill loss: ", img.size(0), " student rows but ",
+              t_img.size(0), " teacher rows");
+  const Logits s = logits(img, txt, scale, /*no_grad=*/false);
+  const Logits t = logits(t_img.detach(), t_txt.detach(), t_scale.detach(), /*no_grad=*/true);
+  const at::Tensor contrastive =
+      (at::cross_entropy_loss(s.image, s.target) + at::cross_entropy_loss(s.text, s.target)) / 2;
+  const at::Tensor distill =
+      (soft_cross_entropy(t.image, s.image) + soft_cross_entropy(t.text, s.text)) / 2;
+  return {contrastive, distill};
 }
 
 at::Tensor clip_loss(const at::Tensor& image_features, const at::Tensor& text_features,

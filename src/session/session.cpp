@@ -66,7 +66,56 @@ model::ModelSpec session_spec(const config::Config& cfg, const std::string& weig
   return spec;
 }
 
+// The teacher sees the student's batches: the same pixels, normalization and token ids.
+void check_teacher_reads_batches(const model::ModelSpec& t, const model::ModelSpec& s) {
+  std::string why;
+  if (t.image_size != s.image_size)
+    why = "image size " + std::to_string(t.image_size) + " vs the student's " +
+          std::to_string(s.image_size);
+  else if (t.tokenizer != s.tokenizer)
+    why = "tokenizer '" + t.tokenizer + "' vs the student's '" + s.tokenizer + "'";
+  else if (t.context_length < s.context_length)
+    why = "context length " + std::to_string(t.context_length) + " below the student's " +
+          std::to_string(s.context_length);
+  if (!why.empty())
+    throw core::InputError("loss.distill_model: the teacher '" + t.name +
+                           "' cannot read the student's batches (" + why + ")");
+  if (t.mean != s.mean || t.std != s.std)
+    CLIPPER_WARN("the teacher '" << t.name << "' normalizes images with another mean/std than "
+                                 << "the student '" << s.name
+                                 << "'; it gets the student's (as OpenCLIP's --distill-model)");
+}
+
 }  // namespace
+
+model::Clip open_teacher(const config::Config& cfg, const Session& s) {
+  const auto& l = cfg.loss;
+  if (l.distill_from.empty()) {
+    if (!l.distill_model.empty())
+      throw core::InputError("loss.distill_model is '" + l.distill_model +
+                             "' but loss.distill_from is empty: give the teacher's weights");
+    return model::Clip(nullptr);
+  }
+  if (l.kind != config::LossKind::clip)
+    throw core::InputError(std::string("loss.distill_from: distillation uses OpenCLIP's "
+                                       "DistillClipLoss, which needs loss.kind clip, not ") +
+                           config::name_of(l.kind));
+  const std::string weights = io::resolve_weights(l.distill_from);
+  if (l.distill_model.empty() && !io::described_model(weights))
+    throw core::InputError("loss.distill_model is empty and the teacher's weights '" + weights +
+                           "' do not record their model: name it in loss.distill_model");
+  config::Config tc;  // the teacher's own model section, as model.name + model.init_from
+  tc.model.name = l.distill_model;
+  const model::ModelSpec spec = session_spec(tc, weights);
+  check_teacher_reads_batches(spec, s.spec);
+  model::Clip teacher = model::create_model(spec, static_cast<std::uint64_t>(cfg.train.seed));
+  io::load_openclip_weights(teacher, weights);
+  teacher->eval();
+  for (auto& p : teacher->parameters()) p.requires_grad_(false);
+  teacher->to(s.device);
+  CLIPPER_INFO("distilling from " << spec.name << " (" << weights << "), frozen");
+  return teacher;
+}
 
 bool use_cuda(config::Device device) {
   if (device == config::Device::cuda && !torch::cuda::is_available())
@@ -111,6 +160,7 @@ Session open_session(const config::Config& cfg, const SessionOptions& options) {
   s.model = model::create_model(s.spec, seed);
   apply_model_config(s.model, cfg.model);
   if (!options.weights.empty()) io::load_openclip_weights(s.model, options.weights);
+  if (options.ema_weights) io::load_checkpoint_ema(s.model, options.weights);
   s.model->to(s.device);
   if (options.make_tokenizer) s.tokenizer = checked_tokenizer(options.make_tokenizer, s.spec);
   return s;

@@ -10,6 +10,7 @@
 #include "clipper/core/error.hpp"
 #include "clipper/dist/grad_reducer.hpp"
 #include "clipper/dist/process_group.hpp"
+#include "clipper/loss/clip_loss.hpp"
 #include "clipper/loss/contrastive_loss.hpp"
 #include "clipper/optim/param_groups.hpp"
 #include "clipper/train/precision.hpp"
@@ -50,8 +51,12 @@ void restore_if_skipped(std::vector<at::Tensor>& stats, const std::vector<at::Te
 }  // namespace
 
 StepConfig StepConfig::from(const config::Config& cfg) {
-  return {cfg.optim, cfg.loss, cfg.dist.bucket_mb, cfg.dist.overlap_grad_reduce,
-          static_cast<int>(cfg.dist.zero)};
+  return {cfg.optim,
+          cfg.loss,
+          cfg.dist.bucket_mb,
+          cfg.dist.overlap_grad_reduce,
+          static_cast<int>(cfg.dist.zero),
+          {cfg.train.ema_decay, cfg.train.ema_warmup_power}};
 }
 
 TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
@@ -72,7 +77,10 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
     dist::broadcast_tensors(all, *pg_, 0, cfg.bucket_mb);
   }
   loss_ = loss::make_loss(cfg.loss, pg_);
+  loss_cfg_ = cfg.loss;
   make_optimizer(cfg);
+  // After the broadcast and the layout changes: the average starts at the weights every rank has.
+  if (cfg.ema.decay > 0) ema_ = std::make_unique<WeightEma>(*model_, cfg.ema);
 }
 
 // The reducer and the optimizer see the trainable parameters in model order; weight decay and the
@@ -108,6 +116,31 @@ void TrainStep::make_optimizer(const StepConfig& cfg) {
 }
 
 TrainStep::~TrainStep() = default;
+
+void TrainStep::set_teacher(model::Clip teacher) {
+  if (loss_cfg_.kind != config::LossKind::clip)
+    throw core::InputError("distillation (loss.distill_from) needs loss.kind clip");
+  at::NoGradGuard no_grad;
+  teacher->to(device_);
+  teacher->eval();
+  for (auto& p : teacher->parameters()) p.requires_grad_(false);
+  teacher_ = std::move(teacher);
+  distill_ = std::make_unique<loss::ClipLoss>(pg_, loss_cfg_);
+}
+
+model::ClipOutput TrainStep::teach(const at::Tensor& images, const at::Tensor& tokens) {
+  at::NoGradGuard no_grad;
+  return teacher_->forward(images, tokens);
+}
+
+at::Tensor TrainStep::loss_of(const model::ClipOutput& out, const model::ClipOutput* teacher) {
+  if (!teacher)
+    return loss_->forward(out.image_features, out.text_features, out.logit_scale, out.logit_bias);
+  const auto terms = distill_->forward_distill(out.image_features, out.text_features,
+                                               out.logit_scale, teacher->image_features,
+                                               teacher->text_features, teacher->logit_scale);
+  return terms.contrastive + terms.distill;  // OpenCLIP: total_loss = sum(losses.values())
+}
 
 at::Tensor TrainStep::prepare_images(const at::Tensor& images) const {
   return normalize_(images);
@@ -159,8 +192,14 @@ at::Tensor TrainStep::forward_backward(const std::vector<MicroBatch>& micro, Ste
   {
     const MicroBatch& m = micro.at(0);
     AutocastGuard autocast(options_.bf16, device_.type());
-    auto out = model_->forward(prepare_images(m.images), m.tokens.to(device_, true));
-    loss = loss_->forward(out.image_features, out.text_features, out.logit_scale, out.logit_bias);
+    const at::Tensor images = prepare_images(m.images), tokens = m.tokens.to(device_, true);
+    auto out = model_->forward(images, tokens);
+    if (teacher_) {
+      const auto taught = teach(images, tokens);
+      loss = loss_of(out, &taught);
+    } else {
+      loss = loss_of(out, nullptr);
+    }
   }
   sync_for_timing();
   r.forward_s = seconds_since(t0);
@@ -180,7 +219,8 @@ at::Tensor TrainStep::forward_backward_accumulated(const std::vector<MicroBatch>
                                                    StepResult& r) {
   const auto t0 = Clock::now();
   const std::size_t n = micro.size();
-  std::vector<at::Tensor> images, tokens, img_f, txt_f;
+  std::vector<at::Tensor> images, tokens, img_f, txt_f, t_img_f, t_txt_f;
+  at::Tensor t_scale;
   for (const auto& m : micro) {
     images.push_back(prepare_images(m.images));
     tokens.push_back(m.tokens.to(device_, /*non_blocking=*/true));
@@ -192,8 +232,16 @@ at::Tensor TrainStep::forward_backward_accumulated(const std::vector<MicroBatch>
       auto out = model_->forward(images[j], tokens[j]);
       img_f.push_back(out.image_features);
       txt_f.push_back(out.text_features);
+      if (!teacher_) continue;
+      auto taught = teach(images[j], tokens[j]);
+      t_img_f.push_back(taught.image_features);
+      t_txt_f.push_back(taught.text_features);
+      t_scale = taught.logit_scale;
     }
   }
+  // The teacher's side of the whole accumulated batch, computed once.
+  model::ClipOutput taught;
+  if (teacher_) taught = {at::cat(t_img_f), at::cat(t_txt_f), t_scale, {}};
   sync_for_timing();
   r.forward_s = seconds_since(t0);
   const auto t1 = Clock::now();
@@ -209,7 +257,7 @@ at::Tensor TrainStep::forward_backward_accumulated(const std::vector<MicroBatch>
       all_t[j] = out.text_features;
       auto scale = last ? out.logit_scale : out.logit_scale.detach();
       auto bias = out.logit_bias.defined() && !last ? out.logit_bias.detach() : out.logit_bias;
-      loss = loss_->forward(at::cat(all_i), at::cat(all_t), scale, bias);
+      loss = loss_of({at::cat(all_i), at::cat(all_t), scale, bias}, teacher_ ? &taught : nullptr);
     }
     if (last) reducer_->begin_step();
     loss.backward();
@@ -275,6 +323,9 @@ void TrainStep::apply(double lr, const StepHealth& health) {
     optimizer_->step(lr, health.bad.to(at::kFloat));
   at::NoGradGuard no_grad;
   model_->logit_scale.clamp_(0.0, std::log(100.0));
+  // Whole weights on every rank here (ZeRO has all-gathered them), so every rank averages the
+  // same values; a skipped step pulls the average toward its unchanged weights, as timm's does.
+  if (ema_) ema_->update();
   stats_.update(health.loss, health.bad, health.grad_norm, model_->logit_scale.exp());
 }
 

@@ -6,9 +6,11 @@
 #include <algorithm>
 
 #include "clipper/core/error.hpp"
+#include "clipper/core/log.hpp"
 #include "clipper/data/loader.hpp"
 #include "clipper/io/openclip.hpp"
 #include "clipper/optim/adamw.hpp"
+#include "clipper/train/ema.hpp"
 #include "clipper/train/step.hpp"
 
 namespace clipper::trainer {
@@ -56,6 +58,35 @@ class OptimizerPart : public checkpoint::Stateful {
 
  private:
   train::TrainStep& step_;
+};
+
+// The average is the same on every rank (whole weights everywhere), so rank 0 writes it once. A
+// checkpoint without one (EMA turned on at a resume) restarts it at the resumed weights.
+class EmaPart : public checkpoint::Stateful {
+ public:
+  explicit EmaPart(train::WeightEma& e) : ema_(e) {}
+  checkpoint::PartState state() const override {
+    const auto& o = ema_.options();
+    return {ema_.named(),
+            {{"updates", ema_.updates()}, {"decay", o.decay}, {"warmup_power", o.warmup_power}}};
+  }
+  void load_state(const checkpoint::PartState& s, const std::string& where) override {
+    if (s.tensors.empty()) {
+      CLIPPER_WARN("checkpoint '" << where
+                                  << "' holds no weight average (ema.safetensors): it starts "
+                                     "again from the resumed weights");
+      ema_.reset_to_model();
+      return;
+    }
+    require(
+        s.json.is_object() && s.json.contains("updates") && s.json["updates"].is_number_integer(),
+        where, "ema.json has no integer update count");
+    ema_.load(s.tensors, "checkpoint '" + where + "/ema.safetensors'");
+    ema_.set_updates(s.json["updates"].get<std::int64_t>());
+  }
+
+ private:
+  train::WeightEma& ema_;
 };
 
 // This rank's random streams (the loader keeps its own in its state).
@@ -134,6 +165,9 @@ std::unique_ptr<checkpoint::Stateful> make_model_part(model::Clip model) {
 }
 std::unique_ptr<checkpoint::Stateful> make_optimizer_part(train::TrainStep& step) {
   return std::make_unique<OptimizerPart>(step);
+}
+std::unique_ptr<checkpoint::Stateful> make_ema_part(train::WeightEma& ema) {
+  return std::make_unique<EmaPart>(ema);
 }
 std::unique_ptr<checkpoint::Stateful> make_rng_part(at::Device device) {
   return std::make_unique<RngPart>(device);

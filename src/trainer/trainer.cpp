@@ -22,6 +22,7 @@
 #include "clipper/optim/schedule.hpp"
 #include "clipper/session/session.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
+#include "clipper/train/ema.hpp"
 #include "clipper/train/metrics.hpp"
 #include "clipper/train/step.hpp"
 #include "clipper/trainer/evaluate.hpp"
@@ -77,6 +78,14 @@ train::StepOptions step_options(const config::TrainConfig& t, const session::Ses
   o.read_every = t.sync_every > 0 ? t.sync_every : s.device.is_cuda() ? t.log_every : 1;
   o.channels_last = t.channels_last && s.device.is_cuda();
   return o;
+}
+
+// eval.use_ema needs an average to evaluate.
+void check_eval_ema(const config::Config& cfg) {
+  if (cfg.eval.use_ema && cfg.train.ema_decay <= 0)
+    throw core::InputError(
+        "eval.use_ema is true but train.ema_decay is 0: set train.ema_decay (e.g. 0.999) to keep "
+        "a weight average, or leave eval.use_ema false");
 }
 
 }  // namespace
@@ -162,8 +171,10 @@ void Trainer::Impl::make_loader_and_step() {
         " full batches per rank per epoch, fewer than train.accum_freq=" + std::to_string(accum) +
         ": lower train.batch_size or add data");
   total_steps = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * steps_per_epoch;
+  check_eval_ema(cfg);
   step = std::make_unique<train::TrainStep>(s.model, s.pg, train::StepConfig::from(cfg), s.device,
                                             step_options(cfg.train, s));
+  if (auto teacher = session::open_teacher(cfg, s)) step->set_teacher(std::move(teacher));
 }
 
 // The state contract: one list, saved and resumed in the same order.
@@ -181,6 +192,11 @@ void Trainer::Impl::register_parts() {
            {"trainer", checkpoint::Scope::global, &counters},
            {"rng", checkpoint::Scope::per_rank, owned_parts[2].get()},
            {"loader", checkpoint::Scope::per_rank, owned_parts[3].get()}};
+  // After the model: a checkpoint without an average restarts it from the resumed weights.
+  if (step->ema()) {
+    owned_parts.push_back(make_ema_part(*step->ema()));
+    parts.push_back({"ema", checkpoint::Scope::global, owned_parts.back().get()});
+  }
 }
 
 Trainer::Trainer(const config::Config& cfg, TrainerOptions options)
@@ -345,6 +361,7 @@ void Trainer::Impl::log_window(LogWindow& log, const Schedule& sched, double lr,
 void Trainer::Impl::evaluate(std::int64_t at_step) {
   const auto t = Clock::now();
   auto prepare = [this](const at::Tensor& images) { return step->prepare_images(images); };
+  const train::EmaSwapped averaged(cfg.eval.use_ema ? step->ema() : nullptr);
   const auto rep = trainer::evaluate(cfg, *s.model, s.tokenizer, *s.pg, s.device, prepare, at_step);
   if (rep.zeroshot_top1 >= 0) summary.zeroshot_top1 = rep.zeroshot_top1;
   emit(at_step, rep.scalars);
@@ -392,7 +409,13 @@ void Trainer::Impl::log_parameter_counts() const {
 
 RunSummary Trainer::Impl::finish(const Schedule& sched) {
   if (cfg.eval.at_end) evaluate(sched.step());
-  if (s.rank() == 0) io::export_openclip(s.model, s.spec, (run_dir / "export").string());
+  if (s.rank() == 0) {
+    io::export_openclip(s.model, s.spec, (run_dir / "export").string());
+    if (step->ema()) {
+      const train::EmaSwapped averaged(step->ema());
+      io::export_openclip(s.model, s.spec, (run_dir / "export-ema").string());
+    }
+  }
   checkpoints->finish();  // the last save may still be writing (checkpoint.async)
   s.pg->barrier("end of training");
   close_summary(sched, kExitFinished);

@@ -174,6 +174,19 @@ TEST(Config, BadOverrideAndBadYaml) {
   EXPECT_TRUE(has(msg, "/no/such/config.yaml")) << msg;
 }
 
+// An exclusive upper bound (train.ema_decay < 1): the bound itself is refused, below it is not.
+TEST(Config, ExclusiveMaximumRefusesTheBound) {
+  Config c;
+  auto msg = error_of([&] { apply_override(c, "train.ema_decay=1"); });
+  EXPECT_TRUE(has(msg, "train.ema_decay': value '1' is not below 1 (expected a value < 1)")) << msg;
+  msg = error_of([&] { apply_yaml(c, "train: {ema_decay: 1.5}\n", "ema.yaml"); });
+  EXPECT_TRUE(has(msg, "ema.yaml:1:") && has(msg, "is not below 1")) << msg;
+  apply_override(c, "train.ema_decay=0.9999");
+  EXPECT_DOUBLE_EQ(c.train.ema_decay, 0.9999);
+  msg = error_of([&] { apply_override(c, "train.ema_decay=-0.1"); });
+  EXPECT_TRUE(has(msg, "below the minimum 0")) << msg;
+}
+
 TEST(Config, DumpReadsBackToTheSameConfig) {
   Config c;
   apply_yaml(c,

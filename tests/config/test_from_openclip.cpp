@@ -303,7 +303,9 @@ TEST(FromOpenClip, EveryOpenClipFlagHasARule) {
   EXPECT_EQ(k.at("dist.master_addr"), "h");
   EXPECT_EQ(k.at("dist.master_port"), "1234");
   EXPECT_EQ(k.at("model.init_from"), "/w.pt");
-  EXPECT_EQ(k.at("optim.schedule"), "const");  // --skip-scheduler
+  EXPECT_EQ(k.at("loss.distill_model"), "ViT-L-14");
+  EXPECT_EQ(k.count("loss.distill_from"), 0u);  // "openai" is a tag: listed, not downloaded
+  EXPECT_EQ(k.at("optim.schedule"), "const");   // --skip-scheduler
   EXPECT_EQ(k.at("optim.warmup_steps"), "0");
   EXPECT_EQ(k.at("model.force_image_size"), "64");
   EXPECT_EQ(k.at("log.level"), "debug");

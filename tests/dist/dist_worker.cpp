@@ -2,12 +2,12 @@
 //
 //   dist_worker SCENARIO [key=value ...]
 //
-// Scenarios: clip, siglip (distributed loss and gradients vs one process on the concatenated
-// batch), clip_grads (each rank's gradients, for open_clip's to be compared with), train (one or
-// more SGD steps of a two-tower stand-in model vs one process with the whole batch), die / stall (a
-// rank dies or stops answering mid-step), wait_signal, exit, hello. Each rank writes its last
-// status line to out/rank<R>.log ("OK ..." or "FAIL ..." or "error: ...") and exits 0 on success, 3
-// on a mismatch, 1 on an error.
+// Scenarios: clip, siglip, distill (distributed loss and gradients vs one process on the
+// concatenated batch), clip_grads (each rank's gradients, for open_clip's to be compared with),
+// train (one or more SGD steps of a two-tower stand-in model vs one process with the whole batch),
+// die / stall (a rank dies or stops answering mid-step), wait_signal, exit, hello. Each rank writes
+// its last status line to out/rank<R>.log ("OK ..." or "FAIL ..." or "error: ...") and exits 0 on
+// success, 3 on a mismatch, 1 on an error.
 #include <ATen/ATen.h>
 #include <signal.h>
 #include <unistd.h>
@@ -188,6 +188,50 @@ int run_chunked(ProcessGroup& pg, const std::string& kind) {
   for (std::size_t i = 0; i < result[0].size(); ++i)
     c.add(names[i], max_abs(result[0][i], result[1][i]));
   return c.finish("chunked");
+}
+
+// OpenCLIP's DistillClipLoss across ranks (the teacher's features, of another width, gathered like
+// the student's): the mean of the ranks' contrastive + distill terms and the averaged gradients
+// equal one process on the concatenated batch.
+int run_distill(ProcessGroup& pg) {
+  const int w = pg.size(), r = pg.rank();
+  const long b = arg_i("batch", 4), d = arg_i("dim", 8), dt = 5;
+  const auto cfg = loss_config();
+  at::manual_seed(4321);
+  const auto opt = at::TensorOptions().dtype(dtype());
+  const at::Tensor img_all = normalize(at::randn({w * b, d}, opt));
+  const at::Tensor txt_all = normalize(at::randn({w * b, d}, opt));
+  const at::Tensor t_img_all = normalize(at::randn({w * b, dt}, opt));
+  const at::Tensor t_txt_all = normalize(at::randn({w * b, dt}, opt));
+  const at::Tensor t_scale = at::full({}, 30.0, opt);
+  auto total = [](const clipper::loss::DistillTerms& t) { return t.contrastive + t.distill; };
+
+  auto img = img_all.narrow(0, r * b, b).clone().requires_grad_(true);
+  auto txt = txt_all.narrow(0, r * b, b).clone().requires_grad_(true);
+  auto scale = at::full({}, 14.3, opt).requires_grad_(true);
+  clipper::loss::ClipLoss loss_fn(borrowed(pg), cfg);
+  at::Tensor loss = total(loss_fn.forward_distill(img, txt, scale, t_img_all.narrow(0, r * b, b),
+                                                  t_txt_all.narrow(0, r * b, b), t_scale));
+  loss.backward();
+
+  ProcessGroup single;
+  clipper::loss::ClipLoss ref_fn(borrowed(single), cfg);
+  auto I = img_all.clone().requires_grad_(true);
+  auto T = txt_all.clone().requires_grad_(true);
+  auto S = at::full({}, 14.3, opt).requires_grad_(true);
+  at::Tensor ref = total(ref_fn.forward_distill(I, T, S, t_img_all, t_txt_all, t_scale));
+  ref.backward();
+
+  Check c{tolerance()};
+  at::Tensor mean_loss = loss.detach().clone();
+  pg.all_reduce(mean_loss);
+  c.add("loss", max_abs(mean_loss / w, ref.detach()));
+  c.add("d_image", max_abs(img.grad() / w, I.grad().narrow(0, r * b, b)));
+  c.add("d_text", max_abs(txt.grad() / w, T.grad().narrow(0, r * b, b)));
+  auto gs = scale.grad().clone();
+  pg.all_reduce(gs);
+  c.add("d_scale", max_abs(gs / w, S.grad()));
+  return c.finish("distill");
 }
 
 // The CLIP loss's value and this rank's gradients, for each (local_loss, gather_with_grad), on
@@ -559,6 +603,7 @@ int main(int argc, char** argv) {
     }
     if (scenario == "clip" || scenario == "siglip") return run_loss(*pg, scenario);
     if (scenario == "clip_grads") return run_clip_grads(*pg);
+    if (scenario == "distill") return run_distill(*pg);
     if (scenario == "chunked") return run_chunked(*pg, arg("loss", "clip"));
     if (scenario == "train") return run_train(*pg, pg);
     if (scenario == "zero") return run_zero(pg);

@@ -66,6 +66,12 @@ TEST(DistLoss, ClipGatherWithoutGradLossValue2Ranks) {
 TEST(DistLoss, ClipFloat32_2Ranks) {
   expect_all_ok(2, "clip", "local=1 grad=1 dtype=f32 batch=16 dim=32");
 }
+TEST(DistLoss, DistillLocalLoss2Ranks) {
+  expect_all_ok(2, "distill", "local=1 grad=1 dtype=f64");
+}
+TEST(DistLoss, DistillFullGather4Ranks) {
+  expect_all_ok(4, "distill", "local=0 grad=1 dtype=f64");
+}
 TEST(DistLoss, SigLipGather2Ranks) {
   expect_all_ok(2, "siglip", "exchange=gather dtype=f64");
 }

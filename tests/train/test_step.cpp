@@ -6,8 +6,10 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
+#include <map>
 
 #include "clipper/config/config.hpp"
+#include "clipper/core/error.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/model/model_spec.hpp"
 #include "clipper/train/step.hpp"
@@ -223,4 +225,125 @@ TEST(TrainStep, LossFallsOnARepeatedBatch) {
   double last = first;
   for (int i = 0; i < 10; ++i) last = step.run({b}, 1e-3).loss;
   EXPECT_LT(last, first * 0.7);
+}
+
+// timm's ModelEmaV3 warmup with gamma 1: 1 - (1 + t)^-p, capped at the decay.
+TEST(WeightEma, DecayWarmsUpAsTimmsModelEmaV3) {
+  train::EmaOptions o{0.99, 0.0};
+  EXPECT_DOUBLE_EQ(train::ema_decay_at(o, 0), 0.99);
+  EXPECT_DOUBLE_EQ(train::ema_decay_at(o, 1000), 0.99);
+  o.warmup_power = 0.75;
+  EXPECT_DOUBLE_EQ(train::ema_decay_at(o, 0), 0.0);  // the first update copies the weights
+  EXPECT_DOUBLE_EQ(train::ema_decay_at(o, 1), 1.0 - std::pow(2.0, -0.75));
+  EXPECT_DOUBLE_EQ(train::ema_decay_at(o, 9), 1.0 - std::pow(10.0, -0.75));
+  EXPECT_DOUBLE_EQ(train::ema_decay_at(o, 1000000), 0.99);
+}
+
+// After each optimizer step (an accumulated one counts once) the average follows the plain
+// formula ema = d_t * ema + (1 - d_t) * w over the weights after that step, for every trainable
+// parameter and floating buffer; frozen parameters are not tracked. A skipped step pulls it
+// toward the unchanged weights (as timm's).
+TEST(WeightEma, FollowsThePlainFormulaOverSteps) {
+  for (const char* name : {"tiny-fmnist-vit", "tiny-rn"}) {
+    Fixture f;
+    f.spec = model::load_model_spec(name);
+    const bool resnet = std::string(name) == "tiny-rn";
+    f.cfg.ema = {0.8, 0.75};
+    auto m = model::create_model(f.spec, 4);
+    m->lock_text_tower(0);
+    train::TrainStep step(m, f.pg, f.cfg, at::kCPU, {});
+    ASSERT_NE(step.ema(), nullptr);
+    std::map<std::string, at::Tensor> live;
+    for (const auto& [n, t] : step.model()->state_dict()) live[n] = t;
+    std::map<std::string, at::Tensor> want;
+    for (const auto& [n, t] : step.ema()->named()) want[n] = t.clone().to(at::kDouble);
+    EXPECT_EQ(want.count("text_projection"), 0u) << "frozen, not tracked";
+    EXPECT_EQ(want.count("logit_scale"), 1u);
+    if (resnet)
+      EXPECT_EQ(want.count("visual.bn1.running_mean"), 1u) << "BatchNorm statistics are averaged";
+    for (int i = 0; i < 5; ++i) {
+      std::vector<train::MicroBatch> micro{f.batch(8, 60 + i)};
+      if (i == 1) micro.push_back(f.batch(8, 70));  // accumulation: still one update
+      if (i == 3) {
+        micro[0].images = step.prepare_images(micro[0].images);
+        micro[0].images[0].fill_(std::nan(""));
+      }
+      const auto r = step.run(micro, 1e-3);
+      EXPECT_EQ(r.skipped, i == 3);
+      EXPECT_EQ(step.ema()->updates(), i + 1);
+      const double d = train::ema_decay_at(f.cfg.ema, i);
+      for (auto& [n, e] : want) e = d * e + (1 - d) * live.at(n).to(at::kDouble);
+    }
+    for (const auto& [n, t] : step.ema()->named()) {
+      const auto ref = want.at(n);
+      const double tol = 1e-6 * (ref.abs().max().item<double>() + 1);
+      EXPECT_LE((t.to(at::kDouble) - ref).abs().max().item<double>(), tol) << name << " " << n;
+    }
+    // The average differs from the weights, and swapping it in and back out is exact.
+    const auto before = snapshot(step.model()->state_dict());
+    const auto averaged = snapshot(step.ema()->named());
+    {
+      const train::EmaSwapped in(step.ema());
+      std::map<std::string, at::Tensor> now;
+      for (const auto& [n, t] : step.model()->state_dict()) now[n] = t;
+      const auto named = step.ema()->named();
+      std::size_t differ = 0;
+      for (std::size_t i = 0; i < named.size(); ++i) {
+        EXPECT_TRUE(at::equal(now.at(named[i].first), averaged[i])) << named[i].first;
+        differ += !at::equal(named[i].second, averaged[i]);  // now the raw weights
+      }
+      EXPECT_GT(differ, named.size() / 2);
+    }
+    const auto after = step.model()->state_dict();
+    for (std::size_t i = 0; i < after.size(); ++i)
+      EXPECT_TRUE(at::equal(after[i].second, before[i])) << after[i].first;
+    const auto named = step.ema()->named();
+    for (std::size_t i = 0; i < named.size(); ++i)
+      EXPECT_TRUE(at::equal(named[i].second, averaged[i])) << named[i].first;
+  }
+}
+
+TEST(WeightEma, LoadRefusesAnotherSetOfTensors) {
+  Fixture f;
+  auto m = model::create_model(f.spec, 4);
+  train::WeightEma ema(*m, {0.9, 0});
+  auto saved = ema.named();
+  saved.pop_back();
+  try {
+    ema.load(saved, "ckpt/ema.safetensors");
+    FAIL() << "a missing tensor loaded";
+  } catch (const core::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("ckpt/ema.safetensors: the weight average does not"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// Distillation: the teacher stays frozen (no gradient, weights unchanged), the loss is the
+// student's CLIP loss plus the teacher-logit term, and accumulating two micro-batches equals one
+// step on their concatenation (the teacher's features of the whole batch are used).
+TEST(TrainStep, DistillationKeepsTheTeacherFrozenAndAccumulates) {
+  Fixture f;
+  auto teacher_of = [&] {
+    return model::create_model(model::load_model_spec("tiny-fmnist-vit"), 9);
+  };
+  auto a = f.batch(8, 31), b = f.batch(8, 32);
+  train::MicroBatch whole{at::cat({a.images, b.images}), at::cat({a.tokens, b.tokens})};
+  train::TrainStep plain(model::create_model(f.spec, 5), f.pg, f.cfg, at::kCPU, {});
+  train::TrainStep one(model::create_model(f.spec, 5), f.pg, f.cfg, at::kCPU, {});
+  train::TrainStep acc(model::create_model(f.spec, 5), f.pg, f.cfg, at::kCPU, {});
+  auto teacher = teacher_of();
+  const auto before = snapshot(teacher->state_dict());
+  one.set_teacher(teacher);
+  acc.set_teacher(teacher_of());
+  const auto r0 = plain.run({whole}, 1e-3), r1 = one.run({whole}, 1e-3), r2 = acc.run({a, b}, 1e-3);
+  EXPECT_GT(r1.loss, r0.loss + 0.5);  // + the distill term, about log(16) for random models
+  EXPECT_NEAR(r1.loss, r2.loss, 1e-5);
+  EXPECT_NEAR(r1.grad_norm, r2.grad_norm, 1e-4 * r1.grad_norm);
+  const auto after = teacher->state_dict();
+  for (std::size_t i = 0; i < after.size(); ++i) {
+    EXPECT_TRUE(at::equal(after[i].second, before[i])) << after[i].first;
+    EXPECT_FALSE(after[i].second.grad().defined()) << after[i].first;
+  }
+  EXPECT_FALSE(teacher->is_training());
 }

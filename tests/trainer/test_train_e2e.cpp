@@ -5,10 +5,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -625,4 +627,180 @@ TEST(TrainE2E, AsyncSavesOnTwoRanksEqualSynchronousOnes) {
     EXPECT_EQ(want.count("rank_00001.json"), 1u) << step;
     EXPECT_EQ(checkpoint_bytes(runs / "async/checkpoints" / step), want) << step;
   }
+}
+
+namespace {
+
+// The figure `key` (e.g. "eval/zeroshot_top1") that `clipper eval` printed, or metrics.jsonl's
+// last record of it; NaN when absent.
+double eval_figure(const std::string& text, const std::string& key) {
+  double v = std::nan("");
+  std::istringstream in(text);
+  for (std::string l; std::getline(in, l);) {
+    const auto p = l.find(key);
+    if (p == std::string::npos) continue;
+    auto q = p + key.size();
+    while (q < l.size() && (l[q] == '"' || l[q] == ':' || l[q] == ' ')) ++q;
+    v = std::stod(l.substr(q));
+  }
+  return v;
+}
+
+}  // namespace
+
+// train.ema_decay with warmup: the average is saved and restored exactly (the resumed run ends
+// with the same ema.safetensors, byte for byte); eval.use_ema evaluates it during training and in
+// `clipper eval` of the checkpoint; `clipper export --ema` (and the run's export-ema/) hold it
+// and load in open_clip.
+TEST(TrainE2E, EmaResumesBitIdenticallyExportsAndEvaluatesTheAverage) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t);
+  const std::string train = clipper_bin() + " train " + cfg +
+                            " --set train.ema_decay=0.9 --set train.ema_warmup_power=0.75" +
+                            " --set eval.use_ema=true";
+  const auto a = run(train + " --set train.run_name=straight");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  const auto b1 = run(train + " --set train.run_name=resumed --set train.stop_at_step=5");
+  ASSERT_EQ(b1.exit_code, 75) << b1.output;
+  const auto b2 = run(train + " --set train.run_name=resumed --resume latest");
+  ASSERT_EQ(b2.exit_code, 0) << b2.output;
+  const fs::path runs = t.path() / "runs";
+  expect_same_runs(runs);
+  const fs::path ckpt = runs / "straight/checkpoints/step_00000012";
+  for (const char* f : {"ema.safetensors", "ema.json"}) {
+    ASSERT_TRUE(fs::exists(ckpt / f)) << f;
+    EXPECT_EQ(slurp(ckpt / f), slurp(runs / "resumed/checkpoints/step_00000012" / f)) << f;
+  }
+  EXPECT_TRUE(has(slurp(ckpt / "ema.json"), "\"updates\": 12")) << slurp(ckpt / "ema.json");
+  // The export of the average: open_clip loads it, it is the checkpoint's average (the frozen
+  // rest the weights), and it is not the raw weights.
+  const auto ex =
+      run(clipper_bin() + " export " + ckpt.string() + " --ema --out " + t.file("ema-export"));
+  ASSERT_EQ(ex.exit_code, 0) << ex.output;
+  for (const std::string dir : {t.file("ema-export"), (runs / "straight/export-ema").string()}) {
+    const auto py =
+        run(clipper::test::python() + " " + source_path("tests/trainer/check_ema_export.py") + " " +
+            dir + " " + ckpt.string());
+    EXPECT_EQ(py.exit_code, 0) << dir << "\n" << py.output;
+  }
+  // eval.use_ema: the run's last evaluation, `clipper eval` of the checkpoint's average and of
+  // the exported average agree.
+  const std::string eval = clipper_bin() + " eval " + cfg + " --weights ";
+  const auto e_ckpt = run(eval + ckpt.string() + " --set eval.use_ema=true");
+  const auto e_export = run(eval + t.file("ema-export"));
+  const auto e_raw = run(eval + (runs / "straight/export").string());
+  ASSERT_EQ(e_ckpt.exit_code, 0) << e_ckpt.output;
+  ASSERT_EQ(e_export.exit_code, 0) << e_export.output;
+  ASSERT_EQ(e_raw.exit_code, 0) << e_raw.output;
+  const double in_run = eval_figure(slurp(runs / "straight/metrics.jsonl"), "eval/zeroshot_top1");
+  EXPECT_NEAR(in_run, eval_figure(e_ckpt.output, "eval/zeroshot_top1 "), 1e-6) << e_ckpt.output;
+  EXPECT_NEAR(in_run, eval_figure(e_export.output, "eval/zeroshot_top1 "), 1e-6);
+  std::cout << "zero-shot top-1 after 12 steps: average " << in_run << ", weights "
+            << eval_figure(e_raw.output, "eval/zeroshot_top1 ") << "\n";
+  // Errors name what is missing: an export has no average; a checkpoint of a run without one.
+  const auto no_avg = run(eval + t.file("ema-export") + " --set eval.use_ema=true");
+  EXPECT_EQ(no_avg.exit_code, 1) << no_avg.output;
+  EXPECT_TRUE(has(no_avg.output, "is not a checkpoint's model.safetensors")) << no_avg.output;
+  fs::create_directories(t.file("plain"));
+  for (const char* f : {"model.safetensors", "config.yaml"})
+    fs::copy_file(ckpt / f, fs::path(t.file("plain")) / f);
+  const auto no_ema =
+      run(clipper_bin() + " export " + t.file("plain") + " --ema --out " + t.file("x"));
+  EXPECT_EQ(no_ema.exit_code, 1) << no_ema.output;
+  EXPECT_TRUE(has(no_ema.output, "holds no weight average (ema.safetensors)")) << no_ema.output;
+  const auto off = run(clipper_bin() + " train " + cfg + " --set eval.use_ema=true");
+  EXPECT_EQ(off.exit_code, 1) << off.output;
+  EXPECT_TRUE(has(off.output, "eval.use_ema is true but train.ema_decay is 0")) << off.output;
+  const auto one = run(clipper_bin() + " train " + cfg + " --set train.ema_decay=1");
+  EXPECT_EQ(one.exit_code, 1) << one.output;
+  EXPECT_TRUE(has(one.output, "train.ema_decay': value '1' is not below 1")) << one.output;
+}
+
+// On two ranks with the sharded optimizer (dist.zero 1) and accumulation: every rank averages
+// the all-gathered whole weights; the resumed run's average equals the straight one's.
+TEST(TrainE2E, EmaResumesBitIdenticallyOnTwoRanksWithZero1AndAccumulation) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t, "dist: {master_port: 0, zero: 1}\n");
+  const std::string launch = clipper_bin() + " launch --nproc-per-node 2 -- " + clipper_bin() +
+                             " train " + cfg +
+                             " --set train.ema_decay=0.95 --set train.accum_freq=2" +
+                             " --set train.batch_size=16 --set eval.use_ema=true";
+  const auto a = run(launch + " --set train.run_name=straight");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  const auto b1 = run(launch + " --set train.run_name=resumed --set train.stop_at_step=6");
+  ASSERT_EQ(b1.exit_code, 75) << b1.output;
+  const auto b2 = run(launch + " --set train.run_name=resumed --resume latest");
+  ASSERT_EQ(b2.exit_code, 0) << b2.output;
+  expect_same_runs(t.path() / "runs");
+  const fs::path step12 = "checkpoints/step_00000012/ema.safetensors";
+  ASSERT_TRUE(fs::exists(t.path() / "runs/straight" / step12));
+  EXPECT_EQ(slurp(t.path() / "runs/straight" / step12), slurp(t.path() / "runs/resumed" / step12));
+}
+
+// loss.distill_from: a smaller student (its own architecture file) learns from a tiny teacher
+// trained first: measured with open_clip's DistillClipLoss on the test shard, it is closer to
+// the teacher than the same student trained the same way (accumulation included) without it.
+TEST(TrainE2E, DistilledStudentLearnsFromATinyTeacher) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t) + " --set eval.zeroshot_shards=";
+  const auto teacher = run(clipper_bin() + " train " + cfg +
+                           " --set train.run_name=teacher --set train.max_steps=96" +
+                           " --set optim.lr=0.002 --set optim.warmup_steps=10");
+  ASSERT_EQ(teacher.exit_code, 0) << teacher.output;
+  const auto student = t.write("tiny-student.yaml",
+                               "embed_dim: 64\n"
+                               "vision_cfg: {image_size: 28, layers: 2, width: 64, patch_size: 7,"
+                               " head_width: 32}\n"
+                               "text_cfg: {context_length: 16, vocab_size: 49408, width: 64,"
+                               " heads: 2, layers: 1}\n"
+                               "preprocess_cfg: {mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5],"
+                               " interpolation: bilinear, resize_mode: shortest}\n");
+  const fs::path runs = t.path() / "runs";
+  const std::string train = clipper_bin() + " train " + cfg + " --set model.name=" + student +
+                            " --set train.accum_freq=2 --set train.batch_size=16" +
+                            " --set train.max_steps=72 --set optim.lr=0.002";
+  const std::string from = " --set loss.distill_from=" + (runs / "teacher/export").string();
+  const auto distilled = run(train + from + " --set loss.distill_model=tiny-fmnist-vit" +
+                             " --set train.run_name=distilled");
+  ASSERT_EQ(distilled.exit_code, 0) << distilled.output;
+  EXPECT_TRUE(has(distilled.output, "distilling from tiny-fmnist-vit")) << distilled.output;
+  const auto plain = run(train + " --set train.run_name=plain");
+  ASSERT_EQ(plain.exit_code, 0) << plain.output;
+  const auto py =
+      run(clipper::test::python() + " " + source_path("tests/trainer/check_distill.py") + " " +
+          (runs / "teacher/export").string() + " " + (runs / "distilled/export").string() + " " +
+          (runs / "plain/export").string() + " " + shards_dir() + "/test/test-00000.tar");
+  EXPECT_EQ(py.exit_code, 0) << py.output;
+  std::cout << py.output;
+  // Without loss.distill_model the teacher's export names its own architecture.
+  const auto own = run(train + from + " --set train.run_name=own --set train.max_steps=1");
+  EXPECT_EQ(own.exit_code, 0) << own.output;
+  // Bad settings are errors naming the keys.
+  const auto no_weights = run(train + " --set loss.distill_model=tiny-fmnist-vit");
+  EXPECT_EQ(no_weights.exit_code, 1) << no_weights.output;
+  EXPECT_TRUE(has(no_weights.output, "loss.distill_from is empty")) << no_weights.output;
+  const auto siglip = run(train + from + " --set loss.kind=siglip");
+  EXPECT_EQ(siglip.exit_code, 1) << siglip.output;
+  EXPECT_TRUE(has(siglip.output, "needs loss.kind clip, not siglip")) << siglip.output;
+  const auto other = run(train + from + " --set loss.distill_model=tiny-vit");
+  EXPECT_EQ(other.exit_code, 1) << other.output;
+  EXPECT_TRUE(has(other.output, "is not the model that the weights")) << other.output;
+  const auto big =
+      t.write("big-student.yaml",
+              slurp(student).replace(slurp(student).find("image_size: 28"), 14, "image_size: 35"));
+  const auto size = run(clipper_bin() + " train " + cfg + " --set model.name=" + big + from);
+  EXPECT_EQ(size.exit_code, 1) << size.output;
+  EXPECT_TRUE(has(size.output,
+                  "cannot read the student's batches (image size 28 vs the "
+                  "student's 35)"))
+      << size.output;
+  // A distilled run resumes bit-identically (the teacher is loaded again, frozen).
+  const std::string short_run = train + from + " --set train.max_steps=12";
+  const auto a1 = run(short_run + " --set train.run_name=straight");
+  ASSERT_EQ(a1.exit_code, 0) << a1.output;
+  const auto b1 = run(short_run + " --set train.run_name=resumed --set train.stop_at_step=5");
+  ASSERT_EQ(b1.exit_code, 75) << b1.output;
+  const auto b2 = run(short_run + " --set train.run_name=resumed --resume latest");
+  ASSERT_EQ(b2.exit_code, 0) << b2.output;
+  expect_same_runs(runs);
 }

@@ -88,7 +88,7 @@ struct DataConfig {
   std::int64_t max_image_pixels = 89478485;
   std::int64_t max_sample_bytes = std::int64_t{256} << 20;        // one sample's files together
   std::int64_t max_shuffle_buffer_bytes = std::int64_t{2} << 30;  // per worker
-  std::string transparency = "white";  // white | black | #RRGGBB | drop
+  std::string transparency = "white";                             // white | black | #RRGGBB | drop
 };
 
 struct LossConfig {
@@ -99,6 +99,10 @@ struct LossConfig {
   SiglipExchange siglip_exchange = SiglipExchange::gather;
   // Peer blocks one at a time around the ring, recomputed in backward (src/loss/chunked_loss.hpp).
   bool chunked = false;
+  // Distillation (OpenCLIP's --distill-model / --distill-pretrained): a frozen teacher's
+  // architecture (configs/models) and its OpenCLIP-format weights; both empty: off.
+  std::string distill_model;
+  std::string distill_from;
 };
 
 struct OptimConfig {
@@ -144,6 +148,8 @@ struct TrainConfig {
   std::int64_t sync_every = 0;    // host reads of loss / NaN checks; 0: log_every on CUDA, 1 on CPU
   std::int64_t stop_at_step = 0;  // save and exit (as a preemption would) at this step; 0: off
   double peak_tflops = 0.0;       // device peak for MFU; 0: 790 on CUDA (H200 bf16), none on CPU
+  double ema_decay = 0.0;         // weight EMA after each optimizer step, in [0, 1); 0: off
+  double ema_warmup_power = 0.0;  // decay_t = min(ema_decay, 1 - (1 + t)^-power); 0: no warmup
 };
 
 struct DistConfig {
@@ -176,6 +182,7 @@ struct EvalConfig {
   std::string retrieval_shards;
   std::int64_t batch_size = 256;
   bool at_end = true;
+  bool use_ema = false;  // evaluate the weight average (train.ema_decay) instead of the weights
 };
 
 struct LogConfig {

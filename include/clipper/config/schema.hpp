@@ -25,6 +25,7 @@ struct KeyInfo {
   std::vector<std::string> choices;  // allowed values of a string key; empty: any
   std::optional<double> min;         // lower bound of a numeric key (inclusive)
   std::optional<double> max;         // upper bound of a numeric key (inclusive)
+  bool max_exclusive = false;        // max itself is not allowed
   bool required = false;
   std::function<void(Config&, const Value&)> set;
   std::function<Value(const Config&)> get;

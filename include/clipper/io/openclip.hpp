@@ -68,17 +68,27 @@ std::optional<model::ModelSpec> described_model(const std::string& weights);
 // the fields that differ, e.g. "vision_cfg.width 192 vs 16, embed_dim 128 vs 64".
 std::string architecture_difference(const model::ModelSpec& a, const model::ModelSpec& b);
 
+// The weight average of a training run (train.ema_decay): a checkpoint folder's ema.safetensors
+// holds the averaged tensors (what training changes); the rest are model.safetensors'. Replaces
+// those entries of `tensors` (a checkpoint's model state dict) with the averaged ones. InputError
+// when the folder has no ema.safetensors, or when it names a tensor `tensors` lacks.
+void overlay_checkpoint_ema(TensorList& tensors, const std::string& checkpoint_dir);
+// eval.use_ema with --weights: `weights` is resolve_weights' answer for a checkpoint folder
+// (its model.safetensors, already loaded into `model`); loads the folder's averages over it.
+void load_checkpoint_ema(model::Clip& model, const std::string& weights);
 // The model `clipper export` reads: `checkpoint` is a checkpoint folder (model.safetensors +
 // config.yaml, whose model.name and model.force_* keys give the architecture) or a .safetensors
 // file with `model_name` given; a non-empty `model_name` overrides the folder's. Its spec (SigLIP
-// init when the run or the weights have a logit_bias) goes to `spec`.
+// init when the run or the weights have a logit_bias) goes to `spec`. With `ema`, the checkpoint
+// folder's weight average (overlay_checkpoint_ema) instead of its weights.
 model::Clip load_checkpoint_model(const std::string& checkpoint, const std::string& model_name,
-                                  model::ModelSpec* spec);
+                                  model::ModelSpec* spec, bool ema = false);
 
 // `clipper export`: `checkpoint` is a checkpoint folder (model.safetensors + config.yaml, whose
 // model.name names the architecture) or a .safetensors file with `model_name` given. A non-empty
-// `model_name` overrides the folder's. Writes the OpenCLIP files into `out_dir`.
+// `model_name` overrides the folder's. Writes the OpenCLIP files into `out_dir`; with `ema`, the
+// checkpoint's weight average (overlay_checkpoint_ema) instead of its weights.
 void export_checkpoint_openclip(const std::string& checkpoint, const std::string& model_name,
-                                const std::string& out_dir);
+                                const std::string& out_dir, bool ema = false);
 
 }  // namespace clipper::io

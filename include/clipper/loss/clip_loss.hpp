@@ -22,6 +22,12 @@
 
 namespace clipper::loss {
 
+// The two terms of OpenCLIP's DistillClipLoss; training minimizes their sum.
+struct DistillTerms {
+  at::Tensor contrastive;  // the CLIP loss above
+  at::Tensor distill;      // the teacher-logit term
+};
+
 class ClipLoss : public ContrastiveLoss {
  public:
   ClipLoss(std::shared_ptr<dist::ProcessGroup> pg, const config::LossConfig& cfg);
@@ -29,7 +35,25 @@ class ClipLoss : public ContrastiveLoss {
                      const at::Tensor& logit_scale, const at::Tensor& logit_bias = {}) override;
   std::string kind() const override { return "clip"; }
 
+  // OpenCLIP's DistillClipLoss (loss.distill_from): the CLIP loss, and the teacher's logits
+  // (its features all-gathered like the student's, without gradient, and scored the same way)
+  // against the student's: distill = (H(I) + H(T)) / 2 with
+  // H(X) = mean over rows of -sum_j softmax(teacher_X)_j * log_softmax(student_X)_j.
+  // loss.chunked does not apply here: both terms use the whole rows of this rank's logits.
+  DistillTerms forward_distill(const at::Tensor& image_features, const at::Tensor& text_features,
+                               const at::Tensor& logit_scale,
+                               const at::Tensor& teacher_image_features,
+                               const at::Tensor& teacher_text_features,
+                               const at::Tensor& teacher_logit_scale);
+
  private:
+  struct Logits {
+    at::Tensor image, text, target;
+  };
+  // This rank's logits (and labels) as the loss config says; `no_grad` gathers without gradient
+  // whatever loss.gather_with_grad says (the teacher's features).
+  Logits logits(const at::Tensor& img, const at::Tensor& txt, const at::Tensor& scale,
+                bool no_grad);
   at::Tensor labels(std::int64_t rows, std::int64_t offset, const at::Device& device);
 
   std::shared_ptr<dist::ProcessGroup> pg_;

@@ -34,6 +34,9 @@ using TokenizerFactory = std::function<std::shared_ptr<const tokenizer::Tokenize
 struct SessionOptions {
   // Weights loaded after the config's model.init_from (eval and embed: --weights); empty: none.
   std::string weights;
+  // With `weights` a checkpoint's model.safetensors: load its weight average over them
+  // (eval.use_ema; io::load_checkpoint_ema).
+  bool ema_weights = false;
   // The tokenizer maker (tokenizer::make_tokenizer where the data libraries are built); empty:
   // the session has no tokenizer (bench).
   TokenizerFactory make_tokenizer;
@@ -59,5 +62,13 @@ struct Session {
 // the one the weights record (io::described_model); a model.name that disagrees with it is an
 // InputError naming both.
 Session open_session(const config::Config& cfg, const SessionOptions& options = {});
+
+// The frozen distillation teacher (loss.distill_from, an OpenCLIP-format weights file or an export
+// or checkpoint folder; loss.distill_model its architecture, which may be left out when the
+// weights record theirs), loaded as model.init_from is, on the session's device, in eval mode and
+// without gradients; null when loss.distill_from is empty. InputError for loss.distill_model
+// without loss.distill_from, with loss.kind siglip, and for a teacher that cannot read the
+// student's batches (another image size or tokenizer, a shorter context).
+model::Clip open_teacher(const config::Config& cfg, const Session& s);
 
 }  // namespace clipper::session

@@ -4,7 +4,8 @@
 //                             the distributed loss, backward with the gradient all-reduce
 //   reduce_and_check()        the loss and the NaN/Inf check across ranks, on the device
 //   apply(lr, health)         clipping, fused AdamW (skipped on the device for a bad step), the
-//                             logit_scale clamp, and the device-side statistics
+//                             logit_scale clamp, the weight average (ema.hpp) and the device-side
+//                             statistics
 // With ZeRO (StepConfig::zero >= 1) the backward reduce-scatters the gradient buckets, the health
 // check and clipping use the global norm of the shards, AdamW updates this rank's shard only, and
 // the updated shards are all-gathered into the whole parameters (docs/distributed.md).
@@ -24,6 +25,7 @@
 #include "clipper/optim/adamw.hpp"
 #include "clipper/optim/sharded_adamw.hpp"
 #include "clipper/train/device_stats.hpp"
+#include "clipper/train/ema.hpp"
 
 namespace clipper::dist {
 class ProcessGroup;
@@ -31,7 +33,8 @@ class GradReducer;
 }  // namespace clipper::dist
 namespace clipper::loss {
 class ContrastiveLoss;
-}
+class ClipLoss;
+}  // namespace clipper::loss
 
 namespace clipper::train {
 
@@ -46,9 +49,10 @@ struct StepConfig {
   config::LossConfig loss;
   double bucket_mb = 25.0;  // dist.bucket_mb
   bool overlap_grad_reduce = true;
-  int zero = 0;  // dist.zero
+  int zero = 0;    // dist.zero
+  EmaOptions ema;  // train.ema_decay, train.ema_warmup_power
 
-  // The step's settings from their sections of a run's config (optim, loss, dist).
+  // The step's settings from their sections of a run's config (optim, loss, dist, train's EMA).
   static StepConfig from(const config::Config& cfg);
 };
 
@@ -95,6 +99,12 @@ class TrainStep {
   void set_nan_in_row(std::int64_t n) { stats_.set_nan_in_row(n); }
 
   model::Clip& model() { return model_; }
+  // Distillation: from now on each step also runs `teacher` (frozen, in eval mode, on the step's
+  // device) under no grad and the same autocast, and the loss is OpenCLIP's DistillClipLoss
+  // (contrastive + distill terms, summed) over the whole accumulated batch. loss.kind clip only.
+  void set_teacher(model::Clip teacher);
+  // The weight average (StepConfig::ema.decay > 0), updated once per optimizer step; else null.
+  WeightEma* ema() { return ema_.get(); }
   // The unsharded optimizer (zero = 0 only).
   optim::AdamW& optimizer();
   int zero() const { return zero_; }
@@ -112,6 +122,10 @@ class TrainStep {
   at::Tensor forward_backward(const std::vector<MicroBatch>& micro, StepResult& r);
   at::Tensor forward_backward_single(const MicroBatch& micro);
   at::Tensor forward_backward_accumulated(const std::vector<MicroBatch>& micro, StepResult& r);
+  // The teacher's features of a batch (no grad; the caller's autocast).
+  model::ClipOutput teach(const at::Tensor& images, const at::Tensor& tokens);
+  // The loss of the student's output, with the teacher's when distilling.
+  at::Tensor loss_of(const model::ClipOutput& out, const model::ClipOutput* teacher);
   StepHealth reduce_and_check(const at::Tensor& loss);
   void apply(double lr, const StepHealth& health);
   void apply_sharded(double lr, const StepHealth& health);
@@ -130,7 +144,11 @@ class TrainStep {
   dist::FlatLayout flat_layout_;                  // of the checkpoint shards
   std::vector<std::string> flat_names_;           // its parameters, in model order
   std::unique_ptr<loss::ContrastiveLoss> loss_;
+  config::LossConfig loss_cfg_;
+  model::Clip teacher_{nullptr};
+  std::unique_ptr<loss::ClipLoss> distill_;
   std::unique_ptr<dist::GradReducer> reducer_;
+  std::unique_ptr<WeightEma> ema_;
   std::vector<at::Tensor> params_;
   model::ImageNormalizer normalize_;
   DeviceStats stats_;

@@ -5,6 +5,8 @@
 //   optimizer  per rank  this rank's flat shard of the AdamW moments, with the layout in its JSON
 //                        (any stage); re-split on load when the world size changed
 //   trainer    global    step, total steps, NaN counters (the run of bad steps is the step's)
+//   ema        global    the weight average (train.ema_decay > 0): its tensors (OpenCLIP names)
+//                        and, in ema.json, its update count and decay
 //   rng        per rank  the CPU (and CUDA) generator states (another world size: a rank that
 //                        has no saved state keeps its fresh one)
 //   loader     per rank  the loader's position and bad-data counters (another world size: only
@@ -25,7 +27,8 @@ class Loader;
 }
 namespace clipper::train {
 class TrainStep;
-}
+class WeightEma;
+}  // namespace clipper::train
 
 namespace clipper::trainer {
 
@@ -43,6 +46,7 @@ struct TrainerCounters : checkpoint::Stateful {
 
 std::unique_ptr<checkpoint::Stateful> make_model_part(model::Clip model);
 std::unique_ptr<checkpoint::Stateful> make_optimizer_part(train::TrainStep& step);
+std::unique_ptr<checkpoint::Stateful> make_ema_part(train::WeightEma& ema);
 std::unique_ptr<checkpoint::Stateful> make_rng_part(at::Device device);
 std::unique_ptr<checkpoint::Stateful> make_loader_part(data::Loader& loader);
 
