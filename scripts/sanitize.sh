@@ -44,11 +44,16 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/fuzz/lsan.supp:print
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/fuzz/tsan.supp}
 # Only the tests of the executables built: their names are the suites' prefixes in ctest.
-regex=""
+# One group for all suites: CMake's regular expressions allow only a few parenthesised groups.
+suites=""
 for t in $targets; do
-  [ "$t" = all ] && { regex="."; break; }
-  [ -x "$(find "$build/tests" -name "$t" -type f | head -1)" ] || continue
-  suites=$("$(find "$build/tests" -name "$t" -type f | head -1)" --gtest_list_tests | grep -v '^ ' | tr -d '.' | paste -sd'|')
-  regex="${regex:+$regex|}^(${suites})\\."
+  [ "$t" = all ] && { suites=all; break; }
+  exe=$(find "$build/tests" -name "$t" -type f | head -1)
+  [ -x "$exe" ] || { echo "sanitize: $t was not built" >&2; exit 1; }
+  s=$("$exe" --gtest_list_tests | grep -v '^ ' | tr -d '.' | paste -sd'|')
+  suites="${suites:+$suites|}$s"
 done
-ctest --test-dir "$build" -L unit -R "$regex" --output-on-failure -j"${CLIPPER_TEST_JOBS:-2}"
+regex="^(${suites})\\."
+[ "$suites" = all ] && regex="."
+ctest --test-dir "$build" -L unit -R "$regex" --no-tests=error --output-on-failure \
+  -j"${CLIPPER_TEST_JOBS:-2}"
