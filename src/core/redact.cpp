@@ -1,6 +1,7 @@
 #include "clipper/core/redact.hpp"
 
 #include <cctype>
+#include <vector>
 
 namespace clipper::core {
 namespace {
@@ -49,13 +50,42 @@ bool secret_header(std::string_view name) {
          (n.rfind("x-", 0) == 0 && secret_name(n.substr(2)));
 }
 
+// NAME split at '_', '-' and '.', lower case.
+std::vector<std::string> name_words(std::string_view name) {
+  std::vector<std::string> words(1);
+  for (char c : name) {
+    if (c == '_' || c == '-' || c == '.') {
+      if (!words.back().empty()) words.emplace_back();
+      continue;
+    }
+    words.back() += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  }
+  if (words.back().empty()) words.pop_back();
+  return words;
+}
+
+// A word before "key" that makes it a credential (api_key, ACCESS_KEY, account-key, ...).
+bool key_qualifier(std::string_view word) {
+  for (const char* q : {"api", "access", "secret", "private", "account", "storage", "sas", "master",
+                        "signing", "encryption", "subscription", "client", "shared", "ssh", "x"})
+    if (word == q) return true;
+  return false;
+}
+
 }  // namespace
 
 bool secret_name(std::string_view name) {
-  const std::string n = lower(name);
-  for (const char* w : {"token", "secret", "password", "passwd", "pwd", "sig", "credential", "key",
-                        "auth", "session"})
-    if (n.find(w) != std::string::npos) return true;
+  // Word by word, so that data keys (text_key, --csv-img-key, label_key) stay readable while
+  // api_key, AWS_SECRET_ACCESS_KEY or a bare --key are masked.
+  const std::vector<std::string> words = name_words(name);
+  for (std::size_t i = 0; i < words.size(); ++i) {
+    const std::string& w = words[i];
+    for (const char* s : {"token", "secret", "password", "passwd", "pwd", "credential", "auth",
+                          "session", "apikey", "accesskey", "privatekey"})
+      if (w.find(s) != std::string::npos) return true;
+    if (w == "sig" || w.rfind("signature", 0) == 0) return true;
+    if (w == "key" && (i == 0 || key_qualifier(words[i - 1]))) return true;
+  }
   return false;
 }
 
