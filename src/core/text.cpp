@@ -77,4 +77,9 @@ std::string format_duration(double seconds) {
     std::snprintf(buf, sizeof buf, "%llds", s);
   return buf;
 }
+std::string abbreviated(std::string_view s, std::size_t max) {
+  if (s.size() <= max) return std::string(s);
+  return std::string(s.substr(0, max)) + "... (" + std::to_string(s.size()) + " characters)";
+}
+
 }  // namespace clipper::core

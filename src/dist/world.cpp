@@ -10,6 +10,7 @@
 
 #include "clipper/config/config.hpp"
 #include "clipper/core/error.hpp"
+#include "clipper/core/text.hpp"
 
 extern char** environ;
 
@@ -89,7 +90,8 @@ std::vector<std::string> split_top_level(const std::string& s, const std::string
   for (char c : s) {
     if (c == '[') ++depth;
     if (c == ']') {
-      if (--depth < 0) throw InputError("SLURM host list '" + whole + "': unmatched ']'");
+      if (--depth < 0)
+        throw InputError("SLURM host list '" + core::abbreviated(whole) + "': unmatched ']'");
     }
     if (c == ',' && depth == 0) {
       out.push_back(cur);
@@ -98,7 +100,8 @@ std::vector<std::string> split_top_level(const std::string& s, const std::string
       cur += c;
     }
   }
-  if (depth != 0) throw InputError("SLURM host list '" + whole + "': unmatched '['");
+  if (depth != 0)
+    throw InputError("SLURM host list '" + core::abbreviated(whole) + "': unmatched '['");
   out.push_back(cur);
   return out;
 }
@@ -130,16 +133,19 @@ std::vector<Range> parse_ranges(const std::string& body, const std::string& whol
       return true;
     };
     if (!digits(lo) || !digits(hi))
-      throw InputError("SLURM host list '" + whole + "': '" + part +
-                       "' is not a number or a range a-b");
+      throw InputError("SLURM host list '" + core::abbreviated(whole) + "': '" +
+                       core::abbreviated(part) + "' is not a number or a range a-b");
     const long long a = std::stoll(lo), b = std::stoll(hi);
     if (b < a)
-      throw InputError("SLURM host list '" + whole + "': range '" + part + "' runs backwards");
+      throw InputError("SLURM host list '" + core::abbreviated(whole) + "': range '" +
+                       core::abbreviated(part) + "' runs backwards");
     if (b - a > static_cast<long long>(kMaxHosts))
-      throw InputError("SLURM host list '" + whole + "': range '" + part + "' is too long");
+      throw InputError("SLURM host list '" + core::abbreviated(whole) + "': range '" +
+                       core::abbreviated(part) + "' is too long");
     out.push_back({a, b, lo.size()});
   }
-  if (out.empty()) throw InputError("SLURM host list '" + whole + "': empty brackets '[]'");
+  if (out.empty())
+    throw InputError("SLURM host list '" + core::abbreviated(whole) + "': empty brackets '[]'");
   return out;
 }
 
@@ -156,7 +162,7 @@ HostPattern parse_host(const std::string& pattern, const std::string& whole) {
   for (auto open = pattern.find('['); open != std::string::npos; open = pattern.find('[', at)) {
     const auto close = pattern.find(']', open);
     if (close == std::string::npos)
-      throw InputError("SLURM host list '" + whole + "': unmatched '['");
+      throw InputError("SLURM host list '" + core::abbreviated(whole) + "': unmatched '['");
     p.texts.push_back(pattern.substr(at, open - at));
     p.groups.push_back(parse_ranges(pattern.substr(open + 1, close - open - 1), whole));
     at = close + 1;
@@ -170,15 +176,16 @@ HostPattern parse_host(const std::string& pattern, const std::string& whole) {
     longest += widest;
   }
   if (longest > kMaxHostName)
-    throw InputError("SLURM host list '" + whole + "': a host name would be longer than " +
-                     std::to_string(kMaxHostName) + " characters");
+    throw InputError("SLURM host list '" + core::abbreviated(whole) +
+                     "': a host name would be longer than " + std::to_string(kMaxHostName) +
+                     " characters");
   return p;
 }
 
 // How many names the pattern makes, checked against what may still be added (no overflow).
 std::size_t host_count(const HostPattern& p, std::size_t room, const std::string& whole) {
   auto too_many = [&] {
-    return InputError("SLURM host list '" + whole + "' names more than " +
+    return InputError("SLURM host list '" + core::abbreviated(whole) + "' names more than " +
                       std::to_string(kMaxHosts) + " hosts");
   };
   std::size_t n = 1;
@@ -228,7 +235,8 @@ std::vector<std::string> expand_host(const HostPattern& p, std::size_t count) {
 std::vector<std::string> expand_slurm_nodelist(const std::string& nodelist) {
   std::vector<std::string> hosts;
   for (const auto& item : split_top_level(nodelist, nodelist)) {
-    if (item.empty()) throw InputError("SLURM host list '" + nodelist + "': empty host name");
+    if (item.empty())
+      throw InputError("SLURM host list '" + core::abbreviated(nodelist) + "': empty host name");
     const auto pattern = parse_host(item, nodelist);
     const auto count = host_count(pattern, kMaxHosts - hosts.size(), nodelist);
     for (auto& h : expand_host(pattern, count)) hosts.push_back(std::move(h));
@@ -239,7 +247,7 @@ std::vector<std::string> expand_slurm_nodelist(const std::string& nodelist) {
 std::string first_slurm_host(const std::string& nodelist) {
   const auto items = split_top_level(nodelist, nodelist);
   if (items.empty() || items[0].empty())
-    throw InputError("SLURM host list '" + nodelist + "': empty host name");
+    throw InputError("SLURM host list '" + core::abbreviated(nodelist) + "': empty host name");
   return expand_host(parse_host(items[0], nodelist), 1).at(0);
 }
 
@@ -253,19 +261,21 @@ std::vector<int> expand_slurm_tasks_per_node(const std::string& spec) {
     std::string n = part;
     if (paren != std::string::npos) {
       if (part.back() != ')')
-        throw InputError("SLURM_TASKS_PER_NODE='" + spec + "': expected N or N(xM)");
+        throw InputError("SLURM_TASKS_PER_NODE='" + core::abbreviated(spec) +
+                         "': expected N or N(xM)");
       n = part.substr(0, paren);
       const long long repeat =
           parse_int(part.substr(paren + 2, part.size() - paren - 3), "SLURM_TASKS_PER_NODE repeat");
       // One entry per node: no more than a host list may name.
       if (repeat < 1 || repeat > static_cast<long long>(kMaxHosts - out.size()))
-        throw InputError("SLURM_TASKS_PER_NODE='" + spec + "': repeat " + std::to_string(repeat) +
-                         " is not in [1, " + std::to_string(kMaxHosts) + "] nodes");
+        throw InputError("SLURM_TASKS_PER_NODE='" + core::abbreviated(spec) + "': repeat " +
+                         std::to_string(repeat) + " is not in [1, " + std::to_string(kMaxHosts) +
+                         "] nodes");
       count = static_cast<int>(repeat);
     }
     const int tasks = parse_small_int(n, "SLURM_TASKS_PER_NODE entry");
     if (out.size() >= kMaxHosts)
-      throw InputError("SLURM_TASKS_PER_NODE='" + spec + "' names more than " +
+      throw InputError("SLURM_TASKS_PER_NODE='" + core::abbreviated(spec) + "' names more than " +
                        std::to_string(kMaxHosts) + " nodes");
     for (int i = 0; i < count; ++i) out.push_back(tasks);
   }

@@ -276,3 +276,21 @@ TEST(World, SlurmTaskRepeatsBeyondTheHostLimitAreInputErrors) {
   EXPECT_THROW(expand_slurm_tasks_per_node("4(x99999),2(x2)"), clipper::core::InputError);
   EXPECT_THROW(expand_slurm_tasks_per_node("4(x0)"), clipper::core::InputError);
 }
+
+// A hostile host list of megabytes is quoted in part: the message names the list and its length.
+TEST(World, SlurmErrorsQuoteALongHostListInPart) {
+  std::string list;
+  for (int i = 0; i < 100000; ++i) list += "node" + std::to_string(i) + ",";
+  list += "bad[x]";
+  try {
+    clipper::dist::expand_slurm_nodelist(list);
+    FAIL() << "expected an InputError";
+  } catch (const clipper::core::InputError& e) {
+    const std::string what = e.what();
+    EXPECT_LT(what.size(), 400u) << what.substr(0, 400);
+    EXPECT_NE(what.find("SLURM host list 'node0,node1,"), std::string::npos) << what;
+    EXPECT_NE(what.find("(" + std::to_string(list.size()) + " characters)"), std::string::npos)
+        << what;
+    EXPECT_NE(what.find("'x' is not a number"), std::string::npos) << what;
+  }
+}

@@ -15,6 +15,9 @@ std::string nearest(std::string_view word, const std::vector<std::string>& candi
 std::vector<std::string> split(std::string_view s, char sep);
 std::string join(const std::vector<std::string>& parts, std::string_view sep);
 std::string trim(std::string_view s);
+// `s` itself when it has at most `max` characters; else its first `max` characters followed by
+// "... (N characters)", so that an error message quoting hostile input stays readable.
+std::string abbreviated(std::string_view s, std::size_t max = 120);
 
 }  // namespace clipper::core
 
