@@ -285,6 +285,46 @@ ImageError decode_with_opencv(const std::string& bytes, std::int64_t max_pixels,
   return ImageError::none;
 }
 
+struct JpegHeader {
+  int width = 0, height = 0, colorspace = 0;
+};
+
+// The header, and the pixel limit on it before any pixel buffer exists. On `corrupt` the handle
+// must be reset.
+ImageError read_jpeg_header(tjhandle h, const std::string& bytes, std::int64_t max_pixels,
+                            JpegHeader* header, std::string* why) {
+  const auto* buf = reinterpret_cast<const unsigned char*>(bytes.data());
+  int subsamp = 0;
+  if (tjDecompressHeader3(h, buf, static_cast<unsigned long>(bytes.size()), &header->width,
+                          &header->height, &subsamp, &header->colorspace) != 0 ||
+      header->width <= 0 || header->height <= 0) {
+    if (why) *why = std::string("JPEG header: ") + tjGetErrorStr2(h);
+    return ImageError::corrupt;
+  }
+  if (static_cast<std::int64_t>(header->width) * header->height > max_pixels) {
+    if (why)
+      *why = std::to_string(header->width) + "x" + std::to_string(header->height) +
+             " pixels exceed data.max_image_pixels";
+    return ImageError::too_large;
+  }
+  return ImageError::none;
+}
+
+// Decompresses into `dst` (w x h pixels of format pf). False when libjpeg-turbo reported a problem:
+// the handle must then be reset, since a handle that failed may misread the next image. The image
+// is lost (`*lost` says why) on a fatal error or a truncated stream; a warning alone keeps it.
+bool decompress_jpeg(tjhandle h, const std::string& bytes, std::uint8_t* dst, int w, int hgt,
+                     int pf, std::string* lost) {
+  const auto* buf = reinterpret_cast<const unsigned char*>(bytes.data());
+  if (tjDecompress2(h, buf, static_cast<unsigned long>(bytes.size()), dst, w, w * tjPixelSize[pf],
+                    hgt, pf, 0) == 0)
+    return true;
+  const std::string msg = tjGetErrorStr2(h);  // read before the handle is reset
+  if (tjGetErrorCode(h) == TJERR_FATAL || msg.find("Premature end") != std::string::npos)
+    *lost = "JPEG: " + msg;
+  return false;
+}
+
 }  // namespace
 
 ImageProcessor::ImageProcessor(TransformSpec spec, std::int64_t max_pixels)
@@ -360,20 +400,14 @@ ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed,
 // decode at the DCT scale that still covers the crop, then the crop and the bicubic resize.
 ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t seed,
                                         std::uint8_t* out, std::string* why) {
-  const auto* buf = reinterpret_cast<const unsigned char*>(bytes.data());
-  const auto len = static_cast<unsigned long>(bytes.size());
   auto* h = static_cast<tjhandle>(tj_);
-  int w = 0, hgt = 0, subsamp = 0, cs = 0;
-  if (tjDecompressHeader3(h, buf, len, &w, &hgt, &subsamp, &cs) != 0 || w <= 0 || hgt <= 0) {
-    if (why) *why = std::string("JPEG header: ") + tjGetErrorStr2(h);
-    reset_decoder();
-    return ImageError::corrupt;
+  JpegHeader head;
+  if (const auto err = read_jpeg_header(h, bytes, max_pixels_, &head, why);
+      err != ImageError::none) {
+    if (err == ImageError::corrupt) reset_decoder();
+    return err;
   }
-  if (static_cast<std::int64_t>(w) * hgt > max_pixels_) {
-    if (why)
-      *why = std::to_string(w) + "x" + std::to_string(hgt) + " pixels exceed data.max_image_pixels";
-    return ImageError::too_large;
-  }
+  const int w = head.width, hgt = head.height, cs = head.colorspace;
   const CropBox box =
       spec_.train ? random_resized_crop_box(w, hgt, spec_, seed) : center_crop_box(w, hgt);
   const auto [scale, f] = dct_scale_for(box, spec_.size);
@@ -382,14 +416,11 @@ ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t 
   const int pf = cmyk ? TJPF_CMYK : TJPF_RGB;
   const int bpp = tjPixelSize[pf];
   scratch_.resize(static_cast<std::size_t>(sw) * sh * bpp);
-  if (tjDecompress2(h, buf, len, scratch_.data(), sw, sw * bpp, sh, pf, 0) != 0) {
-    const bool fatal = tjGetErrorCode(h) == TJERR_FATAL;
-    const std::string msg = tjGetErrorStr2(h);
-    reset_decoder();  // a handle that failed may misread the next image
-    if (fatal || msg.find("Premature end") != std::string::npos) {
-      if (why) *why = "JPEG: " + msg;
-      return ImageError::corrupt;
-    }
+  std::string lost;
+  if (!decompress_jpeg(h, bytes, scratch_.data(), sw, sh, pf, &lost)) reset_decoder();
+  if (!lost.empty()) {
+    if (why) *why = lost;
+    return ImageError::corrupt;
   }
   std::uint8_t* rgb = scratch_.data();
   if (cmyk) {
@@ -404,34 +435,24 @@ ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t 
 
 ImageError ImageProcessor::decode(const std::string& bytes, Image* out, std::string* why,
                                   bool keep_grey) {
-  const auto* buf = reinterpret_cast<const unsigned char*>(bytes.data());
-  const auto len = static_cast<unsigned long>(bytes.size());
   if (is_jpeg(bytes) && tj_) {
     auto* h = static_cast<tjhandle>(tj_);
-    int w = 0, hgt = 0, subsamp = 0, cs = 0;
-    if (tjDecompressHeader3(h, buf, len, &w, &hgt, &subsamp, &cs) != 0 || w <= 0 || hgt <= 0) {
-      if (why) *why = std::string("JPEG header: ") + tjGetErrorStr2(h);
-      reset_decoder();
-      return ImageError::corrupt;
+    JpegHeader head;
+    if (const auto err = read_jpeg_header(h, bytes, max_pixels_, &head, why);
+        err != ImageError::none) {
+      if (err == ImageError::corrupt) reset_decoder();
+      return err;
     }
-    if (static_cast<std::int64_t>(w) * hgt > max_pixels_) {
-      if (why) *why = "image exceeds the pixel limit";
-      return ImageError::too_large;
-    }
+    const int w = head.width, hgt = head.height, cs = head.colorspace;
     const bool cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
     const bool grey = keep_grey && cs == TJCS_GRAY;
     const int pf = cmyk ? TJPF_CMYK : grey ? TJPF_GRAY : TJPF_RGB;
-    const int bpp = tjPixelSize[pf];
-    scratch_.resize(static_cast<std::size_t>(w) * hgt * bpp);
-    if (tjDecompress2(h, buf, len, scratch_.data(), w, w * bpp, hgt, pf, 0) != 0) {
-      // Read the error before reset_decoder() destroys the handle.
-      const bool fatal = tjGetErrorCode(h) == TJERR_FATAL;
-      const std::string msg = tjGetErrorStr2(h);
-      reset_decoder();
-      if (fatal || msg.find("Premature end") != std::string::npos) {
-        if (why) *why = "JPEG: " + msg;
-        return ImageError::corrupt;
-      }
+    scratch_.resize(static_cast<std::size_t>(w) * hgt * tjPixelSize[pf]);
+    std::string lost;
+    if (!decompress_jpeg(h, bytes, scratch_.data(), w, hgt, pf, &lost)) reset_decoder();
+    if (!lost.empty()) {
+      if (why) *why = lost;
+      return ImageError::corrupt;
     }
     out->width = w;
     out->height = hgt;

@@ -164,11 +164,16 @@ TEST(Image, PixelLimitAndDamagedImages) {
     std::vector<std::uint8_t> out(16 * 16 * 3);
     std::string why;
     EXPECT_EQ(p.process(bytes, 0, out.data(), &why), data::ImageError::too_large) << ext;
-    EXPECT_NE(why.find("max_image_pixels"), std::string::npos) << why;
+    EXPECT_NE(why.find("300x200 pixels exceed data.max_image_pixels"), std::string::npos) << why;
+    data::Image img;  // decode() (evaluation, shard tools) says the same as process()
+    std::string decode_why;
+    EXPECT_EQ(p.decode(bytes, &img, &decode_why), data::ImageError::too_large) << ext;
+    EXPECT_EQ(decode_why, why) << ext;
     data::ImageProcessor ok(data::TransformSpec{16, true}, 300 * 200);
     EXPECT_EQ(ok.process(bytes, 0, out.data(), nullptr), data::ImageError::none) << ext;
     std::string cut = bytes.substr(0, bytes.size() / 2);
     EXPECT_EQ(ok.process(cut, 0, out.data(), &why), data::ImageError::corrupt) << ext;
+    EXPECT_EQ(ok.decode(cut, &img, &decode_why), data::ImageError::corrupt) << ext;
   }
   data::ImageProcessor p(data::TransformSpec{16, true}, 1 << 30);
   std::vector<std::uint8_t> out(16 * 16 * 3);
