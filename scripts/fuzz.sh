@@ -5,6 +5,7 @@
 # or CLIPPER_FUZZ_RUNS executions (default 1000000) are done, whichever comes first.
 #
 #   scripts/fuzz.sh [SECONDS] [NAME...]      e.g. scripts/fuzz.sh 600 torch_pickle safetensors
+#                                            scripts/fuzz.sh world (60 s, world only)
 #
 # New inputs libFuzzer finds go to $BUILD/corpus/NAME/, crashes to $BUILD/crashes/NAME/, logs to
 # $BUILD/logs/NAME.log; the last line printed per harness gives its executions. A crash: fix it,
@@ -14,10 +15,19 @@
 # CLIPPER_FUZZ_SKIP_BUILD=1 (run what is built), CLIPPER_FUZZ_BUILD_ONLY=1 (build, run nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-seconds=${1:-60}
-shift || true
 all="safetensors torch_pickle tar_stream image config shard_list loader_state checkpoint tokenizer world"
+seconds=60
+if [[ "${1:-}" =~ ^[0-9]+$ ]]; then
+  seconds=$1
+  shift
+fi
 targets=${*:-$all}
+for t in $targets; do  # a misspelt name, or SECONDS after the names, is an error, not "run all"
+  if [[ " $all " != *" $t "* ]]; then
+    echo "fuzz.sh: unknown harness '$t'; expected [SECONDS] [NAME...] with NAME one of: $all" >&2
+    exit 2
+  fi
+done
 runs=${CLIPPER_FUZZ_RUNS:-1000000}
 build=${CLIPPER_FUZZ_BUILD_DIR:-build-fuzz}
 cxx=${CLIPPER_FUZZ_CXX:-clang++}
