@@ -11,15 +11,6 @@
 namespace clipper::cli {
 namespace {
 
-// `clipper bench` groups the benchmarks; each one adds itself under it.
-CLI::App* bench_group(CLI::App& app) {
-  for (auto* sub : app.get_subcommands([](CLI::App*) { return true; }))
-    if (sub->get_name() == "bench") return sub;
-  auto* b = app.add_subcommand("bench", "Benchmarks (train step, loader, loss memory)");
-  b->require_subcommand(1);
-  return b;
-}
-
 void setup_bench_loss(CLI::App& app, Action* action) {
   auto o = std::make_shared<bench::LossBenchOptions>();
   auto full = std::make_shared<bool>(false);

@@ -10,15 +10,6 @@
 namespace clipper::cli {
 namespace {
 
-// `clipper bench` groups the benchmarks; each one adds itself under it.
-CLI::App* bench_group(CLI::App& app) {
-  for (auto* sub : app.get_subcommands([](CLI::App*) { return true; }))
-    if (sub->get_name() == "bench") return sub;
-  auto* b = app.add_subcommand("bench", "Benchmarks (train step, loader)");
-  b->require_subcommand(1);
-  return b;
-}
-
 void setup_bench_train(CLI::App& app, Action* action) {
   auto o = std::make_shared<bench::BenchOptions>();
   auto json_out = std::make_shared<std::string>();

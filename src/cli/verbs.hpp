@@ -24,6 +24,10 @@ struct VerbRegistrar {
 // Adds every registered verb to `app`, in name order.
 void add_all_verbs(CLI::App& app, Action* action);
 
+// `clipper bench`, the group each benchmark verb (verb_bench*.cpp) adds its subcommand under;
+// made by whichever of them registers first.
+CLI::App* bench_group(CLI::App& app);
+
 // A flag whose values are a config choice (config::Choices<E>), spelled as in the config files.
 template <class E>
 CLI::Option* add_choice_option(CLI::App* app, const std::string& name, E& target,
