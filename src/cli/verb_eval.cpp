@@ -44,7 +44,8 @@ void setup_eval_verb(CLI::App& app, Action* action) {
       so.make_tokenizer = tokenizer::make_tokenizer;
       auto s = session::open_session(cfg, so);
       const model::ImageNormalizer prepare(s.spec, s.device);
-      const auto rep = trainer::evaluate(cfg, *s.model, s.tokenizer, *s.pg, s.device, prepare, 0);
+      const auto rep = trainer::evaluate(trainer::EvalSettings::from(cfg), *s.model, s.tokenizer,
+                                         *s.pg, s.device, prepare, 0);
       if (s.rank() == 0)
         for (const auto& [name, value] : rep.scalars) std::cout << name << " " << value << "\n";
       return 0;

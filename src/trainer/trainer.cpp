@@ -362,7 +362,8 @@ void Trainer::Impl::evaluate(std::int64_t at_step) {
   const auto t = Clock::now();
   auto prepare = [this](const at::Tensor& images) { return step->prepare_images(images); };
   const train::EmaSwapped averaged(cfg.eval.use_ema ? step->ema() : nullptr);
-  const auto rep = trainer::evaluate(cfg, *s.model, s.tokenizer, *s.pg, s.device, prepare, at_step);
+  const auto rep = trainer::evaluate(EvalSettings::from(cfg), *s.model, s.tokenizer, *s.pg,
+                                     s.device, prepare, at_step);
   if (rep.zeroshot_top1 >= 0) summary.zeroshot_top1 = rep.zeroshot_top1;
   emit(at_step, rep.scalars);
   CLIPPER_DEBUG("evaluation took " << since(t) << " s");

@@ -17,8 +17,17 @@ struct EvalReport {
   double zeroshot_top1 = -1;                            // -1: not evaluated
 };
 
+// What evaluation reads from the config: its own section, and the data section for how samples
+// are read (image and text keys, pixel limit, transparency); the seed names the loaders' streams.
+struct EvalSettings {
+  const config::EvalConfig& eval;
+  const config::DataConfig& data;
+  std::uint64_t seed = 0;
+  static EvalSettings from(const config::Config& cfg);
+};
+
 // Collective when pg has several ranks (every rank calls it).
-EvalReport evaluate(const config::Config& cfg, model::ClipImpl& model,
+EvalReport evaluate(const EvalSettings& settings, model::ClipImpl& model,
                     std::shared_ptr<const tokenizer::Tokenizer> tok, dist::ProcessGroup& pg,
                     at::Device device, const eval::Prepare& prepare, std::int64_t step);
 
