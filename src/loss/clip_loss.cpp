@@ -70,10 +70,10 @@ ClipLoss::Logits ClipLoss::logits(const at::Tensor& img, const at::Tensor& txt,
 at::Tensor ClipLoss::forward(const at::Tensor& img, const at::Tensor& txt, const at::Tensor& scale,
                              const at::Tensor& /*logit_bias*/) {
   check_features(img, txt, scale, "clip loss");
-  // One process has no peers, so its columns are its own rows, with gradient.
-  if (cfg_.chunked)
-    return detail::chunked_clip_loss(img, txt, scale, *pg_,
-                                     cfg_.gather_with_grad || pg_->size() == 1);
+  // With one process there is a single block: the plain form is the same loss with less memory
+  // (the chunked one keeps its recompute buffers).
+  if (cfg_.chunked && pg_->size() > 1)
+    return detail::chunked_clip_loss(img, txt, scale, *pg_, cfg_.gather_with_grad);
   const Logits l = logits(img, txt, scale, /*no_grad=*/false);
   return (at::cross_entropy_loss(l.image, l.target) + at::cross_entropy_loss(l.text, l.target)) / 2;
 }

@@ -38,7 +38,8 @@ at::Tensor SigLipLoss::forward(const at::Tensor& img, const at::Tensor& txt,
   TORCH_CHECK(bias.defined() && bias.numel() == 1,
               "siglip loss: logit_bias must be a one-element tensor");
   auto& pg = *pg_;
-  if (cfg_.chunked) return detail::chunked_siglip_loss(img, txt, scale, bias, pg);
+  // One process: a single block, for which the plain form needs less memory.
+  if (cfg_.chunked && pg.size() > 1) return detail::chunked_siglip_loss(img, txt, scale, bias, pg);
   const std::int64_t w = pg.size(), r = pg.rank(), b = img.size(0);
   const auto s = scale.reshape({});
   const auto bb = bias.reshape({});
