@@ -176,9 +176,18 @@ CropBox random_resized_crop_box(int width, int height, const TransformSpec& spec
   return CropBox{(width - w) / 2, (height - h) / 2, w, h};
 }
 
-CropBox center_crop_box(int width, int height) {
-  const int s = std::min(width, height);
-  return CropBox{(width - s) / 2, (height - s) / 2, s, s};
+ResizeThenCrop resize_then_center_crop(int width, int height, int S) {
+  ResizeThenCrop r;
+  const bool portrait = width <= height;
+  const int shorter = portrait ? width : height, longer = portrait ? height : width;
+  const int resized_longer =
+      static_cast<int>(static_cast<double>(S) * longer / shorter);  // Python's int(): truncation
+  r.resized_width = portrait ? S : resized_longer;
+  r.resized_height = portrait ? resized_longer : S;
+  // std::nearbyint rounds half to even in the default rounding mode, as Python's round().
+  r.left = static_cast<int>(std::nearbyint((r.resized_width - S) / 2.0));
+  r.top = static_cast<int>(std::nearbyint((r.resized_height - S) / 2.0));
+  return r;
 }
 
 bool peek_size(const std::string& bytes, int* width, int* height) {
@@ -377,6 +386,30 @@ void crop_to_output(const cv::Mat& roi, int S, std::uint8_t* out,
     resize_bicubic_rgb8(roi.data, roi.cols, roi.rows, roi.step, out, S, S, scratch);
 }
 
+// The evaluation transform on a decoded picture `img` (the original, or its DCT-scaled decode):
+// resized to the size torchvision resizes the original to, then the centre square into `out`.
+// A picture over 16 times longer than wide is cropped to its centre square first (the old rule,
+// within a pixel's shift of torchvision's), so that a hostile 1 x 100000 image cannot make the
+// resize allocate S x 22 M pixels.
+void resize_then_crop_to_output(const cv::Mat& img, const ResizeThenCrop& rc, int S,
+                                std::uint8_t* out, std::vector<std::uint8_t>* resized) {
+  constexpr int kMaxAspect = 16;
+  if (std::max(rc.resized_width, rc.resized_height) > kMaxAspect * S) {
+    const int side = std::min(img.cols, img.rows);
+    const cv::Rect square((img.cols - side) / 2, (img.rows - side) / 2, side, side);
+    return crop_to_output(img(square), S, out, resized);
+  }
+  cv::Mat src = img;
+  if (img.cols != rc.resized_width || img.rows != rc.resized_height) {
+    resized->resize(static_cast<std::size_t>(rc.resized_width) * rc.resized_height * 3);
+    std::vector<std::uint8_t> packed;  // used only when img's rows are not contiguous
+    resize_bicubic_rgb8(img.data, img.cols, img.rows, img.step, resized->data(), rc.resized_width,
+                        rc.resized_height, &packed);
+    src = cv::Mat(rc.resized_height, rc.resized_width, CV_8UC3, resized->data());
+  }
+  src(cv::Rect(rc.left, rc.top, S, S)).copyTo(cv::Mat(S, S, CV_8UC3, out));
+}
+
 }  // namespace
 
 ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed, std::uint8_t* out,
@@ -390,14 +423,19 @@ ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed,
     if (why) *why = "unsupported channel layout";
     return ImageError::corrupt;
   }
-  const CropBox box = spec_.train ? random_resized_crop_box(img.cols, img.rows, spec_, seed)
-                                  : center_crop_box(img.cols, img.rows);
+  if (!spec_.train) {
+    resize_then_crop_to_output(img, resize_then_center_crop(img.cols, img.rows, spec_.size),
+                               spec_.size, out, &scratch3_);
+    return ImageError::none;
+  }
+  const CropBox box = random_resized_crop_box(img.cols, img.rows, spec_, seed);
   crop_to_output(img(cv::Rect(box.x, box.y, box.w, box.h)), spec_.size, out, &scratch3_);
   return ImageError::none;
 }
 
 // JPEG through libjpeg-turbo: the header first (the pixel limit holds before any buffer), then a
-// decode at the DCT scale that still covers the crop, then the crop and the bicubic resize.
+// decode at the DCT scale that still covers the crop, then the crop and the bicubic resize (in
+// evaluation: the resize, then the centre crop).
 ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t seed,
                                         std::uint8_t* out, std::string* why) {
   auto* h = static_cast<tjhandle>(tj_);
@@ -408,8 +446,9 @@ ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t 
     return err;
   }
   const int w = head.width, hgt = head.height, cs = head.colorspace;
+  // Evaluation resizes the whole picture (then keeps its centre): the DCT scale must cover it.
   const CropBox box =
-      spec_.train ? random_resized_crop_box(w, hgt, spec_, seed) : center_crop_box(w, hgt);
+      spec_.train ? random_resized_crop_box(w, hgt, spec_, seed) : CropBox{0, 0, w, hgt};
   const auto [scale, f] = dct_scale_for(box, spec_.size);
   const int sw = TJSCALED(w, scale), sh = TJSCALED(hgt, scale);
   const bool cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
@@ -429,7 +468,11 @@ ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t 
     rgb = scratch2_.data();
   }
   const cv::Mat img(sh, sw, CV_8UC3, rgb);
-  crop_to_output(img(scaled_box(box, f, sw, sh)), spec_.size, out, &scratch3_);
+  if (!spec_.train)
+    resize_then_crop_to_output(img, resize_then_center_crop(w, hgt, spec_.size), spec_.size, out,
+                               &scratch3_);
+  else
+    crop_to_output(img(scaled_box(box, f, sw, sh)), spec_.size, out, &scratch3_);
   return ImageError::none;
 }
 

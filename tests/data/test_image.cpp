@@ -24,6 +24,17 @@ cv::Mat reference(const std::string& bytes, data::CropBox box, int S) {
              shrink ? cv::INTER_AREA : cv::INTER_CUBIC);
   return out;
 }
+// The evaluation reference: OpenCV full decode, resized as torchvision's Resize(S), centre S x S.
+cv::Mat reference_eval(const std::string& bytes, int S) {
+  cv::Mat raw(1, static_cast<int>(bytes.size()), CV_8UC1, const_cast<char*>(bytes.data()));
+  cv::Mat bgr = cv::imdecode(raw, cv::IMREAD_COLOR), rgb, resized;
+  cv::cvtColor(bgr, rgb, cv::COLOR_BGR2RGB);
+  const auto rc = data::resize_then_center_crop(rgb.cols, rgb.rows, S);
+  const bool shrink = std::min(rgb.cols, rgb.rows) >= 1.5 * S;
+  cv::resize(rgb, resized, cv::Size(rc.resized_width, rc.resized_height), 0, 0,
+             shrink ? cv::INTER_AREA : cv::INTER_CUBIC);
+  return resized(cv::Rect(rc.left, rc.top, S, S)).clone();
+}
 double mean_abs_diff(const cv::Mat& a, const std::vector<std::uint8_t>& b) {
   double s = 0;
   for (std::size_t i = 0; i < b.size(); ++i)
@@ -57,10 +68,39 @@ TEST(Image, RandomResizedCropBoxesFollowTorchvision) {
   EXPECT_EQ(f.h, 100);
   EXPECT_EQ(f.w, 133);
   EXPECT_EQ(f.x, (1000 - 133) / 2);
-  const auto c = data::center_crop_box(300, 200);
-  EXPECT_EQ(c.x, 50);
-  EXPECT_EQ(c.w, 200);
-  EXPECT_EQ(c.h, 200);
+}
+
+// torchvision's Resize(S) + CenterCrop(S): the longer side truncated, the offsets rounded half to
+// even (Python's round).
+TEST(Image, EvalResizeThenCropFollowsTorchvision) {
+  auto rc = data::resize_then_center_crop(300, 200, 224);
+  EXPECT_EQ(rc.resized_width, 336);
+  EXPECT_EQ(rc.resized_height, 224);
+  EXPECT_EQ(rc.left, 56);
+  EXPECT_EQ(rc.top, 0);
+  rc = data::resize_then_center_crop(333, 500, 224);  // 224 * 500 / 333 = 336.34
+  EXPECT_EQ(rc.resized_width, 224);
+  EXPECT_EQ(rc.resized_height, 336);
+  EXPECT_EQ(rc.top, 56);
+  EXPECT_EQ(data::resize_then_center_crop(301, 200, 200).left, 50);  // round(50.5) = 50
+  EXPECT_EQ(data::resize_then_center_crop(303, 200, 200).left, 52);  // round(51.5) = 52
+  EXPECT_EQ(data::resize_then_center_crop(256, 240, 224).resized_width, 238);
+  EXPECT_EQ(data::resize_then_center_crop(256, 240, 224).left, 7);
+  rc = data::resize_then_center_crop(64, 64, 224);  // upscaled, nothing cropped
+  EXPECT_EQ(rc.resized_width, 224);
+  EXPECT_EQ(rc.left, 0);
+}
+
+// A picture far longer than wide: the transform stays bounded (the centre square first).
+TEST(Image, EvalTransformOfAnExtremeAspectRatioStaysSmall) {
+  const std::string jpg = test::jpeg_bytes(4000, 20, 5, 90);
+  data::TransformSpec spec;
+  spec.size = 224;
+  spec.train = false;
+  data::ImageProcessor p(spec, 1 << 30);
+  std::vector<std::uint8_t> out(224 * 224 * 3);
+  std::string why;
+  EXPECT_EQ(p.process(jpg, 0, out.data(), &why), data::ImageError::none) << why;
 }
 
 TEST(Image, JpegEvalTransformMatchesFullDecodeAndResize) {
@@ -72,7 +112,7 @@ TEST(Image, JpegEvalTransformMatchesFullDecodeAndResize) {
     data::ImageProcessor p(spec, 1 << 30);
     std::vector<std::uint8_t> out(static_cast<std::size_t>(S) * S * 3);
     ASSERT_EQ(p.process(jpg, 0, out.data(), nullptr), data::ImageError::none);
-    const auto ref = reference(jpg, data::center_crop_box(256, 200), S);
+    const auto ref = reference_eval(jpg, S);
     EXPECT_LT(mean_abs_diff(ref, out), S >= 180 ? 0.5 : S == 64 ? 4.0 : 7.0) << "S=" << S;
   }
 }

@@ -122,9 +122,10 @@ TEST(Interop, WebdatasetReadsShardsWrittenByClipper) {
   EXPECT_EQ(i, 10) << r.output;
 }
 
-// The training and evaluation transforms against PIL's crop + bicubic resize, which OpenCLIP's
-// torchvision transforms run on PIL images: the same filter (a = -0.5, antialiased), so the
-// pixels agree up to rounding.
+// The training transform against PIL's crop + bicubic resize, which OpenCLIP's torchvision
+// transforms run on PIL images (the same filter, a = -0.5, antialiased), and the evaluation
+// transform against open_clip's own image_transform(S, is_train=False) (Resize, then CenterCrop):
+// the pixels agree up to rounding.
 TEST(Interop, TransformMatchesPillowBicubic) {
   test::TempDir d;
   const std::string jpg = test::jpeg_bytes(256, 240, 7, 95);
@@ -149,14 +150,17 @@ TEST(Interop, TransformMatchesPillowBicubic) {
     std::vector<std::uint8_t> out(static_cast<std::size_t>(c.size) * c.size * 3);
     ASSERT_EQ(p.process(jpg, c.seed, out.data(), nullptr), data::ImageError::none);
     const auto box = c.train ? data::random_resized_crop_box(256, 240, spec, c.seed)
-                             : data::center_crop_box(256, 240);
+                             : data::CropBox{0, 0, 256, 240};
     // Every case decodes at full size (no DCT-domain scaling, which is not PIL's path).
     ASSERT_LT(std::min(box.w, box.h) * 7 / 8, c.size);
     const std::string raw = d.file("pil.raw");
-    const auto r = test::run(
-        test::python() + " " + test::source_path("tests/data/pil_transform.py") + " " + path + " " +
-        std::to_string(box.x) + " " + std::to_string(box.y) + " " + std::to_string(box.w) + " " +
-        std::to_string(box.h) + " " + std::to_string(c.size) + " " + raw);
+    // Evaluation: open_clip's own image_transform(S, is_train=False), up to the tensor.
+    const std::string what = c.train ? std::to_string(box.x) + " " + std::to_string(box.y) + " " +
+                                           std::to_string(box.w) + " " + std::to_string(box.h)
+                                     : std::string("eval");
+    const auto r =
+        test::run(test::python() + " " + test::source_path("tests/data/pil_transform.py") + " " +
+                  path + " " + what + " " + std::to_string(c.size) + " " + raw);
     ASSERT_EQ(r.exit_code, 0) << r.output;
     std::FILE* f = std::fopen(raw.c_str(), "rb");
     ASSERT_TRUE(f);
@@ -220,13 +224,13 @@ TEST(Interop, EveryImageModeBecomesPillowsRgbUnderTheTransparencyRule) {
       data::ImageProcessor eval(ts, 1 << 20);
       std::vector<std::uint8_t> out(static_cast<std::size_t>(ts.size) * ts.size * 3);
       ASSERT_EQ(eval.process(core::read_file(file), 0, out.data(), &why), data::ImageError::none);
-      const data::CropBox box = data::center_crop_box(w, h);
+      const auto rc = data::resize_then_center_crop(w, h, ts.size);
       int worst_eval = 0;
-      for (int y = 0; y < box.h; ++y)
-        for (int x = 0; x < box.w * 3; ++x) {
-          const auto got = out[static_cast<std::size_t>(y * box.w * 3 + x)];
+      for (int y = 0; y < ts.size; ++y)
+        for (int x = 0; x < ts.size * 3; ++x) {
+          const auto got = out[static_cast<std::size_t>(y * ts.size * 3 + x)];
           const auto ref =
-              std::uint8_t(want[static_cast<std::size_t>((box.y + y) * w * 3 + box.x * 3 + x)]);
+              std::uint8_t(want[static_cast<std::size_t>((rc.top + y) * w * 3 + rc.left * 3 + x)]);
           worst_eval = std::max(worst_eval, std::abs(int(got) - int(ref)));
         }
       EXPECT_LE(worst_eval, jpeg ? 1 : 0) << name << " (evaluation transform) under " << rule;

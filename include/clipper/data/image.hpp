@@ -51,8 +51,14 @@ struct CropBox {
 // ratio range), drawn from a generator seeded with `seed`.
 CropBox random_resized_crop_box(int width, int height, const TransformSpec& spec,
                                 std::uint64_t seed);
-// The region that "resize shorter side to S, then center crop S x S" keeps: the centered square.
-CropBox center_crop_box(int width, int height);
+// OpenCLIP's evaluation transform, torchvision's Resize(S) then CenterCrop(S): a `width` x
+// `height` picture is resized to `resized_width` x `resized_height` (the shorter side S, the longer
+// int(S * long / short)), and the S x S square at (left, top) is kept, its offsets rounded half
+// to even as Python's round().
+struct ResizeThenCrop {
+  int resized_width = 0, resized_height = 0, left = 0, top = 0;
+};
+ResizeThenCrop resize_then_center_crop(int width, int height, int S);
 
 // An interleaved 8-bit image (channels 1 or 3, RGB order).
 struct Image {
