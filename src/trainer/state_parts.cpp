@@ -23,7 +23,14 @@ void require(bool ok, const std::string& where, const std::string& what) {
 class ModelPart : public checkpoint::Stateful {
  public:
   explicit ModelPart(model::Clip model) : model_(std::move(model)) {}
-  checkpoint::PartState state() const override { return {io::model_state_dict(*model_), {}}; }
+  // The weights where they live: an asynchronous save copies them once, to pinned memory without
+  // waiting; a synchronous one when it writes. (io::model_state_dict would first make a blocking
+  // device-to-host copy, which the async save then copied again.)
+  checkpoint::PartState state() const override {
+    checkpoint::PartState s;
+    for (const auto& [name, t] : model_->state_dict()) s.tensors.emplace_back(name, t.detach());
+    return s;
+  }
   void load_state(const checkpoint::PartState& s, const std::string& where) override {
     require(!s.tensors.empty(), where, "holds no model weights (model.safetensors)");
     io::load_state_dict(*model_, s.tensors, where + "/model.safetensors");
