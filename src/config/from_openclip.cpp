@@ -503,10 +503,13 @@ void Translator::checkpoint() {
   const std::string resume = str("--resume");
   if (resume == "latest")
     set("checkpoint.resume", resume);
-  else if (!resume.empty())
-    refuse("--resume",
-           "clipper resumes its own checkpoints (checkpoint.resume); an OpenCLIP "
-           "epoch_N.pt is not read yet");
+  else if (!resume.empty()) {
+    set("checkpoint.resume_openclip", resume);
+    note("--resume " + resume +
+         ": continued at the start of the next epoch (model, AdamW moments and step counts, "
+         "epoch; not the data order, which clipper's loader shuffles its own way); add "
+         "--resume latest to a restart so that this run's own checkpoints come first");
+  }
   if (has("--remote-sync")) {
     if (str("--remote-sync-protocol", "s3") != "s3" || !has("--name"))
       refuse("--remote-sync",

@@ -319,6 +319,11 @@ std::vector<KeyInfo> declare() {
   b.add("checkpoint.resume", &C::checkpoint, &CheckpointConfig::resume,
         "empty: fresh start; latest: the last committed valid checkpoint of the run (with an empty "
         "train.run_name: of the newest run under train.output_dir); or a checkpoint folder");
+  b.add("checkpoint.resume_openclip", &C::checkpoint, &CheckpointConfig::resume_openclip,
+        "an OpenCLIP training checkpoint (open_clip_train's epoch_N.pt) to continue: its weights, "
+        "AdamW moments and step counts, and its epoch (training goes on at the start of the next "
+        "epoch; the step count is epochs x steps per epoch); used only when checkpoint.resume "
+        "finds no clipper checkpoint (docs/training.md)");
   b.add("checkpoint.save_at_end", &C::checkpoint, &CheckpointConfig::save_at_end,
         "save a checkpoint when training ends");
   b.add("checkpoint.timeout_s", &C::checkpoint, &CheckpointConfig::timeout_s,

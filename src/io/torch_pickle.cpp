@@ -6,7 +6,8 @@
 // opcodes that torch.save emits, builds dicts, lists, tuples, numbers, strings and tensors
 // (torch._utils._rebuild_tensor_v2 / _rebuild_parameter over storages read from the zip), and
 // keeps anything else as an opaque value so that e.g. optimizer state or argparse objects beside
-// the state dict do no harm.
+// the state dict do no harm. read_torch_train_checkpoint also takes out an OpenCLIP checkpoint's
+// epoch, name and torch.optim state (int-keyed dicts, numbers, booleans, None, tuples).
 //
 // The bytes are hostile until proven otherwise (tests/fuzz/fuzz_torch_pickle.cpp):
 // - every value lives in one arena and refers to others by pointer, so a deep or cyclic structure
@@ -512,43 +513,171 @@ TensorList state_dict_of(const Value& file_root) {
   return out;
 }
 
-TensorList read_zip(caffe2::serialize::PyTorchStreamReader& zip, std::uint64_t file_size) {
+// The value under string key `key` of a dict, or nullptr.
+const Value* entry(const Value& dict, const std::string& key) {
+  for (const auto& [k, v] : dict.entries)
+    if (k->kind == Value::Kind::string && k->s == key) return v;
+  return nullptr;
+}
+
+std::vector<std::int64_t> int_list(const Value& v, const std::string& what) {
+  if (v.kind != Value::Kind::list && v.kind != Value::Kind::tuple)
+    throw InputError(what + " is not a list");
+  std::vector<std::int64_t> out;
+  for (const Ref x : v.items) {
+    if (x->kind != Value::Kind::integer) throw InputError(what + " holds a non-integer");
+    out.push_back(x->i);
+  }
+  return out;
+}
+
+bool is_number(const Value& v) {
+  return v.kind == Value::Kind::integer || v.kind == Value::Kind::real ||
+         v.kind == Value::Kind::boolean;
+}
+double number(const Value& v) {
+  return v.kind == Value::Kind::integer ? static_cast<double>(v.i)
+         : v.kind == Value::Kind::real  ? v.d
+                                        : (v.b ? 1.0 : 0.0);
+}
+
+io::TorchOptimizerGroup group_of(const Value& g, const std::string& what) {
+  if (g.kind != Value::Kind::dict) throw InputError(what + " is not a dict");
+  io::TorchOptimizerGroup out;
+  for (const auto& [k, v] : g.entries) {
+    if (k->kind != Value::Kind::string) throw InputError(what + " has a key that is not a string");
+    if (k->s == "params") {
+      out.params = int_list(*v, what + " 'params'");
+    } else if (is_number(*v)) {
+      out.scalars[k->s] = number(*v);
+    } else if (v->kind == Value::Kind::none) {
+      out.none.push_back(k->s);
+    } else if (v->kind == Value::Kind::tuple || v->kind == Value::Kind::list) {
+      auto& t = out.tuples[k->s];
+      for (const Ref x : v->items)
+        if (is_number(*x)) t.push_back(number(*x));
+    }  // anything else (a string, an object) says nothing clipper uses
+  }
+  return out;
+}
+
+// {name: tensor or number} of one parameter's state.
+std::map<std::string, at::Tensor> param_state_of(const Value& v, const std::string& what) {
+  if (v.kind != Value::Kind::dict) throw InputError(what + " is not a dict");
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [k, x] : v.entries) {
+    if (k->kind != Value::Kind::string) throw InputError(what + " has a key that is not a string");
+    if (x->kind == Value::Kind::tensor)
+      out[k->s] = x->t;
+    else if (is_number(*x))
+      out[k->s] = at::scalar_tensor(number(*x), at::kDouble);
+    else
+      throw InputError(what + " '" + k->s + "' is neither a tensor nor a number");
+  }
+  return out;
+}
+
+io::TorchOptimizerState optimizer_of(const Value& v) {
+  if (v.kind != Value::Kind::dict) throw InputError("'optimizer' is not a dict");
+  const Value* state = entry(v, "state");
+  const Value* groups = entry(v, "param_groups");
+  if (!state || state->kind != Value::Kind::dict || !groups || groups->kind != Value::Kind::list)
+    throw InputError(
+        "'optimizer' is not a torch.optim state dict (no 'state' dict and "
+        "'param_groups' list)");
+  io::TorchOptimizerState out;
+  for (const auto& [k, x] : state->entries) {
+    if (k->kind != Value::Kind::integer)
+      throw InputError("'optimizer' 'state' has a key that is not a parameter index");
+    out.state[k->i] = param_state_of(*x, "optimizer state of parameter " + std::to_string(k->i));
+  }
+  for (std::size_t g = 0; g < groups->items.size(); ++g)
+    out.groups.push_back(
+        group_of(*groups->items[g], "optimizer param_groups[" + std::to_string(g) + "]"));
+  return out;
+}
+
+io::TorchTrainCheckpoint train_checkpoint_of(const Value& root) {
+  if (root.kind != Value::Kind::dict) throw InputError("the file does not hold a dict");
+  io::TorchTrainCheckpoint out;
+  for (const auto& [k, v] : root.entries)
+    if (k->kind == Value::Kind::string) out.keys.push_back(k->s);
+  if (entry(root, "state_dict")) out.state_dict = state_dict_of(root);
+  if (const Value* e = entry(root, "epoch")) {
+    if (e->kind != Value::Kind::integer) throw InputError("'epoch' is not an integer");
+    out.epoch = e->i;
+  }
+  if (const Value* n = entry(root, "name"); n && n->kind == Value::Kind::string) out.name = n->s;
+  if (const Value* o = entry(root, "optimizer")) out.optimizer = optimizer_of(*o);
+  return out;
+}
+
+// Runs the pickle of the archive and converts its root with `convert` while the values live.
+template <typename Convert>
+auto read_zip(caffe2::serialize::PyTorchStreamReader& zip, std::uint64_t file_size,
+              Convert convert) {
   if (!zip.hasRecord("data.pkl")) throw InputError("no data.pkl in the archive");
   if (zip.getRecordSize("data.pkl") > file_size)
     throw InputError("data.pkl claims more bytes than the file holds");
   auto [data, size] = zip.getRecord("data.pkl");
   Unpickler u(static_cast<const char*>(data.get()), size, zip, file_size);
-  return state_dict_of(*u.run());
+  return convert(*u.run());
 }
 
 template <typename Open>
-TensorList read_guarded(const std::string& name, Open open) {
+auto read_guarded(const std::string& name, const char* as, Open open) {
   try {
     return open();
   } catch (const InputError& e) {
-    throw InputError("cannot read '" + name + "' as a torch.save state dict: " + e.what());
+    throw InputError("cannot read '" + name + "' as " + as + ": " + e.what());
   } catch (const c10::Error& e) {
-    throw InputError("cannot read '" + name +
-                     "' as a torch.save state dict: " + e.what_without_backtrace());
+    throw InputError("cannot read '" + name + "' as " + as + ": " + e.what_without_backtrace());
   }
 }
+
+template <typename Convert>
+auto read_file(const std::string& path, const char* as, Convert convert) {
+  return read_guarded(path, as, [&] {
+    auto adapter = std::make_shared<caffe2::serialize::FileAdapter>(path);
+    const std::uint64_t size = adapter->size();
+    caffe2::serialize::PyTorchStreamReader zip(adapter);
+    return read_zip(zip, size, convert);
+  });
+}
+
+template <typename Convert>
+auto read_bytes(const std::string& bytes, const std::string& name, const char* as,
+                Convert convert) {
+  return read_guarded(name, as, [&] {
+    caffe2::serialize::PyTorchStreamReader zip(std::make_shared<BytesAdapter>(bytes));
+    return read_zip(zip, bytes.size(), convert);
+  });
+}
+
+constexpr const char* kStateDict = "a torch.save state dict";
+constexpr const char* kTrainCheckpoint = "a torch.save training checkpoint";
 
 }  // namespace
 
 TensorList read_torch_save_state_dict(const std::string& path) {
-  return read_guarded(path, [&] {
-    auto adapter = std::make_shared<caffe2::serialize::FileAdapter>(path);
-    const std::uint64_t size = adapter->size();
-    caffe2::serialize::PyTorchStreamReader zip(adapter);
-    return read_zip(zip, size);
-  });
+  return read_file(path, kStateDict, state_dict_of);
 }
 
 TensorList read_torch_save_state_dict_bytes(const std::string& bytes, const std::string& name) {
-  return read_guarded(name, [&] {
-    caffe2::serialize::PyTorchStreamReader zip(std::make_shared<BytesAdapter>(bytes));
-    return read_zip(zip, bytes.size());
-  });
+  return read_bytes(bytes, name, kStateDict, state_dict_of);
+}
+
+io::TorchTrainCheckpoint read_torch_train_checkpoint_bytes(const std::string& bytes,
+                                                           const std::string& name) {
+  return read_bytes(bytes, name, kTrainCheckpoint, train_checkpoint_of);
 }
 
 }  // namespace clipper::io::detail
+
+namespace clipper::io {
+
+TorchTrainCheckpoint read_torch_train_checkpoint(const std::string& path) {
+  return detail::read_file(path, detail::kTrainCheckpoint, detail::train_checkpoint_of);
+}
+
+}  // namespace clipper::io

@@ -239,6 +239,27 @@ FlatShards to_flat_shards(const ShardedAdamW& optimizer) {
   return out;
 }
 
+FlatShards whole_flat_shards(const std::vector<WholeMoments>& params) {
+  FlatShards out;
+  out.json = {{"format", kFormat},
+              {"world_size", 1},
+              {"rank", 0},
+              {"buckets", nlohmann::json::array()},
+              {"steps", nlohmann::json::object()}};
+  for (std::size_t k = 0; k < params.size(); ++k) {
+    const auto& p = params[k];
+    const std::int64_t n = p.exp_avg.numel();
+    core::require(p.exp_avg_sq.numel() == n,
+                  "whole_flat_shards: the moments of '" + p.name + "' differ in size");
+    out.tensors.emplace_back(bucket_key("exp_avg", k), p.exp_avg.reshape({-1}));
+    out.tensors.emplace_back(bucket_key("exp_avg_sq", k), p.exp_avg_sq.reshape({-1}));
+    out.json["buckets"].push_back(
+        {{"shard_numel", n}, {"segments", nlohmann::json::array({{p.name, 0, 0, n}})}});
+    out.json["steps"][p.name] = p.step;
+  }
+  return out;
+}
+
 void load_flat_shards(AdamW& optimizer, const SavedFlatShards& saved) {
   auto state = by_name(optimizer.state());
   std::vector<Target> targets;

@@ -27,6 +27,7 @@
 #include "clipper/train/step.hpp"
 #include "clipper/trainer/evaluate.hpp"
 #include "clipper/trainer/log_window.hpp"
+#include "clipper/trainer/openclip_resume.hpp"
 #include "clipper/trainer/run_folder.hpp"
 #include "clipper/trainer/schedule.hpp"
 #include "clipper/trainer/state_parts.hpp"
@@ -124,6 +125,7 @@ struct Trainer::Impl {
   LocalRequest local_request() const;
   Schedule make_schedule();
   LogWindow make_log_window() const;
+  void resume_openclip();
 };
 
 Trainer::Impl::Impl(const config::Config& c, TrainerOptions o) : cfg(c), options(std::move(o)) {
@@ -211,15 +213,45 @@ const checkpoint::Parts& Trainer::parts() const {
 bool Trainer::resume() {
   auto& m = *impl_;
   const auto dir = m.checkpoints->resolve(m.cfg.checkpoint.resume);
+  const bool openclip = !m.cfg.checkpoint.resume_openclip.empty();
   if (!dir) {
     if (m.cfg.checkpoint.resume == "latest")
-      CLIPPER_WARN("--resume latest: no valid checkpoint in " << m.checkpoints->checkpoints_dir()
-                                                              << "; starting fresh");
-    return false;
+      CLIPPER_WARN("--resume latest: no valid checkpoint in "
+                   << m.checkpoints->checkpoints_dir()
+                   << (openclip ? "; continuing the OpenCLIP run" : "; starting fresh"));
+    if (openclip) m.resume_openclip();
+    return openclip;
   }
+  if (openclip)  // this run's own checkpoint is newer than the OpenCLIP one it started from
+    CLIPPER_INFO("checkpoint.resume_openclip is not used: resuming clipper's checkpoint " << *dir);
   m.checkpoints->load(*dir, m.parts);
   CLIPPER_INFO("resumed from " << *dir << " at step " << m.counters.global_step);
   return true;
+}
+
+// OpenCLIP's epoch_N.pt: N epochs done, so the schedule and the data go on at the start of epoch
+// N (OpenCLIP keeps no position inside an epoch).
+void Trainer::Impl::resume_openclip() {
+  const auto& path = cfg.checkpoint.resume_openclip;
+  const auto r = read_openclip_resume(path, *s.model, optim::adamw_options(cfg.optim, s.spec.name),
+                                      cfg.optim.weight_decay);
+  load_openclip_resume(r, *step);
+  counters.global_step = r.epoch * steps_per_epoch;
+  auto position = loader->state();  // a fresh loader: the start of epoch 0
+  position["epoch"] = r.epoch;
+  loader->load_state(position);
+  if (r.optimizer_steps != static_cast<double>(counters.global_step))
+    CLIPPER_WARN("checkpoint.resume_openclip '"
+                 << path << "': OpenCLIP's AdamW took " << r.optimizer_steps << " steps in "
+                 << r.epoch << " epoch(s), this run counts " << steps_per_epoch
+                 << " per epoch: the learning-rate schedule goes on at step "
+                 << counters.global_step);
+  if (r.has_scaler)
+    CLIPPER_INFO(
+        "checkpoint.resume_openclip: the GradScaler state (OpenCLIP's amp) is not used: "
+        "clipper's bf16 autocast needs no loss scaling");
+  CLIPPER_INFO("continuing OpenCLIP run '" << r.name << "' from " << path << ": epoch " << r.epoch
+                                           << " done, step " << counters.global_step);
 }
 
 // The checkpoint manager logs each save when it commits (at once, or a few steps later when

@@ -117,8 +117,9 @@ TEST(FromOpenClip, ReadmeCommandsTranslate) {
   EXPECT_EQ(k["train.seed"], "0");
   EXPECT_EQ(k["optim.warmup_steps"], "2000");
   EXPECT_EQ(k["data.workers"], "8");
-  // Resuming an OpenCLIP epoch_K.pt: listed.
-  EXPECT_TRUE(listed(t[3].not_honoured, "--resume /path/to/checkpoints/epoch_K.pt"));
+  // Resuming an OpenCLIP epoch_K.pt: continued from it.
+  EXPECT_FALSE(listed(t[3].not_honoured, "--resume /path/to/checkpoints/epoch_K.pt"));
+  EXPECT_EQ(keys_of(t[3])["checkpoint.resume_openclip"], "/path/to/checkpoints/epoch_K.pt");
   // Two sources with upsampling factors.
   k = keys_of(t[4]);
   EXPECT_EQ(k["data.source_weights"], "[1.0, 2.0]");

@@ -1,4 +1,5 @@
-// libFuzzer harness: the torch.save reader. The first byte chooses what the rest is:
+// libFuzzer harness: the torch.save reader (state dict and training checkpoint). The first byte
+// chooses what the rest is:
 //   even: a whole file (zip) as torch.save writes it;
 //   odd:  the pickle alone, put into a zip as data.pkl beside data/0 (24 bytes) and data/1
 //         (4 bytes), so that mutations reach the unpickler instead of the zip's checksums.
@@ -34,6 +35,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (data[0] & 1) rest = zip_around(rest);
   try {
     clipper::io::detail::read_torch_save_state_dict_bytes(rest, "fuzz.pt");
+  } catch (const clipper::core::InputError&) {
+  }
+  try {  // the same bytes as a training checkpoint (epoch, name, optimizer state)
+    clipper::io::detail::read_torch_train_checkpoint_bytes(rest, "fuzz.pt");
   } catch (const clipper::core::InputError&) {
   }
   return 0;

@@ -804,3 +804,39 @@ TEST(TrainE2E, DistilledStudentLearnsFromATinyTeacher) {
   ASSERT_EQ(b2.exit_code, 0) << b2.output;
   expect_same_runs(runs);
 }
+
+// checkpoint.resume_openclip: an OpenCLIP epoch_1.pt (tests/trainer/make_openclip_checkpoint.py,
+// from a clipper export) continues at step 1 x 48 steps per epoch with the loader at the start of
+// epoch 1; a restart of that run with --resume latest takes its own checkpoint instead.
+TEST(TrainE2E, ResumeOpenClipContinuesAtTheNextEpochThenResumesItsOwnCheckpoints) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t, "eval: {at_end: false}\n");
+  const auto a =
+      run(clipper_bin() + " train " + cfg + " --set train.run_name=src --set train.max_steps=1");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  const std::string pt = t.file("epoch_1.pt");
+  const auto py =
+      run(clipper::test::python() + " " + source_path("tests/trainer/make_openclip_checkpoint.py") +
+          " --export-dir " + (t.path() / "runs/src/export").string() +
+          " --model tiny-fmnist-vit --epoch 1 --out " + pt);
+  ASSERT_EQ(py.exit_code, 0) << py.output;
+  const std::string cont = " train " + cfg + " --set train.run_name=cont --set train.max_steps=52" +
+                           " --set checkpoint.resume_openclip=" + pt;
+  const auto b = run(clipper_bin() + cont + " --set train.stop_at_step=50");
+  ASSERT_EQ(b.exit_code, 75) << b.output;
+  EXPECT_TRUE(has(b.output,
+                  "continuing OpenCLIP run 'from-openclip' from " + pt + ": epoch 1 done, step 48"))
+      << b.output;
+  // One AdamW step in the file, 48 a epoch here: said, and the schedule goes on at step 48.
+  EXPECT_TRUE(has(b.output, "OpenCLIP's AdamW took 1 steps in 1 epoch(s)")) << b.output;
+  EXPECT_TRUE(has(b.output, "ran 2 step(s) (48 -> 50 of 52)")) << b.output;
+  EXPECT_TRUE(has(b.output, "epoch 1 |")) << b.output;
+  const auto rank0 = nlohmann::json::parse(
+      slurp(t.path() / "runs/cont/checkpoints/step_00000050/rank_00000.json"));
+  EXPECT_EQ(rank0.at("loader").at("epoch"), 1) << rank0.dump();
+  EXPECT_EQ(rank0.at("loader").at("batch_index"), 2) << rank0.dump();
+  const auto c = run(clipper_bin() + cont + " --resume latest");
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  EXPECT_TRUE(has(c.output, "checkpoint.resume_openclip is not used")) << c.output;
+  EXPECT_TRUE(has(c.output, "ran 2 step(s) (50 -> 52 of 52)")) << c.output;
+}

@@ -167,7 +167,8 @@ struct CheckpointConfig {
   std::int64_t every_steps = 0;
   double every_minutes = 0.0;
   std::int64_t keep_last = 3;
-  std::string resume;  // empty | latest | PATH
+  std::string resume;           // empty | latest | PATH
+  std::string resume_openclip;  // an open_clip_train epoch_N.pt to continue (no clipper checkpoint)
   bool save_at_end = true;
   double timeout_s = 1800.0;  // collectives inside a save or a load
   bool overwrite = false;     // start fresh in a run folder that holds checkpoints

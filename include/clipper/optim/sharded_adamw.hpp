@@ -76,6 +76,16 @@ FlatShards to_flat_shards(const AdamW& optimizer, const dist::FlatLayout& layout
                           const std::vector<std::string>& names);
 FlatShards to_flat_shards(const ShardedAdamW& optimizer);
 
+// One parameter's whole moments (another trainer's optimizer state, e.g. OpenCLIP's AdamW).
+struct WholeMoments {
+  std::string name;
+  at::Tensor exp_avg, exp_avg_sq;  // any shape and float dtype; flattened
+  double step = 0;
+};
+// `params` as the FlatShards of one rank that holds everything, one bucket per parameter:
+// load_flat_shards restores them into any dist.zero stage and world size.
+FlatShards whole_flat_shards(const std::vector<WholeMoments>& params);
+
 // Every saved rank's JSON, and a reader of one saved rank's tensors (called only for the ranks
 // whose pieces are needed).
 struct SavedFlatShards {

@@ -41,7 +41,9 @@ class Trainer {
   Trainer(const Trainer&) = delete;
   Trainer& operator=(const Trainer&) = delete;
 
-  // Loads checkpoint.resume ("latest" or a folder) when set; returns whether it resumed.
+  // Loads checkpoint.resume ("latest" or a folder) when set; without a clipper checkpoint to
+  // resume, continues checkpoint.resume_openclip (an OpenCLIP epoch_N.pt) when set. Returns
+  // whether it resumed from either.
   bool resume();
   RunSummary run();
   // Collective: a checkpoint of every part at `step`.

@@ -1,0 +1,59 @@
+"""An open_clip_train epoch_N.pt for a model clipper exported (test_train_e2e.cpp).
+
+usage: make_openclip_checkpoint.py --export-dir DIR --model NAME --epoch N --out FILE
+
+Loads DIR with open_clip (strict), builds main.py's AdamW (--opt adamw: group 0 the gains and
+biases without weight decay, group 1 the rest at weight decay 0.2, betas and eps from
+open_clip_train.params for the model family), takes one step of ClipLoss on a random batch (CPU,
+fp32) and saves what main.py saves after epoch N: {"epoch": N, "name", "state_dict",
+"optimizer"}. One optimizer step stands in for N epochs of them: the test only needs the file's
+form, its epoch and its AdamW state.
+"""
+import argparse
+import sys
+
+import torch
+import open_clip
+from open_clip.loss import ClipLoss
+from open_clip_train.params import get_default_params
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    for name in ("--export-dir", "--model", "--out"):
+        ap.add_argument(name, required=True)
+    ap.add_argument("--epoch", type=int, required=True)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    model = open_clip.create_model("local-dir:" + a.export_dir, device="cpu", precision="fp32")
+    model.output_dict = True
+    defaults = get_default_params(a.model)
+    exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
+    named = list(model.named_parameters())
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for n, p in named if exclude(n, p) and p.requires_grad], "weight_decay": 0.0},
+            {"params": [p for n, p in named if not exclude(n, p) and p.requires_grad], "weight_decay": 0.2},
+        ],
+        lr=1e-4,
+        betas=(defaults["beta1"], defaults["beta2"]),
+        eps=defaults["eps"],
+    )
+    size = model.visual.image_size
+    size = size[0] if isinstance(size, (tuple, list)) else size
+    images = torch.randn(8, 3, size, size)
+    tokens = torch.randint(1, 1000, (8, model.context_length))
+    tokens[:, -1] = model.vocab_size - 1  # the pooled (argmax) token
+    out = model(images, tokens)
+    ClipLoss()(out["image_features"], out["text_features"], out["logit_scale"]).backward()
+    optimizer.step()
+    torch.save(
+        {"epoch": a.epoch, "name": "from-openclip", "state_dict": model.state_dict(),
+         "optimizer": optimizer.state_dict()},
+        a.out,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
