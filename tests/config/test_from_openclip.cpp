@@ -69,20 +69,130 @@ bool listed(const std::vector<std::string>& lines, const std::string& start) {
   return false;
 }
 
+// OpenCLIP 3.3.0's 90 training flags, each with a value where it takes one.
+const std::vector<std::string> kEveryOpenClipFlag = {"--train-data=/d/{0..9}.tar",
+                                                     "--train-data-upsampling-factors=1",
+                                                     "--val-data=/v/0.tar",
+                                                     "--train-num-samples=1000",
+                                                     "--val-num-samples=10",
+                                                     "--dataset-type=webdataset",
+                                                     "--dataset-resampled",
+                                                     "--csv-separator=,",
+                                                     "--csv-img-key=a",
+                                                     "--csv-caption-key=b",
+                                                     "--imagenet-val=/i",
+                                                     "--imagenet-v2=/i2",
+                                                     "--cache-dir=/c",
+                                                     "--logs=/l",
+                                                     "--log-local",
+                                                     "--name=n",
+                                                     "--workers=2",
+                                                     "--batch-size=8",
+                                                     "--epochs=3",
+                                                     "--epochs-cooldown=1",
+                                                     "--lr=1e-4",
+                                                     "--beta1=0.8",
+                                                     "--beta2=0.9",
+                                                     "--eps=1e-7",
+                                                     "--wd=0.05",
+                                                     "--momentum=0.9",
+                                                     "--warmup=5",
+                                                     "--opt=adamw",
+                                                     "--use-bn-sync",
+                                                     "--skip-scheduler",
+                                                     "--lr-scheduler=cosine",
+                                                     "--lr-cooldown-end=0",
+                                                     "--lr-cooldown-power=1",
+                                                     "--save-frequency=1",
+                                                     "--save-most-recent",
+                                                     "--zeroshot-frequency=1",
+                                                     "--val-frequency=1",
+                                                     "--resume=latest",
+                                                     "--precision=fp32",
+                                                     "--model=RN50",
+                                                     "--pretrained=/w.pt",
+                                                     "--pretrained-image",
+                                                     "--lock-image",
+                                                     "--lock-image-unlocked-groups=1",
+                                                     "--lock-image-freeze-bn-stats",
+                                                     "--image-mean",
+                                                     "0.5",
+                                                     "0.5",
+                                                     "0.5",
+                                                     "--image-std",
+                                                     "0.5",
+                                                     "0.5",
+                                                     "0.5",
+                                                     "--image-interpolation=bicubic",
+                                                     "--image-resize-mode=squash",
+                                                     "--aug-cfg",
+                                                     "scale=(0.9,1.0)",
+                                                     "--grad-checkpointing",
+                                                     "--local-loss",
+                                                     "--gather-with-grad",
+                                                     "--force-context-length=32",
+                                                     "--force-image-size",
+                                                     "64",
+                                                     "--force-quick-gelu",
+                                                     "--force-patch-dropout=0.5",
+                                                     "--force-custom-text",
+                                                     "--torchscript",
+                                                     "--torchcompile",
+                                                     "--trace",
+                                                     "--accum-freq=2",
+                                                     "--device=cpu",
+                                                     "--dist-url=tcp://h:1234",
+                                                     "--dist-backend=gloo",
+                                                     "--report-to=tensorboard",
+                                                     "--wandb-notes=x",
+                                                     "--wandb-project-name=p",
+                                                     "--debug",
+                                                     "--copy-codebase",
+                                                     "--horovod",
+                                                     "--ddp-static-graph",
+                                                     "--no-set-device-rank",
+                                                     "--seed=3",
+                                                     "--grad-clip-norm=1.0",
+                                                     "--lock-text",
+                                                     "--lock-text-unlocked-layers=1",
+                                                     "--lock-text-freeze-layer-norm",
+                                                     "--log-every-n-steps=5",
+                                                     "--coca-caption-loss-weight=1",
+                                                     "--coca-contrastive-loss-weight=1",
+                                                     "--remote-sync=s3://b",
+                                                     "--remote-sync-frequency=60",
+                                                     "--remote-sync-protocol=s3",
+                                                     "--delete-previous-checkpoint",
+                                                     "--distill-model=ViT-L-14",
+                                                     "--distill-pretrained=openai",
+                                                     "--use-bnb-linear=x",
+                                                     "--siglip",
+                                                     "--loss-dist-impl=gather"};
+
 }  // namespace
 
-TEST(FromOpenClip, ReadmeCommandsTranslate) {
+namespace {
+
+// The i-th README command, translated; its YAML loads as a clipper configuration.
+cc::OpenClipTranslation readme_translation(std::size_t i) {
   const auto commands = readme_commands();
-  ASSERT_EQ(commands.size(), 9u);
-  std::vector<cc::OpenClipTranslation> t;
-  for (const auto& c : commands) {
-    t.push_back(cc::from_openclip(c));
-    // The YAML loads as a clipper configuration.
-    cc::Config cfg;
-    cc::apply_yaml(cfg, t.back().yaml(), "translation");
-  }
-  // Sample single-process: CSV and ImageNet are listed, the rest carried with OpenCLIP's defaults.
-  auto k = keys_of(t[0]);
+  EXPECT_EQ(commands.size(), 9u);
+  auto t = cc::from_openclip(commands.at(i));
+  cc::Config cfg;
+  cc::apply_yaml(cfg, t.yaml(), "translation of README command " + std::to_string(i));
+  return t;
+}
+
+}  // namespace
+
+TEST(FromOpenClip, ReadmeCommandsAllLoad) {
+  for (std::size_t i = 0; i < readme_commands().size(); ++i) readme_translation(i);
+}
+
+// Sample single-process: CSV and ImageNet are listed, the rest carried with OpenCLIP's defaults.
+TEST(FromOpenClip, ReadmeSingleProcessCsv) {
+  const auto t = readme_translation(0);
+  auto k = keys_of(t);
   EXPECT_EQ(k["model.name"], "RN50");
   EXPECT_EQ(k["optim.lr"], "0.001");
   EXPECT_EQ(k["optim.weight_decay"], "0.1");
@@ -92,15 +202,18 @@ TEST(FromOpenClip, ReadmeCommandsTranslate) {
   EXPECT_EQ(k["log.tensorboard"], "true");
   EXPECT_EQ(k["loss.local_loss"], "false");
   EXPECT_EQ(k["loss.gather_with_grad"], "false");
-  EXPECT_TRUE(listed(t[0].not_honoured,
+  EXPECT_TRUE(listed(t.not_honoured,
                      "--train-data /path/to/train_data.csv: clipper reads "
                      "webdataset tar shards"));
-  EXPECT_TRUE(listed(t[0].not_honoured, "--imagenet-val /path/to/imagenet/root/val/"));
-  EXPECT_TRUE(listed(t[0].not_honoured, "--save-frequency 1: OpenCLIP counts it in epochs"));
-  EXPECT_TRUE(listed(t[0].not_honoured, "--csv-img-key filepath"));
+  EXPECT_TRUE(listed(t.not_honoured, "--imagenet-val /path/to/imagenet/root/val/"));
+  EXPECT_TRUE(listed(t.not_honoured, "--save-frequency 1: OpenCLIP counts it in epochs"));
+  EXPECT_TRUE(listed(t.not_honoured, "--csv-img-key filepath"));
   EXPECT_EQ(k.count("data.train_shards"), 0u);
-  // Single-node webdataset: OpenCLIP's defaults for what is not given.
-  k = keys_of(t[1]);
+}
+
+// Single-node webdataset: OpenCLIP's defaults for what is not given.
+TEST(FromOpenClip, ReadmeSingleNodeWebdataset) {
+  auto k = keys_of(readme_translation(1));
   EXPECT_EQ(k["data.train_shards"], "\"/data/cc12m/cc12m-train-{0000..2175}.tar\"");
   EXPECT_EQ(k["data.train_num_samples"], "10968539");
   EXPECT_EQ(k["train.precision"], "auto");
@@ -108,8 +221,11 @@ TEST(FromOpenClip, ReadmeCommandsTranslate) {
   EXPECT_EQ(k["train.epochs"], "32");
   EXPECT_EQ(k["optim.lr"], "0.0005");
   EXPECT_EQ(k["log.tensorboard"], "false");
-  // SLURM: the local loss with gathered gradients.
-  k = keys_of(t[2]);
+}
+
+// SLURM: the local loss with gathered gradients.
+TEST(FromOpenClip, ReadmeSlurmLocalLoss) {
+  auto k = keys_of(readme_translation(2));
   EXPECT_EQ(k["model.name"], "ViT-B-32");
   EXPECT_EQ(k["loss.local_loss"], "true");
   EXPECT_EQ(k["loss.gather_with_grad"], "true");
@@ -117,38 +233,60 @@ TEST(FromOpenClip, ReadmeCommandsTranslate) {
   EXPECT_EQ(k["train.seed"], "0");
   EXPECT_EQ(k["optim.warmup_steps"], "2000");
   EXPECT_EQ(k["data.workers"], "8");
-  // Resuming an OpenCLIP epoch_K.pt: continued from it.
-  EXPECT_FALSE(listed(t[3].not_honoured, "--resume /path/to/checkpoints/epoch_K.pt"));
-  EXPECT_EQ(keys_of(t[3])["checkpoint.resume_openclip"], "/path/to/checkpoints/epoch_K.pt");
-  // Two sources with upsampling factors.
-  k = keys_of(t[4]);
+}
+
+// Resuming an OpenCLIP epoch_K.pt: continued from it.
+TEST(FromOpenClip, ReadmeResumeEpochCheckpoint) {
+  const auto t = readme_translation(3);
+  EXPECT_FALSE(listed(t.not_honoured, "--resume /path/to/checkpoints/epoch_K.pt"));
+  EXPECT_EQ(keys_of(t)["checkpoint.resume_openclip"], "/path/to/checkpoints/epoch_K.pt");
+}
+
+// Two sources with upsampling factors.
+TEST(FromOpenClip, ReadmeTwoSourcesUpsampled) {
+  auto k = keys_of(readme_translation(4));
   EXPECT_EQ(k["data.source_weights"], "[1.0, 2.0]");
   EXPECT_EQ(k["data.resampled"], "true");
   EXPECT_NE(k["data.train_shards"].find(".tar::/data/LAION-400M/"), std::string::npos);
-  // Text tower locked; pipe: sources carried as they are.
-  k = keys_of(t[5]);
+}
+
+// Text tower locked; pipe: sources carried as they are.
+TEST(FromOpenClip, ReadmeLockedTextPipeSources) {
+  const auto t = readme_translation(5);
+  auto k = keys_of(t);
   EXPECT_EQ(k["model.lock_text"], "true");
   EXPECT_EQ(k["model.lock_text_unlocked_layers"], "10");
   EXPECT_EQ(k["eval.retrieval_shards"], "\"pipe:aws s3 cp s3://s-mas/cc3m/{00330..00331}.tar -\"");
-  EXPECT_TRUE(listed(t[5].not_honoured, "--val-num-samples 10000"));
-  // CoCa: CSV, wandb and the CoCa weights listed.
-  EXPECT_TRUE(listed(t[6].not_honoured, "--report-to wandb"));
-  EXPECT_TRUE(listed(t[6].not_honoured, "--coca-caption-loss-weight 1"));
-  EXPECT_TRUE(listed(t[6].not_honoured, "--coca-contrastive-loss-weight 0"));
-  EXPECT_EQ(keys_of(t[6])["train.log_every"], "100");
-  // Remote sync to s3, resume latest, one checkpoint kept.
-  k = keys_of(t[7]);
+  EXPECT_TRUE(listed(t.not_honoured, "--val-num-samples 10000"));
+}
+
+// CoCa: CSV, wandb and the CoCa weights listed.
+TEST(FromOpenClip, ReadmeCocaListsWhatClipperLacks) {
+  const auto t = readme_translation(6);
+  EXPECT_TRUE(listed(t.not_honoured, "--report-to wandb"));
+  EXPECT_TRUE(listed(t.not_honoured, "--coca-caption-loss-weight 1"));
+  EXPECT_TRUE(listed(t.not_honoured, "--coca-contrastive-loss-weight 0"));
+  EXPECT_EQ(keys_of(t)["train.log_every"], "100");
+}
+
+// Remote sync to s3, resume latest, one checkpoint kept.
+TEST(FromOpenClip, ReadmeRemoteSyncResumeLatest) {
+  auto k = keys_of(readme_translation(7));
   EXPECT_EQ(k["checkpoint.sync_command"],
             "\"aws s3 sync {dir} s3://bucket/clip/run1/checkpoints/{name}\"");
   EXPECT_EQ(k["checkpoint.keep_last"], "1");
   EXPECT_EQ(k["checkpoint.resume"], "latest");
   EXPECT_EQ(k["train.output_dir"], "/scratch");
-  // Accumulation, checkpointing, patch dropout forced off.
-  k = keys_of(t[8]);
+}
+
+// Accumulation, checkpointing, patch dropout forced off: everything honoured.
+TEST(FromOpenClip, ReadmeAccumulationCheckpointingPatchDropout) {
+  const auto t = readme_translation(8);
+  auto k = keys_of(t);
   EXPECT_EQ(k["train.accum_freq"], "4");
   EXPECT_EQ(k["model.grad_checkpointing"], "true");
   EXPECT_EQ(k["model.force_patch_dropout"], "0.0");
-  EXPECT_TRUE(t[8].not_honoured.empty()) << t[8].yaml();
+  EXPECT_TRUE(t.not_honoured.empty()) << t.yaml();
 }
 
 // OpenCLIP counts saves, evaluations and the cooldown in epochs; with the steps per epoch they
@@ -199,105 +337,7 @@ TEST(FromOpenClip, EpochCountsBecomeStepsWithStepsPerEpoch) {
 // Every one of OpenCLIP's 90 flags has a rule: given all at once, each is carried, noted or
 // listed with its own reason (none falls through to the catch-all).
 TEST(FromOpenClip, EveryOpenClipFlagHasARule) {
-  const std::vector<std::string> flags = {"--train-data=/d/{0..9}.tar",
-                                          "--train-data-upsampling-factors=1",
-                                          "--val-data=/v/0.tar",
-                                          "--train-num-samples=1000",
-                                          "--val-num-samples=10",
-                                          "--dataset-type=webdataset",
-                                          "--dataset-resampled",
-                                          "--csv-separator=,",
-                                          "--csv-img-key=a",
-                                          "--csv-caption-key=b",
-                                          "--imagenet-val=/i",
-                                          "--imagenet-v2=/i2",
-                                          "--cache-dir=/c",
-                                          "--logs=/l",
-                                          "--log-local",
-                                          "--name=n",
-                                          "--workers=2",
-                                          "--batch-size=8",
-                                          "--epochs=3",
-                                          "--epochs-cooldown=1",
-                                          "--lr=1e-4",
-                                          "--beta1=0.8",
-                                          "--beta2=0.9",
-                                          "--eps=1e-7",
-                                          "--wd=0.05",
-                                          "--momentum=0.9",
-                                          "--warmup=5",
-                                          "--opt=adamw",
-                                          "--use-bn-sync",
-                                          "--skip-scheduler",
-                                          "--lr-scheduler=cosine",
-                                          "--lr-cooldown-end=0",
-                                          "--lr-cooldown-power=1",
-                                          "--save-frequency=1",
-                                          "--save-most-recent",
-                                          "--zeroshot-frequency=1",
-                                          "--val-frequency=1",
-                                          "--resume=latest",
-                                          "--precision=fp32",
-                                          "--model=RN50",
-                                          "--pretrained=/w.pt",
-                                          "--pretrained-image",
-                                          "--lock-image",
-                                          "--lock-image-unlocked-groups=1",
-                                          "--lock-image-freeze-bn-stats",
-                                          "--image-mean",
-                                          "0.5",
-                                          "0.5",
-                                          "0.5",
-                                          "--image-std",
-                                          "0.5",
-                                          "0.5",
-                                          "0.5",
-                                          "--image-interpolation=bicubic",
-                                          "--image-resize-mode=squash",
-                                          "--aug-cfg",
-                                          "scale=(0.9,1.0)",
-                                          "--grad-checkpointing",
-                                          "--local-loss",
-                                          "--gather-with-grad",
-                                          "--force-context-length=32",
-                                          "--force-image-size",
-                                          "64",
-                                          "--force-quick-gelu",
-                                          "--force-patch-dropout=0.5",
-                                          "--force-custom-text",
-                                          "--torchscript",
-                                          "--torchcompile",
-                                          "--trace",
-                                          "--accum-freq=2",
-                                          "--device=cpu",
-                                          "--dist-url=tcp://h:1234",
-                                          "--dist-backend=gloo",
-                                          "--report-to=tensorboard",
-                                          "--wandb-notes=x",
-                                          "--wandb-project-name=p",
-                                          "--debug",
-                                          "--copy-codebase",
-                                          "--horovod",
-                                          "--ddp-static-graph",
-                                          "--no-set-device-rank",
-                                          "--seed=3",
-                                          "--grad-clip-norm=1.0",
-                                          "--lock-text",
-                                          "--lock-text-unlocked-layers=1",
-                                          "--lock-text-freeze-layer-norm",
-                                          "--log-every-n-steps=5",
-                                          "--coca-caption-loss-weight=1",
-                                          "--coca-contrastive-loss-weight=1",
-                                          "--remote-sync=s3://b",
-                                          "--remote-sync-frequency=60",
-                                          "--remote-sync-protocol=s3",
-                                          "--delete-previous-checkpoint",
-                                          "--distill-model=ViT-L-14",
-                                          "--distill-pretrained=openai",
-                                          "--use-bnb-linear=x",
-                                          "--siglip",
-                                          "--loss-dist-impl=gather"};
-  const auto t = cc::from_openclip(flags);
+  const auto t = cc::from_openclip(kEveryOpenClipFlag);
   for (const auto& n : t.not_honoured)
     EXPECT_EQ(n.find("no clipper equivalent"), std::string::npos) << n;
   const auto k = keys_of(t);
