@@ -525,6 +525,39 @@ TEST(TrainE2E, WorldSizeChangeTwoNodesToOneNodeTrainsEachSampleOnce) {
   }
 }
 
+// 2 -> 4 and 2 -> 1 ranks: a 2-rank run stopped at step 2 (of 24 in epoch 0) resumes from its
+// checkpoint on 4 ranks and on 1; either way each of the epoch's samples is trained on once. (With
+// drop_last the rest, 1536 - 128 = 1408 samples, must be a multiple of W' x 32 for none to be
+// skipped: an odd stop step would leave a tail of 64 on 4 ranks.)
+TEST(TrainE2E, WorldSizeChangeFrom2To4And2To1RanksTrainsEachSampleOnce) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t, "");
+  ASSERT_EQ(setenv("CLIPPER_SAMPLE_LOG", "1", 1), 0);
+  const auto train = [&](int ranks, const std::string& args) {
+    const std::string launch =
+        ranks == 1 ? ""
+                   : clipper_bin() + " launch --nproc-per-node " + std::to_string(ranks) + " -- ";
+    return run(launch + clipper_bin() + " train " + cfg + " --set train.max_steps=100000" + args);
+  };
+  const auto a = train(2, " --set train.run_name=two --set train.stop_at_step=2");
+  const fs::path ckpt = t.path() / "runs/two/checkpoints/step_00000002";
+  const std::string resume = " --resume " + ckpt.string();
+  const auto four = train(4, resume + " --set train.run_name=four --set train.stop_at_step=13");
+  const auto one = train(1, resume + " --set train.run_name=one --set train.stop_at_step=46");
+  unsetenv("CLIPPER_SAMPLE_LOG");
+  ASSERT_EQ(a.exit_code, 75) << a.output;
+  const auto before = epoch0_keys(t.path() / "runs/two");
+  EXPECT_EQ(before.size(), 128u);
+  for (const auto& [name, r] :
+       {std::pair<const char*, const clipper::test::RunResult&>{"four", four}, {"one", one}}) {
+    ASSERT_EQ(r.exit_code, 75) << r.output;
+    auto seen = epoch0_keys(t.path() / "runs" / name);
+    for (const auto& [key, n] : before) seen[key] += n;
+    EXPECT_EQ(seen.size(), 1536u) << name;
+    for (const auto& [key, n] : seen) EXPECT_EQ(n, 1) << name << " " << key;
+  }
+}
+
 // The same with PyTorch's own launcher (static rendezvous, its agent store). torchrun reports its
 // own exit code for a stop, so only the checkpoint and the resume are checked.
 TEST(TrainE2E, TwoNodeTorchrunStopsOnSigtermToOneNodeAndResumes) {
