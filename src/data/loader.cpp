@@ -643,7 +643,9 @@ Cursor Loader::Impl::resume_cursor(const std::vector<Saved>& saved, const std::s
   const Layout here{o.world_size, o.workers, T};
   const Saved& a = saved.front();
   if (a.layout == here) {
-    const Saved& s = saved.size() == 1 ? a : saved.at(static_cast<std::size_t>(o.rank));
+    core::require(saved.size() == 1 || static_cast<std::size_t>(o.rank) < saved.size(),
+                  what + "list has no state for rank " + std::to_string(o.rank));
+    const Saved& s = saved.size() == 1 ? a : saved[static_cast<std::size_t>(o.rank)];
     core::require(s.rank == o.rank, what + "belongs to rank " + std::to_string(s.rank) +
                                         ", not rank " + std::to_string(o.rank) +
                                         " (each rank restores its own state)");
@@ -696,6 +698,11 @@ Cursor Loader::Impl::resplit_cursor(const std::vector<Saved>& saved) const {
                    << a.c.epoch + 1 << " starts now");
     return fresh(a.c.epoch + 1, counters);
   }
+  if (o.drop_last && len * o.world_size < R)
+    CLIPPER_WARN("data: resuming with " << o.world_size << " rank(s) x " << o.workers
+                                        << " workers: the last " << R - len * o.world_size
+                                        << " samples of epoch " << a.c.epoch
+                                        << " are skipped (drop_last: whole batches per rank)");
   Cursor c = fresh(a.c.epoch, counters);
   c.pieces = detail::resplit(rest, o);
   c.base = a.c.base;
