@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <map>
 #include <thread>
 
 #include "clipper/core/error.hpp"
@@ -23,11 +24,49 @@ using detail::Item;
 namespace {
 constexpr int kStateVersion = 1;
 
+// A layout that planned an epoch: ranks x workers and the samples per rank.
+struct Layout {
+  int world = 1, workers = 1;
+  std::int64_t T = 0;
+  bool operator==(const Layout& o) const {
+    return world == o.world && workers == o.workers && T == o.T;
+  }
+};
+
 struct Cursor {
   std::int64_t epoch = 0, pos = 0, batch_index = 0;
-  std::vector<std::int64_t> next_raw;  // per worker: raw outputs consumed this epoch
+  std::int64_t len = 0;                  // samples this rank delivers this epoch
+  std::vector<std::int64_t> next_raw;    // per worker: raw outputs of its piece's stream consumed
+  std::vector<std::int64_t> next_piece;  // per worker: the piece of its last good sample
+  // A re-split epoch (empty: this layout's own plan): per worker, its pieces of the streams that
+  // `base` planned.
+  std::vector<std::vector<detail::Piece>> pieces;
+  Layout base;
   BadDataCounters counters;
 };
+
+struct Saved;
+
+// What is left of worker w's part after `c`, as pieces: element i is the worker's piece
+// next_piece[w] + i (one piece, its own stream, in an epoch of the layout's own plan).
+std::vector<detail::Piece> rest_of(const Cursor& c, int w, int rank, int workers) {
+  const auto W = static_cast<std::size_t>(w);
+  const std::int64_t done = detail::worker_quota(c.pos, workers, w);
+  if (c.pieces.empty())
+    return {detail::Piece{rank, w, c.next_raw[W], 0, detail::worker_quota(c.len, workers, w) - done,
+                          false}};
+  const auto& ps = c.pieces[W];
+  const auto i = static_cast<std::size_t>(c.next_piece[W]);
+  std::int64_t before = 0;
+  for (std::size_t j = 0; j < i; ++j) before += ps[j].count;
+  std::vector<detail::Piece> out(ps.begin() + static_cast<std::ptrdiff_t>(i), ps.end());
+  if (!out.empty() && done > before) {  // inside piece i: on from the raw position, nothing to skip
+    out[0].raw = c.next_raw[W];
+    out[0].skip = 0;
+    out[0].count -= done - before;
+  }
+  return out;
+}
 
 struct Out {
   enum Kind { batch, end, error } kind = batch;
@@ -44,9 +83,8 @@ enum class Fill { full, stopped, failed };
 // when starting one of them failed.
 class Workers {
  public:
-  Workers(const ShardList& list, const LoaderOptions& o, const detail::EpochPlan& plan,
-          const Cursor& c, std::shared_ptr<const tokenizer::Tokenizer> tok,
-          detail::BufferPool* pool) {
+  Workers(const ShardList& list, const LoaderOptions& o, const Cursor& c,
+          std::shared_ptr<const tokenizer::Tokenizer> tok, detail::BufferPool* pool) {
     const int K = o.workers;
     const auto qcap = static_cast<std::size_t>(std::max<std::int64_t>(4, 2 * o.batch_size / K + 2));
     try {
@@ -55,9 +93,9 @@ class Workers {
         detail::WorkerArgs a;
         a.list = &list;
         a.options = &o;
-        a.plan = plan.workers[w];
-        a.skip_raw = c.next_raw[w];
-        a.quota_remaining = plan.workers[w].quota - detail::worker_quota(c.pos, K, w);
+        for (const auto& p : rest_of(c, w, o.rank, K))
+          a.stretches.push_back({plan(list, o, c, p.rank).workers[p.worker], p});
+        a.first_piece = c.pieces.empty() ? 0 : static_cast<int>(c.next_piece[w]);
         a.tokenizer = tok;
         a.out = queues_.back().get();
         a.stop = &stop_;
@@ -79,6 +117,19 @@ class Workers {
   BoundedQueue<Item>& queue(int w) { return *queues_[static_cast<std::size_t>(w)]; }
 
  private:
+  // The epoch plan of `rank`: this layout's, or in a re-split epoch that of the saved layout.
+  const detail::EpochPlan& plan(const ShardList& list, const LoaderOptions& o, const Cursor& c,
+                                int rank) {
+    auto it = plans_.find(rank);
+    if (it != plans_.end()) return it->second;
+    if (c.pieces.empty()) return plans_[rank] = detail::plan_epoch(list, o, c.epoch);
+    LoaderOptions b = o;
+    b.rank = rank;
+    b.world_size = c.base.world;
+    b.workers = c.base.workers;
+    return plans_[rank] = detail::plan_epoch(list, b, c.epoch, c.base.T);
+  }
+
   void stop() {
     stop_ = true;
     for (auto& q : queues_) q->close();
@@ -89,6 +140,7 @@ class Workers {
   std::atomic<bool> stop_{false};
   std::vector<std::unique_ptr<BoundedQueue<Item>>> queues_;
   std::vector<std::thread> threads_;
+  std::map<int, detail::EpochPlan> plans_;
 };
 }  // namespace
 
@@ -170,7 +222,10 @@ struct Loader::Impl {
   Cursor fresh(std::int64_t epoch, const BadDataCounters& counters) const {
     Cursor c;
     c.epoch = epoch;
+    c.len = T;
     c.next_raw.assign(static_cast<std::size_t>(o.workers), 0);
+    c.next_piece.assign(static_cast<std::size_t>(o.workers), 0);
+    c.base = {o.world_size, o.workers, T};
     c.counters = counters;
     return c;
   }
@@ -201,6 +256,10 @@ struct Loader::Impl {
     return seen >= o.bad_check_min_samples && c.bad_fraction() > o.max_bad_fraction;
   }
 
+  void check_same_data(const nlohmann::json& j, const std::string& what) const;
+  Cursor resume_cursor(const std::vector<Saved>& saved, const std::string& what) const;
+  Cursor resplit_cursor(const std::vector<Saved>& saved) const;
+
   void fail(std::string msg, bool input_error = true) {
     Out e;
     e.kind = Out::error;
@@ -214,7 +273,7 @@ struct Loader::Impl {
   void collate(Cursor c) {
     try {
       while (!stop) {
-        if (c.pos < T) {
+        if (c.pos < c.len) {
           if (!run_epoch(c)) return;
           continue;
         }
@@ -235,10 +294,9 @@ struct Loader::Impl {
 
   // The rest of epoch c.epoch; false when the collator is to stop (stopped or failed).
   bool run_epoch(Cursor& c) {
-    const detail::EpochPlan plan = detail::plan_epoch(list, o, c.epoch);
-    Workers workers(list, o, plan, c, tok, pool.get());
-    while (c.pos < T && !stop) {
-      Batch b = new_batch(std::min<std::int64_t>(o.batch_size, T - c.pos), c);
+    Workers workers(list, o, c, tok, pool.get());
+    while (c.pos < c.len && !stop) {
+      Batch b = new_batch(std::min<std::int64_t>(o.batch_size, c.len - c.pos), c);
       if (fill_batch(b, workers, c) != Fill::full) return false;
       ++c.batch_index;
       Out ob;
@@ -288,6 +346,7 @@ struct Loader::Impl {
       if (it.kind == Item::good) {
         put_sample(b, s, it);
         c.next_raw[w] = it.raw_index + 1;
+        c.next_piece[w] = it.piece;
         ++c.counters.samples;
         if (it.repeated) ++c.counters.repeated;
         return Fill::full;
@@ -384,22 +443,45 @@ const LoaderOptions& Loader::options() const {
   return impl_->o;
 }
 
+namespace {
+
+nlohmann::json pieces_json(const Cursor& c) {
+  nlohmann::json per_worker = nlohmann::json::array();
+  for (const auto& ps : c.pieces) {
+    nlohmann::json a = nlohmann::json::array();
+    for (const auto& p : ps)
+      a.push_back({p.rank, p.worker, p.raw, p.skip, p.count, p.repeated ? 1 : 0});
+    per_worker.push_back(std::move(a));
+  }
+  return {{"world_size", c.base.world},
+          {"workers", c.base.workers},
+          {"samples_per_epoch", c.base.T},
+          {"pieces", std::move(per_worker)}};
+}
+
+}  // namespace
+
 nlohmann::json Loader::state() const {
   const auto& m = *impl_;
   const auto& c = m.returned;
-  return {{"version", kStateVersion},
-          {"seed", m.o.seed},
-          {"rank", m.o.rank},
-          {"world_size", m.o.world_size},
-          {"workers", m.o.workers},
-          {"resampled", m.o.resampled},
-          {"shards", m.list.shards.size()},
-          {"samples_per_epoch", m.T},
-          {"epoch", c.epoch},
-          {"position", c.pos},
-          {"batch_index", c.batch_index},
-          {"next_raw", c.next_raw},
-          {"counters", c.counters.to_json()}};
+  nlohmann::json j = {{"version", kStateVersion},
+                      {"seed", m.o.seed},
+                      {"rank", m.o.rank},
+                      {"world_size", m.o.world_size},
+                      {"workers", m.o.workers},
+                      {"resampled", m.o.resampled},
+                      {"shards", m.list.shards.size()},
+                      {"samples_per_epoch", m.T},
+                      {"epoch", c.epoch},
+                      {"position", c.pos},
+                      {"batch_index", c.batch_index},
+                      {"next_raw", c.next_raw},
+                      {"counters", c.counters.to_json()}};
+  if (!c.pieces.empty()) {
+    j["resplit"] = pieces_json(c);
+    j["next_piece"] = c.next_piece;
+  }
+  return j;
 }
 
 namespace {
@@ -412,7 +494,7 @@ void check_state_types(const nlohmann::json& j, const std::string& what) {
                         "samples_per_epoch", "epoch", "position", "batch_index"})
     core::require(!j.contains(k) || j[k].is_number_integer(),
                   what + "field '" + k + "' is not an integer");
-  for (const char* k : {"next_raw", "counters"}) {
+  for (const char* k : {"next_raw", "next_piece", "counters"}) {
     if (!j.contains(k)) continue;
     core::require(j[k].is_array() || j[k].is_object(), what + "field '" + k + "' is malformed");
     for (const auto& v : j[k])
@@ -420,56 +502,233 @@ void check_state_types(const nlohmann::json& j, const std::string& what) {
   }
 }
 
+// One saved rank's state, parsed and checked in itself.
+struct Saved {
+  Layout layout;
+  int rank = 0;
+  Cursor c;
+};
+
+void read_pieces(const nlohmann::json& r, Saved& s, const std::string& what) {
+  const std::string bad = what + "field 'resplit' is malformed";
+  core::require(r.is_object(), bad);
+  for (const char* k : {"world_size", "workers", "samples_per_epoch"})
+    core::require(r.contains(k) && r[k].is_number_integer() && r[k].get<std::int64_t>() >= 1 &&
+                      r[k].get<std::int64_t>() <= (std::int64_t{1} << 40),
+                  bad);
+  s.c.base = {r["world_size"].get<int>(), r["workers"].get<int>(),
+              r["samples_per_epoch"].get<std::int64_t>()};
+  const auto& per_worker = r.at("pieces");
+  core::require(per_worker.is_array() && per_worker.size() == s.c.next_raw.size(), bad);
+  for (const auto& ps : per_worker) {
+    core::require(ps.is_array(), bad);
+    auto& out = s.c.pieces.emplace_back();
+    for (const auto& p : ps) {
+      core::require(p.is_array() && p.size() == 6, bad);
+      for (const auto& v : p)
+        core::require(v.is_number_integer() && v.get<std::int64_t>() >= 0, bad);
+      const auto at = [&](std::size_t i) { return p[i].get<std::int64_t>(); };
+      core::require(at(0) < s.c.base.world && at(1) < s.c.base.workers && at(4) <= s.c.base.T &&
+                        at(2) < (std::int64_t{1} << 50) && at(3) <= s.c.base.T,
+                    bad);
+      out.push_back(
+          {static_cast<int>(at(0)), static_cast<int>(at(1)), at(2), at(3), at(4), at(5) != 0});
+    }
+  }
+}
+
+// Every piece list matches the collator's rule (worker w delivers worker_quota(len, K, w)) and the
+// position lies inside the current piece, so no worker can stop short and hang the collator.
+void check_pieces(const Saved& s, const std::string& what) {
+  const auto& c = s.c;
+  const int K = s.layout.workers;
+  core::require(c.pieces.empty() || c.next_piece.size() == c.pieces.size(),
+                what + "has no next_piece for each worker");
+  std::int64_t len = 0;
+  for (const auto& ps : c.pieces)
+    for (const auto& p : ps) len += p.count;
+  for (int w = 0; w < K && !c.pieces.empty(); ++w) {
+    const auto& ps = c.pieces[static_cast<std::size_t>(w)];
+    std::int64_t sum = 0, before = 0;
+    const std::int64_t i = c.next_piece[static_cast<std::size_t>(w)];
+    for (std::size_t j = 0; j < ps.size(); ++j) {
+      if (static_cast<std::int64_t>(j) < i) before += ps[j].count;
+      sum += ps[j].count;
+    }
+    const std::int64_t done = detail::worker_quota(c.pos, K, w);
+    core::require(sum == detail::worker_quota(len, K, w) && i >= 0 &&
+                      (ps.empty() ? i == 0 : i < static_cast<std::int64_t>(ps.size())) &&
+                      done >= before && (ps.empty() || done <= before + ps[i].count),
+                  what + "is inconsistent (worker " + std::to_string(w) + "'s pieces)");
+  }
+}
+
+Saved parse_saved(const nlohmann::json& j, const std::string& what) {
+  check_state_types(j, what);
+  core::require(j.value("version", 0) == kStateVersion,
+                what + "has no version " + std::to_string(kStateVersion));
+  Saved s;
+  s.layout = {j.at("world_size").get<int>(), j.at("workers").get<int>(),
+              j.at("samples_per_epoch").get<std::int64_t>()};
+  s.rank = j.at("rank").get<int>();
+  auto& c = s.c;
+  c.epoch = j.at("epoch").get<std::int64_t>();
+  c.pos = j.at("position").get<std::int64_t>();
+  c.batch_index = j.at("batch_index").get<std::int64_t>();
+  c.next_raw = j.at("next_raw").get<std::vector<std::int64_t>>();
+  c.next_piece = j.value("next_piece", std::vector<std::int64_t>(c.next_raw.size(), 0));
+  c.counters = BadDataCounters::from_json(j.at("counters"));
+  c.base = s.layout;
+  const auto& L = s.layout;
+  core::require(L.world >= 1 && L.workers >= 1 && L.T >= 1 && s.rank >= 0 && s.rank < L.world &&
+                    static_cast<int>(c.next_raw.size()) == L.workers && c.epoch >= 0 &&
+                    c.batch_index >= 0,
+                what + "is inconsistent");
+  if (j.contains("resplit")) read_pieces(j["resplit"], s, what);
+  c.len = L.T;
+  if (!c.pieces.empty()) {
+    c.len = 0;
+    for (const auto& ps : c.pieces)
+      for (const auto& p : ps) c.len += p.count;
+  }
+  core::require(c.pos >= 0 && c.pos <= c.len, what + "is inconsistent (position)");
+  check_pieces(s, what);
+  return s;
+}
+
+BadDataCounters sum(const BadDataCounters& a, const BadDataCounters& b) {
+  nlohmann::json j = a.to_json();
+  const nlohmann::json add = b.to_json();
+  for (const auto& [k, v] : add.items()) j[k] = j.value(k, std::int64_t{0}) + v.get<std::int64_t>();
+  return BadDataCounters::from_json(j);
+}
+
 }  // namespace
 
+// The saved run read the same data the same way, or no position of it means anything here.
+void Loader::Impl::check_same_data(const nlohmann::json& j, const std::string& what) const {
+  core::require(j.at("seed").get<std::uint64_t>() == o.seed,
+                what + "was saved with seed " + j.at("seed").dump() + ", this run has " +
+                    std::to_string(o.seed));
+  core::require(j.at("resampled").get<bool>() == o.resampled,
+                what + "was saved with another data.resampled");
+  core::require(j.at("shards").get<std::size_t>() == list.shards.size(),
+                what + "was saved with " + j.at("shards").dump() + " shards, this run lists " +
+                    std::to_string(list.shards.size()));
+}
+
+namespace {
+
+// A whole saved layout: every rank in order, one epoch, one base.
+bool complete(const std::vector<Saved>& saved) {
+  const Saved& a = saved.front();
+  if (static_cast<int>(saved.size()) != a.layout.world) return false;
+  for (std::size_t r = 0; r < saved.size(); ++r) {
+    const Saved& s = saved[r];
+    if (s.rank != static_cast<int>(r) || !(s.layout == a.layout) || s.c.epoch != a.c.epoch ||
+        !(s.c.base == a.c.base) || s.c.pieces.empty() != a.c.pieces.empty())
+      return false;
+  }
+  return true;
+}
+
+std::string layout_text(const Layout& l) {
+  return std::to_string(l.world) + " rank(s) x " + std::to_string(l.workers) + " workers (" +
+         std::to_string(l.T) + " samples per rank)";
+}
+
+}  // namespace
+
+Cursor Loader::Impl::resume_cursor(const std::vector<Saved>& saved, const std::string& what) const {
+  const Layout here{o.world_size, o.workers, T};
+  const Saved& a = saved.front();
+  if (a.layout == here) {
+    core::require(saved.size() == 1 || static_cast<std::size_t>(o.rank) < saved.size(),
+                  what + "list has no state for rank " + std::to_string(o.rank));
+    const Saved& s = saved.size() == 1 ? a : saved[static_cast<std::size_t>(o.rank)];
+    core::require(s.rank == o.rank, what + "belongs to rank " + std::to_string(s.rank) +
+                                        ", not rank " + std::to_string(o.rank) +
+                                        " (each rank restores its own state)");
+    return s.c;
+  }
+  if (saved.size() == 1 && a.c.pieces.empty() && (a.c.pos == 0 || a.c.pos >= a.c.len))
+    return fresh(a.c.epoch + (a.c.pos == 0 ? 0 : 1), a.c.counters);  // an epoch boundary
+  if (saved.size() == 1 && o.reshard_to_next_epoch && !complete(saved)) {
+    CLIPPER_WARN("data: resuming with " << o.world_size << " rank(s) x " << o.workers
+                                        << " workers from one state of " << a.layout.world
+                                        << " rank(s): the rest of epoch " << a.c.epoch
+                                        << " is skipped, epoch " << a.c.epoch + 1 << " starts now");
+    return fresh(a.c.epoch + 1, a.c.counters);
+  }
+  core::require(complete(saved), what + "was saved mid-epoch by " + layout_text(a.layout) +
+                                     "; this run has " + layout_text(here) +
+                                     ". Re-splitting the rest of the epoch needs the states of " +
+                                     "all " + std::to_string(a.layout.world) +
+                                     " saved ranks of one checkpoint, got " +
+                                     std::to_string(saved.size()));
+  return resplit_cursor(saved);
+}
+
+// The rule of docs/data.md ("Another world size or worker count"): what each saved stream had
+// left, in saved (rank, worker) order, cut into contiguous ranges for the new ranks x workers.
+Cursor Loader::Impl::resplit_cursor(const std::vector<Saved>& saved) const {
+  const Saved& a = saved.front();
+  BadDataCounters counters;  // saved rank r's go to rank r mod world_size: the sum is kept
+  std::int64_t batch_index = 0;
+  bool start = true;
+  std::vector<detail::Piece> rest;
+  for (const Saved& s : saved) {
+    if (s.rank % o.world_size == o.rank) counters = sum(counters, s.c.counters);
+    batch_index = std::max(batch_index, s.c.batch_index);
+    start = start && s.c.pos == 0 && s.c.pieces.empty();
+    for (int w = 0; w < s.layout.workers; ++w)
+      for (const auto& p : rest_of(s.c, w, s.rank, s.layout.workers))
+        if (p.count > 0) rest.push_back(p);
+  }
+  if (start) return fresh(a.c.epoch, counters);  // an epoch start does not depend on the layout
+  std::int64_t R = 0;
+  for (const auto& p : rest) R += p.count;
+  const std::int64_t len = detail::resplit_rank_samples(R, o);
+  if (R == 0 || len == 0 || o.reshard_to_next_epoch) {
+    if (R > 0)
+      CLIPPER_WARN("data: resuming with "
+                   << o.world_size << " rank(s) x " << o.workers << " workers: the last " << R
+                   << " samples of epoch " << a.c.epoch << " are skipped"
+                   << (len == 0 ? " (fewer than one batch per rank)" : "") << ", epoch "
+                   << a.c.epoch + 1 << " starts now");
+    return fresh(a.c.epoch + 1, counters);
+  }
+  if (o.drop_last && len * o.world_size < R)
+    CLIPPER_WARN("data: resuming with " << o.world_size << " rank(s) x " << o.workers
+                                        << " workers: the last " << R - len * o.world_size
+                                        << " samples of epoch " << a.c.epoch
+                                        << " are skipped (drop_last: whole batches per rank)");
+  Cursor c = fresh(a.c.epoch, counters);
+  c.pieces = detail::resplit(rest, o);
+  c.base = a.c.base;
+  c.len = len;
+  c.batch_index = batch_index;
+  CLIPPER_INFO("data: the rest of epoch "
+               << a.c.epoch << " (" << R << " samples left by " << a.layout.world << " rank(s) x "
+               << a.layout.workers << " workers) is re-split: " << len << " samples on this rank");
+  return c;
+}
+
 void Loader::load_state(const nlohmann::json& j) {
+  load_states({j});
+}
+
+void Loader::load_states(const std::vector<nlohmann::json>& states) {
   auto& m = *impl_;
   const std::string what = "data: loader state ";
   try {
-    check_state_types(j, what);
-    core::require(j.value("version", 0) == kStateVersion,
-                  what + "has no version " + std::to_string(kStateVersion));
-    core::require(j.at("seed").get<std::uint64_t>() == m.o.seed,
-                  what + "was saved with seed " + j.at("seed").dump() + ", this run has " +
-                      std::to_string(m.o.seed));
-    core::require(j.at("resampled").get<bool>() == m.o.resampled,
-                  what + "was saved with another data.resampled");
-    core::require(j.at("shards").get<std::size_t>() == m.list.shards.size(),
-                  what + "was saved with " + j.at("shards").dump() + " shards, this run lists " +
-                      std::to_string(m.list.shards.size()));
-    const int W = j.at("world_size").get<int>(), K = j.at("workers").get<int>(),
-              r = j.at("rank").get<int>();
-    Cursor c =
-        m.fresh(j.at("epoch").get<std::int64_t>(), BadDataCounters::from_json(j.at("counters")));
-    const std::int64_t pos = j.at("position").get<std::int64_t>();
-    const std::int64_t saved_T = j.at("samples_per_epoch").get<std::int64_t>();
-    if (W == m.o.world_size && K == m.o.workers && saved_T == m.T) {
-      core::require(r == m.o.rank, what + "belongs to rank " + std::to_string(r) + ", not rank " +
-                                       std::to_string(m.o.rank) +
-                                       " (each rank restores its own state)");
-      c.pos = pos;
-      c.batch_index = j.at("batch_index").get<std::int64_t>();
-      c.next_raw = j.at("next_raw").get<std::vector<std::int64_t>>();
-      core::require(static_cast<int>(c.next_raw.size()) == K && pos >= 0 && pos <= m.T,
-                    what + "is inconsistent");
-    } else if (pos == 0) {
-      // An epoch start does not depend on the old layout.
-    } else if (pos >= saved_T || m.o.reshard_to_next_epoch) {
-      if (pos < saved_T)
-        CLIPPER_WARN("data: resuming with "
-                     << m.o.world_size << " rank(s) x " << m.o.workers
-                     << " workers from a state of " << W << " x " << K << ": the rest of epoch "
-                     << c.epoch << " is skipped, epoch " << c.epoch + 1 << " starts now");
-      c = m.fresh(c.epoch + 1, c.counters);
-    } else {
-      throw core::InputError(
-          what + "was saved mid-epoch with " + std::to_string(W) + " rank(s) x " +
-          std::to_string(K) + " workers (" + std::to_string(saved_T) +
-          " samples per rank); this run has " + std::to_string(m.o.world_size) + " x " +
-          std::to_string(m.o.workers) + " (" + std::to_string(m.T) +
-          "). A mid-epoch position only resumes with the same layout; resume at an epoch "
-          "boundary or allow skipping to the next epoch (reshard_to_next_epoch)");
+    core::require(!states.empty(), what + "list is empty");
+    std::vector<Saved> saved;
+    for (std::size_t i = 0; i < states.size(); ++i) {
+      saved.push_back(parse_saved(states[i], what));
+      m.check_same_data(states[i], what);
     }
+    Cursor c = m.resume_cursor(saved, what);
     m.shutdown();
     m.failed.clear();
     m.returned = std::move(c);

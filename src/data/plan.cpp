@@ -106,14 +106,15 @@ std::int64_t rank_samples(const ShardList& list, const LoaderOptions& o) {
   return T;
 }
 
-EpochPlan plan_epoch(const ShardList& list, const LoaderOptions& o, std::int64_t epoch) {
+EpochPlan plan_epoch(const ShardList& list, const LoaderOptions& o, std::int64_t epoch,
+                     std::int64_t rank_total) {
   const int W = o.world_size, K = o.workers, r = o.rank;
   core::require(W >= 1 && r >= 0 && r < W,
                 "data: rank " + std::to_string(r) + " outside world size " + std::to_string(W));
   core::require(K >= 1, "data.workers must be at least 1");
   core::require(!list.shards.empty(), "data: the shard list '" + o.shards + "' is empty");
   EpochPlan plan;
-  plan.rank_samples = rank_samples(list, o);
+  plan.rank_samples = rank_total > 0 ? rank_total : rank_samples(list, o);
   plan.workers.resize(K);
   for (int w = 0; w < K; ++w) {
     auto& wp = plan.workers[w];
@@ -128,6 +129,51 @@ EpochPlan plan_epoch(const ShardList& list, const LoaderOptions& o, std::int64_t
   else
     split_shards(o, order, plan);
   return plan;
+}
+
+std::int64_t resplit_rank_samples(std::int64_t rest, const LoaderOptions& o) {
+  const std::int64_t W = o.world_size, B = o.batch_size;
+  return o.drop_last ? (rest / (W * B)) * B : (rest + W - 1) / W;
+}
+
+namespace {
+
+// Appends the pieces holding good samples [begin, begin + n) of `rest` (no wrap) to `out`.
+void cut(const std::vector<Piece>& rest, std::int64_t begin, std::int64_t n, bool repeated,
+         std::vector<Piece>& out) {
+  std::int64_t at = 0;
+  for (const Piece& p : rest) {
+    const std::int64_t lo = std::max(begin, at), hi = std::min(begin + n, at + p.count);
+    if (hi > lo) {
+      Piece q = p;
+      q.skip = p.skip + (lo - at);
+      q.count = hi - lo;
+      q.repeated = p.repeated || repeated;
+      out.push_back(q);
+    }
+    at += p.count;
+    if (at >= begin + n) break;
+  }
+}
+
+}  // namespace
+
+std::vector<std::vector<Piece>> resplit(const std::vector<Piece>& rest, const LoaderOptions& o) {
+  std::int64_t R = 0;
+  for (const Piece& p : rest) R += p.count;
+  const std::int64_t T = resplit_rank_samples(R, o);
+  std::vector<std::vector<Piece>> out(static_cast<std::size_t>(o.workers));
+  std::int64_t begin = static_cast<std::int64_t>(o.rank) * T;
+  for (int w = 0; w < o.workers; ++w) {
+    // A range may wrap past the end more than once when R < T.
+    for (std::int64_t n = worker_quota(T, o.workers, w); n > 0 && R > 0;) {
+      const std::int64_t b = begin % R, take = std::min(n, R - b);
+      cut(rest, b, take, begin >= R, out[static_cast<std::size_t>(w)]);
+      begin += take;
+      n -= take;
+    }
+  }
+  return out;
 }
 
 }  // namespace clipper::data::detail

@@ -28,7 +28,10 @@ struct EpochPlan {
 };
 
 // The pure function behind the determinism rule. Throws InputError when the data cannot be split.
-EpochPlan plan_epoch(const ShardList& list, const LoaderOptions& o, std::int64_t epoch);
+// `rank_total` (> 0) stands in for rank_samples(list, o): the T of a saved layout whose batch size
+// is not this run's.
+EpochPlan plan_epoch(const ShardList& list, const LoaderOptions& o, std::int64_t epoch,
+                     std::int64_t rank_total = 0);
 // Samples per epoch over all ranks (num_samples, else the sizes.json total); -1 when unknown.
 std::int64_t epoch_samples(const ShardList& list, const LoaderOptions& o);
 // Samples a rank delivers per epoch.
@@ -36,5 +39,23 @@ std::int64_t rank_samples(const ShardList& list, const LoaderOptions& o);
 // Good samples worker `w` of `workers` delivers out of a rank's `rank_total`; sample j of the
 // rank's epoch comes from worker j % workers.
 std::int64_t worker_quota(std::int64_t rank_total, int workers, int w);
+
+// The re-split of a mid-epoch position onto another layout (docs/data.md, "Another world size").
+// A piece is a run of one saved stream's good samples: the stream of worker `worker` of rank
+// `rank` in the layout that planned the epoch; from raw index `raw` on (skipped undecoded), skip
+// `skip` good samples, then deliver `count`. `repeated`: a second delivery, to fill a rank.
+struct Piece {
+  int rank = 0, worker = 0;
+  std::int64_t raw = 0, skip = 0, count = 0;
+  bool repeated = false;
+};
+
+// Good samples a rank of `o`'s layout delivers out of the `rest` left of an epoch (all ranks).
+std::int64_t resplit_rank_samples(std::int64_t rest, const LoaderOptions& o);
+
+// Rank o.rank's pieces per worker: the global list `rest` (R good samples in its order) cut into
+// contiguous ranges, rank r taking [r*T, (r+1)*T) (T = resplit_rank_samples) and its worker w the
+// next worker_quota(T, K, w) of them; positions past R wrap to the start and are marked repeated.
+std::vector<std::vector<Piece>> resplit(const std::vector<Piece>& rest, const LoaderOptions& o);
 
 }  // namespace clipper::data::detail

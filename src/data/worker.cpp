@@ -25,41 +25,17 @@ std::size_t shuffle_size(const LoaderOptions& o) {
   return o.train ? static_cast<std::size_t>(std::max<std::int64_t>(o.sample_shuffle_buffer, 1)) : 1;
 }
 
-// One worker thread: pulls raw samples through the shuffle buffer, skips those a restore already
-// consumed, turns the rest into good or bad items and pushes them in order.
+// One worker thread: for each piece of its part, pulls the piece's raw stream through its shuffle
+// buffer, skips what the piece does not own (raw samples undecoded, then `skip` good ones), turns
+// the rest into good or bad items and pushes them in order.
 class Worker {
  public:
   explicit Worker(WorkerArgs a)
-      : a_(std::move(a)),
-        o_(*a_.options),
-        source_(*a_.list, o_, a_.plan,
-                [this](int kind, const std::string& url, const std::string& why) {
-                  on_event(kind, url, why);
-                }),
-        shuffle_(shuffle_size(o_), static_cast<std::size_t>(o_.sample_shuffle_initial),
-                 mix_seed(a_.plan.stream_seed, 2),
-                 static_cast<std::size_t>(o_.max_shuffle_buffer_bytes)),
-        proc_(transform_spec(o_), o_.max_image_pixels) {}
+      : a_(std::move(a)), o_(*a_.options), proc_(transform_spec(o_), o_.max_image_pixels) {}
 
   void run() {
-    std::int64_t quota = a_.quota_remaining;
-    Pulled p;
-    while (quota > 0 && !a_.stop->load(std::memory_order_relaxed)) {
-      if (!next_pulled(&p)) return fatal("data: " + source_.failure());
-      const std::int64_t k = out_index_++;
-      if (k < a_.skip_raw) continue;
-      Item it = make_item(p, k);
-      if (it.kind == Item::bad) {
-        warn_bad(it.counter, a_.list->shards[p.shard].url, it.key, it.message);
-        it.message.clear();
-        a_.pool->put(std::move(it.image));
-        if (!push(std::move(it)) || !bad_limit_ok()) return;
-        continue;
-      }
-      bad_in_row_ = 0;
-      if (!push(std::move(it))) return;
-      --quota;
-    }
+    for (std::size_t i = 0; i < a_.stretches.size(); ++i)
+      if (!run_piece(a_.stretches[i], a_.first_piece + static_cast<int>(i))) return;
   }
 
   void fatal(std::string message) {
@@ -71,9 +47,61 @@ class Worker {
 
  private:
   bool push(Item&& it) { return a_.out->push(std::move(it)); }
+  void open(const Stretch& s) {
+    plan_ = &s.plan;
+    skip_raw_ = s.piece.raw;
+    skip_good_ = s.piece.skip;
+    out_index_ = bad_in_row_ = 0;
+    source_ = std::make_unique<Source>(
+        *a_.list, o_, s.plan, [this](int kind, const std::string& url, const std::string& why) {
+          on_event(kind, url, why);
+        });
+    shuffle_ = std::make_unique<ShuffleBuffer<Pulled>>(
+        shuffle_size(o_), static_cast<std::size_t>(o_.sample_shuffle_initial),
+        mix_seed(s.plan.stream_seed, 2), static_cast<std::size_t>(o_.max_shuffle_buffer_bytes));
+  }
+
+  // false: stopped or failed.
+  bool run_piece(const Stretch& s, int piece) {
+    if (s.piece.count <= 0) return true;
+    open(s);
+    std::int64_t quota = s.piece.count;
+    Pulled p;
+    while (quota > 0) {
+      if (a_.stop->load(std::memory_order_relaxed)) return false;
+      if (!next_pulled(&p)) {
+        fatal("data: " + source_->failure());
+        return false;
+      }
+      const std::int64_t k = out_index_++;
+      if (k < skip_raw_) continue;
+      Item it = make_item(p, k);
+      it.piece = piece;
+      it.repeated = it.repeated || s.piece.repeated;
+      if (it.kind == Item::bad) {
+        a_.pool->put(std::move(it.image));
+        if (skip_good_ == 0) {  // bad samples before the first own good one: the piece before
+          warn_bad(it.counter, a_.list->shards[p.shard].url, it.key, it.message);
+          it.message.clear();
+          if (!push(std::move(it))) return false;
+        }
+        if (!bad_limit_ok()) return false;
+        continue;
+      }
+      bad_in_row_ = 0;
+      if (skip_good_ > 0) {  // an earlier piece's sample
+        --skip_good_;
+        a_.pool->put(std::move(it.image));
+        continue;
+      }
+      if (!push(std::move(it))) return false;
+      --quota;
+    }
+    return true;
+  }
 
   void on_event(int kind, const std::string& url, const std::string& why) {
-    if (out_index_ < a_.skip_raw) return;  // counted before the restore
+    if (out_index_ < skip_raw_ || skip_good_ > 0) return;  // counted before the restore
     warn_bad(kind, url, "", why);
     Item it;
     it.kind = Item::event;
@@ -84,7 +112,7 @@ class Worker {
 
   bool next_pulled(Pulled* out) {
     auto pull = [this](Pulled& p) {
-      switch (source_.next(p)) {
+      switch (source_->next(p)) {
         case Source::sample:
           return ShuffleBuffer<Pulled>::item;
         case Source::pass_end:
@@ -94,9 +122,9 @@ class Worker {
       }
     };
     while (true) {
-      shuffle_.fill(pull);
-      if (shuffle_.next(out)) return true;
-      if (shuffle_.failed()) return false;
+      shuffle_->fill(pull);
+      if (shuffle_->next(out)) return true;
+      if (shuffle_->failed()) return false;
     }
   }
 
@@ -119,7 +147,7 @@ class Worker {
       // (A damaged PNG is refused and a noisy one quieted by the processor, before libpng.)
       it.image = a_.pool->get();
       const auto err =
-          proc_.process(*img, mix_seed(a_.plan.crop_seed, static_cast<std::uint64_t>(raw_index)),
+          proc_.process(*img, mix_seed(plan_->crop_seed, static_cast<std::uint64_t>(raw_index)),
                         it.image.get(), &it.message);
       if (err != ImageError::none) {
         it.counter = err == ImageError::corrupt ? kImageCorrupt : kImageTooLarge;
@@ -136,9 +164,9 @@ class Worker {
   // Two full passes without one good sample (split), or 100000 in a row (resampled), end the run.
   bool bad_limit_ok() {
     const std::int64_t limit =
-        o_.resampled || source_.largest_pass() == 0
+        o_.resampled || source_->largest_pass() == 0
             ? 100000
-            : 2 * source_.largest_pass() + static_cast<std::int64_t>(shuffle_size(o_));
+            : 2 * source_->largest_pass() + static_cast<std::int64_t>(shuffle_size(o_));
     if (++bad_in_row_ <= limit) return true;
     fatal("data: " + std::to_string(bad_in_row_) + " bad samples in a row and no good one in '" +
           o_.shards + "'");
@@ -147,9 +175,10 @@ class Worker {
 
   WorkerArgs a_;
   const LoaderOptions& o_;
-  std::int64_t out_index_ = 0, bad_in_row_ = 0;
-  Source source_;
-  ShuffleBuffer<Pulled> shuffle_;
+  const WorkerPlan* plan_ = nullptr;
+  std::int64_t out_index_ = 0, bad_in_row_ = 0, skip_raw_ = 0, skip_good_ = 0;
+  std::unique_ptr<Source> source_;
+  std::unique_ptr<ShuffleBuffer<Pulled>> shuffle_;
   ImageProcessor proc_;
   std::string text_;
 };

@@ -19,7 +19,8 @@ namespace clipper::data::detail {
 
 struct Item {
   enum Kind { good, bad, event, fatal } kind = good;
-  std::int64_t raw_index = -1;  // position in the worker's (shuffled) raw sample stream
+  std::int64_t raw_index = -1;  // position in the (shuffled) raw sample stream of its piece
+  int piece = 0;                // index of the piece it came from in the worker's epoch part
   bool repeated = false;        // read in a second pass over the worker's part
   int counter = -1;             // CounterKind for bad and event items
   std::string key;
@@ -94,12 +95,18 @@ class BufferPool {
   std::vector<std::unique_ptr<std::uint8_t[]>> free_;
 };
 
+// A piece of a worker's part of the epoch with the plan of the stream it reads. An epoch of this
+// layout's own plan is one piece: the worker's stream from its saved raw position, quota - done.
+struct Stretch {
+  WorkerPlan plan;
+  Piece piece;
+};
+
 struct WorkerArgs {
   const ShardList* list = nullptr;
   const LoaderOptions* options = nullptr;
-  WorkerPlan plan;
-  std::int64_t skip_raw = 0;         // raw outputs already consumed before a restore
-  std::int64_t quota_remaining = 0;  // good samples still to deliver
+  std::vector<Stretch> stretches;  // read in order
+  int first_piece = 0;             // Item::piece of stretches[0]
   std::shared_ptr<const tokenizer::Tokenizer> tokenizer;
   BoundedQueue<Item>* out = nullptr;
   const std::atomic<bool>* stop = nullptr;

@@ -137,12 +137,28 @@ class LoaderPart : public checkpoint::Stateful {
     require(!s.json.is_null(), where, "holds no loader position for this rank");
     loader_.load_state(s.json);
   }
-  // Another world size: the epoch and position come from a saved rank (the same for all at an
-  // epoch boundary); the loader refuses a mid-epoch position it cannot re-split.
+  // Another world size, worker count or batch size: the loader re-splits the rest of the saved
+  // epoch from every saved rank's position (docs/data.md); its refusals name the checkpoint.
   void load_ranks(const checkpoint::SavedRanks& saved, int rank, int world_size,
                   const std::string& where) override {
-    if (saved.world_size() == world_size) return load_state(saved.read(rank), where);
-    load_state(saved.read(std::min(rank, saved.world_size() - 1)), where);
+    if (saved.world_size() == world_size) {
+      const auto own = saved.json(rank);
+      if (own.is_object() && own.contains("workers") && own.contains("samples_per_epoch") &&
+          own["workers"] == loader_.options().workers &&
+          own["samples_per_epoch"] == loader_.samples_per_epoch())
+        return load_state({{}, own}, where);
+    }
+    std::vector<nlohmann::json> all;
+    for (int r = 0; r < saved.world_size(); ++r) {
+      all.push_back(saved.json(r));
+      require(!all.back().is_null(), where,
+              "holds no loader position for rank " + std::to_string(r));
+    }
+    try {
+      loader_.load_states(all);
+    } catch (const core::InputError& e) {
+      throw core::InputError("checkpoint '" + where + "': " + e.what());
+    }
   }
 
  private:

@@ -4,7 +4,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <sstream>
 
@@ -107,10 +109,12 @@ struct Trainer::Impl {
   std::vector<std::unique_ptr<train::MetricSink>> sinks;
   Clock::time_point last_save = Clock::now();
   RunSummary summary;
+  std::unique_ptr<std::ofstream> sample_log;  // CLIPPER_SAMPLE_LOG: each batch's keys
 
   Impl(const config::Config& c, TrainerOptions o);
   checkpoint::ManagerOptions manager_options();
   void make_loader_and_step();
+  void open_sample_log();
   void register_parts();
   std::vector<train::MicroBatch> next_batch(LogWindow& log);
   void account(const train::StatsWindow& r);
@@ -142,6 +146,7 @@ Trainer::Impl::Impl(const config::Config& c, TrainerOptions o) : cfg(c), options
     sinks = make_sinks(run_dir, cfg.log);
   }
   CLIPPER_INFO("run " << run_dir.string() << " | " << s.describe());
+  open_sample_log();
   make_loader_and_step();
   checkpoints = std::make_unique<checkpoint::Manager>(run_dir.string(), manager_options(), s.pg);
   register_parts();
@@ -161,6 +166,16 @@ checkpoint::ManagerOptions Trainer::Impl::manager_options() {
                   {"checkpoint/sync_failures", static_cast<double>(r.sync.failures)}});
   };
   return mo;
+}
+
+// An audit of what each rank trained on (docs/training.md): with CLIPPER_SAMPLE_LOG=1 every batch
+// appends a line "EPOCH KEY KEY ..." to logs/samples_rank_<R>.txt, across resumes.
+void Trainer::Impl::open_sample_log() {
+  const char* on = std::getenv("CLIPPER_SAMPLE_LOG");
+  if (!on || !*on || std::string(on) == "0") return;
+  const auto path = run_dir / "logs" / ("samples_rank_" + std::to_string(s.rank()) + ".txt");
+  sample_log = std::make_unique<std::ofstream>(path, std::ios::app);
+  if (!*sample_log) throw core::Error("cannot write the sample log '" + path.string() + "'");
 }
 
 void Trainer::Impl::make_loader_and_step() {
@@ -268,7 +283,13 @@ std::vector<train::MicroBatch> Trainer::Impl::next_batch(LogWindow& log) {
   std::vector<train::MicroBatch> micro;
   while (static_cast<std::int64_t>(micro.size()) < cfg.train.accum_freq) {
     auto b = loader->next();
-    if (b) micro.push_back({b->images, b->tokens});  // none: the next epoch starts
+    if (!b) continue;  // the next epoch starts
+    micro.push_back({b->images, b->tokens});
+    if (sample_log) {
+      *sample_log << b->epoch;
+      for (const auto& k : b->keys) *sample_log << ' ' << k;
+      *sample_log << '\n' << std::flush;
+    }
   }
   log.add_data_wait(since(wait_start));
   return micro;

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -696,4 +697,270 @@ TEST(Loader, ShuffleBufferIsBoundedInBytes) {
   one.fill(pull);
   EXPECT_EQ(one.size(), 1u);
   EXPECT_TRUE(one.next(&out));
+}
+
+namespace {
+
+// One layout of a resume chain: its ranks x workers, the batches each rank takes before the next
+// layout restores from all their states (the last layout: to the end of the epoch).
+struct Stage {
+  int world = 1, workers = 1, batches = -1;
+  std::int64_t batch_size = 0;  // 0: the options' own
+};
+
+// What an epoch delivered over all ranks: each (key, image and token checksum) pair as often as
+// it came, and the final ranks' counters summed.
+struct Delivered {
+  std::multiset<std::pair<std::string, std::uint64_t>> samples;
+  data::BadDataCounters total;
+  std::vector<int> last_batches;  // batches per rank in the last layout
+};
+
+void add_batch(Delivered& d, const data::Batch& b) {
+  const auto img = b.images.contiguous(), tk = b.tokens.contiguous();
+  for (std::int64_t i = 0; i < img.size(0); ++i) {
+    const std::uint64_t h =
+        fnv(img[i].data_ptr(), img[i].nbytes()) * 31 + fnv(tk[i].data_ptr(), tk[i].nbytes());
+    d.samples.insert({b.keys[static_cast<std::size_t>(i)], h});
+  }
+}
+
+data::BadDataCounters plus(const data::BadDataCounters& a, const data::BadDataCounters& b) {
+  auto j = a.to_json();
+  const auto k = b.to_json();
+  for (const auto& [name, v] : k.items())
+    j[name] = j[name].get<std::int64_t>() + v.get<std::int64_t>();
+  return data::BadDataCounters::from_json(j);
+}
+
+// Epoch 0 of `o` through the stages in turn; each stage's ranks restore from every state the
+// stage before saved (through text, as a checkpoint stores them).
+Delivered run_stages(const data::LoaderOptions& o, const std::vector<Stage>& stages) {
+  Delivered d;
+  std::vector<nlohmann::json> states;
+  for (std::size_t i = 0; i < stages.size(); ++i) {
+    const Stage& st = stages[i];
+    const bool last = i + 1 == stages.size();
+    std::vector<nlohmann::json> saved;
+    for (int r = 0; r < st.world; ++r) {
+      auto lo = o;
+      lo.world_size = st.world;
+      lo.workers = st.workers;
+      lo.rank = r;
+      if (st.batch_size > 0) lo.batch_size = st.batch_size;
+      data::Loader l(lo, tok());
+      if (!states.empty()) l.load_states(states);
+      int n = 0;
+      for (; last || n < st.batches; ++n) {
+        auto b = l.next();
+        if (!b) break;
+        EXPECT_EQ(b->epoch, 0);
+        add_batch(d, *b);
+      }
+      if (last) {
+        d.last_batches.push_back(n);
+        d.total = plus(d.total, l.counters());
+        auto next = l.next();  // the next epoch follows this layout's own plan
+        EXPECT_TRUE(next && next->epoch == 1 && next->index_in_epoch == 0);
+      }
+      saved.push_back(nlohmann::json::parse(l.state().dump()));
+    }
+    states = std::move(saved);
+  }
+  return d;
+}
+
+// The epoch across the change delivers exactly the samples of the uninterrupted epoch on the first
+// layout, each as often, with the same crops and tokens; the counters' sum is kept and every rank
+// of the new layout delivers the same number of batches.
+void expect_same_epoch(const data::LoaderOptions& o, const std::vector<Stage>& stages) {
+  Stage whole = stages.front();
+  whole.batches = -1;
+  const Delivered want = run_stages(o, {whole}), got = run_stages(o, stages);
+  EXPECT_EQ(got.samples.size(), want.samples.size());
+  EXPECT_TRUE(got.samples == want.samples);
+  EXPECT_EQ(got.total, want.total);
+  for (int n : got.last_batches) EXPECT_EQ(n, got.last_batches.front());
+}
+
+}  // namespace
+
+TEST(Loader, WorldSizeChangeFrom4To2RanksMidEpoch) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 6, 10, true, "d", 12, 10);  // 60 samples
+  // 15 per rank; after 2 batches 4 x 7 are left: 14 per new rank.
+  expect_same_epoch(base(pat), {{4, 2, 2}, {2, 2}});
+}
+
+TEST(Loader, WorldSizeChangeFrom2To4RanksMidEpoch) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 6, 10, true, "d", 12, 10);
+  // 30 per rank; after 3 batches 2 x 18 are left: 9 per new rank.
+  expect_same_epoch(base(pat), {{2, 2, 3}, {4, 2}});
+}
+
+TEST(Loader, WorldSizeChangeFrom2To1RankAndOtherWorkerCounts) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 6, 10, true, "d", 12, 10);
+  expect_same_epoch(base(pat), {{2, 2, 3}, {1, 2}});
+  expect_same_epoch(base(pat), {{2, 2, 3}, {2, 3}});  // only the worker count changes
+  expect_same_epoch(base(pat), {{2, 3, 1}, {1, 1}});
+}
+
+// A re-split epoch saved and resumed again: on its own layout, and on yet another one.
+TEST(Loader, WorldSizeChangeTwiceInOneEpoch) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 6, 10, true, "d", 12, 10);
+  expect_same_epoch(base(pat), {{4, 2, 1}, {2, 3, 2}, {2, 3, 1}, {4, 1}});
+}
+
+// Without sizes.json (whole shards per worker), in order, saved at a shard boundary.
+TEST(Loader, WorldSizeChangeWithoutSizesAtAShardBoundary) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 4, 8, false, "d", 12, 10);
+  auto o = base(pat);
+  o.num_samples = 32;
+  o.sample_shuffle_buffer = 0;
+  o.shard_shuffle_buffer = 0;
+  o.batch_size = 8;
+  // 2 ranks x 1 worker: 16 samples each, whole shards; one batch ends exactly at a shard's end.
+  expect_same_epoch(o, {{2, 1, 1}, {4, 1}});
+}
+
+// drop_last (as training uses it) and a per-rank batch size that changes with the world size
+// (the same global batch): the saved layout's own T plans its streams.
+TEST(Loader, WorldSizeChangeWithDropLastAndAnotherBatchSize) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 6, 11, true, "d", 12, 10);  // 66
+  auto o = base(pat);
+  o.drop_last = true;  // 4 ranks x batch 4: 16 each (2 dropped); after 1 batch 48 left
+  expect_same_epoch(o, {{4, 2, 1, 4}, {2, 2, -1, 8}});
+}
+
+// Bad samples (counted once, by the worker that delivers the good sample after them) and workers
+// that read a second pass of their part to fill their quota.
+TEST(Loader, WorldSizeChangeWithBadSamples) {
+  TempDir d;
+  data::ShardWriterOptions w;
+  w.out_dir = d.path().string();
+  w.prefix = "b";
+  w.samples_per_shard = 10;
+  w.digits = 3;
+  data::ShardWriter wr(w);
+  for (int i = 0; i < 60; ++i) {
+    const std::string key = "k" + std::to_string(i);
+    const std::string img = i % 7 == 3 ? "not an image" : test::jpeg_bytes(12, 10, i);
+    wr.write(key, {{"jpg", img}, {"txt", "caption " + key}});
+  }
+  auto o = base(wr.finish().pattern);
+  o.max_bad_fraction = 1.0;
+  expect_same_epoch(o, {{4, 2, 2}, {2, 2}});
+  expect_same_epoch(o, {{2, 2, 3}, {4, 3}});
+}
+
+// Resampled streams have no epoch order, but each saved stream's rest is as deterministic.
+TEST(Loader, WorldSizeChangeInResampledMode) {
+  TempDir d1, d2;
+  const auto a = test::make_dataset(d1.path().string(), 2, 5, true, "a", 12, 10);
+  const auto b = test::make_dataset(d2.path().string(), 2, 5, true, "b", 12, 10);
+  auto o = base(a + "::" + b);
+  o.resampled = true;
+  o.source_weights = {0.5, 0.5};
+  o.num_samples = 48;
+  expect_same_epoch(o, {{2, 2, 2}, {4, 1}});
+}
+
+// When the rest does not split evenly, ranks are filled with samples delivered a second time,
+// counted as repeated (as an epoch of the layout's own plan fills them).
+TEST(Loader, WorldSizeChangeFillsUnevenRanksWithRepeats) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 6, 10, true, "d", 12, 10);
+  auto o = base(pat);
+  const Delivered want = run_stages(o, {{2, 2, -1}});
+  const Delivered got = run_stages(o, {{2, 2, 3}, {4, 2}});  // 36 left, 9 per rank: even
+  EXPECT_TRUE(got.samples == want.samples);
+  const Delivered odd =
+      run_stages(o, {{2, 2, 2}, {4, 3}, {3, 2}});  // 44 left, re-split at once, then 3 x 15 = 45
+  using Set = std::set<std::pair<std::string, std::uint64_t>>;
+  EXPECT_TRUE(Set(odd.samples.begin(), odd.samples.end()) ==
+              Set(want.samples.begin(), want.samples.end()));
+  EXPECT_EQ(odd.samples.size(), 61u);
+  EXPECT_EQ(odd.total.repeated, 1);
+  EXPECT_EQ(odd.total.samples, want.total.samples + 1);
+}
+
+// Where the rule cannot hold: not every saved rank's state, states of two checkpoints, another
+// seed. An explicit opt-out skips the rest of the epoch.
+TEST(Loader, WorldSizeChangeRefusesWhatItCannotResplit) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 6, 10, true, "d", 12, 10);
+  auto o = base(pat);
+  o.world_size = 2;
+  std::vector<nlohmann::json> states;
+  for (int r = 0; r < 2; ++r) {
+    o.rank = r;
+    data::Loader l(o, tok());
+    l.next();
+    if (r == 1) l.next();
+    states.push_back(l.state());
+  }
+  auto o4 = o;
+  o4.world_size = 4;
+  o4.rank = 0;
+  data::Loader l4(o4, tok());
+  auto msg = test::error_of([&] { l4.load_states({states[0]}); });
+  EXPECT_NE(msg.find("needs the states of all 2 saved ranks"), std::string::npos) << msg;
+  msg = test::error_of([&] { l4.load_states({states[1], states[0]}); });
+  EXPECT_NE(msg.find("all 2 saved ranks"), std::string::npos) << msg;
+  auto other = states;
+  other[1]["seed"] = 99;
+  EXPECT_THROW(l4.load_states(other), core::InputError);
+  auto broken = states;
+  broken[1]["epoch"] = 3;  // another checkpoint's
+  EXPECT_THROW(l4.load_states(broken), core::InputError);
+  l4.load_states(states);  // batch counts differ (1 and 2 taken): still each sample once
+  o4.reshard_to_next_epoch = true;
+  data::Loader skip(o4, tok());
+  skip.load_states(states);
+  auto b = skip.next();
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->epoch, 1);
+}
+
+// A re-split state from a damaged checkpoint: its own error, never a hang or a crash.
+TEST(Loader, WorldSizeChangeDamagedResplitStateIsRefused) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 6, 10, true, "d", 12, 10);
+  auto o = base(pat);
+  o.world_size = 2;
+  std::vector<nlohmann::json> states;
+  for (int r = 0; r < 2; ++r) {
+    o.rank = r;
+    data::Loader l(o, tok());
+    l.next();
+    states.push_back(l.state());
+  }
+  o.world_size = 1;
+  o.rank = 0;
+  data::Loader l(o, tok());
+  l.load_states(states);
+  l.next();
+  const auto good = l.state();
+  ASSERT_TRUE(good.contains("resplit"));
+  for (auto edit : std::vector<std::function<void(nlohmann::json&)>>{
+           [](nlohmann::json& s) { s["resplit"]["pieces"][0][0][4] = 1000; },
+           [](nlohmann::json& s) { s["resplit"]["pieces"][0][0][0] = 7; },
+           [](nlohmann::json& s) { s["resplit"]["pieces"][0][0] = "x"; },
+           [](nlohmann::json& s) { s["resplit"]["pieces"] = nlohmann::json::array(); },
+           [](nlohmann::json& s) { s["resplit"]["workers"] = 2.5; },
+           [](nlohmann::json& s) {
+             s["next_piece"] = {9, 0};
+           },
+           [](nlohmann::json& s) { s["resplit"] = 3; }}) {
+    auto s = good;
+    edit(s);
+    EXPECT_THROW(l.load_state(s), core::InputError) << s.dump();
+  }
+  l.load_state(good);
+  EXPECT_TRUE(l.next());
 }

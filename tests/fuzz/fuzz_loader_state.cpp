@@ -1,9 +1,10 @@
-// libFuzzer harness: Loader::load_state on arbitrary JSON, then one batch from the restored
-// position. The loader reads a small dataset written once at start-up (two shards of four
-// samples).
+// libFuzzer harness: Loader::load_state on arbitrary JSON (Loader::load_states on an array: the
+// states of every saved rank, re-split), then one batch from the restored position. The loader
+// reads a small dataset written once at start-up (two shards of four samples).
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
@@ -75,7 +76,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (j.is_discarded()) return 0;
   auto& l = loader();
   try {
-    l.load_state(j);
+    if (j.is_array())
+      l.load_states(std::vector<nlohmann::json>(j.begin(), j.end()));
+    else
+      l.load_state(j);
     l.next();
   } catch (const clipper::core::InputError&) {
   }

@@ -8,8 +8,8 @@
 //   per-rank part P (each rank writes its own):              rank_<R>.safetensors (tensors named
 //                                                            "P/<name>"), rank_<R>.json (key P)
 // A per-rank part reads its own rank's files by default, which needs the world size that wrote
-// them; a part whose state can be re-split (the optimizer's flat shards) overrides load_ranks()
-// and reads whichever saved ranks it needs, so it resumes on any world size.
+// them; a part whose state can be re-split (the optimizer's flat shards, the loader's positions)
+// overrides load_ranks() and reads whichever saved ranks it needs, so it resumes on any world size.
 #include <ATen/core/Tensor.h>
 
 #include <nlohmann/json.hpp>

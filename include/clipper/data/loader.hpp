@@ -75,9 +75,8 @@ struct LoaderOptions {
   std::uint64_t seed = 0;
   std::string pin_memory = "auto";  // auto (when CUDA is present) | on | off
   int prefetch_batches = 2;
-  // A saved state from another world size or worker count can only be restored at an epoch
-  // boundary; with this set, a mid-epoch one continues at the start of the next epoch instead
-  // of failing.
+  // A mid-epoch state of another world size or worker count is re-split (Loader::load_states);
+  // with this set, the rest of that epoch is skipped instead and the next one starts (an opt-out).
   bool reshard_to_next_epoch = false;
 
   static LoaderOptions from_config(const config::DataConfig& data, std::int64_t batch_size,
@@ -114,7 +113,14 @@ class Loader {
   // rank).
   nlohmann::json state() const;
   // Continues exactly where `state` was taken. Call before the first next() or at any time.
+  // A state of another world size or worker count resumes here only at an epoch boundary (or
+  // when it is the only rank's); a mid-epoch one needs load_states.
   void load_state(const nlohmann::json& state);
+  // `states[r]` is saved rank r's state, all ranks of one checkpoint. The same layout: this rank
+  // continues its own. Another world size, worker count or samples per rank: the rest of the
+  // saved epoch is re-split across this layout, each sample once (docs/data.md, "Another world
+  // size or worker count"), and the next epoch follows this layout's plan.
+  void load_states(const std::vector<nlohmann::json>& states);
   // Counters as of the last batch next() returned.
   BadDataCounters counters() const;
   const LoaderOptions& options() const;
