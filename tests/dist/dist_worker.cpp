@@ -105,54 +105,71 @@ double tolerance() {
 }
 
 // --- losses ------------------------------------------------------------------------------------
+// Unit-row image and text features of the whole global batch, from a fixed seed.
+struct Features {
+  at::Tensor img, txt;
+};
+Features global_features(std::uint64_t seed, long rows, long d) {
+  at::manual_seed(seed);
+  const auto opt = at::TensorOptions().dtype(dtype());
+  Features f;
+  f.img = normalize(at::randn({rows, d}, opt));
+  f.txt = normalize(at::randn({rows, d}, opt));
+  return f;
+}
+
+// Leaf tensors for one loss call: rows [first, first + n) of the global features, and a fresh
+// logit scale and bias (SigLIP's scale 10, CLIP's 14.3; bias -10 of shape bias_shape).
+struct LossLeaves {
+  at::Tensor img, txt, scale, bias;
+};
+LossLeaves loss_leaves(const Features& all, long first, long n, bool siglip,
+                       at::IntArrayRef bias_shape = {}) {
+  const auto opt = all.img.options();
+  return {all.img.narrow(0, first, n).clone().requires_grad_(true),
+          all.txt.narrow(0, first, n).clone().requires_grad_(true),
+          at::full({}, siglip ? 10.0 : 14.3, opt).requires_grad_(true),
+          at::full(bias_shape, -10.0, opt).requires_grad_(true)};
+}
+
+// A per-rank value summed over ranks and divided by the world size (the mean loss, or a shared
+// parameter's gradient as GradReducer averages it), against one process's.
+double mean_over_ranks_diff(ProcessGroup& pg, const at::Tensor& mine, const at::Tensor& ref) {
+  at::Tensor sum = mine.detach().clone();
+  pg.all_reduce(sum);
+  return max_abs(sum / pg.size(), ref.detach());
+}
+
 int run_loss(ProcessGroup& pg, const std::string& kind) {
   const int w = pg.size(), r = pg.rank();
   const long b = arg_i("batch", 4), d = arg_i("dim", 8);
   auto cfg = loss_config();
   cfg.kind = clipper::config::parse_choice<clipper::config::LossKind>(kind);
-  at::manual_seed(1234);
-  const auto opt = at::TensorOptions().dtype(dtype());
-  const at::Tensor img_all = normalize(at::randn({w * b, d}, opt));
-  const at::Tensor txt_all = normalize(at::randn({w * b, d}, opt));
   const bool siglip = kind == "siglip";
+  const Features all = global_features(1234, w * b, d);
 
-  auto img = img_all.narrow(0, r * b, b).clone().requires_grad_(true);
-  auto txt = txt_all.narrow(0, r * b, b).clone().requires_grad_(true);
-  auto scale = at::full({}, siglip ? 10.0 : 14.3, opt).requires_grad_(true);
-  auto bias = at::full({}, -10.0, opt).requires_grad_(true);
+  auto mine = loss_leaves(all, r * b, b, siglip);
   auto loss_fn = clipper::loss::make_loss(cfg, borrowed(pg));
-  at::Tensor loss = loss_fn->forward(img, txt, scale, bias);
+  at::Tensor loss = loss_fn->forward(mine.img, mine.txt, mine.scale, mine.bias);
   // A second call checks the cached labels.
-  loss = loss_fn->forward(img, txt, scale, bias);
+  loss = loss_fn->forward(mine.img, mine.txt, mine.scale, mine.bias);
   loss.backward();
 
   ProcessGroup single;
-  auto ref_loss_fn = clipper::loss::make_loss(cfg, borrowed(single));
-  auto I = img_all.clone().requires_grad_(true);
-  auto T = txt_all.clone().requires_grad_(true);
-  auto S = at::full({}, siglip ? 10.0 : 14.3, opt).requires_grad_(true);
-  auto Bi = at::full({}, -10.0, opt).requires_grad_(true);
-  at::Tensor ref = ref_loss_fn->forward(I, T, S, Bi);
+  auto whole = loss_leaves(all, 0, w * b, siglip);
+  at::Tensor ref = clipper::loss::make_loss(cfg, borrowed(single))
+                       ->forward(whole.img, whole.txt, whole.scale, whole.bias);
   ref.backward();
 
   Check c{tolerance()};
-  at::Tensor mean_loss = loss.detach().clone();
-  pg.all_reduce(mean_loss);
-  mean_loss /= w;
-  c.add("loss", max_abs(mean_loss, ref.detach()));
+  c.add("loss", mean_over_ranks_diff(pg, loss, ref));
   if (cfg.gather_with_grad || siglip) {
     // This rank's gradient is d(sum over ranks of their losses)/d(own features); the mean loss
     // is what one process computes, so divide by the world size (what GradReducer does).
-    c.add("d_image", max_abs(img.grad() / w, I.grad().narrow(0, r * b, b)));
-    c.add("d_text", max_abs(txt.grad() / w, T.grad().narrow(0, r * b, b)));
-    auto gs = scale.grad().clone();
-    pg.all_reduce(gs);
-    c.add("d_scale", max_abs(gs / w, S.grad()));
-    if (siglip) {
-      auto gb = bias.grad().clone();
-      pg.all_reduce(gb);
-      c.add("d_bias", max_abs(gb / w, Bi.grad()));
-    }
+    c.add("d_image", max_abs(mine.img.grad() / w, whole.img.grad().narrow(0, r * b, b)));
+    c.add("d_text", max_abs(mine.txt.grad() / w, whole.txt.grad().narrow(0, r * b, b)));
+    c.add("d_scale", mean_over_ranks_diff(pg, mine.scale.grad(), whole.scale.grad()));
+    if (siglip) c.add("d_bias", mean_over_ranks_diff(pg, mine.bias.grad(), whole.bias.grad()));
   }
   return c.finish(kind);
 }
@@ -161,27 +178,21 @@ int run_loss(ProcessGroup& pg, const std::string& kind) {
 // rank's gradients (features, scale, bias) before any averaging, for CLIP's local loss (with and
 // without gather_with_grad: grad=) and SigLIP (against exchange=). Tolerance tol= (1e-12).
 int run_chunked(ProcessGroup& pg, const std::string& kind) {
-  const int w = pg.size(), r = pg.rank();
+  const int r = pg.rank();
   const long b = arg_i("batch", 5), d = arg_i("dim", 7);
   const bool siglip = kind == "siglip";
-  at::manual_seed(4321);
-  const auto opt = at::TensorOptions().dtype(dtype());
-  const at::Tensor img_all = normalize(at::randn({w * b, d}, opt));
-  const at::Tensor txt_all = normalize(at::randn({w * b, d}, opt));
+  const Features all = global_features(4321, pg.size() * b, d);
   std::vector<at::Tensor> result[2];
   for (const bool chunked : {false, true}) {
     auto cfg = loss_config();
     cfg.kind = clipper::config::parse_choice<clipper::config::LossKind>(kind);
     cfg.chunked = chunked;
-    auto img = img_all.narrow(0, r * b, b).clone().requires_grad_(true);
-    auto txt = txt_all.narrow(0, r * b, b).clone().requires_grad_(true);
-    auto scale = at::full({}, siglip ? 10.0 : 14.3, opt).requires_grad_(true);
-    auto bias = at::full({1}, -10.0, opt).requires_grad_(true);
-    auto loss_fn = clipper::loss::make_loss(cfg, borrowed(pg));
-    at::Tensor loss = loss_fn->forward(img, txt, scale, bias);
+    auto x = loss_leaves(all, r * b, b, siglip, {1});
+    at::Tensor loss =
+        clipper::loss::make_loss(cfg, borrowed(pg))->forward(x.img, x.txt, x.scale, x.bias);
     loss.backward();
-    result[chunked] = {loss.detach(), img.grad(), txt.grad(), scale.grad()};
-    if (siglip) result[chunked].push_back(bias.grad());
+    result[chunked] = {loss.detach(), x.img.grad(), x.txt.grad(), x.scale.grad()};
+    if (siglip) result[chunked].push_back(x.bias.grad());
   }
   Check c{std::stod(arg("tol", "1e-12"))};
   const char* names[] = {"loss", "d_image", "d_text", "d_scale", "d_bias"};
@@ -197,40 +208,32 @@ int run_distill(ProcessGroup& pg) {
   const int w = pg.size(), r = pg.rank();
   const long b = arg_i("batch", 4), d = arg_i("dim", 8), dt = 5;
   const auto cfg = loss_config();
-  at::manual_seed(4321);
-  const auto opt = at::TensorOptions().dtype(dtype());
-  const at::Tensor img_all = normalize(at::randn({w * b, d}, opt));
-  const at::Tensor txt_all = normalize(at::randn({w * b, d}, opt));
+  const Features all = global_features(4321, w * b, d);
+  const auto opt = all.img.options();
   const at::Tensor t_img_all = normalize(at::randn({w * b, dt}, opt));
   const at::Tensor t_txt_all = normalize(at::randn({w * b, dt}, opt));
   const at::Tensor t_scale = at::full({}, 30.0, opt);
   auto total = [](const clipper::loss::DistillTerms& t) { return t.contrastive + t.distill; };
 
-  auto img = img_all.narrow(0, r * b, b).clone().requires_grad_(true);
-  auto txt = txt_all.narrow(0, r * b, b).clone().requires_grad_(true);
-  auto scale = at::full({}, 14.3, opt).requires_grad_(true);
+  auto mine = loss_leaves(all, r * b, b, false);
   clipper::loss::ClipLoss loss_fn(borrowed(pg), cfg);
-  at::Tensor loss = total(loss_fn.forward_distill(img, txt, scale, t_img_all.narrow(0, r * b, b),
-                                                  t_txt_all.narrow(0, r * b, b), t_scale));
+  at::Tensor loss =
+      total(loss_fn.forward_distill(mine.img, mine.txt, mine.scale, t_img_all.narrow(0, r * b, b),
+                                    t_txt_all.narrow(0, r * b, b), t_scale));
   loss.backward();
 
   ProcessGroup single;
   clipper::loss::ClipLoss ref_fn(borrowed(single), cfg);
-  auto I = img_all.clone().requires_grad_(true);
-  auto T = txt_all.clone().requires_grad_(true);
-  auto S = at::full({}, 14.3, opt).requires_grad_(true);
-  at::Tensor ref = total(ref_fn.forward_distill(I, T, S, t_img_all, t_txt_all, t_scale));
+  auto whole = loss_leaves(all, 0, w * b, false);
+  at::Tensor ref = total(
+      ref_fn.forward_distill(whole.img, whole.txt, whole.scale, t_img_all, t_txt_all, t_scale));
   ref.backward();
 
   Check c{tolerance()};
-  at::Tensor mean_loss = loss.detach().clone();
-  pg.all_reduce(mean_loss);
-  c.add("loss", max_abs(mean_loss / w, ref.detach()));
-  c.add("d_image", max_abs(img.grad() / w, I.grad().narrow(0, r * b, b)));
-  c.add("d_text", max_abs(txt.grad() / w, T.grad().narrow(0, r * b, b)));
-  auto gs = scale.grad().clone();
-  pg.all_reduce(gs);
-  c.add("d_scale", max_abs(gs / w, S.grad()));
+  c.add("loss", mean_over_ranks_diff(pg, loss, ref));
+  c.add("d_image", max_abs(mine.img.grad() / w, whole.img.grad().narrow(0, r * b, b)));
+  c.add("d_text", max_abs(mine.txt.grad() / w, whole.txt.grad().narrow(0, r * b, b)));
+  c.add("d_scale", mean_over_ranks_diff(pg, mine.scale.grad(), whole.scale.grad()));
   return c.finish("distill");
 }
 
