@@ -949,4 +949,17 @@ TEST(TrainE2E, ResumeOpenClipContinuesAtTheNextEpochThenResumesItsOwnCheckpoints
   ASSERT_EQ(c.exit_code, 0) << c.output;
   EXPECT_TRUE(has(c.output, "checkpoint.resume_openclip is not used")) << c.output;
   EXPECT_TRUE(has(c.output, "ran 2 step(s) (50 -> 52 of 52)")) << c.output;
+  // A run of OpenCLIP's --precision amp: its GradScaler state is read past and said so.
+  const std::string amp = t.file("epoch_1_amp.pt");
+  const auto py_amp =
+      run(clipper::test::python() + " " + source_path("tests/trainer/make_openclip_checkpoint.py") +
+          " --export-dir " + (t.path() / "runs/src/export").string() +
+          " --model tiny-fmnist-vit --epoch 1 --amp --out " + amp);
+  ASSERT_EQ(py_amp.exit_code, 0) << py_amp.output;
+  const auto d =
+      run(clipper_bin() + " train " + cfg + " --set train.run_name=amp --set train.max_steps=49" +
+          " --set checkpoint.resume_openclip=" + amp);
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  EXPECT_TRUE(has(d.output, "the GradScaler state (OpenCLIP's amp) is not used")) << d.output;
+  EXPECT_TRUE(has(d.output, "ran 1 step(s) (48 -> 49 of 49)")) << d.output;
 }
