@@ -298,16 +298,24 @@ struct JpegHeader {
   int width = 0, height = 0, colorspace = 0;
 };
 
-// The header, and the pixel limit on it before any pixel buffer exists. On `corrupt` the handle
-// must be reset.
-ImageError read_jpeg_header(tjhandle h, const std::string& bytes, std::int64_t max_pixels,
+// A libjpeg-turbo handle that failed may misread the next image: it is replaced.
+void reset_handle(void** tj) {
+  if (*tj) tjDestroy(static_cast<tjhandle>(*tj));
+  *tj = tjInitDecompress();
+}
+
+// The header, and the pixel limit on it before any pixel buffer exists (the handle is reset when
+// the header is unreadable).
+ImageError read_jpeg_header(void** tj, const std::string& bytes, std::int64_t max_pixels,
                             JpegHeader* header, std::string* why) {
+  auto* h = static_cast<tjhandle>(*tj);
   const auto* buf = reinterpret_cast<const unsigned char*>(bytes.data());
   int subsamp = 0;
   if (tjDecompressHeader3(h, buf, static_cast<unsigned long>(bytes.size()), &header->width,
                           &header->height, &subsamp, &header->colorspace) != 0 ||
       header->width <= 0 || header->height <= 0) {
     if (why) *why = std::string("JPEG header: ") + tjGetErrorStr2(h);
+    reset_handle(tj);
     return ImageError::corrupt;
   }
   if (static_cast<std::int64_t>(header->width) * header->height > max_pixels) {
@@ -319,19 +327,23 @@ ImageError read_jpeg_header(tjhandle h, const std::string& bytes, std::int64_t m
   return ImageError::none;
 }
 
-// Decompresses into `dst` (w x h pixels of format pf). False when libjpeg-turbo reported a problem:
-// the handle must then be reset, since a handle that failed may misread the next image. The image
-// is lost (`*lost` says why) on a fatal error or a truncated stream; a warning alone keeps it.
-bool decompress_jpeg(tjhandle h, const std::string& bytes, std::uint8_t* dst, int w, int hgt,
-                     int pf, std::string* lost) {
+// Decompresses into `dst` (w x h pixels of format pf); the handle is reset after any problem
+// libjpeg-turbo reports. `corrupt` (with `why`) on a fatal error or a truncated stream; a warning
+// alone keeps the image.
+ImageError decompress_jpeg(void** tj, const std::string& bytes, std::uint8_t* dst, int w, int hgt,
+                           int pf, std::string* why) {
+  auto* h = static_cast<tjhandle>(*tj);
   const auto* buf = reinterpret_cast<const unsigned char*>(bytes.data());
   if (tjDecompress2(h, buf, static_cast<unsigned long>(bytes.size()), dst, w, w * tjPixelSize[pf],
                     hgt, pf, 0) == 0)
-    return true;
+    return ImageError::none;
   const std::string msg = tjGetErrorStr2(h);  // read before the handle is reset
-  if (tjGetErrorCode(h) == TJERR_FATAL || msg.find("Premature end") != std::string::npos)
-    *lost = "JPEG: " + msg;
-  return false;
+  const bool lost =
+      tjGetErrorCode(h) == TJERR_FATAL || msg.find("Premature end") != std::string::npos;
+  reset_handle(tj);
+  if (!lost) return ImageError::none;
+  if (why) *why = "JPEG: " + msg;
+  return ImageError::corrupt;
 }
 
 }  // namespace
@@ -341,11 +353,6 @@ ImageProcessor::ImageProcessor(TransformSpec spec, std::int64_t max_pixels)
 
 ImageProcessor::~ImageProcessor() {
   if (tj_) tjDestroy(static_cast<tjhandle>(tj_));
-}
-
-void ImageProcessor::reset_decoder() {
-  if (tj_) tjDestroy(static_cast<tjhandle>(tj_));
-  tj_ = tjInitDecompress();
 }
 
 namespace {
@@ -438,13 +445,10 @@ ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed,
 // evaluation: the resize, then the centre crop).
 ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t seed,
                                         std::uint8_t* out, std::string* why) {
-  auto* h = static_cast<tjhandle>(tj_);
   JpegHeader head;
-  if (const auto err = read_jpeg_header(h, bytes, max_pixels_, &head, why);
-      err != ImageError::none) {
-    if (err == ImageError::corrupt) reset_decoder();
+  if (const auto err = read_jpeg_header(&tj_, bytes, max_pixels_, &head, why);
+      err != ImageError::none)
     return err;
-  }
   const int w = head.width, hgt = head.height, cs = head.colorspace;
   // Evaluation resizes the whole picture (then keeps its centre): the DCT scale must cover it.
   const CropBox box =
@@ -455,12 +459,9 @@ ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t 
   const int pf = cmyk ? TJPF_CMYK : TJPF_RGB;
   const int bpp = tjPixelSize[pf];
   scratch_.resize(static_cast<std::size_t>(sw) * sh * bpp);
-  std::string lost;
-  if (!decompress_jpeg(h, bytes, scratch_.data(), sw, sh, pf, &lost)) reset_decoder();
-  if (!lost.empty()) {
-    if (why) *why = lost;
-    return ImageError::corrupt;
-  }
+  if (const auto err = decompress_jpeg(&tj_, bytes, scratch_.data(), sw, sh, pf, why);
+      err != ImageError::none)
+    return err;
   std::uint8_t* rgb = scratch_.data();
   if (cmyk) {
     scratch2_.resize(static_cast<std::size_t>(sw) * sh * 3);
@@ -479,24 +480,18 @@ ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t 
 ImageError ImageProcessor::decode(const std::string& bytes, Image* out, std::string* why,
                                   bool keep_grey) {
   if (is_jpeg(bytes) && tj_) {
-    auto* h = static_cast<tjhandle>(tj_);
     JpegHeader head;
-    if (const auto err = read_jpeg_header(h, bytes, max_pixels_, &head, why);
-        err != ImageError::none) {
-      if (err == ImageError::corrupt) reset_decoder();
+    if (const auto err = read_jpeg_header(&tj_, bytes, max_pixels_, &head, why);
+        err != ImageError::none)
       return err;
-    }
     const int w = head.width, hgt = head.height, cs = head.colorspace;
     const bool cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
     const bool grey = keep_grey && cs == TJCS_GRAY;
     const int pf = cmyk ? TJPF_CMYK : grey ? TJPF_GRAY : TJPF_RGB;
     scratch_.resize(static_cast<std::size_t>(w) * hgt * tjPixelSize[pf]);
-    std::string lost;
-    if (!decompress_jpeg(h, bytes, scratch_.data(), w, hgt, pf, &lost)) reset_decoder();
-    if (!lost.empty()) {
-      if (why) *why = lost;
-      return ImageError::corrupt;
-    }
+    if (const auto err = decompress_jpeg(&tj_, bytes, scratch_.data(), w, hgt, pf, why);
+        err != ImageError::none)
+      return err;
     out->width = w;
     out->height = hgt;
     out->channels = grey ? 1 : 3;

@@ -57,16 +57,6 @@ json model_cfg(const model::ModelSpec& s) {
   return cfg;
 }
 
-std::string strip_module(const std::string& key) {
-  return key.rfind("module.", 0) == 0 ? key.substr(7) : key;
-}
-
-std::string shape_text(at::IntArrayRef s) {
-  std::string t = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + "]";
-}
-
 // At most `limit` items of `names`, then a count of the rest.
 std::string some(const std::vector<std::string>& names, std::size_t limit = 20) {
   std::string out;
@@ -76,6 +66,16 @@ std::string some(const std::vector<std::string>& names, std::size_t limit = 20) 
 }
 
 }  // namespace
+
+std::string strip_module(const std::string& key) {
+  return key.rfind("module.", 0) == 0 ? key.substr(7) : key;
+}
+
+std::string shape_text(at::IntArrayRef s) {
+  std::string t = "[";
+  for (std::size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
+  return t + "]";
+}
 
 std::string openclip_model_cfg_json(const model::ModelSpec& spec) {
   return model_cfg(spec).dump(2);

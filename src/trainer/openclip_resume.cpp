@@ -20,16 +20,8 @@ namespace clipper::trainer {
 namespace {
 
 using core::InputError;
-
-std::string shape_text(at::IntArrayRef s) {
-  std::string t = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) t += (i ? ", " : "") + std::to_string(s[i]);
-  return t + "]";
-}
-
-std::string strip_module(const std::string& key) {
-  return key.rfind("module.", 0) == 0 ? key.substr(7) : key;
-}
+using io::shape_text;
+using io::strip_module;
 
 // OpenCLIP's scalar logit_scale / logit_bias may be clipper's [1] (io::load_state_dict reshapes).
 bool same_shape(const std::string& name, const at::Tensor& a, const at::Tensor& b) {

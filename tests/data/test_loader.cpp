@@ -773,6 +773,18 @@ Delivered run_stages(const data::LoaderOptions& o, const std::vector<Stage>& sta
 // The epoch across the change delivers exactly the samples of the uninterrupted epoch on the first
 // layout, each as often, with the same crops and tokens; the counters' sum is kept and every rank
 // of the new layout delivers the same number of batches.
+// Each rank's state of layout `o` after batches[r] batches.
+std::vector<nlohmann::json> states_after(data::LoaderOptions o, const std::vector<int>& batches) {
+  std::vector<nlohmann::json> states;
+  for (int r = 0; r < o.world_size; ++r) {
+    o.rank = r;
+    data::Loader l(o, tok());
+    for (int i = 0; i < batches[static_cast<std::size_t>(r)]; ++i) l.next();
+    states.push_back(l.state());
+  }
+  return states;
+}
+
 void expect_same_epoch(const data::LoaderOptions& o, const std::vector<Stage>& stages) {
   Stage whole = stages.front();
   whole.batches = -1;
@@ -896,14 +908,7 @@ TEST(Loader, WorldSizeChangeRefusesWhatItCannotResplit) {
   const auto pat = test::make_dataset(d.path().string(), 6, 10, true, "d", 12, 10);
   auto o = base(pat);
   o.world_size = 2;
-  std::vector<nlohmann::json> states;
-  for (int r = 0; r < 2; ++r) {
-    o.rank = r;
-    data::Loader l(o, tok());
-    l.next();
-    if (r == 1) l.next();
-    states.push_back(l.state());
-  }
+  const auto states = states_after(o, {1, 2});
   auto o4 = o;
   o4.world_size = 4;
   o4.rank = 0;
@@ -933,13 +938,7 @@ TEST(Loader, WorldSizeChangeDamagedResplitStateIsRefused) {
   const auto pat = test::make_dataset(d.path().string(), 6, 10, true, "d", 12, 10);
   auto o = base(pat);
   o.world_size = 2;
-  std::vector<nlohmann::json> states;
-  for (int r = 0; r < 2; ++r) {
-    o.rank = r;
-    data::Loader l(o, tok());
-    l.next();
-    states.push_back(l.state());
-  }
+  auto states = states_after(o, {1, 1});
   o.world_size = 1;
   o.rank = 0;
   data::Loader l(o, tok());

@@ -13,42 +13,14 @@ FILE: `losses` (each step's loss) and the final state dict.
 """
 import argparse
 import sys
-from types import SimpleNamespace
 
 import torch
 import open_clip
-from open_clip.loss import ClipLoss
-from open_clip_train.params import get_default_params
 from open_clip_train.scheduler import cosine_lr
 from open_clip_train.train import train_one_epoch
 from safetensors.torch import load_file, save_file
 
-
-class RecordingClipLoss(ClipLoss):
-    """open_clip's ClipLoss that remembers the value of each call."""
-
-    def __init__(self):
-        super().__init__()
-        self.values = []
-
-    def forward(self, *args, **kwargs):
-        out = super().forward(*args, **kwargs)
-        loss = out["contrastive_loss"] if isinstance(out, dict) else out
-        self.values.append(loss.detach().item())
-        return out
-
-
-class Batches:
-    """What train_one_epoch reads from data['train']: a dataloader with its counts."""
-
-    def __init__(self, images, tokens):
-        self.images, self.tokens = images, tokens
-        self.num_batches = images.shape[0]
-        self.num_samples = images.shape[0] * images.shape[1]
-
-    def __iter__(self):
-        for i in range(self.num_batches):
-            yield self.images[i], self.tokens[i]
+from openclip_train_pieces import Batches, RecordingClipLoss, main_py_adamw, train_args, train_data
 
 
 def main():
@@ -70,29 +42,14 @@ def main():
         model.logit_scale.requires_grad_(False)
 
     # The optimizer of open_clip_train/main.py (--opt adamw, betas and eps left to the defaults).
-    defaults = get_default_params(a.model)
-    exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
-    named = list(model.named_parameters())
-    gain_or_bias = [p for n, p in named if exclude(n, p) and p.requires_grad]
-    rest = [p for n, p in named if not exclude(n, p) and p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": gain_or_bias, "weight_decay": 0.0}, {"params": rest, "weight_decay": a.wd}],
-        lr=a.lr,
-        betas=(defaults["beta1"], defaults["beta2"]),
-        eps=defaults["eps"],
-    )
+    optimizer = main_py_adamw(model, a.model, a.lr, a.wd)
 
     batches = load_file(a.batches)
     loader = Batches(batches["images"], batches["tokens"])
     steps = loader.num_batches // a.accum_freq
     scheduler = cosine_lr(optimizer, a.lr, a.warmup, steps)
-    data = {"train": SimpleNamespace(dataloader=loader, set_epoch=lambda epoch: None)}
-    args = SimpleNamespace(
-        device="cpu", precision="fp32", accum_freq=a.accum_freq, distill=False,
-        skip_scheduler=False, grad_clip_norm=a.grad_clip_norm, horovod=False,
-        log_every_n_steps=10**9, batch_size=loader.images.shape[1], world_size=1, rank=0,
-        local_rank=0, wandb=False,
-    )
+    data = train_data(loader)
+    args = train_args(loader.images.shape[1], a.grad_clip_norm, a.accum_freq)
     loss = RecordingClipLoss()
     train_one_epoch(model, data, loss, 0, optimizer, None, scheduler, None, args)
 

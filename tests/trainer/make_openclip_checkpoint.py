@@ -11,12 +11,15 @@ form, its epoch and its AdamW state. With --amp the step goes through a GradScal
 --precision amp does (on the CPU), and its state is saved under "scaler".
 """
 import argparse
+import os
 import sys
 
 import torch
 import open_clip
 from open_clip.loss import ClipLoss
-from open_clip_train.params import get_default_params
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train"))
+from openclip_train_pieces import main_py_adamw  # noqa: E402
 
 
 def main():
@@ -29,18 +32,7 @@ def main():
     torch.manual_seed(0)
     model = open_clip.create_model("local-dir:" + a.export_dir, device="cpu", precision="fp32")
     model.output_dict = True
-    defaults = get_default_params(a.model)
-    exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
-    named = list(model.named_parameters())
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for n, p in named if exclude(n, p) and p.requires_grad], "weight_decay": 0.0},
-            {"params": [p for n, p in named if not exclude(n, p) and p.requires_grad], "weight_decay": 0.2},
-        ],
-        lr=1e-4,
-        betas=(defaults["beta1"], defaults["beta2"]),
-        eps=defaults["eps"],
-    )
+    optimizer = main_py_adamw(model, a.model, 1e-4, 0.2)
     size = model.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
     images = torch.randn(8, 3, size, size)

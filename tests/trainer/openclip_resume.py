@@ -20,79 +20,37 @@ amsgrad's state) and bare.pt (a state dict alone), which clipper refuses.
 import argparse
 import os
 import sys
-from types import SimpleNamespace
 
 import torch
 import open_clip
 from open_clip.loss import ClipLoss
-from open_clip_train.params import get_default_params
 from open_clip_train.scheduler import cosine_lr
 from open_clip_train.train import train_one_epoch
 from safetensors.torch import load_file, save_file
 
-
-class RecordingClipLoss(ClipLoss):
-    def __init__(self):
-        super().__init__()
-        self.values = []
-
-    def forward(self, *args, **kwargs):
-        out = super().forward(*args, **kwargs)
-        loss = out["contrastive_loss"] if isinstance(out, dict) else out
-        self.values.append(loss.detach().item())
-        return out
-
-
-class Batches:
-    """data['train'].dataloader: `num_batches` per epoch, of which the given ones are yielded."""
-
-    def __init__(self, images, tokens, num_batches):
-        self.images, self.tokens, self.num_batches = images, tokens, num_batches
-        self.num_samples = num_batches * images.shape[1]
-
-    def __iter__(self):
-        for i in range(self.images.shape[0]):
-            yield self.images[i], self.tokens[i]
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "train"))
+from openclip_train_pieces import (  # noqa: E402
+    Batches, RecordingClipLoss, main_py_adamw, main_py_param_groups, train_args, train_data)
 
 
 def make_model_and_optimizer(a):
     model = open_clip.create_model("local-dir:" + a.clipper_dir, device="cpu", precision="fp32")
     model.output_dict = True
-    defaults = get_default_params(a.model)
-    exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
-    named = list(model.named_parameters())
-    gain_or_bias = [p for n, p in named if exclude(n, p) and p.requires_grad]
-    rest = [p for n, p in named if not exclude(n, p) and p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        [{"params": gain_or_bias, "weight_decay": 0.0}, {"params": rest, "weight_decay": a.wd}],
-        lr=a.lr,
-        betas=(defaults["beta1"], defaults["beta2"]),
-        eps=defaults["eps"],
-    )
-    return model, optimizer
+    return model, main_py_adamw(model, a.model, a.lr, a.wd)
 
 
 def run_epoch(a, model, optimizer, images, tokens, steps, epoch, loss):
     scheduler = cosine_lr(optimizer, a.lr, a.warmup, steps * a.epochs)
     loader = Batches(images, tokens, steps)
-    data = {"train": SimpleNamespace(dataloader=loader, set_epoch=lambda epoch: None)}
-    args = SimpleNamespace(
-        device="cpu", precision="fp32", accum_freq=1, distill=False, skip_scheduler=False,
-        grad_clip_norm=a.grad_clip_norm, horovod=False, log_every_n_steps=10**9,
-        batch_size=images.shape[1], world_size=1, rank=0, local_rank=0, wandb=False,
-    )
-    train_one_epoch(model, data, loss, epoch, optimizer, None, scheduler, None, args)
+    args = train_args(images.shape[1], a.grad_clip_norm)
+    train_one_epoch(model, train_data(loader), loss, epoch, optimizer, None, scheduler, None, args)
 
 
 def save_refused(a, model):
     """Checkpoints clipper must refuse: SGD's state, amsgrad's, a bare state dict."""
-    exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     # Fresh dicts for each optimizer: torch.optim writes its defaults into the ones it is given.
-    groups = lambda: [
-        {"params": [p for n, p in named if exclude(n, p)], "weight_decay": 0.0},
-        {"params": [p for n, p in named if not exclude(n, p)], "weight_decay": a.wd},
-    ]
+    groups = lambda: main_py_param_groups(model, a.wd)
     for name, opt in (
         ("sgd", torch.optim.SGD(groups(), lr=0.1, momentum=0.9)),
         ("amsgrad", torch.optim.AdamW(groups(), lr=0.1, amsgrad=True)),

@@ -88,7 +88,6 @@ class ImageProcessor {
   ImageError decode(const std::string& bytes, Image* out, std::string* why, bool keep_grey = false);
 
  private:
-  void reset_decoder();
   ImageError process_jpeg(const std::string& bytes, std::uint64_t seed, std::uint8_t* out,
                           std::string* why);
 

@@ -28,6 +28,11 @@ TensorList model_state_dict(const model::ClipImpl& model);
 void export_openclip(const model::Clip& model, const model::ModelSpec& spec,
                      const std::string& out_dir);
 
+// A state-dict key without DDP's leading "module.".
+std::string strip_module(const std::string& key);
+// "[3, 224, 224]", for messages about tensor shapes.
+std::string shape_text(at::IntArrayRef shape);
+
 // Reads a state dict from .safetensors or a torch.save file (a "state_dict" entry is used when
 // present; a leading "module." is stripped).
 TensorList read_state_dict(const std::string& path);
