@@ -11,6 +11,7 @@
 #include "clipper/core/log.hpp"
 #include "clipper/core/redact.hpp"
 #include "clipper/core/version.hpp"
+#include "clipper/dist/launch.hpp"
 #include "verbs.hpp"
 
 namespace {
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
     clipper::core::log::Options lo;
     lo.console_level = clipper::core::log::parse_level(log_level);
     clipper::core::log::configure(lo);
+    clipper::dist::watch_launcher();  // a rank of `clipper launch` ends when its launcher is gone
     if (!action) {
       std::cerr << app.help();
       return 2;

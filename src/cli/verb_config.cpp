@@ -1,5 +1,5 @@
 // clipper config show FILES... [--set k=v]... | clipper config keys
-// clipper config from-openclip [--out FILE] [--steps-per-epoch N] -- OPENCLIP_FLAGS...
+// clipper config from-openclip [--out FILE] [--steps-per-epoch N | --world-size N] -- FLAGS...
 #include <algorithm>
 #include <iostream>
 #include <memory>
@@ -18,21 +18,22 @@ namespace {
 struct FromOpenClipArgs {
   std::vector<std::string> flags;
   std::string out;
-  std::int64_t steps_per_epoch = 0;
+  std::int64_t steps_per_epoch = 0, world_size = 0;
 };
 
+// A model.name `clipper train` accepts: a shipped architecture or a .yaml file.
+bool known_model(const std::string& name) {
+  const bool file = name.size() > 5 && name.compare(name.size() - 5, 5, ".yaml") == 0;
+  const auto known = model::list_model_specs();
+  return file || std::find(known.begin(), known.end(), name) != known.end();
+}
+
 int run_from_openclip(const FromOpenClipArgs& a) {
-  auto t = config::from_openclip(a.flags, {a.steps_per_epoch});
-  for (const auto& [key, value] : t.keys) {
-    if (key != "model.name") continue;
-    const auto& name = std::get<std::string>(value);
-    const auto known = model::list_model_specs();
-    const bool file = name.size() > 5 && name.compare(name.size() - 5, 5, ".yaml") == 0;
-    if (!file && std::find(known.begin(), known.end(), name) == known.end())
-      t.not_honoured.push_back("--model " + name + ": clipper has no architecture file " + name +
-                               ".yaml (see `clipper models`; HF text towers, CoCa and timm "
-                               "towers are not built)");
-  }
+  config::FromOpenClipOptions o;
+  o.steps_per_epoch = a.steps_per_epoch;
+  o.world_size = a.world_size;
+  o.known_model = known_model;
+  const auto t = config::from_openclip(a.flags, o);
   for (const auto& n : t.not_honoured) CLIPPER_WARN("not carried over: " << n);
   if (a.out.empty()) {
     std::cout << t.yaml();
@@ -41,6 +42,7 @@ int run_from_openclip(const FromOpenClipArgs& a) {
     CLIPPER_INFO("wrote " << a.out << " (" << t.keys.size() << " keys, " << t.not_honoured.size()
                           << " flag(s) not carried over)");
   }
+  for (const auto& c : t.to_check) CLIPPER_WARN("to check: " << c);
   return 0;
 }
 
@@ -54,6 +56,10 @@ void setup_from_openclip(CLI::App* verb, Action* action) {
   cmd->add_option("--steps-per-epoch", args->steps_per_epoch,
                   "convert OpenCLIP's epoch counts (--save-frequency, --val-frequency, "
                   "--epochs-cooldown) to steps")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--world-size", args->world_size,
+                  "the ranks the run will have: with --train-num-samples, gives the steps per "
+                  "epoch (train_num_samples / (batch size x world size x accum_freq))")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("flags", args->flags, "OpenCLIP's flags, after --");
   cmd->callback([args, action] { *action = [args] { return run_from_openclip(*args); }; });

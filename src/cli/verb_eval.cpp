@@ -3,6 +3,7 @@
 
 #include <ATen/ATen.h>
 
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -16,6 +17,19 @@
 
 namespace clipper::cli {
 namespace {
+
+// What the log lines call the weights: an export, a checkpoint's step, or the file (never the
+// "step 0" of a run that is not training).
+std::string weights_label(const std::string& file) {
+  const std::filesystem::path p(file);
+  const std::string folder = p.parent_path().filename().string();
+  if (folder.rfind("step_", 0) == 0 && folder.size() > 5) {
+    const auto digits = folder.find_first_not_of('0', 5);
+    return "checkpoint step " + (digits == std::string::npos ? "0" : folder.substr(digits));
+  }
+  if (p.filename() == "open_clip_model.safetensors") return "export " + p.parent_path().string();
+  return "weights " + file;
+}
 
 void setup_eval_verb(CLI::App& app, Action* action) {
   struct Args {
@@ -45,7 +59,7 @@ void setup_eval_verb(CLI::App& app, Action* action) {
       auto s = session::open_session(cfg, so);
       const model::ImageNormalizer prepare(s.spec, s.device);
       const auto rep = trainer::evaluate(trainer::EvalSettings::from(cfg), *s.model, s.tokenizer,
-                                         *s.pg, s.device, prepare, 0);
+                                         *s.pg, s.device, prepare, weights_label(so.weights));
       if (s.rank() == 0)
         for (const auto& [name, value] : rep.scalars) std::cout << name << " " << value << "\n";
       return 0;

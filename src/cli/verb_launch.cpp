@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "clipper/dist/launch.hpp"
+#include "run_command.hpp"
 #include "verbs.hpp"
 
 namespace clipper::cli {
@@ -44,13 +45,15 @@ void setup_launch_verb(CLI::App& app, Action* action) {
                    "rendezvous port; 0: a free one on one node, 29500 on several")
       ->capture_default_str();
   verb->add_option("--kill-grace", opts->kill_grace_s,
-                   "seconds between SIGTERM and SIGKILL after a rank fails")
+                   "seconds from a stop (a forwarded SIGINT/SIGTERM/SIGUSR1, the SIGTERM after a "
+                   "rank failed, this launcher's death) to SIGKILL of the ranks still running")
       ->capture_default_str();
   verb->add_option("command", opts->command, "the program and its arguments, after --")->required();
   CLI::App* root = &app;
   verb->callback([opts, action, root] {
     *action = [opts, root] {
       auto o = *opts;
+      export_launch_command();  // a rank's "continue with" line repeats this launcher's command
       // `-- train ...` runs this clipper's own verb.
       if (!o.command.empty() && o.command[0].find('/') == std::string::npos &&
           o.command[0] != "launch" && is_verb(*root, o.command[0]))

@@ -88,8 +88,12 @@ void setup_shards_verb(CLI::App& app, Action* action) {
       ->capture_default_str();
   v->add_option("--samples-per-shard", a->w.samples_per_shard, "samples in each shard")
       ->capture_default_str();
-  v->add_option("--resize", a->w.resize, "shorter side in pixels (0: keep size, JPEG bytes copied)")
+  v->add_option("--resize", a->w.resize,
+                "shorter side in pixels; smaller images are upscaled to it, as img2dataset does "
+                "(--no-upscale keeps them as they are); 0: keep every size, JPEG bytes copied")
       ->capture_default_str();
+  v->add_flag("--no-upscale", a->w.no_upscale,
+              "with --resize: images whose shorter side is already no larger keep their size");
   v->add_option("--quality", a->w.quality, "JPEG quality")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();

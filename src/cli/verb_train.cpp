@@ -6,6 +6,7 @@
 
 #include "clipper/config/loader.hpp"
 #include "clipper/trainer/trainer.hpp"
+#include "run_command.hpp"
 
 namespace clipper::cli {
 namespace {
@@ -32,9 +33,7 @@ void setup_train_verb(CLI::App& app, Action* action) {
       auto cfg = config::load(a->files, a->sets);
       if (!a->resume.empty()) cfg.checkpoint.resume = a->resume;
       trainer::TrainerOptions o;
-      o.command = "clipper train";
-      for (const auto& f : a->files) o.command += " " + f;
-      for (const auto& s : a->sets) o.command += " --set " + s;
+      o.command = started_command();  // the launcher's, torchrun's or this one
       return trainer::run_training(cfg, o).exit_code;
     };
   });

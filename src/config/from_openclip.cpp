@@ -183,6 +183,7 @@ class Translator {
   Translator(Given g, const FromOpenClipOptions& o) : given_(std::move(g)), opt_(o) {}
 
   OpenClipTranslation run() {
+    resolve_steps_per_epoch();
     model();
     data();
     optim();
@@ -196,6 +197,7 @@ class Translator {
     for (const auto& [flag, values] : given_)  // nothing is dropped without a word
       if (!touched_.count(flag))
         out_.not_honoured.push_back(shown(flag.c_str()) + ": no clipper equivalent");
+    decisions();
     std::sort(out_.keys.begin(), out_.keys.end(),
               [](const auto& a, const auto& b) { return index_of(a.first) < index_of(b.first); });
     return std::move(out_);
@@ -238,6 +240,11 @@ class Translator {
     if (s.empty() || *end) throw InputError(std::string(f) + " '" + s + "': expected an integer");
     return v;
   }
+  bool is_set(const std::string& key) const {
+    for (const auto& kv : out_.keys)
+      if (kv.first == key) return true;
+    return false;
+  }
   void set(const std::string& key, Value v) {
     for (auto& kv : out_.keys)
       if (kv.first == key) return void(kv.second = std::move(v));
@@ -247,19 +254,24 @@ class Translator {
     if (has(f)) out_.not_honoured.push_back(shown(f) + ": " + why);
   }
   void note(const std::string& text) { out_.notes.push_back(text); }
+  void check(const std::string& text) { out_.to_check.push_back(text); }
   // An epoch count as steps, when the steps per epoch are known.
   bool epochs_to_steps(std::int64_t epochs, const std::string& key) {
     if (opt_.steps_per_epoch <= 0) return false;
     set(key, epochs * opt_.steps_per_epoch);
+    converted_.push_back(key);
     return true;
   }
   void by_epoch(const char* f, std::int64_t epochs, const std::string& key) {
     if (epochs_to_steps(epochs, key)) return;
     if (has(f))
       out_.not_honoured.push_back(shown(f) + ": OpenCLIP counts it in epochs, clipper's " + key +
-                                  " in steps; give --steps-per-epoch N (train_num_samples / "
-                                  "(batch_size x world size x accum_freq)) to convert it");
+                                  " in steps; give --world-size N (the run's ranks, with "
+                                  "--train-num-samples) or --steps-per-epoch N to convert it");
   }
+  void resolve_steps_per_epoch();
+  void check_model(const std::string& name) const;
+  void decisions();
 
   void model();
   void data();
@@ -276,7 +288,65 @@ class Translator {
   mutable std::set<std::string> touched_;  // flags some rule looked at
   FromOpenClipOptions opt_;
   OpenClipTranslation out_;
+  std::string steps_from_;              // how the steps per epoch were found, when computed
+  std::vector<std::string> converted_;  // keys converted from epochs to steps
 };
+
+// With the run's world size, the steps per epoch follow from OpenCLIP's own numbers.
+void Translator::resolve_steps_per_epoch() {
+  if (opt_.steps_per_epoch > 0 || opt_.world_size <= 0 || !has("--train-num-samples")) return;
+  const std::int64_t samples = integer("--train-num-samples", 0),
+                     batch = integer("--batch-size", 64), accum = integer("--accum-freq", 1);
+  const std::int64_t global = batch * opt_.world_size * std::max<std::int64_t>(1, accum);
+  if (global <= 0 || samples / global <= 0)
+    throw InputError("--train-num-samples " + std::to_string(samples) + " gives no full step of " +
+                     std::to_string(global) + " samples (batch size x world size x accum_freq)");
+  opt_.steps_per_epoch = samples / global;
+  steps_from_ = std::to_string(samples) + " samples / (" + std::to_string(batch) + " x " +
+                std::to_string(opt_.world_size) + " ranks x " + std::to_string(accum) + ")";
+}
+
+// `clipper train` refuses a model it has no architecture for: stop here, with the reason.
+void Translator::check_model(const std::string& name) const {
+  if (!opt_.known_model || opt_.known_model(name)) return;
+  std::string why = "clipper has no architecture file " + name +
+                    ".yaml (see `clipper models`; HF text towers and timm towers are not built)";
+  std::string lower = name;
+  for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower.rfind("coca", 0) == 0)
+    why = "clipper trains CLIP and SigLIP, not CoCa (no captioning decoder)";
+  else if (lower.find("siglip") != std::string::npos)
+    why =
+        "clipper has no SigLIP architecture (OpenCLIP's SigLIP towers pool differently); "
+        "SigLIP is clipper's loss: --siglip with a clipper architecture such as ViT-B-16 "
+        "trains from scratch";
+  throw InputError("--model " + name + ": " + why + "; nothing written");
+}
+
+// The values written that the user should decide on, and required keys left unset.
+void Translator::decisions() {
+  if (!is_set("data.train_shards"))
+    check("data.train_shards: not set (no webdataset --train-data): clipper train needs it");
+  else if (str("--train-data").find("pipe:") != std::string::npos &&
+           !is_set("data.train_num_samples"))
+    check("data.train_num_samples: pipe: shards have no sizes.json; set the epoch's samples");
+  if (!converted_.empty()) {
+    std::string keys;
+    for (const auto& k : converted_) keys += (keys.empty() ? "" : ", ") + k;
+    check(keys + ": converted from epochs with " + std::to_string(opt_.steps_per_epoch) +
+          " steps per epoch" + (steps_from_.empty() ? "" : " (" + steps_from_ + ")") +
+          "; convert again if the world size, batch size or data change");
+  }
+  if (is_set("model.init_from"))
+    check("model.init_from " + str("--pretrained") + ": must hold weights of this model.name");
+  const std::int64_t keep = has("--delete-previous-checkpoint") ? 1 : integer("--epochs", 32);
+  if (keep > 1)
+    check("checkpoint.keep_last: " + std::to_string(keep) +
+          " (OpenCLIP keeps every epoch's checkpoint); each holds the model and the AdamW "
+          "moments: lower it if disk is short");
+  if (is_set("checkpoint.sync_command"))
+    check("checkpoint.sync_command: check the destination and that `aws` is on the PATH");
+}
 
 bool looks_like_path(const std::string& s) {
   for (const char* ext : {".pt", ".pth", ".bin", ".safetensors"})
@@ -287,6 +357,7 @@ bool looks_like_path(const std::string& s) {
 }
 
 void Translator::model() {
+  check_model(str("--model", "RN50"));
   set("model.name", str("--model", "RN50"));  // OpenCLIP's default architecture
   const std::string pre = str("--pretrained");
   if (!pre.empty() && looks_like_path(pre))
@@ -528,7 +599,9 @@ void Translator::checkpoint() {
   const std::int64_t val_freq = integer("--val-frequency", 1);
   if (has("--val-frequency") && !has("--val-data"))
     note("--val-frequency: no --val-data given, nothing to evaluate (as in OpenCLIP)");
-  if (has("--val-data") && val_freq > 0) by_epoch("--val-frequency", val_freq, "eval.every_steps");
+  // Only with data to evaluate: eval.every_steps alone would evaluate nothing.
+  if (is_set("eval.retrieval_shards") && val_freq > 0)
+    by_epoch("--val-frequency", val_freq, "eval.every_steps");
 }
 
 void Translator::logging() {
@@ -569,8 +642,12 @@ void Translator::not_carried() {
          "YAML (eval.zeroshot_shards, eval.zeroshot_classes): convert the "
          "folder with `clipper shards OUT --from-folder DIR --classes FILE`");
   refuse("--imagenet-v2", "as --imagenet-val: convert it to shards (eval.zeroshot_shards)");
-  if (has("--zeroshot-frequency") && has("--imagenet-val"))
-    by_epoch("--zeroshot-frequency", integer("--zeroshot-frequency", 2), "eval.every_steps");
+  // ImageNet is never carried over, so eval.every_steps is not written for zero-shot alone.
+  if (has("--zeroshot-frequency") && has("--imagenet-val") && !is_set("eval.every_steps"))
+    check("eval.every_steps: OpenCLIP evaluated zero-shot every " +
+          std::to_string(integer("--zeroshot-frequency", 2)) +
+          " epoch(s); once eval.zeroshot_shards and eval.zeroshot_classes are set, set it in "
+          "steps");
   refuse("--cache-dir", "clipper downloads nothing");
   refuse("--use-bn-sync", "clipper has no SyncBatchNorm: a ResNet tower normalizes per rank");
   refuse("--pretrained-image", "clipper has no timm image towers");
@@ -633,6 +710,10 @@ std::string OpenClipTranslation::yaml() const {
   for (const char* s :
        {"model", "data", "loss", "optim", "train", "dist", "checkpoint", "eval", "log"})
     append_section(out, s, keys);
+  if (!to_check.empty()) {
+    out += "# To check before training:\n";
+    for (const auto& c : to_check) out += "#   " + c + "\n";
+  }
   return out;
 }
 

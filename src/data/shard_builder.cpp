@@ -93,7 +93,8 @@ InputFailure prepare_image_bytes(const std::string& bytes, const ShardWriterOpti
   }
   *width = img.width;
   *height = img.height;
-  *out = encode_jpeg(o.resize > 0 ? resize_shorter_side(img, o.resize) : img, o.quality);
+  *out = encode_jpeg(resizes(o, img.width, img.height) ? resize_shorter_side(img, o.resize) : img,
+                     o.quality);
   return InputFailure::none;
 }
 

@@ -4,6 +4,8 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <unordered_set>
 
 #include "clipper/core/error.hpp"
 
@@ -185,6 +187,49 @@ ShardList parse_shard_list(const std::string& spec, const std::vector<double>& w
   core::require(wsum > 0, "data.source_weights: the weights add up to 0");
   for (auto& w : list.source_weights) w /= wsum;
   return list;
+}
+
+namespace {
+
+// The names in `folder`; nullopt when it is no folder that can be listed.
+std::optional<std::unordered_set<std::string>> folder_names(const std::string& folder) {
+  std::error_code ec;
+  std::filesystem::directory_iterator it(folder.empty() ? "." : folder, ec);
+  if (ec) return std::nullopt;
+  std::unordered_set<std::string> names;
+  for (; it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    if (ec) return std::nullopt;
+    names.insert(it->path().filename().string());
+  }
+  return names;
+}
+
+}  // namespace
+
+void check_local_shards(const std::string& spec, const std::string& key) {
+  if (spec.empty()) return;
+  const auto list = parse_shard_list(spec);
+  std::map<std::string, std::optional<std::unordered_set<std::string>>> folders;
+  std::int64_t local = 0, missing = 0;
+  std::string first;
+  for (const auto& sh : list.shards) {
+    if (sh.url.rfind("pipe:", 0) == 0) continue;
+    ++local;
+    const std::filesystem::path p(sh.url);
+    const std::string folder = p.parent_path().string();
+    auto it = folders.find(folder);
+    if (it == folders.end()) it = folders.emplace(folder, folder_names(folder)).first;
+    if (it->second && it->second->count(p.filename().string())) continue;
+    if (missing++ == 0) first = sh.url;
+  }
+  if (missing == 0) return;
+  const std::string folder = std::filesystem::path(first).parent_path().string();
+  const bool no_folder = !folders.at(folder);
+  throw core::InputError(
+      key + ": " + std::to_string(missing) + " of its " + std::to_string(local) +
+      " local shards do not exist; the first: '" + first + "'" +
+      (no_folder ? " (there is no folder '" + (folder.empty() ? "." : folder) + "')" : "") +
+      "; check the path and the {first..last} range");
 }
 
 }  // namespace clipper::data

@@ -160,6 +160,10 @@ ShardsReport ShardWriter::finish() {
   return report_;
 }
 
+bool resizes(const ShardWriterOptions& o, int width, int height) {
+  return o.resize > 0 && !(o.no_upscale && std::min(width, height) <= o.resize);
+}
+
 std::string prepare_image(const std::string& bytes, const ShardWriterOptions& o,
                           const std::string& what) {
   TransformSpec ts;
@@ -552,10 +556,11 @@ ShardsReport shards_from_idx(const std::string& images, const std::string& label
     r.width = im.width;
     r.height = im.height;
     r.caption_chars = utf8_chars(tmpl);
-    r.files = {
-        {"jpg", encode_jpeg(o.resize > 0 ? resize_shorter_side(im, o.resize) : im, o.quality)},
-        {"txt", std::move(tmpl)},
-        {"cls", std::to_string(label)}};
+    r.files = {{"jpg", encode_jpeg(
+                           resizes(o, im.width, im.height) ? resize_shorter_side(im, o.resize) : im,
+                           o.quality)},
+               {"txt", std::move(tmpl)},
+               {"cls", std::to_string(label)}};
     return r;
   };
   return detail::build_shards(in, o);

@@ -2,10 +2,18 @@
 
 #include <archive.h>
 #include <archive_entry.h>
+#include <fcntl.h>
+#include <spawn.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
 #include <csignal>
-#include <cstdio>
+#include <cstring>
+#include <thread>
+
+extern char** environ;
 
 namespace clipper::data {
 
@@ -53,6 +61,56 @@ void support_filters(archive* ar) {
   if (archive_libzstd_version()) archive_read_support_filter_zstd(ar);
 }
 
+// Starts `sh -c cmd` with its stdout into a pipe, stdin from /dev/null and a process group of its
+// own: a terminal's Ctrl-C (a SIGINT to clipper's group) reaches clipper, which stops at a step,
+// saves, and ends the command itself. Returns the pipe's read end, or -1 with errno set.
+int spawn_pipe(const std::string& cmd, int& pid) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return -1;
+  posix_spawn_file_actions_t files;
+  posix_spawn_file_actions_init(&files);
+  posix_spawn_file_actions_adddup2(&files, fds[1], STDOUT_FILENO);
+  posix_spawn_file_actions_addopen(&files, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t none, deflt;
+  sigemptyset(&none);
+  sigemptyset(&deflt);
+  for (int sig : {SIGPIPE, SIGINT, SIGTERM, SIGUSR1}) sigaddset(&deflt, sig);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &deflt);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  std::string sh = "sh", dash_c = "-c", command = cmd;
+  char* argv[] = {sh.data(), dash_c.data(), command.data(), nullptr};
+  pid_t child = -1;
+  const int rc = ::posix_spawn(&child, "/bin/sh", &files, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&files);
+  posix_spawnattr_destroy(&attr);
+  ::close(fds[1]);
+  if (rc != 0) {
+    ::close(fds[0]);
+    errno = rc;
+    return -1;
+  }
+  pid = child;
+  return fds[0];
+}
+
+// Waits for a pipe: command; `end` first sends its group SIGTERM, then SIGKILL after 2 s.
+int reap_pipe(int pid, bool end) {
+  int st = 0;
+  if (!end) return ::waitpid(pid, &st, 0) == pid ? st : -1;
+  ::kill(-pid, SIGTERM);
+  for (int i = 0; i < 100; ++i) {
+    if (::waitpid(pid, &st, WNOHANG) == pid) return st;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(-pid, SIGKILL);
+  return ::waitpid(pid, &st, 0) == pid ? st : -1;
+}
+
 }  // namespace
 
 std::size_t RawSample::bytes() const {
@@ -83,13 +141,13 @@ void ShardReader::open() {
   archive_read_support_format_tar(ar_);
   int rc;
   if (url_.rfind("pipe:", 0) == 0) {
-    FILE* f = ::popen(url_.substr(5).c_str(), "r");
-    if (!f) {
-      fail(ShardStatus::pipe_failed, "cannot start the command");
+    pipe_fd_ = spawn_pipe(url_.substr(5), pipe_pid_);
+    if (pipe_fd_ < 0) {
+      fail(ShardStatus::pipe_failed,
+           std::string("cannot start the command: ") + std::strerror(errno));
       return;
     }
-    pipe_ = f;
-    rc = archive_read_open_fd(ar_, ::fileno(f), 1 << 16);
+    rc = archive_read_open_fd(ar_, pipe_fd_, 1 << 16);
   } else {
     rc = archive_read_open_filename(ar_, url_.c_str(), 1 << 16);
   }
@@ -103,11 +161,15 @@ void ShardReader::close() {
     archive_read_free(ar_);
     ar_ = nullptr;
   }
-  if (pipe_) {
-    const int st = ::pclose(static_cast<FILE*>(pipe_));
-    pipe_ = nullptr;
-    // A command stopped early by us gets SIGPIPE: only an exit of its own with a non-zero code,
-    // or a death by another signal, counts as a failure, and only when we read to the end.
+  if (pipe_fd_ >= 0) {
+    ::close(pipe_fd_);
+    pipe_fd_ = -1;
+  }
+  if (pipe_pid_ > 0) {
+    const int st = reap_pipe(pipe_pid_, !done_);
+    pipe_pid_ = -1;
+    // A command stopped early by us is ended: only an exit of its own with a non-zero code, or a
+    // death by a signal other than SIGPIPE, counts as a failure, and only when we read to the end.
     if (done_ && st != -1 && WIFEXITED(st) && WEXITSTATUS(st) != 0) {
       status_ = ShardStatus::pipe_failed;  // the command's failure explains any read error
       error_ = "command exited with status " + std::to_string(WEXITSTATUS(st));

@@ -1,21 +1,26 @@
 #include "clipper/dist/launch.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <iterator>
 #include <thread>
 
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
+#include "clipper/core/signals.hpp"
 
 namespace clipper::dist {
 
@@ -102,14 +107,21 @@ struct Launch {
   int port, world;
   std::string omp_threads, run_id;
   pid_t launcher;
+  int watch_fd;  // the read end of a pipe whose write end only the launcher holds
 };
 
+// The variables that tell a rank where its launcher's watch pipe is (watch_launcher()).
+constexpr const char* kWatchFdVar = "CLIPPER_LAUNCHER_FD";
+constexpr const char* kWatchGraceVar = "CLIPPER_LAUNCHER_GRACE_S";
+
 // In the child: torchrun's variables, then exec. Its own process group (a terminal's Ctrl-C
-// reaches the launcher only, which forwards it once); it dies with the launcher.
+// reaches the launcher only, which forwards it once); it stops with the launcher (SIGTERM) and
+// ends itself a grace period later (watch_launcher(), through the inherited watch pipe).
 [[noreturn]] void exec_rank(const Launch& l, int local) {
   ::setpgid(0, 0);
   ::prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (::getppid() != l.launcher) ::_exit(1);
+  ::fcntl(l.watch_fd, F_SETFD, 0);  // kept across exec; the write end closes there
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
   sigemptyset(&dfl.sa_mask);
@@ -133,6 +145,8 @@ struct Launch {
   set("TORCHELASTIC_RUN_ID", l.run_id);
   set("TORCHELASTIC_USE_AGENT_STORE", "False");
   if (!std::getenv("OMP_NUM_THREADS")) set("OMP_NUM_THREADS", l.omp_threads);
+  set(kWatchFdVar, std::to_string(l.watch_fd));
+  set(kWatchGraceVar, std::to_string(o.kill_grace_s));
   std::vector<char*> argv;
   for (const auto& a : o.command) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -155,6 +169,7 @@ std::vector<pid_t> spawn_ranks(const Launch& l) {
       throw core::Error(std::string("launch: fork failed: ") + std::strerror(errno));
     }
     if (pid == 0) exec_rank(l, local);
+    ::setpgid(pid, pid);  // as the child does, so that the group exists before the first signal
     pids[local] = pid;
   }
   return pids;
@@ -162,8 +177,9 @@ std::vector<pid_t> spawn_ranks(const Launch& l) {
 
 using Clock = std::chrono::steady_clock;
 
-// Waits for every rank, forwarding signals; the first failure stops the others (SIGTERM, then
-// SIGKILL after the grace period) when asked to.
+// Waits for every rank, forwarding signals; the first failure stops the others (SIGTERM) when
+// asked to. A grace period after the first forwarded signal or that SIGTERM, the process groups
+// of the ranks still running get SIGKILL.
 class Supervisor {
  public:
   Supervisor(const LaunchOptions& o, std::vector<pid_t> pids) : o_(o), pids_(std::move(pids)) {
@@ -175,10 +191,7 @@ class Supervisor {
     while (running_ > 0) {
       forward_pending_signal();
       if (reap()) continue;
-      if (stopping_ && Clock::now() >= kill_at_) {
-        signal_running(SIGKILL);
-        stopping_ = false;
-      }
+      if (stopping_ && Clock::now() >= kill_at_) kill_running();
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     if (result_.first_failed < 0 && result_.stopped_after_save)
@@ -192,11 +205,32 @@ class Supervisor {
       if (result_.exit_codes[i] < 0) ::kill(pids_[i], sig);
   }
 
+  // SIGKILL to each running rank's process group (what it started with it included).
+  void kill_running() {
+    CLIPPER_ERROR("launch: " << running_ << " rank(s) still running " << o_.kill_grace_s
+                             << " s after being asked to stop; sending SIGKILL to their process "
+                                "groups");
+    for (std::size_t i = 0; i < pids_.size(); ++i)
+      if (result_.exit_codes[i] < 0 && ::kill(-pids_[i], SIGKILL) != 0) ::kill(pids_[i], SIGKILL);
+    stopping_ = false;
+  }
+
+  // The grace period runs from the first request to stop; later ones do not extend it.
+  void start_grace() {
+    if (stopping_ || killed_) return;
+    stopping_ = killed_ = true;
+    kill_at_ =
+        Clock::now() + std::chrono::milliseconds(static_cast<long long>(o_.kill_grace_s * 1000));
+  }
+
   void forward_pending_signal() {
     if (const int sig = g_pending_signal) {
       g_pending_signal = 0;
-      CLIPPER_WARN("launch: got signal " << sig << ", forwarding it to " << running_ << " rank(s)");
+      CLIPPER_WARN("launch: got signal " << sig << ", forwarding it to " << running_
+                                         << " rank(s); SIGKILL to those still running in "
+                                         << o_.kill_grace_s << " s");
       signal_running(sig);
+      start_grace();
     }
   }
 
@@ -233,17 +267,16 @@ class Supervisor {
                                                         std::to_string(running_) + " rank(s)"
                                                   : std::string()));
     if (!stop_others) return;
-    stopping_ = true;
-    kill_at_ =
-        Clock::now() + std::chrono::milliseconds(static_cast<long long>(o_.kill_grace_s * 1000));
     signal_running(SIGTERM);
+    start_grace();
   }
 
   const LaunchOptions& o_;
   std::vector<pid_t> pids_;
   LaunchResult result_;
   int running_ = 0;
-  bool stopping_ = false;
+  bool stopping_ = false;  // a SIGKILL is due at kill_at_
+  bool killed_ = false;    // the grace period has started (it runs once)
   Clock::time_point kill_at_{};
 };
 
@@ -254,17 +287,49 @@ LaunchResult run_ranks(const LaunchOptions& o) {
   const int port = o.master_port != 0 ? o.master_port : (o.nnodes == 1 ? find_free_port() : 29500);
   const int n = o.nproc_per_node;
   const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
-  const Launch l{o,
-                 port,
-                 n * o.nnodes,
-                 std::to_string(std::max(1u, cpus / static_cast<unsigned>(n))),
-                 std::to_string(::getpid()) + "-" + std::to_string(port),
-                 ::getpid()};
+  Launch l{o,
+           port,
+           n * o.nnodes,
+           std::to_string(std::max(1u, cpus / static_cast<unsigned>(n))),
+           std::to_string(::getpid()) + "-" + std::to_string(port),
+           ::getpid(),
+           -1};
+  int watch[2];
+  if (::pipe2(watch, O_CLOEXEC) != 0)
+    throw core::Error(std::string("launch: pipe failed: ") + std::strerror(errno));
+  l.watch_fd = watch[0];
   CLIPPER_INFO("launch: " << n << " rank(s) on node " << o.node_rank << "/" << o.nnodes
                           << ", world " << l.world << ", rendezvous " << o.master_addr << ":"
                           << port);
   SignalForwarding forwarding;
-  return Supervisor(o, spawn_ranks(l)).run();
+  auto pids = spawn_ranks(l);
+  ::close(watch[0]);
+  const auto result = Supervisor(o, std::move(pids)).run();
+  ::close(watch[1]);
+  return result;
+}
+
+void watch_launcher() {
+  const char* fd_text = std::getenv(kWatchFdVar);
+  if (!fd_text) return;
+  const int fd = std::atoi(fd_text);
+  const char* grace_text = std::getenv(kWatchGraceVar);
+  const double grace_s = grace_text ? std::atof(grace_text) : 30.0;
+  ::unsetenv(kWatchFdVar);
+  ::unsetenv(kWatchGraceVar);
+  struct stat st {};
+  if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISFIFO(st.st_mode)) return;
+  ::fcntl(fd, F_SETFD, FD_CLOEXEC);  // not for the commands this rank starts
+  std::thread([fd, grace_s] {
+    char c;
+    while (::read(fd, &c, 1) < 0 && errno == EINTR) {
+    }
+    CLIPPER_ERROR("the launcher is gone: stopping, and ending this rank's process group in "
+                  << grace_s << " s if it has not stopped by then");
+    core::request_stop(SIGTERM);
+    std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<long long>(grace_s * 1000)));
+    ::kill(0, SIGKILL);
+  }).detach();
 }
 
 }  // namespace clipper::dist

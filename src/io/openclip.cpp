@@ -131,7 +131,8 @@ TensorList read_state_dict(const std::string& path) {
   return out;
 }
 
-void load_state_dict(model::ClipImpl& model, const TensorList& tensors, const std::string& origin) {
+LoadReport load_state_dict(model::ClipImpl& model, const TensorList& tensors,
+                           const std::string& origin) {
   std::map<std::string, at::Tensor> target;
   std::vector<std::string> order;
   for (const auto& [name, t] : model.state_dict()) {
@@ -174,16 +175,21 @@ void load_state_dict(model::ClipImpl& model, const TensorList& tensors, const st
     throw InputError(msg);
   }
   at::NoGradGuard no_grad;
+  LoadReport report;
   for (const auto& [name, dst] : target) {
     auto it = given.find(name);
     if (it == given.end()) {
       CLIPPER_WARN("weights '" << origin
                                << "' have no logit_bias; starting it at 0 (as OpenCLIP does)");
       dst.zero_();
+      report.left_at_init.push_back(name);
       continue;
     }
     dst.copy_(it->second);
+    ++report.tensors;
+    report.values += dst.numel();
   }
+  return report;
 }
 
 at::Tensor resize_image_pos_embed(const at::Tensor& pos, std::int64_t grid,
@@ -236,11 +242,10 @@ void resize_pos_embeds(const model::ClipImpl& model, TensorList& tensors,
   }
 }
 
-void load_openclip_weights(model::Clip& model, const std::string& path) {
+LoadReport load_openclip_weights(model::Clip& model, const std::string& path) {
   auto tensors = read_state_dict(path);
   resize_pos_embeds(*model, tensors, path);
-  load_state_dict(*model, tensors, path);
-  CLIPPER_INFO("loaded OpenCLIP weights from " << path);
+  return load_state_dict(*model, tensors, path);
 }
 
 void overlay_checkpoint_ema(TensorList& tensors, const std::string& checkpoint_dir) {

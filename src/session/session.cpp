@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/cuda.h>
 
+#include <optional>
+
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
 #include "clipper/dist/process_group.hpp"
@@ -13,16 +15,35 @@
 namespace clipper::session {
 namespace {
 
-void apply_model_config(model::Clip& model, const config::ModelConfig& m) {
-  if (!m.init_from.empty()) {
-    io::load_openclip_weights(model, m.init_from);
-    CLIPPER_INFO("initialized from " << m.init_from);
+// The run log's line for model.init_from: what was loaded from where, what kept its init, and
+// what the locks leave to train.
+void log_init_from(const model::Clip& model, const config::ModelConfig& m,
+                   const io::LoadReport& r) {
+  std::int64_t tensors = 0, frozen = 0;
+  for (const auto& p : model->parameters()) {
+    ++tensors;
+    if (!p.requires_grad()) ++frozen;
   }
+  std::string kept;
+  for (const auto& n : r.left_at_init) kept += (kept.empty() ? "" : ", ") + n;
+  CLIPPER_INFO("model.init_from: loaded "
+               << r.tensors << " tensors (" << r.values << " values) from '" << m.init_from
+               << "' into " << model->spec().name
+               << "; left at their init: " << (kept.empty() ? "none" : kept) << "; " << frozen
+               << " of " << tensors << " parameters frozen"
+               << (m.lock_image || m.lock_text ? std::string(" (model.lock_image/lock_text)")
+                                               : std::string()));
+}
+
+void apply_model_config(model::Clip& model, const config::ModelConfig& m) {
+  std::optional<io::LoadReport> loaded;
+  if (!m.init_from.empty()) loaded = io::load_openclip_weights(model, m.init_from);
   if (m.patch_dropout > 0) model->set_patch_dropout(m.patch_dropout);
   if (m.lock_image)
     model->lock_image_tower(m.lock_image_unlocked_layers, m.lock_image_freeze_bn_stats);
   if (m.lock_text) model->lock_text_tower(m.lock_text_unlocked_layers);
   if (m.grad_checkpointing) model->set_grad_checkpointing(true);
+  if (loaded) log_init_from(model, m, *loaded);
 }
 
 std::shared_ptr<const tokenizer::Tokenizer> checked_tokenizer(const TokenizerFactory& make,
@@ -159,7 +180,10 @@ Session open_session(const config::Config& cfg, const SessionOptions& options) {
   at::manual_seed(seed * 1000003ull + static_cast<std::uint64_t>(s.pg->rank()));
   s.model = model::create_model(s.spec, seed);
   apply_model_config(s.model, cfg.model);
-  if (!options.weights.empty()) io::load_openclip_weights(s.model, options.weights);
+  if (!options.weights.empty()) {
+    const auto r = io::load_openclip_weights(s.model, options.weights);
+    CLIPPER_INFO("weights: " << r.tensors << " tensors from '" << options.weights << "'");
+  }
   if (options.ema_weights) io::load_checkpoint_ema(s.model, options.weights);
   s.model->to(s.device);
   if (options.make_tokenizer) s.tokenizer = checked_tokenizer(options.make_tokenizer, s.spec);

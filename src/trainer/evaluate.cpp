@@ -32,7 +32,7 @@ std::unique_ptr<data::Loader> eval_loader(const EvalSettings& es, const std::str
 
 void add_zeroshot(const EvalSettings& es, model::ClipImpl& model,
                   std::shared_ptr<const tokenizer::Tokenizer> tok, dist::ProcessGroup& pg,
-                  at::Device device, const eval::Prepare& prepare, std::int64_t step,
+                  at::Device device, const eval::Prepare& prepare, const std::string& what,
                   EvalReport* rep) {
   if (es.eval.zeroshot_classes.empty())
     throw core::InputError("eval.zeroshot_shards is set but eval.zeroshot_classes is empty");
@@ -44,14 +44,14 @@ void add_zeroshot(const EvalSettings& es, model::ClipImpl& model,
   rep->scalars.emplace_back("eval/zeroshot_top1", r.top1);
   rep->scalars.emplace_back("eval/zeroshot_top5", r.top5);
   rep->zeroshot_top1 = r.top1;
-  CLIPPER_INFO("step " << step << ": zero-shot on " << r.count << " images: top-1 " << std::fixed
-                       << std::setprecision(2) << 100 * r.top1 << " %, top-5 " << 100 * r.top5
-                       << " %");
+  CLIPPER_INFO(what << ": zero-shot on " << r.count << " images: top-1 " << std::fixed
+                    << std::setprecision(2) << 100 * r.top1 << " %, top-5 " << 100 * r.top5
+                    << " %");
 }
 
 void add_retrieval(const EvalSettings& es, model::ClipImpl& model,
                    std::shared_ptr<const tokenizer::Tokenizer> tok, dist::ProcessGroup& pg,
-                   const eval::Prepare& prepare, std::int64_t step, EvalReport* rep) {
+                   const eval::Prepare& prepare, const std::string& what, EvalReport* rep) {
   auto l = eval_loader(es, es.eval.retrieval_shards, false,
                        static_cast<int>(model.spec().image_size), tok, pg);
   const auto r = eval::retrieval(model, *l, prepare, pg);
@@ -60,11 +60,10 @@ void add_retrieval(const EvalSettings& es, model::ClipImpl& model,
     rep->scalars.emplace_back(std::string("eval/image_to_text_") + names[i], r.image_to_text[i]);
     rep->scalars.emplace_back(std::string("eval/text_to_image_") + names[i], r.text_to_image[i]);
   }
-  CLIPPER_INFO("step " << step << ": retrieval on " << r.count << " pairs: image->text R@1/5/10 "
-                       << std::fixed << std::setprecision(3) << r.image_to_text[0] << "/"
-                       << r.image_to_text[1] << "/" << r.image_to_text[2] << ", text->image "
-                       << r.text_to_image[0] << "/" << r.text_to_image[1] << "/"
-                       << r.text_to_image[2]);
+  CLIPPER_INFO(what << ": retrieval on " << r.count << " pairs: image->text R@1/5/10 " << std::fixed
+                    << std::setprecision(3) << r.image_to_text[0] << "/" << r.image_to_text[1]
+                    << "/" << r.image_to_text[2] << ", text->image " << r.text_to_image[0] << "/"
+                    << r.text_to_image[1] << "/" << r.text_to_image[2]);
 }
 
 }  // namespace
@@ -75,12 +74,12 @@ EvalSettings EvalSettings::from(const config::Config& cfg) {
 
 EvalReport evaluate(const EvalSettings& settings, model::ClipImpl& model,
                     std::shared_ptr<const tokenizer::Tokenizer> tok, dist::ProcessGroup& pg,
-                    at::Device device, const eval::Prepare& prepare, std::int64_t step) {
+                    at::Device device, const eval::Prepare& prepare, const std::string& what) {
   EvalReport rep;
   if (!settings.eval.zeroshot_shards.empty())
-    add_zeroshot(settings, model, tok, pg, device, prepare, step, &rep);
+    add_zeroshot(settings, model, tok, pg, device, prepare, what, &rep);
   if (!settings.eval.retrieval_shards.empty())
-    add_retrieval(settings, model, tok, pg, prepare, step, &rep);
+    add_retrieval(settings, model, tok, pg, prepare, what, &rep);
   return rep;
 }
 

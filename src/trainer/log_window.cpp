@@ -67,7 +67,7 @@ train::Scalars LogWindow::scalars(std::int64_t step, double lr, const train::Sta
                       {"train/samples_seen", static_cast<double>(step * options_.samples_per_step)},
                       {"perf/step_time_s", elapsed() / steps},
                       {"perf/data_time_s", data_wait_s_ / steps},
-                      {"time/wall_s", clock_() - run_start_s_}};
+                      {"time/since_start_s", clock_() - run_start_s_}};
   if (options_.peak_flops > 0)
     s.emplace_back("perf/mfu", options_.train_flops_per_sample * sps / options_.world_size /
                                    options_.peak_flops);

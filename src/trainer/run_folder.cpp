@@ -105,9 +105,10 @@ fs::path choose_run_folder(const config::TrainConfig& train,
   return fs::path(train.output_dir) / decision.substr(1);
 }
 
-std::string continue_command(const std::string& command, const fs::path& run_dir) {
+std::string continue_command(const std::string& command, const fs::path& run_dir, bool name_given) {
   const std::string tail =
-      "--set train.run_name=" + run_dir.filename().string() + " --resume latest";
+      (name_given ? "" : "--set train.run_name=" + run_dir.filename().string() + " ") +
+      "--resume latest";
   return command.empty() ? "the same command with " + tail : command + " " + tail;
 }
 

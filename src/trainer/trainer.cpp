@@ -18,6 +18,7 @@
 #include "clipper/core/signals.hpp"
 #include "clipper/core/text.hpp"
 #include "clipper/data/loader.hpp"
+#include "clipper/data/shard_list.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/io/openclip.hpp"
 #include "clipper/model/flops.hpp"
@@ -132,13 +133,26 @@ struct Trainer::Impl {
   void resume_openclip();
 };
 
+namespace {
+
+// Missing local shards stop the run before anything is built or written.
+void check_shards(const config::Config& cfg) {
+  data::check_local_shards(cfg.data.train_shards, "data.train_shards");
+  data::check_local_shards(cfg.eval.zeroshot_shards, "eval.zeroshot_shards");
+  data::check_local_shards(cfg.eval.retrieval_shards, "eval.retrieval_shards");
+}
+
+}  // namespace
+
 Trainer::Impl::Impl(const config::Config& c, TrainerOptions o) : cfg(c), options(std::move(o)) {
+  check_shards(cfg);
   core::install_stop_handlers();
   session::SessionOptions so;
   so.make_tokenizer = tokenizer::make_tokenizer;
   s = session::open_session(cfg, so);
   run_dir = choose_run_folder(cfg.train, cfg.checkpoint, *s.pg);
   summary.run_dir = run_dir.string();
+  make_loader_and_step();  // the data and the step are checked before the run folder is made
   if (s.rank() == 0) core::make_private_dirs(run_dir.string());
   configure_logs(run_dir, s.rank(), cfg.log);
   if (s.rank() == 0) {
@@ -147,7 +161,6 @@ Trainer::Impl::Impl(const config::Config& c, TrainerOptions o) : cfg(c), options
   }
   CLIPPER_INFO("run " << run_dir.string() << " | " << s.describe());
   open_sample_log();
-  make_loader_and_step();
   checkpoints = std::make_unique<checkpoint::Manager>(run_dir.string(), manager_options(), s.pg);
   register_parts();
 }
@@ -416,7 +429,7 @@ void Trainer::Impl::evaluate(std::int64_t at_step) {
   auto prepare = [this](const at::Tensor& images) { return step->prepare_images(images); };
   const train::EmaSwapped averaged(cfg.eval.use_ema ? step->ema() : nullptr);
   const auto rep = trainer::evaluate(EvalSettings::from(cfg), *s.model, s.tokenizer, *s.pg,
-                                     s.device, prepare, at_step);
+                                     s.device, prepare, "step " + std::to_string(at_step));
   if (rep.zeroshot_top1 >= 0) summary.zeroshot_top1 = rep.zeroshot_top1;
   emit(at_step, rep.scalars);
   CLIPPER_DEBUG("evaluation took " << since(t) << " s");
@@ -436,7 +449,8 @@ RunSummary Trainer::Impl::stop(const Schedule& sched) {
   CLIPPER_INFO("stopped at step " << sched.step() << " after saving ("
                                   << (sig ? "signal " + std::to_string(sig) : std::string("limit"))
                                   << "): " << describe_work(summary, total_steps));
-  CLIPPER_INFO("continue with: " << continue_command(options.command, run_dir));
+  CLIPPER_INFO(
+      "continue with: " << continue_command(options.command, run_dir, !cfg.train.run_name.empty()));
   core::log::flush();
   return summary;
 }

@@ -1,6 +1,8 @@
 // The `clipper` command line: config verbs, usage errors and exit codes.
 #include <gtest/gtest.h>
 
+#include <fstream>
+
 #include "test_util.hpp"
 
 using clipper::test::clipper_bin;
@@ -80,12 +82,10 @@ TEST(CliConfig, FromOpenClipWritesALoadableYamlAndListsTheRest) {
   clipper::test::TempDir d;
   const auto out = d.file("run.yaml");
   const auto r = run(clipper_bin() + " config from-openclip --out " + out +
-                     " --steps-per-epoch 10 -- --model roberta-ViT-B-32 --train-data "
+                     " --steps-per-epoch 10 -- --model ViT-B-32 --train-data "
                      "'/d/{0..9}.tar' --imagenet-val /i --save-frequency 2 --local-loss");
   ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_TRUE(has(r.output, "not carried over: --imagenet-val /i: clipper's zero-shot")) << r.output;
-  EXPECT_TRUE(has(r.output, "not carried over: --model roberta-ViT-B-32: clipper has no "
-                            "architecture file"))
+  EXPECT_TRUE(has(r.output, "not carried over: --imagenet-val /i: clipper's zero-shot"))
       << r.output;
   const auto show = run(clipper_bin() + " config show " + out);
   ASSERT_EQ(show.exit_code, 0) << show.output;
@@ -95,4 +95,56 @@ TEST(CliConfig, FromOpenClipWritesALoadableYamlAndListsTheRest) {
   EXPECT_EQ(bad.exit_code, 1) << bad.output;
   EXPECT_TRUE(has(bad.output, "'--batch-sise' is not an OpenCLIP 3.3.0 training flag"))
       << bad.output;
+}
+
+// A model `clipper train` would refuse stops the translation with the reason and writes nothing
+// (it used to write `name: coca_ViT-B-32` after saying "not carried over").
+TEST(CliConfig, FromOpenClipStopsOnAModelClipperDoesNotHave) {
+  clipper::test::TempDir d;
+  const auto out = d.file("run.yaml");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"coca_ViT-B-32", "clipper trains CLIP and SigLIP, not CoCa"},
+      {"ViT-B-16-SigLIP", "clipper has no SigLIP architecture"},
+      {"roberta-ViT-B-32", "clipper has no architecture file roberta-ViT-B-32.yaml"}};
+  for (const auto& [model, why] : cases) {
+    const auto r = run(clipper_bin() + " config from-openclip --out " + out + " -- --model " +
+                       model + " --train-data '/d/{0..9}.tar'");
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_TRUE(has(r.output, "error: --model " + model + ": " + why)) << r.output;
+    EXPECT_TRUE(has(r.output, "nothing written")) << r.output;
+    EXPECT_FALSE(std::filesystem::exists(out)) << model;
+  }
+}
+
+// Zero-shot every epoch with ImageNet (not carried over) writes no eval.every_steps, which would
+// evaluate nothing: it is on the "to check" list at the end, with the values needing a decision.
+TEST(CliConfig, FromOpenClipEndsWithWhatToCheck) {
+  clipper::test::TempDir d;
+  const auto out = d.file("run.yaml");
+  const auto r = run(clipper_bin() + " config from-openclip --out " + out +
+                     " --world-size 8 -- --model ViT-B-32 --train-data '/d/{0..9}.tar'"
+                     " --train-num-samples 10968539 --batch-size 320 --imagenet-val /i"
+                     " --zeroshot-frequency 2 --epochs 10");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto show = run(clipper_bin() + " config show " + out);
+  ASSERT_EQ(show.exit_code, 0) << show.output;
+  const auto eval_at = show.output.find("\neval:\n");
+  ASSERT_NE(eval_at, std::string::npos) << show.output;
+  const auto eval = show.output.substr(eval_at, show.output.find("\nlog:\n") - eval_at);
+  EXPECT_TRUE(has(eval, "  every_steps: 0\n")) << eval;
+  // 10968539 / (320 x 8) = 4284 steps per epoch: a checkpoint every epoch, as OpenCLIP saves.
+  EXPECT_TRUE(has(show.output, "  every_steps: 4284\n")) << show.output;
+  const auto warn_at = r.output.find("to check: ");
+  ASSERT_NE(warn_at, std::string::npos) << r.output;
+  EXPECT_GT(warn_at, r.output.find("wrote ")) << "the list ends the output: " << r.output;
+  EXPECT_TRUE(has(r.output, "to check: eval.every_steps: OpenCLIP evaluated zero-shot every 2"))
+      << r.output;
+  EXPECT_TRUE(has(r.output,
+                  "to check: checkpoint.every_steps: converted from epochs with 4284 "
+                  "steps per epoch (10968539 samples / (320 x 8 ranks x 1))"))
+      << r.output;
+  EXPECT_TRUE(has(r.output, "to check: checkpoint.keep_last: 10")) << r.output;
+  std::ifstream in(out);
+  const std::string yaml((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_TRUE(has(yaml, "# To check before training:\n")) << yaml;
 }

@@ -94,3 +94,43 @@ TEST(Readme, EveryCommandOfUsingItRuns) {
     EXPECT_EQ(r.exit_code, 0) << line << "\nran: " << cmd << "\n" << r.output;
   }
 }
+
+// The README's launch line, stopped after saving, prints the command that continues it: the same
+// launch line (launcher and its flags, the run name once) with --resume latest added once. Run as
+// printed, it resumes the run on as many ranks.
+TEST(Readme, ContinueWithLineOfALaunchedRunResumesIt) {
+  std::string launch;
+  for (const auto& line : readme_commands())
+    if (line.find(" launch ") != std::string::npos) launch = line;
+  ASSERT_FALSE(launch.empty()) << "the README's \"Using it\" block has no launch line";
+  clipper::test::TempDir t;
+  const std::string w = t.path().string(), fm = "/usr/share/datasets/fashion-mnist/";
+  const auto shards =
+      run(clipper::test::clipper_bin() + " shards " + w + "/shards --from-idx " + fm +
+          "t10k-images-idx3-ubyte.gz " + fm + "t10k-labels-idx1-ubyte.gz" + " --classes " +
+          source_path("configs/data/fashion_mnist.yaml") + " --resize 0 --limit 256");
+  ASSERT_EQ(shards.exit_code, 0) << shards.output;
+  const auto cfg = t.write("demo.yaml",
+                           "model: {name: tiny-fmnist-vit}\n"
+                           "data: {train_shards: '" +
+                               w +
+                               "/shards/shard-00000.tar', workers: 1,"
+                               " sample_shuffle_buffer: 64, sample_shuffle_initial: 16}\n"
+                               "train: {batch_size: 32, max_steps: 4, device: cpu, "
+                               "output_dir: '" +
+                               w + "/runs', threads: 1}\n");
+  std::string cmd = replace_all(launch, "build/bin/clipper", clipper::test::clipper_bin());
+  cmd = replace_all(cmd, "configs/demo.yaml", cfg) +
+        " --set train.run_name=ctrlc --set train.stop_at_step=2";
+  const auto stopped = run(cmd);
+  ASSERT_EQ(stopped.exit_code, 75) << cmd << "\n" << stopped.output;
+  const auto at = stopped.output.find("continue with: ");
+  ASSERT_NE(at, std::string::npos) << stopped.output;
+  const auto printed = stopped.output.substr(at + 15, stopped.output.find('\n', at) - at - 15);
+  EXPECT_EQ(printed, cmd + " --resume latest");
+  const auto resumed = run(printed);
+  EXPECT_TRUE(resumed.exit_code == 0 || resumed.exit_code == 75) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("rank 0/2 ("), std::string::npos)
+      << "not resumed on 2 ranks: " << resumed.output;
+}

@@ -376,3 +376,50 @@ TEST(FromOpenClip, RejectsWhatOpenClipRejects) {
   // argparse's unique prefixes are accepted.
   EXPECT_EQ(keys_of(cc::from_openclip({"--batch", "32"}))["train.batch_size"], "32");
 }
+
+// What it writes passes `clipper train`'s checks or it stops: a model clipper has no architecture
+// for is an error with the reason; eval.every_steps is written only with data to evaluate.
+TEST(FromOpenClip, WritesOnlyWhatTrainAccepts) {
+  cc::FromOpenClipOptions o;
+  o.steps_per_epoch = 100;
+  o.known_model = [](const std::string& name) { return name == "ViT-B-32"; };
+  const auto error = [&](const std::string& model) {
+    try {
+      cc::from_openclip({"--model", model, "--train-data", "/d/{0..9}.tar"}, o);
+    } catch (const clipper::core::InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error("coca_ViT-B-32")
+                .find("--model coca_ViT-B-32: clipper trains CLIP and SigLIP, "
+                      "not CoCa"),
+            std::string::npos);
+  EXPECT_NE(error("ViT-B-16-SigLIP").find("clipper has no SigLIP architecture"), std::string::npos);
+  EXPECT_NE(error("ViT-B-16-SigLIP").find("nothing written"), std::string::npos);
+  // Validation on a CSV file (not carried over) and zero-shot on ImageNet (never carried over).
+  const auto t = cc::from_openclip(
+      {"--model", "ViT-B-32", "--train-data", "/d/{0..9}.tar", "--val-data", "/v.csv",
+       "--val-frequency", "1", "--imagenet-val", "/i", "--zeroshot-frequency", "1"},
+      o);
+  EXPECT_EQ(keys_of(t).count("eval.every_steps"), 0u) << t.yaml();
+  EXPECT_TRUE(listed(t.to_check, "eval.every_steps: OpenCLIP evaluated zero-shot every 1"));
+}
+
+// The steps per epoch follow from the world size the OpenCLIP command does not contain.
+TEST(FromOpenClip, WorldSizeGivesTheStepsPerEpoch) {
+  cc::FromOpenClipOptions o;
+  o.world_size = 4;
+  const auto t =
+      cc::from_openclip({"--train-data", "/d/{0..9}.tar", "--train-num-samples", "10000",
+                         "--batch-size", "64", "--accum-freq", "2", "--save-frequency", "3"},
+                        o);
+  EXPECT_EQ(keys_of(t)["checkpoint.every_steps"], "57");  // 3 x floor(10000 / (64 x 4 x 2))
+  EXPECT_TRUE(listed(t.to_check,
+                     "checkpoint.every_steps: converted from epochs with 19 steps "
+                     "per epoch (10000 samples / (64 x 4 ranks x 2))"));
+  EXPECT_TRUE(listed(t.to_check, "checkpoint.keep_last: 32"));
+  // CSV data: the required data.train_shards is left unset and says so.
+  const auto csv = cc::from_openclip({"--train-data", "/d/train.csv"});
+  EXPECT_TRUE(listed(csv.to_check, "data.train_shards: not set"));
+}

@@ -5,7 +5,8 @@
 // Scenarios: clip, siglip, distill (distributed loss and gradients vs one process on the
 // concatenated batch), clip_grads (each rank's gradients, for open_clip's to be compared with),
 // train (one or more SGD steps of a two-tower stand-in model vs one process with the whole batch),
-// die / stall (a rank dies or stops answering mid-step), wait_signal, exit, hello. Each rank writes
+// die / stall (a rank dies or stops answering mid-step), wait_signal, ignore_stop (ignores the stop
+// signals, with a child in its process group), exit, hello. Each rank writes
 // its last status line to out/rank<R>.log ("OK ..." or "FAIL ..." or "error: ...") and exits 0 on
 // success, 3 on a mismatch, 1 on an error.
 #include <ATen/ATen.h>
@@ -24,6 +25,7 @@
 #include "clipper/checkpoint/checkpoint.hpp"
 #include "clipper/config/config.hpp"
 #include "clipper/dist/grad_reducer.hpp"
+#include "clipper/dist/launch.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/loss/clip_loss.hpp"
 #include "clipper/loss/siglip_loss.hpp"
@@ -558,6 +560,22 @@ int run_wait_signal() {
   return g_signal ? static_cast<int>(arg_i("code", 0)) : 4;
 }
 
+// A rank that ignores SIGINT, SIGTERM and SIGUSR1 (as one stuck in a collective would, for the
+// launcher) and has a child in its process group; it watches its launcher as `clipper` does.
+int run_ignore_stop() {
+  clipper::dist::watch_launcher();
+  for (int sig : {SIGTERM, SIGINT, SIGUSR1}) std::signal(sig, SIG_IGN);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    for (int i = 0; i < 600; ++i) ::sleep(1);
+    ::_exit(0);
+  }
+  report("ready pid=" + std::to_string(::getpid()) + " child=" + std::to_string(child));
+  std::this_thread::sleep_for(std::chrono::seconds(60));
+  report("was not stopped");
+  return 4;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -579,6 +597,7 @@ int main(int argc, char** argv) {
     const auto world = clipper::dist::discover_world(dc);
     g_rank = world.rank;
     if (scenario == "wait_signal") return run_wait_signal();
+    if (scenario == "ignore_stop") return run_ignore_stop();
     if (scenario == "exit") {
       if (world.rank == static_cast<int>(arg_i("rank", 1))) {
         report("exiting with " + arg("code", "7"));

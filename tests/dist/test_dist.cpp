@@ -3,6 +3,7 @@
 // process on the whole batch and leaves its verdict in OUT/rank<R>.log.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -365,6 +366,85 @@ TEST(DistLaunch, ForwardsSigtermAndExits75WhenTheRanksStoppedAfterSaving) {
 }
 TEST(DistLaunch, ForwardsSigusr1AndExits75WhenTheRanksStoppedAfterSaving) {
   expect_forwarded_and_stopped(SIGUSR1);
+}
+
+// --- escalation: no rank outlives its launcher's grace period ---------------------------------
+
+// Starts `clipper launch --kill-grace 1 --nproc-per-node 1 -- dist_worker ignore_stop` and waits
+// for the rank's "ready pid=P child=C" line; returns the launcher's pid and fills rank and child.
+pid_t launch_ignoring_rank(const TempDir& dir, pid_t& rank, pid_t& child) {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    const std::string bin = clipper::test::clipper_bin(), w = worker(),
+                      o = "out=" + dir.path().string();
+    ::execl(bin.c_str(), bin.c_str(), "launch", "--kill-grace", "1", "--nproc-per-node", "1", "--",
+            w.c_str(), "ignore_stop", o.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  rank = child = 0;
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (Clock::now() < deadline && child == 0) {
+    const auto log = rank_log(dir, 0);
+    const auto at = log.find("ready pid=");
+    if (at != std::string::npos && log.find('\n', at) != std::string::npos) {
+      rank = static_cast<pid_t>(std::stol(log.substr(at + 10)));
+      child = static_cast<pid_t>(std::stol(log.substr(log.find("child=", at) + 6)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return pid;
+}
+
+// Waits up to `seconds` for `pid`, a child of this process; its wait status, or -1 (then it is
+// killed with its group, so that no test leaves it behind).
+int wait_for(pid_t pid, double seconds) {
+  const auto deadline = Clock::now() + std::chrono::duration<double>(seconds);
+  int status = 0;
+  while (Clock::now() < deadline) {
+    if (::waitpid(pid, &status, WNOHANG) == pid) return status;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(-pid, SIGKILL);
+  ::kill(pid, SIGKILL);
+  ::waitpid(pid, &status, 0);
+  return -1;
+}
+
+TEST(DistLaunch, EscalatesToSigkillOfTheRanksGroups) {
+  // Orphans (the rank's child once the rank is gone) come to this process, to be waited for.
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+  TempDir dir;
+  pid_t rank = 0, child = 0;
+  const pid_t launcher = launch_ignoring_rank(dir, rank, child);
+  ASSERT_GT(child, 0) << "the rank did not start: " << rank_log(dir, 0);
+  const auto start = Clock::now();
+  ::kill(launcher, SIGINT);
+  const int status = wait_for(launcher, 20);
+  const double took = std::chrono::duration<double>(Clock::now() - start).count();
+  ASSERT_TRUE(status != -1 && WIFEXITED(status)) << "the launcher waited for ever";
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGKILL);
+  EXPECT_LT(took, 10.0);
+  EXPECT_TRUE(::kill(rank, 0) != 0 && errno == ESRCH) << "the rank still exists";
+  const int child_status = wait_for(child, 5);  // killed with the rank's group
+  EXPECT_TRUE(child_status != -1 && WIFSIGNALED(child_status) && WTERMSIG(child_status) == SIGKILL)
+      << "the rank's child was not killed with its group";
+  ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+TEST(DistLaunch, ARankEndsItselfWhenItsLauncherDies) {
+  ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);  // the orphaned rank comes to this process
+  TempDir dir;
+  pid_t rank = 0, child = 0;
+  const pid_t launcher = launch_ignoring_rank(dir, rank, child);
+  ASSERT_GT(child, 0) << "the rank did not start: " << rank_log(dir, 0);
+  ::kill(launcher, SIGKILL);
+  ::waitpid(launcher, nullptr, 0);
+  const int status = wait_for(rank, 15);  // grace 1 s; it would otherwise sleep 60 s
+  EXPECT_TRUE(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+      << "the rank lingered after its launcher died: " << rank_log(dir, 0);
+  const int child_status = wait_for(child, 5);
+  EXPECT_TRUE(child_status != -1 && WIFSIGNALED(child_status)) << "the rank's child lingered";
+  ::prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
 
 TEST(DistLaunch, LaunchRunsAClipperVerb) {

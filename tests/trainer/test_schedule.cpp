@@ -172,7 +172,7 @@ TEST(LogWindow, MeansRatesAndTheProgressLineFollowTheClock) {
   EXPECT_DOUBLE_EQ(value("train/samples_seen"), 4 * 64);
   EXPECT_DOUBLE_EQ(value("perf/step_time_s"), 0.5);
   EXPECT_DOUBLE_EQ(value("perf/data_time_s"), 0.125);
-  EXPECT_DOUBLE_EQ(value("time/wall_s"), 2.0);
+  EXPECT_DOUBLE_EQ(value("time/since_start_s"), 2.0);
   EXPECT_EQ(w.epoch_of(1), 0);
   EXPECT_EQ(w.epoch_of(10), 0);  // the last step of the first epoch
   EXPECT_EQ(w.epoch_of(11), 1);

@@ -13,6 +13,7 @@
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -277,6 +278,112 @@ TEST(TrainE2E, SigtermSavesAndExits75ThenResumes) {
   EXPECT_TRUE(has(r.output, "resumed from")) << r.output;
 }
 
+// A terminal's Ctrl-C is a SIGINT to the whole foreground process group. It reaches clipper, which
+// saves and exits 75, and not its `pipe:` commands: each runs in a group of its own and is ended by
+// clipper. The fetch script marks any SIGINT it gets (its cat or sleep would die of it).
+TEST(TrainE2E, CtrlCToTheProcessGroupSavesAndSparesThePipeCommands) {
+  clipper::test::TempDir t;
+  const std::string mark = t.file("fetch-got-sigint");
+  const std::string fetch =
+      t.write("fetch.sh", "trap 'touch " + mark + "' INT\ncat \"$1\"\nsleep 1\n");
+  const auto cfg = write_config(t, "");
+  const std::string log = t.file("ctrlc.log");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    setpgid(0, 0);  // as a shell's job: clipper leads the group a Ctrl-C goes to
+    const std::string sh =
+        "exec " + clipper_bin() + " train " + cfg + " --set 'data.train_shards=pipe:sh " + fetch +
+        " " + shards_dir() + "/train/train-{00000..00002}.tar' --set data.train_num_samples=1536" +
+        " --set train.run_name=ctrlc --set train.max_steps=100000 > " + log + " 2>&1";
+    execl("/bin/sh", "sh", "-c", sh.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  const fs::path metrics = t.path() / "runs" / "ctrlc" / "metrics.jsonl";
+  for (int i = 0; i < 600 && !(fs::exists(metrics) && fs::file_size(metrics) > 0); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  ASSERT_TRUE(fs::exists(metrics)) << slurp(log);
+  kill(-pid, SIGINT);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << slurp(log);
+  EXPECT_EQ(WEXITSTATUS(status), 75) << slurp(log);
+  EXPECT_TRUE(has(slurp(log), "signal 2")) << slurp(log);
+  EXPECT_FALSE(has(slurp(log), "pipe failed")) << slurp(log);
+  EXPECT_FALSE(fs::exists(mark)) << "a pipe: command got the group's SIGINT";
+  bool saved = false;
+  for (const auto& e : fs::directory_iterator(t.path() / "runs" / "ctrlc" / "checkpoints"))
+    saved |= fs::exists(e.path() / "manifest.json");
+  EXPECT_TRUE(saved);
+}
+
+// A typo in the shard folder names the missing files before anything is built, and no run folder
+// is left behind, neither by it nor by a data mistake found when the loader is made.
+TEST(TrainE2E, MissingShardsAreNamedAndLeaveNoRunFolder) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t);
+  const std::string typo = t.path().string() + "/shardz";
+  auto r = run(clipper_bin() + " train " + cfg + " --set 'data.train_shards=" + typo +
+               "/train-{00000..00005}.tar' --set train.run_name=typo");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(has(r.output,
+                  "error: data.train_shards: 6 of its 6 local shards do not exist; the "
+                  "first: '" +
+                      typo + "/train-00000.tar' (there is no folder '" + typo + "')"))
+      << r.output;
+  EXPECT_FALSE(has(r.output, "sizes.json")) << r.output;
+  EXPECT_FALSE(fs::exists(t.path() / "runs" / "typo"));
+  // Three of six: the first missing one is named.
+  r = run(clipper_bin() + " train " + cfg + " --set 'data.train_shards=" + shards_dir() +
+          "/train/train-{00000..00005}.tar' --set train.run_name=range");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(
+      has(r.output, "data.train_shards: 3 of its 6 local shards do not exist; the first: '" +
+                        shards_dir() + "/train/train-00003.tar'"))
+      << r.output;
+  EXPECT_FALSE(fs::exists(t.path() / "runs" / "range"));
+  // The shards exist but nothing gives their sizes: the loader's error, still no run folder.
+  fs::create_directories(t.path() / "nosizes");
+  fs::copy_file(shards_dir() + "/train/train-00000.tar", t.path() / "nosizes" / "a-00000.tar");
+  r = run(clipper_bin() + " train " + cfg + " --set data.train_shards=" + t.path().string() +
+          "/nosizes/a-00000.tar --set train.run_name=nosizes");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_TRUE(has(r.output, "no sizes.json")) << r.output;
+  EXPECT_FALSE(fs::exists(t.path() / "runs" / "nosizes"));
+}
+
+// model.init_from: the run log says what was loaded from where, what kept its init and what the
+// locks froze; a partial load (CLIP weights into a SigLIP model: no logit_bias) warns.
+TEST(TrainE2E, InitFromSaysWhatItLoaded) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t);
+  const std::string quick = " --set train.max_steps=1 --set eval.at_end=false";
+  const auto a = run(clipper_bin() + " train " + cfg + quick + " --set train.run_name=a");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  const std::string w = (t.path() / "runs/a/export/open_clip_model.safetensors").string();
+  ASSERT_TRUE(fs::exists(w)) << a.output;
+  const auto b =
+      run(clipper_bin() + " train " + cfg + quick +
+          " --set train.run_name=b --set model.lock_image=true --set model.init_from=" + w);
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  const std::regex line("model\\.init_from: loaded ([0-9]+) tensors \\(([0-9]+) values\\) from '" +
+                        w +
+                        "' into tiny-fmnist-vit; left at their init: none; ([0-9]+) of ([0-9]+) "
+                        "parameters frozen \\(model\\.lock_image/lock_text\\)");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(b.output, m, line)) << b.output;
+  EXPECT_GT(std::stoi(m[1]), 10);
+  EXPECT_GT(std::stoi(m[3]), 0);                // the image tower
+  EXPECT_LT(std::stoi(m[3]), std::stoi(m[4]));  // not the text tower
+  const auto c = run(clipper_bin() + " train " + cfg + quick +
+                     " --set train.run_name=c --set loss.kind=siglip --set model.init_from=" + w);
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  EXPECT_TRUE(has(c.output, "have no logit_bias; starting it at 0")) << c.output;
+  EXPECT_TRUE(has(c.output, "model.init_from: loaded " + std::string(m[1]) + " tensors"))
+      << c.output;
+  EXPECT_TRUE(has(c.output, "left at their init: logit_bias; 0 of ")) << c.output;
+}
+
 // Two ranks reading back every 4 steps while logs force reads every 3: SIGTERM to the launcher
 // still stops both (the agreement runs every 4 steps whatever forces other reads), at a step that
 // is a multiple of 4, after saving.
@@ -312,7 +419,9 @@ TEST(TrainE2E, ResumeLatestWithTheDefaultRunNameContinuesTheSameRun) {
   ASSERT_EQ(straight.exit_code, 0) << straight.output;
   const auto b1 = run(clipper_bin() + " train " + cfg + " --set train.stop_at_step=5");
   ASSERT_EQ(b1.exit_code, 75) << b1.output;
-  EXPECT_TRUE(has(b1.output, "continue with: clipper train " + cfg)) << b1.output;
+  EXPECT_TRUE(has(b1.output, "continue with: " + clipper_bin() + " train " + cfg +
+                                 " --set train.stop_at_step=5 --set train.run_name=run-"))
+      << b1.output;
   EXPECT_TRUE(has(b1.output, "--resume latest")) << b1.output;
   const auto b2 = run(clipper_bin() + " train " + cfg + " --resume latest");
   ASSERT_EQ(b2.exit_code, 0) << b2.output;

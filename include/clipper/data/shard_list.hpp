@@ -34,6 +34,12 @@ struct ShardList {
 // shards (the folder of each local shard) when one exists; a shard missing from it stays unknown.
 ShardList parse_shard_list(const std::string& spec, const std::vector<double>& weights = {});
 
+// Stops a run before it starts when local shards of `spec` are missing: throws InputError naming
+// `key` (the setting), the first missing file, how many of the list's local shards are missing
+// and whether their folder exists. pipe: shards are not checked. Each folder is listed once, so a
+// list of a million shards costs one directory listing per folder, not a million lookups.
+void check_local_shards(const std::string& spec, const std::string& key);
+
 // Reads "sizes.json" ({"name.tar": count, ...}) from `folder`; nullopt when there is none.
 std::optional<std::vector<std::pair<std::string, std::int64_t>>> read_sizes_json(
     const std::string& folder);

@@ -24,7 +24,8 @@ struct ShardWriterOptions {
   std::string prefix = "shard";  // files PREFIX-00000.tar, PREFIX-00001.tar, ...
   int digits = 5;
   std::int64_t samples_per_shard = 10000;
-  int resize = 256;              // shorter side in pixels; 0: keep
+  int resize = 256;              // shorter side in pixels (smaller images upscaled); 0: keep
+  bool no_upscale = false;       // images already no larger than `resize` keep their size
   int quality = 95;              // JPEG quality
   int threads = 0;               // decode/resize/encode threads of the builders; 0: all cores
   double progress_every_s = 10;  // seconds between progress lines; 0: none
@@ -94,6 +95,10 @@ class ShardWriter {
   ShardsReport report_;
   bool finished_ = false;
 };
+
+// The shorter side an image of w x h is stored at: `resize` (img2dataset's habit: up or down),
+// its own with no_upscale when it is not larger, or its own with resize 0.
+bool resizes(const ShardWriterOptions& o, int width, int height);
 
 // The image bytes to store for an input image: re-encoded JPEG (resized) or, with resize 0 and a
 // JPEG input, the bytes themselves. Throws InputError naming `what` when it cannot be decoded.

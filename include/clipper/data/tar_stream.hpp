@@ -38,6 +38,9 @@ bool split_key(const std::string& name, std::string* key, std::string* ext);
 class ShardReader {
  public:
   // Opens `url` (a path or "pipe:CMD"); an open failure shows in status() after the first next().
+  // A pipe: command runs in a process group of its own, so a Ctrl-C or a signal to clipper's
+  // group reaches clipper only; a command still running when the reader closes early is ended
+  // with its group (SIGTERM, SIGKILL after 2 s).
   // A sample whose files together hold more than `max_sample_bytes` comes without files (its
   // bytes are skipped unread, so one huge sample cannot exhaust memory).
   explicit ShardReader(std::string url, std::int64_t max_sample_bytes = kMaxEntryBytes);
@@ -72,7 +75,8 @@ class ShardReader {
 
   std::string url_;
   ::archive* ar_ = nullptr;
-  void* pipe_ = nullptr;  // FILE* of popen
+  int pipe_fd_ = -1;   // the read end of a pipe: command's stdout
+  int pipe_pid_ = -1;  // its `sh -c`, the leader of its process group
   bool opened_ = false, done_ = false;
   ShardStatus status_ = ShardStatus::ok;
   std::string error_;

@@ -10,6 +10,7 @@
 //     and a leading "module." is stripped.
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "clipper/io/safetensors.hpp"
 #include "clipper/model/clip.hpp"
@@ -37,10 +38,18 @@ std::string shape_text(at::IntArrayRef shape);
 // present; a leading "module." is stripped).
 TensorList read_state_dict(const std::string& path);
 
+// What a load did: the tensors copied into the model, their values, and the model's tensors the
+// weights did not have (left at their init, with a warning: a missing logit_bias).
+struct LoadReport {
+  std::int64_t tensors = 0, values = 0;
+  std::vector<std::string> left_at_init;
+};
+
 // Copies `tensors` into the model (converting dtype, onto the model's device). Strict: throws
 // InputError listing missing keys, unexpected keys and shape mismatches. As OpenCLIP does, a
 // scalar/[1] logit_scale or logit_bias is reshaped, and a missing logit_bias is set to 0.
-void load_state_dict(model::ClipImpl& model, const TensorList& tensors, const std::string& origin);
+LoadReport load_state_dict(model::ClipImpl& model, const TensorList& tensors,
+                           const std::string& origin);
 
 // Fine-tuning at another size, as open_clip's load_checkpoint does. resize_image_pos_embed is its
 // resize_pos_embed: [1 + g*g, W] to [1 + grid*grid, W], the class token kept and the g x g grid
@@ -57,7 +66,7 @@ void resize_pos_embeds(const model::ClipImpl& model, TensorList& tensors,
                        const std::string& origin);
 
 // read_state_dict, resize_pos_embeds, then load_state_dict.
-void load_openclip_weights(model::Clip& model, const std::string& path);
+LoadReport load_openclip_weights(model::Clip& model, const std::string& path);
 
 // Resolves --weights: a folder with open_clip_model.safetensors (an export) or model.safetensors
 // (a checkpoint), or a weights file.

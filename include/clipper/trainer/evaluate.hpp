@@ -26,9 +26,10 @@ struct EvalSettings {
   static EvalSettings from(const config::Config& cfg);
 };
 
-// Collective when pg has several ranks (every rank calls it).
+// Collective when pg has several ranks (every rank calls it). `what` names the weights in the
+// log lines: "step 120" in training, "export runs/x/export" for `clipper eval`.
 EvalReport evaluate(const EvalSettings& settings, model::ClipImpl& model,
                     std::shared_ptr<const tokenizer::Tokenizer> tok, dist::ProcessGroup& pg,
-                    at::Device device, const eval::Prepare& prepare, std::int64_t step);
+                    at::Device device, const eval::Prepare& prepare, const std::string& what);
 
 }  // namespace clipper::trainer

@@ -27,7 +27,10 @@ std::filesystem::path choose_run_folder(const config::TrainConfig& train,
 // empty when none has one.
 std::string newest_resumable_run(const std::string& output_dir);
 
-// "clipper train a.yaml --set train.run_name=<name> --resume latest": how to continue this run.
-std::string continue_command(const std::string& command, const std::filesystem::path& run_dir);
+// How to continue this run: `command` (the command that started it, launcher included, without
+// --resume) with `--resume latest` added once, and `--set train.run_name=<name>` too when the name
+// was chosen by clipper (`name_given` false: the config had no train.run_name).
+std::string continue_command(const std::string& command, const std::filesystem::path& run_dir,
+                             bool name_given);
 
 }  // namespace clipper::trainer
