@@ -477,6 +477,33 @@ ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t 
   return ImageError::none;
 }
 
+ImageError ImageProcessor::check(const std::string& bytes, std::string* why) {
+  if (is_jpeg(bytes) && tj_) {
+    JpegHeader head;
+    if (const auto err = read_jpeg_header(&tj_, bytes, max_pixels_, &head, why);
+        err != ImageError::none)
+      return err;
+    int nf = 0;
+    const tjscalingfactor* factors = tjGetScalingFactors(&nf);
+    tjscalingfactor least{1, 1};
+    for (int i = 0; i < nf; ++i)
+      if (factors[i].num * least.denom < least.num * factors[i].denom) least = factors[i];
+    const bool cmyk = head.colorspace == TJCS_CMYK || head.colorspace == TJCS_YCCK;
+    const int pf = cmyk ? TJPF_CMYK : TJPF_GRAY;  // libjpeg has no CMYK -> grey conversion
+    const int sw = TJSCALED(head.width, least), sh = TJSCALED(head.height, least);
+    scratch_.resize(static_cast<std::size_t>(sw) * sh * tjPixelSize[pf]);
+    return decompress_jpeg(&tj_, bytes, scratch_.data(), sw, sh, pf, why);
+  }
+  cv::Mat img;
+  if (const auto err = decode_with_opencv(bytes, max_pixels_, &img, why); err != ImageError::none)
+    return err;
+  if (to_rgb8(img, false, spec_.transparency).empty()) {
+    if (why) *why = "unsupported channel layout";
+    return ImageError::corrupt;
+  }
+  return ImageError::none;
+}
+
 ImageError ImageProcessor::decode(const std::string& bytes, Image* out, std::string* why,
                                   bool keep_grey) {
   if (is_jpeg(bytes) && tj_) {

@@ -386,6 +386,13 @@ std::optional<Batch> Loader::next() {
   return std::move(o.b);
 }
 
+bool Loader::ready(double seconds) {
+  auto& m = *impl_;
+  if (!m.failed.empty()) return true;
+  if (!m.running) m.start();
+  return m.out->wait_for_item(seconds);
+}
+
 std::int64_t Loader::batches_per_epoch() const {
   return (impl_->T + impl_->o.batch_size - 1) / impl_->o.batch_size;
 }
@@ -394,6 +401,11 @@ std::int64_t Loader::samples_per_epoch() const {
 }
 std::int64_t Loader::dataset_size() const {
   return impl_->dataset;
+}
+Loader::Position Loader::position() const {
+  const auto& c = impl_->returned;
+  const std::int64_t left = std::max<std::int64_t>(0, c.len - c.pos), B = impl_->o.batch_size;
+  return {c.epoch, (left + B - 1) / B};
 }
 BadDataCounters Loader::counters() const {
   return impl_->returned.counters;

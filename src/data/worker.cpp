@@ -1,6 +1,7 @@
 #include "worker.hpp"
 
 #include <algorithm>
+#include <atomic>
 
 #include "clipper/data/image.hpp"
 #include "clipper/data/tar_stream.hpp"
@@ -12,6 +13,8 @@
 
 namespace clipper::data::detail {
 namespace {
+
+std::atomic<std::int64_t> g_images_processed{0};
 
 TransformSpec transform_spec(const LoaderOptions& o) {
   TransformSpec t;
@@ -26,8 +29,9 @@ std::size_t shuffle_size(const LoaderOptions& o) {
 }
 
 // One worker thread: for each piece of its part, pulls the piece's raw stream through its shuffle
-// buffer, skips what the piece does not own (raw samples undecoded, then `skip` good ones), turns
-// the rest into good or bad items and pushes them in order.
+// buffer, skips what the piece does not own (raw samples undecoded, then `skip` good ones, each
+// only checked: ImageProcessor::check), turns the rest into good or bad items and pushes them in
+// order.
 class Worker {
  public:
   explicit Worker(WorkerArgs a)
@@ -75,28 +79,41 @@ class Worker {
       }
       const std::int64_t k = out_index_++;
       if (k < skip_raw_) continue;
+      if (skip_good_ > 0) {  // an earlier piece's sample: only whether it is good counts
+        if (!skip_one(p)) return false;
+        continue;
+      }
       Item it = make_item(p, k);
       it.piece = piece;
       it.repeated = it.repeated || s.piece.repeated;
       if (it.kind == Item::bad) {
         a_.pool->put(std::move(it.image));
-        if (skip_good_ == 0) {  // bad samples before the first own good one: the piece before
-          warn_bad(it.counter, a_.list->shards[p.shard].url, it.key, it.message);
-          it.message.clear();
-          if (!push(std::move(it))) return false;
-        }
+        warn_bad(it.counter, a_.list->shards[p.shard].url, it.key, it.message);
+        it.message.clear();
+        if (!push(std::move(it))) return false;
         if (!bad_limit_ok()) return false;
         continue;
       }
       bad_in_row_ = 0;
-      if (skip_good_ > 0) {  // an earlier piece's sample
-        --skip_good_;
-        a_.pool->put(std::move(it.image));
-        continue;
-      }
       if (!push(std::move(it))) return false;
       --quota;
     }
+    return true;
+  }
+
+  // A sample before the piece's own, skipped: whether it is good, found without cropping,
+  // resizing or tokenizing (ImageProcessor::check); bad ones were counted by the piece before.
+  // false: stopped by the bad-sample limit.
+  bool skip_one(Pulled& p) {
+    const std::string* img = find_image(p.sample, o_.image_keys);
+    std::int64_t label = -1;
+    const bool good =
+        img && extract_text(p.sample, o_.text_key, &text_) &&
+        (o_.label_key.empty() || extract_label(p.sample, o_.label_key, &label)) &&
+        proc_.check(*img, nullptr) == ImageError::none;
+    if (!good) return bad_limit_ok();
+    bad_in_row_ = 0;
+    --skip_good_;
     return true;
   }
 
@@ -146,6 +163,7 @@ class Worker {
     } else {
       // (A damaged PNG is refused and a noisy one quieted by the processor, before libpng.)
       it.image = a_.pool->get();
+      g_images_processed.fetch_add(1, std::memory_order_relaxed);
       const auto err =
           proc_.process(*img, mix_seed(plan_->crop_seed, static_cast<std::uint64_t>(raw_index)),
                         it.image.get(), &it.message);
@@ -196,6 +214,10 @@ void run_worker(WorkerArgs args) {
     f.message = std::string("data worker: ") + e.what();
     out->push(std::move(f));
   }
+}
+
+std::int64_t images_processed() {
+  return g_images_processed.load(std::memory_order_relaxed);
 }
 
 namespace {

@@ -2,6 +2,7 @@
 // Internal to the loader: the worker thread that turns its part of the epoch plan into decoded,
 // tokenized samples in a fixed order, and the queue and buffer pool it shares with the collator.
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -51,6 +52,12 @@ class BoundedQueue {
     q_.pop_front();
     not_full_.notify_one();
     return true;
+  }
+  // True once an item waits or the queue is closed; false when `seconds` passed first.
+  bool wait_for_item(double seconds) {
+    std::unique_lock<std::mutex> l(m_);
+    return not_empty_.wait_for(l, std::chrono::duration<double>(seconds),
+                               [&] { return closed_ || !q_.empty(); });
   }
   void close() {
     std::lock_guard<std::mutex> l(m_);
@@ -115,6 +122,10 @@ struct WorkerArgs {
 
 // The worker thread's body: never throws (a failure becomes a fatal item).
 void run_worker(WorkerArgs args);
+
+// Images the workers of this process decoded and transformed (ImageProcessor::process) so far:
+// a test reads it to see what a skip costs.
+std::int64_t images_processed();
 
 // Tests stand in a failure where the loader starts a thread or allocates a batch: the hook runs
 // at each such point with its name ("worker thread", "collator thread", "batch") and may throw.

@@ -1,5 +1,6 @@
 #include "clipper/trainer/schedule.hpp"
 
+#include <algorithm>
 #include <utility>
 
 namespace clipper::trainer {
@@ -19,6 +20,11 @@ ScheduleOptions ScheduleOptions::from(const config::TrainConfig& train,
   o.max_wall_time_minutes = train.max_wall_time_minutes;
   o.owns_save_clock = owns_save_clock;
   return o;
+}
+
+std::int64_t step_on_new_layout(std::int64_t epoch, std::int64_t steps_left,
+                                std::int64_t steps_per_epoch) {
+  return std::max<std::int64_t>(0, (epoch + 1) * steps_per_epoch - steps_left);
 }
 
 Schedule::Schedule(ScheduleOptions options, std::int64_t start_step, AgreeAcrossRanks agree)

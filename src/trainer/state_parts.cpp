@@ -167,11 +167,22 @@ class LoaderPart : public checkpoint::Stateful {
 
 }  // namespace
 
+std::string StepLayout::text() const {
+  return std::to_string(world_size) + " rank(s) x batch " + std::to_string(batch_size) +
+         " x accum_freq " + std::to_string(accum_freq);
+}
+
 checkpoint::PartState TrainerCounters::state() const {
   checkpoint::PartState s;
-  s.json = {{"step", global_step},      {"total_steps", total_steps},
-            {"nan_total", nan_total},   {"nan_in_row", step ? step->nan_in_row() : 0},
-            {"world_size", world_size}, {"model", model_name}};
+  s.json = {{"step", global_step},
+            {"total_steps", total_steps},
+            {"nan_total", nan_total},
+            {"nan_in_row", step ? step->nan_in_row() : 0},
+            {"dropped_batches", dropped_batches},
+            {"world_size", layout.world_size},
+            {"batch_size", layout.batch_size},
+            {"accum_freq", layout.accum_freq},
+            {"model", model_name}};
   return s;
 }
 
@@ -180,6 +191,11 @@ void TrainerCounters::load_state(const checkpoint::PartState& s, const std::stri
           where, "trainer.json has no integer step");
   global_step = s.json["step"].get<std::int64_t>();
   nan_total = s.json.value("nan_total", std::int64_t{0});
+  dropped_batches = s.json.value("dropped_batches", std::int64_t{0});
+  saved_total_steps = s.json.value("total_steps", std::int64_t{0});
+  saved_layout = {s.json.value("world_size", layout.world_size),
+                  s.json.value("batch_size", layout.batch_size),
+                  s.json.value("accum_freq", layout.accum_freq)};
   if (step) step->set_nan_in_row(s.json.value("nan_in_row", std::int64_t{0}));
 }
 

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -111,6 +112,7 @@ struct Trainer::Impl {
   Clock::time_point last_save = Clock::now();
   RunSummary summary;
   std::unique_ptr<std::ofstream> sample_log;  // CLIPPER_SAMPLE_LOG: each batch's keys
+  bool said_dropped = false;                  // the epoch-tail drop is logged once
 
   Impl(const config::Config& c, TrainerOptions o);
   checkpoint::ManagerOptions manager_options();
@@ -118,6 +120,9 @@ struct Trainer::Impl {
   void open_sample_log();
   void register_parts();
   std::vector<train::MicroBatch> next_batch(LogWindow& log);
+  void drop_epoch_tail();
+  void wait_for_first_batches();
+  void map_onto_layout();
   void account(const train::StatsWindow& r);
   void emit(std::int64_t step, const train::Scalars& scalars);
   void log_window(LogWindow& log, const Schedule& sched, double lr, const train::StatsWindow& r);
@@ -210,7 +215,7 @@ void Trainer::Impl::make_loader_and_step() {
 // The state contract: one list, saved and resumed in the same order.
 void Trainer::Impl::register_parts() {
   counters.total_steps = total_steps;
-  counters.world_size = s.world_size();
+  counters.layout = {s.world_size(), cfg.train.batch_size, cfg.train.accum_freq};
   counters.model_name = s.spec.name;
   counters.step = step.get();
   owned_parts.push_back(make_model_part(s.model));
@@ -254,7 +259,32 @@ bool Trainer::resume() {
     CLIPPER_INFO("checkpoint.resume_openclip is not used: resuming clipper's checkpoint " << *dir);
   m.checkpoints->load(*dir, m.parts);
   CLIPPER_INFO("resumed from " << *dir << " at step " << m.counters.global_step);
+  m.map_onto_layout();
   return true;
+}
+
+// train.epochs across another layout (docs/training.md, "Another layout"): the saved step counts
+// steps of the saved layout; the position that means the same here is where the data stands.
+// With train.max_steps the run is a number of steps, whatever they hold: kept as saved.
+void Trainer::Impl::map_onto_layout() {
+  const auto& saved = counters.saved_layout;
+  if (cfg.train.max_steps > 0 || saved == counters.layout) return;
+  const auto at = loader->position();
+  const std::int64_t left = at.batches_left / cfg.train.accum_freq;
+  const std::int64_t mapped = step_on_new_layout(at.epoch, left, steps_per_epoch);
+  const auto percent = [](std::int64_t step, std::int64_t total) {
+    std::ostringstream os;
+    os << std::fixed << std::setprecision(1) << (total > 0 ? 100.0 * step / total : 0.0) << " %";
+    return os.str();
+  };
+  CLIPPER_INFO("the checkpoint counted steps of "
+               << saved.text() << " (step " << counters.global_step << " of "
+               << counters.saved_total_steps << ", "
+               << percent(counters.global_step, counters.saved_total_steps)
+               << "); this run has " << counters.layout.text() << ": epoch " << at.epoch
+               << " has " << left << " step(s) left, so training goes on at step " << mapped
+               << " of " << total_steps << " (" << percent(mapped, total_steps) << ")");
+  counters.global_step = mapped;
 }
 
 // OpenCLIP's epoch_N.pt: N epochs done, so the schedule and the data go on at the start of epoch
@@ -293,6 +323,7 @@ void Trainer::save(std::int64_t at_step) {
 
 std::vector<train::MicroBatch> Trainer::Impl::next_batch(LogWindow& log) {
   const auto wait_start = Clock::now();
+  drop_epoch_tail();
   std::vector<train::MicroBatch> micro;
   while (static_cast<std::int64_t>(micro.size()) < cfg.train.accum_freq) {
     auto b = loader->next();
@@ -306,6 +337,42 @@ std::vector<train::MicroBatch> Trainer::Impl::next_batch(LogWindow& log) {
   }
   log.add_data_wait(since(wait_start));
   return micro;
+}
+
+// A rank's first batch may take minutes: after a re-split resume its workers first skip the
+// samples of the saved streams that other ranks now train (docs/data.md). Waiting for it inside
+// the first step's collective would run into dist.timeout_s, so the ranks agree on being ready in
+// short rounds instead: one all-reduce after each wait of at most a few seconds.
+void Trainer::Impl::wait_for_first_batches() {
+  if (s.world_size() == 1) return;
+  const auto start = Clock::now();
+  const double round_s = std::clamp(s.pg->timeout() / 4, 0.05, 5.0);
+  bool said = false;
+  while (!s.pg->all(loader->ready(round_s))) {
+    if (said || since(start) < 10) continue;
+    said = true;
+    CLIPPER_INFO("waiting for every rank's first batch (a re-split resume first skips the "
+                 "samples other ranks train) ...");
+  }
+  if (said || since(start) > 2)
+    CLIPPER_INFO("every rank has its first batch after " << std::fixed << std::setprecision(1)
+                                                          << since(start) << " s");
+}
+
+// An accumulated step never straddles two epochs (OpenCLIP's rule, docs/training.md): the
+// micro-batches an epoch has left, fewer than train.accum_freq, are read and dropped.
+void Trainer::Impl::drop_epoch_tail() {
+  const std::int64_t accum = cfg.train.accum_freq;
+  const auto at = loader->position();
+  if (at.batches_left == 0 || at.batches_left >= accum) return;
+  for (std::int64_t i = 0; i < at.batches_left; ++i) loader->next();
+  counters.dropped_batches += at.batches_left;
+  if (said_dropped) return;
+  said_dropped = true;
+  CLIPPER_INFO("epoch " << at.epoch << " ends with " << at.batches_left
+                        << " micro-batch(es), fewer than train.accum_freq=" << accum
+                        << ": they are dropped, as at every epoch end (OpenCLIP's rule; counted "
+                           "as dropped_batches in the checkpoint's trainer.json)");
 }
 
 LocalRequest Trainer::Impl::local_request() const {
@@ -367,6 +434,7 @@ RunSummary Trainer::run() {
                         << m.total_steps << " steps, " << m.steps_per_epoch
                         << " per epoch | global batch "
                         << m.cfg.train.batch_size * m.cfg.train.accum_freq * m.s.world_size());
+  m.wait_for_first_batches();
   while (sched.keep_going()) {
     const auto micro = m.next_batch(log);
     const double lr = optim::learning_rate(m.cfg.optim, sched.step(), m.total_steps);

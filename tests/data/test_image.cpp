@@ -274,6 +274,51 @@ TEST(Image, DamagedJpegDecodeReportsAndRecovers) {
   EXPECT_EQ(img.height, 48);
 }
 
+// Issue 24, item 10: check() (a skipped sample's outcome, without the crop and resize, and for a
+// JPEG decoded at 1/8 scale in grey) says what process() says, for the train and eval transforms:
+// good images of every kind, the pixel limit, headers no decoder reads, JPEGs cut short or with
+// damaged scan data, damaged PNGs.
+TEST(Image, CheckSaysWhatProcessWould) {
+  const cv::Mat colour = test::test_image(300, 200, 3);
+  cv::Mat grey;
+  cv::cvtColor(test::test_image(64, 48, 1), grey, cv::COLOR_BGR2GRAY);
+  std::vector<std::string> files = {test::encode(colour, ".jpg"), test::encode(grey, ".jpg"),
+                                    test::encode(colour, ".png"), test::encode(colour, ".webp"),
+                                    "", "not an image", "\xff\xd8\xff\xe0garbage"};
+  tjhandle h = tjInitCompress();
+  std::vector<std::uint8_t> cmyk(32 * 32 * 4, 128);
+  unsigned char* buf = nullptr;
+  unsigned long size = 0;
+  ASSERT_EQ(tjCompress2(h, cmyk.data(), 32, 0, 32, TJPF_CMYK, &buf, &size, TJSAMP_444, 95, 0), 0);
+  files.emplace_back(reinterpret_cast<char*>(buf), size);
+  tjFree(buf);
+  tjDestroy(h);
+  const std::size_t whole = files.size();
+  for (std::size_t i = 0; i < whole; ++i) {
+    const std::string f = files[i];
+    if (f.size() < 64) continue;
+    for (double cut : {0.1, 0.5, 0.9, 0.99}) files.push_back(f.substr(0, f.size() * cut));
+    for (std::size_t at : {f.size() / 3, f.size() / 2, f.size() - 10}) {
+      std::string damaged = f;
+      for (std::size_t k = at; k < at + 8 && k < f.size(); ++k) damaged[k] = '\xff';
+      files.push_back(damaged);
+    }
+  }
+  int good = 0, bad = 0;
+  for (const bool train : {true, false})
+    for (const std::int64_t limit : {std::int64_t{1} << 30, std::int64_t{300 * 200 - 1}}) {
+      data::ImageProcessor p(data::TransformSpec{24, train}, limit);
+      std::vector<std::uint8_t> out(24 * 24 * 3);
+      for (std::size_t i = 0; i < files.size(); ++i) {
+        const auto want = p.process(files[i], 7, out.data(), nullptr);
+        EXPECT_EQ(p.check(files[i], nullptr), want) << "file " << i << " train " << train;
+        (want == data::ImageError::none ? good : bad) += 1;
+      }
+    }
+  EXPECT_GT(good, 20);
+  EXPECT_GT(bad, 20);
+}
+
 TEST(Image, ResizeAndEncodeForTheShardWriter) {
   data::Image img;
   img.width = 28;

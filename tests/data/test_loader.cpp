@@ -861,13 +861,35 @@ TEST(Loader, WorldSizeChangeWithBadSamples) {
   data::ShardWriter wr(w);
   for (int i = 0; i < 60; ++i) {
     const std::string key = "k" + std::to_string(i);
-    const std::string img = i % 7 == 3 ? "not an image" : test::jpeg_bytes(12, 10, i);
+    // Bad: a header no decoder takes, and (issue 24.10: found by the skip's check too) JPEGs
+    // whose header is good but whose data ends early.
+    std::string img = i % 7 == 3 ? "not an image" : test::jpeg_bytes(12, 10, i);
+    if (i % 11 == 5) img = test::jpeg_bytes(40, 30, i).substr(0, 200);
     wr.write(key, {{"jpg", img}, {"txt", "caption " + key}});
   }
   auto o = base(wr.finish().pattern);
   o.max_bad_fraction = 1.0;
   expect_same_epoch(o, {{4, 2, 2}, {2, 2}});
   expect_same_epoch(o, {{2, 2, 3}, {4, 3}});
+}
+
+// Issue 24, item 10: a new worker whose range starts mid-way through a saved stream skips the
+// good samples before it without decoding them: 1 rank x 1 worker stopped after one batch of 4
+// out of 200 samples, rank 1 of 2 skips the first 98 of the rest; its first batch costs no more
+// decodes than the batches and queues it fills ahead (4 x 3 + 11), not 98.
+TEST(Loader, WorldSizeChangeSkipsWithoutDecoding) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 4, 50, true, "d", 40, 30);
+  auto o = base(pat);
+  o.workers = 1;
+  const auto states = states_after(o, {1});
+  o.world_size = 2;
+  o.rank = 1;
+  data::Loader l(o, tok());
+  l.load_states(states);
+  const auto before = data::detail::images_processed();
+  ASSERT_TRUE(l.next().has_value());
+  EXPECT_LT(data::detail::images_processed() - before, 40);
 }
 
 // Resampled streams have no epoch order, but each saved stream's rest is as deterministic.

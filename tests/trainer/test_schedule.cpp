@@ -189,3 +189,14 @@ TEST(LogWindow, MeansRatesAndTheProgressLineFollowTheClock) {
   now += 5.0;
   EXPECT_TRUE(w.progress_due(false));
 }
+
+// Issue 24, item 4: the step a resume on another layout goes on at is where this layout's run
+// would have the data's steps left: 1 rank stopped at step 30 of 48 leaves 576 samples, 9 steps
+// of 2 x 32, so 2 ranks (24 steps per epoch) go on at step 15 of 24, the same 62.5 %.
+TEST(Schedule, AResumeOnAnotherLayoutGoesOnWhereTheDataStands) {
+  EXPECT_EQ(step_on_new_layout(0, 9, 24), 15);
+  EXPECT_EQ(step_on_new_layout(0, 36, 48), 12);  // 2 ranks at step 6 of 24 -> 1 rank
+  EXPECT_EQ(step_on_new_layout(2, 0, 10), 30);   // after an epoch's last step
+  EXPECT_EQ(step_on_new_layout(1, 10, 10), 10);  // at an epoch's start
+  EXPECT_EQ(step_on_new_layout(0, 12, 10), 0);   // never before the start
+}

@@ -634,11 +634,46 @@ TEST(TrainE2E, WorldSizeChangeTwoNodesToOneNodeTrainsEachSampleOnce) {
   }
 }
 
-// 2 -> 4 and 2 -> 1 ranks: a 2-rank run stopped at step 2 (of 24 in epoch 0) resumes from its
-// checkpoint on 4 ranks and on 1; either way each of the epoch's samples is trained on once. (With
-// drop_last the rest, 1536 - 128 = 1408 samples, must be a multiple of W' x 32 for none to be
-// skipped: an odd stop step would leave a tail of 64 on 4 ranks.)
-TEST(TrainE2E, WorldSizeChangeFrom2To4And2To1RanksTrainsEachSampleOnce) {
+namespace {
+
+// step -> train/lr of metrics.jsonl
+std::map<int, double> learning_rates(const fs::path& run_dir) {
+  std::map<int, double> out;
+  std::ifstream in(run_dir / "metrics.jsonl");
+  for (std::string l; std::getline(in, l);) {
+    const auto j = nlohmann::json::parse(l);
+    if (j.contains("train/lr")) out[j.at("step").get<int>()] = j.at("train/lr").get<double>();
+  }
+  return out;
+}
+
+// The cosine of a run without warmup, at `step` (0-based) of `total`, as optim::learning_rate.
+double cosine_lr(double base, int step, int total) {
+  return 0.5 * (1.0 + std::cos(M_PI * step / total)) * base;
+}
+
+// Lines of every samples_rank_*.txt in a run folder whose epoch is not 0.
+int later_epoch_lines(const fs::path& run_dir) {
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(run_dir / "logs")) {
+    if (e.path().filename().string().rfind("samples_rank_", 0) != 0) continue;
+    std::ifstream in(e.path());
+    for (std::string line; std::getline(in, line);) n += line.rfind("0 ", 0) != 0;
+  }
+  return n;
+}
+
+}  // namespace
+
+// Issue 24, item 4: train.epochs means epochs across a change of world size or per-rank batch. A
+// 2-rank run (batch 32: 24 steps per epoch) stopped at step 2 resumes from its checkpoint on 4
+// ranks, on 1 and on 2 ranks of batch 64; a 1-rank run (48 steps) stopped at step 2 resumes on 2
+// ranks. No train.max_steps: each resume runs to the end of the one epoch asked for, each of the
+// epoch's 1536 samples trained once and none of a second epoch, and its first step's learning rate
+// stands at the fraction of the schedule the stopped run had reached (no warmup, so the cosine's
+// fraction is the step's). (With drop_last the rest, 1536 - 128 = 1408 samples, must be a multiple
+// of W' x B' for none to be skipped: an odd stop step would leave a tail of 64 on 4 ranks.)
+TEST(TrainE2E, WorldSizeChangeTrainsTheEpochsAskedForEachSampleOnce) {
   clipper::test::TempDir t;
   const auto cfg = write_config(t, "");
   ASSERT_EQ(setenv("CLIPPER_SAMPLE_LOG", "1", 1), 0);
@@ -646,25 +681,94 @@ TEST(TrainE2E, WorldSizeChangeFrom2To4And2To1RanksTrainsEachSampleOnce) {
     const std::string launch =
         ranks == 1 ? ""
                    : clipper_bin() + " launch --nproc-per-node " + std::to_string(ranks) + " -- ";
-    return run(launch + clipper_bin() + " train " + cfg + " --set train.max_steps=100000" + args);
+    return run(launch + clipper_bin() + " train " + cfg +
+               " --set train.max_steps=0 --set optim.warmup_steps=0 --set eval.zeroshot_shards=" +
+               args);
   };
-  const auto a = train(2, " --set train.run_name=two --set train.stop_at_step=2");
-  const fs::path ckpt = t.path() / "runs/two/checkpoints/step_00000002";
-  const std::string resume = " --resume " + ckpt.string();
-  const auto four = train(4, resume + " --set train.run_name=four --set train.stop_at_step=13");
-  const auto one = train(1, resume + " --set train.run_name=one --set train.stop_at_step=46");
+  const auto two = train(2, " --set train.run_name=two --set train.stop_at_step=2");
+  const auto one = train(1, " --set train.run_name=one --set train.stop_at_step=2");
+  const auto from = [&](const char* run) {
+    return " --resume " + (t.path() / "runs" / run / "checkpoints/step_00000002").string();
+  };
+  struct Resume {
+    const char* name;
+    clipper::test::RunResult r;
+    const char* stopped;  // the run it resumes
+    int saved_total, first_step, total;
+  };
+  const std::vector<Resume> resumes = {
+      {"four", train(4, from("two") + " --set train.run_name=four"), "two", 24, 1, 12},
+      {"single", train(1, from("two") + " --set train.run_name=single"), "two", 24, 4, 48},
+      {"wide", train(2, from("two") + " --set train.run_name=wide --set train.batch_size=64"),
+       "two", 24, 1, 12},
+      {"pair", train(2, from("one") + " --set train.run_name=pair"), "one", 48, 1, 24}};
   unsetenv("CLIPPER_SAMPLE_LOG");
-  ASSERT_EQ(a.exit_code, 75) << a.output;
-  const auto before = epoch0_keys(t.path() / "runs/two");
-  EXPECT_EQ(before.size(), 128u);
-  for (const auto& [name, r] :
-       {std::pair<const char*, const clipper::test::RunResult&>{"four", four}, {"one", one}}) {
-    ASSERT_EQ(r.exit_code, 75) << r.output;
-    auto seen = epoch0_keys(t.path() / "runs" / name);
-    for (const auto& [key, n] : before) seen[key] += n;
-    EXPECT_EQ(seen.size(), 1536u) << name;
-    for (const auto& [key, n] : seen) EXPECT_EQ(n, 1) << name << " " << key;
+  ASSERT_EQ(two.exit_code, 75) << two.output;
+  ASSERT_EQ(one.exit_code, 75) << one.output;
+  EXPECT_EQ(epoch0_keys(t.path() / "runs/two").size(), 128u);
+  EXPECT_EQ(epoch0_keys(t.path() / "runs/one").size(), 64u);
+  for (const auto& x : resumes) {
+    ASSERT_EQ(x.r.exit_code, 0) << x.name << "\n" << x.r.output;
+    const std::string done = "done: finished at step " + std::to_string(x.total) + ": ran " +
+                             std::to_string(x.total - x.first_step) + " step(s) (" +
+                             std::to_string(x.first_step) + " -> " + std::to_string(x.total);
+    EXPECT_TRUE(has(x.r.output, done)) << x.name << "\n" << x.r.output;
+    EXPECT_TRUE(has(x.r.output, "training goes on at step " + std::to_string(x.first_step)))
+        << x.r.output;
+    EXPECT_TRUE(fs::exists(t.path() / "runs" / x.name / "export/open_clip_model.safetensors"));
+    auto seen = epoch0_keys(t.path() / "runs" / x.name);
+    for (const auto& [key, n] : epoch0_keys(t.path() / "runs" / x.stopped)) seen[key] += n;
+    EXPECT_EQ(seen.size(), 1536u) << x.name;
+    for (const auto& [key, n] : seen) EXPECT_EQ(n, 1) << x.name << " " << key;
+    EXPECT_EQ(later_epoch_lines(t.path() / "runs" / x.name), 0) << x.name;
+    // The stopped run's step 3 would have run at step index 2 of its schedule.
+    const auto lr = learning_rates(t.path() / "runs" / x.name);
+    ASSERT_FALSE(lr.empty()) << x.name;
+    EXPECT_EQ(lr.begin()->first, x.first_step + 1) << x.name;
+    EXPECT_NEAR(lr.begin()->second, cosine_lr(0.001, 2, x.saved_total), 1e-15) << x.name;
+    EXPECT_NEAR(lr.begin()->second, cosine_lr(0.001, x.first_step, x.total), 1e-15) << x.name;
   }
+}
+
+// Issue 24, item 5: an accumulated step never straddles two epochs. 320 samples per epoch are 10
+// batches of 32; with accum_freq 3 an epoch is 3 steps and its 10th batch is dropped (OpenCLIP's
+// rule), so each step's 3 micro-batches come from one epoch and each epoch trains 9 batches. A
+// stop right before a dropped batch resumes bit-identically (the resumed process drops it first).
+TEST(TrainE2E, AnAccumulatedStepNeverStraddlesTwoEpochs) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t, "");
+  const std::string args =
+      " --set train.max_steps=0 --set train.epochs=2 --set train.accum_freq=3"
+      " --set data.train_num_samples=320 --set data.workers=1 --set eval.zeroshot_shards=";
+  ASSERT_EQ(setenv("CLIPPER_SAMPLE_LOG", "1", 1), 0);
+  const auto a = run(clipper_bin() + " train " + cfg + args + " --set train.run_name=straight");
+  const auto b1 = run(clipper_bin() + " train " + cfg + args +
+                      " --set train.run_name=resumed --set train.stop_at_step=3");
+  const auto b2 = run(clipper_bin() + " train " + cfg + args +
+                      " --set train.run_name=resumed --resume latest");
+  unsetenv("CLIPPER_SAMPLE_LOG");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  ASSERT_EQ(b1.exit_code, 75) << b1.output;
+  ASSERT_EQ(b2.exit_code, 0) << b2.output;
+  EXPECT_TRUE(has(a.output, "6 steps, 3 per epoch")) << a.output;
+  EXPECT_TRUE(has(a.output, "epoch 0 ends with 1 micro-batch(es), fewer than train.accum_freq=3"))
+      << a.output;
+  std::vector<std::int64_t> epochs;  // of each micro-batch, in order
+  std::ifstream in(t.path() / "runs/straight/logs/samples_rank_0.txt");
+  for (std::string line; std::getline(in, line);) epochs.push_back(std::stoll(line));
+  ASSERT_EQ(epochs.size(), 18u);
+  for (std::size_t i = 0; i < epochs.size(); ++i)
+    EXPECT_EQ(epochs[i], static_cast<std::int64_t>(i / 9)) << "micro-batch " << i;
+  const auto trainer =
+      nlohmann::json::parse(slurp(t.path() / "runs/straight/checkpoints/step_00000006/trainer.json"));
+  EXPECT_EQ(trainer.at("dropped_batches"), 1);  // epoch 1's is never read: the run ends first
+  const auto la = losses(t.path() / "runs/straight"), lb = losses(t.path() / "runs/resumed");
+  ASSERT_EQ(la.size(), 6u);
+  for (int s = 1; s <= 6; ++s) EXPECT_EQ(la.at(s), lb.at(s)) << "step " << s;
+  EXPECT_EQ(slurp(t.path() / "runs/straight/checkpoints/step_00000006/model.safetensors"),
+            slurp(t.path() / "runs/resumed/checkpoints/step_00000006/model.safetensors"));
+  EXPECT_EQ(slurp(t.path() / "runs/straight/logs/samples_rank_0.txt"),
+            slurp(t.path() / "runs/resumed/logs/samples_rank_0.txt"));
 }
 
 // The same with PyTorch's own launcher (static rendezvous, its agent store). torchrun reports its

@@ -84,6 +84,13 @@ class ImageProcessor {
   ImageError process(const std::string& bytes, std::uint64_t seed, std::uint8_t* out,
                      std::string* why);
 
+  // What process() would make of `bytes`, with the least work that finds it out exactly: the
+  // header; then for a JPEG its entropy-coded data decoded at the smallest DCT scale into grey
+  // (every marker, table and scan is read as by a full decode, so every error process() meets is
+  // met: only the inverse DCT, upsampling and colour conversion are smaller), else a full decode.
+  // No crop, no resize. For samples that are skipped but must be counted as good or bad.
+  ImageError check(const std::string& bytes, std::string* why);
+
   // Full decode to RGB (or grey when `keep_grey` and the source is grey).
   ImageError decode(const std::string& bytes, Image* out, std::string* why, bool keep_grey = false);
 

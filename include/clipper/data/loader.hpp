@@ -102,12 +102,25 @@ class Loader {
   // The next batch; nullopt once at the end of each epoch. Throws InputError when the bad-data
   // fraction passes max_bad_fraction or no usable sample can be read.
   std::optional<Batch> next();
+  // Whether next() would return at once: starts the loader and waits up to `seconds` for the
+  // next batch (or an error, an epoch's end). A rank whose workers first skip samples of other
+  // ranks (a re-split resume) may take long; the trainer waits for it in short agreements.
+  bool ready(double seconds);
   // Batches every rank delivers per epoch (the last one may be partial unless drop_last).
   std::int64_t batches_per_epoch() const;
   // Samples this rank delivers per epoch.
   std::int64_t samples_per_epoch() const;
   // Samples in the dataset (all ranks), as used for the epoch length.
   std::int64_t dataset_size() const;
+
+  // Where the last batch next() returned (or a loaded state) leaves this rank: the epoch and the
+  // batches still to come in it, 0 after its last one. In a re-split epoch (load_states) that is
+  // this rank's share of the saved epoch's rest; every rank gets the same figures.
+  struct Position {
+    std::int64_t epoch = 0;
+    std::int64_t batches_left = 0;
+  };
+  Position position() const;
 
   // The position after the last batch next() returned (per rank: the checkpoint keeps one per
   // rank).

@@ -40,6 +40,15 @@ struct ScheduleOptions {
                               std::int64_t agree_every, bool owns_save_clock);
 };
 
+// The step a run resumed on another layout (world size, per-rank batch or accum_freq, without
+// train.max_steps) goes on at, from where its data stands: the loader is in epoch `epoch` with
+// `steps_left` of this layout's steps still to come in it, so the step is the one after which an
+// uninterrupted run of this layout would have exactly those left, (epoch + 1) x steps_per_epoch
+// - steps_left (docs/training.md, "Another layout"). The run then ends after the epochs asked
+// for, and the schedule stands at the same fraction of the epochs as the data.
+std::int64_t step_on_new_layout(std::int64_t epoch, std::int64_t steps_left,
+                                std::int64_t steps_per_epoch);
+
 class Schedule {
  public:
   // Max over ranks of each field; empty for one rank (no collective).

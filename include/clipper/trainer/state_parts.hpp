@@ -4,7 +4,9 @@
 //   model      global    the model's state dict (OpenCLIP names)
 //   optimizer  per rank  this rank's flat shard of the AdamW moments, with the layout in its JSON
 //                        (any stage); re-split on load when the world size changed
-//   trainer    global    step, total steps, NaN counters (the run of bad steps is the step's)
+//   trainer    global    step, total steps, NaN counters (the run of bad steps is the step's),
+//                        the layout that counted the steps (world size, per-rank batch,
+//                        accum_freq) and the micro-batches dropped at epoch ends
 //   ema        global    the weight average (train.ema_decay > 0): its tensors (OpenCLIP names)
 //                        and, in ema.json, its update count and decay
 //   rng        per rank  the CPU (and CUDA) generator states (another world size: a rank that
@@ -32,11 +34,25 @@ class WeightEma;
 
 namespace clipper::trainer {
 
+// What one optimizer step is made of: a step count means something only with its layout.
+struct StepLayout {
+  std::int64_t world_size = 1, batch_size = 0, accum_freq = 1;
+  bool operator==(const StepLayout& o) const {
+    return world_size == o.world_size && batch_size == o.batch_size && accum_freq == o.accum_freq;
+  }
+  bool operator!=(const StepLayout& o) const { return !(*this == o); }
+  std::string text() const;  // "2 rank(s) x batch 32 x accum_freq 1"
+};
+
 struct TrainerCounters : checkpoint::Stateful {
   std::int64_t global_step = 0;
   std::int64_t total_steps = 0;
   std::int64_t nan_total = 0;
-  int world_size = 1;
+  std::int64_t dropped_batches = 0;  // micro-batches left at epoch ends (accum_freq > 1)
+  StepLayout layout;                 // this run's
+  StepLayout saved_layout;           // the resumed checkpoint's (an older one: its world size,
+                                     // this run's batch and accum_freq); total_steps likewise
+  std::int64_t saved_total_steps = 0;
   std::string model_name;
   train::TrainStep* step = nullptr;  // owns the run of bad steps
 
