@@ -15,7 +15,7 @@
 # CLIPPER_FUZZ_SKIP_BUILD=1 (run what is built), CLIPPER_FUZZ_BUILD_ONLY=1 (build, run nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-all="safetensors torch_pickle tar_stream image config shard_list loader_state checkpoint tokenizer world"
+all="safetensors torch_pickle tar_stream image config shard_list loader_state checkpoint tokenizer world idx"
 seconds=60
 if [[ "${1:-}" =~ ^[0-9]+$ ]]; then
   seconds=$1

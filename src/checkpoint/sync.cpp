@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "clipper/core/log.hpp"
+#include "clipper/core/redact.hpp"
 
 extern char** environ;
 
@@ -20,6 +21,35 @@ std::string shell_quote(const std::string& s) {
   std::string out = "'";
   for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
   return out + "'";
+}
+
+// The command's output, from `fd` until it closes, appended to `log` line by line through
+// redact_secrets (a sync tool may print the URL or header it was given).
+void copy_redacted(int fd, int log) {
+  std::string pending;
+  char buf[4096];
+  const auto put = [log](const std::string& text) {
+    const std::string out = core::redact_secrets(text);
+    for (std::size_t done = 0; done < out.size();) {
+      const ssize_t n = ::write(log, out.data() + done, out.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;
+      done += static_cast<std::size_t>(n);
+    }
+  };
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    pending.append(buf, static_cast<std::size_t>(n));
+    const std::size_t end = pending.rfind('\n');
+    if (end != std::string::npos || pending.size() > (64u << 10)) {
+      const std::size_t cut = end != std::string::npos ? end + 1 : pending.size();
+      put(pending.substr(0, cut));
+      pending.erase(0, cut);
+    }
+  }
+  if (!pending.empty()) put(pending);
 }
 
 }  // namespace
@@ -45,10 +75,17 @@ int run_shell(const std::string& command, const std::string& log_path) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  // With a log, the output goes through a pipe and is masked on its way there.
+  int log = -1, out[2] = {-1, -1};
   if (!log_path.empty()) {
-    posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                     0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    log = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (log < 0 || ::pipe2(out, O_CLOEXEC) != 0) {
+      if (log >= 0) ::close(log);
+      posix_spawn_file_actions_destroy(&actions);
+      return 127;
+    }
+    posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+    posix_spawn_file_actions_adddup2(&actions, out[1], 2);
   }
   // posix_spawn, not system(): system() ignores SIGINT and SIGTERM in the whole process while the
   // command runs, which would swallow a stop request meant for training.
@@ -56,6 +93,12 @@ int run_shell(const std::string& command, const std::string& log_path) {
   pid_t pid = 0;
   const int rc = posix_spawn(&pid, "/bin/sh", &actions, nullptr, const_cast<char**>(argv), environ);
   posix_spawn_file_actions_destroy(&actions);
+  if (out[1] >= 0) ::close(out[1]);
+  if (rc == 0 && log >= 0) copy_redacted(out[0], log);
+  if (log >= 0) {
+    ::close(log);
+    ::close(out[0]);
+  }
   if (rc != 0) return 127;
   int status = 0;
   while (waitpid(pid, &status, 0) < 0)

@@ -78,7 +78,10 @@ int main(int argc, char** argv) {
   } catch (const c10::Error& e) {
     // A LibTorch check: its message without the C++ frames (CLIPPER_TORCH_BACKTRACE=1 for those).
     const char* bt = std::getenv("CLIPPER_TORCH_BACKTRACE");
-    std::cerr << "error: " << (bt && *bt == '1' ? e.what() : e.what_without_backtrace()) << "\n";
+    std::cerr << "error: "
+              << clipper::core::redact_secrets(bt && *bt == '1' ? e.what()
+                                                                : e.what_without_backtrace())
+              << "\n";
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "error: " << clipper::core::redact_secrets(e.what()) << "\n";

@@ -84,6 +84,10 @@ void setup_shards_verb(CLI::App& app, Action* action) {
   v->add_option("--max-image-pixels", a->w.max_image_pixels,
                 "larger input images are skipped (counted as too_large)")
       ->capture_default_str();
+  v->add_option("--max-idx-bytes", a->w.max_idx_bytes,
+                "with --from-idx: IDX files whose header declares more bytes are refused before "
+                "they are read (a .gz is decompressed only up to what its header declares)")
+      ->capture_default_str();
   v->add_option("--prefix", a->w.prefix, "shard file names PREFIX-00000.tar, ...")
       ->capture_default_str();
   v->add_option("--samples-per-shard", a->w.samples_per_shard, "samples in each shard")

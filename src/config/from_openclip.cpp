@@ -586,9 +586,18 @@ void Translator::checkpoint() {
       refuse("--remote-sync",
              "clipper's checkpoint.sync_command runs a command per checkpoint: "
              "s3 with --name only (write the command yourself otherwise)");
-    else
-      set("checkpoint.sync_command", "aws s3 sync {dir} " + str("--remote-sync") + "/" +
-                                         str("--name") + "/checkpoints/{name}");
+    else {
+      // The flags' text is quoted for /bin/sh, and a '{' in it split from what follows ('{''),
+      // so that no {dir} or {name} in a run name reaches expand_sync_command outside quotes.
+      const auto quoted = [](const std::string& v) {
+        std::string q = "'";
+        for (char c : v) q += c == '\'' ? "'\\''" : c == '{' ? "{''" : std::string(1, c);
+        return q + "'";
+      };
+      set("checkpoint.sync_command",
+          "aws s3 sync {dir} " +
+              quoted(str("--remote-sync") + "/" + str("--name") + "/checkpoints/") + "{name}");
+    }
     note(std::string(has("--remote-sync-frequency") ? "--remote-sync-frequency, " : "") +
          "--remote-sync: clipper syncs each committed checkpoint after it is written, not the "
          "whole log folder every --remote-sync-frequency seconds");

@@ -497,7 +497,9 @@ Cursor Loader::Impl::resplit_cursor(const std::vector<Saved>& saved) const {
   }
   if (start) return fresh(a.c.epoch, counters);  // an epoch start does not depend on the layout
   std::int64_t R = 0;
-  for (const auto& p : rest) R += p.count;
+  for (const auto& p : rest)  // each rank's total is checked, their sum too
+    core::require(!__builtin_add_overflow(R, p.count, &R),
+                  "data: loader state: the saved ranks hold more samples than a 64-bit count");
   const std::int64_t len = detail::resplit_rank_samples(R, o);
   if (R == 0 || len == 0 || o.reshard_to_next_epoch) {
     if (R > 0)

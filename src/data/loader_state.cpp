@@ -56,9 +56,7 @@ void check_pieces(const Saved& s, const std::string& what) {
   const int K = s.layout.workers;
   core::require(c.pieces.empty() || c.next_piece.size() == c.pieces.size(),
                 what + "has no next_piece for each worker");
-  std::int64_t len = 0;
-  for (const auto& ps : c.pieces)
-    for (const auto& p : ps) len += p.count;
+  const std::int64_t len = pieces_total(c.pieces, what);  // every sum below is at most this
   for (int w = 0; w < K && !c.pieces.empty(); ++w) {
     const auto& ps = c.pieces[static_cast<std::size_t>(w)];
     std::int64_t sum = 0, before = 0;
@@ -76,6 +74,15 @@ void check_pieces(const Saved& s, const std::string& what) {
 }
 
 }  // namespace
+
+std::int64_t pieces_total(const std::vector<std::vector<Piece>>& pieces, const std::string& what) {
+  std::int64_t total = 0;
+  for (const auto& ps : pieces)
+    for (const auto& p : ps)
+      core::require(p.count >= 0 && !__builtin_add_overflow(total, p.count, &total),
+                    what + "field 'resplit' holds more samples than a 64-bit count");
+  return total;
+}
 
 std::vector<Piece> rest_of(const Cursor& c, int w, int rank, int workers) {
   const auto W = static_cast<std::size_t>(w);
@@ -132,11 +139,7 @@ Saved parse_saved(const nlohmann::json& j, const std::string& what) {
                 what + "is inconsistent");
   if (j.contains("resplit")) read_pieces(j["resplit"], s, what);
   c.len = L.T;
-  if (!c.pieces.empty()) {
-    c.len = 0;
-    for (const auto& ps : c.pieces)
-      for (const auto& p : ps) c.len += p.count;
-  }
+  if (!c.pieces.empty()) c.len = pieces_total(c.pieces, what);
   core::require(c.pos >= 0 && c.pos <= c.len, what + "is inconsistent (position)");
   check_pieces(s, what);
   return s;

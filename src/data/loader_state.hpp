@@ -46,6 +46,11 @@ struct Saved {
 // next_piece[w] + i (one piece, its own stream, in an epoch of the layout's own plan).
 std::vector<Piece> rest_of(const Cursor& c, int w, int rank, int workers);
 
+// The samples of every worker's pieces together (the samples a re-split rank delivers), checked:
+// a saved state may list 2^23 pieces of 2^40 samples. Throws core::InputError starting with
+// `what`.
+std::int64_t pieces_total(const std::vector<std::vector<Piece>>& pieces, const std::string& what);
+
 // The "resplit" entry of a state: the base layout and every worker's pieces.
 nlohmann::json pieces_json(const Cursor& c);
 

@@ -207,12 +207,6 @@ bool read_file_to(const fs::path& p, std::string* out) {
   return true;
 }
 
-std::string read_file_or_empty(const fs::path& p) {
-  std::string s;
-  read_file_to(p, &s);
-  return s;
-}
-
 std::string trim_caption(std::string s) {
   while (!s.empty() &&
          (s.back() == '\n' || s.back() == '\r' || s.back() == ' ' || s.back() == '\t'))
@@ -432,30 +426,91 @@ ShardsReport shards_from_csv(const std::string& table, const std::string& image_
   return shards_from_csv(table, csv, o);
 }
 
-std::string read_maybe_gzip(const std::string& path) {
-  std::string raw = read_file_or_empty(path);
-  core::require(!raw.empty() || fs::exists(path), "cannot read '" + path + "'");
-  if (raw.size() < 2 || static_cast<unsigned char>(raw[0]) != 0x1f ||
-      static_cast<unsigned char>(raw[1]) != 0x8b)
-    return raw;
-  archive* a = archive_read_new();
-  archive_read_support_filter_gzip(a);
-  archive_read_support_format_raw(a);
-  std::string out;
-  bool ok = archive_read_open_memory(a, raw.data(), raw.size()) == ARCHIVE_OK;
-  archive_entry* e = nullptr;
-  ok = ok && archive_read_next_header(a, &e) == ARCHIVE_OK;
-  char buf[1 << 16];
-  while (ok) {
-    const la_ssize_t n = archive_read_data(a, buf, sizeof buf);
-    if (n < 0) ok = false;
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
+namespace {
+
+// A file read as a stream through libarchive: gunzipped when it is gzip, as it is otherwise.
+class ByteStream {
+ public:
+  explicit ByteStream(const std::string& path) : path_(path), a_(archive_read_new()) {
+    archive_read_support_filter_gzip(a_);
+    archive_read_support_format_raw(a_);
+    archive_entry* e = nullptr;
+    core::require(archive_read_open_filename(a_, path.c_str(), 1 << 16) == ARCHIVE_OK,
+                  "cannot read '" + path + "': " + error());
+    const int r = archive_read_next_header(a_, &e);
+    core::require(r == ARCHIVE_OK || r == ARCHIVE_EOF, "cannot read '" + path + "': " + error());
+    at_end_ = r == ARCHIVE_EOF;  // an empty file
   }
-  const std::string err = archive_error_string(a) ? archive_error_string(a) : "damaged gzip data";
-  archive_read_free(a);
-  core::require(ok, "cannot decompress '" + path + "': " + err);
-  return out;
+  ~ByteStream() { archive_read_free(a_); }
+  ByteStream(const ByteStream&) = delete;
+  ByteStream& operator=(const ByteStream&) = delete;
+
+  bool gzipped() const { return archive_filter_code(a_, 0) == ARCHIVE_FILTER_GZIP; }
+  // Appends up to n bytes to `out`; fewer only at the end of the data.
+  void read(std::uint64_t n, std::string* out) {
+    char buf[1 << 16];
+    while (n > 0 && !at_end_) {
+      const la_ssize_t got = archive_read_data(a_, buf, std::min<std::uint64_t>(n, sizeof buf));
+      core::require(got >= 0, "cannot decompress '" + path_ + "': " + error());
+      at_end_ = got == 0;
+      out->append(buf, static_cast<std::size_t>(got));
+      n -= static_cast<std::uint64_t>(got);
+    }
+  }
+
+ private:
+  std::string error() const {
+    return archive_error_string(a_) ? archive_error_string(a_) : "damaged gzip data";
+  }
+  std::string path_;
+  archive* a_;
+  bool at_end_ = false;
+};
+
+std::uint32_t be32(const std::string& s, std::size_t off) {
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data()) + off;
+  return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
+         p[3];
+}
+
+std::string dims_text(const std::vector<std::int64_t>& dims) {
+  std::string s;
+  for (const auto d : dims) s += (s.empty() ? "" : " x ") + std::to_string(d);
+  return s;
+}
+
+}  // namespace
+
+IdxFile read_idx_file(const std::string& path, std::uint32_t magic, std::int64_t max_bytes) {
+  ByteStream in(path);
+  const std::size_t rank = magic & 0xff, header = 4 + 4 * rank;
+  std::string head;
+  in.read(header, &head);
+  char hex[16];
+  std::snprintf(hex, sizeof hex, "0x%08x", magic);
+  core::require(head.size() == header && be32(head, 0) == magic,
+                "'" + path + "' is not an IDX file of unsigned-byte " +
+                    (rank == 1 ? "labels" : "images") + " (magic " + hex + ")");
+  IdxFile f;
+  std::uint64_t bytes = 1;  // up to 2^96 from the header, checked
+  bool fits = true;
+  for (std::size_t k = 0; k < rank; ++k) {
+    f.dims.push_back(be32(head, 4 + 4 * k));
+    fits =
+        fits && !__builtin_mul_overflow(bytes, static_cast<std::uint64_t>(f.dims.back()), &bytes);
+  }
+  const std::string shorter =
+      "'" + path + "' is shorter than its header says (" + dims_text(f.dims) + " bytes)";
+  std::error_code ec;
+  const std::uint64_t size = in.gzipped() ? 0 : fs::file_size(path, ec);
+  core::require(fits && (in.gzipped() || ec || size - header >= bytes), shorter);
+  const auto limit = static_cast<std::uint64_t>(std::max<std::int64_t>(max_bytes, 0));
+  core::require(limit >= header && bytes <= limit - header,
+                "'" + path + "' declares " + dims_text(f.dims) + " bytes of data, more than the " +
+                    "limit of " + std::to_string(max_bytes) + " bytes (shards --max-idx-bytes)");
+  in.read(bytes, &f.data);  // what follows the declared data is never read
+  core::require(f.data.size() == bytes, shorter);
+  return f;
 }
 
 namespace {
@@ -488,37 +543,31 @@ ClassFile read_class_file(const std::string& classes_yaml) {
   return f;
 }
 
+// Pixels and labels without their headers.
 struct Idx {
   std::string img, lab;
   std::int64_t n = 0, rows = 0, cols = 0;
 };
 
-Idx read_idx(const std::string& images, const std::string& labels) {
-  Idx x{read_maybe_gzip(images), read_maybe_gzip(labels)};
-  auto be32 = [](const std::string& s, std::size_t off) {
-    const auto* p = reinterpret_cast<const unsigned char*>(s.data()) + off;
-    return (std::uint32_t{p[0]} << 24) | (std::uint32_t{p[1]} << 16) | (std::uint32_t{p[2]} << 8) |
-           p[3];
-  };
-  core::require(
-      x.img.size() >= 16 && be32(x.img, 0) == 0x00000803,
-      "shards: '" + images + "' is not an IDX file of unsigned-byte images (magic 0x00000803)");
-  core::require(
-      x.lab.size() >= 8 && be32(x.lab, 0) == 0x00000801,
-      "shards: '" + labels + "' is not an IDX file of unsigned-byte labels (magic 0x00000801)");
-  x.n = be32(x.img, 4);
-  x.rows = be32(x.img, 8);
-  x.cols = be32(x.img, 12);
-  std::uint64_t pixels = 0;  // n * rows * cols: up to 2^96 from the header, checked
-  const bool fits = x.rows <= 65535 && x.cols <= 65535 &&
-                    !__builtin_mul_overflow(static_cast<std::uint64_t>(x.n),
-                                            static_cast<std::uint64_t>(x.rows * x.cols), &pixels);
-  core::require(fits && x.img.size() - 16 >= pixels,
-                "shards: '" + images + "' is shorter than its header says (" + std::to_string(x.n) +
-                    " images of " + std::to_string(x.rows) + "x" + std::to_string(x.cols) + ")");
-  core::require(be32(x.lab, 4) == x.n && static_cast<std::int64_t>(x.lab.size()) >= 8 + x.n,
-                "shards: '" + labels + "' does not hold " + std::to_string(x.n) + " labels");
-  return x;
+Idx read_idx(const std::string& images, const std::string& labels, std::int64_t max_bytes) {
+  try {
+    IdxFile img = read_idx_file(images, 0x00000803, max_bytes);
+    Idx x;
+    x.n = img.dims[0];
+    x.rows = img.dims[1];
+    x.cols = img.dims[2];
+    core::require(x.rows <= 65535 && x.cols <= 65535,
+                  "'" + images + "' holds images of " + std::to_string(x.rows) + "x" +
+                      std::to_string(x.cols) + " pixels, more than 65535 on a side");
+    x.img = std::move(img.data);
+    IdxFile lab = read_idx_file(labels, 0x00000801, max_bytes);
+    core::require(lab.dims[0] == x.n,
+                  "'" + labels + "' does not hold " + std::to_string(x.n) + " labels");
+    x.lab = std::move(lab.data);
+    return x;
+  } catch (const core::InputError& e) {
+    throw core::InputError(std::string("shards: ") + e.what());
+  }
 }
 
 }  // namespace
@@ -527,7 +576,7 @@ ShardsReport shards_from_idx(const std::string& images, const std::string& label
                              const std::string& classes_yaml, const ShardWriterOptions& o,
                              std::uint64_t seed, std::int64_t limit) {
   auto cf = std::make_shared<ClassFile>(read_class_file(classes_yaml));
-  auto x = std::make_shared<Idx>(read_idx(images, labels));
+  auto x = std::make_shared<Idx>(read_idx(images, labels, o.max_idx_bytes));
   detail::InputSet in;
   in.size = limit > 0 ? std::min(limit, x->n) : x->n;
   in.what = "'" + images + "'";
@@ -538,7 +587,7 @@ ShardsReport shards_from_idx(const std::string& images, const std::string& label
   in.options_id = options_id("idx", id);
   in.identity = [](std::int64_t i) { return std::to_string(i); };
   in.prepare = [cf, x, classes_yaml, seed, &o](std::int64_t i, ImageProcessor&) {
-    const int label = static_cast<unsigned char>(x->lab[static_cast<std::size_t>(8 + i)]);
+    const int label = static_cast<unsigned char>(x->lab[static_cast<std::size_t>(i)]);
     core::require(label < static_cast<int>(cf->classes.size()),
                   "shards: label " + std::to_string(label) + " of image " + std::to_string(i) +
                       " has no class name in '" + classes_yaml + "'");
@@ -546,8 +595,7 @@ ShardsReport shards_from_idx(const std::string& images, const std::string& label
     im.width = static_cast<int>(x->cols);
     im.height = static_cast<int>(x->rows);
     im.channels = 1;
-    const auto* px =
-        reinterpret_cast<const std::uint8_t*>(x->img.data()) + 16 + i * x->rows * x->cols;
+    const auto* px = reinterpret_cast<const std::uint8_t*>(x->img.data()) + i * x->rows * x->cols;
     im.pixels.assign(px, px + x->rows * x->cols);
     std::string tmpl =
         cf->templates[detail::mix_seed(seed, static_cast<std::uint64_t>(i)) % cf->templates.size()];

@@ -16,7 +16,12 @@
 // - integers are at most 64 bits (LONG1/LONG4 longer than 8 bytes are refused);
 // - a storage is allocated only once its record is known to hold exactly its bytes, and the
 //   storages together fit in the file; a view must lie inside its storage, and the bytes that
-//   views materialise (a zero stride repeats an element) are bounded by the file size.
+//   views materialise (a zero stride repeats an element) are bounded by the file size;
+// - everything else the reader builds (values, strings, the lists it converts them to) is charged
+//   to one budget, PickleLimits (torch_pickle.hpp) times the file's size plus a floor, before it
+//   is built: memo references (BINGET) cost two bytes each however large the value they repeat, so
+//   a STACK_GLOBAL over a memoised string, or a dict key or 'params' list repeated by reference,
+//   would otherwise turn a 1 MB file into gigabytes.
 #include "torch_pickle.hpp"
 
 #include <caffe2/serialize/file_adapter.h>
@@ -40,6 +45,8 @@ using core::InputError;
 // weights), and each at most the file's bytes.
 constexpr std::uint64_t kViewBytesPerFileByte = 4;
 constexpr std::size_t kMaxDims = 64;
+constexpr std::uint64_t kMemoEntryBytes = 64;      // a std::map node
+constexpr std::uint64_t kScalarTensorBytes = 512;  // a 0-dim tensor: TensorImpl, storage
 // State dicts with optimizer state hold tens of thousands of values; the cap keeps a long
 // pickle of tiny opcodes from turning each byte into a ~100-byte value without end.
 constexpr std::size_t kMaxValues = std::size_t{1} << 22;
@@ -98,11 +105,32 @@ std::uint64_t add_checked(std::uint64_t a, std::uint64_t b, const char* what) {
   return r;
 }
 
+// The bytes the reader may still build; charge() comes before the allocation it pays for.
+class Budget {
+ public:
+  Budget(std::uint64_t file_size, const PickleLimits& limits)
+      : file_size_(file_size),
+        limit_(add_checked(mul_checked(limits.built_bytes_per_file_byte, file_size, "the budget"),
+                           limits.built_bytes_floor, "the budget")) {}
+  void charge(std::uint64_t bytes) {
+    if (__builtin_add_overflow(used_, bytes, &used_) || used_ > limit_)
+      throw InputError("the pickle builds more than " + std::to_string(limit_) +
+                       " bytes of values, the limit for a file of " + std::to_string(file_size_) +
+                       " bytes (repeated memo references?)");
+  }
+  void charge(std::uint64_t count, std::uint64_t each) {
+    charge(count > limit_ / std::max<std::uint64_t>(each, 1) ? limit_ + 1 : count * each);
+  }
+
+ private:
+  std::uint64_t file_size_, limit_, used_ = 0;
+};
+
 class Unpickler {
  public:
   Unpickler(const char* data, std::size_t size, caffe2::serialize::PyTorchStreamReader& zip,
-            std::uint64_t file_size)
-      : p_(data), end_(data + size), zip_(zip), file_size_(file_size) {}
+            std::uint64_t file_size, Budget& budget)
+      : p_(data), end_(data + size), zip_(zip), file_size_(file_size), budget_(budget) {}
 
   Ref run() {
     while (true) {
@@ -156,13 +184,13 @@ class Unpickler {
         return push_string(take(le(8))), true;
       case 'c': {  // GLOBAL
         const std::string module = line(), name = line();
-        return push_global(module + "." + name), true;
+        return push_global(module, name), true;
       }
       case 0x93: {  // STACK_GLOBAL
         Ref name = pop(), module = pop();
         if (module->kind != Value::Kind::string || name->kind != Value::Kind::string)
           throw InputError("malformed pickle (STACK_GLOBAL needs two strings)");
-        return push_global(module->s + "." + name->s), true;
+        return push_global(module->s, name->s), true;
       }
     }
     return false;
@@ -182,26 +210,36 @@ class Unpickler {
       }
       case 's': {  // SETITEM
         Ref v = pop(), k = pop();
-        if (Ref d = target(Value::Kind::dict, "SETITEM")) d->entries.emplace_back(k, v);
+        if (Ref d = target(Value::Kind::dict, "SETITEM")) {
+          budget_.charge(sizeof(d->entries[0]));
+          d->entries.emplace_back(k, v);
+        }
         return true;
       }
       case 'u': {  // SETITEMS
         auto items = pop_mark();
         if (items.size() % 2 != 0) throw InputError("malformed pickle (SETITEMS with odd items)");
-        if (Ref d = target(Value::Kind::dict, "SETITEMS"))
+        if (Ref d = target(Value::Kind::dict, "SETITEMS")) {
+          budget_.charge(items.size() / 2, sizeof(d->entries[0]));
           for (std::size_t k = 0; k + 1 < items.size(); k += 2)
             d->entries.emplace_back(items[k], items[k + 1]);
+        }
         return true;
       }
       case 'a': {  // APPEND
         Ref v = pop();
-        if (Ref l = target(Value::Kind::list, "APPEND")) l->items.push_back(v);
+        if (Ref l = target(Value::Kind::list, "APPEND")) {
+          budget_.charge(sizeof(Ref));
+          l->items.push_back(v);
+        }
         return true;
       }
       case 'e': {  // APPENDS
         auto items = pop_mark();
-        if (Ref l = target(Value::Kind::list, "APPENDS"))
+        if (Ref l = target(Value::Kind::list, "APPENDS")) {
+          budget_.charge(items.size(), sizeof(Ref));
           l->items.insert(l->items.end(), items.begin(), items.end());
+        }
         return true;
       }
       case 'R': {  // REDUCE
@@ -236,13 +274,11 @@ class Unpickler {
         le(8);
         return true;
       case 'q':
-        return memo_[le(1)] = top("BINPUT"), true;
+        return memoize(le(1), "BINPUT"), true;
       case 'r':
-        return memo_[le(4)] = top("LONG_BINPUT"), true;
-      case 0x94: {  // MEMOIZE
-        const std::uint64_t index = memo_.size();
-        return memo_[index] = top("MEMOIZE"), true;
-      }
+        return memoize(le(4), "LONG_BINPUT"), true;
+      case 0x94:  // MEMOIZE
+        return memoize(memo_.size(), "MEMOIZE"), true;
       case 'h':
         return push(memo(le(1))), true;
       case 'j':
@@ -269,6 +305,7 @@ class Unpickler {
   }
   std::string take(std::uint64_t n) {
     if (n > static_cast<std::uint64_t>(end_ - p_)) throw InputError("the pickle ends early");
+    budget_.charge(n);
     std::string s(p_, n);
     p_ += n;
     return s;
@@ -290,17 +327,25 @@ class Unpickler {
   std::string line() {
     std::string s;
     for (char c = byte(); c != '\n'; c = byte()) s += c;
+    budget_.charge(s.size());
     return s;
   }
 
   Ref make(Value::Kind k) {
     if (arena_.size() >= kMaxValues)
       throw InputError("the pickle holds more than " + std::to_string(kMaxValues) + " values");
+    budget_.charge(sizeof(Value));
     arena_.emplace_back();
     arena_.back().kind = k;
     return &arena_.back();
   }
-  void push(Ref v) { stack_.push_back(v); }
+  void push(Ref v) {
+    if (stack_.size() >= stack_charged_) {
+      budget_.charge(sizeof(Ref));
+      ++stack_charged_;
+    }
+    stack_.push_back(v);
+  }
   Ref pop() {
     if (stack_.empty()) throw InputError("malformed pickle (stack underflow)");
     Ref v = stack_.back();
@@ -320,6 +365,11 @@ class Unpickler {
     if (t->kind == Value::Kind::opaque) return nullptr;
     throw InputError(std::string("malformed pickle (") + op + " on a value of the wrong kind)");
   }
+  void memoize(std::uint64_t index, const char* op) {
+    Ref v = top(op);
+    budget_.charge(kMemoEntryBytes);
+    memo_[index] = v;
+  }
   Ref memo(std::uint64_t index) {
     auto it = memo_.find(index);
     if (it == memo_.end())
@@ -337,6 +387,7 @@ class Unpickler {
   }
   Ref to_tuple(std::vector<Ref> items) {
     Ref t = make(Value::Kind::tuple);
+    budget_.charge(items.size(), sizeof(Ref));
     t->items = std::move(items);
     return t;
   }
@@ -357,9 +408,12 @@ class Unpickler {
     v->s = std::move(s);
     push(v);
   }
-  void push_global(const std::string& name) {
+  // "module.name": STACK_GLOBAL may repeat one memoised string any number of times.
+  void push_global(const std::string& module, const std::string& name) {
     Ref v = make(Value::Kind::global);
-    v->s = name;
+    budget_.charge(module.size() + 1);
+    budget_.charge(name.size());
+    v->s = module + "." + name;
     push(v);
   }
 
@@ -469,8 +523,10 @@ class Unpickler {
   const char* end_;
   caffe2::serialize::PyTorchStreamReader& zip_;
   std::uint64_t file_size_;
+  Budget& budget_;
   std::uint64_t storage_bytes_ = 0, view_bytes_ = 0;
-  std::deque<Value> arena_;  // every value; freed flat whatever the structure
+  std::size_t stack_charged_ = 0;  // the stack's high-water mark, charged
+  std::deque<Value> arena_;        // every value; freed flat whatever the structure
   std::vector<Ref> stack_;
   std::map<std::uint64_t, Ref> memo_;
   std::map<std::string, Ref> storages_;
@@ -492,7 +548,7 @@ class BytesAdapter final : public caffe2::serialize::ReadAdapterInterface {
   const std::string& bytes_;
 };
 
-TensorList state_dict_of(const Value& file_root) {
+TensorList state_dict_of(const Value& file_root, Budget& budget) {
   const Value* root = &file_root;
   if (root->kind == Value::Kind::dict)
     for (const auto& [k, v] : root->entries)
@@ -508,6 +564,7 @@ TensorList state_dict_of(const Value& file_root) {
     if (k->kind != Value::Kind::string) throw InputError("a state-dict key is not a string");
     if (v->kind != Value::Kind::tensor)
       throw InputError("not a state dict: entry '" + k->s + "' is not a tensor");
+    budget.charge(sizeof(out[0]) + k->s.size());
     out.emplace_back(k->s, v->t);
   }
   return out;
@@ -520,9 +577,10 @@ const Value* entry(const Value& dict, const std::string& key) {
   return nullptr;
 }
 
-std::vector<std::int64_t> int_list(const Value& v, const std::string& what) {
+std::vector<std::int64_t> int_list(const Value& v, const std::string& what, Budget& budget) {
   if (v.kind != Value::Kind::list && v.kind != Value::Kind::tuple)
     throw InputError(what + " is not a list");
+  budget.charge(v.items.size(), sizeof(std::int64_t));
   std::vector<std::int64_t> out;
   for (const Ref x : v.items) {
     if (x->kind != Value::Kind::integer) throw InputError(what + " holds a non-integer");
@@ -541,19 +599,23 @@ double number(const Value& v) {
                                         : (v.b ? 1.0 : 0.0);
 }
 
-io::TorchOptimizerGroup group_of(const Value& g, const std::string& what) {
+// Every group may be the same dict by reference (and its 'params' the same list): each copy out is
+// charged.
+io::TorchOptimizerGroup group_of(const Value& g, const std::string& what, Budget& budget) {
   if (g.kind != Value::Kind::dict) throw InputError(what + " is not a dict");
   io::TorchOptimizerGroup out;
   for (const auto& [k, v] : g.entries) {
     if (k->kind != Value::Kind::string) throw InputError(what + " has a key that is not a string");
+    budget.charge(kMemoEntryBytes + k->s.size());  // a map node or a vector entry and its key
     if (k->s == "params") {
-      out.params = int_list(*v, what + " 'params'");
+      out.params = int_list(*v, what + " 'params'", budget);
     } else if (is_number(*v)) {
       out.scalars[k->s] = number(*v);
     } else if (v->kind == Value::Kind::none) {
       out.none.push_back(k->s);
     } else if (v->kind == Value::Kind::tuple || v->kind == Value::Kind::list) {
       auto& t = out.tuples[k->s];
+      budget.charge(v->items.size(), sizeof(double));
       for (const Ref x : v->items)
         if (is_number(*x)) t.push_back(number(*x));
     }  // anything else (a string, an object) says nothing clipper uses
@@ -562,11 +624,13 @@ io::TorchOptimizerGroup group_of(const Value& g, const std::string& what) {
 }
 
 // {name: tensor or number} of one parameter's state.
-std::map<std::string, at::Tensor> param_state_of(const Value& v, const std::string& what) {
+std::map<std::string, at::Tensor> param_state_of(const Value& v, const std::string& what,
+                                                 Budget& budget) {
   if (v.kind != Value::Kind::dict) throw InputError(what + " is not a dict");
   std::map<std::string, at::Tensor> out;
   for (const auto& [k, x] : v.entries) {
     if (k->kind != Value::Kind::string) throw InputError(what + " has a key that is not a string");
+    budget.charge(kMemoEntryBytes + k->s.size() + (is_number(*x) ? kScalarTensorBytes : 0));
     if (x->kind == Value::Kind::tensor)
       out[k->s] = x->t;
     else if (is_number(*x))
@@ -577,7 +641,7 @@ std::map<std::string, at::Tensor> param_state_of(const Value& v, const std::stri
   return out;
 }
 
-io::TorchOptimizerState optimizer_of(const Value& v) {
+io::TorchOptimizerState optimizer_of(const Value& v, Budget& budget) {
   if (v.kind != Value::Kind::dict) throw InputError("'optimizer' is not a dict");
   const Value* state = entry(v, "state");
   const Value* groups = entry(v, "param_groups");
@@ -589,39 +653,45 @@ io::TorchOptimizerState optimizer_of(const Value& v) {
   for (const auto& [k, x] : state->entries) {
     if (k->kind != Value::Kind::integer)
       throw InputError("'optimizer' 'state' has a key that is not a parameter index");
-    out.state[k->i] = param_state_of(*x, "optimizer state of parameter " + std::to_string(k->i));
+    budget.charge(kMemoEntryBytes);
+    out.state[k->i] =
+        param_state_of(*x, "optimizer state of parameter " + std::to_string(k->i), budget);
   }
   for (std::size_t g = 0; g < groups->items.size(); ++g)
     out.groups.push_back(
-        group_of(*groups->items[g], "optimizer param_groups[" + std::to_string(g) + "]"));
+        group_of(*groups->items[g], "optimizer param_groups[" + std::to_string(g) + "]", budget));
   return out;
 }
 
-io::TorchTrainCheckpoint train_checkpoint_of(const Value& root) {
+io::TorchTrainCheckpoint train_checkpoint_of(const Value& root, Budget& budget) {
   if (root.kind != Value::Kind::dict) throw InputError("the file does not hold a dict");
   io::TorchTrainCheckpoint out;
   for (const auto& [k, v] : root.entries)
-    if (k->kind == Value::Kind::string) out.keys.push_back(k->s);
-  if (entry(root, "state_dict")) out.state_dict = state_dict_of(root);
+    if (k->kind == Value::Kind::string) {
+      budget.charge(sizeof(std::string) + k->s.size());
+      out.keys.push_back(k->s);
+    }
+  if (entry(root, "state_dict")) out.state_dict = state_dict_of(root, budget);
   if (const Value* e = entry(root, "epoch")) {
     if (e->kind != Value::Kind::integer) throw InputError("'epoch' is not an integer");
     out.epoch = e->i;
   }
   if (const Value* n = entry(root, "name"); n && n->kind == Value::Kind::string) out.name = n->s;
-  if (const Value* o = entry(root, "optimizer")) out.optimizer = optimizer_of(*o);
+  if (const Value* o = entry(root, "optimizer")) out.optimizer = optimizer_of(*o, budget);
   return out;
 }
 
 // Runs the pickle of the archive and converts its root with `convert` while the values live.
 template <typename Convert>
 auto read_zip(caffe2::serialize::PyTorchStreamReader& zip, std::uint64_t file_size,
-              Convert convert) {
+              const PickleLimits& limits, Convert convert) {
   if (!zip.hasRecord("data.pkl")) throw InputError("no data.pkl in the archive");
   if (zip.getRecordSize("data.pkl") > file_size)
     throw InputError("data.pkl claims more bytes than the file holds");
   auto [data, size] = zip.getRecord("data.pkl");
-  Unpickler u(static_cast<const char*>(data.get()), size, zip, file_size);
-  return convert(*u.run());
+  Budget budget(file_size, limits);
+  Unpickler u(static_cast<const char*>(data.get()), size, zip, file_size, budget);
+  return convert(*u.run(), budget);
 }
 
 template <typename Open>
@@ -632,6 +702,8 @@ auto read_guarded(const std::string& name, const char* as, Open open) {
     throw InputError("cannot read '" + name + "' as " + as + ": " + e.what());
   } catch (const c10::Error& e) {
     throw InputError("cannot read '" + name + "' as " + as + ": " + e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    throw InputError("cannot read '" + name + "' as " + as + ": out of memory");
   }
 }
 
@@ -641,16 +713,16 @@ auto read_file(const std::string& path, const char* as, Convert convert) {
     auto adapter = std::make_shared<caffe2::serialize::FileAdapter>(path);
     const std::uint64_t size = adapter->size();
     caffe2::serialize::PyTorchStreamReader zip(adapter);
-    return read_zip(zip, size, convert);
+    return read_zip(zip, size, PickleLimits{}, convert);
   });
 }
 
 template <typename Convert>
 auto read_bytes(const std::string& bytes, const std::string& name, const char* as,
-                Convert convert) {
+                const PickleLimits& limits, Convert convert) {
   return read_guarded(name, as, [&] {
     caffe2::serialize::PyTorchStreamReader zip(std::make_shared<BytesAdapter>(bytes));
-    return read_zip(zip, bytes.size(), convert);
+    return read_zip(zip, bytes.size(), limits, convert);
   });
 }
 
@@ -663,13 +735,15 @@ TensorList read_torch_save_state_dict(const std::string& path) {
   return read_file(path, kStateDict, state_dict_of);
 }
 
-TensorList read_torch_save_state_dict_bytes(const std::string& bytes, const std::string& name) {
-  return read_bytes(bytes, name, kStateDict, state_dict_of);
+TensorList read_torch_save_state_dict_bytes(const std::string& bytes, const std::string& name,
+                                            const PickleLimits& limits) {
+  return read_bytes(bytes, name, kStateDict, limits, state_dict_of);
 }
 
 io::TorchTrainCheckpoint read_torch_train_checkpoint_bytes(const std::string& bytes,
-                                                           const std::string& name) {
-  return read_bytes(bytes, name, kTrainCheckpoint, train_checkpoint_of);
+                                                           const std::string& name,
+                                                           const PickleLimits& limits) {
+  return read_bytes(bytes, name, kTrainCheckpoint, limits, train_checkpoint_of);
 }
 
 }  // namespace clipper::io::detail

@@ -135,7 +135,11 @@ class LoaderPart : public checkpoint::Stateful {
   checkpoint::PartState state() const override { return {{}, loader_.state()}; }
   void load_state(const checkpoint::PartState& s, const std::string& where) override {
     require(!s.json.is_null(), where, "holds no loader position for this rank");
-    loader_.load_state(s.json);
+    try {
+      loader_.load_state(s.json);
+    } catch (const core::InputError& e) {
+      throw core::InputError("checkpoint '" + where + "': " + e.what());
+    }
   }
   // Another world size, worker count or batch size: the loader re-splits the rest of the saved
   // epoch from every saved rank's position (docs/data.md); its refusals name the checkpoint.

@@ -294,7 +294,10 @@ void Trainer::Impl::resume_openclip() {
   const auto r = read_openclip_resume(path, *s.model, optim::adamw_options(cfg.optim, s.spec.name),
                                       cfg.optim.weight_decay);
   load_openclip_resume(r, *step);
-  counters.global_step = r.epoch * steps_per_epoch;
+  if (__builtin_mul_overflow(r.epoch, steps_per_epoch, &counters.global_step))
+    throw core::InputError("checkpoint.resume_openclip '" + path + "': epoch " +
+                           std::to_string(r.epoch) + " x " + std::to_string(steps_per_epoch) +
+                           " steps per epoch overflows the step count");
   auto position = loader->state();  // a fresh loader: the start of epoch 0
   position["epoch"] = r.epoch;
   loader->load_state(position);

@@ -394,6 +394,22 @@ TEST(Checkpoint, AFailingSyncCommandIsCountedAndNeverFailsTheSave) {
   EXPECT_NE(core::read_file(o.sync_log).find("no route to host"), std::string::npos);
 }
 
+// Issue 25: logs/sync.log took the command's output as it came; a sync tool that prints the URL or
+// header it was given wrote the credential there. Each line goes through redact_secrets.
+TEST(Checkpoint, SyncLogLinesAreRedacted) {
+  test::TempDir d;
+  const std::string log = (d.path() / "sync.log").string();
+  EXPECT_EQ(checkpoint::run_shell("echo 'upload failed: https://alice:hunter2@h/b'; "
+                                  "echo '> PRIVATE-TOKEN: glpat-x' >&2; printf 'HF_TOKEN=hf_abc'; "
+                                  "exit 4",
+                                  log),
+            4);
+  EXPECT_EQ(core::read_file(log),
+            "upload failed: https://***@h/b\n> PRIVATE-TOKEN: ***\nHF_TOKEN=***");
+  // A log that cannot be opened is the command's failure, as before.
+  EXPECT_EQ(checkpoint::run_shell("true", (d.path() / "no" / "such" / "sync.log").string()), 127);
+}
+
 // Found by tests/fuzz/fuzz_checkpoint.cpp: a manifest's file names could leave the folder
 // ("../../etc/hostname" was opened and checksummed).
 TEST(Checkpoint, ManifestFileNamesStayInsideTheFolder) {

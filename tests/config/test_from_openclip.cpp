@@ -2,6 +2,7 @@
 // the training commands of OpenCLIP's README (tests/config/openclip_readme_commands.txt).
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 
@@ -273,13 +274,41 @@ TEST(FromOpenClip, ReadmeCocaListsWhatClipperLacks) {
 TEST(FromOpenClip, ReadmeRemoteSyncResumeLatest) {
   auto k = keys_of(readme_translation(7));
   EXPECT_EQ(k["checkpoint.sync_command"],
-            "\"aws s3 sync {dir} s3://bucket/clip/run1/checkpoints/{name}\"");
+            "\"aws s3 sync {dir} 's3://bucket/clip/run1/checkpoints/'{name}\"");
   EXPECT_EQ(k["checkpoint.keep_last"], "1");
   EXPECT_EQ(k["checkpoint.resume"], "latest");
   EXPECT_EQ(k["train.output_dir"], "/scratch");
 }
 
 // Accumulation, checkpointing, patch dropout forced off: everything honoured.
+// Issue 25: --name and --remote-sync were pasted raw into the shell command ('my run; touch PWNED'
+// ran `touch PWNED`; a space or '(' made every sync fail). The command is run here as rank 0 runs
+// it ({dir} and {name} replaced quoted, as expand_sync_command does), with printf in place of aws:
+// it gets the folder and the destination as two whole words, and nothing else runs.
+TEST(FromOpenClip, RemoteSyncQuotesHostileNames) {
+  clipper::test::TempDir d;
+  const std::string step = "step_00000002";
+  for (const std::string name :
+       {"my run; touch PWNED", "run (2) with spaces", "it's $(touch PWNED)", "`touch PWNED`",
+        "{dir}; touch PWNED {name}"}) {
+    auto t = cc::from_openclip(
+        {"--train-data", "/d/{0..9}.tar", "--name", name, "--remote-sync", "s3://b/logs dir"});
+    cc::Config cfg;
+    cc::apply_yaml(cfg, t.yaml(), "translation");
+    std::string cmd = cfg.checkpoint.sync_command;
+    ASSERT_EQ(cmd.rfind("aws s3 sync {dir} ", 0), 0u) << cmd;
+    cmd = "printf '%s\\n' " + cmd.substr(std::string("aws s3 sync ").size());
+    for (const std::string key : {"{dir}", "{name}"})
+      for (auto at = cmd.find(key); at != std::string::npos; at = cmd.find(key, at))
+        cmd.replace(at, key.size(), key == "{dir}" ? "'/r/" + step + "'" : "'" + step + "'");
+    const auto r = clipper::test::run("cd " + d.path().string() + " && " + cmd);
+    EXPECT_EQ(r.exit_code, 0) << cmd;
+    EXPECT_EQ(r.output, "/r/" + step + "\ns3://b/logs dir/" + name + "/checkpoints/" + step + "\n")
+        << cmd;
+    EXPECT_FALSE(std::filesystem::exists(d.path() / "PWNED")) << cmd;
+  }
+}
+
 TEST(FromOpenClip, ReadmeAccumulationCheckpointingPatchDropout) {
   const auto t = readme_translation(8);
   auto k = keys_of(t);

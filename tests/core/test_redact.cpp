@@ -1,6 +1,10 @@
 // Credentials in pipe: commands and URLs are masked before they are logged or saved.
 #include <gtest/gtest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "clipper/core/redact.hpp"
 
 using clipper::core::redact_secrets;
@@ -42,4 +46,63 @@ TEST(Redact, EverythingElseIsKept) {
                         "--csv-img-key filepath --csv-caption-key title --image_keys=jpg,png",
                         "design=1 keyboard=us monkey=3 signal=9"})
     EXPECT_EQ(redact_secrets(t), t);
+}
+
+// Issue 25: what still leaked (tried through `clipper config show --set data.train_shards=V`, so
+// also as YAML writes V into config.yaml), and what must stay readable, in one table.
+TEST(Redact, CredentialFlagsHeadersAndQuotedValues) {
+  const std::vector<std::pair<std::string, std::string>> masked = {
+      // curl / wget USER:PASSWORD options
+      {"pipe:curl -u alice:hunter2 https://h/s.tar", "pipe:curl -u *** https://h/s.tar"},
+      {"pipe:curl --user alice:hunter2 https://h/s.tar", "pipe:curl --user *** https://h/s.tar"},
+      {"pipe:wget --user=alice:hunter2 -O - https://h/s.tar",
+       "pipe:wget --user=*** -O - https://h/s.tar"},
+      {"pipe:curl -u 'alice:hunter 2' https://h/s.tar", "pipe:curl -u *** https://h/s.tar"},
+      {"pipe:curl --proxy-user bob:pw -x p:3128 https://h/s",
+       "pipe:curl --proxy-user *** -x p:3128 https://h/s"},
+      {"pipe:curl --cert c.pem:pw https://h/s", "pipe:curl --cert *** https://h/s"},
+      {"pipe:curl --oauth2-bearer abc https://h/s", "pipe:curl --oauth2-bearer *** https://h/s"},
+      {"pipe:wget --http-password=pw https://h/s", "pipe:wget --http-password=*** https://h/s"},
+      {"pipe:aws s3 cp --sse-c-key abc s3://b/s -", "pipe:aws s3 cp --sse-c-key *** s3://b/s -"},
+      // *TOKEN* and Authorization-style headers, with or without a space after the colon
+      {"pipe:curl -H 'PRIVATE-TOKEN: glpat-x' https://h/s.tar",
+       "pipe:curl -H 'PRIVATE-TOKEN: ***' https://h/s.tar"},
+      {"pipe:curl -H 'Authorization:Bearer x' https://h/s.tar",
+       "pipe:curl -H 'Authorization:***' https://h/s.tar"},
+      {"pipe:curl --header \"Job-Token: abc\" https://h/s",
+       "pipe:curl --header \"Job-Token: ***\" https://h/s"},
+      {"pipe:wget --header='X-Vault-Token:abc' https://h/s",
+       "pipe:wget --header='X-Vault-Token:***' https://h/s"},
+      {"sent Bearer eyJ.x.y to h", "sent Bearer *** to h"},
+      // quoted values, masked whole
+      {"pipe:tool --password 'hunter2' x.tar", "pipe:tool --password *** x.tar"},
+      {"pipe:HF_TOKEN='hf_abc' curl x", "pipe:HF_TOKEN=*** curl x"},
+      {"pipe:HF_TOKEN=\"hf a b\" curl x", "pipe:HF_TOKEN=*** curl x"},
+      // a quote that does not close on its line: the word after it (the quote is kept, so that a
+      // masked config.yaml still reads back)
+      {"pipe:tool --token='never closed", "pipe:tool --token='*** closed"},
+      {"k: 'x --token='\nnext: 1", "k: 'x --token=***'\nnext: 1"},
+      {"k: \"x --token=a\\\\\" # \\\"b\"", "k: \"x --token=***\" # \\\"b\""},
+      // ... and as YAML quotes them: doubled in single quotes, escaped in double quotes
+      {"train_shards: 'pipe:tool --password ''hunter2'' x.tar'",
+       "train_shards: 'pipe:tool --password *** x.tar'"},
+      {"train_shards: \"pipe:HF_TOKEN=\\\"hf_abc\\\" curl x\"",
+       "train_shards: \"pipe:HF_TOKEN=*** curl x\""},
+      {"train_shards: \"pipe:curl -H \\\"PRIVATE-TOKEN: glpat-x\\\" h\"",
+       "train_shards: \"pipe:curl -H \\\"PRIVATE-TOKEN: ***\\\" h\""},
+      // a LibTorch message and a sync command's output (logs/sync.log) go through it too
+      {"open file failed, file path: https://u:p@h/x.pt",
+       "open file failed, file path: https://***@h/x.pt"},
+      {"fatal: could not read from https://h/?token=abc",
+       "fatal: could not read from https://h/?token=***"},
+  };
+  for (const auto& [in, out] : masked) EXPECT_EQ(redact_secrets(in), out) << in;
+  for (const char* kept : {"clipper train c.yaml --set data.text_key=json:caption",
+                           "--csv-img-key filepath --csv-caption-key title",
+                           "  label_key: cls\n  text_key: json:caption\n", "python -u train.py",
+                           "pipe:curl -u alice https://h/s.tar",
+                           "pipe:curl -H 'Content-Type: application/json' https://h/s",
+                           "pipe:curl --user alice https://h/s", "tokenizer: clip",
+                           "data.label_key=cls data.image_keys=jpg;png"})
+    EXPECT_EQ(redact_secrets(kept), kept);
 }

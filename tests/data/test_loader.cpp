@@ -13,6 +13,7 @@
 #include "clipper/core/error.hpp"
 #include "clipper/data/loader.hpp"
 #include "fixtures.hpp"
+#include "loader_state.hpp"
 #include "shuffle_buffer.hpp"
 #include "test_util.hpp"
 #include "worker.hpp"
@@ -661,6 +662,21 @@ TEST(Loader, StateWithNonIntegersIsRefused) {
   EXPECT_THROW(l.load_state(s), core::InputError);
   l.load_state(good);
   EXPECT_TRUE(l.next());
+}
+
+// Issue 25: a saved state's re-split pieces were summed unchecked (2^23 pieces of at most 2^40
+// samples each, as the state's checks allow, pass 2^63). The sum is checked, and the error is the
+// state's own (the checkpoint's loader part names its folder).
+TEST(Loader, StatePieceCountsAreSummedChecked) {
+  const std::int64_t big = std::int64_t{1} << 62;
+  std::vector<std::vector<data::detail::Piece>> pieces(2);
+  pieces[0].push_back({0, 0, 0, 0, big, false});
+  pieces[1].push_back({0, 1, 0, 0, big - 1, false});
+  EXPECT_EQ(data::detail::pieces_total(pieces, "data: loader state "), 2 * big - 1);
+  pieces[1].push_back({0, 1, 0, 0, 1, false});
+  const auto msg =
+      test::error_of([&] { data::detail::pieces_total(pieces, "data: loader state "); });
+  EXPECT_EQ(msg, "data: loader state field 'resplit' holds more samples than a 64-bit count");
 }
 
 namespace {

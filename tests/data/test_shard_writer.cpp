@@ -1,6 +1,8 @@
 // Shard writing: folder, CSV/TSV and IDX inputs, sizes.json, and the `clipper shards` verb.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -179,4 +181,62 @@ TEST(ShardWriter, IdxHeaderProductsAreOverflowChecked) {
   const auto msg = test::error_of(
       [&] { data::shards_from_idx(d.file("i"), d.file("l"), d.file("classes.yaml"), o); });
   EXPECT_NE(msg.find("shorter than its header says"), std::string::npos) << msg;
+}
+
+namespace {
+// The process's address space now, from /proc/self/status (VmSize, in KiB).
+std::uint64_t address_space_bytes() {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind("VmSize:", 0) == 0) return std::stoull(line.substr(7)) * 1024;
+  return 0;
+}
+}  // namespace
+
+// Issue 25: `shards --from-idx` gunzipped a whole .gz before it looked at the magic number (1 GiB
+// of zeros in 1 MB took 1.45 GB). The header comes first, and nothing past what it declares is
+// decompressed: in a child with only 64 MiB of address space to spare, 128 MiB of zeros, bare or
+// after a header of one 2x2 image, cost nothing.
+TEST(ShardWriter, IdxGzipBombsAreReadHeaderFirst) {
+  test::TempDir d;
+  d.write("head", std::string("\0\0\x08\x03\0\0\0\x01\0\0\0\x02\0\0\0\x02", 16));
+  const std::string zeros = "head -c 134217728 /dev/zero";
+  ASSERT_EQ(test::run(zeros + " | gzip -1 > " + d.file("zeros.gz")).exit_code, 0);
+  ASSERT_EQ(test::run("(cat " + d.file("head") + "; " + zeros + ") | gzip -1 > " + d.file("one.gz"))
+                .exit_code,
+            0);
+  const auto child = [&] {
+    const rlimit as{address_space_bytes() + (64u << 20), RLIM_INFINITY};
+    setrlimit(RLIMIT_AS, &as);
+    const auto bare = test::error_of([&] { data::read_idx_file(d.file("zeros.gz"), 0x803, 1); });
+    const auto one = data::read_idx_file(d.file("one.gz"), 0x803, std::int64_t{1} << 40);
+    const bool ok = bare.find(
+                        "zeros.gz' is not an IDX file of unsigned-byte images (magic "
+                        "0x00000803)") != std::string::npos &&
+                    one.dims == std::vector<std::int64_t>({1, 2, 2}) &&
+                    one.data == std::string(4, '\0');
+    std::fprintf(stderr, "%s\n", ok ? "header first" : bare.c_str());
+    std::exit(ok ? 0 : 1);
+  };
+  EXPECT_EXIT(child(), ::testing::ExitedWithCode(0), "header first");
+  // The configured maximum counts header and data; a short gzip is named short.
+  auto msg = test::error_of([&] { data::read_idx_file(d.file("one.gz"), 0x803, 19); });
+  EXPECT_NE(msg.find("declares 1 x 2 x 2 bytes of data, more than the limit of 19 bytes"),
+            std::string::npos)
+      << msg;
+  EXPECT_EQ(data::read_idx_file(d.file("one.gz"), 0x803, 20).data.size(), 4u);
+  ASSERT_EQ(test::run("gzip -c " + d.file("head") + " > " + d.file("short.gz")).exit_code, 0);
+  msg = test::error_of([&] { data::read_idx_file(d.file("short.gz"), 0x803, 1 << 20); });
+  EXPECT_NE(msg.find("short.gz' is shorter than its header says (1 x 2 x 2 bytes)"),
+            std::string::npos)
+      << msg;
+  // Through the verb: the magic number's error, the file named.
+  d.write("c.yaml", "classes: [a]\n");
+  const auto r =
+      test::run(test::clipper_bin() + " shards " + d.file("out") + " --from-idx " +
+                d.file("zeros.gz") + " " + d.file("zeros.gz") + " --classes " + d.file("c.yaml"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_NE(r.output.find("shards: '" + d.file("zeros.gz") + "' is not an IDX file"),
+            std::string::npos)
+      << r.output;
 }

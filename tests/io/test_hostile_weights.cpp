@@ -11,6 +11,7 @@
 #include "clipper/core/error.hpp"
 #include "clipper/io/openclip.hpp"
 #include "clipper/io/safetensors.hpp"
+#include "clipper/io/torch_checkpoint.hpp"
 #include "test_util.hpp"
 
 namespace cio = clipper::io;
@@ -177,6 +178,38 @@ TEST(HostilePickle, ViewsStayInsideStorageAndFile) {
   EXPECT_TRUE(has(weights_error(write_pt(dir, "negs.pt", state_dict(neg))), "non-negative"));
   const auto dims = rebuild(s, 0, {int32(2)}, {int32(1), int32(1)});
   EXPECT_TRUE(has(weights_error(write_pt(dir, "dims.pt", state_dict(dims))), "differ"));
+}
+
+// Memo references cost two bytes each however large the value they repeat: a STACK_GLOBAL over a
+// memoised string (issue 25: a 1.05 MB file took 2 GB), or one 'params' list repeated through
+// every param group. The reader stops at its budget, naming the file and the limit.
+TEST(HostilePickle, MemoBombsStopAtTheBudget) {
+  clipper::test::TempDir dir;
+  std::string globals = "\x80\x02" + str(std::string(64 << 10, 'A')) + "q\x00"s;
+  for (int i = 0; i < 400; ++i) globals += "h\x00h\x00\x93"s + "0";  // 400 x 128 KiB kept
+  const auto g = write_pt(dir, "globals.pt", globals + "}.");
+  auto msg = weights_error(g);
+  EXPECT_TRUE(has(msg, "builds more than") && has(msg, "bytes of values, the limit for a file of"))
+      << msg;
+
+  const int n = 3000;  // a list of 3,000 ints in 3,000 param groups: 72 MB from 12 KB
+  std::string params = "\x80\x02}(" + str("optimizer") + "}(" + str("state") + "}" +
+                       str("param_groups") + "](" + "}(" + str("params") + "](";
+  for (int i = 0; i < n; ++i) params += "K\x01";
+  params += "euq\x01"s;
+  for (int i = 1; i < n; ++i) params += "h\x01";
+  const auto p = write_pt(dir, "params.pt", params + "euu.");
+  msg = error_of([&] { cio::read_torch_train_checkpoint(p); });
+  EXPECT_TRUE(has(msg, p) && has(msg, "builds more than")) << msg;
+  // The same with a few groups is an ordinary optimizer state.
+  std::string few = "\x80\x02}(" + str("optimizer") + "}(" + str("state") + "}" +
+                    str("param_groups") + "](" + "}(" + str("params") +
+                    "](K\x01K\x02"
+                    "euq\x01h\x01";
+  const auto ok = cio::read_torch_train_checkpoint(write_pt(dir, "few.pt", few + "euu."));
+  ASSERT_TRUE(ok.optimizer.has_value());
+  ASSERT_EQ(ok.optimizer->groups.size(), 2u);
+  EXPECT_EQ(ok.optimizer->groups[1].params, (std::vector<std::int64_t>{1, 2}));
 }
 
 TEST(HostilePickle, NotAZipOrNoPickle) {

@@ -1175,4 +1175,17 @@ TEST(TrainE2E, ResumeOpenClipContinuesAtTheNextEpochThenResumesItsOwnCheckpoints
   ASSERT_EQ(d.exit_code, 0) << d.output;
   EXPECT_TRUE(has(d.output, "the GradScaler state (OpenCLIP's amp) is not used")) << d.output;
   EXPECT_TRUE(has(d.output, "ran 1 step(s) (48 -> 49 of 49)")) << d.output;
+  // Issue 25: an 'epoch' of 2^62 made epoch x steps per epoch overflow (to step 0 here).
+  const std::string huge = t.file("epoch_huge.pt");
+  const auto py_huge =
+      run(clipper::test::python() + " " + source_path("tests/trainer/make_openclip_checkpoint.py") +
+          " --export-dir " + (t.path() / "runs/src/export").string() +
+          " --model tiny-fmnist-vit --epoch 4611686018427387904 --out " + huge);
+  ASSERT_EQ(py_huge.exit_code, 0) << py_huge.output;
+  const auto e = run(clipper_bin() + " train " + cfg + " --set train.run_name=huge" +
+                     " --set checkpoint.resume_openclip=" + huge);
+  EXPECT_EQ(e.exit_code, 1) << e.output;
+  EXPECT_TRUE(has(e.output, "checkpoint.resume_openclip '" + huge +
+                                "': epoch 4611686018427387904 x 48 steps per epoch overflows"))
+      << e.output;
 }

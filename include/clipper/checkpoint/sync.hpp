@@ -16,7 +16,7 @@ namespace clipper::checkpoint {
 // ("step_00000200"), quoted for /bin/sh.
 std::string expand_sync_command(const std::string& command, const std::string& dir);
 // Runs `command` with /bin/sh -c, stdin from /dev/null, stdout and stderr appended to `log_path`
-// (inherited when empty); returns its exit status (128 + N when killed by signal N, 127 when it
+// line by line through core::redact_secrets (inherited when empty); returns its exit status (128 + N when killed by signal N, 127 when it
 // cannot start).
 int run_shell(const std::string& command, const std::string& log_path);
 

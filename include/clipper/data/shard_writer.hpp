@@ -31,6 +31,9 @@ struct ShardWriterOptions {
   double progress_every_s = 10;  // seconds between progress lines; 0: none
   bool resume = true;            // keep the complete shards an earlier run of the same inputs left
   std::int64_t max_image_pixels = 89478485;  // larger inputs are skipped as too_large
+  // IDX inputs: a file whose header declares more bytes (header and data) is refused before it
+  // is read; a gzipped one is decompressed only up to what its header declares.
+  std::int64_t max_idx_bytes = std::int64_t{4} << 30;
   Transparency transparency;  // transparent pixels: composited over white unless told otherwise
 };
 
@@ -125,7 +128,15 @@ ShardsReport shards_from_idx(const std::string& images, const std::string& label
                              const std::string& classes_yaml, const ShardWriterOptions& o,
                              std::uint64_t seed = 0, std::int64_t limit = 0);
 
-// Reads a file, gunzipping it when it starts with the gzip magic.
-std::string read_maybe_gzip(const std::string& path);
+// An IDX file (the MNIST format), gzip-compressed or not, read header first: its magic must be
+// `magic` (0x00000803: unsigned-byte images, 3 dimensions; 0x00000801: labels, 1), and then the
+// data its dimensions declare is read and nothing more, once header and data are known to fit in
+// `max_bytes`. A gzip bomb costs at most the memory its header declares. Throws core::InputError
+// naming the file.
+struct IdxFile {
+  std::vector<std::int64_t> dims;  // from the header
+  std::string data;                // the bytes after the header
+};
+IdxFile read_idx_file(const std::string& path, std::uint32_t magic, std::int64_t max_bytes);
 
 }  // namespace clipper::data
