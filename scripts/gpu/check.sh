@@ -1,15 +1,46 @@
 #!/usr/bin/env bash
 # The whole GPU check, in one run on a machine with one NVIDIA GPU (an H200 here), its own
 # torch 2.11.0+cu130, nvcc, cmake and ninja, no network. Needs .gpulibs/ (scripts/gpu/fetch_libs.sh).
-#   1. builds clipper's LibTorch-only targets (CLIPPER_WITH_DATA=OFF) against that torch
+#   1. builds what the check runs (the `clipper` binary and the `cuda` tests) in the LibTorch-only
+#      configuration (CLIPPER_WITH_DATA=OFF, CLIPPER_CUDA_TESTS=ON) against that torch
 #   2. runs the tests labelled `cuda`
 #   3. runs the training-step benchmarks: ViT-B-32 and ViT-B-16 (bf16, batch 256 and 512), RN50
 # Results go to $OUT (or ./gpu-results): build.log, cuda_tests.log, bench.jsonl, bench.txt, summary.txt.
+#
+# --build-only: step 1 alone, on the build machine (scripts/test.sh runs it, so that the GPU
+# configuration never stops building unnoticed): the .venv's torch (+cu130: the CUDA code paths
+# compile against the CUDA toolkit here), the system's libraries instead of .gpulibs, ccache on,
+# into build-gpu/ (CLIPPER_GPU_BUILD_DIR); the log goes to build-gpu.log.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+build_only=0
+[ "${1:-}" = "--build-only" ] && build_only=1
+start=$(date +%s)
+targets=(clipper clipper_test_cuda)  # all that the tests and the benchmarks below run
+if [ $build_only = 1 ]; then
+  build_dir=${CLIPPER_GPU_BUILD_DIR:-build-gpu}
+  log=$PWD/$build_dir.log
+  py=${CLIPPER_PYTHON:-$PWD/.venv/bin/python}
+  [ -x "$py" ] || { echo "[gpu-build] no $py: run scripts/setup.sh first"; exit 1; }
+  say() { echo "[gpu-build +$(( $(date +%s) - start ))s] $*"; }
+  torch_dir=$(ls -d "$PWD"/.venv/lib/python3*/site-packages/torch/share/cmake/Torch 2>/dev/null | head -n1)
+  [ -n "$torch_dir" ] || { echo "[gpu-build] no torch in .venv: run scripts/setup.sh first"; exit 1; }
+  if [ ! -f "$build_dir/build.ninja" ]; then
+    say "configure $build_dir (CLIPPER_WITH_DATA=OFF, CLIPPER_CUDA_TESTS=ON)"
+    cmake -G Ninja -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Release -Wno-dev \
+      -DCLIPPER_WITH_DATA=OFF -DCLIPPER_CUDA_TESTS=ON -DTorch_DIR="$torch_dir" \
+      -DCLIPPER_PYTHON="$py" -DTORCH_CUDA_ARCH_LIST=9.0 > "$log" 2>&1 \
+      || { say "configure FAILED (see $log)"; tail -40 "$log"; exit 1; }
+  fi
+  say "build ${targets[*]} in $build_dir"
+  cmake --build "$build_dir" --target "${targets[@]}" -- -j"${CLIPPER_JOBS:-$(nproc)}" >> "$log" 2>&1 \
+    || { say "build FAILED (see $log)"; grep -B2 -A12 "error" "$log" | head -80; exit 1; }
+  say "build done"
+  exit 0
+fi
+
 out=${OUT:-$PWD/gpu-results}
 mkdir -p "$out"
-start=$(date +%s)
 stamp() { echo "[check +$(( $(date +%s) - start ))s] $*" | tee -a "$out/summary.txt"; }
 libs=$PWD/.gpulibs/root
 [ -d "$libs" ] || { echo "missing .gpulibs: run scripts/gpu/fetch_libs.sh first and carry .gpulibs"; exit 1; }
@@ -24,7 +55,7 @@ cmake -G Ninja -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -Wno-dev \
   -DTorch_DIR="$torch_dir" -DCLIPPER_PYTHON="$py" -DTORCH_CUDA_ARCH_LIST=9.0 \
   -DCMAKE_PREFIX_PATH="$libs/usr" > "$out/build.log" 2>&1 || { stamp "configure FAILED"; tail -40 "$out/build.log"; exit 1; }
 stamp "build"
-cmake --build build-gpu -j"$(nproc)" >> "$out/build.log" 2>&1 || { stamp "build FAILED"; grep -B2 -A12 "error" "$out/build.log" | head -80; exit 1; }
+cmake --build build-gpu --target "${targets[@]}" -j"$(nproc)" >> "$out/build.log" 2>&1 || { stamp "build FAILED"; grep -B2 -A12 "error" "$out/build.log" | head -80; exit 1; }
 stamp "build done"
 
 stamp "cuda tests"
