@@ -7,6 +7,7 @@
 #include "clipper/core/progress.hpp"
 #include "clipper/data/loader.hpp"
 #include "clipper/dist/process_group.hpp"
+#include "clipper/eval/benchmark_dataset.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 
 namespace clipper::eval {
@@ -31,12 +32,6 @@ at::Tensor tokenize(const tokenizer::Tokenizer& tok, const std::vector<std::stri
   for (std::size_t i = 0; i < texts.size(); ++i)
     tok.encode(texts[i], ids[static_cast<std::int64_t>(i)].data_ptr<std::int64_t>());
   return ids;
-}
-
-std::string fill(const std::string& templ, const std::string& name) {
-  const auto pos = templ.find("{}");
-  if (pos == std::string::npos) return templ + " " + name;
-  return templ.substr(0, pos) + name + templ.substr(pos + 2);
 }
 
 // Concatenates every rank's rows (ranks may hold different counts).
@@ -79,7 +74,7 @@ at::Tensor zeroshot_classifier(model::ClipImpl& model, const tokenizer::Tokenize
   std::vector<at::Tensor> rows;
   for (const auto& name : classes.classnames) {
     std::vector<std::string> texts;
-    for (const auto& t : classes.templates) texts.push_back(fill(t, name));
+    for (const auto& t : classes.templates) texts.push_back(fill_template(t, name));
     auto f = model.encode_text(tokenize(tok, texts).to(device), /*normalize=*/true).to(at::kFloat);
     auto mean = f.mean(0);
     rows.push_back(mean / mean.norm());

@@ -1,0 +1,93 @@
+#pragma once
+// `clipper benchmark`: CLIP_benchmark's zero-shot tasks on its webdataset folders, with its
+// metrics, its result JSON ({dataset, model, pretrained, task, metrics, language}) and its file
+// naming ({dataset}_{pretrained}_{model}_{language}_{task}.json).
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "clipper/eval/benchmark_dataset.hpp"
+#include "clipper/eval/eval.hpp"
+#include "clipper/eval/linear_probe.hpp"
+#include "clipper/model/clip.hpp"
+
+namespace clipper::tokenizer {
+class Tokenizer;
+}
+
+namespace clipper::eval {
+
+struct BenchmarkOptions {
+  std::string split = "test";
+  std::vector<std::int64_t> recall_k{1, 5, 10};
+  ReaderOptions reader;  // image_size is taken from the model
+  // Classification folders: a linear probe (task linear_probe) instead of zero-shot, trained on
+  // the features of `train_split`, `val_proportion` of it held out to choose the weight decay.
+  bool linear_probe = false;
+  std::string train_split = "train";
+  double val_proportion = 0;
+  LinearProbeOptions lp;
+};
+
+struct BenchmarkResult {
+  std::string dataset;  // "wds/NAME"
+  std::string task;     // "zeroshot_classification" | "zeroshot_retrieval" | "linear_probe"
+  nlohmann::ordered_json metrics;
+  std::int64_t samples = 0;
+  double seconds = 0;
+};
+
+// Runs `dataset`'s task (classification and multilabel: zeroshot_classification, or linear_probe
+// when asked; retrieval: zeroshot_retrieval) on `model` in eval mode, fp32 features.
+BenchmarkResult run_benchmark(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
+                              at::Device device, const Prepare& prepare,
+                              const BenchmarkDataset& dataset, const BenchmarkOptions& options);
+
+// The JSON CLIP_benchmark's `eval` writes for one result (acc5 of fewer than 5 classes: null,
+// where CLIP_benchmark writes NaN).
+nlohmann::ordered_json result_json(const BenchmarkResult& r, const std::string& model,
+                                   const std::string& pretrained, const std::string& language);
+// CLIP_benchmark's default output name: {dataset}_{pretrained}_{model}_{language}_{task}.json,
+// the dataset without its "wds/" and with '/' as '_', `pretrained` the weights' base name.
+std::string result_file_name(const BenchmarkResult& r, const std::string& model,
+                             const std::string& pretrained, const std::string& language);
+
+struct SuiteTask {
+  std::string name;         // as the suite reports it ("ImageNet 1k"); a list file: the folder name
+  std::string folder;       // the dataset folder
+  std::string main_metric;  // the metric the suite scores ("acc1", "mean_recall@1"); may be empty
+  std::string skip;         // why the task is not run; empty: run
+};
+struct Suite {
+  std::string name;
+  std::vector<SuiteTask> tasks;
+  std::vector<std::pair<std::string, std::vector<std::string>>> groups;  // name -> task names
+};
+
+// A suite: a list file (one dataset folder per line, relative to the file's folder, '#' comments
+// and blank lines ignored), or a YAML file (`suite`, `tasks: [{name, folder, main_metric, skip}]`,
+// `groups: {NAME: [task names]}`) whose folders are under `dataset_root` (default: the file's
+// folder). `path` may also name a built-in suite: "datacomp" (configs/benchmark/datacomp.yaml).
+// A YAML task whose folder does not exist is skipped with that reason.
+Suite read_suite(const std::string& path, const std::string& dataset_root = "");
+
+// The value of `metric` in a result's metrics; "mean_recall@1" is the mean of image and text
+// recall@1 (DataComp's retrieval score). nullopt when the result has no such metric.
+std::optional<double> metric_value(const nlohmann::ordered_json& metrics,
+                                   const std::string& metric);
+// DataComp's aggregate_scores.py over `scores` (task name -> main metric): each group's mean over
+// its tasks, and "Average" over every scored task; each as {"score", "tasks", "of"}: a group whose
+// tasks did not all run is the mean of those that did, `tasks` of `of`.
+nlohmann::ordered_json aggregate_scores(const Suite& suite,
+                                        const std::vector<std::pair<std::string, double>>& scores);
+
+// The console table: one row per dataset, its task and its metrics.
+std::string results_table(const std::vector<BenchmarkResult>& results);
+
+}  // namespace clipper::eval
