@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <iomanip>
 #include <map>
+#include <random>
 #include <thread>
 #include <tuple>
 
@@ -25,6 +26,7 @@
 #include "clipper/core/log.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/io/safetensors.hpp"
+#include "folder.hpp"
 
 namespace fs = std::filesystem;
 
@@ -41,7 +43,7 @@ double since(Clock::time_point t) {
 }
 
 constexpr const char* kPrefix = "step_";
-constexpr const char* kTmpPrefix = ".tmp-step_";
+using folder::kTmpPrefix;
 
 std::string rank_name(int rank, const char* ext) {
   char buf[64];
@@ -142,6 +144,31 @@ Digests gather_rank_digests(dist::ProcessGroup& pg, FileDigest tensors, FileDige
                                                       static_cast<std::uint32_t>(d[3])});
   }
   return out;
+}
+
+// Rank 0, before the commit: every rank's files are in the folder as rank 0 sees it, with the
+// sizes that rank wrote (and the CRC of the small JSON ones). A run folder that is not shared
+// between the ranks fails here, so a checkpoint that cannot be resumed is never committed.
+void check_rank_files(const fs::path& tmp, const Digests& ranks) {
+  for (std::size_t i = 0; i < ranks.size(); ++i) {
+    const auto& [name, wrote] = ranks[i];
+    const fs::path f = tmp / name;
+    const std::string who = "rank " + std::to_string(i / 2) + " wrote " + name + " (" +
+                            std::to_string(wrote.size) + " bytes), but rank 0 ";
+    const std::string why =
+        ": is the run folder shared between the ranks? Every rank must see the same folder (a "
+        "shared file system, at the same path: an absolute train.output_dir, or every node "
+        "launched from the same working folder). Nothing was committed.";
+    std::error_code ec;
+    const auto size = fs::file_size(f, ec);
+    if (ec)
+      throw core::Error("checkpoint '" + tmp.string() + "': " + who + "does not see " + f.string() +
+                        why);
+    const bool small = name.size() > 5 && name.compare(name.size() - 5, 5, ".json") == 0;
+    if (size != wrote.size || (small && core::digest_of_file(f.string()).crc32 != wrote.crc32))
+      throw core::Error("checkpoint '" + tmp.string() + "': " + who + "sees another file there (" +
+                        std::to_string(size) + " bytes)" + why);
+  }
 }
 
 Json make_manifest(std::int64_t step, std::int64_t sequence, int world_size, const Parts& parts,
@@ -411,15 +438,79 @@ SyncCounts Manager::sync_counts() const {
   return sync_ ? SyncCounts{sync_->runs(), sync_->failures()} : SyncCounts{};
 }
 
-void Manager::finish() {
+void Manager::finish(bool stopping) {
   wait();
   if (!sync_) return;
   const auto t = Clock::now();
-  sync_->wait();
+  bool finished = true;
+  if (stopping)
+    finished = sync_->wait_at_most(options_.sync_stop_timeout_s);
+  else
+    sync_->wait();
   const SyncCounts c = sync_counts();
-  CLIPPER_INFO("checkpoint sync: " << c.runs << " run(s), " << c.failures << " failed (waited "
-                                   << std::fixed << std::setprecision(1) << since(t)
-                                   << " s for the last one)");
+  CLIPPER_INFO("checkpoint sync: "
+               << c.runs << " run(s), " << c.failures << " failed (waited " << std::fixed
+               << std::setprecision(1) << since(t) << " s for the last one"
+               << (finished ? "" : ", then killed it: the run is stopping") << ")");
+}
+
+namespace {
+
+// "host:/absolute/folder", the folder as this process sees it.
+std::string view_of(const std::string& dir) {
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  std::error_code ec;
+  return std::string(host) + ":" + fs::absolute(dir, ec).lexically_normal().string();
+}
+
+std::string probe_token() {
+  std::random_device rd;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%08x%08x", rd(), rd());
+  return buf;
+}
+
+}  // namespace
+
+void Manager::check_shared() {
+  if (pg_->size() == 1) return;
+  dist::ScopedTimeout timeout(*pg_, options_.timeout_s);
+  const int rank = pg_->rank();
+  const std::string token = pg_->broadcast_string(rank == 0 ? probe_token() : "", 0);
+  const auto probe = [&](int r) {
+    return fs::path(dir_) / (".probe-" + token + "-" + rank_name(r, "txt"));
+  };
+  on_every_rank(*pg_, "probe: creating " + dir_, [&] {
+    if (rank == 0) core::make_private_dirs(dir_);
+  });
+  on_every_rank(*pg_, "probe: writing " + probe(rank).string(), [&] {
+    core::make_private_dirs(dir_);
+    core::write_file_atomic(probe(rank).string(), view_of(dir_));
+  });
+  // Rank 0: the first rank whose probe it cannot see (-1: none) and how many it cannot see.
+  std::int64_t first = -1, unseen = 0;
+  for (int r = 0; rank == 0 && r < pg_->size(); ++r) {
+    std::error_code ec;
+    if (fs::exists(probe(r), ec)) continue;
+    if (first < 0) first = r;
+    ++unseen;
+  }
+  first = pg_->all_reduce_int(rank == 0 ? first : -1, dist::ReduceOp::max, "checkpoint probe");
+  unseen = pg_->all_reduce_int(rank == 0 ? unseen : 0, dist::ReduceOp::max, "checkpoint probe");
+  std::error_code ec;
+  fs::remove(probe(rank), ec);
+  if (first < 0) return;
+  const int other = static_cast<int>(first);
+  const std::string theirs = pg_->broadcast_string(rank == other ? view_of(dir_) : "", other);
+  const std::string ours = pg_->broadcast_string(rank == 0 ? view_of(dir_) : "", 0);
+  throw InputError(
+      "the checkpoints folder is not shared between the ranks: rank 0 writes to " + ours +
+      ", rank " + std::to_string(other) + " to " + theirs + " (rank 0 sees the probe file of " +
+      std::to_string(pg_->size() - unseen) + " of " + std::to_string(pg_->size()) +
+      " ranks); a checkpoint needs every rank's files in one folder: put train.output_dir on a "
+      "file system every node sees, at the same path (an absolute path, or launch every node "
+      "from the same working folder)");
 }
 
 // Collective, once every rank's writer is done: every rank learns whether all files are on disk,
@@ -436,15 +527,15 @@ void Manager::commit_pending() {
   Digests all = gather_rank_digests(*pg_, p.rank_tensors, p.rank_json);
   on_every_rank(*pg_, "save: committing " + p.final_dir.string(), [&] {
     if (pg_->rank() != 0) return;
+    check_rank_files(p.tmp, all);
     all.insert(all.end(), p.global.begin(), p.global.end());
-    const auto committed = list_committed(dir_);
-    const std::int64_t sequence = committed.empty() ? 1 : committed.back().sequence + 1;
-    const Json manifest = make_manifest(p.step, sequence, pg_->size(), p.parts, all);
+    const Json manifest =
+        make_manifest(p.step, folder::next_sequence(dir_), pg_->size(), p.parts, all);
     core::write_file_atomic((p.tmp / "manifest.json").string(), manifest.dump(1));
     core::fsync_path(p.tmp.string());
     commit(p.tmp.string(), p.final_dir.string());
-    prune();
   });
+  if (pg_->rank() == 0) prune();  // best effort: the save is committed, whatever happens here
   p.blocked_s += since(t);
   report(p);
 }
@@ -460,6 +551,7 @@ void Manager::report(const Pending& p) {
     sync_->submit(r.dir);  // only committed folders leave the machine
   }
   r.sync = sync_counts();
+  r.prune_failures = prune_failures_;
   CLIPPER_INFO("checkpoint " << r.dir << ": training blocked " << std::fixed << std::setprecision(2)
                              << r.blocked_s << " s, write " << r.write_s << " s"
                              << (r.async ? " (in the background)" : ""));
@@ -472,26 +564,46 @@ void Manager::commit(const std::string& tmp, const std::string& final_dir) {
     return;
   }
   // The same step saved again (after a resume): one atomic swap, so the folder always holds a
-  // complete checkpoint, then the old one (now under the temporary name) goes.
+  // complete checkpoint; the old one, now under the temporary name, goes with the next prune.
   core::exchange_durable(tmp, final_dir);
-  fs::remove_all(tmp);
 }
 
-void Manager::prune() {
-  for (const auto& e : fs::directory_iterator(dir_))
-    if (e.path().filename().string().rfind(kTmpPrefix, 0) == 0) fs::remove_all(e.path());
-  std::vector<Found> valid;
-  for (const auto& f : list_committed(dir_)) {
-    try {
-      validate(f.dir, /*check_crc=*/false);
-      valid.push_back(f);
-    } catch (const InputError&) {
-      // An invalid folder is not a checkpoint: it neither counts nor gets deleted here.
+// Best effort, on rank 0 after a commit: leftovers of interrupted saves and prunes go, then every
+// valid checkpoint but the keep_last committed last. What cannot be deleted is a warning, counted
+// and tried again after the next commit; the newest committed checkpoint is never a candidate.
+void Manager::prune() noexcept {
+  const folder::RemoveFolder remove = [this](const fs::path& p) {
+    if (options_.remove_folder)
+      options_.remove_folder(p.string());
+    else
+      fs::remove_all(p);
+  };
+  std::vector<std::string> failed;
+  try {
+    if (auto e = folder::remove_leftovers(dir_, remove); !e.empty()) failed.push_back(e);
+    std::vector<Found> valid;
+    for (const auto& f : list_committed(dir_)) {
+      try {
+        validate(f.dir, /*check_crc=*/false);
+        valid.push_back(f);
+      } catch (const InputError&) {
+        // An invalid folder is not a checkpoint: it neither counts nor gets deleted here.
+      }
     }
+    const auto keep = static_cast<std::size_t>(std::max<std::int64_t>(1, options_.keep_last));
+    for (std::size_t i = 0; i + keep < valid.size(); ++i) {
+      if (sync_ && sync_->uses(valid[i].dir)) continue;  // next time
+      if (auto e = folder::prune_one(valid[i].dir, remove); !e.empty()) failed.push_back(e);
+    }
+  } catch (const std::exception& e) {
+    failed.push_back(e.what());
   }
-  const auto keep = static_cast<std::size_t>(std::max<std::int64_t>(1, options_.keep_last));
-  for (std::size_t i = 0; i + keep < valid.size(); ++i)
-    if (!sync_ || !sync_->uses(valid[i].dir)) fs::remove_all(valid[i].dir);  // next time, else
+  for (const auto& e : failed) {
+    ++prune_failures_;
+    CLIPPER_WARN("checkpoint prune: " << e << " (" << prune_failures_
+                                      << " failure(s) so far; tried again after the next save; "
+                                         "training goes on)");
+  }
 }
 
 std::optional<Found> Manager::latest_valid() const {
@@ -507,18 +619,40 @@ std::optional<Found> Manager::latest_valid() const {
   return std::nullopt;
 }
 
+// Only for a checkpoint of this run's folder (by identity: any spelling of its path), and only
+// the ones committed after it. A name already taken in abandoned/ gets a suffix, never an error.
 void Manager::set_aside_after(const Found& chosen) {
-  if (fs::path(chosen.dir).parent_path() != fs::path(dir_)) return;  // another run's checkpoint
+  if (!folder::is_inside(chosen.dir, dir_)) return;  // another run's checkpoint
   for (const auto& f : list_committed(dir_)) {
-    if (f.sequence <= chosen.sequence || f.dir == chosen.dir) continue;
-    const fs::path to = fs::path(dir_) / "abandoned" /
-                        (fs::path(f.dir).filename().string() + "-seq" + std::to_string(f.sequence));
+    if (f.sequence <= chosen.sequence || folder::same(f.dir, chosen.dir)) continue;
+    const fs::path to = folder::aside_path(dir_, f.dir, f.sequence);
     fs::create_directories(to.parent_path());
     core::rename_durable(f.dir, to.string());
     CLIPPER_WARN("resuming from " << chosen.dir << " (step " << chosen.step << "): checkpoint "
                                   << f.dir << " was committed after it and is set aside as "
                                   << to.string());
   }
+}
+
+// "latest": the last committed valid checkpoint; nothing when none is committed; an error naming
+// every problem when checkpoints are committed but none is valid (never a silent fresh start).
+std::optional<Found> Manager::latest_for_resume() const {
+  const auto committed = list_committed(dir_);
+  std::string problems;
+  for (auto it = committed.rbegin(); it != committed.rend(); ++it) {
+    try {
+      validate(it->dir, /*check_crc=*/false);
+      return *it;
+    } catch (const InputError& e) {
+      CLIPPER_WARN("skipping checkpoint " << it->dir << ": " << e.what());
+      problems += std::string("\n  ") + e.what();
+    }
+  }
+  if (committed.empty()) return std::nullopt;
+  throw InputError("--resume latest: none of the " + std::to_string(committed.size()) +
+                   " committed checkpoint(s) in '" + dir_ + "' can be resumed:" + problems +
+                   "\npoint --resume at a complete checkpoint folder, or start fresh without "
+                   "--resume");
 }
 
 std::optional<std::string> Manager::resolve(const std::string& resume) {
@@ -529,7 +663,7 @@ std::optional<std::string> Manager::resolve(const std::string& resume) {
     if (pg_->rank() != 0) return;
     std::optional<Found> found;
     if (resume == "latest") {
-      found = latest_valid();
+      found = latest_for_resume();
     } else {
       const Json m = validate(resume, /*check_crc=*/false);
       found = Found{resume, m["step"].get<std::int64_t>(), sequence_of(m)};

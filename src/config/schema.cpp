@@ -341,6 +341,11 @@ std::vector<KeyInfo> declare() {
         "committed folder and {name} by its name (e.g. 'rsync -a {dir} host:run/checkpoints/'); "
         "failures are logged and "
         "counted, never fatal; empty: off");
+  b.add("checkpoint.sync_stop_timeout_s", &C::checkpoint, &CheckpointConfig::sync_stop_timeout_s,
+        "at a stop (signal, train.stop_at_step, wall-time limit), how long to wait for the "
+        "checkpoint.sync_command still running before killing it (its whole process group; "
+        "logged as unfinished, the exit code stays 75)")
+      .min(0.0);
   // eval
   b.add("eval.every_steps", &C::eval, &EvalConfig::every_steps, "evaluate every N steps; 0: off")
       .min(0);

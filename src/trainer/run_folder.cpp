@@ -55,10 +55,31 @@ void check_fresh_start(const fs::path& run, const config::CheckpointConfig& chec
                << run.string() << "; its checkpoints are set aside in " << aside.string());
 }
 
+// The run folder under `output_dir` with committed checkpoints (valid or not) written last.
+std::string newest_committed_run(const std::string& output_dir) {
+  std::error_code ec;
+  std::string best;
+  fs::file_time_type best_time{};
+  for (const auto& e : fs::directory_iterator(output_dir, ec)) {
+    if (!e.is_directory(ec)) continue;
+    const auto committed = checkpoint::list_committed((e.path() / "checkpoints").string());
+    if (committed.empty()) continue;
+    const auto t = fs::last_write_time(fs::path(committed.back().dir) / "manifest.json", ec);
+    if (!ec && (best.empty() || t > best_time)) {
+      best = e.path().filename().string();
+      best_time = t;
+    }
+  }
+  return best;
+}
+
 std::string decide_name(const config::TrainConfig& train,
                         const config::CheckpointConfig& checkpoint) {
   std::string name = train.run_name;
+  // No resumable run, but committed checkpoints that are all invalid: that run, whose resume then
+  // fails naming each problem, never a fresh start in a new folder.
   if (name.empty() && checkpoint.resume == "latest") name = newest_resumable_run(train.output_dir);
+  if (name.empty() && checkpoint.resume == "latest") name = newest_committed_run(train.output_dir);
   if (name.empty()) {
     // A new folder: a second run started within the same second gets a suffix.
     name = timestamp_name();

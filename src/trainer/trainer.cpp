@@ -167,6 +167,7 @@ Trainer::Impl::Impl(const config::Config& c, TrainerOptions o) : cfg(c), options
   CLIPPER_INFO("run " << run_dir.string() << " | " << s.describe());
   open_sample_log();
   checkpoints = std::make_unique<checkpoint::Manager>(run_dir.string(), manager_options(), s.pg);
+  checkpoints->check_shared();  // before any save: a checkpoint needs every rank's files
   register_parts();
 }
 
@@ -178,10 +179,12 @@ checkpoint::ManagerOptions Trainer::Impl::manager_options() {
   mo.poll_every = step_options(cfg.train, s).read_every;  // a commit check rides on a read-back
   mo.sync_command = cfg.checkpoint.sync_command;
   mo.sync_log = (run_dir / "logs" / "sync.log").string();
+  mo.sync_stop_timeout_s = cfg.checkpoint.sync_stop_timeout_s;
   mo.on_commit = [this](const checkpoint::SaveReport& r) {
     emit(r.step, {{"checkpoint/blocked_s", r.blocked_s},
                   {"checkpoint/write_s", r.write_s},
-                  {"checkpoint/sync_failures", static_cast<double>(r.sync.failures)}});
+                  {"checkpoint/sync_failures", static_cast<double>(r.sync.failures)},
+                  {"checkpoint/prune_failures", static_cast<double>(r.prune_failures)}});
   };
   return mo;
 }
@@ -514,7 +517,8 @@ void Trainer::Impl::close_summary(const Schedule& sched, int exit_code) {
 }
 
 RunSummary Trainer::Impl::stop(const Schedule& sched) {
-  checkpoints->finish();  // exit 75 promises a committed checkpoint
+  // Exit 75 promises a committed checkpoint; the sync gets checkpoint.sync_stop_timeout_s.
+  checkpoints->finish(/*stopping=*/true);
   const int sig = core::stop_signal();
   close_summary(sched, kExitStoppedAfterSave);
   CLIPPER_INFO("stopped at step " << sched.step() << " after saving ("

@@ -5,10 +5,11 @@
 // Scenarios: clip, siglip, distill (distributed loss and gradients vs one process on the
 // concatenated batch), clip_grads (each rank's gradients, for open_clip's to be compared with),
 // train (one or more SGD steps of a two-tower stand-in model vs one process with the whole batch),
-// die / stall (a rank dies or stops answering mid-step), wait_signal, ignore_stop (ignores the stop
-// signals, with a child in its process group), exit, hello. Each rank writes
-// its last status line to out/rank<R>.log ("OK ..." or "FAIL ..." or "error: ...") and exits 0 on
-// success, 3 on a mismatch, 1 on an error.
+// reshard (a checkpoint resumed on another world size), unshared (a checkpoints folder that is not
+// the same on every rank), die / stall (a rank dies or stops answering mid-step), wait_signal,
+// ignore_stop (ignores the stop signals, with a child in its process group), exit, hello. Each rank
+// writes its last status line to out/rank<R>.log ("OK ..." or "FAIL ..." or "error: ...") and
+// exits 0 on success, 3 on a mismatch, 1 on an error.
 #include <ATen/ATen.h>
 #include <signal.h>
 #include <unistd.h>
@@ -527,6 +528,46 @@ int run_reshard(const std::shared_ptr<ProcessGroup>& pg) {
   return c.finish("reshard");
 }
 
+// --- a checkpoints folder that is not shared between the ranks (issue 24 item 1) ----------------
+// Each rank's run folder is dir=DIR/rank<R>, as with a relative train.output_dir on nodes started
+// in different working folders. mode=probe: Manager::check_shared must fail on every rank, naming
+// both folders. mode=commit (no probe): the save must fail on every rank and commit nothing, since
+// rank 0 does not see rank 1's files.
+class JsonPart : public clipper::checkpoint::Stateful {
+ public:
+  explicit JsonPart(nlohmann::json j) : j_(std::move(j)) {}
+  clipper::checkpoint::PartState state() const override { return {{}, j_}; }
+  void load_state(const clipper::checkpoint::PartState& s, const std::string&) override {
+    j_ = s.json;
+  }
+
+ private:
+  nlohmann::json j_;
+};
+
+int run_unshared(const std::shared_ptr<ProcessGroup>& pg) {
+  const std::string run = arg("dir", "") + "/rank" + std::to_string(pg->rank());
+  clipper::checkpoint::Manager manager(run, {}, pg);
+  const bool probe = arg("mode", "probe") == "probe";
+  JsonPart model(nlohmann::json{{"w", 1}}), loader(nlohmann::json{{"position", pg->rank()}});
+  const clipper::checkpoint::Parts parts{{"model", clipper::checkpoint::Scope::global, &model},
+                                         {"loader", clipper::checkpoint::Scope::per_rank, &loader}};
+  try {
+    if (probe)
+      manager.check_shared();
+    else
+      manager.save(1, parts, "");
+  } catch (const std::exception& e) {
+    std::string one_line = e.what();
+    for (auto& c : one_line)
+      if (c == '\n') c = ' ';
+    report("OK unshared " + arg("mode", "probe") + ": " + one_line);
+    return 0;
+  }
+  report("FAIL unshared: " + std::string(probe ? "the probe passed" : "the save committed"));
+  return 3;
+}
+
 // --- failures ----------------------------------------------------------------------------------
 int run_failure(ProcessGroup& pg, bool die) {
   const int victim = static_cast<int>(arg_i("victim", 1));
@@ -630,6 +671,7 @@ int main(int argc, char** argv) {
     if (scenario == "train") return run_train(*pg, pg);
     if (scenario == "zero") return run_zero(pg);
     if (scenario == "reshard") return run_reshard(pg);
+    if (scenario == "unshared") return run_unshared(pg);
     if (scenario == "die" || scenario == "stall") return run_failure(*pg, scenario == "die");
     report("error: unknown scenario " + scenario);
     return 2;

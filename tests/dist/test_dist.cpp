@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "clipper/dist/launch.hpp"
+#include "folder_tree.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -197,6 +198,54 @@ TEST(DistWorldSizeChange, From2RanksZero1To1RankZero0) {
 }
 TEST(DistWorldSizeChange, From4RanksZero0To2RanksZero0) {
   expect_world_size_change(4, 0, 2, 0);
+}
+
+// --- issue 24 item 1: a checkpoints folder that is not shared between the ranks -----------------
+// Rank R's run folder is DIR/rank<R> (dist_worker's "unshared"), as with a relative
+// train.output_dir on two nodes started in different working folders.
+std::string expect_unshared_fails(const TempDir& dir, const std::string& mode) {
+  const auto r = clipper::test::run(
+      clipper::test::clipper_bin() + " launch --nproc-per-node 2 -- " + worker() +
+      " unshared mode=" + mode + " dir=" + dir.path().string() + " out=" + dir.path().string());
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  for (int i = 0; i < 2; ++i)
+    EXPECT_EQ(rank_log(dir, i).rfind("OK unshared " + mode, 0), 0u) << rank_log(dir, i) << r.output;
+  return rank_log(dir, 0);
+}
+
+// The probe at the start fails on every rank, naming both folders, and leaves no probe file.
+TEST(DistCheckpoint, AFolderNotSharedBetweenRanksFailsTheProbeNamingBothFolders) {
+  TempDir dir;
+  const std::string log = expect_unshared_fails(dir, "probe");
+  const std::string ckpt0 = dir.path().string() + "/rank0/checkpoints",
+                    ckpt1 = dir.path().string() + "/rank1/checkpoints";
+  EXPECT_NE(log.find("not shared between the ranks: rank 0 writes to"), std::string::npos) << log;
+  EXPECT_NE(log.find(":" + ckpt0 + ", rank 1 to "), std::string::npos) << log;
+  EXPECT_NE(log.find(":" + ckpt1 + " (rank 0 sees the probe file of 1 of 2 ranks)"),
+            std::string::npos)
+      << log;
+  EXPECT_EQ(rank_log(dir, 1), log);  // the same error on every rank
+  EXPECT_EQ(clipper::test::folder_tree(ckpt0), clipper::test::Tree{});
+  EXPECT_EQ(clipper::test::folder_tree(ckpt1), clipper::test::Tree{});
+}
+
+// Without the probe, the save fails at its commit on every rank and commits nothing: rank 0 does
+// not see rank 1's files. Before, step_00000001 was committed in rank 0's folder without
+// rank_00001.* (they were in rank 1's .tmp-step_00000001), a checkpoint no resume could take.
+TEST(DistCheckpoint, AFolderNotSharedBetweenRanksIsNeverCommitted) {
+  TempDir dir;
+  const std::string log = expect_unshared_fails(dir, "commit");
+  EXPECT_NE(log.find("rank 1 wrote rank_00001.safetensors"), std::string::npos) << log;
+  EXPECT_NE(log.find("is the run folder shared between the ranks?"), std::string::npos) << log;
+  EXPECT_NE(rank_log(dir, 1).find("failed on rank 0"), std::string::npos) << rank_log(dir, 1);
+  using clipper::test::Tree;
+  EXPECT_EQ(clipper::test::folder_tree(dir.path() / "rank0/checkpoints"),
+            (Tree{".tmp-step_00000001/", ".tmp-step_00000001/config.yaml",
+                  ".tmp-step_00000001/model.json", ".tmp-step_00000001/rank_00000.json",
+                  ".tmp-step_00000001/rank_00000.safetensors"}));
+  EXPECT_EQ(clipper::test::folder_tree(dir.path() / "rank1/checkpoints"),
+            (Tree{".tmp-step_00000001/", ".tmp-step_00000001/rank_00001.json",
+                  ".tmp-step_00000001/rank_00001.safetensors"}));
 }
 
 // --- failures end every rank, never a hang ------------------------------------------------------

@@ -1,10 +1,15 @@
-// When a run logs, saves, evaluates and stops, decided without a training process.
+// When a run logs, saves, evaluates and stops, decided without a training process; which run
+// folder a run takes (run_folder.hpp).
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <vector>
 
+#include "clipper/dist/process_group.hpp"
 #include "clipper/trainer/log_window.hpp"
+#include "clipper/trainer/run_folder.hpp"
 #include "clipper/trainer/schedule.hpp"
+#include "test_util.hpp"
 
 using namespace clipper::trainer;
 
@@ -199,4 +204,25 @@ TEST(Schedule, AResumeOnAnotherLayoutGoesOnWhereTheDataStands) {
   EXPECT_EQ(step_on_new_layout(2, 0, 10), 30);   // after an epoch's last step
   EXPECT_EQ(step_on_new_layout(1, 10, 10), 10);  // at an epoch's start
   EXPECT_EQ(step_on_new_layout(0, 12, 10), 0);   // never before the start
+}
+
+// Issue 24 item 1: with no train.run_name, `--resume latest` over a run whose committed
+// checkpoints are all invalid takes that run (where the resume then fails naming each problem),
+// never a new timestamped folder that starts fresh; with nothing committed anywhere it does start
+// a new folder.
+TEST(RunFolder, ResumeLatestWithoutARunNameNeverStartsFreshBesideInvalidCheckpoints) {
+  clipper::test::TempDir t;
+  clipper::config::TrainConfig train;
+  train.output_dir = t.file("runs");
+  clipper::config::CheckpointConfig checkpoint;
+  checkpoint.resume = "latest";
+  clipper::dist::ProcessGroup one_rank;
+  std::filesystem::create_directories(t.path() / "runs" / "empty" / "checkpoints");
+  const auto fresh = choose_run_folder(train, checkpoint, one_rank);
+  EXPECT_EQ(fresh.filename().string().rfind("run-", 0), 0u) << fresh;
+  // A committed checkpoint whose model file is missing (as after a copy that stopped half-way).
+  t.write("runs/broken/checkpoints/step_00000002/manifest.json",
+          R"({"magic": "clipper-checkpoint", "format_version": 2, "step": 2, "sequence": 1,
+              "world_size": 1, "files": {"model.safetensors": {"size": 10, "crc32": 0}}})");
+  EXPECT_EQ(choose_run_folder(train, checkpoint, one_rank), t.path() / "runs" / "broken");
 }

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "clipper/dist/launch.hpp"
+#include "folder_tree.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -547,6 +548,43 @@ void two_nodes_stop_and_resume(const clipper::test::TempDir& t,
   EXPECT_TRUE(has(resumed, "resumed from")) << resumed;
 }
 
+}  // namespace
+
+// Issue 24 item 1: two nodes started in different working folders with a relative
+// train.output_dir do not share their run folder. Both fail at the start, naming the checkpoints
+// folder of each, and nothing is saved anywhere (before: both exited 75 after committing a step 2
+// without rank 1's files, which sat in node B's .tmp-step_00000002, and --resume latest then
+// started fresh).
+TEST(TrainE2E, TwoNodesThatDoNotShareTheRunFolderFailAtTheStartNamingBoth) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t);
+  const int port = clipper::dist::find_free_port();
+  const auto node = [&](int r) {
+    const std::string cwd = t.file(r == 0 ? "A" : "B");
+    fs::create_directories(cwd);
+    return "env -C " + cwd + " " + clipper_bin() + " launch --nnodes 2 --node-rank " +
+           std::to_string(r) + " --nproc-per-node 1 --master-addr 127.0.0.1 --master-port " +
+           std::to_string(port) + " -- " + clipper_bin() + " train " + cfg +
+           " --set train.output_dir=runs --set train.run_name=ns --set train.stop_at_step=2";
+  };
+  const pid_t n1 = start_in_background(node(1), t.file("node1.log"));
+  const int c0 = wait_code(start_in_background(node(0), t.file("node0.log")));
+  const int c1 = wait_code(n1);
+  const std::string log0 = slurp(t.file("node0.log")), log1 = slurp(t.file("node1.log"));
+  EXPECT_EQ(c0, 1) << log0;
+  EXPECT_EQ(c1, 1) << log1;
+  const std::string a = t.file("A/runs/ns/checkpoints"), b = t.file("B/runs/ns/checkpoints");
+  for (const auto& log : {log0, log1}) {
+    EXPECT_TRUE(has(log, "the checkpoints folder is not shared between the ranks")) << log;
+    EXPECT_TRUE(has(log, ":" + a + ", rank 1 to ")) << log;
+    EXPECT_TRUE(has(log, ":" + b + " (rank 0 sees the probe file of 1 of 2 ranks)")) << log;
+  }
+  EXPECT_EQ(clipper::test::folder_tree(a), clipper::test::Tree{});
+  EXPECT_EQ(clipper::test::folder_tree(b), clipper::test::Tree{});
+}
+
+namespace {
+
 // Epoch-0 keys of every samples_rank_*.txt (CLIPPER_SAMPLE_LOG) in a run folder, with counts.
 std::map<std::string, int> epoch0_keys(const fs::path& run_dir) {
   std::map<std::string, int> n;
@@ -900,6 +938,24 @@ TEST(TrainE2E, AFailingSyncCommandNeverFailsTraining) {
   EXPECT_TRUE(has(r.output, "training goes on")) << r.output;
   EXPECT_TRUE(has(slurp(t.path() / "runs/nosync/logs/sync.log"), "unreachable"));
   EXPECT_TRUE(fs::exists(t.path() / "runs/nosync/checkpoints/step_00000003/manifest.json"));
+}
+
+// Issue 24 item 7: a stop waits checkpoint.sync_stop_timeout_s for the sync, then kills it and
+// still exits 75 (before, it waited for `sleep 300` to end).
+TEST(TrainE2E, AStopKillsAHungSyncAndStillExits75) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t);
+  const auto start = std::chrono::steady_clock::now();
+  const auto r = run(clipper_bin() + " train " + cfg + " --set train.run_name=hung" +
+                     " --set train.stop_at_step=2 --set checkpoint.sync_stop_timeout_s=1" +
+                     " --set \"checkpoint.sync_command=sleep 300\"");
+  const double took =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(r.exit_code, 75) << r.output;
+  EXPECT_LT(took, 150.0) << r.output;
+  EXPECT_TRUE(has(r.output, "unfinished: killed after")) << r.output;
+  EXPECT_TRUE(has(r.output, "stopped at step 2 after saving")) << r.output;
+  EXPECT_TRUE(fs::exists(t.path() / "runs/hung/checkpoints/step_00000002/manifest.json"));
 }
 
 // Saving every step in the background, SIGTERM always meets a save in flight: the run commits it,

@@ -12,9 +12,13 @@
 //                                      files (written last)
 //
 // Commit order is the truth: "latest" is the valid checkpoint committed last (highest sequence),
-// not the highest step; pruning keeps the newest committed ones. Resuming from an older checkpoint
-// sets the ones committed after it aside (checkpoints/abandoned/), so a later "latest" never
-// returns to an abandoned branch.
+// not the highest step; sequence numbers never repeat within a run folder (set-aside ones count).
+// Pruning keeps the newest committed ones and is best effort: a folder it cannot delete is a
+// warning, retried at the next save, never a failed save. Resuming from an older checkpoint of
+// this folder (whatever the spelling of its path) sets the ones committed after it aside
+// (checkpoints/abandoned/<name>-seq<S>), so a later "latest" never returns to an abandoned branch.
+// Rank 0 commits only a folder in which it sees every rank's files with the sizes they wrote: a
+// checkpoint that cannot be resumed is never committed.
 //
 // Asynchronous saves (ManagerOptions::async): save() copies every part's state to host memory
 // (pinned on CUDA) and returns; a background thread writes the files. The commit (the ranks agree
@@ -45,6 +49,9 @@ struct SyncCounts {
   std::int64_t runs = 0, failures = 0;
 };
 
+// Deletes a folder; std::filesystem::remove_all unless a test injects a failure.
+using RemoveFolder = std::function<void(const std::string&)>;
+
 // What one save cost, reported when it commits (on the training thread, every rank).
 struct SaveReport {
   std::string dir;
@@ -53,6 +60,7 @@ struct SaveReport {
   double blocked_s = 0;  // the training thread held up: snapshot, waits, commit
   double write_s = 0;    // writing the files (in the background when async)
   SyncCounts sync;
+  std::int64_t prune_failures = 0;  // old folders not deleted so far (rank 0), retried each save
 };
 
 struct ManagerOptions {
@@ -68,6 +76,11 @@ struct ManagerOptions {
   // the shell); its output goes to sync_log. Failures are logged and counted, never thrown.
   std::string sync_command;
   std::string sync_log;
+  // At a stop (finish(true)): how long to wait for the running sync before its process group is
+  // killed (logged as unfinished; the checkpoint itself is committed already).
+  double sync_stop_timeout_s = 300.0;
+  // How pruning deletes a folder (default std::filesystem::remove_all); a seam for tests.
+  RemoveFolder remove_folder;
   // Called on the training thread after every commit, after the log line.
   std::function<void(const SaveReport&)> on_commit;
 };
@@ -100,14 +113,21 @@ class Manager {
   void poll();
   // Collective: waits for the save in flight, if any, and commits it.
   void wait();
-  // Collective: wait(), then (rank 0) waits for the background sync and logs its counts.
-  void finish();
+  // Collective: wait(), then (rank 0) waits for the background sync and logs its counts. With
+  // `stopping`, the sync gets at most sync_stop_timeout_s and is then killed.
+  void finish(bool stopping = false);
+  // Collective, once before the first save on several ranks: every rank writes a probe file into
+  // the checkpoints folder and rank 0 checks that it sees them all. Throws InputError on every
+  // rank, naming rank 0's folder and the folder of a rank it cannot see, when they differ.
+  void check_shared();
   bool in_flight() const { return pending_ != nullptr; }
   SyncCounts sync_counts() const;
   struct Pending;  // a save between its start and its commit (checkpoint.cpp)
   // Collective: `resume` is "" (nothing), "latest" (the last committed valid checkpoint of this
   // run, decided by rank 0) or a checkpoint folder. Returns the folder every rank will load, or
-  // nothing. Checkpoints committed after the chosen one are set aside as an abandoned branch.
+  // nothing (no checkpoint committed yet). "latest" over committed checkpoints that are all
+  // invalid throws InputError naming each problem. Checkpoints of this folder committed after the
+  // chosen one are set aside as an abandoned branch.
   std::optional<std::string> resolve(const std::string& resume);
   // Collective: loads every part from `dir`; each rank checks the CRC of the files it reads.
   void load(const std::string& dir, const Parts& parts) const;
@@ -122,13 +142,15 @@ class Manager {
   void commit_pending();
   void report(const Pending& p);
   void commit(const std::string& tmp, const std::string& final_dir);
-  void prune();
+  void prune() noexcept;
   void set_aside_after(const Found& chosen);
+  std::optional<Found> latest_for_resume() const;
   std::string dir_;
   ManagerOptions options_;
   std::shared_ptr<dist::ProcessGroup> pg_;
   std::unique_ptr<Pending> pending_;
   std::unique_ptr<BackgroundSync> sync_;  // rank 0 with a sync_command
+  std::int64_t prune_failures_ = 0;
 };
 
 // Every valid-looking checkpoint folder (manifest readable), oldest commit first; folders with

@@ -174,6 +174,7 @@ struct CheckpointConfig {
   bool overwrite = false;     // start fresh in a run folder that holds checkpoints
   bool async = false;         // snapshot to host memory, write in the background
   std::string sync_command;   // run by rank 0 after each commit; {dir}: the committed folder
+  double sync_stop_timeout_s = 300.0;  // a stop waits at most this long for the sync, then kills it
 };
 
 struct EvalConfig {

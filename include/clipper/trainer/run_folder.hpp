@@ -3,7 +3,9 @@
 //   train.run_name set          that folder.
 //   empty, --resume latest      the run folder under train.output_dir whose last committed
 //                               checkpoint is the newest (so a requeued job continues itself);
-//                               none: a new timestamped folder, starting fresh.
+//                               none: the run folder whose committed checkpoints (all invalid)
+//                               are the newest, where the resume fails naming them; no committed
+//                               checkpoint anywhere: a new timestamped folder, starting fresh.
 //   empty, no resume            a new timestamped folder (run-YYYYMMDD-HHMMSS, UTC).
 // Starting fresh in a folder that already holds checkpoints is an error, unless
 // checkpoint.overwrite is set: then they are set aside in checkpoints/abandoned/.
