@@ -240,3 +240,21 @@ TEST(ShardWriter, IdxGzipBombsAreReadHeaderFirst) {
             std::string::npos)
       << r.output;
 }
+
+// --resize upscales smaller images as img2dataset does; --no-upscale keeps them at their size and
+// still shrinks larger ones.
+TEST(ShardWriter, NoUpscaleKeepsSmallerImagesAsTheyAre) {
+  data::ShardWriterOptions o;
+  o.resize = 64;
+  const auto side = [&](int w, int h) {
+    const std::string out = data::prepare_image(test::jpeg_bytes(w, h, 1), o, "img");
+    data::ImageProcessor p(data::TransformSpec{}, 1 << 30);
+    data::Image back;
+    EXPECT_EQ(p.decode(out, &back, nullptr, false), data::ImageError::none);
+    return std::min(back.width, back.height);
+  };
+  EXPECT_EQ(side(48, 40), 64);  // the default: upscaled
+  o.no_upscale = true;
+  EXPECT_EQ(side(48, 40), 40);    // kept
+  EXPECT_EQ(side(200, 100), 64);  // still shrunk
+}

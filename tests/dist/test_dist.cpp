@@ -459,12 +459,27 @@ int wait_for(pid_t pid, double seconds) {
   return -1;
 }
 
+// At the end of a test, whatever it asserted: SIGKILL to the rank's process group (so that a rank
+// the code under test failed to end never holds the test's output open), the orphans reaped and
+// this process no subreaper any more.
+struct EndRankGroup {
+  pid_t group = 0;
+  ~EndRankGroup() {
+    if (group > 0) ::kill(-group, SIGKILL);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+    ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+  }
+};
+
 TEST(DistLaunch, EscalatesToSigkillOfTheRanksGroups) {
   // Orphans (the rank's child once the rank is gone) come to this process, to be waited for.
   ASSERT_EQ(::prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
   TempDir dir;
   pid_t rank = 0, child = 0;
   const pid_t launcher = launch_ignoring_rank(dir, rank, child);
+  const EndRankGroup cleanup{rank};
   ASSERT_GT(child, 0) << "the rank did not start: " << rank_log(dir, 0);
   const auto start = Clock::now();
   ::kill(launcher, SIGINT);
@@ -477,7 +492,6 @@ TEST(DistLaunch, EscalatesToSigkillOfTheRanksGroups) {
   const int child_status = wait_for(child, 5);  // killed with the rank's group
   EXPECT_TRUE(child_status != -1 && WIFSIGNALED(child_status) && WTERMSIG(child_status) == SIGKILL)
       << "the rank's child was not killed with its group";
-  ::prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
 
 TEST(DistLaunch, ARankEndsItselfWhenItsLauncherDies) {
@@ -485,6 +499,7 @@ TEST(DistLaunch, ARankEndsItselfWhenItsLauncherDies) {
   TempDir dir;
   pid_t rank = 0, child = 0;
   const pid_t launcher = launch_ignoring_rank(dir, rank, child);
+  const EndRankGroup cleanup{rank};
   ASSERT_GT(child, 0) << "the rank did not start: " << rank_log(dir, 0);
   ::kill(launcher, SIGKILL);
   ::waitpid(launcher, nullptr, 0);
@@ -493,7 +508,6 @@ TEST(DistLaunch, ARankEndsItselfWhenItsLauncherDies) {
       << "the rank lingered after its launcher died: " << rank_log(dir, 0);
   const int child_status = wait_for(child, 5);
   EXPECT_TRUE(child_status != -1 && WIFSIGNALED(child_status)) << "the rank's child lingered";
-  ::prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
 
 TEST(DistLaunch, LaunchRunsAClipperVerb) {
