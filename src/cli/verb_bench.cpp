@@ -92,15 +92,7 @@ void setup_bench_verb(CLI::App& app, Action* action) {
 }  // namespace
 
 // Without the data libraries there is no `bench loader`; `bench train` (verb_bench_train.cpp)
-// creates the `bench` group itself.
+// creates the `bench` group itself (bench_group, in verbs.cpp, which every build has).
 CLIPPER_REGISTER_VERB(bench, setup_bench_verb);
-
-CLI::App* bench_group(CLI::App& app) {
-  for (auto* sub : app.get_subcommands([](CLI::App*) { return true; }))
-    if (sub->get_name() == "bench") return sub;
-  auto* b = app.add_subcommand("bench", "Benchmarks: loader, train step, loss memory");
-  b->require_subcommand(1);
-  return b;
-}
 
 }  // namespace clipper::cli
