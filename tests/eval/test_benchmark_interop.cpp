@@ -1,6 +1,7 @@
 // Agreement with CLIP_benchmark itself (label interop): small CLIP_benchmark-format folders made
 // from the Fashion-MNIST test files (classification, multilabel, retrieval;
-// tests/eval/clip_benchmark_folders.py), one tiny model exported in OpenCLIP's format, then
+// tests/eval/clip_benchmark_folders.py), a tiny model trained for 60 steps and exported in
+// OpenCLIP's format, then
 // `clip_benchmark eval --model local-dir:EXPORT` (the pinned clip-benchmark 1.6.2, fp32: --no_amp;
 // run through tests/eval/clip_benchmark_run.py, its NumPy 2 shim)
 // and `clipper benchmark --weights EXPORT` on the same folders: every metric within 0.1 point.
@@ -11,9 +12,6 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
-#include "clipper/io/openclip.hpp"
-#include "clipper/model/clip.hpp"
-#include "clipper/model/model_spec.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -41,11 +39,29 @@ TEST(ClipBenchmarkInterop, SameMetricsAsClipBenchmark) {
                               " --out " + data);
   ASSERT_EQ(r.exit_code, 0) << r.output;
 
-  // A tiny model with random weights, exported as `clipper export` writes it.
-  const auto spec = clipper::model::load_model_spec("tiny-fmnist-vit");
-  const auto model = clipper::model::create_model(spec, 7);
-  const std::string exported = dir.file("export");
-  clipper::io::export_openclip(model, spec, exported);
+  // A tiny-fmnist-vit trained for a few steps on 2,048 training images (so its predictions are
+  // not near-ties), exported by `clipper train` in OpenCLIP's format at the end of the run.
+  const std::string fm = "/usr/share/datasets/fashion-mnist/";
+  const std::string classes = clipper::test::source_path("configs/data/fashion_mnist.yaml");
+  r = clipper::test::run(clipper::test::clipper_bin() + " shards " + dir.file("shards") +
+                         " --prefix train --resize 0 --samples-per-shard 1024 --limit 2048" +
+                         " --classes " + classes + " --from-idx " + fm +
+                         "train-images-idx3-ubyte.gz " + fm + "train-labels-idx1-ubyte.gz");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto cfg =
+      dir.write("run.yaml",
+                "model: {name: tiny-fmnist-vit}\n"
+                "data: {train_shards: '" +
+                    dir.file("shards") +
+                    "/train-{00000..00001}.tar', workers: 2}\n"
+                    "train: {batch_size: 64, max_steps: 60, device: cpu, seed: 0, output_dir: '" +
+                    dir.file("runs") +
+                    "', run_name: r, threads: 2}\n"
+                    "optim: {lr: 0.002, warmup_steps: 10}\n"
+                    "log: {progress_every_s: 0}\n");
+  r = clipper::test::run(clipper::test::clipper_bin() + " train " + cfg);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string exported = dir.file("runs/r/export");
 
   const std::vector<Case> cases = {{"fmnist_cls", "zeroshot_classification"},
                                    {"fmnist_multi", "zeroshot_classification"},
