@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -431,26 +432,25 @@ namespace {
 // A file read as a stream through libarchive: gunzipped when it is gzip, as it is otherwise.
 class ByteStream {
  public:
-  explicit ByteStream(const std::string& path) : path_(path), a_(archive_read_new()) {
-    archive_read_support_filter_gzip(a_);
-    archive_read_support_format_raw(a_);
+  // The handle is freed by a_'s deleter also when the constructor throws (found by fuzz_idx).
+  explicit ByteStream(const std::string& path)
+      : path_(path), a_(archive_read_new(), archive_read_free) {
+    archive_read_support_filter_gzip(a_.get());
+    archive_read_support_format_raw(a_.get());
     archive_entry* e = nullptr;
-    core::require(archive_read_open_filename(a_, path.c_str(), 1 << 16) == ARCHIVE_OK,
+    core::require(archive_read_open_filename(a_.get(), path.c_str(), 1 << 16) == ARCHIVE_OK,
                   "cannot read '" + path + "': " + error());
-    const int r = archive_read_next_header(a_, &e);
+    const int r = archive_read_next_header(a_.get(), &e);
     core::require(r == ARCHIVE_OK || r == ARCHIVE_EOF, "cannot read '" + path + "': " + error());
     at_end_ = r == ARCHIVE_EOF;  // an empty file
   }
-  ~ByteStream() { archive_read_free(a_); }
-  ByteStream(const ByteStream&) = delete;
-  ByteStream& operator=(const ByteStream&) = delete;
-
-  bool gzipped() const { return archive_filter_code(a_, 0) == ARCHIVE_FILTER_GZIP; }
+  bool gzipped() const { return archive_filter_code(a_.get(), 0) == ARCHIVE_FILTER_GZIP; }
   // Appends up to n bytes to `out`; fewer only at the end of the data.
   void read(std::uint64_t n, std::string* out) {
     char buf[1 << 16];
     while (n > 0 && !at_end_) {
-      const la_ssize_t got = archive_read_data(a_, buf, std::min<std::uint64_t>(n, sizeof buf));
+      const la_ssize_t got =
+          archive_read_data(a_.get(), buf, std::min<std::uint64_t>(n, sizeof buf));
       core::require(got >= 0, "cannot decompress '" + path_ + "': " + error());
       at_end_ = got == 0;
       out->append(buf, static_cast<std::size_t>(got));
@@ -460,10 +460,11 @@ class ByteStream {
 
  private:
   std::string error() const {
-    return archive_error_string(a_) ? archive_error_string(a_) : "damaged gzip data";
+    const char* e = archive_error_string(a_.get());
+    return e ? e : "damaged gzip data";
   }
   std::string path_;
-  archive* a_;
+  std::unique_ptr<archive, int (*)(archive*)> a_;
   bool at_end_ = false;
 };
 

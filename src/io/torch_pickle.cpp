@@ -413,7 +413,8 @@ class Unpickler {
     Ref v = make(Value::Kind::global);
     budget_.charge(module.size() + 1);
     budget_.charge(name.size());
-    v->s = module + "." + name;
+    v->s.reserve(module.size() + 1 + name.size());  // module + "." + name would grow it to 2x
+    v->s.append(module).append(1, '.').append(name);
     push(v);
   }
 
