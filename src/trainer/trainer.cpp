@@ -249,7 +249,8 @@ bool Trainer::resume() {
 void Trainer::Impl::resume_openclip() {
   const auto& path = cfg.checkpoint.resume_openclip;
   const auto r = read_openclip_resume(path, *s.model, optim::adamw_options(cfg.optim, s.spec.name),
-                                      cfg.optim.weight_decay);
+                                      cfg.optim.weight_decay,
+                                      optim::no_decay_rule(train::StepConfig::from(cfg).optim));
   load_openclip_resume(r, *step);
   counters.global_step = r.epoch * steps_per_epoch;
   auto position = loader->state();  // a fresh loader: the start of epoch 0
