@@ -41,8 +41,10 @@ void setup_embed_verb(CLI::App& app, Action* action) {
       ->check(CLI::PositiveNumber);
   add_choice_option(v, "--device", a->device, "auto, cpu or cuda");
   v->add_option("--transparency", a->transparency,
-                "transparent pixels: composited over white, black or #RRGGBB, or drop (PIL's "
-                "convert(\"RGB\")), as the shard writer and the loader do")
+                "transparent pixels: composited over white, black or #RRGGBB (white: "
+                "transformers' CLIPImageProcessor), drop (PIL's convert(\"RGB\") on the decoded "
+                "picture: open_clip_train's loaders), or openclip (open_clip's preprocess on an "
+                "RGBA picture: the alpha dropped after the resize)")
       ->capture_default_str();
   v->callback([a, action] {
     *action = [a] {

@@ -27,6 +27,11 @@ int run_shards(ShardsArgs& a) {
   a.w.out_dir = a.out_dir;
   a.w.resume = !a.no_resume;
   a.w.transparency = data::parse_transparency(a.transparency, "shards: --transparency");
+  if (a.w.transparency.rule == data::Transparency::Rule::openclip)
+    throw core::InputError(
+        "shards: --transparency openclip acts in the transform (embed, the loader: the alpha "
+        "kept through the resize), and shards hold whole decoded pictures; use drop (PIL's "
+        "convert(\"RGB\")) or a background");
   data::ShardsReport r;
   if (!a.folder.empty()) {
     r = data::shards_from_folder(a.folder, a.w);

@@ -160,8 +160,9 @@ std::vector<KeyInfo> declare() {
         "each worker's sample shuffle buffer holds at most this many bytes (memory guard)")
       .min(1);
   b.add("data.transparency", &C::data, &DataConfig::transparency,
-        "transparent pixels: composited over white, black or #RRGGBB, or drop (PIL's "
-        "convert(\"RGB\"))");
+        "transparent pixels: composited over white, black or #RRGGBB, drop (PIL's "
+        "convert(\"RGB\") on the decoded picture) or openclip (the alpha dropped after the "
+        "crop and resize, as open_clip's preprocess on an RGBA picture)");
   // loss
   b.add_choice("loss.kind", &C::loss, &LossConfig::kind, "contrastive loss");
   b.add("loss.local_loss", &C::loss, &LossConfig::local_loss,
@@ -188,6 +189,11 @@ std::vector<KeyInfo> declare() {
   b.add("optim.weight_decay", &C::optim, &OptimConfig::weight_decay,
         "AdamW weight decay (not applied to gains, biases, embeddings, logit_scale)")
       .min(0.0);
+  b.add_choice("optim.no_decay", &C::optim, &OptimConfig::no_decay,
+               "the parameters weight decay skips: openclip3 (open_clip 3.3.0's main.py: by name, "
+               "<2 dims, bn, ln, bias, logit_scale), modern (open_clip main's optim.py: 1-dim "
+               "parameters plus the positional and class embeddings), auto (modern with "
+               "optim.image_layer_decay or text_layer_decay below 1, else openclip3)");
   b.add("optim.beta1", &C::optim, &OptimConfig::beta1, "AdamW beta1").min(0.0);
   b.add("optim.beta2", &C::optim, &OptimConfig::beta2,
         "AdamW beta2; unset or -1: OpenCLIP's for the model family (a name with 'vit': 0.98, "

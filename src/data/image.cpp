@@ -95,17 +95,59 @@ cv::Mat to_rgb8(const cv::Mat& m, bool keep_grey, const Transparency& t) {
       cv::Mat alpha;
       cv::extractChannel(src, alpha, 1);
       cv::insertChannel(alpha, bgra, 3);
-      return t.drop ? to_rgb8(bgra, false, t) : composite_bgra(bgra, t);
+      return t.rule != Transparency::Rule::composite ? to_rgb8(bgra, false, t)
+                                                     : composite_bgra(bgra, t);
     }
     case 3:
       cv::cvtColor(src, out, cv::COLOR_BGR2RGB);
       return out;
     case 4:
-      if (!t.drop) return composite_bgra(src, t);
+      if (t.rule == Transparency::Rule::composite) return composite_bgra(src, t);
       cv::cvtColor(src, out, cv::COLOR_BGRA2RGB);
       return out;
   }
   return {};
+}
+
+// An image from cv::imdecode(IMREAD_UNCHANGED) with an alpha channel (BGRA, or grey + alpha) to
+// 8-bit RGBA, for the openclip rule (PIL's LA resizes as La, which is RGBa with R = G = B).
+cv::Mat to_rgba8(const cv::Mat& m) {
+  const cv::Mat src = to_depth8(m);
+  cv::Mat out;
+  if (src.channels() == 4) {
+    cv::cvtColor(src, out, cv::COLOR_BGRA2RGBA);
+  } else {
+    cv::cvtColor(src, out, cv::COLOR_GRAY2RGBA);
+    cv::Mat alpha;
+    cv::extractChannel(src, alpha, 1);
+    cv::insertChannel(alpha, out, 3);
+  }
+  return out;
+}
+
+// PIL's RGBA -> RGBa (Convert.c rgbA2rgba): each colour times alpha / 255, rounded its way.
+void premultiply(const cv::Mat& rgba, std::uint8_t* out) {
+  for (int y = 0; y < rgba.rows; ++y) {
+    const std::uint8_t* in = rgba.ptr<std::uint8_t>(y);
+    for (int x = 0; x < rgba.cols; ++x, in += 4, out += 4) {
+      const std::uint32_t a = in[3];
+      for (int c = 0; c < 3; ++c) {
+        const std::uint32_t tmp = in[c] * a + 128;
+        out[c] = static_cast<std::uint8_t>(((tmp >> 8) + tmp) >> 8);
+      }
+      out[3] = in[3];
+    }
+  }
+}
+
+// PIL's RGBa -> RGBA (Convert.c rgba2rgbA): colour * 255 / alpha, truncated and clipped; alpha 0
+// and 255 keep the colour.
+void unpremultiply(std::uint8_t* p, std::size_t pixels) {
+  for (std::size_t i = 0; i < pixels; ++i, p += 4) {
+    const std::uint32_t a = p[3];
+    if (a == 0 || a == 255) continue;
+    for (int c = 0; c < 3; ++c) p[c] = static_cast<std::uint8_t>(std::min(255u, 255u * p[c] / a));
+  }
 }
 
 }  // namespace
@@ -113,7 +155,9 @@ cv::Mat to_rgb8(const cv::Mat& m, bool keep_grey, const Transparency& t) {
 Transparency parse_transparency(const std::string& value, const std::string& where) {
   Transparency t;
   if (value == "drop") {
-    t.drop = true;
+    t.rule = Transparency::Rule::drop;
+  } else if (value == "openclip") {
+    t.rule = Transparency::Rule::openclip;
   } else if (value == "black") {
     t.background = {0, 0, 0};
   } else if (value.size() == 7 && value[0] == '#' &&
@@ -124,13 +168,16 @@ Transparency parse_transparency(const std::string& value, const std::string& whe
   } else if (value != "white") {
     throw core::InputError(where + " is '" + value +
                            "'; expected white, black, #RRGGBB (the background transparent pixels "
-                           "are composited over) or drop (PIL's convert(\"RGB\"))");
+                           "are composited over), drop (PIL's convert(\"RGB\") on the decoded "
+                           "picture) or openclip (the alpha kept through the resize and dropped "
+                           "after it, as open_clip's preprocess on an RGBA picture)");
   }
   return t;
 }
 
 std::string transparency_name(const Transparency& t) {
-  if (t.drop) return "drop";
+  if (t.rule == Transparency::Rule::drop) return "drop";
+  if (t.rule == Transparency::Rule::openclip) return "openclip";
   const auto& b = t.background;
   if (b[0] == 255 && b[1] == 255 && b[2] == 255) return "white";
   if (b[0] == 0 && b[1] == 0 && b[2] == 0) return "black";
@@ -187,6 +234,23 @@ ResizeThenCrop resize_then_center_crop(int width, int height, int S) {
   // std::nearbyint rounds half to even in the default rounding mode, as Python's round().
   r.left = static_cast<int>(std::nearbyint((r.resized_width - S) / 2.0));
   r.top = static_cast<int>(std::nearbyint((r.resized_height - S) / 2.0));
+  return r;
+}
+
+ResizeThenCrop eval_geometry(int width, int height, int S, model::ResizeMode mode) {
+  if (mode == model::ResizeMode::shortest) return resize_then_center_crop(width, height, S);
+  ResizeThenCrop r;
+  if (mode == model::ResizeMode::squash) {
+    r.resized_width = r.resized_height = S;
+    return r;
+  }
+  // timm's ResizeKeepRatio.get_params with longest = 1, in the same float operations.
+  const double ratio = std::max(static_cast<double>(height) / S, static_cast<double>(width) / S);
+  r.resized_width = std::max(1, round_half_even(width / ratio));
+  r.resized_height = std::max(1, round_half_even(height / ratio));
+  // CenterCropOrPad: (S - side) // 2 of padding before the picture.
+  r.left = -((S - std::min(S, r.resized_width)) / 2);
+  r.top = -((S - std::min(S, r.resized_height)) / 2);
   return r;
 }
 
@@ -357,9 +421,9 @@ ImageProcessor::~ImageProcessor() {
 
 namespace {
 
-// The DCT-domain downscale for a JPEG crop: the smallest factor libjpeg-turbo offers that keeps
-// the crop box at least S x S (1/1 when none does).
-std::pair<tjscalingfactor, double> dct_scale_for(const CropBox& box, int S) {
+// The DCT-domain downscale for a JPEG: the smallest factor libjpeg-turbo offers that keeps the
+// `box` at least `tw` x `th` (the size the transform resizes it to; 1/1 when none does).
+std::pair<tjscalingfactor, double> dct_scale_for(const CropBox& box, int tw, int th) {
   int nf = 0;
   const tjscalingfactor* factors = tjGetScalingFactors(&nf);
   tjscalingfactor best{1, 1};
@@ -367,7 +431,7 @@ std::pair<tjscalingfactor, double> dct_scale_for(const CropBox& box, int S) {
   for (int i = 0; i < nf; ++i) {
     const double f = static_cast<double>(factors[i].num) / factors[i].denom;
     if (f > 1.0 || f >= best_f) continue;
-    if (std::floor(box.w * f) >= S && std::floor(box.h * f) >= S) {
+    if (std::floor(box.w * f) >= tw && std::floor(box.h * f) >= th) {
       best = factors[i];
       best_f = f;
     }
@@ -384,37 +448,78 @@ cv::Rect scaled_box(const CropBox& box, double f, int sw, int sh) {
   return cv::Rect(x0, y0, x1 - x0, y1 - y0);
 }
 
-// The crop, resized to S x S (bicubic, antialiased as PIL) into `out`, or copied when it fits.
-void crop_to_output(const cv::Mat& roi, int S, std::uint8_t* out,
-                    std::vector<std::uint8_t>* scratch) {
-  if (roi.cols == S && roi.rows == S)
-    roi.copyTo(cv::Mat(S, S, CV_8UC3, out));
+// The processor's buffers for one transform: the resized picture, a premultiplied RGBA copy and a
+// packed copy of a strided region.
+struct Buffers {
+  std::vector<std::uint8_t>* resized;
+  std::vector<std::uint8_t>* premultiplied;
+};
+
+// `src` (RGB, or RGBA under the openclip rule) resized to w x h with `filter`, into
+// b.resized (`src` itself when it has that size already). RGBA resizes as PIL's resize does:
+// premultiplied, resized, divided back.
+cv::Mat resized(const cv::Mat& src, int w, int h, model::Interpolation filter, const Buffers& b) {
+  if (src.cols == w && src.rows == h) return src;
+  const int c = src.channels();
+  const std::uint8_t* from = src.data;
+  std::size_t stride = src.step;
+  if (c == 4) {
+    b.premultiplied->resize(src.total() * 4);
+    premultiply(src, b.premultiplied->data());
+    from = b.premultiplied->data();
+    stride = static_cast<std::size_t>(src.cols) * 4;
+  }
+  b.resized->resize(static_cast<std::size_t>(w) * h * c);
+  std::vector<std::uint8_t> packed;  // used only when the region's rows are not contiguous
+  resize_u8(from, src.cols, src.rows, stride, c, b.resized->data(), w, h, filter, &packed);
+  if (c == 4) unpremultiply(b.resized->data(), static_cast<std::size_t>(w) * h);
+  return cv::Mat(h, w, CV_MAKETYPE(CV_8U, c), b.resized->data());
+}
+
+// The S x S window at (left, top) of `img` into `out` (RGB): black where it leaves the picture
+// (CenterCropOrPad's fill 0), the alpha of an RGBA picture dropped (PIL's convert("RGB")).
+void window_to_output(const cv::Mat& img, int left, int top, int S, std::uint8_t* out) {
+  cv::Mat dst(S, S, CV_8UC3, out);
+  const cv::Rect inside = cv::Rect(left, top, S, S) & cv::Rect(0, 0, img.cols, img.rows);
+  if (inside.width != S || inside.height != S) dst.setTo(cv::Scalar::all(0));
+  if (inside.empty()) return;
+  cv::Mat to = dst(cv::Rect(inside.x - left, inside.y - top, inside.width, inside.height));
+  if (img.channels() == 4)
+    cv::cvtColor(img(inside), to, cv::COLOR_RGBA2RGB);
   else
-    resize_bicubic_rgb8(roi.data, roi.cols, roi.rows, roi.step, out, S, S, scratch);
+    img(inside).copyTo(to);
+}
+
+// A crop resized to S x S into `out`; an RGB crop that needs resizing goes straight into `out`.
+void crop_to_output(const cv::Mat& roi, int S, model::Interpolation filter, std::uint8_t* out,
+                    const Buffers& b) {
+  if (roi.channels() == 3 && (roi.cols != S || roi.rows != S)) {
+    resize_u8(roi.data, roi.cols, roi.rows, roi.step, 3, out, S, S, filter, b.premultiplied);
+    return;
+  }
+  window_to_output(resized(roi, S, S, filter, b), 0, 0, S, out);
 }
 
 // The evaluation transform on a decoded picture `img` (the original, or its DCT-scaled decode):
-// resized to the size torchvision resizes the original to, then the centre square into `out`.
-// A picture over 16 times longer than wide is cropped to its centre square first (the old rule,
-// within a pixel's shift of torchvision's), so that a hostile 1 x 100000 image cannot make the
-// resize allocate S x 22 M pixels.
-void resize_then_crop_to_output(const cv::Mat& img, const ResizeThenCrop& rc, int S,
-                                std::uint8_t* out, std::vector<std::uint8_t>* resized) {
+// resized to the size OpenCLIP resizes the original to (`g`, eval_geometry), then its S x S
+// window into `out`. A picture resized over 16 times longer than S (resize mode shortest) is
+// cropped to its centre square first (the old rule, within a pixel's shift of torchvision's), so
+// that a hostile 1 x 100000 image cannot make the resize allocate S x 22 M pixels.
+void eval_to_output(const cv::Mat& img, const ResizeThenCrop& g, const TransformSpec& spec,
+                    std::uint8_t* out, const Buffers& b) {
   constexpr int kMaxAspect = 16;
-  if (std::max(rc.resized_width, rc.resized_height) > kMaxAspect * S) {
+  const int S = spec.size;
+  if (std::max(g.resized_width, g.resized_height) > kMaxAspect * S) {
     const int side = std::min(img.cols, img.rows);
     const cv::Rect square((img.cols - side) / 2, (img.rows - side) / 2, side, side);
-    return crop_to_output(img(square), S, out, resized);
+    return crop_to_output(img(square), S, spec.interpolation, out, b);
   }
-  cv::Mat src = img;
-  if (img.cols != rc.resized_width || img.rows != rc.resized_height) {
-    resized->resize(static_cast<std::size_t>(rc.resized_width) * rc.resized_height * 3);
-    std::vector<std::uint8_t> packed;  // used only when img's rows are not contiguous
-    resize_bicubic_rgb8(img.data, img.cols, img.rows, img.step, resized->data(), rc.resized_width,
-                        rc.resized_height, &packed);
-    src = cv::Mat(rc.resized_height, rc.resized_width, CV_8UC3, resized->data());
-  }
-  src(cv::Rect(rc.left, rc.top, S, S)).copyTo(cv::Mat(S, S, CV_8UC3, out));
+  window_to_output(resized(img, g.resized_width, g.resized_height, spec.interpolation, b), g.left,
+                   g.top, S, out);
+}
+
+bool has_alpha(const cv::Mat& decoded) {
+  return decoded.channels() == 2 || decoded.channels() == 4;
 }
 
 }  // namespace
@@ -425,24 +530,28 @@ ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed,
   cv::Mat img;
   if (const auto err = decode_with_opencv(bytes, max_pixels_, &img, why); err != ImageError::none)
     return err;
-  img = to_rgb8(img, false, spec_.transparency);
+  // The openclip rule keeps the alpha through the transform (window_to_output drops it).
+  const bool keep_alpha = spec_.transparency.rule == Transparency::Rule::openclip && has_alpha(img);
+  img = keep_alpha ? to_rgba8(img) : to_rgb8(img, false, spec_.transparency);
   if (img.empty()) {
     if (why) *why = "unsupported channel layout";
     return ImageError::corrupt;
   }
+  const Buffers b{&scratch3_, &scratch2_};
   if (!spec_.train) {
-    resize_then_crop_to_output(img, resize_then_center_crop(img.cols, img.rows, spec_.size),
-                               spec_.size, out, &scratch3_);
+    eval_to_output(img, eval_geometry(img.cols, img.rows, spec_.size, spec_.resize_mode), spec_,
+                   out, b);
     return ImageError::none;
   }
   const CropBox box = random_resized_crop_box(img.cols, img.rows, spec_, seed);
-  crop_to_output(img(cv::Rect(box.x, box.y, box.w, box.h)), spec_.size, out, &scratch3_);
+  crop_to_output(img(cv::Rect(box.x, box.y, box.w, box.h)), spec_.size,
+                 model::Interpolation::bicubic, out, b);
   return ImageError::none;
 }
 
 // JPEG through libjpeg-turbo: the header first (the pixel limit holds before any buffer), then a
-// decode at the DCT scale that still covers the crop, then the crop and the bicubic resize (in
-// evaluation: the resize, then the centre crop).
+// decode at the DCT scale that still covers the crop, then the crop and the resize (in
+// evaluation: the resize to eval_geometry's size, then its window).
 ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t seed,
                                         std::uint8_t* out, std::string* why) {
   JpegHeader head;
@@ -450,10 +559,15 @@ ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t 
       err != ImageError::none)
     return err;
   const int w = head.width, hgt = head.height, cs = head.colorspace;
-  // Evaluation resizes the whole picture (then keeps its centre): the DCT scale must cover it.
+  // Evaluation resizes the whole picture (then keeps its window): the DCT scale must cover the
+  // size it is resized to.
+  const int S = spec_.size;
+  const ResizeThenCrop g = eval_geometry(w, hgt, S, spec_.resize_mode);
   const CropBox box =
       spec_.train ? random_resized_crop_box(w, hgt, spec_, seed) : CropBox{0, 0, w, hgt};
-  const auto [scale, f] = dct_scale_for(box, spec_.size);
+  const auto [scale, f] = spec_.train ? dct_scale_for(box, S, S)
+                                      : dct_scale_for(box, std::min(g.resized_width, w),
+                                                      std::min(g.resized_height, hgt));
   const int sw = TJSCALED(w, scale), sh = TJSCALED(hgt, scale);
   const bool cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
   const int pf = cmyk ? TJPF_CMYK : TJPF_RGB;
@@ -469,11 +583,12 @@ ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t 
     rgb = scratch2_.data();
   }
   const cv::Mat img(sh, sw, CV_8UC3, rgb);
+  // A JPEG has no alpha: the premultiplied buffer is only the packed copy of a strided crop.
+  const Buffers b{&scratch3_, &scratch4_};
   if (!spec_.train)
-    resize_then_crop_to_output(img, resize_then_center_crop(w, hgt, spec_.size), spec_.size, out,
-                               &scratch3_);
+    eval_to_output(img, g, spec_, out, b);
   else
-    crop_to_output(img(scaled_box(box, f, sw, sh)), spec_.size, out, &scratch3_);
+    crop_to_output(img(scaled_box(box, f, sw, sh)), S, model::Interpolation::bicubic, out, b);
   return ImageError::none;
 }
 

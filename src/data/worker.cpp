@@ -21,6 +21,8 @@ TransformSpec transform_spec(const LoaderOptions& o) {
   t.size = o.image_size;
   t.train = o.train;
   t.transparency = o.transparency;
+  t.resize_mode = o.resize_mode;
+  t.interpolation = o.interpolation;
   return t;
 }
 

@@ -21,6 +21,8 @@ at::Tensor embed_images(model::ClipImpl& model, const std::vector<std::string>& 
   ts.size = S;
   ts.train = false;
   ts.transparency = transparency;
+  ts.resize_mode = spec.resize_mode;  // the model's preprocess_cfg, as open_clip's preprocess
+  ts.interpolation = spec.interpolation;
   data::ImageProcessor proc(ts, 89478485);
   const model::ImageNormalizer normalize(spec, device);
   std::vector<at::Tensor> out;

@@ -99,18 +99,17 @@ void put_encoder(Renamer& r, const std::string& to, const std::string& from, std
   }
 }
 
-// CLIPImageProcessor's settings for clipper's preprocessing; false when it has none.
+// CLIPImageProcessor's settings for clipper's preprocessing; false when it has none (resize mode
+// longest: CLIPImageProcessor does not pad).
 bool write_preprocessor(const model::ModelSpec& s, const fs::path& dir) {
-  static const std::map<std::string, int> resample{{"bicubic", 3}, {"bilinear", 2}, {"nearest", 0}};
-  const auto it = resample.find(s.interpolation);
-  if (it == resample.end() || (s.resize_mode != "shortest" && s.resize_mode != "squash"))
-    return false;
+  if (s.resize_mode == model::ResizeMode::longest) return false;
+  const bool shortest = s.resize_mode == model::ResizeMode::shortest;
   json p;
   p["image_processor_type"] = "CLIPImageProcessor";
   p["do_resize"] = true;
-  p["size"] = s.resize_mode == "shortest" ? json{{"shortest_edge", s.image_size}}
-                                          : json{{"height", s.image_size}, {"width", s.image_size}};
-  p["resample"] = it->second;
+  p["size"] = shortest ? json{{"shortest_edge", s.image_size}}
+                       : json{{"height", s.image_size}, {"width", s.image_size}};
+  p["resample"] = s.interpolation == model::Interpolation::bilinear ? 2 : 3;  // PIL's numbers
   p["do_center_crop"] = true;
   p["crop_size"] = {{"height", s.image_size}, {"width", s.image_size}};
   p["do_rescale"] = true;
@@ -131,11 +130,11 @@ std::string hf_unsupported(const model::ModelSpec& s) {
   if (s.is_resnet())
     add("the image tower is a ModifiedResNet (vision_cfg.layers is a list): transformers' "
         "CLIPModel has ViT image towers only");
-  if (s.text_pool_type == "eos" && s.text_eos_id == kArgmaxEosId)
+  if (s.text_pool == model::TextPool::eos && s.text_eos_id == kArgmaxEosId)
     add("text_cfg.pool_type 'eos' with eos_id 2: transformers reads eos_token_id 2 as 'pool at "
         "the largest id'");
-  else if (s.text_pool_type != "argmax" && s.text_pool_type != "eos")
-    add("text_cfg.pool_type '" + s.text_pool_type +
+  else if (s.text_pool != model::TextPool::argmax && s.text_pool != model::TextPool::eos)
+    add(std::string("text_cfg.pool_type '") + model::name_of(s.text_pool) +
         "': transformers' CLIP text model pools at the end-of-text token only");
   if (s.tokenizer != "clip")
     add("tokenizer '" + s.tokenizer +
@@ -151,7 +150,7 @@ std::string hf_config_json(const model::ModelSpec& s) {
   text["max_position_embeddings"] = s.context_length;
   text["vocab_size"] = s.vocab_size;
   text["bos_token_id"] = 49406;  // the CLIP vocabulary's <|startoftext|>
-  text["eos_token_id"] = s.text_pool_type == "argmax" ? kArgmaxEosId : s.text_eos_id;
+  text["eos_token_id"] = s.text_pool == model::TextPool::argmax ? kArgmaxEosId : s.text_eos_id;
   text["pad_token_id"] = 1;
   text["model_type"] = "clip_text_model";
   json vision =
@@ -215,7 +214,7 @@ void export_hf(const model::Clip& m, const model::ModelSpec& spec, const std::st
   core::write_file_atomic((dir / "config.json").string(), hf_config_json(spec));
   if (!write_preprocessor(spec, dir))
     CLIPPER_WARN("hf export: no preprocessor_config.json (CLIPImageProcessor has no resize mode '"
-                 << spec.resize_mode << "' with interpolation '" << spec.interpolation << "')");
+                 << model::name_of(spec.resize_mode) << "': it does not pad to a square)");
   if (spec.patch_dropout > 0.0)
     CLIPPER_INFO("hf export: patch_dropout " << spec.patch_dropout
                                              << " acts in training only; inference is the same");

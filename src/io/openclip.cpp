@@ -43,8 +43,8 @@ json model_cfg(const model::ModelSpec& s) {
   text["heads"] = s.text_heads;
   text["layers"] = s.text_layers;
   text["mlp_ratio"] = s.text_mlp_ratio;
-  if (s.text_pool_type != "argmax") {
-    text["pool_type"] = s.text_pool_type;
+  if (s.text_pool != model::TextPool::argmax) {
+    text["pool_type"] = model::name_of(s.text_pool);
     text["eos_id"] = s.text_eos_id;
   }
   json cfg;
@@ -87,8 +87,8 @@ std::string openclip_config_json(const model::ModelSpec& s) {
   pre["mode"] = "RGB";
   pre["mean"] = s.mean;
   pre["std"] = s.std;
-  pre["interpolation"] = s.interpolation;
-  pre["resize_mode"] = s.resize_mode;
+  pre["interpolation"] = model::name_of(s.interpolation);
+  pre["resize_mode"] = model::name_of(s.resize_mode);
   json root;
   root["model_cfg"] = model_cfg(s);
   root["preprocess_cfg"] = pre;
@@ -282,13 +282,20 @@ void load_checkpoint_ema(model::Clip& model, const std::string& weights) {
   CLIPPER_INFO("weights: the average in " << (p.parent_path() / "ema.safetensors").string());
 }
 
+model::ModelSpec run_model_spec(const config::Config& run) {
+  auto spec = model::load_model_spec(run.model.name);
+  model::apply_overrides(spec, {run.model.force_image_size, run.model.force_quick_gelu,
+                                run.model.force_patch_dropout});
+  if (run.loss.kind == config::LossKind::siglip) model::use_siglip_init(spec);
+  return spec;
+}
+
 model::Clip load_checkpoint_model(const std::string& checkpoint, const std::string& model_name,
                                   model::ModelSpec* spec_out, bool ema) {
   std::error_code ec;
   std::string weights = checkpoint;
   std::string name = model_name;
-  bool siglip = false;  // the run's loss chose the init (and so the logit_bias) of its model
-  model::SpecOverrides overrides;  // the run's model.force_* keys, with its model.name
+  std::optional<model::ModelSpec> from_run;  // the folder's config.yaml, when it names the model
   if (fs::is_directory(checkpoint, ec)) {
     weights = (fs::path(checkpoint) / "model.safetensors").string();
     if (!fs::is_regular_file(weights, ec))
@@ -299,11 +306,9 @@ model::Clip load_checkpoint_model(const std::string& checkpoint, const std::stri
         throw InputError("checkpoint folder '" + checkpoint +
                          "' has no config.yaml to name the model; give --model NAME");
       const auto run = config::load({cfg}, {}, /*check_required=*/false);
-      name = run.model.name;
-      overrides = {run.model.force_image_size, run.model.force_quick_gelu,
-                   run.model.force_patch_dropout};
-      if (name.empty()) throw InputError(cfg + ": model.name is not set; give --model NAME");
-      siglip = run.loss.kind == config::LossKind::siglip;
+      if (run.model.name.empty())
+        throw InputError(cfg + ": model.name is not set; give --model NAME");
+      from_run = run_model_spec(run);
     }
   } else if (!fs::is_regular_file(checkpoint, ec)) {
     throw InputError("checkpoint '" + checkpoint + "' does not exist");
@@ -315,13 +320,12 @@ model::Clip load_checkpoint_model(const std::string& checkpoint, const std::stri
     throw InputError("'" + checkpoint +
                      "' is a weights file: give the architecture with --model NAME");
   }
-  auto spec = model::load_model_spec(name);
-  model::apply_overrides(spec, overrides);
+  auto spec = from_run ? *from_run : model::load_model_spec(name);
   auto tensors = read_state_dict(weights);
   if (ema) overlay_checkpoint_ema(tensors, checkpoint);
   // A weights file has a logit_bias only from a SigLIP run (or a SigLIP architecture).
-  for (const auto& [key, t] : tensors) siglip = siglip || key == "logit_bias";
-  if (siglip) model::use_siglip_init(spec);
+  for (const auto& [key, t] : tensors)
+    if (key == "logit_bias") model::use_siglip_init(spec);
   model::Clip m(spec);
   load_state_dict(*m, tensors, weights);
   *spec_out = spec;
@@ -386,9 +390,7 @@ std::optional<model::ModelSpec> described_model(const std::string& weights) {
   if (fs::path(weights).filename() == "model.safetensors" && fs::is_regular_file(run_cfg, ec)) {
     const auto run = config::load({run_cfg.string()}, {}, /*check_required=*/false);
     if (run.model.name.empty()) return std::nullopt;
-    auto spec = model::load_model_spec(run.model.name);
-    if (run.loss.kind == config::LossKind::siglip) model::use_siglip_init(spec);
-    return spec;
+    return run_model_spec(run);
   }
   return std::nullopt;
 }

@@ -49,14 +49,20 @@ at::Tensor ClipImpl::encode_text(const at::Tensor& tokens, bool normalize) {
   auto x = token_embedding->forward(tokens) + positional_embedding.narrow(0, 0, l);
   // End-of-text pooling; with the CLIP tokenizer the end-of-text id is the largest id in a row.
   at::Tensor where;
-  if (spec_.text_pool_type == "argmax")
-    where = tokens.argmax(-1);
-  else if (spec_.text_pool_type == "eos")
-    where = tokens.eq(spec_.text_eos_id).to(at::kInt).argmax(-1);
-  else if (spec_.text_pool_type == "first")
-    where = at::zeros({b}, tokens.options());
-  else
-    where = at::full({b}, l - 1, tokens.options());
+  switch (spec_.text_pool) {
+    case model::TextPool::argmax:
+      where = tokens.argmax(-1);
+      break;
+    case model::TextPool::eos:
+      where = tokens.eq(spec_.text_eos_id).to(at::kInt).argmax(-1);
+      break;
+    case model::TextPool::first:
+      where = at::zeros({b}, tokens.options());
+      break;
+    case model::TextPool::last:
+      where = at::full({b}, l - 1, tokens.options());
+      break;
+  }
   // The last block computes the pooled token only; ln_final is per token, so it comes after.
   auto pooled = ln_final->forward(transformer->forward_token(x, where, /*causal=*/true));
   auto f = at::matmul(pooled, text_projection.to(pooled.scalar_type()));

@@ -69,6 +69,17 @@ std::array<double, 3> get_triple(const YAML::Node& node, const std::string& key,
   return out;
 }
 
+// A word of the file parsed into its enum; an unknown one is an InputError naming the key and
+// the words allowed.
+template <typename E>
+E get_choice(const YAML::Node& node, const std::string& key, const std::string& where,
+             const std::string& origin, E fallback, std::optional<E> (*parse)(const std::string&),
+             const char* allowed) {
+  const std::string word = get<std::string>(node, key, where, origin, name_of(fallback));
+  if (const auto e = parse(word)) return *e;
+  throw InputError(origin + ": '" + where + key + "' must be " + allowed + ", got '" + word + "'");
+}
+
 bool looks_like_path(const std::string& s) {
   return s.find('/') != std::string::npos ||
          (s.size() > 5 && (s.substr(s.size() - 5) == ".yaml" || s.substr(s.size() - 4) == ".yml"));
@@ -107,9 +118,6 @@ void ModelSpec::validate() const {
        "text_cfg.context_length and vocab_size must be positive");
   need(text_width > 0 && text_layers > 0 && text_heads > 0, "text_cfg sizes must be positive");
   need(text_width % text_heads == 0, "text_cfg.width must be divisible by text_cfg.heads");
-  need(text_pool_type == "argmax" || text_pool_type == "eos" || text_pool_type == "first" ||
-           text_pool_type == "last",
-       "text_cfg.pool_type must be argmax, eos, first or last, got '" + text_pool_type + "'");
   need(tokenizer == "clip" || tokenizer.rfind("sentencepiece:", 0) == 0,
        "tokenizer must be 'clip' or 'sentencepiece:PATH', got '" + tokenizer + "'");
 }
@@ -161,15 +169,19 @@ ModelSpec parse_model_spec(const std::string& yaml_text, const std::string& name
   s.text_heads = get<std::int64_t>(t, "heads", "text_cfg.", origin, 8);
   s.text_layers = get<std::int64_t>(t, "layers", "text_cfg.", origin, 12);
   s.text_mlp_ratio = get<double>(t, "mlp_ratio", "text_cfg.", origin, 4.0);
-  s.text_pool_type = get<std::string>(t, "pool_type", "text_cfg.", origin, "argmax");
+  s.text_pool = get_choice(t, "pool_type", "text_cfg.", origin, TextPool::argmax, parse_text_pool,
+                           "argmax, eos, first or last");
   s.text_eos_id = get<std::int64_t>(t, "eos_id", "text_cfg.", origin, 2);
 
   if (const YAML::Node p = root["preprocess_cfg"]) {
     check_keys(p, kPreprocessKeys, "preprocess_cfg", origin);
     s.mean = get_triple(p, "mean", origin, s.mean);
     s.std = get_triple(p, "std", origin, s.std);
-    s.interpolation = get<std::string>(p, "interpolation", "preprocess_cfg.", origin, "bicubic");
-    s.resize_mode = get<std::string>(p, "resize_mode", "preprocess_cfg.", origin, "shortest");
+    s.interpolation =
+        get_choice(p, "interpolation", "preprocess_cfg.", origin, Interpolation::bicubic,
+                   parse_interpolation, "bicubic or bilinear");
+    s.resize_mode = get_choice(p, "resize_mode", "preprocess_cfg.", origin, ResizeMode::shortest,
+                               parse_resize_mode, "shortest, longest or squash");
   }
   s.validate();
   return s;
@@ -197,7 +209,6 @@ std::vector<std::string> list_model_specs() {
 }
 
 void use_siglip_init(ModelSpec& spec) {
-  if (spec.init_logit_bias) return;
   spec.init_logit_scale = std::log(10.0);
   spec.init_logit_bias = -10.0;
 }

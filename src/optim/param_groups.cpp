@@ -107,18 +107,28 @@ double depth_scale(double decay, std::int64_t group, std::int64_t groups) {
 
 }  // namespace
 
-bool excluded_from_decay(const std::string& name, const at::Tensor& param) {
+config::NoDecay no_decay_rule(const config::OptimConfig& o) {
+  if (o.no_decay != config::NoDecay::automatic) return o.no_decay;
+  const bool layer_decay = o.image_layer_decay != 1.0 || o.text_layer_decay != 1.0;
+  return layer_decay ? config::NoDecay::modern : config::NoDecay::openclip3;
+}
+
+bool excluded_from_decay(const std::string& name, const at::Tensor& param, config::NoDecay rule) {
+  if (rule == config::NoDecay::modern)  // CLIP.no_weight_decay(): its own and its ViT's
+    return param.dim() <= 1 || name == "positional_embedding" ||
+           name == "visual.positional_embedding" || name == "visual.class_embedding";
   return param.dim() < 2 || name.find("bn") != std::string::npos ||
          name.find("ln") != std::string::npos || name.find("bias") != std::string::npos ||
          name.find("logit_scale") != std::string::npos;
 }
 
-std::vector<ParamGroup> make_param_groups(const torch::nn::Module& model, double weight_decay) {
+std::vector<ParamGroup> make_param_groups(const torch::nn::Module& model, double weight_decay,
+                                          config::NoDecay rule) {
   ParamGroup decay, no_decay;
   decay.weight_decay = weight_decay;
   for (const auto& item : model.named_parameters(/*recurse=*/true)) {
     if (!item.value().requires_grad()) continue;
-    ParamGroup& g = excluded_from_decay(item.key(), item.value()) ? no_decay : decay;
+    ParamGroup& g = excluded_from_decay(item.key(), item.value(), rule) ? no_decay : decay;
     g.names.push_back(item.key());
     g.params.push_back(item.value());
   }
@@ -150,13 +160,14 @@ std::vector<std::pair<std::string, double>> lr_scales(const torch::nn::Module& m
 std::vector<ParamGroup> make_param_groups(const torch::nn::Module& model,
                                           const config::OptimConfig& o) {
   const auto scales = lr_scales(model, o);
+  const auto rule = no_decay_rule(o);
   const auto params = model.named_parameters(/*recurse=*/true);
   // Keyed by (-scale, undecayed): largest scale first, the decayed group before the other.
   std::map<std::pair<double, bool>, ParamGroup> groups;
   for (std::size_t i = 0; i < params.size(); ++i) {
     const auto& p = params[i].value();
     if (!p.requires_grad()) continue;
-    const bool no_wd = excluded_from_decay(params[i].key(), p);
+    const bool no_wd = excluded_from_decay(params[i].key(), p, rule);
     ParamGroup& g = groups[{-scales[i].second, no_wd}];
     g.weight_decay = no_wd ? 0.0 : o.weight_decay;
     g.lr_scale = scales[i].second;
@@ -165,7 +176,7 @@ std::vector<ParamGroup> make_param_groups(const torch::nn::Module& model,
   }
   const bool plain = std::all_of(groups.begin(), groups.end(),
                                  [](const auto& kv) { return kv.second.lr_scale == 1.0; });
-  if (plain) return make_param_groups(model, o.weight_decay);  // always the same two groups
+  if (plain) return make_param_groups(model, o.weight_decay, rule);  // always the same two groups
   std::vector<ParamGroup> out;
   for (auto& [key, g] : groups) out.push_back(std::move(g));
   return out;

@@ -70,10 +70,7 @@ model::ModelSpec session_spec(const config::Config& cfg, const std::string& weig
     CLIPPER_INFO("model " << described->name << " as recorded in " << described->path);
     return *described;
   }
-  auto spec = model::load_model_spec(cfg.model.name);
-  model::apply_overrides(spec, {cfg.model.force_image_size, cfg.model.force_quick_gelu,
-                                cfg.model.force_patch_dropout});
-  if (cfg.loss.kind == config::LossKind::siglip) model::use_siglip_init(spec);
+  auto spec = io::run_model_spec(cfg);
   if (!described) return spec;
   const std::string diff = io::architecture_difference(spec, *described);
   if (!diff.empty())

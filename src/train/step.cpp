@@ -51,7 +51,11 @@ void restore_if_skipped(std::vector<at::Tensor>& stats, const std::vector<at::Te
 }  // namespace
 
 StepConfig StepConfig::from(const config::Config& cfg) {
-  return {cfg.optim,
+  config::OptimConfig optim = cfg.optim;
+  // Continuing an OpenCLIP 3.3.0 run keeps the rule its main.py split the groups with.
+  if (optim.no_decay == config::NoDecay::automatic && !cfg.checkpoint.resume_openclip.empty())
+    optim.no_decay = config::NoDecay::openclip3;
+  return {optim,
           cfg.loss,
           cfg.dist.bucket_mb,
           cfg.dist.overlap_grad_reduce,

@@ -14,12 +14,16 @@ namespace clipper::trainer {
 
 namespace {
 
+// The model's evaluation transform: its image size and preprocess_cfg (resize mode, filter).
 std::unique_ptr<data::Loader> eval_loader(const EvalSettings& es, const std::string& shards,
-                                          bool labels, int image_size,
+                                          bool labels, const model::ModelSpec& spec,
                                           std::shared_ptr<const tokenizer::Tokenizer> tok,
                                           const dist::ProcessGroup& pg) {
-  auto o = data::LoaderOptions::from_config(es.data, es.eval.batch_size, image_size, pg.rank(),
-                                            pg.size(), es.seed);
+  auto o = data::LoaderOptions::from_config(es.data, es.eval.batch_size,
+                                            static_cast<int>(spec.image_size), pg.rank(), pg.size(),
+                                            es.seed);
+  o.resize_mode = spec.resize_mode;
+  o.interpolation = spec.interpolation;
   o.shards = shards;
   o.source_weights.clear();
   o.num_samples = 0;
@@ -38,8 +42,7 @@ void add_zeroshot(const EvalSettings& es, model::ClipImpl& model,
     throw core::InputError("eval.zeroshot_shards is set but eval.zeroshot_classes is empty");
   const auto classes = eval::load_zeroshot_classes(es.eval.zeroshot_classes);
   auto classifier = eval::zeroshot_classifier(model, *tok, classes, device);
-  auto l = eval_loader(es, es.eval.zeroshot_shards, true, static_cast<int>(model.spec().image_size),
-                       tok, pg);
+  auto l = eval_loader(es, es.eval.zeroshot_shards, true, model.spec(), tok, pg);
   const auto r = eval::zeroshot(model, *l, classifier, prepare, pg);
   rep->scalars.emplace_back("eval/zeroshot_top1", r.top1);
   rep->scalars.emplace_back("eval/zeroshot_top5", r.top5);
@@ -52,8 +55,7 @@ void add_zeroshot(const EvalSettings& es, model::ClipImpl& model,
 void add_retrieval(const EvalSettings& es, model::ClipImpl& model,
                    std::shared_ptr<const tokenizer::Tokenizer> tok, dist::ProcessGroup& pg,
                    const eval::Prepare& prepare, const std::string& what, EvalReport* rep) {
-  auto l = eval_loader(es, es.eval.retrieval_shards, false,
-                       static_cast<int>(model.spec().image_size), tok, pg);
+  auto l = eval_loader(es, es.eval.retrieval_shards, false, model.spec(), tok, pg);
   const auto r = eval::retrieval(model, *l, prepare, pg);
   const char* names[3] = {"r1", "r5", "r10"};
   for (int i = 0; i < 3; ++i) {

@@ -49,9 +49,9 @@ void check_names(const io::TensorList& file, const std::map<std::string, at::Ten
 }
 
 // main.py's groups over the file's parameters (state-dict order is named_parameters() order with
-// the buffers in between); trainable means trainable in this model (its locks).
+// the buffers in between), split by `rule`; trainable means trainable in this model (its locks).
 Mapping map_parameters(const io::TensorList& file, const model::ClipImpl& model,
-                       const std::string& where) {
+                       const std::string& where, config::NoDecay rule) {
   std::map<std::string, at::Tensor> params, all;
   for (const auto& item : model.named_parameters()) params[item.key()] = item.value();
   for (const auto& [n, t] : model.state_dict()) all[n] = t;
@@ -66,7 +66,7 @@ Mapping map_parameters(const io::TensorList& file, const model::ClipImpl& model,
                        ", the model's is " + shape_text(it->second.sizes()));
     seen.insert(name);
     if (it->second.requires_grad())
-      m.groups[optim::excluded_from_decay(name, t) ? 0 : 1].push_back(name);
+      m.groups[optim::excluded_from_decay(name, t, rule) ? 0 : 1].push_back(name);
   }
   for (const auto& [name, p] : params)
     if (p.requires_grad() && !seen.count(name))
@@ -107,11 +107,27 @@ void warn_if_differs(const std::string& where, const std::string& what, double f
                      << " to continue as OpenCLIP would)");
 }
 
+bool groups_fit(const io::TorchOptimizerState& o, const Mapping& m) {
+  return o.groups.size() == 2 && o.groups[0].params.size() == m.groups[0].size() &&
+         o.groups[1].params.size() == m.groups[1].size();
+}
+
+// The rule the file's two groups were split by: open_clip 3.3.0's main.py (openclip3), or else
+// open_clip main's optim.py (modern) when only its split fits the group sizes.
+config::NoDecay file_rule(const io::TorchOptimizerState& o, const io::TensorList& file,
+                          const model::ClipImpl& model, const std::string& where, Mapping* m) {
+  *m = map_parameters(file, model, where, config::NoDecay::openclip3);
+  if (groups_fit(o, *m)) return config::NoDecay::openclip3;
+  Mapping modern = map_parameters(file, model, where, config::NoDecay::modern);
+  if (!groups_fit(o, modern)) return config::NoDecay::openclip3;  // check_groups names the sizes
+  *m = std::move(modern);
+  return config::NoDecay::modern;
+}
+
 // amsgrad / maximize refused; betas, eps and weight decay compared with the run's (which win).
 void check_groups(const io::TorchOptimizerState& o, const Mapping& m,
                   const optim::AdamWOptions& adamw, double weight_decay, const std::string& where) {
-  if (o.groups.size() != 2 || o.groups[0].params.size() != m.groups[0].size() ||
-      o.groups[1].params.size() != m.groups[1].size()) {
+  if (!groups_fit(o, m)) {
     std::ostringstream os;
     os << where << ": the optimizer has " << o.groups.size() << " param group(s) of";
     for (const auto& g : o.groups) os << " " << g.params.size();
@@ -141,7 +157,8 @@ void check_groups(const io::TorchOptimizerState& o, const Mapping& m,
 }  // namespace
 
 OpenClipResume read_openclip_resume(const std::string& path, const model::ClipImpl& model,
-                                    const optim::AdamWOptions& adamw, double weight_decay) {
+                                    const optim::AdamWOptions& adamw, double weight_decay,
+                                    config::NoDecay run_rule) {
   const std::string where = "checkpoint.resume_openclip '" + path + "'";
   auto ck = io::read_torch_train_checkpoint(path);
   for (const char* key : {"epoch", "state_dict", "optimizer"})
@@ -155,8 +172,14 @@ OpenClipResume read_openclip_resume(const std::string& path, const model::ClipIm
   r.name = ck.name;
   r.has_scaler = std::find(ck.keys.begin(), ck.keys.end(), "scaler") != ck.keys.end();
   for (auto& [n, t] : ck.state_dict) r.state_dict.emplace_back(strip_module(n), std::move(t));
-  const Mapping m = map_parameters(r.state_dict, model, where);
+  Mapping m;
+  r.no_decay = file_rule(*ck.optimizer, r.state_dict, model, where, &m);
   check_groups(*ck.optimizer, m, adamw, weight_decay, where);
+  if (r.no_decay != run_rule)
+    CLIPPER_WARN(where << ": OpenCLIP left " << config::name_of(r.no_decay)
+                       << "'s parameters undecayed, this run uses optim.no_decay "
+                       << config::name_of(run_rule) << " (set optim.no_decay: "
+                       << config::name_of(r.no_decay) << " to continue as OpenCLIP would)");
   std::map<std::string, at::Tensor> params;
   for (const auto& item : model.named_parameters()) params[item.key()] = item.value();
   std::vector<optim::WholeMoments> moments;

@@ -295,7 +295,8 @@ void Trainer::Impl::map_onto_layout() {
 void Trainer::Impl::resume_openclip() {
   const auto& path = cfg.checkpoint.resume_openclip;
   const auto r = read_openclip_resume(path, *s.model, optim::adamw_options(cfg.optim, s.spec.name),
-                                      cfg.optim.weight_decay);
+                                      cfg.optim.weight_decay,
+                                      optim::no_decay_rule(train::StepConfig::from(cfg).optim));
   load_openclip_resume(r, *step);
   if (__builtin_mul_overflow(r.epoch, steps_per_epoch, &counters.global_step))
     throw core::InputError("checkpoint.resume_openclip '" + path + "': epoch " +

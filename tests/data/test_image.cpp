@@ -91,6 +91,34 @@ TEST(Image, EvalResizeThenCropFollowsTorchvision) {
   EXPECT_EQ(rc.left, 0);
 }
 
+// The other resize modes of preprocess_cfg: longest (timm's ResizeKeepRatio(S, longest=1), sides
+// rounded half to even, then CenterCropOrPad: the padding before the picture is (S - side) // 2)
+// and squash (S x S).
+TEST(Image, EvalGeometryPerResizeMode) {
+  using M = clipper::model::ResizeMode;
+  auto g = data::eval_geometry(150, 97, 64, M::longest);  // 97 / (150 / 64) = 41.39
+  EXPECT_EQ(g.resized_width, 64);
+  EXPECT_EQ(g.resized_height, 41);
+  EXPECT_EQ(g.left, 0);
+  EXPECT_EQ(g.top, -11);                            // (64 - 41) // 2
+  g = data::eval_geometry(45, 70, 64, M::longest);  // enlarged: 45 / (70 / 64) = 41.14
+  EXPECT_EQ(g.resized_width, 41);
+  EXPECT_EQ(g.resized_height, 64);
+  EXPECT_EQ(g.left, -11);
+  EXPECT_EQ(g.top, 0);
+  g = data::eval_geometry(100, 36, 64, M::longest);  // 36 / (100 / 64) = 23.04; 20 + 21 padding
+  EXPECT_EQ(g.resized_height, 23);
+  EXPECT_EQ(g.top, -20);
+  g = data::eval_geometry(150, 97, 64, M::squash);
+  EXPECT_EQ(g.resized_width, 64);
+  EXPECT_EQ(g.resized_height, 64);
+  EXPECT_EQ(g.left, 0);
+  EXPECT_EQ(g.top, 0);
+  const auto s = data::eval_geometry(300, 200, 224, M::shortest);
+  EXPECT_EQ(s.resized_width, 336);
+  EXPECT_EQ(s.left, 56);
+}
+
 // A picture far longer than wide: the transform stays bounded (the centre square first).
 TEST(Image, EvalTransformOfAnExtremeAspectRatioStaysSmall) {
   const std::string jpg = test::jpeg_bytes(4000, 20, 5, 90);

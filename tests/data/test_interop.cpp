@@ -242,9 +242,65 @@ TEST(Interop, EveryImageModeBecomesPillowsRgbUnderTheTransparencyRule) {
 TEST(Interop, TransparencyValuesAreCheckedAndSpelledBack) {
   EXPECT_EQ(data::transparency_name(data::parse_transparency("white", "k")), "white");
   EXPECT_EQ(data::transparency_name(data::parse_transparency("drop", "k")), "drop");
+  EXPECT_EQ(data::transparency_name(data::parse_transparency("openclip", "k")), "openclip");
   EXPECT_EQ(data::transparency_name(data::parse_transparency("#3366CC", "k")), "#3366cc");
   const auto msg = test::error_of([] { data::parse_transparency("blue", "data.transparency"); });
   EXPECT_NE(msg.find("data.transparency is 'blue'; expected white, black, #RRGGBB"),
             std::string::npos)
       << msg;
+}
+
+// The model's preprocess_cfg in the evaluation transform (embed, the eval loader): each resize
+// mode (shortest, longest with black padding, squash) and filter (bicubic, bilinear) against
+// open_clip's own image_transform(S, is_train=False, resize_mode, interpolation) on non-square
+// PNGs, one shrunk (150 x 97), one enlarged (45 x 70); and each transparency rule against the tool
+// it names on an RGBA icon: drop = open_clip's transform on convert("RGB") (open_clip_train's
+// loaders), openclip = open_clip's transform on the RGBA picture itself (alpha dropped after the
+// resize), white = open_clip's transform on the picture composited over white (transformers'
+// convert_to_rgb). Mean |difference| at most 1 level (printed per case), at most 2 anywhere
+// (openclip: 16, below).
+TEST(Interop, EvalTransformMatchesOpenClipPerResizeModeAndFilter) {
+  test::TempDir d;
+  const int S = 64;
+  const auto r =
+      test::run(test::python() + " " + test::source_path("tests/data/eval_transform.py") + " " +
+                d.file("img") + " " + std::to_string(S));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto listing = nlohmann::json::parse(r.output.substr(r.output.find('[')));
+  ASSERT_EQ(listing.size(), 30u);
+  const std::map<std::string, std::string> rule_of = {
+      {"rgb", "drop"}, {"keep", "openclip"}, {"white", "white"}};
+  for (const auto& item : listing) {
+    const std::string mode = item["mode"], filter = item["interpolation"], alpha = item["alpha"];
+    data::TransformSpec ts;
+    ts.size = S;
+    ts.train = false;
+    ts.resize_mode = *model::parse_resize_mode(mode);
+    ts.interpolation = *model::parse_interpolation(filter);
+    ts.transparency = data::parse_transparency(rule_of.at(alpha), "test");
+    data::ImageProcessor p(ts, 1 << 20);
+    std::vector<std::uint8_t> out(static_cast<std::size_t>(S) * S * 3);
+    std::string why;
+    ASSERT_EQ(p.process(core::read_file(d.file("img/" + item["picture"].get<std::string>())), 0,
+                        out.data(), &why),
+              data::ImageError::none)
+        << why;
+    const auto want = core::read_file(d.file("img/" + item["file"].get<std::string>()));
+    ASSERT_EQ(want.size(), out.size());
+    double sum = 0;
+    int worst = 0;
+    for (std::size_t i = 0; i < out.size(); ++i) {
+      const int diff = std::abs(int(out[i]) - int(std::uint8_t(want[i])));
+      sum += diff;
+      worst = std::max(worst, diff);
+    }
+    const double mean = sum / static_cast<double>(out.size());
+    const std::string what = item["picture"].get<std::string>() + " " + mode + " " + filter +
+                             " transparency " + rule_of.at(alpha);
+    std::printf("%s: mean |diff| %.4f, max %d\n", what.c_str(), mean, worst);
+    EXPECT_LE(mean, 1.0) << what;
+    // openclip divides the resized colour by the resized alpha (PIL's RGBa -> RGBA): one level of
+    // the premultiplied resize becomes up to 255 / alpha levels where alpha is small.
+    EXPECT_LE(worst, alpha == "keep" ? 16 : 2) << what;
+  }
 }

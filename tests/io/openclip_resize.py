@@ -7,6 +7,9 @@ tensors IN OUT GRID LENGTH: open_clip.model.resize_pos_embed on IN's "image" (a 
 model DIR INPUTS OUT SIZE: open_clip.create_model("local-dir:DIR", force_image_size=SIZE,
   force_quick_gelu=True), which resizes the exported weights on load; writes its image and text
   features for INPUTS to OUT.
+export DIR INPUTS OUT: open_clip.create_model("local-dir:DIR") as the export describes it (no
+  force_*: an export of a model.force_image_size run must say its size itself); writes its image
+  and text features for INPUTS to OUT.
 """
 import sys
 from types import SimpleNamespace
@@ -31,6 +34,15 @@ def tensors(src, dst, grid, length):
 def model(folder, inputs, dst, size):
     m = open_clip.create_model("local-dir:" + folder, device="cpu", precision="fp32",
                                force_image_size=size, force_quick_gelu=True)
+    features(m, inputs, dst)
+
+
+def export(folder, inputs, dst):
+    features(open_clip.create_model("local-dir:" + folder, device="cpu", precision="fp32"),
+             inputs, dst)
+
+
+def features(m, inputs, dst):
     m.eval()
     x = load_file(inputs)
     with torch.no_grad():
@@ -42,6 +54,8 @@ def main():
     torch.set_num_threads(1)
     if sys.argv[1] == "tensors":
         tensors(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    elif sys.argv[1] == "export":
+        export(sys.argv[2], sys.argv[3], sys.argv[4])
     else:
         model(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
     print("open_clip", open_clip.__version__, "ok")

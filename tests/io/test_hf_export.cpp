@@ -47,7 +47,7 @@ TEST(TransformersExport, RefusesWhatTransformersClipCannotExpress) {
   EXPECT_NE(cio::hf_unsupported(cm::load_model_spec("RN50")).find("ModifiedResNet"),
             std::string::npos);
   auto s = cm::load_model_spec("tiny-vit");
-  s.text_pool_type = "first";
+  s.text_pool = cm::TextPool::first;
   EXPECT_NE(cio::hf_unsupported(s).find("text_cfg.pool_type 'first'"), std::string::npos);
   s = cm::load_model_spec("tiny-vit");
   cm::use_siglip_init(s);

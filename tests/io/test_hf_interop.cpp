@@ -126,7 +126,7 @@ TEST(TransformersInterop, TinyViTEosPooling) {
   auto text = clipper::core::read_file(clipper::test::source_path("configs/models/tiny-vit.yaml"));
   text.replace(text.find("  layers: 3\n"), 12, "  layers: 3\n  pool_type: eos\n  eos_id: 49407\n");
   const auto path = dir.write("tiny-vit-eos.yaml", text);
-  ASSERT_EQ(cm::load_model_spec(path).text_pool_type, "eos");
+  ASSERT_EQ(cm::load_model_spec(path).text_pool, cm::TextPool::eos);
   run_hf_interop(path, 2);
 }
 TEST(TransformersInterop, ViT_B_32FeaturesAndTokenizerIds) {

@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <iostream>
 
 #include "clipper/core/atomic_file.hpp"
@@ -128,7 +129,7 @@ TEST(OpenClipInterop, TinyViTEosPooling) {
   auto text = clipper::core::read_file(clipper::test::source_path("configs/models/tiny-vit.yaml"));
   text.replace(text.find("  layers: 3\n"), 12, "  layers: 3\n  pool_type: eos\n  eos_id: 5\n");
   const auto path = dir.write("tiny-vit-eos.yaml", text);
-  ASSERT_EQ(cm::load_model_spec(path).text_pool_type, "eos");
+  ASSERT_EQ(cm::load_model_spec(path).text_pool, cm::TextPool::eos);
   run_interop(path, "", 3);
 }
 TEST(OpenClipInterop, ViT_B_32) {
@@ -241,4 +242,40 @@ TEST(OpenClipResize, ForcedImageSizeLoadsLikeOpenClip) {
   auto f = features(ours, images, tokens);
   expect_close({{"image", f.at("image")}, {"text", f.at("text")}}, theirs, "b_",
                "force_image_size=48");
+}
+
+// One description of a run's model (io::run_model_spec): a checkpoint folder of a
+// model.force_image_size run describes the forced size to eval/embed (described_model) and its
+// export loads in open_clip at that size, without being told, with clipper's features.
+TEST(OpenClipResize, ForcedImageSizeCheckpointDescribesAndExportsItsSize) {
+  at::set_num_threads(2);
+  clipper::test::TempDir dir;
+  auto spec = cm::load_model_spec("tiny-vit");
+  cm::apply_overrides(spec, {48, false, -1.0});
+  auto ours = cm::create_model(spec, 13);
+  const auto ckpt = dir.file("step_00000010");
+  std::filesystem::create_directories(ckpt);
+  cio::save_safetensors(ckpt + "/model.safetensors", cio::model_state_dict(*ours));
+  clipper::core::write_file_atomic(ckpt + "/config.yaml",
+                                   "model: {name: tiny-vit, force_image_size: 48}\n");
+  const auto described = cio::described_model(ckpt + "/model.safetensors");
+  ASSERT_TRUE(described.has_value());
+  EXPECT_EQ(described->image_size, 48);
+  EXPECT_EQ(cio::architecture_difference(*described, spec), "");
+
+  cio::export_checkpoint_openclip(ckpt, "", dir.file("export"));
+  at::manual_seed(19);
+  const auto images = at::randn({2, 3, 48, 48});
+  const auto tokens = make_tokens(2, spec);
+  cio::save_safetensors(dir.file("inputs.safetensors"), {{"images", images}, {"tokens", tokens}});
+  const auto r = clipper::test::run(
+      clipper::test::python() + " " + clipper::test::source_path("tests/io/openclip_resize.py") +
+      " export " + dir.file("export") + " " + dir.file("inputs.safetensors") + " " +
+      dir.file("out.safetensors"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::map<std::string, at::Tensor> theirs;
+  for (auto& [k, v] : cio::load_safetensors(dir.file("out.safetensors"))) theirs["b_" + k] = v;
+  const auto f = features(ours, images, tokens);
+  expect_close({{"image", f.at("image")}, {"text", f.at("text")}}, theirs, "b_",
+               "checkpoint of a force_image_size=48 run");
 }

@@ -126,6 +126,67 @@ TEST(ModelSpec, SearchPathFromEnvironment) {
   EXPECT_EQ(spec.path, (dir.path() / "my-model.yaml").string());
 }
 
+// The words of text_cfg.pool_type, preprocess_cfg.interpolation and resize_mode are parsed once
+// into enums; an unknown one names the file, the key and the words allowed.
+TEST(ModelSpec, ChoicesAreParsedOnceAndUnknownWordsNamed) {
+  const std::string towers =
+      "embed_dim: 16\nvision_cfg: {image_size: 16, layers: 1, width: 64, patch_size: 8}\n";
+  const std::string text =
+      "text_cfg: {context_length: 8, vocab_size: 100, width: 64, heads: 1, "
+      "layers: 1";
+  const auto s =
+      cm::parse_model_spec(towers + text + ", pool_type: last}\n" +
+                               "preprocess_cfg: {interpolation: bilinear, resize_mode: longest}\n",
+                           "m", "m.yaml");
+  EXPECT_EQ(s.text_pool, cm::TextPool::last);
+  EXPECT_EQ(s.interpolation, cm::Interpolation::bilinear);
+  EXPECT_EQ(s.resize_mode, cm::ResizeMode::longest);
+  const auto d = cm::parse_model_spec(towers + text + "}\n", "m", "m.yaml");
+  EXPECT_EQ(d.text_pool, cm::TextPool::argmax);
+  EXPECT_EQ(d.interpolation, cm::Interpolation::bicubic);
+  EXPECT_EQ(d.resize_mode, cm::ResizeMode::shortest);
+  auto msg = error_of(
+      [&] { cm::parse_model_spec(towers + text + ", pool_type: mean}\n", "m", "m.yaml"); });
+  EXPECT_NE(msg.find("m.yaml: 'text_cfg.pool_type' must be argmax, eos, first or last, got 'mean'"),
+            std::string::npos)
+      << msg;
+  msg = error_of([&] {
+    cm::parse_model_spec(towers + text + "}\npreprocess_cfg: {interpolation: nearest}\n", "m",
+                         "m.yaml");
+  });
+  EXPECT_NE(msg.find("'preprocess_cfg.interpolation' must be bicubic or bilinear, got 'nearest'"),
+            std::string::npos)
+      << msg;
+  msg = error_of([&] {
+    cm::parse_model_spec(towers + text + "}\npreprocess_cfg: {resize_mode: crop}\n", "m", "m.yaml");
+  });
+  EXPECT_NE(
+      msg.find("'preprocess_cfg.resize_mode' must be shortest, longest or squash, got 'crop'"),
+      std::string::npos)
+      << msg;
+}
+
+// OpenCLIP's --siglip passes init_logit_scale ln 10 and init_logit_bias -10 as model kwargs,
+// which create_model applies over the architecture file: a file with only init_logit_bias (as
+// open_clip's ViT-B-16-SigLIP.json) or with other values still starts at ln 10 and -10.
+TEST(ModelSpec, SiglipInitOverridesTheFileAsOpenClipsSiglipFlag) {
+  const std::string towers =
+      "embed_dim: 16\nvision_cfg: {image_size: 16, layers: 1, width: 64, patch_size: 8}\n"
+      "text_cfg: {context_length: 8, vocab_size: 100, width: 64, heads: 1, layers: 1}\n";
+  for (const std::string init : {"init_logit_bias: -10\n", "init_logit_bias: -5\n",
+                                 "init_logit_bias: -5\ninit_logit_scale: 1.0\n", ""}) {
+    auto spec = cm::parse_model_spec(towers + init, "bias-only", "test");
+    cm::use_siglip_init(spec);
+    EXPECT_DOUBLE_EQ(spec.init_logit_scale, std::log(10.0)) << init;
+    ASSERT_TRUE(spec.init_logit_bias.has_value()) << init;
+    EXPECT_DOUBLE_EQ(*spec.init_logit_bias, -10.0) << init;
+  }
+  // Without --siglip the file's values hold, and a bias alone leaves CLIP's scale ln(1 / 0.07).
+  const auto clip = cm::parse_model_spec(towers + "init_logit_bias: -10\n", "bias-only", "test");
+  EXPECT_NEAR(clip.init_logit_scale, std::log(1 / 0.07), 1e-12);
+  EXPECT_DOUBLE_EQ(*clip.init_logit_bias, -10.0);
+}
+
 // OpenCLIP's model_profile.csv (REFERENCE.md): image and text GFLOPs per sample.
 TEST(Flops, WithinOnePercentOfOpenClipProfile) {
   struct Row {

@@ -2,7 +2,9 @@
 
 groups: builds open_clip's CLIP(**model_cfg), locks towers with open_clip's own lock functions,
   and prints, per trainable parameter, the learning rate and weight decay of its optimizer group
-  as JSON. The weight-decay split is open_clip 3.3.0's (open_clip_train/main.py). Layer-wise LR
+  as JSON. The weight-decay split is --no-decay's: openclip3, open_clip 3.3.0's
+  (open_clip_train/main.py), or modern, open_clip main's (open_clip_train/optim.py: ndim <= 1 or
+  a name in the model's no_weight_decay(), which 3.3.0's CLIP already declares). Layer-wise LR
   decay is not in open_clip 3.3.0; it is open_clip main's rule (open_clip_train/optim.py
   layer_decay_param_groups with the towers' layer_groups()), reimplemented here over 3.3.0's
   modules: a tower's groups in input-to-output order get decay ** (n - 1 - index), parameters
@@ -23,6 +25,11 @@ from open_clip_train.scheduler import const_lr_cooldown, cosine_lr, const_lr
 
 def exclude(n, p):  # open_clip 3.3.0, open_clip_train/main.py
     return p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
+
+
+def modern_exclude(model):  # open_clip main, open_clip_train/optim.py make_wd_exclude
+    names = model.no_weight_decay()
+    return lambda n, p: p.ndim <= 1 or n in names
 
 
 def image_layer_groups(v):
@@ -75,6 +82,7 @@ def groups_main(args):
         model.lock_image_tower(unlocked_groups=args.lock_image)
     if args.lock_text >= 0:
         model.lock_text_tower(unlocked_layers=args.lock_text)
+    no_wd_of = modern_exclude(model) if args.no_decay == "modern" else exclude
     scale = {}
     # Multipliers first cover every tower parameter; the layer groups then refine them.
     for p in model.visual.parameters():
@@ -87,7 +95,7 @@ def groups_main(args):
         if not p.requires_grad:
             continue
         s = scale.get(id(p), 1.0)
-        no_wd = exclude(n, p)
+        no_wd = no_wd_of(n, p)
         key = (round(s, 8), no_wd)
         buckets.setdefault(key, len(buckets))
         out[n] = {"lr": args.lr * s, "weight_decay": 0.0 if no_wd else args.wd,
@@ -123,6 +131,7 @@ def main():
     g.add_argument("--text-lr", type=float, default=1.0)
     g.add_argument("--lock-image", type=int, default=-1)
     g.add_argument("--lock-text", type=int, default=-1)
+    g.add_argument("--no-decay", choices=["openclip3", "modern"], default="openclip3")
     s = sub.add_parser("schedule")
     s.add_argument("--kind", default="const-cooldown")
     s.add_argument("--lr", type=float, required=True)

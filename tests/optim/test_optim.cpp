@@ -4,6 +4,7 @@
 #include <torch/nn/modules/normalization.h>
 
 #include <cmath>
+#include <set>
 
 #include "clipper/core/error.hpp"
 #include "clipper/optim/adamw.hpp"
@@ -52,6 +53,55 @@ TEST(ParamGroups, FollowOpenClipsRule) {
   m.proj.set_requires_grad(false);  // a locked tensor leaves the groups
   groups = optim::make_param_groups(m, 0.2);
   EXPECT_EQ(groups[0].names, (std::vector<std::string>{"fc.weight"}));
+}
+
+// A CLIP-shaped module: the names open_clip's rules look at.
+struct ClipNamesImpl : torch::nn::Module {
+  struct VisualImpl : torch::nn::Module {
+    VisualImpl() {
+      class_embedding = register_parameter("class_embedding", torch::randn({4}));
+      positional_embedding = register_parameter("positional_embedding", torch::randn({5, 4}));
+      proj = register_parameter("proj", torch::randn({4, 2}));
+      ln_post = register_module("ln_post", torch::nn::LayerNorm(torch::nn::LayerNormOptions({4})));
+    }
+    at::Tensor class_embedding, positional_embedding, proj;
+    torch::nn::LayerNorm ln_post{nullptr};
+  };
+  ClipNamesImpl() {
+    positional_embedding = register_parameter("positional_embedding", torch::randn({6, 4}));
+    logit_scale = register_parameter("logit_scale", torch::ones({}));
+    visual = register_module("visual", std::make_shared<VisualImpl>());
+  }
+  at::Tensor positional_embedding, logit_scale;
+  std::shared_ptr<VisualImpl> visual;
+};
+
+// optim.no_decay: open_clip 3.3.0's name rule decays the positional embeddings, open_clip main's
+// (1-dim plus CLIP's no_weight_decay() set) does not; auto is main's with layer decay only.
+TEST(ParamGroups, NoDecayRuleOpenClip3OrModern) {
+  ClipNamesImpl m;
+  config::OptimConfig o;
+  auto undecayed = [&](const config::OptimConfig& c) {
+    std::set<std::string> names;
+    for (const auto& g : optim::make_param_groups(m, c))
+      if (g.weight_decay == 0.0) names.insert(g.names.begin(), g.names.end());
+    return names;
+  };
+  const std::set<std::string> v3 = {"logit_scale", "visual.class_embedding",
+                                    "visual.ln_post.weight", "visual.ln_post.bias"};
+  std::set<std::string> modern = v3;
+  modern.insert({"positional_embedding", "visual.positional_embedding"});
+  EXPECT_EQ(optim::no_decay_rule(o), config::NoDecay::openclip3);
+  EXPECT_EQ(undecayed(o), v3);
+  o.no_decay = config::NoDecay::modern;
+  EXPECT_EQ(undecayed(o), modern);
+  o.no_decay = config::NoDecay::automatic;
+  o.text_layer_decay = 0.9;  // layer decay: open_clip main's rule unless set
+  EXPECT_EQ(optim::no_decay_rule(o), config::NoDecay::modern);
+  EXPECT_EQ(undecayed(o), modern);
+  o.no_decay = config::NoDecay::openclip3;
+  EXPECT_EQ(undecayed(o), v3);
+  EXPECT_EQ(config::parse_choice<config::NoDecay>("modern"), config::NoDecay::modern);
 }
 
 // beta2 and eps left unset (< 0) take OpenCLIP's defaults for the model's family.

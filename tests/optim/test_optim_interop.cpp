@@ -52,7 +52,8 @@ void expect_groups_match(const Case& c) {
   cmd << script() << " groups --model-cfg " << cfg << " --lr " << o.lr << " --wd " << o.weight_decay
       << " --image-decay " << o.image_layer_decay << " --text-decay " << o.text_layer_decay
       << " --image-lr " << o.image_lr << " --text-lr " << o.text_lr << " --lock-image "
-      << c.lock_image << " --lock-text " << c.lock_text;
+      << c.lock_image << " --lock-text " << c.lock_text << " --no-decay "
+      << clipper::config::name_of(co::no_decay_rule(o));
   const auto py = run_json(cmd.str());
   const auto groups = co::make_param_groups(*model, o);
   std::set<std::string> seen;
@@ -99,6 +100,21 @@ TEST(OptimInterop, LayerDecayModifiedResNet) {
 TEST(OptimInterop, NoDecayIsOpenClipsTwoGroups) {
   Case c{"tiny-vit", {}};
   expect_groups_match(c);
+}
+
+// optim.no_decay modern is open_clip main's rule over the model's own no_weight_decay() (the
+// positional and class embeddings undecayed), with and without layer decay; openclip3 with
+// layer decay keeps 3.3.0's name rule.
+TEST(OptimInterop, NoDecayRulesMatchOpenClip3AndMain) {
+  for (const char* model : {"tiny-vit", "tiny-rn"}) {
+    Case modern{model, {}};
+    modern.optim.no_decay = clipper::config::NoDecay::modern;
+    expect_groups_match(modern);
+    Case v3{model, {}};
+    v3.optim.image_layer_decay = 0.8;
+    v3.optim.no_decay = clipper::config::NoDecay::openclip3;
+    expect_groups_match(v3);
+  }
 }
 TEST(OptimInterop, ConstCooldownMatchesOpenClipScheduler) {
   for (const double power : {1.0, 0.5, 2.0}) {

@@ -12,6 +12,7 @@
 #include "clipper/core/error.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/model/model_spec.hpp"
+#include "clipper/optim/param_groups.hpp"
 #include "clipper/train/step.hpp"
 #include "random_batch.hpp"
 
@@ -37,6 +38,18 @@ std::vector<at::Tensor> snapshot(const std::vector<std::pair<std::string, at::Te
 }
 
 }  // namespace
+
+// optim.no_decay auto: open_clip main's rule with layer decay, except when continuing an
+// OpenCLIP 3.3.0 run (checkpoint.resume_openclip), which keeps the rule its main.py split with.
+TEST(StepConfig, NoDecayAutoKeepsTheResumedOpenClipRunsRule) {
+  config::Config cfg;
+  cfg.optim.image_layer_decay = 0.75;
+  EXPECT_EQ(optim::no_decay_rule(train::StepConfig::from(cfg).optim), config::NoDecay::modern);
+  cfg.checkpoint.resume_openclip = "epoch_3.pt";
+  EXPECT_EQ(optim::no_decay_rule(train::StepConfig::from(cfg).optim), config::NoDecay::openclip3);
+  cfg.optim.no_decay = config::NoDecay::modern;  // set: the run's choice holds
+  EXPECT_EQ(optim::no_decay_rule(train::StepConfig::from(cfg).optim), config::NoDecay::modern);
+}
 
 TEST(TrainStep, NonFiniteStepIsSkippedAndChangesNothing) {
   Fixture f;

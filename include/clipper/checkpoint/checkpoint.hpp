@@ -5,8 +5,9 @@
 // with its size and CRC-32 (computed while writing) and the commit sequence number; a folder
 // without a valid manifest does not exist.
 //
-//   <part>.safetensors / <part>.json   global parts: model, optimizer, trainer (rank 0)
-//   rank_<R>.safetensors / .json       per-rank parts of rank R: rng, loader
+//   <part>.safetensors / <part>.json   global parts (rank 0): model, trainer, ema
+//   rank_<R>.safetensors / .json       per-rank parts of rank R: optimizer (its flat shard),
+//                                      rng, loader
 //   config.yaml                        the effective run config (rank 0)
 //   manifest.json                      magic, format version, step, sequence, world size, parts,
 //                                      files (written last)

@@ -18,6 +18,8 @@ enum class LossKind { clip, siglip };
 enum class SiglipExchange { gather, neighbour };
 enum class LrSchedule { cosine, constant, const_cooldown };
 enum class Backend { automatic, nccl, gloo };
+// Which parameters AdamW does not decay (optim.no_decay; optim/param_groups.hpp).
+enum class NoDecay { automatic, openclip3, modern };
 
 // The spelling of each choice in YAML, --set and messages (the schema's allowed values).
 template <class E>
@@ -38,6 +40,8 @@ CLIPPER_CHOICES(LrSchedule, {"cosine", LrSchedule::cosine}, {"const", LrSchedule
                 {"const-cooldown", LrSchedule::const_cooldown});
 CLIPPER_CHOICES(Backend, {"auto", Backend::automatic}, {"nccl", Backend::nccl},
                 {"gloo", Backend::gloo});
+CLIPPER_CHOICES(NoDecay, {"auto", NoDecay::automatic}, {"openclip3", NoDecay::openclip3},
+                {"modern", NoDecay::modern});
 #undef CLIPPER_CHOICES
 
 // "cuda" for Device::cuda: the name a user writes.
@@ -108,6 +112,11 @@ struct LossConfig {
 struct OptimConfig {
   double lr = 5e-4;
   double weight_decay = 0.2;
+  // The parameters weight decay skips. openclip3: open_clip 3.3.0's main.py, by name (fewer than
+  // 2 dims, "bn", "ln", "bias" or "logit_scale" in the name); modern: open_clip main's
+  // open_clip_train/optim.py, 1-dim parameters plus the model's no_weight_decay() set (the
+  // positional embeddings, the class embedding); auto: modern with layer decay, else openclip3.
+  NoDecay no_decay = NoDecay::automatic;
   double beta1 = 0.9;
   // < 0: OpenCLIP's default for model.name's family (config::resolve_model_defaults)
   double beta2 = -1;

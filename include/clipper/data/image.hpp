@@ -7,8 +7,12 @@
 // PNG and WebP go through cv::imdecode. Every image becomes 8-bit RGB by one rule (docs/data.md,
 // "Colour, transparency and orientation"), the same in the shard writer, the loader and embed:
 //   - transparency (an alpha channel, a palette or RGB PNG with a transparent colour, grey with
-//     alpha) is composited over a background, white by default (img2dataset's rule), or dropped
-//     as PIL's convert("RGB") does (Transparency::drop), pixel for pixel PIL's alpha_composite;
+//     alpha) is composited over a background, white by default (img2dataset's and transformers'
+//     CLIPImageProcessor's rule), pixel for pixel PIL's alpha_composite; or dropped as PIL's
+//     convert("RGB") does on the decoded picture (drop: open_clip_train's webdataset and
+//     ImageFolder loading); or kept through the transform and dropped after it, as open_clip's
+//     preprocess does on an RGBA picture (openclip: PIL's premultiplied-alpha resize, then
+//     convert("RGB"));
 //   - grey is replicated; CMYK JPEGs convert as PIL does, (255-C)(255-K)/255;
 //   - 16-bit samples keep their high byte, as PIL reads 16-bit RGB PNGs (PIL clips 16-bit grey to
 //     255 instead; clipper scales it like colour);
@@ -19,27 +23,39 @@
 #include <string>
 #include <vector>
 
+#include "clipper/model/preprocess.hpp"
+
 namespace clipper::data {
 
 enum class ImageError { none, corrupt, too_large };
 
 // What becomes of transparent pixels (data.transparency, --transparency).
 struct Transparency {
-  bool drop = false;  // true: PIL's convert("RGB"), the colour under transparent pixels shows
-  std::array<std::uint8_t, 3> background{255, 255, 255};  // composited over this (RGB)
+  // composite: over `background`. drop: PIL's convert("RGB") on the decoded picture, the colour
+  // under transparent pixels shows. openclip: the picture keeps its alpha through the crop and
+  // resize (PIL's resize of RGBA: premultiplied, then divided back) and loses it after, as
+  // open_clip's image_transform on an RGBA PIL image; on a full decode (no transform: the shard
+  // writer) it is drop.
+  enum class Rule { composite, drop, openclip };
+  Rule rule = Rule::composite;
+  std::array<std::uint8_t, 3> background{255, 255, 255};  // composite: over this (RGB)
 };
-// "white" (the default), "black", "#RRGGBB" or "drop"; `where` names the key or flag in the
-// InputError for anything else.
+// "white" (the default), "black", "#RRGGBB", "drop" or "openclip"; `where` names the key or flag
+// in the InputError for anything else.
 Transparency parse_transparency(const std::string& value, const std::string& where);
-// The spelling parse_transparency reads back ("white", "#102030", "drop").
+// The spelling parse_transparency reads back ("white", "#102030", "drop", "openclip").
 std::string transparency_name(const Transparency& t);
 
 struct TransformSpec {
   int size = 224;     // output side (square)
-  bool train = true;  // true: RandomResizedCrop; false: resize shorter side + center crop
+  bool train = true;  // true: RandomResizedCrop (bicubic); false: OpenCLIP's evaluation transform
   double scale_min = 0.9, scale_max = 1.0;
   double ratio_min = 3.0 / 4.0, ratio_max = 4.0 / 3.0;
   Transparency transparency;
+  // Evaluation only, the model's preprocess_cfg (model/preprocess.hpp): how the picture becomes
+  // S x S (eval_geometry) and the resize filter. Training is bicubic, as open_clip's.
+  model::ResizeMode resize_mode = model::ResizeMode::shortest;
+  model::Interpolation interpolation = model::Interpolation::bicubic;
 };
 
 // A crop in source pixels.
@@ -59,6 +75,13 @@ struct ResizeThenCrop {
   int resized_width = 0, resized_height = 0, left = 0, top = 0;
 };
 ResizeThenCrop resize_then_center_crop(int width, int height, int S);
+// OpenCLIP's evaluation transform for `mode`: the picture is resized to resized_width x
+// resized_height, and the S x S window at (left, top) of it is the output, where pixels outside
+// the resized picture are black (fill 0). shortest: resize_then_center_crop. longest: timm's
+// ResizeKeepRatio(S, longest=1), both sides round(side / ratio) with ratio = longer / S (Python's
+// round), then CenterCropOrPad(S): left = -((S - resized_width) / 2), top alike (negative: the
+// padding). squash: Resize((S, S)), no window offset.
+ResizeThenCrop eval_geometry(int width, int height, int S, model::ResizeMode mode);
 
 // An interleaved 8-bit image (channels 1 or 3, RGB order).
 struct Image {
@@ -101,7 +124,7 @@ class ImageProcessor {
   TransformSpec spec_;
   std::int64_t max_pixels_;
   void* tj_ = nullptr;
-  std::vector<std::uint8_t> scratch_, scratch2_, scratch3_;
+  std::vector<std::uint8_t> scratch_, scratch2_, scratch3_, scratch4_;
 };
 
 // Resizes so that the shorter side is `size` (bicubic; area filter when shrinking by 2x or more).

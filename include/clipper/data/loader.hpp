@@ -68,7 +68,10 @@ struct LoaderOptions {
 
   std::int64_t batch_size = 64;
   int image_size = 224;
-  bool train = true;       // RandomResizedCrop; false: resize + center crop, no shuffles
+  bool train = true;  // RandomResizedCrop; false: resize + center crop, no shuffles
+  // Evaluation (train = false): the model's preprocess_cfg, as OpenCLIP's image_transform.
+  model::ResizeMode resize_mode = model::ResizeMode::shortest;
+  model::Interpolation interpolation = model::Interpolation::bicubic;
   bool drop_last = false;  // true: every rank gets floor(N / (W*B)) full batches per epoch
   int rank = 0;
   int world_size = 1;

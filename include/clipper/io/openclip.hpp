@@ -16,7 +16,18 @@
 #include "clipper/model/clip.hpp"
 #include "clipper/model/model_spec.hpp"
 
+namespace clipper::config {
+struct Config;
+}
+
 namespace clipper::io {
+
+// The model a run's config describes: model.name's architecture with the run's model.force_*
+// overrides (image size, QuickGELU, patch dropout) and, for loss.kind siglip, the SigLIP init.
+// The one description of a run's model: training (session), evaluation and embedding of its
+// checkpoints (described_model) and their export (load_checkpoint_model) all build it here.
+// model.name must be set.
+model::ModelSpec run_model_spec(const config::Config& run);
 
 // OpenCLIP's model_cfg for a spec, as JSON text (what open_clip's CLIP(**model_cfg) takes).
 std::string openclip_model_cfg_json(const model::ModelSpec& spec);
@@ -76,7 +87,8 @@ std::string resolve_weights(const std::string& path);
 // what resolve_weights returned: an export's open_clip_model.safetensors, whose
 // open_clip_config.json (written by clipper: it has a "clipper" section) holds the architecture,
 // the preprocessing and the tokenizer; or a checkpoint's model.safetensors, whose config.yaml
-// names the model (with the run's SigLIP init). nullopt when the weights do not say.
+// names the model (run_model_spec: its overrides and SigLIP init). nullopt when the weights do
+// not say.
 std::optional<model::ModelSpec> described_model(const std::string& weights);
 // "" when `a` and `b` are the same architecture (OpenCLIP's model_cfg, init values aside), else
 // the fields that differ, e.g. "vision_cfg.width 192 vs 16, embed_dim 128 vs 64".

@@ -33,8 +33,8 @@ class ClipImpl : public torch::nn::Module {
   // images: float [B, 3, H, W], already normalized.
   at::Tensor encode_image(const at::Tensor& images, bool normalize = true);
   // tokens: int64 [B, L] with L <= context_length; pooled at the end-of-text token, found as the
-  // position of the largest id in each row (OpenCLIP's argmax rule; spec.text_pool_type "eos"
-  // takes the first spec.text_eos_id instead, for tokenizers whose end id is not the largest).
+  // position of the largest id in each row (OpenCLIP's argmax rule; spec.text_pool eos takes the
+  // first spec.text_eos_id instead, for tokenizers whose end id is not the largest; first, last).
   at::Tensor encode_text(const at::Tensor& tokens, bool normalize = true);
   ClipOutput forward(const at::Tensor& images, const at::Tensor& tokens);
 

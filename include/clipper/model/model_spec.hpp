@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "clipper/model/preprocess.hpp"
+
 namespace clipper::model {
 
 struct ModelSpec {
@@ -33,9 +35,8 @@ struct ModelSpec {
   std::int64_t text_heads = 8;
   std::int64_t text_layers = 12;
   double text_mlp_ratio = 4.0;
-  // Which token's output is the text feature (OpenCLIP's text_cfg.pool_type): "argmax" (the
-  // largest id, the CLIP tokenizer's end-of-text), "eos" (the first `eos_id`), "first", "last".
-  std::string text_pool_type = "argmax";
+  // Which token's output is the text feature (OpenCLIP's text_cfg.pool_type; preprocess.hpp).
+  TextPool text_pool = TextPool::argmax;
   std::int64_t text_eos_id = 2;
   std::string tokenizer = "clip";  // "clip" or "sentencepiece:PATH"
 
@@ -46,8 +47,8 @@ struct ModelSpec {
   // Preprocessing (OpenCLIP's preprocess_cfg).
   std::array<double, 3> mean{0.48145466, 0.4578275, 0.40821073};
   std::array<double, 3> std{0.26862954, 0.26130258, 0.27577711};
-  std::string interpolation = "bicubic";
-  std::string resize_mode = "shortest";
+  Interpolation interpolation = Interpolation::bicubic;
+  ResizeMode resize_mode = ResizeMode::shortest;
 
   bool is_resnet() const { return !vision_resnet_layers.empty(); }
   std::int64_t vision_heads() const;
@@ -71,8 +72,10 @@ void apply_overrides(ModelSpec& spec, const SpecOverrides& o);
 // configs/models, then the source tree's configs/models. An unknown name lists the known ones.
 ModelSpec load_model_spec(const std::string& name_or_path);
 // The init a SigLIP loss needs, as OpenCLIP's --siglip sets it: logit scale ln 10 and logit bias
-// -10. A spec whose file sets init_logit_bias (a SigLIP architecture) keeps its own values, and
-// weights loaded afterwards (model.init_from, --weights) overwrite both.
+// -10, over whatever the file says (open_clip_train's main.py passes both as model kwargs, which
+// create_model applies after the architecture file: a file setting only init_logit_bias, as
+// open_clip's ViT-B-16-SigLIP.json, still starts at ln 10). Weights loaded afterwards
+// (model.init_from, --weights) overwrite both.
 void use_siglip_init(ModelSpec& spec);
 // Parses one YAML document; `origin` names it in errors.
 ModelSpec parse_model_spec(const std::string& yaml_text, const std::string& name,

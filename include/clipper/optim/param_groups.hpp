@@ -1,6 +1,9 @@
 #pragma once
-// Parameter groups as OpenCLIP makes them: no weight decay for tensors with fewer than 2 dims,
-// biases, norms ("bn"/"ln" in the name) and logit_scale; weight decay for everything else. With
+// Parameter groups as OpenCLIP makes them. Which parameters skip weight decay is optim.no_decay's
+// rule (config::NoDecay): open_clip 3.3.0's main.py (openclip3: tensors with fewer than 2 dims,
+// biases, norms ("bn"/"ln" in the name) and logit_scale) or open_clip main's optim.py (modern:
+// 1-dim tensors plus CLIP's no_weight_decay() names, positional_embedding,
+// visual.positional_embedding and visual.class_embedding); the rest is decayed. With
 // layer-wise learning-rate decay or per-tower rates, each group also carries an lr scale and the
 // parameters are grouped by (lr scale, weight decay), as OpenCLIP's layer_decay_param_groups.
 #include <ATen/core/Tensor.h>
@@ -23,11 +26,16 @@ struct ParamGroup {
   double lr_scale = 1.0;  // the group's learning rate is the schedule's times this
 };
 
-// True when OpenCLIP would exclude the parameter from weight decay.
-bool excluded_from_decay(const std::string& name, const at::Tensor& param);
+// The rule a run uses: optim.no_decay, auto resolved (modern with layer decay, else openclip3).
+config::NoDecay no_decay_rule(const config::OptimConfig& optim);
+// True when `rule` (openclip3 or modern; auto reads as openclip3) excludes the parameter from
+// weight decay.
+bool excluded_from_decay(const std::string& name, const at::Tensor& param,
+                         config::NoDecay rule = config::NoDecay::openclip3);
 // {decayed group, undecayed group}; parameters that do not require grad (locked towers) are left
 // out.
-std::vector<ParamGroup> make_param_groups(const torch::nn::Module& model, double weight_decay);
+std::vector<ParamGroup> make_param_groups(const torch::nn::Module& model, double weight_decay,
+                                          config::NoDecay rule = config::NoDecay::openclip3);
 
 // The learning-rate scale of every parameter of `model` (OpenCLIP names), in named_parameters()
 // order. Layer groups, input to output, as OpenCLIP's layer_groups(): ViT [conv1, class and

@@ -120,7 +120,6 @@ class TrainStep {
  private:
   // Backward has run when these return; the value is the (last) loss.
   at::Tensor forward_backward(const std::vector<MicroBatch>& micro, StepResult& r);
-  at::Tensor forward_backward_single(const MicroBatch& micro);
   at::Tensor forward_backward_accumulated(const std::vector<MicroBatch>& micro, StepResult& r);
   // The teacher's features of a batch (no grad; the caller's autocast).
   model::ClipOutput teach(const at::Tensor& images, const at::Tensor& tokens);

@@ -5,7 +5,10 @@
 // by parameter index in its param groups' order, which main.py builds as: group 0, the trainable
 // parameters excluded from weight decay (ndim < 2, or "bn", "ln", "bias", "logit_scale" in the
 // name), group 1, the other trainable ones, each in named_parameters() order. That order maps each
-// index to an OpenCLIP name, which is clipper's parameter name.
+// index to an OpenCLIP name, which is clipper's parameter name. A file whose group sizes fit
+// open_clip main's split instead (optim.no_decay modern) is read with that one. The run keeps the
+// file's rule: optim.no_decay auto with checkpoint.resume_openclip is openclip3
+// (train::StepConfig::from).
 #include <cstdint>
 #include <string>
 
@@ -28,6 +31,9 @@ struct OpenClipResume {
   optim::FlatShards moments;   // AdamW's moments and step counts by clipper name, whole (1 rank)
   double optimizer_steps = 0;  // AdamW's largest step count: the optimizer steps OpenCLIP took
   bool has_scaler = false;     // a GradScaler state (amp), which clipper does not use
+  // The weight-decay split the file's two groups were made with, told by their sizes: open_clip
+  // 3.3.0's main.py (openclip3) or open_clip main's optim.py (modern).
+  config::NoDecay no_decay = config::NoDecay::openclip3;
 };
 
 // Reads `path` and maps its AdamW state onto `model`'s trainable parameters. InputError naming
@@ -36,9 +42,11 @@ struct OpenClipResume {
 // parameters the file lacks; a weight or moment of another shape; param groups that do not split
 // as main.py's do (another model or other locked towers); state that is not AdamW's (other keys),
 // amsgrad or maximize. The run's settings win over the file's: a beta, eps or weight decay that
-// differs from `adamw` / `weight_decay` is logged as a warning.
+// differs from `adamw` / `weight_decay`, or a weight-decay split other than `no_decay` (the run's
+// rule), is logged as a warning.
 OpenClipResume read_openclip_resume(const std::string& path, const model::ClipImpl& model,
-                                    const optim::AdamWOptions& adamw, double weight_decay);
+                                    const optim::AdamWOptions& adamw, double weight_decay,
+                                    config::NoDecay no_decay = config::NoDecay::openclip3);
 
 // The weights into the step's model and the moments into its optimizer (any dist.zero, any
 // world size: each rank takes its own shard of the whole moments); a weight average restarts at
