@@ -51,6 +51,10 @@ SuitePlan plan_suite(const std::vector<std::string>& folders, Suite suite,
     else
       plan.run.emplace_back(t, open_benchmark_dataset(t.folder, overrides));
   }
+  if (plan.run.empty())
+    throw core::InputError("benchmark: every task of the suite is skipped (" +
+                           plan.skipped.front().name + ": " + plan.skipped.front().skip +
+                           "; ...): nothing to run");
   suite.tasks = std::move(tasks);
   plan.suite = std::move(suite);
   return plan;

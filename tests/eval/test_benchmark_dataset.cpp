@@ -263,6 +263,9 @@ TEST(BenchmarkDataset, ClassPerSubfolderTree) {
 TEST(BenchmarkSuite, PlanOpensEveryFolderFirstAndListsSkips) {
   EXPECT_THROW(ce::plan_suite({}, {}, {}), clipper::core::InputError);
   clipper::test::TempDir dir;
+  // No folder of the suite under the root: nothing to run is an error, not an empty success.
+  EXPECT_THROW(ce::plan_suite({}, ce::read_suite("datacomp", dir.path().string()), {}),
+               clipper::core::InputError);
   dir.write("wds_imagenet1k_test/test/nshards.txt", "1\n");
   dir.write("wds_imagenet1k_test/classnames.txt", "a\nb\n");
   const auto plan = ce::plan_suite({}, ce::read_suite("datacomp", dir.path().string()), {});
