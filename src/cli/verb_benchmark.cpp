@@ -1,10 +1,7 @@
 // clipper benchmark --weights PATH (--dataset DIR... | --suite FILE) [--output-dir DIR]
-#include <sys/stat.h>
-
 #include <iostream>
 #include <memory>
 
-#include "clipper/core/atomic_file.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/eval/benchmark.hpp"
 #include "clipper/io/openclip.hpp"
@@ -25,41 +22,11 @@ struct BenchmarkArgs {
   config::Device device = config::Device::automatic;
 };
 
-// mkdir -p; a failure shows when the first result is written, naming the file.
-void make_folders(const std::string& dir) {
-  for (std::size_t p = dir.find('/', 1);; p = dir.find('/', p + 1)) {
-    ::mkdir(dir.substr(0, p).c_str(), 0755);
-    if (p == std::string::npos) break;
-  }
-}
-
-// The datasets to run: --dataset folders, then the suite's tasks.
-eval::Suite gather_tasks(const BenchmarkArgs& a) {
-  eval::Suite suite;
-  if (!a.suite.empty()) suite = eval::read_suite(a.suite, a.dataset_root);
-  std::vector<eval::SuiteTask> tasks;
-  for (const auto& f : a.datasets) tasks.push_back({f, f, "", ""});
-  tasks.insert(tasks.end(), suite.tasks.begin(), suite.tasks.end());
-  suite.tasks = std::move(tasks);
-  if (suite.tasks.empty())
-    throw core::InputError("benchmark: give --dataset DIR (repeatable) or --suite FILE");
-  return suite;
-}
-
 int run_benchmark_verb(const BenchmarkArgs& a) {
-  const auto suite = gather_tasks(a);
-  std::vector<std::pair<const eval::SuiteTask*, eval::BenchmarkDataset>> todo;
-  nlohmann::ordered_json skipped = nlohmann::ordered_json::array();
-  for (const auto& t : suite.tasks) {  // every folder checked before the model loads
-    if (!t.skip.empty()) {
-      skipped.push_back({{"task", t.name}, {"reason", t.skip}});
-      std::cout << "skipping " << t.name << ": " << t.skip << "\n";
-      continue;
-    }
-    todo.emplace_back(&t, eval::open_benchmark_dataset(t.folder, a.overrides));
-  }
-  make_folders(a.out_dir);
-
+  // Every folder is opened before the model loads: a typo fails in a second.
+  const auto plan = eval::plan_suite(
+      a.datasets, a.suite.empty() ? eval::Suite{} : eval::read_suite(a.suite, a.dataset_root),
+      a.overrides);
   config::Config cfg;
   cfg.model.name = a.model;
   cfg.train.device = a.device;
@@ -71,48 +38,9 @@ int run_benchmark_verb(const BenchmarkArgs& a) {
   auto options = a.options;
   options.reader.transparency =
       data::parse_transparency(a.transparency, "benchmark: --transparency");
-
-  std::vector<eval::BenchmarkResult> results;
-  std::vector<std::pair<std::string, double>> scores;
-  nlohmann::ordered_json rows = nlohmann::ordered_json::array();
-  for (const auto& [task, d] : todo) {
-    results.push_back(eval::run_benchmark(*s.model, *s.tokenizer, s.device, prepare, d, options));
-    const auto& r = results.back();
-    const auto j = eval::result_json(r, s.spec.name, a.weights, a.language);
-    const auto file =
-        a.out_dir + "/" + eval::result_file_name(r, s.spec.name, a.weights, a.language);
-    core::write_file_atomic(file, j.dump() + "\n");
-    auto row = j;
-    row["name"] = task->name;
-    if (!task->main_metric.empty()) {
-      const auto v = eval::metric_value(r.metrics, task->main_metric);
-      row["main_metric"] = v ? nlohmann::ordered_json(*v) : nlohmann::ordered_json();
-      if (v) scores.emplace_back(task->name, *v);
-    }
-    row["samples"] = r.samples;
-    row["seconds"] = r.seconds;
-    row["images_per_s"] = r.seconds > 0 ? static_cast<double>(r.samples) / r.seconds : 0.0;
-    row["file"] = file;
-    rows.push_back(row);
-    std::cout << "wrote " << file << " (" << r.samples << " samples, " << r.seconds << " s)\n";
-  }
-  nlohmann::ordered_json summary;
-  summary["model"] = s.spec.name;
-  summary["pretrained"] = a.weights;
-  if (!suite.name.empty()) summary["suite"] = suite.name;
-  summary["results"] = rows;
-  summary["skipped"] = skipped;
-  if (!suite.groups.empty() || !scores.empty())
-    summary["aggregates"] = eval::aggregate_scores(suite, scores);
-  core::write_file_atomic(a.out_dir + "/benchmark_summary.json", summary.dump(2) + "\n");
-  std::cout << eval::results_table(results);
-  if (summary.contains("aggregates"))
-    for (auto it = summary["aggregates"].begin(); it != summary["aggregates"].end(); ++it)
-      std::cout << it.key() << ": "
-                << (it.value()["score"].is_null()
-                        ? std::string("n/a")
-                        : std::to_string(it.value()["score"].get<double>()))
-                << " (" << it.value()["tasks"] << " of " << it.value()["of"] << " tasks)\n";
+  const auto report = eval::run_suite(*s.model, *s.tokenizer, s.device, prepare, plan, options,
+                                      {s.spec.name, a.weights, a.language, a.out_dir});
+  std::cout << eval::results_table(report.results) << eval::aggregates_text(report.summary);
   return 0;
 }
 

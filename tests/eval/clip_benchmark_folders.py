@@ -85,6 +85,8 @@ def main():
     cls = [[("png", png(images[i])), ("cls", str(int(labels[i])).encode())]
            for i in range(a.classification)]
     write_folder(os.path.join(a.out, "fmnist_cls"), cls, 2)
+    if a.multilabel == 0 and a.retrieval == 0:  # a classification folder only (speed runs)
+        return
 
     multi = []
     for i in range(a.multilabel):

@@ -259,3 +259,20 @@ TEST(BenchmarkDataset, ClassPerSubfolderTree) {
   write_text(root + "/classnames.txt", "cat\ndog\nbird\n");
   EXPECT_THROW(ce::open_benchmark_dataset(root).tree_files("val"), clipper::core::InputError);
 }
+
+TEST(BenchmarkSuite, PlanOpensEveryFolderFirstAndListsSkips) {
+  EXPECT_THROW(ce::plan_suite({}, {}, {}), clipper::core::InputError);
+  clipper::test::TempDir dir;
+  // No folder of the suite under the root: nothing to run is an error, not an empty success.
+  EXPECT_THROW(ce::plan_suite({}, ce::read_suite("datacomp", dir.path().string()), {}),
+               clipper::core::InputError);
+  dir.write("wds_imagenet1k_test/test/nshards.txt", "1\n");
+  dir.write("wds_imagenet1k_test/classnames.txt", "a\nb\n");
+  const auto plan = ce::plan_suite({}, ce::read_suite("datacomp", dir.path().string()), {});
+  ASSERT_EQ(plan.run.size(), 1u);
+  EXPECT_EQ(plan.run[0].first.name, "ImageNet 1k");
+  EXPECT_EQ(plan.run[0].second.classnames.size(), 2u);
+  EXPECT_EQ(plan.skipped.size(), 37u);
+  // A --dataset folder that is not a dataset fails the plan, before any model is loaded.
+  EXPECT_THROW(ce::plan_suite({dir.file("nothing")}, {}, {}), clipper::core::InputError);
+}

@@ -87,6 +87,34 @@ std::optional<double> metric_value(const nlohmann::ordered_json& metrics,
 nlohmann::ordered_json aggregate_scores(const Suite& suite,
                                         const std::vector<std::pair<std::string, double>>& scores);
 
+// A suite ready to run: every folder it runs opened (its metadata checked) before a model loads.
+struct SuitePlan {
+  Suite suite;
+  std::vector<std::pair<SuiteTask, BenchmarkDataset>> run;
+  std::vector<SuiteTask> skipped;
+};
+// `folders` (--dataset) first, then `suite`'s tasks; InputError when there is nothing to run.
+SuitePlan plan_suite(const std::vector<std::string>& folders, Suite suite,
+                     const DatasetOverrides& overrides);
+
+// How results are named and where they go (CLIP_benchmark's fields).
+struct ResultNaming {
+  std::string model, pretrained, language = "en", out_dir = ".";
+};
+struct SuiteReport {
+  std::vector<BenchmarkResult> results;
+  nlohmann::ordered_json summary;  // what benchmark_summary.json holds
+};
+// Runs every task of `plan`, writes each result's JSON into naming.out_dir (made when missing) as
+// it finishes, then benchmark_summary.json: {model, pretrained, suite, results: [result JSON +
+// name, main_metric, samples, seconds, images_per_s, file], skipped: [{task, reason}],
+// aggregates}.
+SuiteReport run_suite(model::ClipImpl& model, const tokenizer::Tokenizer& tok, at::Device device,
+                      const Prepare& prepare, const SuitePlan& plan,
+                      const BenchmarkOptions& options, const ResultNaming& naming);
+// The summary's aggregates as lines ("VTAB: 0.5123 (13 of 13 tasks)"); empty without any.
+std::string aggregates_text(const nlohmann::ordered_json& summary);
+
 // The console table: one row per dataset, its task and its metrics.
 std::string results_table(const std::vector<BenchmarkResult>& results);
 
