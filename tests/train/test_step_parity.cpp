@@ -107,8 +107,13 @@ void expect_step_parity(const Case& c) {
     EXPECT_LE(std::abs(ours[s] - want), 1e-5 * std::abs(want))
         << c.model << " step " << s + 1 << ": clipper " << ours[s] << ", open_clip " << want;
   }
-  // Parameters within 1e-5; BatchNorm's running statistics (sums of batch means and variances,
-  // which grow with the activations) within 1e-5 of their magnitude.
+  // Parameters within 1e-5 or 5 % of one step's size (lr), whichever is larger: AdamW turns
+  // gradients that differ at rounding level into steps of a fraction of lr, so where the bound
+  // lands depends on the CPU's kernels (tiny-fmnist-vit at lr 5e-4: 4.3e-6 on the 2026-12-01
+  // machine, 1.25e-5 in token_embedding.weight on the AVX-512 FP16 Xeon of 2026-12-07, with the
+  // losses equal to 2e-6 on both). BatchNorm's running statistics (sums of batch means and
+  // variances, which grow with the activations) within 1e-5 of their magnitude.
+  const double param_tol = std::max(1e-5, 0.05 * c.lr);
   double worst = 0;
   std::string where;
   for (const auto& [name, t] : io::model_state_dict(*step.model())) {
@@ -116,7 +121,7 @@ void expect_step_parity(const Case& c) {
     const auto ref = theirs.at(name).to(at::kDouble);
     const double d = (t.to(at::kDouble) - ref).abs().max().item<double>();
     const bool stat = name.find(".running_") != std::string::npos;
-    const double tol = stat ? 1e-5 * std::max(1.0, ref.abs().max().item<double>()) : 1e-5;
+    const double tol = stat ? 1e-5 * std::max(1.0, ref.abs().max().item<double>()) : param_tol;
     EXPECT_LE(d, tol) << c.model << " " << name << " after " << kSteps << " steps";
     if (d > worst) {
       worst = d;
