@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "clipper/core/error.hpp"
@@ -526,6 +527,36 @@ Cursor Loader::Impl::resplit_cursor(const std::vector<Saved>& saved) const {
   return c;
 }
 
+namespace {
+
+// A state saved inside a re-split epoch names the layout its pieces were cut for. One the data
+// cannot feed is the state's fault: an InputError naming it here, not a worker that fails to
+// start later with an internal error.
+void check_saved_layout(const ShardList& list, const LoaderOptions& o, const Cursor& c,
+                        const std::string& what) {
+  if (c.pieces.empty()) return;
+  LoaderOptions saved = o;
+  saved.world_size = c.base.world;
+  saved.workers = c.base.workers;
+  try {
+    std::set<int> ranks;
+    for (int w = 0; w < o.workers; ++w)
+      for (const auto& p : detail::rest_of(c, w, o.rank, o.workers)) ranks.insert(p.rank);
+    for (int r : ranks) {
+      saved.rank = r;
+      detail::plan_epoch(list, saved, c.epoch, c.base.T);
+    }
+  } catch (const core::InputError&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw core::InputError(what + "names a re-split layout of " + std::to_string(c.base.world) +
+                           " rank(s) x " + std::to_string(c.base.workers) +
+                           " workers that the data cannot feed: " + e.what());
+  }
+}
+
+}  // namespace
+
 void Loader::load_state(const nlohmann::json& j) {
   load_states({j});
 }
@@ -541,6 +572,7 @@ void Loader::load_states(const std::vector<nlohmann::json>& states) {
       m.check_same_data(states[i], what);
     }
     Cursor c = m.resume_cursor(saved, what);
+    check_saved_layout(m.list, m.o, c, what);
     m.shutdown();
     m.failed.clear();
     m.returned = std::move(c);
