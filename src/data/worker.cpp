@@ -109,10 +109,9 @@ class Worker {
   bool skip_one(Pulled& p) {
     const std::string* img = find_image(p.sample, o_.image_keys);
     std::int64_t label = -1;
-    const bool good =
-        img && extract_text(p.sample, o_.text_key, &text_) &&
-        (o_.label_key.empty() || extract_label(p.sample, o_.label_key, &label)) &&
-        proc_.check(*img, nullptr) == ImageError::none;
+    const bool good = img && extract_text(p.sample, o_.text_key, &text_) &&
+                      (o_.label_key.empty() || extract_label(p.sample, o_.label_key, &label)) &&
+                      proc_.check(*img, nullptr) == ImageError::none;
     if (!good) return bad_limit_ok();
     bad_in_row_ = 0;
     --skip_good_;

@@ -283,10 +283,10 @@ void Trainer::Impl::map_onto_layout() {
   CLIPPER_INFO("the checkpoint counted steps of "
                << saved.text() << " (step " << counters.global_step << " of "
                << counters.saved_total_steps << ", "
-               << percent(counters.global_step, counters.saved_total_steps)
-               << "); this run has " << counters.layout.text() << ": epoch " << at.epoch
-               << " has " << left << " step(s) left, so training goes on at step " << mapped
-               << " of " << total_steps << " (" << percent(mapped, total_steps) << ")");
+               << percent(counters.global_step, counters.saved_total_steps) << "); this run has "
+               << counters.layout.text() << ": epoch " << at.epoch << " has " << left
+               << " step(s) left, so training goes on at step " << mapped << " of " << total_steps
+               << " (" << percent(mapped, total_steps) << ")");
   counters.global_step = mapped;
 }
 
@@ -358,12 +358,13 @@ void Trainer::Impl::wait_for_first_batches() {
   while (!s.pg->all(loader->ready(round_s))) {
     if (said || since(start) < 10) continue;
     said = true;
-    CLIPPER_INFO("waiting for every rank's first batch (a re-split resume first skips the "
-                 "samples other ranks train) ...");
+    CLIPPER_INFO(
+        "waiting for every rank's first batch (a re-split resume first skips the "
+        "samples other ranks train) ...");
   }
   if (said || since(start) > 2)
     CLIPPER_INFO("every rank has its first batch after " << std::fixed << std::setprecision(1)
-                                                          << since(start) << " s");
+                                                         << since(start) << " s");
 }
 
 // An accumulated step never straddles two epochs (OpenCLIP's rule, docs/training.md): the

@@ -310,9 +310,13 @@ TEST(Image, CheckSaysWhatProcessWould) {
   const cv::Mat colour = test::test_image(300, 200, 3);
   cv::Mat grey;
   cv::cvtColor(test::test_image(64, 48, 1), grey, cv::COLOR_BGR2GRAY);
-  std::vector<std::string> files = {test::encode(colour, ".jpg"), test::encode(grey, ".jpg"),
-                                    test::encode(colour, ".png"), test::encode(colour, ".webp"),
-                                    "", "not an image", "\xff\xd8\xff\xe0garbage"};
+  std::vector<std::string> files = {test::encode(colour, ".jpg"),
+                                    test::encode(grey, ".jpg"),
+                                    test::encode(colour, ".png"),
+                                    test::encode(colour, ".webp"),
+                                    "",
+                                    "not an image",
+                                    "\xff\xd8\xff\xe0garbage"};
   tjhandle h = tjInitCompress();
   std::vector<std::uint8_t> cmyk(32 * 32 * 4, 128);
   unsigned char* buf = nullptr;

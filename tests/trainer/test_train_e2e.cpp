@@ -719,9 +719,9 @@ TEST(TrainE2E, WorldSizeChangeTrainsTheEpochsAskedForEachSampleOnce) {
     const std::string launch =
         ranks == 1 ? ""
                    : clipper_bin() + " launch --nproc-per-node " + std::to_string(ranks) + " -- ";
-    return run(launch + clipper_bin() + " train " + cfg +
-               " --set train.max_steps=0 --set optim.warmup_steps=0 --set eval.zeroshot_shards=" +
-               args);
+    return run(
+        launch + clipper_bin() + " train " + cfg +
+        " --set train.max_steps=0 --set optim.warmup_steps=0 --set eval.zeroshot_shards=" + args);
   };
   const auto two = train(2, " --set train.run_name=two --set train.stop_at_step=2");
   const auto one = train(1, " --set train.run_name=one --set train.stop_at_step=2");
@@ -782,8 +782,8 @@ TEST(TrainE2E, AnAccumulatedStepNeverStraddlesTwoEpochs) {
   const auto a = run(clipper_bin() + " train " + cfg + args + " --set train.run_name=straight");
   const auto b1 = run(clipper_bin() + " train " + cfg + args +
                       " --set train.run_name=resumed --set train.stop_at_step=3");
-  const auto b2 = run(clipper_bin() + " train " + cfg + args +
-                      " --set train.run_name=resumed --resume latest");
+  const auto b2 =
+      run(clipper_bin() + " train " + cfg + args + " --set train.run_name=resumed --resume latest");
   unsetenv("CLIPPER_SAMPLE_LOG");
   ASSERT_EQ(a.exit_code, 0) << a.output;
   ASSERT_EQ(b1.exit_code, 75) << b1.output;
@@ -797,8 +797,8 @@ TEST(TrainE2E, AnAccumulatedStepNeverStraddlesTwoEpochs) {
   ASSERT_EQ(epochs.size(), 18u);
   for (std::size_t i = 0; i < epochs.size(); ++i)
     EXPECT_EQ(epochs[i], static_cast<std::int64_t>(i / 9)) << "micro-batch " << i;
-  const auto trainer =
-      nlohmann::json::parse(slurp(t.path() / "runs/straight/checkpoints/step_00000006/trainer.json"));
+  const auto trainer = nlohmann::json::parse(
+      slurp(t.path() / "runs/straight/checkpoints/step_00000006/trainer.json"));
   EXPECT_EQ(trainer.at("dropped_batches"), 1);  // epoch 1's is never read: the run ends first
   const auto la = losses(t.path() / "runs/straight"), lb = losses(t.path() / "runs/resumed");
   ASSERT_EQ(la.size(), 6u);
