@@ -606,17 +606,28 @@ void Manager::prune() noexcept {
   }
 }
 
-std::optional<Found> Manager::latest_valid() const {
-  const auto committed = list_committed(dir_);
+namespace {
+
+// The newest of `committed` that validates; each one skipped is warned about and its problem
+// appended to `problems`.
+std::optional<Found> newest_valid(const std::vector<Found>& committed, std::string* problems) {
   for (auto it = committed.rbegin(); it != committed.rend(); ++it) {
     try {
       validate(it->dir, /*check_crc=*/false);
       return *it;
     } catch (const InputError& e) {
       CLIPPER_WARN("skipping checkpoint " << it->dir << ": " << e.what());
+      *problems += std::string("\n  ") + e.what();
     }
   }
   return std::nullopt;
+}
+
+}  // namespace
+
+std::optional<Found> Manager::latest_valid() const {
+  std::string problems;
+  return newest_valid(list_committed(dir_), &problems);
 }
 
 // Only for a checkpoint of this run's folder (by identity: any spelling of its path), and only
@@ -639,15 +650,7 @@ void Manager::set_aside_after(const Found& chosen) {
 std::optional<Found> Manager::latest_for_resume() const {
   const auto committed = list_committed(dir_);
   std::string problems;
-  for (auto it = committed.rbegin(); it != committed.rend(); ++it) {
-    try {
-      validate(it->dir, /*check_crc=*/false);
-      return *it;
-    } catch (const InputError& e) {
-      CLIPPER_WARN("skipping checkpoint " << it->dir << ": " << e.what());
-      problems += std::string("\n  ") + e.what();
-    }
-  }
+  if (auto found = newest_valid(committed, &problems)) return found;
   if (committed.empty()) return std::nullopt;
   throw InputError("--resume latest: none of the " + std::to_string(committed.size()) +
                    " committed checkpoint(s) in '" + dir_ + "' can be resumed:" + problems +
