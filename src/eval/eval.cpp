@@ -133,7 +133,7 @@ RetrievalResult retrieval(model::ClipImpl& model, data::Loader& loader, const Pr
     txt.push_back(model.encode_text(b->tokens.to(images.device()), true).to(at::kFloat).cpu());
   }
   model.train(was_training);
-  const std::int64_t dim = model.text_projection.size(1);
+  const std::int64_t dim = model.spec().embed_dim;
   auto I = gather_rows(img.empty() ? at::zeros({0, dim}) : at::cat(img), pg);
   auto T = gather_rows(txt.empty() ? at::zeros({0, dim}) : at::cat(txt), pg);
   return retrieval_recall(I, T);

@@ -21,40 +21,85 @@ using core::InputError;
 namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;
 
-json model_cfg(const model::ModelSpec& s) {
+json vision_cfg(const model::ModelSpec& s) {
   json vision;
   vision["image_size"] = s.image_size;
-  if (s.is_resnet()) {
-    vision["layers"] = s.vision_resnet_layers;
-    vision["width"] = s.vision_width;
-    vision["patch_size"] = nullptr;
-  } else {
-    vision["layers"] = s.vision_layers;
-    vision["width"] = s.vision_width;
-    vision["patch_size"] = s.patch_size;
-    if (s.patch_dropout > 0.0) vision["patch_dropout"] = s.patch_dropout;
+  switch (s.image_tower) {
+    case model::ImageTowerKind::timm_vit:
+      // open_clip builds the trunk from timm's name; its sizes are timm's (see the clipper block
+      // of open_clip_config.json).
+      vision["timm_model_name"] = s.timm_model_name;
+      vision["timm_model_pretrained"] = false;
+      vision["timm_pool"] = model::name_of(s.vision_pool);
+      vision["timm_proj"] = "none";
+      if (s.patch_dropout > 0.0) vision["patch_dropout"] = s.patch_dropout;
+      return vision;
+    case model::ImageTowerKind::resnet:
+      vision["layers"] = s.vision_resnet_layers;
+      vision["width"] = s.vision_width;
+      vision["patch_size"] = nullptr;
+      break;
+    default:
+      vision["layers"] = s.vision_layers;
+      vision["width"] = s.vision_width;
+      vision["patch_size"] = s.patch_size;
+      if (s.patch_dropout > 0.0) vision["patch_dropout"] = s.patch_dropout;
   }
   vision["head_width"] = s.vision_head_width;
   vision["mlp_ratio"] = s.vision_mlp_ratio;
+  return vision;
+}
+
+// open_clip's text_cfg; the keys a CLIP config never had appear only when they differ from
+// open_clip's defaults, so the 2021 configs stay as OpenCLIP ships them.
+json text_cfg(const model::ModelSpec& s) {
   json text;
   text["context_length"] = s.context_length;
   text["vocab_size"] = s.vocab_size;
+  if (s.tokenizer.rfind("hf:", 0) == 0) {
+    text["hf_tokenizer_name"] = s.tokenizer.substr(3);
+    text["tokenizer_kwargs"] = {{"clean", s.tokenizer_clean}};
+  }
   text["width"] = s.text_width;
   text["heads"] = s.text_heads;
   text["layers"] = s.text_layers;
   text["mlp_ratio"] = s.text_mlp_ratio;
-  if (s.text_pool != model::TextPool::argmax) {
-    text["pool_type"] = model::name_of(s.text_pool);
-    text["eos_id"] = s.text_eos_id;
-  }
+  if (s.text_no_causal_mask) text["no_causal_mask"] = true;
+  if (s.text_proj_bias) text["proj_bias"] = true;
+  if (s.text_proj_none) text["proj_type"] = "none";
+  if (s.text_pool != model::TextPool::argmax) text["pool_type"] = model::name_of(s.text_pool);
+  if (s.text_pool == model::TextPool::eos) text["eos_id"] = s.text_eos_id;
+  if (s.text_norm_eps != 1e-5) text["norm_kwargs"] = {{"eps", s.text_norm_eps}};
+  if (s.text_act == model::Activation::gelu_tanh)
+    text["act_kwargs"] = {{"approximate", "tanh"}};
+  return text;
+}
+
+json model_cfg(const model::ModelSpec& s) {
   json cfg;
   cfg["embed_dim"] = s.embed_dim;
   cfg["quick_gelu"] = s.quick_gelu;
   cfg["init_logit_scale"] = s.init_logit_scale;
   if (s.init_logit_bias) cfg["init_logit_bias"] = *s.init_logit_bias;
-  cfg["vision_cfg"] = vision;
-  cfg["text_cfg"] = text;
+  if (s.custom_text) cfg["custom_text"] = true;
+  cfg["vision_cfg"] = vision_cfg(s);
+  cfg["text_cfg"] = text_cfg(s);
   return cfg;
+}
+
+// The sizes of a timm trunk, as timm's VisionTransformer takes them: open_clip ignores them (it
+// builds the trunk from timm_model_name); they say what the weights are, and let a test register
+// a trunk timm does not ship (tiny-siglip).
+json timm_trunk(const model::ModelSpec& s) {
+  return {{"img_size", s.image_size},
+          {"patch_size", s.patch_size},
+          {"embed_dim", s.vision_width},
+          {"depth", s.vision_layers},
+          {"num_heads", s.vision_heads()},
+          {"mlp_ratio", s.vision_mlp_ratio},
+          {"act", model::name_of(s.vision_act)},
+          {"norm_eps", s.vision_norm_eps},
+          {"global_pool", model::name_of(s.vision_pool)}};
 }
 
 // At most `limit` items of `names`, then a count of the rest.
@@ -94,6 +139,7 @@ std::string openclip_config_json(const model::ModelSpec& s) {
   root["preprocess_cfg"] = pre;
   // Ignored by open_clip; tells clipper (and a reader) where the files came from.
   root["clipper"] = {{"model", s.name}, {"tokenizer", s.tokenizer}, {"version", core::version()}};
+  if (s.image_tower == model::ImageTowerKind::timm_vit) root["clipper"]["timm_trunk"] = timm_trunk(s);
   return root.dump(2) + "\n";
 }
 
@@ -232,7 +278,7 @@ void resize_pos_embeds(const model::ClipImpl& model, TensorList& tensors,
                                << t.size(0) - 1 << " cells to a " << grid << "x" << grid
                                << " grid");
       t = resize_image_pos_embed(t, grid, origin);
-    } else if (name == "positional_embedding") {
+    } else if (name == "positional_embedding" || name == "text.positional_embedding") {
       const auto& want = model.positional_embedding;
       if (t.sizes() == want.sizes() || t.dim() != 2 || t.size(1) != want.size(1)) continue;
       CLIPPER_INFO("weights '" << origin << "': resizing the text position embedding from "

@@ -2,15 +2,14 @@
 
 #include <algorithm>
 
+#include "clipper/model/image_tower.hpp"
 #include "clipper/model/transformer.hpp"
+#include "tower_costs.hpp"
 
 namespace clipper::model {
-namespace {
 
 using i64 = std::int64_t;
 
-// One residual attention block over `tokens` tokens of width d (causal or not: SDPA computes the
-// full score matrix either way on the math path; OpenCLIP's profile counts it whole).
 double block_flops(double tokens, double d, double mlp) {
   const double qkv = 2.0 * tokens * d * 3.0 * d;
   const double scores = 2.0 * tokens * tokens * d;
@@ -20,7 +19,6 @@ double block_flops(double tokens, double d, double mlp) {
   return qkv + scores + values + out + ffn;
 }
 
-// The same block computed for one query token (keys and values over all `tokens`).
 double pooled_block_flops(double tokens, double d, double mlp) {
   const double kv = 2.0 * tokens * d * 2.0 * d;
   const double q = 2.0 * d * d;
@@ -38,6 +36,8 @@ i64 block_params(i64 d, i64 mlp) {
          + d * mlp + mlp      // c_fc
          + mlp * d + d;       // c_proj
 }
+
+namespace {
 
 double conv_flops(double out_hw, double in_c, double out_c, double k) {
   return 2.0 * out_hw * out_hw * in_c * out_c * k * k;
@@ -81,43 +81,78 @@ i64 walk_resnet(const ModelSpec& s, Conv conv, Bn bn) {
 
 }  // namespace
 
+ImageTowerCost resnet_cost(const ModelSpec& s, bool /*training*/) {
+  ImageTowerCost cost;
+  double convs = 0.0;
+  i64 n = 0;
+  const i64 final_size = walk_resnet(
+      s,
+      [&](i64 hw, i64 in, i64 out, i64 k) {
+        convs += conv_flops(hw, in, out, k);
+        n += in * out * k * k;
+      },
+      [&](i64 c) { n += 2 * c; });
+  const i64 ci = s.vision_width * 32;
+  n += (final_size * final_size + 1) * ci  // attnpool positional embedding
+       + 3 * (ci * ci + ci)                // q, k, v
+       + ci * s.embed_dim + s.embed_dim;   // c_proj
+  cost.params = n;
+  const double c = static_cast<double>(ci);
+  const double l = static_cast<double>(final_size * final_size + 1);
+  const double attnpool = 2.0 * l * c * 3.0 * c + 2.0 * 2.0 * l * l * c +
+                          2.0 * l * c * static_cast<double>(s.embed_dim);
+  cost.flops = convs + attnpool;
+  // One query: its q projection, its scores and values, its output projection.
+  const double one = 2.0 * c * c + 2.0 * 2.0 * l * c + 2.0 * c * static_cast<double>(s.embed_dim);
+  cost.skipped = attnpool - (2.0 * l * c * 2.0 * c + one);
+  return cost;
+}
+
+ImageTowerCost openclip_vit_cost(const ModelSpec& s, bool training) {
+  ImageTowerCost cost;
+  const i64 di = s.vision_width;
+  const i64 grid = s.image_size / s.patch_size;
+  const i64 patches = grid * grid;
+  const i64 mlp_i = mlp_width(di, s.vision_mlp_ratio);
+  cost.params = di * 3 * s.patch_size * s.patch_size  // conv1
+                + di + (patches + 1) * di             // class + positional embedding
+                + 4 * di                              // ln_pre, ln_post
+                + s.vision_layers * block_params(di, mlp_i) + di * s.embed_dim;  // proj
+  i64 kept = patches;
+  if (training && s.patch_dropout > 0.0)
+    kept = std::max<i64>(1,
+                         static_cast<i64>(static_cast<double>(patches) * (1.0 - s.patch_dropout)));
+  const double tokens = static_cast<double>(kept + 1);
+  const double d = static_cast<double>(di), mlp = static_cast<double>(mlp_i);
+  cost.tokens = static_cast<double>(patches + 1);
+  cost.flops = 2.0 * static_cast<double>(patches) * 3.0 *
+                   static_cast<double>(s.patch_size * s.patch_size) * d +
+               static_cast<double>(s.vision_layers) * block_flops(tokens, d, mlp) +
+               2.0 * d * static_cast<double>(s.embed_dim);
+  if (s.vision_layers > 0) cost.skipped = block_flops(tokens, d, mlp) - pooled_block_flops(tokens, d, mlp);
+  return cost;
+}
+
+namespace {
+
+i64 text_projection_params(const ModelSpec& s) {
+  if (s.text_proj_none) return 0;
+  return s.text_width * s.embed_dim + (s.text_proj_bias ? s.embed_dim : 0);
+}
+
+}  // namespace
+
 FlopCount count_forward_flops(const ModelSpec& s, bool training) {
   FlopCount f;
-  if (s.is_resnet()) {
-    double convs = 0.0;
-    const i64 final_size = walk_resnet(
-        s, [&](i64 hw, i64 in, i64 out, i64 k) { convs += conv_flops(hw, in, out, k); },
-        [](i64) {});
-    const double c = static_cast<double>(s.vision_width * 32);
-    const double l = static_cast<double>(final_size * final_size + 1);
-    const double attnpool = 2.0 * l * c * 3.0 * c + 2.0 * 2.0 * l * l * c +
-                            2.0 * l * c * static_cast<double>(s.embed_dim);
-    f.image = convs + attnpool;
-    // One query: its q projection, its scores and values, its output projection.
-    const double one = 2.0 * c * c + 2.0 * 2.0 * l * c + 2.0 * c * static_cast<double>(s.embed_dim);
-    f.skipped += attnpool - (2.0 * l * c * 2.0 * c + one);
-  } else {
-    const double d = static_cast<double>(s.vision_width);
-    const i64 grid = s.image_size / s.patch_size;
-    const i64 patches = grid * grid;
-    i64 kept = patches;
-    if (training && s.patch_dropout > 0.0)
-      kept = std::max<i64>(
-          1, static_cast<i64>(static_cast<double>(patches) * (1.0 - s.patch_dropout)));
-    const double tokens = static_cast<double>(kept + 1);
-    const double mlp = static_cast<double>(mlp_width(s.vision_width, s.vision_mlp_ratio));
-    f.image = 2.0 * static_cast<double>(patches) * 3.0 *
-                  static_cast<double>(s.patch_size * s.patch_size) * d +
-              static_cast<double>(s.vision_layers) * block_flops(tokens, d, mlp) +
-              2.0 * d * static_cast<double>(s.embed_dim);
-    if (s.vision_layers > 0)
-      f.skipped += block_flops(tokens, d, mlp) - pooled_block_flops(tokens, d, mlp);
-  }
+  const auto image = image_tower_cost(s, training);
+  f.image = image.flops;
+  f.skipped = image.skipped;
   const double tw = static_cast<double>(s.text_width);
   const double tmlp = static_cast<double>(mlp_width(s.text_width, s.text_mlp_ratio));
+  const double proj = s.text_proj_none ? 0.0 : 2.0 * tw * static_cast<double>(s.embed_dim);
   f.text = static_cast<double>(s.text_layers) *
                block_flops(static_cast<double>(s.context_length), tw, tmlp) +
-           2.0 * tw * static_cast<double>(s.embed_dim);
+           proj;
   if (s.text_layers > 0) {
     const double tl = static_cast<double>(s.context_length);
     f.skipped += block_flops(tl, tw, tmlp) - pooled_block_flops(tl, tw, tmlp);
@@ -131,28 +166,11 @@ double forward_flops_per_sample(const ModelSpec& spec) {
 
 ParamCount count_parameters(const ModelSpec& s) {
   ParamCount p;
-  if (s.is_resnet()) {
-    i64 n = 0;
-    const i64 final_size = walk_resnet(
-        s, [&](i64, i64 in, i64 out, i64 k) { n += in * out * k * k; }, [&](i64 c) { n += 2 * c; });
-    const i64 c = s.vision_width * 32;
-    n += (final_size * final_size + 1) * c  // attnpool positional embedding
-         + 3 * (c * c + c)                  // q, k, v
-         + c * s.embed_dim + s.embed_dim;   // c_proj
-    p.image = n;
-  } else {
-    const i64 d = s.vision_width;
-    const i64 grid = s.image_size / s.patch_size;
-    p.image = d * 3 * s.patch_size * s.patch_size  // conv1
-              + d + (grid * grid + 1) * d          // class + positional embedding
-              + 4 * d                              // ln_pre, ln_post
-              + s.vision_layers * block_params(d, mlp_width(d, s.vision_mlp_ratio)) +
-              d * s.embed_dim;  // proj
-  }
+  p.image = image_tower_cost(s, false).params;
   const i64 w = s.text_width;
   p.text = s.vocab_size * w + s.context_length * w +
            s.text_layers * block_params(w, mlp_width(w, s.text_mlp_ratio)) + 2 * w +
-           w * s.embed_dim;
+           text_projection_params(s);
   p.other = s.init_logit_bias ? 2 : 1;
   return p;
 }

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <set>
+#include <variant>
 
 #include "clipper/core/atomic_file.hpp"
 #include "clipper/core/error.hpp"
@@ -20,22 +21,88 @@ namespace {
 namespace fs = std::filesystem;
 using core::InputError;
 
-const std::vector<std::string> kTopKeys = {"embed_dim",       "quick_gelu",    "init_logit_scale",
-                                           "init_logit_bias", "vision_cfg",    "text_cfg",
-                                           "tokenizer",       "preprocess_cfg"};
-const std::vector<std::string> kVisionKeys = {
-    "image_size", "layers", "width", "patch_size", "head_width", "mlp_ratio", "patch_dropout"};
-const std::vector<std::string> kTextKeys = {"context_length", "vocab_size", "width",     "heads",
-                                            "layers",         "mlp_ratio",  "pool_type", "eos_id"};
-const std::vector<std::string> kPreprocessKeys = {"mean", "std", "interpolation", "resize_mode"};
+// --- The field table ---------------------------------------------------------------------------
+//
+// Every key of an architecture file, once: its section, its key, the ModelSpec member it fills.
+// The parser, the unknown-key check and its suggestions all read this table; defaults are the
+// member initializers of ModelSpec. Keys that need more than a read (embed_dim, required;
+// vision_cfg.layers, a number or a ResNet's list) have a reader of their own.
 
-void check_keys(const YAML::Node& node, const std::vector<std::string>& allowed,
-                const std::string& where, const std::string& origin) {
-  if (!node.IsMap()) throw InputError(origin + ": '" + where + "' must be a mapping");
+using Reader = void (*)(const YAML::Node& value, ModelSpec& spec, const std::string& where);
+template <typename T>
+using Member = T ModelSpec::*;
+using Binding =
+    std::variant<Member<std::int64_t>, Member<double>, Member<bool>, Member<std::string>,
+                 Member<std::optional<double>>, Member<std::array<double, 3>>,
+                 Member<ImageTowerKind>, Member<VisionPool>, Member<Activation>, Member<TextPool>,
+                 Member<Interpolation>, Member<ResizeMode>, Reader>;
+
+struct Field {
+  const char* section;  // "" (top level), "vision_cfg", "text_cfg", "preprocess_cfg"
+  const char* key;
+  Binding bind;
+};
+
+void read_layers(const YAML::Node& v, ModelSpec& s, const std::string& where);
+void read_proj_type(const YAML::Node& v, ModelSpec& s, const std::string& where);
+
+const Field kFields[] = {
+    {"", "embed_dim", &ModelSpec::embed_dim},
+    {"", "quick_gelu", &ModelSpec::quick_gelu},
+    {"", "init_logit_scale", &ModelSpec::init_logit_scale},
+    {"", "init_logit_bias", &ModelSpec::init_logit_bias},
+    {"", "custom_text", &ModelSpec::custom_text},
+    {"", "tokenizer", &ModelSpec::tokenizer},
+    {"vision_cfg", "tower", &ModelSpec::image_tower},
+    {"vision_cfg", "timm_model_name", &ModelSpec::timm_model_name},
+    {"vision_cfg", "image_size", &ModelSpec::image_size},
+    {"vision_cfg", "width", &ModelSpec::vision_width},
+    {"vision_cfg", "layers", read_layers},
+    {"vision_cfg", "patch_size", &ModelSpec::patch_size},
+    {"vision_cfg", "head_width", &ModelSpec::vision_head_width},
+    {"vision_cfg", "mlp_ratio", &ModelSpec::vision_mlp_ratio},
+    {"vision_cfg", "patch_dropout", &ModelSpec::patch_dropout},
+    {"vision_cfg", "timm_pool", &ModelSpec::vision_pool},
+    {"vision_cfg", "act", &ModelSpec::vision_act},
+    {"vision_cfg", "norm_eps", &ModelSpec::vision_norm_eps},
+    {"text_cfg", "context_length", &ModelSpec::context_length},
+    {"text_cfg", "vocab_size", &ModelSpec::vocab_size},
+    {"text_cfg", "width", &ModelSpec::text_width},
+    {"text_cfg", "heads", &ModelSpec::text_heads},
+    {"text_cfg", "layers", &ModelSpec::text_layers},
+    {"text_cfg", "mlp_ratio", &ModelSpec::text_mlp_ratio},
+    {"text_cfg", "pool_type", &ModelSpec::text_pool},
+    {"text_cfg", "eos_id", &ModelSpec::text_eos_id},
+    {"text_cfg", "no_causal_mask", &ModelSpec::text_no_causal_mask},
+    {"text_cfg", "proj_bias", &ModelSpec::text_proj_bias},
+    {"text_cfg", "proj_type", read_proj_type},
+    {"text_cfg", "act", &ModelSpec::text_act},
+    {"text_cfg", "norm_eps", &ModelSpec::text_norm_eps},
+    {"text_cfg", "tokenizer_clean", &ModelSpec::tokenizer_clean},
+    {"preprocess_cfg", "mean", &ModelSpec::mean},
+    {"preprocess_cfg", "std", &ModelSpec::std},
+    {"preprocess_cfg", "interpolation", &ModelSpec::interpolation},
+    {"preprocess_cfg", "resize_mode", &ModelSpec::resize_mode},
+};
+const char* const kSections[] = {"vision_cfg", "text_cfg", "preprocess_cfg"};
+
+std::vector<std::string> keys_of(const std::string& section) {
+  std::vector<std::string> keys;
+  for (const auto& f : kFields)
+    if (section == f.section) keys.push_back(f.key);
+  if (section.empty())
+    for (const char* s : kSections) keys.push_back(s);
+  return keys;
+}
+
+void check_keys(const YAML::Node& node, const std::string& section, const std::string& origin) {
+  if (!node.IsMap()) throw InputError(origin + ": '" + section + "' must be a mapping");
+  const auto allowed = keys_of(section);
   for (const auto& kv : node) {
     const std::string key = kv.first.as<std::string>();
     if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
-    std::string msg = origin + ": unknown key '" + (where.empty() ? key : where + "." + key) + "'";
+    std::string msg =
+        origin + ": unknown key '" + (section.empty() ? key : section + "." + key) + "'";
     const std::string hint = core::nearest(key, allowed);
     if (!hint.empty())
       msg += "; did you mean '" + hint + "'?";
@@ -46,38 +113,104 @@ void check_keys(const YAML::Node& node, const std::vector<std::string>& allowed,
 }
 
 template <typename T>
-T get(const YAML::Node& node, const std::string& key, const std::string& where,
-      const std::string& origin, T fallback) {
-  const YAML::Node v = node[key];
-  if (!v || v.IsNull()) return fallback;
+T as(const YAML::Node& v, const std::string& where) {
   try {
     return v.as<T>();
   } catch (const YAML::Exception&) {
-    throw InputError(origin + ": '" + where + key + "' has a value of the wrong type (line " +
+    throw InputError(where + " has a value of the wrong type (line " +
                      std::to_string(v.Mark().line + 1) + ")");
   }
 }
 
-std::array<double, 3> get_triple(const YAML::Node& node, const std::string& key,
-                                 const std::string& origin, std::array<double, 3> fallback) {
-  const YAML::Node v = node[key];
-  if (!v) return fallback;
-  if (!v.IsSequence() || v.size() != 3)
-    throw InputError(origin + ": 'preprocess_cfg." + key + "' must be a list of 3 numbers");
-  std::array<double, 3> out{};
-  for (std::size_t i = 0; i < 3; ++i) out[i] = v[i].as<double>();
-  return out;
+// The allowed words of an enum, for the error message.
+template <typename E>
+std::string words(std::initializer_list<E> all) {
+  std::vector<std::string> w;
+  for (auto e : all) w.push_back(name_of(e));
+  return core::join(w, ", ");
 }
 
-// A word of the file parsed into its enum; an unknown one is an InputError naming the key and
-// the words allowed.
 template <typename E>
-E get_choice(const YAML::Node& node, const std::string& key, const std::string& where,
-             const std::string& origin, E fallback, std::optional<E> (*parse)(const std::string&),
-             const char* allowed) {
-  const std::string word = get<std::string>(node, key, where, origin, name_of(fallback));
-  if (const auto e = parse(word)) return *e;
-  throw InputError(origin + ": '" + where + key + "' must be " + allowed + ", got '" + word + "'");
+void read_choice(const YAML::Node& v, E& out, const std::string& where,
+                 std::initializer_list<E> all) {
+  const auto word = as<std::string>(v, where);
+  if (const auto e = parse_choice(word, all)) {
+    out = *e;
+    return;
+  }
+  throw InputError(where + " must be one of " + words(all) + ", got '" + word + "'");
+}
+
+struct ReadValue {
+  const YAML::Node& v;
+  ModelSpec& s;
+  const std::string& where;
+
+  template <typename T>
+  void operator()(Member<T> m) const {
+    s.*m = as<T>(v, where);
+  }
+  void operator()(Member<std::optional<double>> m) const { s.*m = as<double>(v, where); }
+  void operator()(Member<std::array<double, 3>> m) const {
+    if (!v.IsSequence() || v.size() != 3) throw InputError(where + " must be a list of 3 numbers");
+    for (std::size_t i = 0; i < 3; ++i) (s.*m)[i] = as<double>(v[i], where);
+  }
+  void operator()(Member<ImageTowerKind> m) const {
+    read_choice(v, s.*m, where,
+                {ImageTowerKind::vit, ImageTowerKind::resnet, ImageTowerKind::timm_vit});
+  }
+  void operator()(Member<VisionPool> m) const {
+    read_choice(v, s.*m, where, {VisionPool::map, VisionPool::avg});
+  }
+  void operator()(Member<Activation> m) const {
+    read_choice(v, s.*m, where, {Activation::gelu, Activation::gelu_tanh, Activation::quick_gelu});
+  }
+  void operator()(Member<TextPool> m) const {
+    read_choice(v, s.*m, where, {TextPool::argmax, TextPool::eos, TextPool::first, TextPool::last});
+  }
+  void operator()(Member<Interpolation> m) const {
+    read_choice(v, s.*m, where, {Interpolation::bicubic, Interpolation::bilinear});
+  }
+  void operator()(Member<ResizeMode> m) const {
+    read_choice(v, s.*m, where, {ResizeMode::shortest, ResizeMode::longest, ResizeMode::squash});
+  }
+  void operator()(Reader r) const { r(v, s, where); }
+};
+
+void read_layers(const YAML::Node& v, ModelSpec& s, const std::string& where) {
+  if (v.IsSequence()) {
+    s.vision_resnet_layers = as<std::vector<std::int64_t>>(v, where);
+    s.image_tower = ImageTowerKind::resnet;
+  } else {
+    s.vision_layers = as<std::int64_t>(v, where);
+  }
+}
+
+void read_proj_type(const YAML::Node& v, ModelSpec& s, const std::string& where) {
+  const auto word = as<std::string>(v, where);
+  if (word != "linear" && word != "none")
+    throw InputError(where + " must be linear or none, got '" + word + "'");
+  s.text_proj_none = word == "none";
+}
+
+// The tower a file means when vision_cfg.tower is not given.
+ImageTowerKind inferred_tower(const ModelSpec& s) {
+  if (!s.vision_resnet_layers.empty()) return ImageTowerKind::resnet;
+  if (!s.timm_model_name.empty()) return ImageTowerKind::timm_vit;
+  return ImageTowerKind::vit;
+}
+
+void read_fields(const YAML::Node& root, ModelSpec& s, const std::string& origin) {
+  for (const auto& f : kFields) {
+    const std::string section = f.section;
+    const YAML::Node node = section.empty() ? root : root[section];
+    if (!node) continue;
+    const YAML::Node v = node[f.key];
+    if (!v || v.IsNull()) continue;
+    const std::string where =
+        origin + ": '" + (section.empty() ? "" : section + ".") + f.key + "'";
+    std::visit(ReadValue{v, s, where}, f.bind);
+  }
 }
 
 bool looks_like_path(const std::string& s) {
@@ -107,19 +240,35 @@ void ModelSpec::validate() const {
     need((vision_width * 32) % vision_head_width == 0,
          "vision_cfg.width*32 must be divisible by head_width");
   } else {
+    need(vision_resnet_layers.empty(),
+         std::string("vision_cfg.layers is a list (a ResNet's) but vision_cfg.tower is ") +
+             name_of(image_tower));
     need(vision_layers > 0, "vision_cfg.layers must be positive");
     need(patch_size > 0 && image_size % patch_size == 0,
          "vision_cfg.image_size must be a multiple of patch_size");
     need(vision_width % vision_head_width == 0, "vision_cfg.width must be divisible by head_width");
   }
+  if (image_tower == ImageTowerKind::timm_vit)
+    need(embed_dim == vision_width,
+         "a timm trunk has no projection (open_clip's timm_proj none): embed_dim must equal "
+         "vision_cfg.width");
+  if (text_proj_none)
+    need(embed_dim == text_width, "text_cfg.proj_type none needs embed_dim == text_cfg.width");
+  need(vision_norm_eps > 0 && text_norm_eps > 0, "norm_eps must be positive");
   need(vision_mlp_ratio > 0 && text_mlp_ratio > 0, "mlp_ratio must be positive");
   need(patch_dropout >= 0.0 && patch_dropout < 1.0, "vision_cfg.patch_dropout must be in [0, 1)");
   need(context_length > 0 && vocab_size > 0,
        "text_cfg.context_length and vocab_size must be positive");
   need(text_width > 0 && text_layers > 0 && text_heads > 0, "text_cfg sizes must be positive");
   need(text_width % text_heads == 0, "text_cfg.width must be divisible by text_cfg.heads");
-  need(tokenizer == "clip" || tokenizer.rfind("sentencepiece:", 0) == 0,
-       "tokenizer must be 'clip' or 'sentencepiece:PATH', got '" + tokenizer + "'");
+  need(tokenizer == "clip" || tokenizer.rfind("sentencepiece:", 0) == 0 ||
+           tokenizer.rfind("hf:", 0) == 0,
+       "tokenizer must be 'clip', 'sentencepiece:PATH' or 'hf:NAME_OR_PATH', got '" + tokenizer +
+           "'");
+  need(tokenizer_clean == "whitespace" || tokenizer_clean == "canonicalize" ||
+           tokenizer_clean == "lower",
+       "text_cfg.tokenizer_clean must be whitespace, canonicalize or lower, got '" +
+           tokenizer_clean + "'");
 }
 
 ModelSpec parse_model_spec(const std::string& yaml_text, const std::string& name,
@@ -131,57 +280,21 @@ ModelSpec parse_model_spec(const std::string& yaml_text, const std::string& name
     throw InputError(origin + ": not valid YAML: " + e.what());
   }
   if (!root.IsMap()) throw InputError(origin + ": a model spec must be a YAML mapping");
-  check_keys(root, kTopKeys, "", origin);
+  check_keys(root, "", origin);
+  for (const char* section : {"vision_cfg", "text_cfg"})
+    if (!root[section]) throw InputError(origin + ": '" + section + "' is required");
+  for (const char* section : kSections)
+    if (root[section]) check_keys(root[section], section, origin);
   ModelSpec s;
   s.name = name;
-  s.embed_dim = get<std::int64_t>(root, "embed_dim", "", origin, 0);
+  s.embed_dim = 0;
+  const bool tower_given = root["vision_cfg"]["tower"].IsDefined();
+  read_fields(root, s, origin);
   if (s.embed_dim <= 0) throw InputError(origin + ": 'embed_dim' is required (a positive int)");
-  s.quick_gelu = get<bool>(root, "quick_gelu", "", origin, false);
-  s.init_logit_scale = get<double>(root, "init_logit_scale", "", origin, s.init_logit_scale);
-  if (root["init_logit_bias"] && !root["init_logit_bias"].IsNull())
-    s.init_logit_bias = get<double>(root, "init_logit_bias", "", origin, 0.0);
-  s.tokenizer = get<std::string>(root, "tokenizer", "", origin, "clip");
-
-  const YAML::Node v = root["vision_cfg"];
-  if (!v) throw InputError(origin + ": 'vision_cfg' is required");
-  check_keys(v, kVisionKeys, "vision_cfg", origin);
-  s.image_size = get<std::int64_t>(v, "image_size", "vision_cfg.", origin, 224);
-  s.vision_width = get<std::int64_t>(v, "width", "vision_cfg.", origin, 768);
-  s.vision_head_width = get<std::int64_t>(v, "head_width", "vision_cfg.", origin, 64);
-  s.vision_mlp_ratio = get<double>(v, "mlp_ratio", "vision_cfg.", origin, 4.0);
-  s.patch_dropout = get<double>(v, "patch_dropout", "vision_cfg.", origin, 0.0);
-  const YAML::Node layers = v["layers"];
-  if (layers && layers.IsSequence()) {
-    s.vision_resnet_layers = get<std::vector<std::int64_t>>(v, "layers", "vision_cfg.", origin, {});
+  if (!tower_given) s.image_tower = inferred_tower(s);
+  if (s.is_resnet()) {
     s.vision_layers = 0;
     s.patch_size = 0;
-  } else {
-    s.vision_layers = get<std::int64_t>(v, "layers", "vision_cfg.", origin, 12);
-    s.patch_size = get<std::int64_t>(v, "patch_size", "vision_cfg.", origin, 16);
-  }
-
-  const YAML::Node t = root["text_cfg"];
-  if (!t) throw InputError(origin + ": 'text_cfg' is required");
-  check_keys(t, kTextKeys, "text_cfg", origin);
-  s.context_length = get<std::int64_t>(t, "context_length", "text_cfg.", origin, 77);
-  s.vocab_size = get<std::int64_t>(t, "vocab_size", "text_cfg.", origin, 49408);
-  s.text_width = get<std::int64_t>(t, "width", "text_cfg.", origin, 512);
-  s.text_heads = get<std::int64_t>(t, "heads", "text_cfg.", origin, 8);
-  s.text_layers = get<std::int64_t>(t, "layers", "text_cfg.", origin, 12);
-  s.text_mlp_ratio = get<double>(t, "mlp_ratio", "text_cfg.", origin, 4.0);
-  s.text_pool = get_choice(t, "pool_type", "text_cfg.", origin, TextPool::argmax, parse_text_pool,
-                           "argmax, eos, first or last");
-  s.text_eos_id = get<std::int64_t>(t, "eos_id", "text_cfg.", origin, 2);
-
-  if (const YAML::Node p = root["preprocess_cfg"]) {
-    check_keys(p, kPreprocessKeys, "preprocess_cfg", origin);
-    s.mean = get_triple(p, "mean", origin, s.mean);
-    s.std = get_triple(p, "std", origin, s.std);
-    s.interpolation =
-        get_choice(p, "interpolation", "preprocess_cfg.", origin, Interpolation::bicubic,
-                   parse_interpolation, "bicubic or bilinear");
-    s.resize_mode = get_choice(p, "resize_mode", "preprocess_cfg.", origin, ResizeMode::shortest,
-                               parse_resize_mode, "shortest, longest or squash");
   }
   s.validate();
   return s;

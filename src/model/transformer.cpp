@@ -10,18 +10,18 @@ namespace clipper::model {
 
 at::Tensor activate(const at::Tensor& x, Activation act) {
   if (act == Activation::quick_gelu) return x * at::sigmoid(x * 1.702);
-  return at::gelu(x);
+  return at::gelu(x, act == Activation::gelu_tanh ? "tanh" : "none");
 }
 
 // --- LayerNorm -----------------------------------------------------------------------------------
 
-LayerNormImpl::LayerNormImpl(std::int64_t dim_) : dim(dim_) {
+LayerNormImpl::LayerNormImpl(std::int64_t dim_, double eps_) : dim(dim_), eps(eps_) {
   weight = register_parameter("weight", at::ones({dim}));
   bias = register_parameter("bias", at::zeros({dim}));
 }
 
 at::Tensor LayerNormImpl::forward(const at::Tensor& x) {
-  return at::layer_norm(x, {dim}, weight, bias, 1e-5).to(x.scalar_type());
+  return at::layer_norm(x, {dim}, weight, bias, eps).to(x.scalar_type());
 }
 
 // --- Attention -----------------------------------------------------------------------------------
@@ -73,10 +73,11 @@ at::Tensor MlpImpl::forward(const at::Tensor& x) {
 }
 
 ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(std::int64_t dim, std::int64_t heads,
-                                                       double mlp_ratio, Activation act) {
-  ln_1 = register_module("ln_1", LayerNorm(dim));
+                                                       double mlp_ratio, Activation act,
+                                                       double norm_eps) {
+  ln_1 = register_module("ln_1", LayerNorm(dim, norm_eps));
   attn = register_module("attn", Attention(dim, heads));
-  ln_2 = register_module("ln_2", LayerNorm(dim));
+  ln_2 = register_module("ln_2", LayerNorm(dim, norm_eps));
   mlp = register_module("mlp", Mlp(dim, mlp_width(dim, mlp_ratio), act));
 }
 
@@ -156,12 +157,12 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
     ctx->saved_data["ac_cuda_dtype"] = static_cast<std::int64_t>(ac.cuda_dtype);
     ctx->saved_data["ac_cpu_dtype"] = static_cast<std::int64_t>(ac.cpu_dtype);
     ctx->save_for_backward({x});
-    auto* block = reinterpret_cast<ResidualAttentionBlockImpl*>(block_address);
+    auto* block = reinterpret_cast<BlockImpl*>(block_address);
     return block->forward(x, causal);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
-    auto* block = reinterpret_cast<ResidualAttentionBlockImpl*>(ctx->saved_data["block"].toInt());
+    auto* block = reinterpret_cast<BlockImpl*>(ctx->saved_data["block"].toInt());
     const bool causal = ctx->saved_data["causal"].toBool();
     const auto n_params = ctx->saved_data["n_params"].toInt();
     AutocastState ac;
@@ -206,7 +207,7 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 
 }  // namespace
 
-at::Tensor checkpointed_block(ResidualAttentionBlockImpl& block, const at::Tensor& x, bool causal) {
+at::Tensor checkpointed_block(BlockImpl& block, const at::Tensor& x, bool causal) {
   const auto params = block.parameters();
   return CheckpointFunction::apply(x, at::TensorList(params),
                                    reinterpret_cast<std::int64_t>(&block), causal);
@@ -215,11 +216,11 @@ at::Tensor checkpointed_block(ResidualAttentionBlockImpl& block, const at::Tenso
 // --- Transformer -------------------------------------------------------------------------------
 
 TransformerImpl::TransformerImpl(std::int64_t width_, std::int64_t layers_, std::int64_t heads,
-                                 double mlp_ratio, Activation act)
+                                 double mlp_ratio, Activation act, double norm_eps)
     : width(width_), layers(layers_) {
   resblocks = register_module("resblocks", torch::nn::ModuleList());
   for (std::int64_t i = 0; i < layers; ++i)
-    resblocks->push_back(ResidualAttentionBlock(width, heads, mlp_ratio, act));
+    resblocks->push_back(ResidualAttentionBlock(width, heads, mlp_ratio, act, norm_eps));
 }
 
 at::Tensor TransformerImpl::forward_token(const at::Tensor& x_in, const at::Tensor& index,

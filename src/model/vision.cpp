@@ -3,13 +3,15 @@
 #include <algorithm>
 #include <cmath>
 
+#include "initializer.hpp"
+
 namespace clipper::model {
 
 namespace nn = torch::nn;
 
 // --- VisionTransformer -------------------------------------------------------------------------
 
-VisionTransformerImpl::VisionTransformerImpl(const ModelSpec& spec, Activation act)
+VisionTransformerImpl::VisionTransformerImpl(const ModelSpec& spec)
     : width(spec.vision_width),
       patch_size(spec.patch_size),
       grid(spec.image_size / spec.patch_size),
@@ -23,7 +25,8 @@ VisionTransformerImpl::VisionTransformerImpl(const ModelSpec& spec, Activation a
   ln_pre = register_module("ln_pre", LayerNorm(width));
   transformer = register_module(
       "transformer",
-      Transformer(width, spec.vision_layers, spec.vision_heads(), spec.vision_mlp_ratio, act));
+      Transformer(width, spec.vision_layers, spec.vision_heads(), spec.vision_mlp_ratio,
+                  spec.image_activation()));
   ln_post = register_module("ln_post", LayerNorm(width));
   proj = register_parameter("proj", at::randn({width, spec.embed_dim}) * scale);
 }
@@ -56,6 +59,44 @@ at::Tensor VisionTransformerImpl::forward(const at::Tensor& images) {
   const auto cls = at::zeros({x.size(0)}, x.options().dtype(at::kLong));
   auto pooled = ln_post->forward(transformer->forward_token(x, cls, /*causal=*/false));
   return at::matmul(pooled, proj.to(pooled.scalar_type()));
+}
+
+void VisionTransformerImpl::init_parameters(Initializer& init) {
+  init.torch_default(conv1->weight);
+  const double scale = std::pow(static_cast<double>(width), -0.5);
+  init.normal(class_embedding, scale);
+  init.normal(positional_embedding, scale);
+  init.layer_norm(ln_pre);
+  for (std::int64_t i = 0; i < transformer->layers; ++i) {
+    auto blk = transformer->block(i);
+    const auto d = blk->attn->dim;
+    init.layer_norm(blk->ln_1);
+    init.uniform(blk->attn->in_proj_weight, std::sqrt(6.0 / static_cast<double>(d + 3 * d)));
+    init.constant(blk->attn->in_proj_bias, 0.0);
+    init.torch_default(blk->attn->out_proj->weight);
+    init.constant(blk->attn->out_proj->bias, 0.0);
+    init.layer_norm(blk->ln_2);
+    init.linear_default(blk->mlp->c_fc);
+    init.linear_default(blk->mlp->c_proj);
+  }
+  init.layer_norm(ln_post);
+  init.normal(proj, scale);
+}
+
+std::vector<std::vector<at::Tensor>> VisionTransformerImpl::lock_groups() {
+  std::vector<std::vector<at::Tensor>> groups;
+  auto first = conv1->parameters();
+  first.push_back(class_embedding);
+  first.push_back(positional_embedding);
+  for (const auto& p : ln_pre->parameters()) first.push_back(p);
+  groups.push_back(first);
+  for (std::int64_t i = 0; i + 1 < transformer->layers; ++i)
+    groups.push_back(transformer->block(i)->parameters());
+  auto last = transformer->block(transformer->layers - 1)->parameters();
+  for (const auto& p : ln_post->parameters()) last.push_back(p);
+  groups.push_back(last);
+  groups.push_back({proj});
+  return groups;
 }
 
 // --- ModifiedResNet ----------------------------------------------------------------------------
@@ -167,6 +208,45 @@ at::Tensor ModifiedResNetImpl::forward(const at::Tensor& images) {
     for (std::size_t i = 0; i < (*layer)->size(); ++i)
       x = (*layer)->ptr<BottleneckImpl>(i)->forward(x);
   return attnpool->forward(x);
+}
+
+void ModifiedResNetImpl::init_parameters(Initializer& init) {
+  for (auto* c : {&conv1, &conv2, &conv3}) init.torch_default((*c)->weight);
+  for (auto* b : {&bn1, &bn2, &bn3}) init.batch_norm(*b);
+  for (auto* layer : {&layer1, &layer2, &layer3, &layer4})
+    for (std::size_t i = 0; i < (*layer)->size(); ++i) {
+      auto blk = (*layer)->ptr<BottleneckImpl>(i);
+      init.torch_default(blk->conv1->weight);
+      init.batch_norm(blk->bn1);
+      init.torch_default(blk->conv2->weight);
+      init.batch_norm(blk->bn2);
+      init.torch_default(blk->conv3->weight);
+      init.batch_norm(blk->bn3, 0.0);
+      if (blk->downsample) {
+        init.torch_default(blk->downsample->conv->weight);
+        init.batch_norm(blk->downsample->bn);
+      }
+    }
+  auto& p = *attnpool;
+  const double std = std::pow(static_cast<double>(p.c_proj->weight.size(1)), -0.5);
+  init.normal(p.positional_embedding,
+              std::pow(static_cast<double>(p.k_proj->weight.size(1)), -0.5));
+  for (auto* l : {&p.q_proj, &p.k_proj, &p.v_proj, &p.c_proj}) {
+    init.linear_default(*l);  // biases: PyTorch's default
+    init.normal((*l)->weight, std);
+  }
+}
+
+std::vector<std::vector<at::Tensor>> ModifiedResNetImpl::lock_groups() {
+  std::vector<std::vector<at::Tensor>> groups;
+  std::vector<at::Tensor> stem;
+  for (const nn::Module* m : std::vector<const nn::Module*>{conv1.get(), bn1.get(), conv2.get(),
+                                                            bn2.get(), conv3.get(), bn3.get()})
+    for (const auto& p : m->parameters()) stem.push_back(p);
+  groups.push_back(stem);
+  for (auto* layer : {&layer1, &layer2, &layer3, &layer4}) groups.push_back((*layer)->parameters());
+  groups.push_back(attnpool->parameters());
+  return groups;
 }
 
 void ModifiedResNetImpl::train(bool on) {

@@ -44,24 +44,37 @@ Tower tower_of(const std::string& name) {
   return Tower::text;
 }
 
+// A text tower's name without the `text.` of a custom-text model (SigLIP), so both layouts read
+// the same.
+std::string text_local(const std::string& name) {
+  return starts_with(name, "text.") ? name.substr(5) : name;
+}
+
 // How many layer groups each tower has, from the parameter names (frozen ones included, as
-// OpenCLIP counts modules).
+// OpenCLIP counts modules). Image towers: OpenCLIP's ViT, the ModifiedResNet, a timm trunk
+// (visual.trunk.*: timm's group_matcher, [patch_embed, pos_embed], each block, [norm],
+// [attn_pool]).
 struct Layout {
-  bool resnet = false;
+  bool resnet = false, timm = false, timm_attn_pool = false;
   std::int64_t image_blocks = 0, text_blocks = 0;
   bool image_head = false, text_head = false;
 
   explicit Layout(const torch::nn::Module& model) {
     for (const auto& item : model.named_parameters(/*recurse=*/true)) {
       const std::string& n = item.key();
+      const std::string t = text_local(n);
       resnet = resnet || is(n, "visual.layer1");
-      image_blocks = std::max(image_blocks, index_after(n, "visual.transformer.resblocks.") + 1);
-      text_blocks = std::max(text_blocks, index_after(n, "transformer.resblocks.") + 1);
+      timm = timm || is(n, "visual.trunk");
+      timm_attn_pool = timm_attn_pool || is(n, "visual.trunk.attn_pool");
+      image_blocks = std::max({image_blocks, index_after(n, "visual.transformer.resblocks.") + 1,
+                               index_after(n, "visual.trunk.blocks.") + 1});
+      text_blocks = std::max(text_blocks, index_after(t, "transformer.resblocks.") + 1);
       image_head = image_head || is_any(n, {"visual.proj", "visual.attnpool"});
-      text_head = text_head || is(n, "text_projection");
+      text_head = text_head || is(t, "text_projection");
     }
   }
   std::int64_t image_groups() const {
+    if (timm) return 1 + image_blocks + 1 + (timm_attn_pool ? 1 : 0);
     return (resnet ? 5 : 1 + image_blocks) + (image_head ? 1 : 0);
   }
   std::int64_t text_groups() const { return 1 + text_blocks + (text_head ? 1 : 0); }
@@ -76,6 +89,13 @@ struct Layout {
         if (is(n, "visual.layer" + std::to_string(k))) return k;
       return is(n, "visual.attnpool") ? 5 : -1;
     }
+    if (timm) {
+      if (is_any(n, {"visual.trunk.patch_embed", "visual.trunk.pos_embed"})) return 0;
+      const auto block = index_after(n, "visual.trunk.blocks.");
+      if (block >= 0) return 1 + block;
+      if (is_any(n, {"visual.trunk.norm", "visual.trunk.fc_norm"})) return 1 + image_blocks;
+      return is(n, "visual.trunk.attn_pool") ? 2 + image_blocks : -1;
+    }
     if (is_any(n, {"visual.conv1", "visual.class_embedding", "visual.positional_embedding",
                    "visual.ln_pre"}))
       return 0;
@@ -84,7 +104,8 @@ struct Layout {
     if (is(n, "visual.ln_post")) return image_blocks;
     return is(n, "visual.proj") ? image_blocks + 1 : -1;
   }
-  std::int64_t text_group(const std::string& n) const {
+  std::int64_t text_group(const std::string& name) const {
+    const std::string n = text_local(name);
     if (is_any(n, {"token_embedding", "positional_embedding", "cls_emb"})) return 0;
     const auto block = index_after(n, "transformer.resblocks.");
     if (block >= 0) return 1 + block;
@@ -114,9 +135,10 @@ config::NoDecay no_decay_rule(const config::OptimConfig& o) {
 }
 
 bool excluded_from_decay(const std::string& name, const at::Tensor& param, config::NoDecay rule) {
-  if (rule == config::NoDecay::modern)  // CLIP.no_weight_decay(): its own and its ViT's
+  if (rule == config::NoDecay::modern)  // no_weight_decay(): the model's and its towers'
     return param.dim() <= 1 || name == "positional_embedding" ||
-           name == "visual.positional_embedding" || name == "visual.class_embedding";
+           name == "visual.positional_embedding" || name == "visual.class_embedding" ||
+           name == "text.positional_embedding" || name == "visual.trunk.pos_embed";
   return param.dim() < 2 || name.find("bn") != std::string::npos ||
          name.find("ln") != std::string::npos || name.find("bias") != std::string::npos ||
          name.find("logit_scale") != std::string::npos;

@@ -46,6 +46,17 @@ void apply_model_config(model::Clip& model, const config::ModelConfig& m) {
   if (loaded) log_init_from(model, m, *loaded);
 }
 
+// A SigLIP model trained with the CLIP loss: its logit_bias gets no gradient, which a gradient
+// all-reduce or ZeRO's flat buffers would meet as a parameter without one (open_clip issue
+// 1076). It is frozen at its value instead, and exported as it is.
+void freeze_unused_logit_bias(model::Clip& model, config::LossKind loss) {
+  if (loss == config::LossKind::siglip || !model->logit_bias.defined()) return;
+  if (!model->logit_bias.requires_grad()) return;
+  model->logit_bias.set_requires_grad(false);
+  CLIPPER_INFO("logit_bias frozen at " << model->logit_bias.item<double>()
+                                       << ": the CLIP loss does not use it");
+}
+
 std::shared_ptr<const tokenizer::Tokenizer> checked_tokenizer(const TokenizerFactory& make,
                                                               const model::ModelSpec& spec) {
   auto tok = make(spec.tokenizer, spec.context_length);
@@ -177,6 +188,7 @@ Session open_session(const config::Config& cfg, const SessionOptions& options) {
   at::manual_seed(seed * 1000003ull + static_cast<std::uint64_t>(s.pg->rank()));
   s.model = model::create_model(s.spec, seed);
   apply_model_config(s.model, cfg.model);
+  freeze_unused_logit_bias(s.model, cfg.loss.kind);
   if (!options.weights.empty()) {
     const auto r = io::load_openclip_weights(s.model, options.weights);
     CLIPPER_INFO("weights: " << r.tensors << " tensors from '" << options.weights << "'");

@@ -1,4 +1,5 @@
-"""The large towers (ViT-H-14, ViT-g-14, ViT-bigG-14) against open_clip without their memory.
+"""The large towers (ViT-H-14, ViT-g-14, ViT-bigG-14, the SigLIP family) against open_clip without
+their memory.
 
 usage: large_towers.py COUNTS_FILE SHAPES_FILE SHAPES_NAME
   COUNTS_FILE: lines "NAME PARAMS" (clipper's parameter counts)
@@ -12,8 +13,10 @@ import torch
 
 
 def meta_model(name):
-    cfg = open_clip.get_model_config(name)
+    cfg = dict(open_clip.get_model_config(name))
     with torch.device("meta"):
+        if cfg.pop("custom_text", False):  # SigLIP: a timm trunk and a TextTransformer
+            return open_clip.model.CustomTextCLIP(**cfg)
         return open_clip.model.CLIP(**cfg)
 
 

@@ -17,8 +17,40 @@ from collections import OrderedDict
 
 import torch
 import open_clip
-from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, CustomTextCLIP
 from safetensors.torch import load_file, save_file
+
+
+def register_timm_trunk(name, trunk):
+    """Registers a timm trunk timm does not ship (tiny-siglip, a full-size SigLIP trunk cut to a
+    few blocks for speed) from the sizes clipper writes in open_clip_config.json's clipper block;
+    open_clip then builds it by name as it builds timm's own."""
+    import functools
+    import timm
+    from timm.models import register_model
+    from timm.models.vision_transformer import _create_vision_transformer
+
+    if timm.is_model(name):
+        return
+    args = dict(img_size=trunk["img_size"], patch_size=trunk["patch_size"],
+                embed_dim=trunk["embed_dim"], depth=trunk["depth"], num_heads=trunk["num_heads"],
+                mlp_ratio=trunk["mlp_ratio"], class_token=False, global_pool=trunk["global_pool"],
+                act_layer=trunk["act"],
+                norm_layer=functools.partial(torch.nn.LayerNorm, eps=trunk["norm_eps"]))
+
+    def make(pretrained=False, **kwargs):
+        return _create_vision_transformer("vit_base_patch16_siglip_224", pretrained=False,
+                                          **dict(args, **kwargs))
+    make.__name__ = name
+    register_model(make)
+
+
+def build_model(model_cfg):
+    """open_clip's own model of a config, as create_model builds it (CLIP or CustomTextCLIP)."""
+    cfg = dict(model_cfg)
+    if cfg.pop("custom_text", False):
+        return CustomTextCLIP(**cfg)
+    return CLIP(**cfg)
 
 
 def features(model, images, tokens):
@@ -54,8 +86,8 @@ def same_config(ours, name):
         problems.append(f"vision_cfg: clipper {ours['vision_cfg']} vs open_clip {theirs['vision_cfg']}")
     if CLIPTextCfg(**ours["text_cfg"]) != CLIPTextCfg(**theirs["text_cfg"]):
         problems.append(f"text_cfg: clipper {ours['text_cfg']} vs open_clip {theirs['text_cfg']}")
-    for key in ("embed_dim",):
-        if ours[key] != theirs[key]:
+    for key in ("embed_dim", "custom_text", "init_logit_bias"):
+        if ours.get(key) != theirs.get(key):
             problems.append(f"{key}: clipper {ours[key]} vs open_clip {theirs[key]}")
     if bool(ours.get("quick_gelu", False)) != bool(theirs.get("quick_gelu", False)):
         problems.append("quick_gelu differs")
@@ -84,7 +116,11 @@ def main():
     inputs = load_file(args.inputs)
     images, tokens = inputs["images"], inputs["tokens"]
     with open(os.path.join(args.clipper_dir, "open_clip_config.json")) as f:
-        model_cfg = json.load(f)["model_cfg"]
+        config = json.load(f)
+    model_cfg = config["model_cfg"]
+    if "timm_trunk" in config.get("clipper", {}):
+        register_timm_trunk(model_cfg["vision_cfg"]["timm_model_name"],
+                            config["clipper"]["timm_trunk"])
 
     out = {}
     # 1-2: clipper's export, loaded by open_clip (strict).
@@ -105,7 +141,7 @@ def main():
 
     # 3: open_clip's own model and weights, for clipper to load.
     torch.manual_seed(1234)
-    b = CLIP(**model_cfg)
+    b = build_model(model_cfg)
     perturb_batchnorm(b, 99)
     b.eval()
     sd = OrderedDict((k, v.detach().clone().contiguous()) for k, v in b.state_dict().items())

@@ -187,6 +187,81 @@ TEST(OpenClipInterop, LargeTowersHaveOpenClipsParameterCountsAndNames) {
   EXPECT_NE(r.output.find("same names and shapes"), std::string::npos) << r.output;
 }
 
+// --- SigLIP ------------------------------------------------------------------------------------
+
+// The SigLIP family as data: every shipped SigLIP / SigLIP 2 config has open_clip's parameter
+// count (open_clip builds them on the meta device) and model_cfg, and ViT-B-16-SigLIP2's state
+// dict has open_clip's names and shapes (visual.trunk.*, text.*).
+TEST(SiglipInterop, ShippedConfigsHaveOpenClipsCountsConfigsAndNames) {
+  clipper::test::TempDir dir;
+  std::string counts, configs;
+  int n = 0;
+  for (const auto& name : cm::list_model_specs()) {
+    if (name.find("SigLIP") == std::string::npos) continue;
+    const auto spec = cm::load_model_spec(name);
+    counts += name + " " + std::to_string(cm::parameter_count(spec)) + "
+";
+    configs += " " + dir.write(name + ".json", cio::openclip_model_cfg_json(spec)) + "=" + name;
+    ++n;
+  }
+  EXPECT_EQ(n, 26);  // open_clip 3.3.0's SigLIP configs, less the two NLLB text towers
+  std::string shapes;
+  {
+    cm::Clip m(cm::load_model_spec("ViT-B-16-SigLIP2"));
+    for (const auto& [name, t] : cio::model_state_dict(*m)) {
+      shapes += name + " ";
+      for (auto d : t.sizes()) shapes += std::to_string(d) + ",";
+      shapes += "\n";
+    }
+  }
+  auto r = clipper::test::run(clipper::test::python() + " " +
+                              clipper::test::source_path("tests/io/large_towers.py") + " " +
+                              dir.write("counts.txt", counts) + " " +
+                              dir.write("shapes.txt", shapes) + " ViT-B-16-SigLIP2");
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("ViT-SO400M-14-SigLIP: 877.36 M parameters in both"), std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("same names and shapes"), std::string::npos) << r.output;
+  r = clipper::test::run(clipper::test::python() + " " + script() + " --check-configs" + configs);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("configs ok: 26"), std::string::npos) << r.output;
+}
+
+// tiny-siglip: a timm trunk timm does not ship (the script registers it from the export's
+// sizes), MAP pool, GELU tanh, bidirectional text pooled at the last position.
+TEST(SiglipInterop, TinySiglip) {
+  run_interop("tiny-siglip", "", 3);
+}
+
+// The full-size architectures cut to 2 blocks per tower (a full SO400M takes minutes on 2
+// cores): every width, head count, MLP size, activation, eps, vocabulary and context length as
+// shipped. The trunk gets a name of its own ("<timm name>-2blocks"), registered by the script.
+static void run_cut_interop(const std::string& name) {
+  clipper::test::TempDir dir;
+  auto spec = cm::load_model_spec(name);
+  auto text = clipper::core::read_file(spec.path);
+  for (const auto& layers :
+       {"  layers: " + std::to_string(spec.vision_layers) + "\n",
+        "  layers: " + std::to_string(spec.text_layers) + "\n"}) {
+    const auto at = text.find(layers);
+    ASSERT_NE(at, std::string::npos) << layers;
+    text.replace(at, layers.size(), "  layers: 2\n");
+  }
+  const auto trunk = "timm_model_name: " + spec.timm_model_name;
+  text.replace(text.find(trunk), trunk.size(), trunk + "-2blocks");
+  run_interop(dir.write(name + "-2blocks.yaml", text), "", 2);
+}
+
+TEST(SiglipInterop, ViT_B_16_SigLIP) {
+  run_interop("ViT-B-16-SigLIP", "ViT-B-16-SigLIP", 2);
+}
+TEST(SiglipInterop, ViT_B_16_SigLIP2_TwoBlocks) {
+  run_cut_interop("ViT-B-16-SigLIP2");
+}
+TEST(SiglipInterop, ViT_SO400M_14_SigLIP_TwoBlocks) {
+  run_cut_interop("ViT-SO400M-14-SigLIP");
+}
+
 // Fine-tuning at another size: clipper's position-embedding resizes equal open_clip's
 // resize_pos_embed (bicubic, antialiased, class token kept) and resize_text_pos_embed (linear),
 // up and down.

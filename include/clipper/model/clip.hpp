@@ -1,8 +1,10 @@
 #pragma once
-// The CLIP model: an image tower (`visual.`: ViT or ModifiedResNet) and a text tower whose parts
-// sit at the top level as in OpenCLIP (token_embedding, positional_embedding, transformer,
-// ln_final, text_projection), plus logit_scale and an optional logit_bias. named_parameters() and
-// named_buffers() together are OpenCLIP's state dict, name for name.
+// The CLIP model: an image tower (`visual.`, built by the tower registry: OpenCLIP's ViT, the
+// ModifiedResNet or a timm trunk) and a text tower (text_tower.hpp) whose parts sit at the top
+// level as in OpenCLIP's CLIP (token_embedding, positional_embedding, transformer, ln_final,
+// text_projection) or under `text.` (CustomTextCLIP, spec.custom_text), plus logit_scale and an
+// optional logit_bias. named_parameters() and named_buffers() together are OpenCLIP's state
+// dict, name for name.
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/embedding.h>
@@ -13,7 +15,9 @@
 #include <utility>
 #include <vector>
 
+#include "clipper/model/image_tower.hpp"
 #include "clipper/model/model_spec.hpp"
+#include "clipper/model/text_tower.hpp"
 #include "clipper/model/transformer.hpp"
 #include "clipper/model/vision.hpp"
 
@@ -32,9 +36,9 @@ class ClipImpl : public torch::nn::Module {
 
   // images: float [B, 3, H, W], already normalized.
   at::Tensor encode_image(const at::Tensor& images, bool normalize = true);
-  // tokens: int64 [B, L] with L <= context_length; pooled at the end-of-text token, found as the
-  // position of the largest id in each row (OpenCLIP's argmax rule; spec.text_pool eos takes the
-  // first spec.text_eos_id instead, for tokenizers whose end id is not the largest; first, last).
+  // tokens: int64 [B, L] with L <= context_length; pooled as spec.text_pool says: argmax, the
+  // position of the largest id in each row (the CLIP tokenizer's end-of-text); eos, the first
+  // spec.text_eos_id; first; last (SigLIP).
   at::Tensor encode_text(const at::Tensor& tokens, bool normalize = true);
   ClipOutput forward(const at::Tensor& images, const at::Tensor& tokens);
 
@@ -46,10 +50,11 @@ class ClipImpl : public torch::nn::Module {
   // checkpointed, as in OpenCLIP).
   void set_grad_checkpointing(bool enable = true);
   bool grad_checkpointing() const;
-  // LiT: freezes the image tower, all but its last `unlocked_groups` groups. ViT groups: [conv1,
-  // class_embedding, positional_embedding, ln_pre], each block but the last, [last block,
-  // ln_post], [proj]. ModifiedResNet groups: [stem], layer1..4, [attnpool]. freeze_bn_stats keeps
-  // the frozen BatchNorm layers in eval mode.
+  // LiT: freezes the image tower, all but its last `unlocked_groups` groups (each tower's
+  // lock_groups: ViT [conv1, class_embedding, positional_embedding, ln_pre], each block but the
+  // last, [last block, ln_post], [proj]; ModifiedResNet [stem], layer1..4, [attnpool]; timm
+  // [patch_embed, pos_embed], each block, [norm], [attn_pool]). freeze_bn_stats keeps the frozen
+  // BatchNorm layers in eval mode.
   void lock_image_tower(std::int64_t unlocked_groups = 0, bool freeze_bn_stats = false);
   // Freezes the text tower, all but its last `unlocked_layers` groups: [token_embedding,
   // positional_embedding], each block but the last, [last block, ln_final], [text_projection].
@@ -61,21 +66,22 @@ class ClipImpl : public torch::nn::Module {
 
   const ModelSpec& spec() const { return spec_; }
   bool is_resnet() const { return spec_.is_resnet(); }
-  Activation activation() const { return act_; }
 
-  VisionTransformer visual_vit{nullptr};  // registered as "visual" when the spec is a ViT
-  ModifiedResNet visual_resnet{nullptr};  // registered as "visual" when the spec is a ResNet
+  std::shared_ptr<ImageTowerImpl> visual;  // registered as "visual"
+  VisionTransformer visual_vit{nullptr};   // the same tower when it is OpenCLIP's ViT
+  ModifiedResNet visual_resnet{nullptr};   // the same tower when it is a ModifiedResNet
+  TextTransformer text{nullptr};           // registered as "text" when spec.custom_text
+  // The text tower's parts (the same tensors and modules as `text`'s).
   torch::nn::Embedding token_embedding{nullptr};
   at::Tensor positional_embedding;
   Transformer transformer{nullptr};
   LayerNorm ln_final{nullptr};
-  at::Tensor text_projection;
+  at::Tensor text_projection;  // [width, embed_dim]; undefined when it is a Linear or none
   at::Tensor logit_scale;
   at::Tensor logit_bias;  // undefined unless spec.init_logit_bias is set
 
  private:
   ModelSpec spec_;
-  Activation act_;
 };
 TORCH_MODULE(Clip);
 

@@ -2,7 +2,9 @@
 // An architecture as data: configs/models/<name>.yaml, read into a ModelSpec. The YAML mirrors
 // OpenCLIP's model_configs/<name>.json (embed_dim, quick_gelu, vision_cfg, text_cfg, ...), so a
 // config can be checked against OpenCLIP's field by field, plus clipper's `tokenizer` and
-// `preprocess_cfg` (OpenCLIP keeps those elsewhere).
+// `preprocess_cfg` (OpenCLIP keeps those elsewhere), and, for timm trunks, the sizes timm's
+// model name implies (width, layers, ...), written out. Every key is declared once, in the field
+// table of model_spec.cpp (its YAML path, its member here, what it means).
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "clipper/model/preprocess.hpp"
+#include "clipper/model/spec_choices.hpp"
 
 namespace clipper::model {
 
@@ -18,7 +21,10 @@ struct ModelSpec {
   std::string path;  // where it was read from ("" when built in code)
   std::int64_t embed_dim = 512;
 
-  // Image tower: a ViT when vision_resnet_layers is empty, else a ModifiedResNet.
+  // Image tower: vision_cfg.tower, or inferred: a ModifiedResNet when vision_cfg.layers is a
+  // list, timm_vit when vision_cfg.timm_model_name is set, else OpenCLIP's ViT.
+  ImageTowerKind image_tower = ImageTowerKind::vit;
+  std::string timm_model_name;  // timm_vit: the timm model it equals (open_clip's config key)
   std::int64_t image_size = 224;
   std::int64_t vision_width = 768;
   std::int64_t vision_layers = 12;                 // ViT blocks
@@ -27,6 +33,9 @@ struct ModelSpec {
   std::int64_t vision_head_width = 64;  // heads = width / head_width (ResNet: width*32/hw)
   double vision_mlp_ratio = 4.0;
   double patch_dropout = 0.0;  // fraction of patches dropped in training (ViT only)
+  VisionPool vision_pool = VisionPool::map;  // timm_vit: open_clip's timm_pool
+  Activation vision_act = Activation::gelu;  // timm_vit (the OpenCLIP ViT follows quick_gelu)
+  double vision_norm_eps = 1e-5;             // LayerNorm eps of the image tower
 
   // Text tower.
   std::int64_t context_length = 77;
@@ -38,7 +47,17 @@ struct ModelSpec {
   // Which token's output is the text feature (OpenCLIP's text_cfg.pool_type; preprocess.hpp).
   TextPool text_pool = TextPool::argmax;
   std::int64_t text_eos_id = 2;
-  std::string tokenizer = "clip";  // "clip" or "sentencepiece:PATH"
+  // OpenCLIP's custom_text: the text tower's parameters sit under `text.` (TextTransformer)
+  // instead of at the top level (CLIP).
+  bool custom_text = false;
+  bool text_no_causal_mask = false;  // bidirectional attention (SigLIP)
+  bool text_proj_bias = false;       // text_projection is a Linear with bias (SigLIP)
+  bool text_proj_none = false;       // proj_type none: no projection (width == embed_dim)
+  Activation text_act = Activation::gelu;
+  double text_norm_eps = 1e-5;
+  std::string tokenizer = "clip";  // "clip", "sentencepiece:PATH" or "hf:NAME_OR_PATH"
+  // How an hf: tokenizer cleans text first (open_clip's tokenizer_kwargs.clean).
+  std::string tokenizer_clean = "whitespace";
 
   bool quick_gelu = false;
   double init_logit_scale = 2.659260036932778;  // ln(1 / 0.07)
@@ -50,7 +69,10 @@ struct ModelSpec {
   Interpolation interpolation = Interpolation::bicubic;
   ResizeMode resize_mode = ResizeMode::shortest;
 
-  bool is_resnet() const { return !vision_resnet_layers.empty(); }
+  bool is_resnet() const { return image_tower == ImageTowerKind::resnet; }
+  // The activations the towers use: quick_gelu (OpenAI's) overrides both.
+  Activation image_activation() const { return quick_gelu ? Activation::quick_gelu : vision_act; }
+  Activation text_activation() const { return quick_gelu ? Activation::quick_gelu : text_act; }
   std::int64_t vision_heads() const;
   // Checks the values hang together (divisibility, positive sizes); throws InputError naming
   // the spec and the field.

@@ -12,20 +12,21 @@
 
 #include <cstdint>
 
-namespace clipper::model {
+#include "clipper/model/spec_choices.hpp"
 
-enum class Activation { gelu, quick_gelu };
+namespace clipper::model {
 
 at::Tensor activate(const at::Tensor& x, Activation act);
 
-// LayerNorm over the last dimension (eps 1e-5) whose output has the input's dtype, like OpenCLIP's
-// LayerNorm (under autocast layer_norm computes in fp32).
+// LayerNorm over the last dimension whose output has the input's dtype, like OpenCLIP's
+// LayerNorm (under autocast layer_norm computes in fp32). eps: 1e-5 (OpenCLIP), 1e-6 (SigLIP).
 class LayerNormImpl : public torch::nn::Module {
  public:
-  explicit LayerNormImpl(std::int64_t dim);
+  explicit LayerNormImpl(std::int64_t dim, double eps = 1e-5);
   at::Tensor forward(const at::Tensor& x);
   at::Tensor weight, bias;
   std::int64_t dim;
+  double eps;
 };
 TORCH_MODULE(LayerNorm);
 
@@ -55,12 +56,19 @@ class MlpImpl : public torch::nn::Module {
 };
 TORCH_MODULE(Mlp);
 
+// A pre-norm transformer block whose activations gradient checkpointing can recompute
+// (checkpointed_block); OpenCLIP's and timm's blocks differ only in their parameter names.
+class BlockImpl : public torch::nn::Module {
+ public:
+  virtual at::Tensor forward(const at::Tensor& x, bool causal) = 0;
+};
+
 // x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))
-class ResidualAttentionBlockImpl : public torch::nn::Module {
+class ResidualAttentionBlockImpl : public BlockImpl {
  public:
   ResidualAttentionBlockImpl(std::int64_t dim, std::int64_t heads, double mlp_ratio,
-                             Activation act);
-  at::Tensor forward(const at::Tensor& x, bool causal = false);
+                             Activation act, double norm_eps = 1e-5);
+  at::Tensor forward(const at::Tensor& x, bool causal = false) override;
   // The block's output at one token per sequence, index [N] (int64), as [N, d]: what forward()
   // gives at those tokens, computing queries, attention output and MLP for those tokens only.
   at::Tensor forward_token(const at::Tensor& x, const at::Tensor& index, bool causal = false);
@@ -73,7 +81,7 @@ TORCH_MODULE(ResidualAttentionBlock);
 class TransformerImpl : public torch::nn::Module {
  public:
   TransformerImpl(std::int64_t width, std::int64_t layers, std::int64_t heads, double mlp_ratio,
-                  Activation act);
+                  Activation act, double norm_eps = 1e-5);
   // x: [N, L, width]. With grad_checkpointing on (and in training with grad mode on), each block
   // keeps only its input and recomputes its activations during backward.
   at::Tensor forward(const at::Tensor& x, bool causal = false);
@@ -92,7 +100,7 @@ TORCH_MODULE(Transformer);
 // Runs `block` on `x` keeping only `x`: activations are recomputed in backward. Gradients reach
 // `x` and the block's parameters (also when `x` itself needs none). Autocast state is carried
 // into the recomputation.
-at::Tensor checkpointed_block(ResidualAttentionBlockImpl& block, const at::Tensor& x, bool causal);
+at::Tensor checkpointed_block(BlockImpl& block, const at::Tensor& x, bool causal);
 
 // Number of MLP hidden units, as OpenCLIP computes it: int(dim * mlp_ratio).
 inline std::int64_t mlp_width(std::int64_t dim, double mlp_ratio) {

@@ -11,16 +11,25 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include "clipper/model/image_tower.hpp"
 #include "clipper/model/model_spec.hpp"
 #include "clipper/model/transformer.hpp"
 
 namespace clipper::model {
 
-class VisionTransformerImpl : public torch::nn::Module {
+class VisionTransformerImpl : public ImageTowerImpl {
  public:
-  VisionTransformerImpl(const ModelSpec& spec, Activation act);
+  explicit VisionTransformerImpl(const ModelSpec& spec);
   // images: [B, 3, H, W] normalized; returns [B, embed_dim].
-  at::Tensor forward(const at::Tensor& images);
+  at::Tensor forward(const at::Tensor& images) override;
+  // OpenCLIP's init: embeddings and proj ~ N(0, width^-0.5), nn.MultiheadAttention's xavier
+  // in_proj, PyTorch's defaults elsewhere.
+  void init_parameters(Initializer& init) override;
+  // [conv1, class_embedding, positional_embedding, ln_pre], each block but the last,
+  // [last block, ln_post], [proj].
+  std::vector<std::vector<at::Tensor>> lock_groups() override;
+  void set_grad_checkpointing(bool on) override { transformer->grad_checkpointing = on; }
+  void set_patch_dropout(double fraction) override { patch_dropout = fraction; }
   // Tokens after the patch embedding, class token and positional embedding (and, in training,
   // patch dropout), before ln_pre: [B, 1 + kept, width].
   at::Tensor embed(const at::Tensor& images);
@@ -71,14 +80,21 @@ class AttentionPool2dImpl : public torch::nn::Module {
 };
 TORCH_MODULE(AttentionPool2d);
 
-class ModifiedResNetImpl : public torch::nn::Module {
+class ModifiedResNetImpl : public ImageTowerImpl {
  public:
   explicit ModifiedResNetImpl(const ModelSpec& spec);
-  at::Tensor forward(const at::Tensor& images);
+  at::Tensor forward(const at::Tensor& images) override;
   at::Tensor stem(const at::Tensor& images);
+  // OpenCLIP's init: PyTorch defaults, attention pool ~ N(0, C^-0.5), each bottleneck's last
+  // BatchNorm at zero.
+  void init_parameters(Initializer& init) override;
+  // [stem], layer1..4, [attnpool].
+  std::vector<std::vector<at::Tensor>> lock_groups() override;
+  // A ResNet's stages are not checkpointed (as in OpenCLIP).
+  void set_grad_checkpointing(bool) override {}
   // With the BatchNorm statistics frozen, train() leaves the BatchNorm layers in eval mode.
   void train(bool on = true) override;
-  void set_freeze_bn_stats(bool freeze);
+  void set_freeze_bn_stats(bool freeze) override;
 
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv3{nullptr};
   torch::nn::BatchNorm2d bn1{nullptr}, bn2{nullptr}, bn3{nullptr};

@@ -40,8 +40,9 @@ std::vector<ParamGroup> make_param_groups(const torch::nn::Module& model, double
 // The learning-rate scale of every parameter of `model` (OpenCLIP names), in named_parameters()
 // order. Layer groups, input to output, as OpenCLIP's layer_groups(): ViT [conv1, class and
 // positional embeddings, ln_pre], each block (the last with ln_post), [proj]; ModifiedResNet
-// [stem], layer1..4, [attnpool]; text [token and positional embeddings], each block (the last
-// with ln_final), [text_projection]. A group d below its tower's last gets decay^d, times the
+// [stem], layer1..4, [attnpool]; a timm trunk (SigLIP) [patch_embed, pos_embed], each block,
+// [norm], [attn_pool]; text (top level or under text.) [token and positional embeddings], each
+// block (the last with ln_final), [text_projection]. A group d below its tower's last gets decay^d, times the
 // tower's multiplier; parameters outside both towers (logit_scale, logit_bias) get 1. Throws
 // InputError for a decay outside (0, 1] or a negative multiplier.
 std::vector<std::pair<std::string, double>> lr_scales(const torch::nn::Module& model,

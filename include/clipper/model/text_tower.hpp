@@ -1,0 +1,51 @@
+#pragma once
+// The text tower, OpenCLIP's TextTransformer: token_embedding, positional_embedding,
+// transformer.resblocks.{i}, ln_final, text_projection. CLIP's text tower is causal, pools the
+// end-of-text token and projects with a [width, embed_dim] matrix; SigLIP's (custom_text) is
+// bidirectional, pools the last position and projects with a Linear that has a bias. The CLIP
+// model registers these parts at its top level (CLIP) or under `text.` (custom_text), so the
+// state dict has OpenCLIP's names either way.
+#include <ATen/ATen.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/embedding.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <vector>
+
+#include "clipper/model/model_spec.hpp"
+#include "clipper/model/transformer.hpp"
+
+namespace clipper::model {
+
+class Initializer;
+
+class TextTransformerImpl : public torch::nn::Module {
+ public:
+  explicit TextTransformerImpl(const ModelSpec& spec);
+  // tokens: int64 [B, L], L <= context_length; the unnormalized features [B, embed_dim].
+  at::Tensor forward(const at::Tensor& tokens);
+  // OpenAI's init (OpenCLIP's TextTransformer.init_parameters).
+  void init_parameters(Initializer& init);
+  // [token_embedding, positional_embedding], each block but the last, [last block, ln_final],
+  // [text_projection].
+  std::vector<std::vector<at::Tensor>> lock_groups();
+  // Registers the parts on `owner` as well, under the same names: CLIP's top-level text tower.
+  void register_parts(torch::nn::Module& owner);
+
+  torch::nn::Embedding token_embedding{nullptr};
+  at::Tensor positional_embedding;
+  Transformer transformer{nullptr};
+  LayerNorm ln_final{nullptr};
+  at::Tensor projection;                  // [width, embed_dim] when the projection has no bias
+  torch::nn::Linear projection_linear{nullptr};  // proj_bias: weight [embed_dim, width] and bias
+
+ private:
+  // Which position's output is pooled, per row.
+  at::Tensor pool_index(const at::Tensor& tokens) const;
+  at::Tensor project(const at::Tensor& pooled) const;
+  ModelSpec spec_;
+};
+TORCH_MODULE(TextTransformer);
+
+}  // namespace clipper::model
