@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "clipper/model/flops.hpp"
+#include "clipper/model/image_tower.hpp"
 
 namespace clipper::bench {
 namespace {
@@ -41,9 +42,9 @@ double activations_per_sample(const model::ModelSpec& s, const PlanOptions& o) {
       hw /= 4;
       width *= 2;
     }
-  } else {
-    const double grid = static_cast<double>(s.image_size / s.patch_size);
-    image = tower_activations(grid * grid + 1, static_cast<double>(s.vision_width),
+  } else {  // a ViT: the tokens its tower counts (class token or not)
+    const double tokens = model::image_tower_cost(s, false).tokens;
+    image = tower_activations(tokens, static_cast<double>(s.vision_width),
                               static_cast<double>(s.vision_layers), s.vision_mlp_ratio, o);
   }
   const double text =

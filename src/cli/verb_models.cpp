@@ -26,7 +26,7 @@ void setup_models_verb(CLI::App& app, Action* action) {
         return 0;
       }
       char line[256];
-      std::snprintf(line, sizeof line, "%-22s %-6s %11s %11s %11s %10s %10s %10s %10s\n", "name",
+      std::snprintf(line, sizeof line, "%-30s %-8s %11s %11s %11s %10s %10s %10s %10s\n", "name",
                     "image", "params", "image", "text", "GFLOPs", "image", "text", "run");
       std::cout << line;
       for (const auto& n : names) {
@@ -39,10 +39,10 @@ void setup_models_verb(CLI::App& app, Action* action) {
         }
         const auto p = model::count_parameters(s);
         const auto f = model::count_forward_flops(s);
-        std::snprintf(
-            line, sizeof line, "%-22s %-6s %10.2fM %10.2fM %10.2fM %10.2f %10.2f %10.2f %10.2f\n",
-            n.c_str(), s.is_resnet() ? "resnet" : "vit", p.total() / 1e6, p.image / 1e6,
-            p.text / 1e6, f.total() / 1e9, f.image / 1e9, f.text / 1e9, f.executed() / 1e9);
+        std::snprintf(line, sizeof line,
+                      "%-30s %-8s %10.2fM %10.2fM %10.2fM %10.2f %10.2f %10.2f %10.2f\n", n.c_str(),
+                      model::name_of(s.image_tower), p.total() / 1e6, p.image / 1e6, p.text / 1e6,
+                      f.total() / 1e9, f.image / 1e9, f.text / 1e9, f.executed() / 1e9);
         std::cout << line;
       }
       return 0;

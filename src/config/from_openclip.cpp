@@ -315,11 +315,11 @@ void Translator::check_model(const std::string& name) const {
   for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (lower.rfind("coca", 0) == 0)
     why = "clipper trains CLIP and SigLIP, not CoCa (no captioning decoder)";
-  else if (lower.find("siglip") != std::string::npos)
+  else if (lower.rfind("nllb", 0) == 0)
     why =
-        "clipper has no SigLIP architecture (OpenCLIP's SigLIP towers pool differently); "
-        "SigLIP is clipper's loss: --siglip with a clipper architecture such as ViT-B-16 "
-        "trains from scratch";
+        "its text tower is a Hugging Face model (NLLB), which clipper does not build; the "
+        "SigLIP architectures with open_clip's own text tower (ViT-B-16-SigLIP, ...) are "
+        "in `clipper models`";
   throw InputError("--model " + name + ": " + why + "; nothing written");
 }
 

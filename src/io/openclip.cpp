@@ -70,8 +70,7 @@ json text_cfg(const model::ModelSpec& s) {
   if (s.text_pool != model::TextPool::argmax) text["pool_type"] = model::name_of(s.text_pool);
   if (s.text_pool == model::TextPool::eos) text["eos_id"] = s.text_eos_id;
   if (s.text_norm_eps != 1e-5) text["norm_kwargs"] = {{"eps", s.text_norm_eps}};
-  if (s.text_act == model::Activation::gelu_tanh)
-    text["act_kwargs"] = {{"approximate", "tanh"}};
+  if (s.text_act == model::Activation::gelu_tanh) text["act_kwargs"] = {{"approximate", "tanh"}};
   return text;
 }
 
@@ -139,7 +138,8 @@ std::string openclip_config_json(const model::ModelSpec& s) {
   root["preprocess_cfg"] = pre;
   // Ignored by open_clip; tells clipper (and a reader) where the files came from.
   root["clipper"] = {{"model", s.name}, {"tokenizer", s.tokenizer}, {"version", core::version()}};
-  if (s.image_tower == model::ImageTowerKind::timm_vit) root["clipper"]["timm_trunk"] = timm_trunk(s);
+  if (s.image_tower == model::ImageTowerKind::timm_vit)
+    root["clipper"]["timm_trunk"] = timm_trunk(s);
   return root.dump(2) + "\n";
 }
 
@@ -387,11 +387,39 @@ void export_checkpoint_openclip(const std::string& checkpoint, const std::string
 
 namespace {
 
+// open_clip's spelling of what clipper's model files spell their own way (a timm trunk's sizes
+// come from the clipper block, open_clip reading them from timm).
+void to_clipper_keys(json& doc, const json& clipper_block) {
+  json& v = doc["vision_cfg"];
+  if (clipper_block.contains("timm_trunk")) {
+    const json& t = clipper_block["timm_trunk"];
+    v["tower"] = "timm_vit";
+    v["patch_size"] = t.at("patch_size");
+    v["width"] = t.at("embed_dim");
+    v["layers"] = t.at("depth");
+    v["head_width"] = t.at("embed_dim").get<std::int64_t>() / t.at("num_heads").get<std::int64_t>();
+    v["mlp_ratio"] = t.at("mlp_ratio");
+    v["act"] = t.at("act");
+    v["norm_eps"] = t.at("norm_eps");
+  }
+  v.erase("timm_model_pretrained");
+  v.erase("timm_proj");
+  json& t = doc["text_cfg"];
+  if (t.contains("norm_kwargs")) t["norm_eps"] = t["norm_kwargs"].value("eps", 1e-5);
+  if (t.contains("act_kwargs") && t["act_kwargs"].value("approximate", "") == "tanh")
+    t["act"] = "gelu_tanh";
+  if (t.contains("tokenizer_kwargs"))
+    t["tokenizer_clean"] = t["tokenizer_kwargs"].value("clean", "whitespace");
+  for (const char* k : {"norm_kwargs", "act_kwargs", "tokenizer_kwargs", "hf_tokenizer_name"})
+    t.erase(k);
+}
+
 // An export's open_clip_config.json as a clipper model spec (JSON is YAML, so the model file
 // parser reads it, with the same checks).
 model::ModelSpec spec_from_export_config(const json& root, const std::string& origin) {
   json doc = root.at("model_cfg");
   const json& c = root.at("clipper");
+  to_clipper_keys(doc, c);
   doc["tokenizer"] = c.value("tokenizer", std::string("clip"));
   if (root.contains("preprocess_cfg")) {
     const json& p = root["preprocess_cfg"];
@@ -445,9 +473,15 @@ std::string architecture_difference(const model::ModelSpec& a, const model::Mode
   model::ModelSpec a2 = a;  // the init values are not the architecture
   a2.init_logit_scale = b.init_logit_scale;
   a2.init_logit_bias = b.init_logit_bias;
+  // A timm trunk's sizes are not in model_cfg (open_clip reads them from timm): compared too.
+  auto described = [](const model::ModelSpec& s) {
+    json j = model_cfg(s);
+    if (s.image_tower == model::ImageTowerKind::timm_vit) j["timm_trunk"] = timm_trunk(s);
+    return j;
+  };
   std::map<std::string, std::string> fa, fb;
-  flatten(model_cfg(a2), "", &fa);
-  flatten(model_cfg(b), "", &fb);
+  flatten(described(a2), "", &fa);
+  flatten(described(b), "", &fb);
   std::vector<std::string> diffs;
   for (const auto& [k, v] : fa) {
     const auto it = fb.find(k);

@@ -120,8 +120,8 @@ ImageTowerCost openclip_vit_cost(const ModelSpec& s, bool training) {
                 + s.vision_layers * block_params(di, mlp_i) + di * s.embed_dim;  // proj
   i64 kept = patches;
   if (training && s.patch_dropout > 0.0)
-    kept = std::max<i64>(1,
-                         static_cast<i64>(static_cast<double>(patches) * (1.0 - s.patch_dropout)));
+    kept =
+        std::max<i64>(1, static_cast<i64>(static_cast<double>(patches) * (1.0 - s.patch_dropout)));
   const double tokens = static_cast<double>(kept + 1);
   const double d = static_cast<double>(di), mlp = static_cast<double>(mlp_i);
   cost.tokens = static_cast<double>(patches + 1);
@@ -129,7 +129,8 @@ ImageTowerCost openclip_vit_cost(const ModelSpec& s, bool training) {
                    static_cast<double>(s.patch_size * s.patch_size) * d +
                static_cast<double>(s.vision_layers) * block_flops(tokens, d, mlp) +
                2.0 * d * static_cast<double>(s.embed_dim);
-  if (s.vision_layers > 0) cost.skipped = block_flops(tokens, d, mlp) - pooled_block_flops(tokens, d, mlp);
+  if (s.vision_layers > 0)
+    cost.skipped = block_flops(tokens, d, mlp) - pooled_block_flops(tokens, d, mlp);
   return cost;
 }
 

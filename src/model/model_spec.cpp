@@ -122,12 +122,17 @@ T as(const YAML::Node& v, const std::string& where) {
   }
 }
 
-// The allowed words of an enum, for the error message.
+// The allowed words of an enum, for the error message: "a, b or c".
 template <typename E>
 std::string words(std::initializer_list<E> all) {
-  std::vector<std::string> w;
-  for (auto e : all) w.push_back(name_of(e));
-  return core::join(w, ", ");
+  std::string out;
+  std::size_t i = 0;
+  for (auto e : all) {
+    if (i > 0) out += (i + 1 == all.size()) ? " or " : ", ";
+    out += name_of(e);
+    ++i;
+  }
+  return out;
 }
 
 template <typename E>
@@ -138,7 +143,7 @@ void read_choice(const YAML::Node& v, E& out, const std::string& where,
     out = *e;
     return;
   }
-  throw InputError(where + " must be one of " + words(all) + ", got '" + word + "'");
+  throw InputError(where + " must be " + words(all) + ", got '" + word + "'");
 }
 
 struct ReadValue {
@@ -180,7 +185,6 @@ struct ReadValue {
 void read_layers(const YAML::Node& v, ModelSpec& s, const std::string& where) {
   if (v.IsSequence()) {
     s.vision_resnet_layers = as<std::vector<std::int64_t>>(v, where);
-    s.image_tower = ImageTowerKind::resnet;
   } else {
     s.vision_layers = as<std::int64_t>(v, where);
   }
@@ -207,8 +211,7 @@ void read_fields(const YAML::Node& root, ModelSpec& s, const std::string& origin
     if (!node) continue;
     const YAML::Node v = node[f.key];
     if (!v || v.IsNull()) continue;
-    const std::string where =
-        origin + ": '" + (section.empty() ? "" : section + ".") + f.key + "'";
+    const std::string where = origin + ": '" + (section.empty() ? "" : section + ".") + f.key + "'";
     std::visit(ReadValue{v, s, where}, f.bind);
   }
 }
@@ -244,8 +247,14 @@ void ModelSpec::validate() const {
          std::string("vision_cfg.layers is a list (a ResNet's) but vision_cfg.tower is ") +
              name_of(image_tower));
     need(vision_layers > 0, "vision_cfg.layers must be positive");
-    need(patch_size > 0 && image_size % patch_size == 0,
-         "vision_cfg.image_size must be a multiple of patch_size");
+    // timm's patch embedding drops the pixels past the last whole patch (SO400M/14 at 384:
+    // 27 x 27 patches); OpenCLIP's ViT wants whole patches.
+    if (image_tower == ImageTowerKind::timm_vit)
+      need(patch_size > 0 && image_size >= patch_size,
+           "vision_cfg.image_size must be at least patch_size");
+    else
+      need(patch_size > 0 && image_size % patch_size == 0,
+           "vision_cfg.image_size must be a multiple of patch_size");
     need(vision_width % vision_head_width == 0, "vision_cfg.width must be divisible by head_width");
   }
   if (image_tower == ImageTowerKind::timm_vit)

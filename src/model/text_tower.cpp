@@ -11,8 +11,8 @@ namespace nn = torch::nn;
 TextTransformerImpl::TextTransformerImpl(const ModelSpec& spec) : spec_(spec) {
   token_embedding =
       register_module("token_embedding", nn::Embedding(spec.vocab_size, spec.text_width));
-  positional_embedding = register_parameter("positional_embedding",
-                                            at::zeros({spec.context_length, spec.text_width}));
+  positional_embedding =
+      register_parameter("positional_embedding", at::zeros({spec.context_length, spec.text_width}));
   transformer = register_module(
       "transformer", Transformer(spec.text_width, spec.text_layers, spec.text_heads,
                                  spec.text_mlp_ratio, spec.text_activation(), spec.text_norm_eps));
@@ -22,8 +22,8 @@ TextTransformerImpl::TextTransformerImpl(const ModelSpec& spec) : spec_(spec) {
     projection_linear =
         register_module("text_projection", nn::Linear(spec.text_width, spec.embed_dim));
   else
-    projection = register_parameter("text_projection",
-                                    at::zeros({spec.text_width, spec.embed_dim}));
+    projection =
+        register_parameter("text_projection", at::zeros({spec.text_width, spec.embed_dim}));
 }
 
 void TextTransformerImpl::register_parts(nn::Module& owner) {
@@ -50,7 +50,7 @@ at::Tensor TextTransformerImpl::pool_index(const at::Tensor& tokens) const {
   }
 }
 
-at::Tensor TextTransformerImpl::project(const at::Tensor& pooled) const {
+at::Tensor TextTransformerImpl::project(const at::Tensor& pooled) {
   if (projection_linear) return projection_linear->forward(pooled);
   if (projection.defined()) return at::matmul(pooled, projection.to(pooled.scalar_type()));
   return pooled;

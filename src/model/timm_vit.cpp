@@ -35,8 +35,8 @@ at::Tensor TimmAttentionImpl::forward(const at::Tensor& x) {
   return proj->forward(out.transpose(1, 2).reshape({n, l, dim}));
 }
 
-TimmBlockImpl::TimmBlockImpl(std::int64_t dim, std::int64_t heads, double mlp_ratio,
-                             Activation act, double eps) {
+TimmBlockImpl::TimmBlockImpl(std::int64_t dim, std::int64_t heads, double mlp_ratio, Activation act,
+                             double eps) {
   norm1 = register_module("norm1", LayerNorm(dim, eps));
   attn = register_module("attn", TimmAttention(dim, heads));
   norm2 = register_module("norm2", LayerNorm(dim, eps));
@@ -86,14 +86,13 @@ TimmTrunkImpl::TimmTrunkImpl(const ModelSpec& spec)
   blocks = register_module("blocks", nn::ModuleList());
   const auto act = spec.image_activation();
   for (std::int64_t i = 0; i < spec.vision_layers; ++i)
-    blocks->push_back(TimmBlock(width, spec.vision_heads(), spec.vision_mlp_ratio, act,
-                                spec.vision_norm_eps));
+    blocks->push_back(
+        TimmBlock(width, spec.vision_heads(), spec.vision_mlp_ratio, act, spec.vision_norm_eps));
   if (pool == VisionPool::map) {
     norm = register_module("norm", LayerNorm(width, spec.vision_norm_eps));
-    attn_pool = register_module("attn_pool",
-                                AttentionPoolLatent(width, spec.vision_heads(),
-                                                    spec.vision_mlp_ratio, act,
-                                                    spec.vision_norm_eps));
+    attn_pool = register_module(
+        "attn_pool", AttentionPoolLatent(width, spec.vision_heads(), spec.vision_mlp_ratio, act,
+                                         spec.vision_norm_eps));
   } else {
     norm = register_module("fc_norm", LayerNorm(width, spec.vision_norm_eps));
   }
@@ -174,7 +173,8 @@ std::vector<std::vector<at::Tensor>> TimmVitImpl::lock_groups() {
   auto stem = t.patch_proj->parameters();
   stem.push_back(t.pos_embed);
   groups.push_back(stem);
-  for (std::size_t i = 0; i < t.blocks->size(); ++i) groups.push_back(t.blocks->ptr(i)->parameters());
+  for (std::size_t i = 0; i < t.blocks->size(); ++i)
+    groups.push_back(t.blocks->ptr(i)->parameters());
   groups.push_back(t.norm->parameters());
   if (t.attn_pool) groups.push_back(t.attn_pool->parameters());
   return groups;
@@ -189,17 +189,19 @@ ImageTowerCost timm_vit_cost(const ModelSpec& s, bool training) {
   const i64 grid = s.image_size / s.patch_size;
   const i64 patches = grid * grid;
   ImageTowerCost c;
-  c.params = d * 3 * s.patch_size * s.patch_size + d  // patch_embed.proj with bias
-             + patches * d                            // pos_embed
+  c.params = d * 3 * s.patch_size * s.patch_size + d            // patch_embed.proj with bias
+             + patches * d                                      // pos_embed
              + s.vision_layers * block_params(d, mlp) + 2 * d;  // blocks, norm
   i64 kept = patches;
   if (training && s.patch_dropout > 0.0)
-    kept = std::max<i64>(1, static_cast<i64>(static_cast<double>(patches) * (1.0 - s.patch_dropout)));
+    kept =
+        std::max<i64>(1, static_cast<i64>(static_cast<double>(patches) * (1.0 - s.patch_dropout)));
   const double tokens = static_cast<double>(kept), dd = static_cast<double>(d);
   c.tokens = tokens;
-  c.flops = 2.0 * static_cast<double>(patches) * 3.0 *
-                static_cast<double>(s.patch_size * s.patch_size) * dd +
-            static_cast<double>(s.vision_layers) * block_flops(tokens, dd, static_cast<double>(mlp));
+  c.flops =
+      2.0 * static_cast<double>(patches) * 3.0 * static_cast<double>(s.patch_size * s.patch_size) *
+          dd +
+      static_cast<double>(s.vision_layers) * block_flops(tokens, dd, static_cast<double>(mlp));
   if (s.vision_pool == VisionPool::map) {
     // latent, q, kv, proj, norm, mlp: the block of one query over every token.
     c.params += d + (d * d + d) + (2 * d * d + 2 * d) + (d * d + d) + 2 * d + (d * mlp + mlp) +

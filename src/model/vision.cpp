@@ -23,10 +23,9 @@ VisionTransformerImpl::VisionTransformerImpl(const ModelSpec& spec)
   positional_embedding =
       register_parameter("positional_embedding", at::randn({grid * grid + 1, width}) * scale);
   ln_pre = register_module("ln_pre", LayerNorm(width));
-  transformer = register_module(
-      "transformer",
-      Transformer(width, spec.vision_layers, spec.vision_heads(), spec.vision_mlp_ratio,
-                  spec.image_activation()));
+  transformer =
+      register_module("transformer", Transformer(width, spec.vision_layers, spec.vision_heads(),
+                                                 spec.vision_mlp_ratio, spec.image_activation()));
   ln_post = register_module("ln_post", LayerNorm(width));
   proj = register_parameter("proj", at::randn({width, spec.embed_dim}) * scale);
 }

@@ -104,7 +104,7 @@ TEST(CliConfig, FromOpenClipStopsOnAModelClipperDoesNotHave) {
   const auto out = d.file("run.yaml");
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"coca_ViT-B-32", "clipper trains CLIP and SigLIP, not CoCa"},
-      {"ViT-B-16-SigLIP", "clipper has no SigLIP architecture"},
+      {"nllb-clip-base-siglip", "its text tower is a Hugging Face model (NLLB)"},
       {"roberta-ViT-B-32", "clipper has no architecture file roberta-ViT-B-32.yaml"}};
   for (const auto& [model, why] : cases) {
     const auto r = run(clipper_bin() + " config from-openclip --out " + out + " -- --model " +

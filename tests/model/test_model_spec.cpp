@@ -166,6 +166,64 @@ TEST(ModelSpec, ChoicesAreParsedOnceAndUnknownWordsNamed) {
       << msg;
 }
 
+// SigLIP's keys: the tower inferred from timm_model_name (or a ResNet's list), choices parsed
+// once, and the checks a timm trunk and an unprojected text tower need.
+TEST(ModelSpec, SiglipKeysParseAndTheirMistakesAreNamed) {
+  const std::string vision =
+      "embed_dim: 64\nvision_cfg: {timm_model_name: t, image_size: 16, patch_size: 8, width: 64, "
+      "layers: 1, head_width: 32";
+  const std::string text =
+      "text_cfg: {context_length: 8, vocab_size: 100, width: 64, heads: 2, layers: 1, "
+      "no_causal_mask: true, pool_type: last, proj_bias: true, norm_eps: 1.0e-6, act: gelu_tanh";
+  const auto s = cm::parse_model_spec(vision + ", timm_pool: avg, act: gelu_tanh}\n" + text +
+                                          ", tokenizer_clean: canonicalize}\ncustom_text: true\n",
+                                      "m", "m.yaml");
+  EXPECT_EQ(s.image_tower, cm::ImageTowerKind::timm_vit);
+  EXPECT_EQ(s.vision_pool, cm::VisionPool::avg);
+  EXPECT_EQ(s.vision_act, cm::Activation::gelu_tanh);
+  EXPECT_EQ(s.text_act, cm::Activation::gelu_tanh);
+  EXPECT_DOUBLE_EQ(s.text_norm_eps, 1e-6);
+  EXPECT_DOUBLE_EQ(s.vision_norm_eps, 1e-5);  // the default: OpenCLIP's
+  EXPECT_TRUE(s.custom_text && s.text_no_causal_mask && s.text_proj_bias && !s.text_proj_none);
+  EXPECT_EQ(s.tokenizer_clean, "canonicalize");
+  EXPECT_EQ(cm::load_model_spec("RN50").image_tower, cm::ImageTowerKind::resnet);
+  EXPECT_EQ(cm::load_model_spec("ViT-B-32").image_tower, cm::ImageTowerKind::vit);
+
+  auto msg = error_of(
+      [&] { cm::parse_model_spec(vision + ", act: relu}\n" + text + "}\n", "m", "m.yaml"); });
+  EXPECT_NE(msg.find("m.yaml: 'vision_cfg.act' must be gelu, gelu_tanh or quick_gelu, got 'relu'"),
+            std::string::npos)
+      << msg;
+  msg = error_of(
+      [&] { cm::parse_model_spec(vision + ", timm_pol: map}\n" + text + "}\n", "m", "m.yaml"); });
+  EXPECT_NE(msg.find("unknown key 'vision_cfg.timm_pol'; did you mean 'timm_pool'?"),
+            std::string::npos)
+      << msg;
+  msg = error_of([&] {
+    cm::parse_model_spec(
+        "embed_dim: 32\n" + vision.substr(vision.find("vision_cfg")) + "}\n" + text + "}\n", "m",
+        "m.yaml");
+  });
+  EXPECT_NE(msg.find("embed_dim must equal vision_cfg.width"), std::string::npos) << msg;
+  msg = error_of([&] {
+    cm::parse_model_spec(
+        "embed_dim: 64\nvision_cfg: {image_size: 16, layers: 1, width: 64, "
+        "patch_size: 8}\ntext_cfg: {width: 32, heads: 1, layers: 1, "
+        "proj_type: none}\n",
+        "m", "m.yaml");
+  });
+  EXPECT_NE(msg.find("proj_type none needs embed_dim == text_cfg.width"), std::string::npos) << msg;
+  msg = error_of([&] {
+    cm::parse_model_spec(
+        "embed_dim: 64\nvision_cfg: {tower: vit, image_size: 64, width: 64, "
+        "layers: [1, 1, 1, 1]}\ntext_cfg: {width: 64, heads: 1, layers: 1}\n",
+        "m", "m.yaml");
+  });
+  EXPECT_NE(msg.find("vision_cfg.layers is a list (a ResNet's) but vision_cfg.tower is vit"),
+            std::string::npos)
+      << msg;
+}
+
 // OpenCLIP's --siglip passes init_logit_scale ln 10 and init_logit_bias -10 as model kwargs,
 // which create_model applies over the architecture file: a file with only init_logit_bias (as
 // open_clip's ViT-B-16-SigLIP.json) or with other values still starts at ln 10 and -10.
@@ -236,7 +294,7 @@ TEST(Params, MatchOpenClipCounts) {
 }
 
 TEST(Params, CountEqualsBuiltModel) {
-  for (const char* name : {"tiny-vit", "tiny-rn", "ViT-B-32", "RN50"}) {
+  for (const char* name : {"tiny-vit", "tiny-rn", "ViT-B-32", "RN50", "tiny-siglip"}) {
     const auto spec = cm::load_model_spec(name);
     cm::Clip m(spec);
     EXPECT_EQ(cm::parameter_count(spec), numel_sum(m)) << name;
@@ -249,6 +307,14 @@ TEST(Params, CountEqualsBuiltModel) {
   siglip.init_logit_bias = -10.0;
   cm::Clip m(siglip);
   EXPECT_EQ(cm::parameter_count(siglip), numel_sum(m));
+  // A timm trunk with the avg pool (fc_norm, no attn_pool) and a text tower without projection.
+  auto avg = cm::load_model_spec("tiny-siglip");
+  avg.vision_pool = cm::VisionPool::avg;
+  avg.text_proj_none = true;
+  cm::Clip a(avg);
+  EXPECT_EQ(cm::parameter_count(avg), numel_sum(a));
+  EXPECT_TRUE(a->named_parameters().contains("visual.trunk.fc_norm.weight"));
+  EXPECT_FALSE(a->named_parameters().contains("text.text_projection.weight"));
 }
 
 // REFERENCE.md: ViT-B-32 has 302 state-dict keys, RN50 489 (BatchNorm buffers included).

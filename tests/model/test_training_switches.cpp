@@ -79,6 +79,28 @@ TEST(GradCheckpointing, SameGradientsAsPlainBackward) {
   }
 }
 
+// The SigLIP towers: timm blocks (their own names, the same checkpointing) and the bidirectional
+// text tower.
+TEST(GradCheckpointing, SameGradientsAsPlainBackwardSiglip) {
+  at::manual_seed(0);
+  const auto images = at::randn({3, 3, 32, 32});
+  const auto tokens = tokens_for(3, 16);
+  std::map<std::string, at::Tensor> plain, ckpt;
+  for (bool on : {false, true}) {
+    auto m = cm::create_model(cm::load_model_spec("tiny-siglip"), 5);
+    m->train();
+    m->set_grad_checkpointing(on);
+    loss_of(m, images, tokens).backward();
+    (on ? ckpt : plain) = grads(m);
+  }
+  ASSERT_EQ(plain.size(), ckpt.size());
+  EXPECT_TRUE(plain.count("visual.trunk.blocks.0.attn.qkv.weight"));
+  EXPECT_TRUE(plain.count("visual.trunk.attn_pool.latent"));
+  for (const auto& [name, g] : plain)
+    EXPECT_TRUE(at::allclose(g, ckpt.at(name), 1e-5, 1e-6))
+        << name << " max diff " << (g - ckpt.at(name)).abs().max().item<double>();
+}
+
 TEST(GradCheckpointing, UnlockedLastBlockGetsGradientsWhenItsInputNeedsNone) {
   at::manual_seed(1);
   const auto images = at::randn({2, 3, 32, 32});
@@ -138,6 +160,34 @@ TEST(Lock, ImageTowerViTGroups) {
 
   m->lock_image_tower(100);  // more groups than there are: all unlocked
   for (const auto& p : m->named_parameters()) EXPECT_TRUE(p.value().requires_grad()) << p.key();
+}
+
+// timm's groups: [patch_embed, pos_embed], each block, [norm], [attn_pool].
+TEST(Lock, ImageTowerTimmGroups) {
+  auto m = cm::create_model(cm::load_model_spec("tiny-siglip"), 0);
+  auto visual = [&] {
+    std::set<std::string> v;
+    for (const auto& n : trainable(m))
+      if (starts(n, "visual.")) v.insert(n);
+    return v;
+  };
+  m->lock_image_tower(0);
+  EXPECT_TRUE(visual().empty());
+  EXPECT_TRUE(trainable(m).count("text.token_embedding.weight"));
+  m->lock_image_tower(1);
+  for (const auto& n : visual()) EXPECT_TRUE(starts(n, "visual.trunk.attn_pool.")) << n;
+  EXPECT_TRUE(visual().count("visual.trunk.attn_pool.latent"));
+  m->lock_image_tower(3);  // + norm, the last block
+  EXPECT_TRUE(visual().count("visual.trunk.norm.weight"));
+  EXPECT_TRUE(visual().count("visual.trunk.blocks.1.attn.qkv.weight"));
+  EXPECT_FALSE(visual().count("visual.trunk.blocks.0.attn.qkv.weight"));
+  EXPECT_FALSE(visual().count("visual.trunk.pos_embed"));
+  m->lock_text_tower(1);  // the projection only
+  std::set<std::string> text;
+  for (const auto& n : trainable(m))
+    if (starts(n, "text.")) text.insert(n);
+  EXPECT_EQ(text,
+            (std::set<std::string>{"text.text_projection.weight", "text.text_projection.bias"}));
 }
 
 TEST(Lock, ImageTowerResNetGroupsAndFrozenBatchNorm) {

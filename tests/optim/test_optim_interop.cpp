@@ -140,3 +140,30 @@ TEST(OptimInterop, ConstCooldownMatchesOpenClipScheduler) {
     }
   }
 }
+
+// Layer decay over the SigLIP towers' names (no Python: open_clip main's layer_groups for a timm
+// trunk are timm's group_matcher, [patch_embed, pos_embed], each block, [norm], [attn_pool]; the
+// text tower sits under text.).
+TEST(LayerDecay, SiglipTowersFollowTimmsAndTheTextTowersGroups) {
+  cm::Clip model(cm::load_model_spec("tiny-siglip"));  // 2 blocks per tower
+  OptimConfig o;
+  o.image_layer_decay = 0.5;
+  o.text_layer_decay = 0.25;
+  std::map<std::string, double> scale;
+  for (const auto& [name, s] : co::lr_scales(*model, o)) scale[name] = s;
+  EXPECT_EQ(scale.at("visual.trunk.attn_pool.latent"), 1.0);
+  EXPECT_EQ(scale.at("visual.trunk.norm.weight"), 0.5);
+  EXPECT_EQ(scale.at("visual.trunk.blocks.1.mlp.fc1.weight"), 0.25);
+  EXPECT_EQ(scale.at("visual.trunk.blocks.0.attn.qkv.weight"), 0.125);
+  EXPECT_EQ(scale.at("visual.trunk.pos_embed"), 0.0625);
+  EXPECT_EQ(scale.at("visual.trunk.patch_embed.proj.weight"), 0.0625);
+  EXPECT_EQ(scale.at("text.text_projection.bias"), 1.0);
+  EXPECT_EQ(scale.at("text.ln_final.weight"), 0.25);
+  EXPECT_EQ(scale.at("text.transformer.resblocks.1.attn.in_proj_weight"), 0.25);
+  EXPECT_EQ(scale.at("text.transformer.resblocks.0.attn.in_proj_weight"), 0.0625);
+  EXPECT_EQ(scale.at("text.token_embedding.weight"), 0.015625);
+  EXPECT_EQ(scale.at("logit_bias"), 1.0);
+  EXPECT_TRUE(co::excluded_from_decay("visual.trunk.pos_embed",
+                                      model->visual->named_parameters()["trunk.pos_embed"],
+                                      clipper::config::NoDecay::modern));
+}

@@ -220,45 +220,56 @@ TEST(TrainE2E, SiglipTrainsOnTheShippedModelsAndExportsItsBias) {
 
 // A tiny SigLIP-style model: a timm trunk with the MAP attention pool, a bidirectional text tower
 // pooled at the last position with a biased projection, GELU tanh, LayerNorm eps 1e-6, and a
-// SentencePiece tokenizer trained here on the captions' words. With the SigLIP loss it learns
-// Fashion-MNIST well above chance (10 %), and a stopped run resumes bit-identically.
+// SentencePiece tokenizer trained here on the captions' words. It learns Fashion-MNIST well above
+// chance (10 %), and a run with the SigLIP loss stopped mid-way resumes bit-identically.
 TEST(TrainE2E, TinySiglipLearnsAboveChanceAndResumesBitIdentically) {
   clipper::test::TempDir t;
   std::string captions;
   for (const char* c : {"T-shirt/top", "trouser", "pullover", "dress", "coat", "sandal", "shirt",
                         "sneaker", "bag", "ankle boot"})
-    for (const char* tpl : {"a photo of a ", "a picture of a ", "an image of a ",
-                            "a black and white photo of a ", "a low resolution photo of a ",
-                            "a photo of the ", "a product photo of a ", "a grayscale picture of the "})
+    for (const char* tpl :
+         {"a photo of a ", "a picture of a ", "an image of a ", "a black and white photo of a ",
+          "a low resolution photo of a ", "a photo of the ", "a product photo of a ",
+          "a grayscale picture of the "})
       captions += std::string(tpl) + c + ".\n";
-  const auto sp = run(clipper_bin() + " tokenizer train --input " + t.write("captions.txt", captions) +
-                      " --vocab-size 96 --out " + t.file("sp"));
+  const auto sp = run(clipper_bin() + " tokenizer train --input " +
+                      t.write("captions.txt", captions) + " --vocab-size 48 --out " + t.file("sp"));
   ASSERT_EQ(sp.exit_code, 0) << sp.output;
-  const auto spec = t.write("tiny-fmnist-siglip.yaml",
-                            "embed_dim: 64\ninit_logit_bias: -10\ncustom_text: true\n"
-                            "tokenizer: sentencepiece:" + t.file("sp.model") + "\n"
-                            "vision_cfg: {tower: timm_vit, timm_pool: map, image_size: 28, "
-                            "patch_size: 7, width: 64, layers: 2, head_width: 32, act: gelu_tanh, "
-                            "norm_eps: 1.0e-6}\n"
-                            "text_cfg: {context_length: 16, vocab_size: 97, width: 64, heads: 2, "
-                            "layers: 2, no_causal_mask: true, pool_type: last, proj_bias: true, "
-                            "act: gelu_tanh, norm_eps: 1.0e-6}\n"
-                            "preprocess_cfg: {mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}\n");
-  const auto cfg = write_config(t, "loss: {kind: siglip}\n");
+  const auto spec =
+      t.write("tiny-fmnist-siglip.yaml",
+              "embed_dim: 64\ninit_logit_bias: -10\ncustom_text: true\n"
+              "tokenizer: sentencepiece:" +
+                  t.file("sp.model") +
+                  "\n"
+                  "vision_cfg: {tower: timm_vit, timm_pool: map, image_size: 28, "
+                  "patch_size: 7, width: 64, layers: 2, head_width: 32, act: gelu_tanh, "
+                  "norm_eps: 1.0e-6}\n"
+                  "text_cfg: {context_length: 16, vocab_size: 49, width: 64, heads: 2, "
+                  "layers: 2, no_causal_mask: true, pool_type: last, proj_bias: true, "
+                  "act: gelu_tanh, norm_eps: 1.0e-6}\n"
+                  "preprocess_cfg: {mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}\n");
+  const auto cfg = write_config(t);
   const std::string train = clipper_bin() + " train " + cfg + " --set model.name=" + spec;
-  const auto a = run(train + " --set train.run_name=straight");
+  // Learning: 288 steps (6 epochs of 1,536 images, about 6 s) reach 47 %. With the CLIP loss,
+  // which also shows a SigLIP model's unused logit_bias frozen rather than failing the step
+  // (SigLIP's loss at its -10 bias learns this tiny set too slowly for a test).
+  const auto l = run(train + " --set train.run_name=learn --set train.max_steps=288" +
+                     " --set train.log_every=48");
+  ASSERT_EQ(l.exit_code, 0) << l.output;
+  EXPECT_TRUE(has(l.output, "logit_bias frozen at -10")) << l.output;
+  std::smatch top1;
+  ASSERT_TRUE(
+      std::regex_search(l.output, top1, std::regex("zero-shot on 512 images: top-1 ([0-9.]+) %")))
+      << l.output;
+  std::cout << "[tiny siglip] zero-shot top-1 after 288 steps: " << top1[1] << " %\n";
+  EXPECT_GT(std::stod(top1[1]), 30.0) << l.output;  // chance: 10 %
+  // Exact resume, with the SigLIP loss.
+  const std::string siglip = train + " --set loss.kind=siglip";
+  const auto a = run(siglip + " --set train.run_name=straight");
   ASSERT_EQ(a.exit_code, 0) << a.output;
-  const std::smatch top1 = [&] {
-    std::smatch m;
-    std::regex_search(a.output, m, std::regex("zero-shot on 512 images: top-1 ([0-9.]+)"));
-    return m;
-  }();
-  ASSERT_EQ(top1.size(), 2u) << a.output;
-  std::cout << "[tiny siglip] zero-shot top-1 after 12 steps: " << top1[1] << "\n";
-  EXPECT_GT(std::stod(top1[1]), 0.25) << a.output;
-  const auto b1 = run(train + " --set train.run_name=resumed --set train.stop_at_step=5");
+  const auto b1 = run(siglip + " --set train.run_name=resumed --set train.stop_at_step=5");
   ASSERT_EQ(b1.exit_code, 75) << b1.output;
-  const auto b2 = run(train + " --set train.run_name=resumed --resume latest");
+  const auto b2 = run(siglip + " --set train.run_name=resumed --resume latest");
   ASSERT_EQ(b2.exit_code, 0) << b2.output;
   expect_same_runs(t.path() / "runs");
 }

@@ -32,7 +32,7 @@ struct ModelSpec {
   std::int64_t patch_size = 16;                    // ViT only
   std::int64_t vision_head_width = 64;  // heads = width / head_width (ResNet: width*32/hw)
   double vision_mlp_ratio = 4.0;
-  double patch_dropout = 0.0;  // fraction of patches dropped in training (ViT only)
+  double patch_dropout = 0.0;                // fraction of patches dropped in training (ViT only)
   VisionPool vision_pool = VisionPool::map;  // timm_vit: open_clip's timm_pool
   Activation vision_act = Activation::gelu;  // timm_vit (the OpenCLIP ViT follows quick_gelu)
   double vision_norm_eps = 1e-5;             // LayerNorm eps of the image tower

@@ -37,13 +37,13 @@ class TextTransformerImpl : public torch::nn::Module {
   at::Tensor positional_embedding;
   Transformer transformer{nullptr};
   LayerNorm ln_final{nullptr};
-  at::Tensor projection;                  // [width, embed_dim] when the projection has no bias
+  at::Tensor projection;  // [width, embed_dim] when the projection has no bias
   torch::nn::Linear projection_linear{nullptr};  // proj_bias: weight [embed_dim, width] and bias
 
  private:
   // Which position's output is pooled, per row.
   at::Tensor pool_index(const at::Tensor& tokens) const;
-  at::Tensor project(const at::Tensor& pooled) const;
+  at::Tensor project(const at::Tensor& pooled);
   ModelSpec spec_;
 };
 TORCH_MODULE(TextTransformer);

@@ -39,8 +39,7 @@ TORCH_MODULE(TimmAttention);
 // x = x + attn(norm1(x)); x = x + mlp(norm2(x)); bidirectional.
 class TimmBlockImpl : public BlockImpl {
  public:
-  TimmBlockImpl(std::int64_t dim, std::int64_t heads, double mlp_ratio, Activation act,
-                double eps);
+  TimmBlockImpl(std::int64_t dim, std::int64_t heads, double mlp_ratio, Activation act, double eps);
   at::Tensor forward(const at::Tensor& x, bool causal = false) override;
   LayerNorm norm1{nullptr}, norm2{nullptr};
   TimmAttention attn{nullptr};

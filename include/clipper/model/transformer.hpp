@@ -66,8 +66,8 @@ class BlockImpl : public torch::nn::Module {
 // x = x + attn(ln_1(x)); x = x + mlp(ln_2(x))
 class ResidualAttentionBlockImpl : public BlockImpl {
  public:
-  ResidualAttentionBlockImpl(std::int64_t dim, std::int64_t heads, double mlp_ratio,
-                             Activation act, double norm_eps = 1e-5);
+  ResidualAttentionBlockImpl(std::int64_t dim, std::int64_t heads, double mlp_ratio, Activation act,
+                             double norm_eps = 1e-5);
   at::Tensor forward(const at::Tensor& x, bool causal = false) override;
   // The block's output at one token per sequence, index [N] (int64), as [N, d]: what forward()
   // gives at those tokens, computing queries, attention output and MLP for those tokens only.
