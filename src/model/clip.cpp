@@ -100,7 +100,7 @@ class Initializer {
   void torch_default(const at::Tensor& weight) {
     uniform(weight, 1.0 / std::sqrt(static_cast<double>(weight.numel() / weight.size(0))));
   }
-  void linear_default(const nn::Linear& l) {
+  void linear_default(const Linear& l) {
     torch_default(l->weight);
     if (l->bias.defined())
       uniform(l->bias, 1.0 / std::sqrt(static_cast<double>(l->weight.size(1))));
