@@ -4,12 +4,12 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/modules/batchnorm.h>
-#include <torch/nn/modules/linear.h>
 
 #include <cmath>
 #include <cstdint>
 #include <functional>
 
+#include "clipper/model/linear.hpp"
 #include "clipper/model/transformer.hpp"
 
 namespace clipper::model {
@@ -35,13 +35,13 @@ class Initializer {
   void torch_default_bias(const at::Tensor& bias, const at::Tensor& weight) {
     uniform(bias, 1.0 / std::sqrt(static_cast<double>(weight.numel() / weight.size(0))));
   }
-  void linear_default(const torch::nn::Linear& l) {
+  void linear_default(const Linear& l) {
     torch_default(l->weight);
     if (l->bias.defined()) torch_default_bias(l->bias, l->weight);
   }
   // timm's ViT init for a Linear: N(0, 0.02) weights (timm truncates at +-2, which 0.02 never
   // reaches in practice), zero bias.
-  void timm_linear(const torch::nn::Linear& l) {
+  void timm_linear(const Linear& l) {
     normal(l->weight, 0.02);
     if (l->bias.defined()) constant(l->bias, 0.0);
   }

@@ -19,8 +19,7 @@ TextTransformerImpl::TextTransformerImpl(const ModelSpec& spec) : spec_(spec) {
   ln_final = register_module("ln_final", LayerNorm(spec.text_width, spec.text_norm_eps));
   if (spec.text_proj_none) return;
   if (spec.text_proj_bias)
-    projection_linear =
-        register_module("text_projection", nn::Linear(spec.text_width, spec.embed_dim));
+    projection_linear = register_module("text_projection", Linear(spec.text_width, spec.embed_dim));
   else
     projection =
         register_parameter("text_projection", at::zeros({spec.text_width, spec.embed_dim}));

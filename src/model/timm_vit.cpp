@@ -13,8 +13,8 @@ namespace nn = torch::nn;
 // --- Blocks --------------------------------------------------------------------------------------
 
 TimmMlpImpl::TimmMlpImpl(std::int64_t dim, std::int64_t hidden, Activation act_) : act(act_) {
-  fc1 = register_module("fc1", nn::Linear(dim, hidden));
-  fc2 = register_module("fc2", nn::Linear(hidden, dim));
+  fc1 = register_module("fc1", Linear(dim, hidden));
+  fc2 = register_module("fc2", Linear(hidden, dim));
 }
 
 at::Tensor TimmMlpImpl::forward(const at::Tensor& x) {
@@ -24,8 +24,8 @@ at::Tensor TimmMlpImpl::forward(const at::Tensor& x) {
 TimmAttentionImpl::TimmAttentionImpl(std::int64_t dim_, std::int64_t heads_)
     : dim(dim_), heads(heads_) {
   TORCH_CHECK(dim % heads == 0, "attention width ", dim, " is not divisible by ", heads, " heads");
-  qkv = register_module("qkv", nn::Linear(dim, 3 * dim));
-  proj = register_module("proj", nn::Linear(dim, dim));
+  qkv = register_module("qkv", Linear(dim, 3 * dim));
+  proj = register_module("proj", Linear(dim, dim));
 }
 
 at::Tensor TimmAttentionImpl::forward(const at::Tensor& x) {
@@ -53,9 +53,9 @@ AttentionPoolLatentImpl::AttentionPoolLatentImpl(std::int64_t dim_, std::int64_t
     : dim(dim_), heads(heads_) {
   TORCH_CHECK(dim % heads == 0, "attention pool width ", dim, " not divisible by ", heads);
   latent = register_parameter("latent", at::zeros({1, 1, dim}));
-  q = register_module("q", nn::Linear(dim, dim));
-  kv = register_module("kv", nn::Linear(dim, 2 * dim));
-  proj = register_module("proj", nn::Linear(dim, dim));
+  q = register_module("q", Linear(dim, dim));
+  kv = register_module("kv", Linear(dim, 2 * dim));
+  proj = register_module("proj", Linear(dim, dim));
   norm = register_module("norm", LayerNorm(dim, eps));
   mlp = register_module("mlp", TimmMlp(dim, mlp_width(dim, mlp_ratio), act));
 }

@@ -3,6 +3,7 @@
 #include <ATen/autocast_mode.h>
 #include <torch/autograd.h>
 
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -30,15 +31,21 @@ AttentionImpl::AttentionImpl(std::int64_t dim_, std::int64_t heads_) : dim(dim_)
   TORCH_CHECK(dim % heads == 0, "attention width ", dim, " is not divisible by ", heads, " heads");
   in_proj_weight = register_parameter("in_proj_weight", at::empty({3 * dim, dim}));
   in_proj_bias = register_parameter("in_proj_bias", at::zeros({3 * dim}));
-  out_proj = register_module("out_proj", torch::nn::Linear(dim, dim));
+  out_proj = register_module("out_proj", Linear(dim, dim));
+}
+
+void AttentionImpl::attach_in_proj_lora(const LoraOptions& options, at::Generator gen) {
+  if (in_proj_lora) unregister_module("in_proj_lora");
+  in_proj_lora = register_module("in_proj_lora", Lora(dim, 3 * dim, options, std::move(gen)));
+  in_proj_lora->to(in_proj_weight.device());
 }
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, bool causal) {
   const auto n = x.size(0), l = x.size(1);
   // [N, L, 3d] -> [3, N, heads, L, head_dim]; rows of in_proj_weight are q, k, v.
-  auto qkv = at::linear(x, in_proj_weight, in_proj_bias)
-                 .view({n, l, 3, heads, dim / heads})
-                 .permute({2, 0, 3, 1, 4});
+  auto qkv = at::linear(x, in_proj_weight, in_proj_bias);
+  if (in_proj_lora) qkv = qkv + in_proj_lora->forward(x);
+  qkv = qkv.view({n, l, 3, heads, dim / heads}).permute({2, 0, 3, 1, 4});
   auto out = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], {}, 0.0, causal);
   return out_proj->forward(out.transpose(1, 2).reshape({n, l, dim}));
 }
@@ -46,13 +53,15 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, bool causal) {
 at::Tensor AttentionImpl::forward_query(const at::Tensor& q_in, const at::Tensor& kv_in,
                                         const at::Tensor& last_key) {
   const auto n = kv_in.size(0), l = kv_in.size(1), hd = dim / heads;
-  const auto q = at::linear(q_in, in_proj_weight.narrow(0, 0, dim), in_proj_bias.narrow(0, 0, dim))
-                     .view({n, 1, heads, hd})
-                     .transpose(1, 2);  // [N, heads, 1, hd]
-  const auto kv = at::linear(kv_in, in_proj_weight.narrow(0, dim, 2 * dim),
-                             in_proj_bias.narrow(0, dim, 2 * dim))
-                      .view({n, l, 2, heads, hd})
-                      .permute({2, 0, 3, 1, 4});  // [2, N, heads, L, hd]
+  auto q = at::linear(q_in, in_proj_weight.narrow(0, 0, dim), in_proj_bias.narrow(0, 0, dim));
+  auto kv = at::linear(kv_in, in_proj_weight.narrow(0, dim, 2 * dim),
+                       in_proj_bias.narrow(0, dim, 2 * dim));
+  if (in_proj_lora) {  // the adapter's q rows for the query, its k and v rows for the rest
+    q = q + in_proj_lora->forward(q_in, 0, dim);
+    kv = kv + in_proj_lora->forward(kv_in, dim, 2 * dim);
+  }
+  q = q.view({n, 1, heads, hd}).transpose(1, 2);                // [N, heads, 1, hd]
+  kv = kv.view({n, l, 2, heads, hd}).permute({2, 0, 3, 1, 4});  // [2, N, heads, L, hd]
   std::optional<at::Tensor> mask;
   if (last_key.defined())
     mask =
@@ -64,8 +73,8 @@ at::Tensor AttentionImpl::forward_query(const at::Tensor& q_in, const at::Tensor
 // --- MLP and residual block --------------------------------------------------------------------
 
 MlpImpl::MlpImpl(std::int64_t dim, std::int64_t hidden, Activation act_) : act(act_) {
-  c_fc = register_module("c_fc", torch::nn::Linear(dim, hidden));
-  c_proj = register_module("c_proj", torch::nn::Linear(hidden, dim));
+  c_fc = register_module("c_fc", Linear(dim, hidden));
+  c_proj = register_module("c_proj", Linear(hidden, dim));
 }
 
 at::Tensor MlpImpl::forward(const at::Tensor& x) {
@@ -145,10 +154,49 @@ class AutocastScope {
   AutocastState saved_;
 };
 
+at::Tensor generator_state(const at::Device& device) {
+  auto gen = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void set_generator_state(const at::Device& device, const at::Tensor& state) {
+  auto gen = at::globalContext().defaultGenerator(device);
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+// Sets the device's default generator to `state` and, when it goes out of scope, back to where
+// it was.
+class RngScope {
+ public:
+  RngScope(const at::Device& device, const at::Tensor& state)
+      : device_(device), saved_(generator_state(device)) {
+    set_generator_state(device_, state);
+  }
+  ~RngScope() { set_generator_state(device_, saved_); }
+  RngScope(const RngScope&) = delete;
+  RngScope& operator=(const RngScope&) = delete;
+
+ private:
+  at::Device device_;
+  at::Tensor saved_;
+};
+
+// Whether the block draws random numbers in training (an adapter with dropout).
+bool has_dropout(BlockImpl& block) {
+  for (const auto& m : block.modules(/*include_self=*/false))
+    if (const auto* lora = m->as<LoraImpl>(); lora && lora->dropout > 0.0) return true;
+  return false;
+}
+
 struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList params,
-                            std::int64_t block_address, bool causal) {
+                            std::int64_t block_address, bool causal, bool keep_rng) {
     const auto ac = AutocastState::current();
+    // A block with dropout (LoRA adapters) draws its masks again in the recompute: from the
+    // generator state the forward started with, as torch.utils.checkpoint does.
+    if (keep_rng) ctx->saved_data["rng"] = generator_state(x.device());
     ctx->saved_data["block"] = block_address;
     ctx->saved_data["causal"] = causal;
     ctx->saved_data["n_params"] = static_cast<std::int64_t>(params.size());
@@ -190,12 +238,14 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
         where.push_back(1 + i);
       }
 
-    variable_list result(static_cast<std::size_t>(n_params + 3));
+    variable_list result(static_cast<std::size_t>(n_params + 4));
     if (inputs.empty() || !grad_outputs[0].defined()) return result;
     at::Tensor y;
     {
       torch::AutoGradMode grad_on(true);
       AutocastScope autocast(ac);
+      std::optional<RngScope> rng;
+      if (ctx->saved_data.count("rng")) rng.emplace(x.device(), ctx->saved_data["rng"].toTensor());
       y = block->forward(x, causal);
     }
     const auto grads = torch::autograd::grad({y}, inputs, {grad_outputs[0]}, /*retain_graph=*/false,
@@ -210,7 +260,8 @@ struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction>
 at::Tensor checkpointed_block(BlockImpl& block, const at::Tensor& x, bool causal) {
   const auto params = block.parameters();
   return CheckpointFunction::apply(x, at::TensorList(params),
-                                   reinterpret_cast<std::int64_t>(&block), causal);
+                                   reinterpret_cast<std::int64_t>(&block), causal,
+                                   has_dropout(block));
 }
 
 // --- Transformer -------------------------------------------------------------------------------

@@ -145,10 +145,10 @@ AttentionPool2dImpl::AttentionPool2dImpl(std::int64_t spatial, std::int64_t dim,
   positional_embedding =
       register_parameter("positional_embedding", at::randn({spatial * spatial + 1, dim}) /
                                                      std::sqrt(static_cast<double>(dim)));
-  k_proj = register_module("k_proj", nn::Linear(dim, dim));
-  q_proj = register_module("q_proj", nn::Linear(dim, dim));
-  v_proj = register_module("v_proj", nn::Linear(dim, dim));
-  c_proj = register_module("c_proj", nn::Linear(dim, output_dim));
+  k_proj = register_module("k_proj", Linear(dim, dim));
+  q_proj = register_module("q_proj", Linear(dim, dim));
+  v_proj = register_module("v_proj", Linear(dim, dim));
+  c_proj = register_module("c_proj", Linear(dim, output_dim));
 }
 
 at::Tensor AttentionPool2dImpl::forward(const at::Tensor& x_in) {

@@ -8,8 +8,8 @@
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/embedding.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
+#include "clipper/model/linear.hpp"
 
 #include <vector>
 
@@ -37,8 +37,8 @@ class TextTransformerImpl : public torch::nn::Module {
   at::Tensor positional_embedding;
   Transformer transformer{nullptr};
   LayerNorm ln_final{nullptr};
-  at::Tensor projection;  // [width, embed_dim] when the projection has no bias
-  torch::nn::Linear projection_linear{nullptr};  // proj_bias: weight [embed_dim, width] and bias
+  at::Tensor projection;              // [width, embed_dim] when the projection has no bias
+  Linear projection_linear{nullptr};  // proj_bias: weight [embed_dim, width] and bias
 
  private:
   // Which position's output is pooled, per row.

@@ -9,8 +9,8 @@
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
+#include "clipper/model/linear.hpp"
 
 #include "clipper/model/image_tower.hpp"
 #include "clipper/model/transformer.hpp"
@@ -21,7 +21,7 @@ class TimmMlpImpl : public torch::nn::Module {
  public:
   TimmMlpImpl(std::int64_t dim, std::int64_t hidden, Activation act);
   at::Tensor forward(const at::Tensor& x);
-  torch::nn::Linear fc1{nullptr}, fc2{nullptr};
+  Linear fc1{nullptr}, fc2{nullptr};
   Activation act;
 };
 TORCH_MODULE(TimmMlp);
@@ -31,7 +31,7 @@ class TimmAttentionImpl : public torch::nn::Module {
  public:
   TimmAttentionImpl(std::int64_t dim, std::int64_t heads);
   at::Tensor forward(const at::Tensor& x);
-  torch::nn::Linear qkv{nullptr}, proj{nullptr};
+  Linear qkv{nullptr}, proj{nullptr};
   std::int64_t dim, heads;
 };
 TORCH_MODULE(TimmAttention);
@@ -55,7 +55,7 @@ class AttentionPoolLatentImpl : public torch::nn::Module {
                           double eps);
   at::Tensor forward(const at::Tensor& x);  // [B, N, d] -> [B, d]
   at::Tensor latent;                        // [1, 1, d]
-  torch::nn::Linear q{nullptr}, kv{nullptr}, proj{nullptr};
+  Linear q{nullptr}, kv{nullptr}, proj{nullptr};
   LayerNorm norm{nullptr};
   TimmMlp mlp{nullptr};
   std::int64_t dim, heads;

@@ -4,14 +4,17 @@
 //   attn.out_proj.{weight,bias}, ln_2, mlp.c_fc, mlp.c_proj; a Transformer holds them as
 //   resblocks.{i}.
 // Attention runs on at::scaled_dot_product_attention (flash / memory-efficient kernels on GPU).
+// Linear layers are model::Linear (optional LoRA adapter); the packed in_proj has its own adapter
+// slot, attn.in_proj_lora (model/lora.hpp).
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
 
+#include "clipper/model/linear.hpp"
+#include "clipper/model/lora.hpp"
 #include "clipper/model/spec_choices.hpp"
 
 namespace clipper::model {
@@ -41,8 +44,12 @@ class AttentionImpl : public torch::nn::Module {
   // for that query). Returns [N, 1, d].
   at::Tensor forward_query(const at::Tensor& q_in, const at::Tensor& kv_in,
                            const at::Tensor& last_key = {});
+  // Attaches an adapter to the packed input projection (output [.., 3d], rows q, k, v), registered
+  // as "in_proj_lora"; out_proj has its own (out_proj->attach_lora).
+  void attach_in_proj_lora(const LoraOptions& options, at::Generator gen);
   at::Tensor in_proj_weight, in_proj_bias;
-  torch::nn::Linear out_proj{nullptr};
+  Lora in_proj_lora{nullptr};
+  Linear out_proj{nullptr};
   std::int64_t dim, heads;
 };
 TORCH_MODULE(Attention);
@@ -51,7 +58,7 @@ class MlpImpl : public torch::nn::Module {
  public:
   MlpImpl(std::int64_t dim, std::int64_t hidden, Activation act);
   at::Tensor forward(const at::Tensor& x);
-  torch::nn::Linear c_fc{nullptr}, c_proj{nullptr};
+  Linear c_fc{nullptr}, c_proj{nullptr};
   Activation act;
 };
 TORCH_MODULE(Mlp);

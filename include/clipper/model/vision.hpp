@@ -8,10 +8,10 @@
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/conv.h>
-#include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
 #include "clipper/model/image_tower.hpp"
+#include "clipper/model/linear.hpp"
 #include "clipper/model/model_spec.hpp"
 #include "clipper/model/transformer.hpp"
 
@@ -75,7 +75,7 @@ class AttentionPool2dImpl : public torch::nn::Module {
                       std::int64_t output_dim);
   at::Tensor forward(const at::Tensor& x);  // [B, C, H, W] -> [B, output_dim]
   at::Tensor positional_embedding;
-  torch::nn::Linear k_proj{nullptr}, q_proj{nullptr}, v_proj{nullptr}, c_proj{nullptr};
+  Linear k_proj{nullptr}, q_proj{nullptr}, v_proj{nullptr}, c_proj{nullptr};
   std::int64_t heads;
 };
 TORCH_MODULE(AttentionPool2d);
