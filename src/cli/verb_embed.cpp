@@ -55,7 +55,10 @@ void setup_embed_verb(CLI::App& app, Action* action) {
       cfg.train.device = a->device;
       session::SessionOptions so;
       so.weights = io::resolve_weights(a->weights);
-      if (!a->texts.empty()) so.make_tokenizer = tokenizer::make_tokenizer;
+      if (!a->texts.empty())
+        so.make_tokenizer = [](const std::string& spec, std::int64_t n) {
+          return tokenizer::make_tokenizer(spec, n);  // TextClean: the model spec's, once wired
+        };
       auto s = session::open_session(cfg, so);
       at::Tensor e;
       if (!a->images.empty()) {
