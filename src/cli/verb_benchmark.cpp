@@ -32,7 +32,7 @@ int run_benchmark_verb(const BenchmarkArgs& a) {
   cfg.train.device = a.device;
   session::SessionOptions so;
   so.weights = io::resolve_weights(a.weights);
-  so.make_tokenizer = tokenizer::make_tokenizer;
+  so.make_tokenizer = tokenizer::make_model_tokenizer;
   auto s = session::open_session(cfg, so);
   const model::ImageNormalizer prepare(s.spec, s.device);
   auto options = a.options;

@@ -55,7 +55,8 @@ void setup_embed_verb(CLI::App& app, Action* action) {
       cfg.train.device = a->device;
       session::SessionOptions so;
       so.weights = io::resolve_weights(a->weights);
-      if (!a->texts.empty()) so.make_tokenizer = tokenizer::make_tokenizer;
+      if (!a->texts.empty())
+        so.make_tokenizer = tokenizer::make_model_tokenizer;
       auto s = session::open_session(cfg, so);
       at::Tensor e;
       if (!a->images.empty()) {

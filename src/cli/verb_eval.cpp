@@ -55,7 +55,7 @@ void setup_eval_verb(CLI::App& app, Action* action) {
       session::SessionOptions so;
       so.weights = io::resolve_weights(a->weights);
       so.ema_weights = cfg.eval.use_ema;  // a checkpoint's ema.safetensors
-      so.make_tokenizer = tokenizer::make_tokenizer;
+      so.make_tokenizer = tokenizer::make_model_tokenizer;
       auto s = session::open_session(cfg, so);
       const model::ImageNormalizer prepare(s.spec, s.device);
       const auto rep = trainer::evaluate(trainer::EvalSettings::from(cfg), *s.model, s.tokenizer,

@@ -1,5 +1,8 @@
 // clipper tokenizer train --input FILE --vocab-size N --out PREFIX [--model-type unigram|bpe]
-// clipper tokenizer encode [--spec clip] [--context-length 77] (TEXT... | --file FILE) [--stats]
+// clipper tokenizer encode [--spec clip | sentencepiece:PATH | hf:NAME_OR_PATH] [--context-length
+// 77]
+//                          [--clean whitespace|canonicalize|lower] (TEXT... | --file FILE)
+//                          [--stats]
 #include <chrono>
 #include <fstream>
 #include <iostream>
@@ -18,6 +21,7 @@ namespace {
 struct EncodeArgs {
   std::string spec = "clip";
   std::int64_t context_length = 77;
+  std::string clean = "whitespace";
   std::vector<std::string> texts;
   std::string file;
   bool stats = false;
@@ -32,7 +36,10 @@ int run_encode(const EncodeArgs& a) {
     core::require(static_cast<bool>(in), "tokenizer encode: cannot read --file " + a.file);
     for (std::string line; std::getline(in, line);) texts.push_back(line);
   }
-  const auto tok = tokenizer::make_tokenizer(a.spec, a.context_length);
+  const auto clean = tokenizer::parse_text_clean(a.clean);
+  core::require(clean.has_value(), "tokenizer encode: --clean '" + a.clean +
+                                       "' is not one of whitespace, canonicalize, lower");
+  const auto tok = tokenizer::make_tokenizer(a.spec, a.context_length, *clean);
   std::vector<std::int64_t> row(static_cast<std::size_t>(a.context_length));
   const auto start = std::chrono::steady_clock::now();
   std::string out;
@@ -78,7 +85,10 @@ void setup_tokenizer_verb(CLI::App& app, Action* action) {
 
   auto enc = std::make_shared<EncodeArgs>();
   auto* e = verb->add_subcommand("encode", "Print the token ids of captions, one row per caption");
-  e->add_option("--spec", enc->spec, "clip or sentencepiece:PATH.model");
+  e->add_option("--spec", enc->spec, "clip, sentencepiece:PATH.model or hf:NAME_OR_PATH");
+  e->add_option("--clean", enc->clean,
+                "hf: tokenizers' text cleaning (open_clip's HFTokenizer clean): whitespace, "
+                "canonicalize (SigLIP's configs) or lower");
   e->add_option("--context-length", enc->context_length, "ids per row");
   e->add_option("--file", enc->file, "caption file, one caption per line");
   e->add_flag("--stats", enc->stats, "print only the captions/s on one thread");

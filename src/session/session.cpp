@@ -59,7 +59,7 @@ void freeze_unused_logit_bias(model::Clip& model, config::LossKind loss) {
 
 std::shared_ptr<const tokenizer::Tokenizer> checked_tokenizer(const TokenizerFactory& make,
                                                               const model::ModelSpec& spec) {
-  auto tok = make(spec.tokenizer, spec.context_length);
+  auto tok = make(spec.tokenizer, spec.context_length, spec.tokenizer_clean);
   if (tok->vocab_size() > spec.vocab_size)
     throw core::InputError("tokenizer '" + spec.tokenizer + "' has " +
                            std::to_string(tok->vocab_size()) + " ids but model " + spec.name +

@@ -29,5 +29,8 @@ std::shared_ptr<const Tokenizer> make_clip_tokenizer(const std::string& vocab_pa
                                                      std::int64_t context_length);
 std::shared_ptr<const Tokenizer> make_sentencepiece_tokenizer(const std::string& model_path,
                                                               std::int64_t context_length);
+// `dir`: an existing Hugging Face tokenizer folder (make_tokenizer resolves hf:NAME first).
+std::shared_ptr<const Tokenizer> make_hf_tokenizer(const std::string& dir,
+                                                   std::int64_t context_length, TextClean clean);
 
 }  // namespace clipper::tokenizer::detail

@@ -1,4 +1,5 @@
-// make_tokenizer: the spec ("clip" | "sentencepiece:PATH") and where the CLIP vocabulary lives.
+// make_tokenizer: the spec ("clip" | "sentencepiece:PATH" | "hf:NAME_OR_PATH") and where the
+// CLIP vocabulary lives.
 #include <cstdlib>
 #include <filesystem>
 #include <system_error>
@@ -6,6 +7,7 @@
 #include "clipper/core/error.hpp"
 #include "clipper/core/paths.hpp"
 #include "clipper/tokenizer/clip_vocab.hpp"
+#include "clipper/tokenizer/hf_files.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 #include "layout.hpp"
 
@@ -46,7 +48,7 @@ std::string find_clip_vocab() {
 }
 
 std::shared_ptr<const Tokenizer> make_tokenizer(const std::string& spec,
-                                                std::int64_t context_length) {
+                                                std::int64_t context_length, TextClean clean) {
   core::require(context_length >= 1, "tokenizer '" + spec + "': context length must be >= 1, got " +
                                          std::to_string(context_length));
   if (spec == "clip") return detail::make_clip_tokenizer(find_clip_vocab(), context_length);
@@ -61,8 +63,20 @@ std::shared_ptr<const Tokenizer> make_tokenizer(const std::string& spec,
                   "tokenizer '" + spec + "': SentencePiece model " + path + " not found");
     return detail::make_sentencepiece_tokenizer(path, context_length);
   }
+  if (spec.rfind("hf:", 0) == 0)
+    return detail::make_hf_tokenizer(find_hf_tokenizer_dir(spec.substr(3)), context_length, clean);
   throw core::InputError("unknown tokenizer '" + spec +
-                         "': expected 'clip' or 'sentencepiece:PATH.model'");
+                         "': expected 'clip', 'sentencepiece:PATH.model' or 'hf:NAME_OR_PATH'");
+}
+
+std::shared_ptr<const Tokenizer> make_model_tokenizer(const std::string& spec,
+                                                      std::int64_t context_length,
+                                                      const std::string& clean) {
+  const auto how = parse_text_clean(clean);
+  if (!how)
+    throw core::InputError("tokenizer '" + spec + "': text_cfg.tokenizer_clean must be "
+                           "whitespace, canonicalize or lower, got '" + clean + "'");
+  return make_tokenizer(spec, context_length, *how);
 }
 
 }  // namespace clipper::tokenizer

@@ -153,7 +153,7 @@ Trainer::Impl::Impl(const config::Config& c, TrainerOptions o) : cfg(c), options
   check_shards(cfg);
   core::install_stop_handlers();
   session::SessionOptions so;
-  so.make_tokenizer = tokenizer::make_tokenizer;
+  so.make_tokenizer = tokenizer::make_model_tokenizer;
   s = session::open_session(cfg, so);
   run_dir = choose_run_folder(cfg.train, cfg.checkpoint, *s.pg);
   summary.run_dir = run_dir.string();

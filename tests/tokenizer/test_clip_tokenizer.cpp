@@ -154,6 +154,11 @@ TEST(ClipTokenizer, BadSpecsAreReported) {
   EXPECT_THROW(make_tokenizer("sentencepiece:", 77), clipper::core::InputError);
   EXPECT_THROW(make_tokenizer("sentencepiece:/nonexistent.model", 77), clipper::core::InputError);
   EXPECT_THROW(make_tokenizer("clip", 0), clipper::core::InputError);
+  // The session's factory takes the model file's text_cfg.tokenizer_clean word.
+  EXPECT_EQ(clipper::tokenizer::make_model_tokenizer("clip", 77, "canonicalize")->context_length(),
+            77);
+  EXPECT_THROW(clipper::tokenizer::make_model_tokenizer("clip", 77, "strip"),
+               clipper::core::InputError);
 }
 
 TEST(ClipTokenizer, CliEncodePrintsRows) {

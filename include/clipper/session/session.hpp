@@ -28,8 +28,9 @@ bool use_cuda(config::Device device);
 // train.precision: auto is bf16 autocast on CUDA and fp32 on the CPU.
 bool use_bf16(config::Precision precision, bool cuda);
 
+// name: the model's tokenizer spec; clean: its text_cfg.tokenizer_clean word (hf: tokenizers).
 using TokenizerFactory = std::function<std::shared_ptr<const tokenizer::Tokenizer>(
-    const std::string& name, std::int64_t context_length)>;
+    const std::string& name, std::int64_t context_length, const std::string& clean)>;
 
 struct SessionOptions {
   // Weights loaded after the config's model.init_from (eval and embed: --weights); empty: none.

@@ -12,4 +12,20 @@ namespace clipper::tokenizer {
 
 void write_hf_clip_tokenizer(const std::string& out_dir, std::int64_t context_length);
 
+// The folder of an "hf:NAME_OR_PATH" tokenizer. An existing folder is taken as it is. Otherwise
+// NAME (a Hugging Face repository id such as timm/ViT-B-16-SigLIP, open_clip's
+// hf_tokenizer_name) is looked for, first found wins: <dir>/NAME for each dir of
+// $CLIPPER_HF_TOKENIZER_DIRS (':'-separated), then the Hugging Face cache
+// ($HF_HUB_CACHE, else $HF_HOME/hub, else $XDG_CACHE_HOME/huggingface/hub, else
+// ~/.cache/huggingface/hub) at models--ORG--NAME/snapshots/<refs/main, else the newest>/.
+// Nothing is downloaded. Throws InputError listing where it looked and how to provide it.
+std::string find_hf_tokenizer_dir(const std::string& name_or_path);
+
+// Copies the files of an "hf:NAME_OR_PATH" spec's folder that transformers' AutoTokenizer reads
+// (tokenizer_config.json, special_tokens_map.json, tokenizer.json, added_tokens.json and the
+// SentencePiece model spiece.model / tokenizer.model, those present) into `out_dir` (created),
+// so that a model exported there loads its tokenizer with the same ids. Throws InputError for a
+// spec that is not "hf:" or a folder that the "hf:" tokenizer does not accept.
+void copy_hf_tokenizer_files(const std::string& spec, const std::string& out_dir);
+
 }  // namespace clipper::tokenizer
