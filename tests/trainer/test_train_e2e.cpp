@@ -289,6 +289,27 @@ TEST(TrainE2E, LoraResumesBitIdenticallyAndExportsAMergedModel) {
   EXPECT_TRUE(has(merged.output, line)) << line << "\n" << merged.output;
 }
 
+// LoRA on 2 ranks with ZeRO 2 (the adapters' moments and gradients sharded) and layer-wise decay
+// (an adapter in its block's group): stopped at step 6 and resumed, the same run byte for byte.
+TEST(TrainE2E, LoraWithZero2AndLayerDecayResumesBitIdenticallyOnTwoRanks) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t,
+                                "dist: {master_port: 0, zero: 2}\n"
+                                "lora: {rank: 4, targets: [qkv, mlp], trainable: [logit_scale]}\n");
+  const std::string launch = clipper_bin() + " launch --nproc-per-node 2 -- " + clipper_bin() +
+                             " train " + cfg +
+                             " --set optim.image_layer_decay=0.8 --set optim.text_layer_decay=0.9" +
+                             " --set eval.at_end=false";
+  const auto a = run(launch + " --set train.run_name=straight");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  EXPECT_TRUE(has(a.output, "LoRA: ")) << a.output;
+  const auto b1 = run(launch + " --set train.run_name=resumed --set train.stop_at_step=6");
+  ASSERT_EQ(b1.exit_code, 75) << b1.output;
+  const auto b2 = run(launch + " --set train.run_name=resumed --resume latest");
+  ASSERT_EQ(b2.exit_code, 0) << b2.output;
+  expect_same_runs(t.path() / "runs");
+}
+
 TEST(TrainE2E, ResumeIsBitIdenticalTwoRanks) {
   clipper::test::TempDir t;
   const auto cfg = write_config(t, "dist: {master_port: 0}\n");
