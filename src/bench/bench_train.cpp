@@ -148,6 +148,8 @@ config::Config bench_config(const BenchOptions& o) {
   cfg.optim.fused = o.fused_adamw;
   cfg.dist.zero = o.zero;
   cfg.loss.chunked = o.chunked_loss;
+  cfg.lora.rank = o.lora_rank;
+  cfg.lora.alpha = o.lora_alpha;
   return cfg;
 }
 
@@ -184,6 +186,10 @@ BenchResult bench_train(const BenchOptions& o) {
   r.batch = o.batch;
   r.world_size = s.world_size();
   r.steps = o.steps;
+  for (const auto& p : s.model->parameters()) {
+    r.params += p.numel();
+    if (p.requires_grad()) r.trainable_params += p.numel();
+  }
   r.sync_every = so.read_every;
   r.step_ms = 1000.0 * secs / std::max<std::int64_t>(1, o.steps);
   r.payload_bytes_per_step = payload / static_cast<double>(std::max<std::int64_t>(1, o.steps));
@@ -219,6 +225,8 @@ std::string BenchResult::to_json() const {
                               {"peak_memory_gib", peak_memory_gib},
                               {"payload_bytes_per_step", payload_bytes_per_step},
                               {"gflops_per_sample", gflops_per_sample},
+                              {"params", params},
+                              {"trainable_params", trainable_params},
                               {"mfu", mfu}};
   if (graph_samples_per_s >= 0) j["cuda_graph_samples_per_s"] = graph_samples_per_s;
   if (!graph_error.empty()) j["cuda_graph_error"] = graph_error;
@@ -230,6 +238,9 @@ std::string BenchResult::to_text() const {
   os << std::fixed << std::setprecision(1);
   os << model << " | " << device << " " << precision << " | batch " << batch << " x " << world_size
      << " rank(s)\n";
+  if (trainable_params != params)
+    os << "  parameters: " << trainable_params / 1e6 << " M trainable of " << params / 1e6
+       << " M\n";
   os << "  " << samples_per_s << " samples/s, " << step_ms << " ms/step over " << steps
      << " steps (loss read back every " << sync_every << ")\n";
   os << "  breakdown: forward " << forward_ms << " ms, backward " << backward_ms

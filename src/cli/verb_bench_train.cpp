@@ -48,6 +48,12 @@ void setup_bench_train(CLI::App& app, Action* action) {
       ->capture_default_str()
       ->check(CLI::Range(0, 2));
   v->add_flag("--chunked-loss", o->chunked_loss, "loss.chunked: one peer block at a time (ring)");
+  v->add_option("--lora-rank", o->lora_rank,
+                "lora.rank: adapters of this rank on every attention and MLP layer, base weights "
+                "frozen (0: full fine-tune)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  v->add_option("--lora-alpha", o->lora_alpha, "lora.alpha")->capture_default_str();
   v->add_option("--json", *json_out, "also append the result as one JSON line to this file");
   v->callback([o, json_out, action] {
     *action = [o, json_out] {

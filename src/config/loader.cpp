@@ -160,13 +160,17 @@ bool is_list(ValueType t) {
 
 void check_value(const KeyInfo& k, const Value& v, const std::string& shown) {
   if (!k.choices.empty()) {
-    const auto& s = std::get<std::string>(v);
-    if (std::find(k.choices.begin(), k.choices.end(), s) == k.choices.end()) {
-      std::string msg = "value " + shown + " is not one of " + core::join(k.choices, ", ");
-      const std::string hint = core::nearest(s, k.choices);
-      if (!hint.empty()) msg += "; did you mean '" + hint + "'?";
-      throw InputError(msg);
-    }
+    // A choice key holds one name; a choice list (lora.targets) names, each checked.
+    const auto* list = std::get_if<std::vector<std::string>>(&v);
+    const std::vector<std::string> items = list ? *list : std::vector{std::get<std::string>(v)};
+    for (const auto& s : items)
+      if (std::find(k.choices.begin(), k.choices.end(), s) == k.choices.end()) {
+        std::string msg = "value " + (list ? "'" + s + "' in " + shown : shown) +
+                          " is not one of " + core::join(k.choices, ", ");
+        const std::string hint = core::nearest(s, k.choices);
+        if (!hint.empty()) msg += "; did you mean '" + hint + "'?";
+        throw InputError(msg);
+      }
   }
   auto number = [&]() -> std::optional<double> {
     if (auto* i = std::get_if<std::int64_t>(&v)) return static_cast<double>(*i);

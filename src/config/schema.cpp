@@ -59,6 +59,30 @@ class Builder {
     out_.push_back(std::move(k));
     return *this;
   }
+  // A list of choices: YAML and --set give names, the Config holds the enums.
+  template <class S, class E>
+  Builder& add_choice_list(const char* key, S Config::*section, std::vector<E> S::*field,
+                           const char* help) {
+    KeyInfo k;
+    k.key = key;
+    k.type = ValueType::string_list;
+    k.help = help;
+    for (const auto& [name, value] : Choices<E>::values) k.choices.emplace_back(name);
+    k.set = [section, field](Config& c, const Value& v) {
+      std::vector<E> out;
+      for (const auto& s : std::get<std::vector<std::string>>(v))
+        for (const auto& [name, value] : Choices<E>::values)
+          if (s == name) out.push_back(value);
+      (c.*section).*field = std::move(out);
+    };
+    k.get = [section, field](const Config& c) -> Value {
+      std::vector<std::string> names;
+      for (const E e : (c.*section).*field) names.emplace_back(name_of(e));
+      return names;
+    };
+    out_.push_back(std::move(k));
+    return *this;
+  }
   Builder& choices(std::vector<std::string> c) {
     out_.back().choices = std::move(c);
     return *this;
@@ -122,6 +146,26 @@ std::vector<KeyInfo> declare() {
   b.add("model.force_patch_dropout", &C::model, &ModelConfig::force_patch_dropout,
         "override the architecture's patch dropout, 0 included (OpenCLIP's "
         "--force-patch-dropout); negative: the file's");
+  // lora
+  b.add("lora.rank", &C::lora, &LoraConfig::rank,
+        "LoRA rank: > 0 adds low-rank adapters to the targeted linear layers and freezes every "
+        "base weight; 0: off (full fine-tune)")
+      .min(0);
+  b.add("lora.alpha", &C::lora, &LoraConfig::alpha,
+        "LoRA alpha: the adapters' output is scaled by alpha / rank")
+      .min(0.0);
+  b.add("lora.dropout", &C::lora, &LoraConfig::dropout,
+        "dropout on each adapter's input, in training")
+      .min(0.0)
+      .below(1.0);
+  b.add_choice_list("lora.targets", &C::lora, &LoraConfig::targets,
+                    "linear layers that get adapters: qkv (attention input projections), "
+                    "attn_out (attention output projections), mlp_fc, mlp_proj; attn = qkv + "
+                    "attn_out, mlp = mlp_fc + mlp_proj, all = every linear layer");
+  b.add_choice("lora.towers", &C::lora, &LoraConfig::towers, "towers that get adapters");
+  b.add("lora.trainable", &C::lora, &LoraConfig::trainable,
+        "parameters left trainable beside the adapters: state-dict names or module prefixes "
+        "(e.g. [logit_scale, visual.ln_post]); every other base weight is frozen");
   // data
   b.add("data.train_shards", &C::data, &DataConfig::train_shards,
         "training shards: brace patterns (dir/{00000..00099}.tar), sources joined with '::', "

@@ -207,7 +207,7 @@ void check_hf_exportable(const model::ModelSpec& spec) {
 
 void export_hf(const model::Clip& m, const model::ModelSpec& spec, const std::string& out_dir) {
   check_hf_exportable(spec);
-  const auto tensors = hf_state_dict(model_state_dict(*m), spec);
+  const auto tensors = hf_state_dict(merged_state_dict(*m), spec);
   const fs::path dir(out_dir);
   fs::create_directories(dir);
   save_safetensors((dir / "model.safetensors").string(), tensors, {{"format", "pt"}});

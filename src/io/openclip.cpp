@@ -12,6 +12,7 @@
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
 #include "clipper/core/version.hpp"
+#include "clipper/model/lora.hpp"
 #include "torch_pickle.hpp"
 
 namespace clipper::io {
@@ -149,12 +150,19 @@ TensorList model_state_dict(const model::ClipImpl& model) {
   return out;
 }
 
+TensorList merged_state_dict(const model::ClipImpl& model) {
+  TensorList tensors = model_state_dict(model);
+  const auto n = model::merge_lora_state(tensors, model.spec().name);
+  if (n > 0) CLIPPER_INFO("merged " << n << " LoRA adapters into their weights for the export");
+  return tensors;
+}
+
 void export_openclip(const model::Clip& model, const model::ModelSpec& spec,
                      const std::string& out_dir) {
   fs::create_directories(out_dir);
   const std::string weights = (fs::path(out_dir) / "open_clip_model.safetensors").string();
   save_safetensors(
-      weights, model_state_dict(*model),
+      weights, merged_state_dict(*model),
       {{"format", "pt"}, {"producer", "clipper " + core::version()}, {"model", spec.name}});
   core::write_file_atomic((fs::path(out_dir) / "open_clip_config.json").string(),
                           openclip_config_json(spec));
@@ -177,14 +185,35 @@ TensorList read_state_dict(const std::string& path) {
   return out;
 }
 
-LoadReport load_state_dict(model::ClipImpl& model, const TensorList& tensors,
+namespace {
+
+bool has_lora(const TensorList& tensors) {
+  for (const auto& item : tensors)
+    if (model::is_lora_tensor(item.first)) return true;
+  return false;
+}
+
+}  // namespace
+
+LoadReport load_state_dict(model::ClipImpl& model, const TensorList& tensors_in,
                            const std::string& origin) {
   std::map<std::string, at::Tensor> target;
   std::vector<std::string> order;
+  bool model_has_lora = false;
   for (const auto& [name, t] : model.state_dict()) {
     target.emplace(name, t);
     order.push_back(name);
+    model_has_lora = model_has_lora || model::is_lora_tensor(name);
   }
+  // Weights with LoRA adapters into a model without: the adapters merged into their weights.
+  TensorList merged;
+  if (!model_has_lora && has_lora(tensors_in)) {
+    merged = tensors_in;
+    const auto n = model::merge_lora_state(merged, origin);
+    CLIPPER_INFO("weights '" << origin << "': " << n
+                             << " LoRA adapters merged into their weights (W + scale * B A)");
+  }
+  const TensorList& tensors = merged.empty() ? tensors_in : merged;
   std::map<std::string, at::Tensor> given;
   std::set<std::string> present;
   std::vector<std::string> unexpected, mismatched;
@@ -322,7 +351,8 @@ void load_checkpoint_ema(model::Clip& model, const std::string& weights) {
                      "' is not a checkpoint's model.safetensors; give --weights a checkpoint "
                      "folder of a run with train.ema_decay > 0, or an export made with "
                      "clipper export --ema (and eval.use_ema false)");
-  TensorList tensors = model_state_dict(*model);
+  // The checkpoint's own tensors (LoRA adapters included: the average holds theirs).
+  TensorList tensors = read_state_dict(weights);
   overlay_checkpoint_ema(tensors, p.parent_path().string());
   load_state_dict(*model, tensors, (p.parent_path() / "ema.safetensors").string());
   CLIPPER_INFO("weights: the average in " << (p.parent_path() / "ema.safetensors").string());

@@ -9,6 +9,7 @@
 #include "clipper/core/log.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/io/openclip.hpp"
+#include "clipper/model/lora.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 #include "clipper/train/precision.hpp"
 
@@ -35,13 +36,46 @@ void log_init_from(const model::Clip& model, const config::ModelConfig& m,
                                                : std::string()));
 }
 
-void apply_model_config(model::Clip& model, const config::ModelConfig& m) {
+// The lora section as the model's plan: the target names expanded, the towers.
+model::LoraPlan lora_plan(const config::LoraConfig& c) {
+  using config::LoraTarget;
+  model::LoraPlan p;
+  p.options = {c.rank, c.alpha, c.dropout};
+  p.image = c.towers != config::LoraTowers::text;
+  p.text = c.towers != config::LoraTowers::image;
+  p.qkv = p.attn_out = p.mlp_fc = p.mlp_proj = p.other = false;
+  for (const auto t : c.targets) {
+    const bool all = t == LoraTarget::all, attn = all || t == LoraTarget::attn,
+               mlp = all || t == LoraTarget::mlp;
+    p.qkv = p.qkv || attn || t == LoraTarget::qkv;
+    p.attn_out = p.attn_out || attn || t == LoraTarget::attn_out;
+    p.mlp_fc = p.mlp_fc || mlp || t == LoraTarget::mlp_fc;
+    p.mlp_proj = p.mlp_proj || mlp || t == LoraTarget::mlp_proj;
+    p.other = p.other || all;
+  }
+  p.trainable = c.trainable;
+  return p;
+}
+
+// Adapters on the targeted layers, every base weight frozen (lora.rank > 0).
+void apply_lora(model::Clip& model, const config::LoraConfig& c, std::uint64_t seed) {
+  if (c.targets.empty()) throw core::InputError("lora.targets is empty: name the layers to adapt");
+  const auto r = model::apply_lora(*model, lora_plan(c), seed);
+  CLIPPER_INFO("LoRA: " << r.adapters << " adapters (rank " << c.rank << ", alpha " << c.alpha
+                        << ", dropout " << c.dropout << ", towers " << config::name_of(c.towers)
+                        << "); trainable " << r.trainable_values << " of " << r.total_values
+                        << " values (" << r.adapter_values << " in adapters), base weights frozen");
+}
+
+void apply_model_config(model::Clip& model, const config::Config& cfg) {
+  const auto& m = cfg.model;
   std::optional<io::LoadReport> loaded;
   if (!m.init_from.empty()) loaded = io::load_openclip_weights(model, m.init_from);
   if (m.patch_dropout > 0) model->set_patch_dropout(m.patch_dropout);
   if (m.lock_image)
     model->lock_image_tower(m.lock_image_unlocked_layers, m.lock_image_freeze_bn_stats);
   if (m.lock_text) model->lock_text_tower(m.lock_text_unlocked_layers);
+  if (cfg.lora.rank > 0) apply_lora(model, cfg.lora, static_cast<std::uint64_t>(cfg.train.seed));
   if (m.grad_checkpointing) model->set_grad_checkpointing(true);
   if (loaded) log_init_from(model, m, *loaded);
 }
@@ -187,7 +221,7 @@ Session open_session(const config::Config& cfg, const SessionOptions& options) {
   const auto seed = static_cast<std::uint64_t>(cfg.train.seed);
   at::manual_seed(seed * 1000003ull + static_cast<std::uint64_t>(s.pg->rank()));
   s.model = model::create_model(s.spec, seed);
-  apply_model_config(s.model, cfg.model);
+  apply_model_config(s.model, cfg);
   freeze_unused_logit_bias(s.model, cfg.loss.kind);
   if (!options.weights.empty()) {
     const auto r = io::load_openclip_weights(s.model, options.weights);

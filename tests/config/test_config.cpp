@@ -234,3 +234,39 @@ TEST(Config, DumpOfControlCharactersReadsBack) {
   clipper::config::apply_yaml(back, clipper::config::to_yaml(c), "dump.yaml");
   EXPECT_EQ(back.model.name, std::string("a\tb\0c", 5));
 }
+
+// lora.targets is a list of choices: each name parsed once into LoraTarget, each checked.
+TEST(Config, LoraKeysParseTargetsIntoEnums) {
+  Config c;
+  EXPECT_EQ(c.lora.rank, 0);
+  EXPECT_EQ(c.lora.targets, (std::vector<LoraTarget>{LoraTarget::attn, LoraTarget::mlp}));
+  apply_yaml(c,
+             "lora: {rank: 16, alpha: 32, dropout: 0.05, targets: [qkv, mlp_fc], towers: image,"
+             " trainable: [logit_scale]}\n",
+             "l.yaml");
+  EXPECT_EQ(c.lora.rank, 16);
+  EXPECT_DOUBLE_EQ(c.lora.alpha, 32.0);
+  EXPECT_EQ(c.lora.targets, (std::vector<LoraTarget>{LoraTarget::qkv, LoraTarget::mlp_fc}));
+  EXPECT_EQ(c.lora.towers, LoraTowers::image);
+  EXPECT_EQ(c.lora.trainable, std::vector<std::string>{"logit_scale"});
+  apply_override(c, "lora.targets=[all]");
+  EXPECT_EQ(c.lora.targets, std::vector<LoraTarget>{LoraTarget::all});
+  Config back;
+  apply_yaml(back, to_yaml(c), "dumped.yaml");
+  EXPECT_EQ(back.lora.targets, c.lora.targets);
+  EXPECT_EQ(back.lora.towers, LoraTowers::image);
+}
+
+TEST(Config, LoraKeysRefuseBadValues) {
+  Config c;
+  auto msg = error_of([&] { apply_yaml(c, "lora:\n  targets: [qkv, mlp_fcc]\n", "l.yaml"); });
+  EXPECT_TRUE(has(msg, "l.yaml:2:") && has(msg, "'lora.targets'") && has(msg, "'mlp_fcc'") &&
+              has(msg, "did you mean 'mlp_fc'"))
+      << msg;
+  msg = error_of([&] { apply_override(c, "lora.rank=-1"); });
+  EXPECT_TRUE(has(msg, "'lora.rank'") && has(msg, "below the minimum 0")) << msg;
+  msg = error_of([&] { apply_override(c, "lora.dropout=1"); });
+  EXPECT_TRUE(has(msg, "'lora.dropout'") && has(msg, "is not below 1")) << msg;
+  msg = error_of([&] { apply_override(c, "lora.towers=vision"); });
+  EXPECT_TRUE(has(msg, "'lora.towers'") && has(msg, "both, image, text")) << msg;
+}

@@ -300,6 +300,72 @@ TEST(TrainE2E, ResumeIsBitIdenticalSingleRank) {
         << f;
 }
 
+// LoRA (issue 27.7): adapters on a frozen model, with adapter dropout under gradient
+// checkpointing and a weight average, resume bit-identically; only the adapters train; the export
+// is the merged plain model, which open_clip loads strictly, and clipper evaluates the live LoRA
+// model (the checkpoint, adapters attached) and the merged export to the same figure.
+TEST(TrainE2E, LoraResumesBitIdenticallyAndExportsAMergedModel) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t, "lora: {rank: 4, alpha: 8, dropout: 0.1}\n");
+  const std::string train = clipper_bin() + " train " + cfg +
+                            " --set model.grad_checkpointing=true --set train.ema_decay=0.9" +
+                            " --set eval.at_end=false";
+  const auto a = run(train + " --set train.run_name=straight");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  EXPECT_TRUE(has(a.output, "LoRA: ")) << a.output;
+  EXPECT_TRUE(has(a.output, "base weights frozen")) << a.output;
+  const auto b1 = run(train + " --set train.run_name=resumed --set train.stop_at_step=5");
+  ASSERT_EQ(b1.exit_code, 75) << b1.output;
+  const auto b2 = run(train + " --set train.run_name=resumed --resume latest");
+  ASSERT_EQ(b2.exit_code, 0) << b2.output;
+  EXPECT_TRUE(has(b2.output, "resumed from")) << b2.output;
+  const auto runs = t.path() / "runs";
+  expect_same_runs(runs);
+  EXPECT_EQ(slurp(runs / "straight/checkpoints/step_00000012/ema.safetensors"),
+            slurp(runs / "resumed/checkpoints/step_00000012/ema.safetensors"));
+  const auto hf =
+      run(clipper_bin() + " export " + (runs / "resumed/checkpoints/step_00000012").string() +
+          " --format hf --out " + t.file("hf"));
+  ASSERT_EQ(hf.exit_code, 0) << hf.output;
+  const auto py =
+      run(clipper::test::python() + " " + source_path("tests/trainer/check_lora_export.py") + " " +
+          (runs / "resumed/checkpoints/step_00000005").string() + " " +
+          (runs / "resumed/checkpoints/step_00000012").string() + " " +
+          (runs / "straight/export").string() + " tiny-fmnist-vit " + t.file("hf"));
+  EXPECT_EQ(py.exit_code, 0) << py.output;
+  const auto live = run(clipper_bin() + " eval " + cfg + " --weights " +
+                        (runs / "straight/checkpoints/step_00000012").string());
+  ASSERT_EQ(live.exit_code, 0) << live.output;
+  const auto merged = run(clipper_bin() + " eval " + cfg + " --set lora.rank=0 --weights " +
+                          (runs / "straight/export").string());
+  ASSERT_EQ(merged.exit_code, 0) << merged.output;
+  const auto at = live.output.find("eval/zeroshot_top1 ");
+  ASSERT_NE(at, std::string::npos) << live.output;
+  const auto line = live.output.substr(at, live.output.find('\n', at) - at);
+  EXPECT_TRUE(has(merged.output, line)) << line << "\n" << merged.output;
+}
+
+// LoRA on 2 ranks with ZeRO 2 (the adapters' moments and gradients sharded) and layer-wise decay
+// (an adapter in its block's group): stopped at step 6 and resumed, the same run byte for byte.
+TEST(TrainE2E, LoraWithZero2AndLayerDecayResumesBitIdenticallyOnTwoRanks) {
+  clipper::test::TempDir t;
+  const auto cfg = write_config(t,
+                                "dist: {master_port: 0, zero: 2}\n"
+                                "lora: {rank: 4, targets: [qkv, mlp], trainable: [logit_scale]}\n");
+  const std::string launch = clipper_bin() + " launch --nproc-per-node 2 -- " + clipper_bin() +
+                             " train " + cfg +
+                             " --set optim.image_layer_decay=0.8 --set optim.text_layer_decay=0.9" +
+                             " --set eval.at_end=false";
+  const auto a = run(launch + " --set train.run_name=straight");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  EXPECT_TRUE(has(a.output, "LoRA: ")) << a.output;
+  const auto b1 = run(launch + " --set train.run_name=resumed --set train.stop_at_step=6");
+  ASSERT_EQ(b1.exit_code, 75) << b1.output;
+  const auto b2 = run(launch + " --set train.run_name=resumed --resume latest");
+  ASSERT_EQ(b2.exit_code, 0) << b2.output;
+  expect_same_runs(t.path() / "runs");
+}
+
 TEST(TrainE2E, ResumeIsBitIdenticalTwoRanks) {
   clipper::test::TempDir t;
   const auto cfg = write_config(t, "dist: {master_port: 0}\n");

@@ -24,8 +24,10 @@ struct BenchOptions {
   std::string sdpa = "auto";         // auto: LibTorch picks (flash, ...); math: the unfused path
   bool cuda_graph = false;           // also time the step captured in a CUDA graph and replayed
   bool grad_checkpointing = false;
-  std::int64_t zero = 0;      // dist.zero
-  bool chunked_loss = false;  // loss.chunked
+  std::int64_t zero = 0;       // dist.zero
+  bool chunked_loss = false;   // loss.chunked
+  std::int64_t lora_rank = 0;  // lora.rank (0: full fine-tune); adapters on attn + mlp, both towers
+  double lora_alpha = 16.0;    // lora.alpha
 };
 
 struct BenchResult {
@@ -40,6 +42,7 @@ struct BenchResult {
   double gflops_per_sample = 0;       // training (3 x forward)
   double graph_samples_per_s = -1;    // --cuda-graph: the captured step replayed (-1: not run)
   std::string graph_error;            // --cuda-graph: why capture failed
+  std::int64_t params = 0, trainable_params = 0;  // values; trainable: what AdamW updates
   std::string to_json() const;
   std::string to_text() const;
 };

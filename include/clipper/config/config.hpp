@@ -20,6 +20,9 @@ enum class LrSchedule { cosine, constant, const_cooldown };
 enum class Backend { automatic, nccl, gloo };
 // Which parameters AdamW does not decay (optim.no_decay; optim/param_groups.hpp).
 enum class NoDecay { automatic, openclip3, modern };
+// LoRA: which linear layers get adapters (model/lora.hpp), and in which towers.
+enum class LoraTarget { qkv, attn_out, mlp_fc, mlp_proj, attn, mlp, all };
+enum class LoraTowers { both, image, text };
 
 // The spelling of each choice in YAML, --set and messages (the schema's allowed values).
 template <class E>
@@ -42,6 +45,11 @@ CLIPPER_CHOICES(Backend, {"auto", Backend::automatic}, {"nccl", Backend::nccl},
                 {"gloo", Backend::gloo});
 CLIPPER_CHOICES(NoDecay, {"auto", NoDecay::automatic}, {"openclip3", NoDecay::openclip3},
                 {"modern", NoDecay::modern});
+CLIPPER_CHOICES(LoraTarget, {"qkv", LoraTarget::qkv}, {"attn_out", LoraTarget::attn_out},
+                {"mlp_fc", LoraTarget::mlp_fc}, {"mlp_proj", LoraTarget::mlp_proj},
+                {"attn", LoraTarget::attn}, {"mlp", LoraTarget::mlp}, {"all", LoraTarget::all});
+CLIPPER_CHOICES(LoraTowers, {"both", LoraTowers::both}, {"image", LoraTowers::image},
+                {"text", LoraTowers::text});
 #undef CLIPPER_CHOICES
 
 // "cuda" for Device::cuda: the name a user writes.
@@ -75,6 +83,17 @@ struct ModelConfig {
   std::int64_t force_image_size = 0;
   bool force_quick_gelu = false;
   double force_patch_dropout = -1.0;
+};
+
+// Fine-tuning with low-rank adapters (docs/training.md, "Fine-tuning with LoRA"): rank > 0 turns
+// it on; base weights are frozen, only the adapters (and `trainable`) learn.
+struct LoraConfig {
+  std::int64_t rank = 0;  // 0: off
+  double alpha = 16.0;    // the adapters' output is scaled by alpha / rank
+  double dropout = 0.0;   // on each adapter's input, in training
+  std::vector<LoraTarget> targets{LoraTarget::attn, LoraTarget::mlp};
+  LoraTowers towers = LoraTowers::both;
+  std::vector<std::string> trainable;  // parameter names / module prefixes left trainable
 };
 
 struct DataConfig {
@@ -205,6 +224,7 @@ struct LogConfig {
 
 struct Config {
   ModelConfig model;
+  LoraConfig lora;
   DataConfig data;
   LossConfig loss;
   OptimConfig optim;

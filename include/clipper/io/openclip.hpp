@@ -37,6 +37,11 @@ std::string openclip_config_json(const model::ModelSpec& spec);
 // The model's parameters and persistent buffers (OpenCLIP names), as CPU tensors.
 TensorList model_state_dict(const model::ClipImpl& model);
 
+// model_state_dict with any LoRA adapters merged into their weights (W + scale * B A) and
+// dropped: a plain model, what the exports write.
+TensorList merged_state_dict(const model::ClipImpl& model);
+
+// Writes merged_state_dict (no adapters: open_clip loads a plain model) and the config.
 void export_openclip(const model::Clip& model, const model::ModelSpec& spec,
                      const std::string& out_dir);
 

@@ -1,7 +1,6 @@
 #pragma once
-// Low-rank adapters (LoRA, Hu et al. 2021, as peft builds them) for the linear layers of the
-// towers. An adapter beside a weight W [out, in] adds scale * B A dropout(x) to the layer's
-// output, with
+// Low-rank adapters (LoRA, as peft builds them) for the towers' linear layers. An adapter beside a
+// weight W [out, in] adds scale * B A dropout(x) to the layer's output, with
 //   A     [rank, in]  kaiming-uniform (peft's init: U(+-1/sqrt(in))),
 //   B     [out, rank] zeros (a new adapter changes nothing until it trains),
 //   scale []          alpha / rank, a persistent buffer: a state dict holding adapters says by
