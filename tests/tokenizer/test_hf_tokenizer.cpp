@@ -134,8 +134,8 @@ TEST(HfTokenizer, SpecialTokenLiteralsAreTheirIdsUnlessCleanedAway) {
   want.resize(12, 3);
   EXPECT_EQ(encode("hf:" + dir, 12, "a <pad> dog"), want);
   // canonicalize removes '<', '/' and '>': no special token is left.
-  const auto canon = encode("hf:" + dir, 12, "a</s>dog", TextClean::canonicalize);
-  EXPECT_EQ(std::count(canon.begin(), canon.begin() + 4, 3), 0);
+  EXPECT_EQ(encode("hf:" + dir, 12, "a</s>dog", TextClean::canonicalize),
+            encode("hf:" + dir, 12, "asdog"));
 }
 
 TEST(HfTokenizer, GemmaFlagsSidesAndTemplate) {
