@@ -39,8 +39,9 @@ int run_benchmark_verb(const BenchmarkArgs& a) {
   options.reader.transparency =
       data::parse_transparency(a.transparency, "benchmark: --transparency");
   const auto report = eval::run_suite(*s.model, *s.tokenizer, s.device, prepare, plan, options,
-                                      {s.spec.name, a.weights, a.language, a.out_dir});
-  std::cout << eval::results_table(report.results) << eval::aggregates_text(report.summary);
+                                      {s.spec.name, a.weights, a.language, a.out_dir}, *s.pg);
+  if (s.rank() == 0)
+    std::cout << eval::results_table(report.results) << eval::aggregates_text(report.summary);
   return 0;
 }
 

@@ -1,6 +1,7 @@
 // clipper data stats SHARDS [--config CFG...] [--model NAME | --tokenizer SPEC --context-length N]
 //     [--decode] [--threads N] [--json]
 // What a set of shards holds, read with the loader's own reader (clipper/data/dataset_stats.hpp).
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -8,6 +9,7 @@
 #include "clipper/core/error.hpp"
 #include "clipper/core/text.hpp"
 #include "clipper/data/dataset_stats.hpp"
+#include "clipper/eval/benchmark_dataset.hpp"
 #include "clipper/model/model_spec.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 #include "verbs.hpp"
@@ -56,7 +58,9 @@ CLI::App* add_stats(CLI::App& data, Action* action) {
       "stats",
       "Samples, bad samples by kind, image formats and sizes, caption lengths in "
       "characters and tokens");
-  v->add_option("shards", a->shards, "shard list (any the loader accepts; default: the config's)");
+  v->add_option("shards", a->shards,
+                "shard list (any the loader accepts; default: the config's), or a CLIP_benchmark "
+                "folder (its splits, samples per class, captions, refused samples)");
   v->add_option("--config", a->configs, "YAML config files: data.* keys and model.name");
   v->add_option("--set", a->sets, "override a config key (repeatable)");
   v->add_option("--model", a->model, "count tokens with this model's tokenizer and context");
@@ -72,6 +76,12 @@ CLI::App* add_stats(CLI::App& data, Action* action) {
   v->add_flag("--json", a->json, "print JSON instead of the report");
   v->callback([a, action] {
     *action = [a] {
+      if (!a->shards.empty() && std::filesystem::is_directory(a->shards)) {
+        // A CLIP_benchmark folder (classnames.txt, <split>/nshards.txt, ...).
+        const auto d = eval::describe_benchmark_folder(a->shards);
+        std::cout << (a->json ? d.dump(2) + "\n" : eval::benchmark_folder_text(d));
+        return 0;
+      }
       resolve(*a);
       const auto counting = tokenizer::make_tokenizer(a->tokenizer, 4096);
       const auto s =

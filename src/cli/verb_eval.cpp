@@ -49,9 +49,12 @@ void setup_eval_verb(CLI::App& app, Action* action) {
     *action = [a] {
       // model.name may be left out: the weights' own model is used (session::open_session).
       const auto cfg = config::load(a->files, a->sets, /*check_required=*/false);
-      if (cfg.eval.zeroshot_shards.empty() && cfg.eval.retrieval_shards.empty())
+      if (cfg.eval.zeroshot_shards.empty() && cfg.eval.retrieval_shards.empty() &&
+          cfg.eval.suite.empty())
         throw core::InputError(
-            "nothing to evaluate: set eval.zeroshot_shards and/or eval.retrieval_shards");
+            "nothing to evaluate: set eval.zeroshot_shards, eval.retrieval_shards and/or "
+            "eval.suite");
+      trainer::check_suite(cfg.eval);
       session::SessionOptions so;
       so.weights = io::resolve_weights(a->weights);
       so.ema_weights = cfg.eval.use_ema;  // a checkpoint's ema.safetensors

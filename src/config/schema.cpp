@@ -405,6 +405,9 @@ std::vector<KeyInfo> declare() {
         "YAML file with classnames and templates for zero-shot classification");
   b.add("eval.retrieval_shards", &C::eval, &EvalConfig::retrieval_shards,
         "shards for image-text retrieval recall@K");
+  b.add("eval.suite", &C::eval, &EvalConfig::suite,
+        "CLIP_benchmark folders or suite files evaluated with eval.every_steps and at the end, "
+        "on every rank (as clipper benchmark; results eval/<folder>/<metric>)");
   b.add("eval.batch_size", &C::eval, &EvalConfig::batch_size, "evaluation batch size").min(1);
   b.add("eval.at_end", &C::eval, &EvalConfig::at_end, "evaluate when training ends");
   b.add("eval.use_ema", &C::eval, &EvalConfig::use_ema,

@@ -241,7 +241,7 @@ class Assembler {
     }
     if (w_.in_current() >= o_.samples_per_shard) close(index);
     const std::int64_t number = run_.samples() + w_.in_current();
-    w_.write(p.key.empty() ? sample_key(number) : p.key, p.files);
+    w_.write(p.key.empty() ? sample_key(number, o_.clip_benchmark_names) : p.key, p.files);
     current_.add_sample(p.width, p.height, p.caption_chars);
   }
 
@@ -264,10 +264,12 @@ class Assembler {
   // Skipped inputs so far, those of kept shards included.
   std::int64_t failed() const { return run_.failed_total() + failed_; }
 
-  static std::string sample_key(std::int64_t i) {
+  // 000000012, or CLIP_benchmark's s0000012.
+  static std::string sample_key(std::int64_t i, bool clip_benchmark) {
     std::string s = std::to_string(i);
-    if (s.size() < 9) s.insert(0, 9 - s.size(), '0');
-    return s;
+    const std::size_t width = clip_benchmark ? 7 : 9;
+    if (s.size() < width) s.insert(0, width - s.size(), '0');
+    return clip_benchmark ? "s" + s : s;
   }
 
  private:

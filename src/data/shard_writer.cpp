@@ -55,6 +55,7 @@ ShardWriter::~ShardWriter() {
 }
 
 std::string ShardWriter::shard_name(std::int64_t index) const {
+  if (o_.clip_benchmark_names) return std::to_string(index) + ".tar";
   return o_.prefix + "-" + padded(index, o_.digits) + ".tar";
 }
 
@@ -132,6 +133,12 @@ void ShardWriter::write(const std::string& key,
 
 // An entry of this prefix past the shards this run wrote (left by an earlier, larger run).
 bool ShardWriter::is_stale(const std::string& name) const {
+  if (o_.clip_benchmark_names) {
+    const std::string n = name.size() > 4 ? name.substr(0, name.size() - 4) : "";
+    return !n.empty() && name.compare(name.size() - 4, 4, ".tar") == 0 && n.size() < 10 &&
+           n.find_first_not_of("0123456789") == std::string::npos &&
+           std::stoll(n) >= static_cast<long long>(sizes_.size());
+  }
   const std::string head = o_.prefix + "-";
   if (name.rfind(head, 0) != 0 || name.size() != head.size() + o_.digits + 4 ||
       name.compare(name.size() - 4, 4, ".tar") != 0)
@@ -152,7 +159,12 @@ ShardsReport ShardWriter::finish() {
       if (!is_stale(k)) j[k] = v;
   for (const auto& [k, v] : sizes_) j[k] = v;
   core::write_file_atomic((fs::path(o_.out_dir) / "sizes.json").string(), j.dump(2) + "\n");
-  if (!sizes_.empty()) {
+  if (!sizes_.empty() && o_.clip_benchmark_names) {
+    const std::string last = std::to_string(sizes_.size() - 1);
+    report_.pattern =
+        (fs::path(o_.out_dir) / (sizes_.size() == 1 ? last : "{0.." + last + "}")).string() +
+        ".tar";
+  } else if (!sizes_.empty()) {
     const std::string last = padded(static_cast<std::int64_t>(sizes_.size()) - 1, o_.digits);
     report_.pattern = (fs::path(o_.out_dir) / (o_.prefix + "-")).string() +
                       (sizes_.size() == 1 ? last : "{" + padded(0, o_.digits) + ".." + last + "}") +
@@ -514,12 +526,6 @@ IdxFile read_idx_file(const std::string& path, std::uint32_t magic, std::int64_t
   return f;
 }
 
-namespace {
-
-struct ClassFile {
-  std::vector<std::string> classes, templates;
-};
-
 ClassFile read_class_file(const std::string& classes_yaml) {
   ClassFile f;
   try {
@@ -543,6 +549,8 @@ ClassFile read_class_file(const std::string& classes_yaml) {
                                                          "' has no '{}' for the class name");
   return f;
 }
+
+namespace {
 
 // Pixels and labels without their headers.
 struct Idx {
@@ -613,6 +621,99 @@ ShardsReport shards_from_idx(const std::string& images, const std::string& label
     return r;
   };
   return detail::build_shards(in, o);
+}
+
+namespace {
+
+// A template with its "{}" (or CLIP_benchmark's "{c}") replaced by `name`.
+std::string fill_class(std::string t, const std::string& name) {
+  for (const char* mark : {"{}", "{c}"})
+    if (const auto p = t.find(mark); p != std::string::npos)
+      return t.replace(p, std::string(mark).size(), name);
+  return t + " " + name;
+}
+
+// The class folders of `folder` (sorted) and every image under each, with its label.
+std::vector<std::pair<fs::path, int>> class_folder_images(const std::string& folder,
+                                                          const ClassFile& cf,
+                                                          const std::string& classes_what) {
+  std::vector<fs::path> classes;
+  for (const auto& e : fs::directory_iterator(folder)) {
+    if (e.is_directory()) classes.push_back(e.path());
+    core::require(e.is_directory() || !is_image_ext(e.path().extension().string()),
+                  "shards: '" + e.path().string() + "' is not inside a class folder (with " +
+                      "--classes every image is in the folder of its class)");
+  }
+  std::sort(classes.begin(), classes.end());
+  core::require(classes.size() == cf.classes.size(),
+                "shards: '" + folder + "' has " + std::to_string(classes.size()) +
+                    " class folders but " + classes_what + " names " +
+                    std::to_string(cf.classes.size()) + " classes");
+  std::vector<std::pair<fs::path, int>> out;
+  for (std::size_t c = 0; c < classes.size(); ++c) {
+    std::vector<fs::path> images;
+    for (const auto& e : fs::recursive_directory_iterator(classes[c]))
+      if (e.is_regular_file() && is_image_ext(e.path().extension().string()))
+        images.push_back(e.path());
+    std::sort(images.begin(), images.end());
+    for (auto& p : images) out.emplace_back(std::move(p), static_cast<int>(c));
+  }
+  core::require(!out.empty(), "shards: no image in the class folders of '" + folder + "'");
+  return out;
+}
+
+}  // namespace
+
+ShardsReport shards_from_class_folders(const std::string& folder, const ClassFile& classes,
+                                       const std::string& classes_what, const ShardWriterOptions& o,
+                                       std::uint64_t seed) {
+  core::require(fs::is_directory(folder), "shards: '" + folder + "' is not a folder");
+  auto cf = std::make_shared<ClassFile>(classes);
+  if (cf->templates.empty()) cf->templates.push_back("a photo of a {}.");
+  auto images = std::make_shared<std::vector<std::pair<fs::path, int>>>(
+      class_folder_images(folder, *cf, classes_what));
+  detail::InputSet in;
+  in.size = static_cast<std::int64_t>(images->size());
+  in.what = "the class folders of '" + folder + "'";
+  std::string id = folder + "\n" + std::to_string(seed) + "\n";
+  for (const auto& c : cf->classes) id += c + "\n";
+  for (const auto& t : cf->templates) id += t + "\n";
+  in.options_id = options_id("class-folders", id);
+  in.identity = [images](std::int64_t i) {
+    return (*images)[static_cast<std::size_t>(i)].first.string();
+  };
+  in.prepare = [images, cf, seed, &o](std::int64_t i, ImageProcessor& proc) {
+    const auto& [path, label] = (*images)[static_cast<std::size_t>(i)];
+    const auto& name = cf->classes[static_cast<std::size_t>(label)];
+    const auto& t =
+        cf->templates[detail::mix_seed(seed, static_cast<std::uint64_t>(i)) % cf->templates.size()];
+    auto r =
+        prepare_pair(path.string(), fill_class(t, name), {{"source", path.string()}}, "", o, proc);
+    if (r.failure == detail::InputFailure::none) r.files.emplace_back("cls", std::to_string(label));
+    return r;
+  };
+  return detail::build_shards(in, o);
+}
+
+void write_clip_benchmark_metadata(const std::string& out_dir, const std::string& split,
+                                   const ClassFile& classes, const ShardsReport& report) {
+  std::string names, templates;
+  for (const auto& c : classes.classes) {
+    core::require(c.find_first_of("\r\n") == std::string::npos,
+                  "shards: the class name '" + c + "' has a line break (classnames.txt holds one " +
+                      "name per line)");
+    names += c + "\n";
+  }
+  for (auto t : classes.templates.empty() ? std::vector<std::string>{"a photo of a {}."}
+                                          : classes.templates) {
+    if (const auto p = t.find("{}"); p != std::string::npos) t.replace(p, 2, "{c}");
+    templates += t + "\n";
+  }
+  core::write_file_atomic((fs::path(out_dir) / "classnames.txt").string(), names);
+  core::write_file_atomic((fs::path(out_dir) / "zeroshot_classification_templates.txt").string(),
+                          templates);
+  core::write_file_atomic((fs::path(out_dir) / split / "nshards.txt").string(),
+                          std::to_string(report.shards.size()) + "\n");
 }
 
 }  // namespace clipper::data

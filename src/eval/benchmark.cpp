@@ -7,11 +7,14 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 #include <iomanip>
 #include <sstream>
 
 #include "clipper/core/error.hpp"
+#include "clipper/core/log.hpp"
 #include "clipper/core/progress.hpp"
+#include "clipper/dist/process_group.hpp"
 #include "clipper/eval/embed.hpp"
 #include "clipper/eval/metrics.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
@@ -31,22 +34,93 @@ at::Tensor image_features(model::ClipImpl& model, const Prepare& prepare, const 
   return model.encode_image(prepare(b.images), /*normalize=*/true).to(at::kFloat).cpu();
 }
 
+// Runs this rank's loop, then every rank learns whether any failed: a bad sample on one rank stops
+// every rank with an error, instead of leaving the others waiting in the gathers that follow.
+template <class Loop>
+void on_every_rank(dist::ProcessGroup& pg, const BenchmarkDataset& d, Loop&& loop) {
+  std::exception_ptr error;
+  try {
+    loop();
+  } catch (const std::exception&) {
+    error = std::current_exception();
+  }
+  if (!pg.any(error != nullptr)) return;
+  if (error) std::rethrow_exception(error);
+  throw core::InputError("dataset '" + d.root + "': another rank stopped with an error (its " +
+                         "log names the sample)");
+}
+
+// Every rank's rows of `local` in the split's order: rank r holds samples r, r + W, r + 2W, ...
+// (BenchmarkReader's share), so row i of rank r is sample i * W + r.
+at::Tensor gather_in_order(const at::Tensor& local, dist::ProcessGroup& pg) {
+  const int W = pg.size();
+  if (W == 1) return local;
+  const auto all = gather_rows(local, pg);  // rank 0's rows, then rank 1's, ...
+  const std::int64_t N = all.size(0);
+  std::vector<std::int64_t> offset(W + 1, 0);
+  for (int r = 0; r < W; ++r) offset[r + 1] = offset[r] + (N - r + W - 1) / W;
+  std::vector<std::int64_t> index(static_cast<std::size_t>(N));
+  for (std::int64_t j = 0; j < N; ++j) index[j] = offset[j % W] + j / W;
+  return all.index_select(0, at::tensor(index, at::kLong));
+}
+
+// The zero-shot classifier [C, D]: rank r embeds classes [C r / W, C (r + 1) / W), then they are
+// gathered once (each class's templates are one batch, so its row is the same on any rank).
+at::Tensor embed_classes(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
+                         at::Device device, const BenchmarkDataset& d, dist::ProcessGroup& pg) {
+  const auto C = static_cast<std::int64_t>(d.classnames.size());
+  const std::int64_t W = pg.size(), r = pg.rank();
+  const std::int64_t lo = C * r / W, hi = C * (r + 1) / W;
+  const std::vector<std::string> mine(d.classnames.begin() + lo, d.classnames.begin() + hi);
+  const auto local =
+      mine.empty()
+          ? at::zeros({0, model.text_projection.size(1)})
+          : zeroshot_classifier(model, tok, {mine, d.templates}, device).to(at::kFloat).cpu();
+  return gather_rows(local, pg);
+}
+
+// embed_classes, or the rows an earlier dataset of this evaluation with the same class names and
+// templates got (every rank takes the same branch: the datasets are the same on every rank).
+at::Tensor shared_classifier(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
+                             at::Device device, const BenchmarkDataset& d, dist::ProcessGroup& pg,
+                             ClassifierCache* cache) {
+  if (!cache) return embed_classes(model, tok, device, d, pg);
+  std::string key;
+  for (const auto& c : d.classnames) key += c + '\n';
+  key += '\x1f';
+  for (const auto& t : d.templates) key += t + '\n';
+  if (const auto it = cache->by_classes.find(key); it != cache->by_classes.end()) {
+    ++cache->reused;
+    CLIPPER_INFO(d.name << ": the class embeddings of an earlier dataset with the same "
+                        << d.classnames.size() << " classes and " << d.templates.size()
+                        << " templates are reused");
+    return it->second;
+  }
+  return cache->by_classes[key] = embed_classes(model, tok, device, d, pg);
+}
+
 nlohmann::ordered_json classification(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
                                       at::Device device, const Prepare& prepare,
-                                      const BenchmarkDataset& d, BenchmarkReader& reader) {
-  const auto classifier =
-      zeroshot_classifier(model, tok, {d.classnames, d.templates}, device).to(at::kFloat).cpu();
+                                      const BenchmarkDataset& d, BenchmarkReader& reader,
+                                      ClassifierCache* cache, dist::ProcessGroup& pg) {
+  const auto classifier = shared_classifier(model, tok, device, d, pg, cache);
+  const bool multi = d.kind == DatasetKind::multilabel;
   std::vector<at::Tensor> logits, truth;
-  core::Progress progress("benchmark " + d.name, -1, "samples");
-  while (auto b = reader.next()) {
-    logits.push_back(image_features(model, prepare, *b).matmul(classifier.t()));
-    truth.push_back(d.kind == DatasetKind::multilabel ? b->multilabels : b->labels);
-    progress.update(reader.samples());
-  }
-  if (logits.empty()) throw core::InputError("dataset '" + d.root + "': the split has no sample");
-  const auto L = at::cat(logits), T = at::cat(truth);
+  on_every_rank(pg, d, [&] {
+    core::Progress progress("benchmark " + d.name, -1, "samples");
+    while (auto b = reader.next()) {
+      logits.push_back(image_features(model, prepare, *b).matmul(classifier.t()));
+      truth.push_back(multi ? b->multilabels : b->labels);
+      progress.update(reader.samples());
+    }
+  });
+  const auto C = classifier.size(0);
+  const auto L = gather_in_order(logits.empty() ? at::zeros({0, C}) : at::cat(logits), pg);
+  const auto T = gather_in_order(
+      truth.empty() ? (multi ? at::zeros({0, C}) : at::zeros({0}, at::kLong)) : at::cat(truth), pg);
+  if (L.size(0) == 0) throw core::InputError("dataset '" + d.root + "': the split has no sample");
   nlohmann::ordered_json m;
-  if (d.kind == DatasetKind::multilabel) {
+  if (multi) {
     m["mean_average_precision"] = mean_average_precision(L, T);
     return m;
   }
@@ -60,27 +134,35 @@ nlohmann::ordered_json classification(model::ClipImpl& model, const tokenizer::T
 nlohmann::ordered_json retrieval(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
                                  at::Device device, const Prepare& prepare,
                                  const BenchmarkDataset& d, BenchmarkReader& reader,
-                                 const BenchmarkOptions& o) {
+                                 const BenchmarkOptions& o, dist::ProcessGroup& pg) {
   std::vector<at::Tensor> images, texts;
-  std::vector<std::int64_t> owner;
-  core::Progress progress("benchmark " + d.name, -1, "samples");
-  while (auto b = reader.next()) {
-    const auto first = reader.samples() - b->images.size(0);
-    std::vector<std::string> captions;
-    for (std::size_t i = 0; i < b->captions.size(); ++i)
-      for (const auto& c : b->captions[i]) {
-        captions.push_back(c);
-        owner.push_back(first + static_cast<std::int64_t>(i));
-      }
-    images.push_back(image_features(model, prepare, *b));
-    if (!captions.empty())
-      texts.push_back(embed_texts(model, tok, captions, o.reader.batch_size, device));
-    progress.update(reader.samples());
-  }
-  if (images.empty()) throw core::InputError("dataset '" + d.root + "': the split has no sample");
-  const auto r = retrieval_metrics(
-      at::cat(images), texts.empty() ? at::zeros({0, images[0].size(1)}) : at::cat(texts),
-      at::tensor(owner, at::kLong), o.recall_k);
+  std::vector<std::int64_t> owner;  // each caption's sample, as its index in the split
+  const std::int64_t W = pg.size(), rank = pg.rank(), D = model.text_projection.size(1);
+  on_every_rank(pg, d, [&] {
+    core::Progress progress("benchmark " + d.name, -1, "samples");
+    while (auto b = reader.next()) {
+      const auto first = reader.samples() - b->images.size(0);
+      std::vector<std::string> captions;
+      for (std::size_t i = 0; i < b->captions.size(); ++i)
+        for (const auto& c : b->captions[i]) {
+          captions.push_back(c);
+          owner.push_back((first + static_cast<std::int64_t>(i)) * W + rank);
+        }
+      images.push_back(image_features(model, prepare, *b));
+      if (!captions.empty())
+        texts.push_back(embed_texts(model, tok, captions, o.reader.batch_size, device));
+      progress.update(reader.samples());
+    }
+  });
+  const auto I = gather_in_order(images.empty() ? at::zeros({0, D}) : at::cat(images), pg);
+  if (I.size(0) == 0) throw core::InputError("dataset '" + d.root + "': the split has no sample");
+  // The captions in the split's order: by their image, each image's in file order (stable).
+  auto T = gather_rows(texts.empty() ? at::zeros({0, D}) : at::cat(texts), pg);
+  auto owners = gather_rows(at::tensor(owner, at::kLong), pg);
+  const auto order = std::get<1>(at::sort(owners, /*stable=*/true, 0, false));
+  T = T.index_select(0, order);
+  owners = owners.index_select(0, order);
+  const auto r = retrieval_metrics(I, T, owners, o.recall_k);
   nlohmann::ordered_json m;
   for (std::size_t i = 0; i < r.ks.size(); ++i) {
     m["image_retrieval_recall@" + std::to_string(r.ks[i])] = r.image_retrieval[i];
@@ -89,30 +171,37 @@ nlohmann::ordered_json retrieval(model::ClipImpl& model, const tokenizer::Tokeni
   return m;
 }
 
-// Normalized image features and labels of every sample of `split`.
+// Normalized image features and labels of every sample of `split` (every rank's share gathered).
 std::pair<at::Tensor, at::Tensor> split_features(model::ClipImpl& model, const Prepare& prepare,
                                                  const BenchmarkDataset& d,
-                                                 const std::string& split, ReaderOptions ro) {
-  BenchmarkReader reader(d, split, ro);
+                                                 const std::string& split, ReaderOptions ro,
+                                                 dist::ProcessGroup& pg) {
   std::vector<at::Tensor> x, y;
-  core::Progress progress("features " + d.name + " " + split, -1, "samples");
-  while (auto b = reader.next()) {
-    x.push_back(image_features(model, prepare, *b));
-    y.push_back(b->labels);
-    progress.update(reader.samples());
-  }
-  if (x.empty())
+  on_every_rank(pg, d, [&] {
+    BenchmarkReader reader(d, split, ro);
+    core::Progress progress("features " + d.name + " " + split, -1, "samples");
+    while (auto b = reader.next()) {
+      x.push_back(image_features(model, prepare, *b));
+      y.push_back(b->labels);
+      progress.update(reader.samples());
+    }
+  });
+  const auto X =
+      gather_in_order(x.empty() ? at::zeros({0, model.text_projection.size(1)}) : at::cat(x), pg);
+  const auto Y = gather_in_order(y.empty() ? at::zeros({0}, at::kLong) : at::cat(y), pg);
+  if (X.size(0) == 0)
     throw core::InputError("dataset '" + d.root + "': the " + split + " split has no sample");
-  return {at::cat(x), at::cat(y)};
+  return {X, Y};
 }
 
 nlohmann::ordered_json linear_probe_task(model::ClipImpl& model, const Prepare& prepare,
                                          const BenchmarkDataset& d, const BenchmarkOptions& o,
-                                         const ReaderOptions& ro, std::int64_t* samples) {
+                                         const ReaderOptions& ro, std::int64_t* samples,
+                                         dist::ProcessGroup& pg) {
   if (d.kind != DatasetKind::classification)
     throw core::InputError("dataset '" + d.root + "': a linear probe needs a classification " +
                            "folder (.cls labels), this one is " + to_string(d.kind));
-  auto [x, y] = split_features(model, prepare, d, o.train_split, ro);
+  auto [x, y] = split_features(model, prepare, d, o.train_split, ro, pg);
   at::Tensor vx, vy;
   if (o.val_proportion > 0) {  // a seeded random share of the training split
     auto gen = at::detail::createCPUGenerator(o.lp.seed);
@@ -123,7 +212,7 @@ nlohmann::ordered_json linear_probe_task(model::ClipImpl& model, const Prepare& 
     x = x.index_select(0, perm.narrow(0, n_val, x.size(0) - n_val));
     y = y.index_select(0, perm.narrow(0, n_val, y.size(0) - n_val));
   }
-  const auto [tx, ty] = split_features(model, prepare, d, o.split, ro);
+  const auto [tx, ty] = split_features(model, prepare, d, o.split, ro, pg);
   *samples = tx.size(0);
   const auto r = linear_probe(x, y, vx, vy, tx, ty, o.lp);
   nlohmann::ordered_json m;
@@ -149,31 +238,43 @@ std::string slug(std::string s) {
 
 BenchmarkResult run_benchmark(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
                               at::Device device, const Prepare& prepare,
-                              const BenchmarkDataset& dataset, const BenchmarkOptions& options) {
+                              const BenchmarkDataset& dataset, const BenchmarkOptions& options,
+                              dist::ProcessGroup& pg) {
   const auto t0 = std::chrono::steady_clock::now();
   at::NoGradGuard no_grad;
   EvalMode eval_mode(model);
   ReaderOptions ro = options.reader;
   ro.image_size = static_cast<int>(model.spec().image_size);
+  ro.resize_mode = model.spec().resize_mode;
+  ro.interpolation = model.spec().interpolation;
+  ro.rank = pg.rank();
+  ro.world_size = pg.size();
   BenchmarkResult r;
   r.dataset = dataset.name;
   if (options.linear_probe) {
     r.task = "linear_probe";
-    r.metrics = linear_probe_task(model, prepare, dataset, options, ro, &r.samples);
-    r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    return r;
-  }
-  BenchmarkReader reader(dataset, options.split, ro);
-  if (dataset.kind == DatasetKind::retrieval) {
-    r.task = "zeroshot_retrieval";
-    r.metrics = retrieval(model, tok, device, prepare, dataset, reader, options);
+    r.metrics = linear_probe_task(model, prepare, dataset, options, ro, &r.samples, pg);
   } else {
-    r.task = "zeroshot_classification";
-    r.metrics = classification(model, tok, device, prepare, dataset, reader);
+    BenchmarkReader reader(dataset, options.split, ro);
+    if (dataset.kind == DatasetKind::retrieval) {
+      r.task = "zeroshot_retrieval";
+      r.metrics = retrieval(model, tok, device, prepare, dataset, reader, options, pg);
+    } else {
+      r.task = "zeroshot_classification";
+      r.metrics = classification(model, tok, device, prepare, dataset, reader,
+                                 options.classifiers.get(), pg);
+    }
+    r.samples = pg.all_reduce_int(reader.samples(), dist::ReduceOp::sum, "benchmark samples");
   }
-  r.samples = reader.samples();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
+}
+
+BenchmarkResult run_benchmark(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
+                              at::Device device, const Prepare& prepare,
+                              const BenchmarkDataset& dataset, const BenchmarkOptions& options) {
+  dist::ProcessGroup one;
+  return run_benchmark(model, tok, device, prepare, dataset, options, one);
 }
 
 nlohmann::ordered_json result_json(const BenchmarkResult& r, const std::string& model,

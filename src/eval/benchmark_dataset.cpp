@@ -168,6 +168,7 @@ std::string fill_template(const std::string& templ, const std::string& name) {
 }
 
 std::vector<std::string> BenchmarkDataset::shards(const std::string& split) const {
+  if (!shard_files.empty()) return shard_files;
   const std::string dir = join(root, split);
   const std::string f = join(dir, "nshards.txt");
   if (!is_file(f))
@@ -190,7 +191,8 @@ std::vector<std::string> BenchmarkDataset::shards(const std::string& split) cons
 
 bool BenchmarkDataset::is_tree(const std::string& split) const {
   const std::string dir = join(root, split);
-  return !is_file(join(dir, "nshards.txt")) && is_dir(dir) && !class_folders(dir).empty();
+  return shard_files.empty() && !is_file(join(dir, "nshards.txt")) && is_dir(dir) &&
+         !class_folders(dir).empty();
 }
 
 std::vector<std::pair<std::string, std::int64_t>> BenchmarkDataset::tree_files(

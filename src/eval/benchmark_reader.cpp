@@ -89,6 +89,8 @@ struct BenchmarkReader::Impl {
     ts.size = o.image_size;
     ts.train = false;
     ts.transparency = o.transparency;
+    ts.resize_mode = o.resize_mode;
+    ts.interpolation = o.interpolation;
     for (int i = 0; i < std::max(1, o.threads); ++i)
       processors.push_back(std::make_unique<data::ImageProcessor>(ts, o.max_image_pixels));
   }

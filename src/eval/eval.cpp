@@ -34,24 +34,6 @@ at::Tensor tokenize(const tokenizer::Tokenizer& tok, const std::vector<std::stri
   return ids;
 }
 
-// Concatenates every rank's rows (ranks may hold different counts).
-at::Tensor gather_rows(const at::Tensor& local, dist::ProcessGroup& pg) {
-  if (pg.size() == 1) return local;
-  const std::int64_t n = local.size(0);
-  const std::int64_t max_n = pg.all_reduce_max_int(n);
-  auto padded = at::zeros({max_n, local.size(1)}, local.options());
-  padded.narrow(0, 0, n).copy_(local);
-  auto counts =
-      pg.all_gather(at::full({1}, n, at::TensorOptions().dtype(at::kLong).device(pg.device())),
-                    "eval counts")
-          .cpu();
-  auto all = pg.all_gather(padded.to(pg.device()), "eval features").to(local.device());
-  std::vector<at::Tensor> parts;
-  for (int r = 0; r < pg.size(); ++r)
-    parts.push_back(all.narrow(0, r * max_n, counts[r].item<std::int64_t>()));
-  return at::cat(parts);
-}
-
 }  // namespace
 
 ZeroShotClasses load_zeroshot_classes(const std::string& path) {
@@ -83,39 +65,24 @@ at::Tensor zeroshot_classifier(model::ClipImpl& model, const tokenizer::Tokenize
   return at::stack(rows);
 }
 
-ZeroShotResult zeroshot(model::ClipImpl& model, data::Loader& loader, const at::Tensor& classifier,
-                        const Prepare& prepare, dist::ProcessGroup& pg) {
-  at::NoGradGuard no_grad;
-  const bool was_training = model.is_training();
-  model.eval();
-  double top1 = 0, top5 = 0, count = 0;
-  const std::int64_t k = std::min<std::int64_t>(5, classifier.size(0));
-  core::Progress progress("eval zero-shot", loader.samples_per_epoch(), "samples");
-  while (auto b = loader.next()) {
-    progress.update(static_cast<std::int64_t>(count) + b->images.size(0));
-    if (!b->labels.defined())
-      throw core::InputError(
-          "zero-shot evaluation needs labels: the eval shards have no class entry");
-    auto f = model.encode_image(prepare(b->images), /*normalize=*/true).to(at::kFloat);
-    auto logits = f.matmul(classifier.t());
-    auto labels = b->labels.to(logits.device());
-    auto pred = std::get<1>(logits.topk(k, 1));
-    auto hit = pred.eq(labels.unsqueeze(1));
-    top1 += hit.narrow(1, 0, 1).sum().item<double>();
-    top5 += hit.any(1).sum().item<double>();
-    count += static_cast<double>(labels.size(0));
-  }
-  model.train(was_training);
-  auto t = at::tensor({top1, top5, count}, at::TensorOptions().dtype(at::kDouble)).to(pg.device());
-  pg.all_reduce(t, dist::ReduceOp::sum, "zero-shot counts");
-  auto h = t.cpu();
-  ZeroShotResult r;
-  r.count = static_cast<std::int64_t>(h[2].item<double>());
-  if (r.count > 0) {
-    r.top1 = h[0].item<double>() / r.count;
-    r.top5 = h[1].item<double>() / r.count;
-  }
-  return r;
+at::Tensor gather_rows(const at::Tensor& local, dist::ProcessGroup& pg) {
+  if (pg.size() == 1) return local;
+  const std::int64_t n = local.size(0);
+  const std::int64_t max_n = pg.all_reduce_max_int(n);
+  if (max_n == 0) return local;
+  auto shape = local.sizes().vec();
+  shape[0] = max_n;
+  auto padded = at::zeros(shape, local.options());
+  padded.narrow(0, 0, n).copy_(local);
+  auto counts =
+      pg.all_gather(at::full({1}, n, at::TensorOptions().dtype(at::kLong).device(pg.device())),
+                    "eval counts")
+          .cpu();
+  auto all = pg.all_gather(padded.to(pg.device()), "eval features").to(local.device());
+  std::vector<at::Tensor> parts;
+  for (int r = 0; r < pg.size(); ++r)
+    parts.push_back(all.narrow(0, r * max_n, counts[r].item<std::int64_t>()));
+  return at::cat(parts);
 }
 
 RetrievalResult retrieval(model::ClipImpl& model, data::Loader& loader, const Prepare& prepare,

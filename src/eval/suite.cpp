@@ -8,6 +8,7 @@
 #include "clipper/core/atomic_file.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
+#include "clipper/dist/process_group.hpp"
 #include "clipper/eval/benchmark.hpp"
 
 namespace clipper::eval {
@@ -62,8 +63,10 @@ SuitePlan plan_suite(const std::vector<std::string>& folders, Suite suite,
 
 SuiteReport run_suite(model::ClipImpl& model, const tokenizer::Tokenizer& tok, at::Device device,
                       const Prepare& prepare, const SuitePlan& plan,
-                      const BenchmarkOptions& options, const ResultNaming& naming) {
-  make_folders(naming.out_dir);
+                      const BenchmarkOptions& options, const ResultNaming& naming,
+                      dist::ProcessGroup& pg) {
+  const bool writes = pg.rank() == 0;
+  if (writes) make_folders(naming.out_dir);
   SuiteReport report;
   nlohmann::ordered_json rows = nlohmann::ordered_json::array(),
                          skipped = nlohmann::ordered_json::array();
@@ -72,19 +75,22 @@ SuiteReport run_suite(model::ClipImpl& model, const tokenizer::Tokenizer& tok, a
     CLIPPER_INFO("skipping " << t.name << ": " << t.skip);
   }
   std::vector<std::pair<std::string, double>> scores;
+  auto o = options;  // one set of weights: class embeddings shared between datasets
+  o.classifiers = std::make_shared<ClassifierCache>();
   for (const auto& [task, dataset] : plan.run) {
-    report.results.push_back(run_benchmark(model, tok, device, prepare, dataset, options));
+    report.results.push_back(run_benchmark(model, tok, device, prepare, dataset, o, pg));
     const auto& r = report.results.back();
     const auto j = result_json(r, naming.model, naming.pretrained, naming.language);
     const auto file = naming.out_dir + "/" +
                       result_file_name(r, naming.model, naming.pretrained, naming.language);
-    core::write_file_atomic(file, j.dump() + "\n");
+    if (writes) core::write_file_atomic(file, j.dump() + "\n");
     rows.push_back(summary_row(r, task, j, file));
     if (!task.main_metric.empty())
       if (const auto v = metric_value(r.metrics, task.main_metric))
         scores.emplace_back(task.name, *v);
-    CLIPPER_INFO("wrote " << file << " (" << r.samples << " samples, " << std::fixed
-                          << std::setprecision(2) << r.seconds << " s)");
+    if (writes)
+      CLIPPER_INFO("wrote " << file << " (" << r.samples << " samples, " << std::fixed
+                            << std::setprecision(2) << r.seconds << " s)");
   }
   auto& s = report.summary;
   s["model"] = naming.model;
@@ -94,7 +100,7 @@ SuiteReport run_suite(model::ClipImpl& model, const tokenizer::Tokenizer& tok, a
   s["skipped"] = skipped;
   if (!plan.suite.groups.empty() || !scores.empty())
     s["aggregates"] = aggregate_scores(plan.suite, scores);
-  core::write_file_atomic(naming.out_dir + "/benchmark_summary.json", s.dump(2) + "\n");
+  if (writes) core::write_file_atomic(naming.out_dir + "/benchmark_summary.json", s.dump(2) + "\n");
   return report;
 }
 

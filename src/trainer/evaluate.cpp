@@ -2,12 +2,17 @@
 
 #include <ATen/ATen.h>
 
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <iomanip>
 
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
 #include "clipper/data/loader.hpp"
+#include "clipper/data/shard_list.hpp"
 #include "clipper/dist/process_group.hpp"
+#include "clipper/eval/benchmark.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 
 namespace clipper::trainer {
@@ -34,22 +39,93 @@ std::unique_ptr<data::Loader> eval_loader(const EvalSettings& es, const std::str
   return std::make_unique<data::Loader>(o, std::move(tok));
 }
 
+// How the evaluation sets are read: the data section's decode settings, eval.batch_size and
+// data.workers decode threads.
+eval::BenchmarkOptions reader_options(const EvalSettings& es) {
+  const auto lo = data::LoaderOptions::from_config(es.data, es.eval.batch_size, 224, 0, 1, es.seed);
+  eval::BenchmarkOptions o;
+  o.reader.batch_size = es.eval.batch_size;
+  o.reader.threads = std::max(1, lo.workers);
+  o.reader.transparency = lo.transparency;
+  o.reader.max_image_pixels = lo.max_image_pixels;
+  return o;
+}
+
+// eval.zeroshot_shards as a classification set: image + `cls` shards, read in list order with
+// or without sizes.json and text (each rank its share, as `clipper benchmark`).
+eval::BenchmarkDataset zeroshot_dataset(const std::string& shards,
+                                        const eval::ZeroShotClasses& classes) {
+  eval::BenchmarkDataset d;
+  d.root = shards;
+  d.name = "eval.zeroshot_shards";
+  d.kind = eval::DatasetKind::classification;
+  d.classnames = classes.classnames;
+  d.templates = classes.templates;
+  for (const auto& shard : data::parse_shard_list(shards).shards)
+    d.shard_files.push_back(shard.url);
+  return d;
+}
+
 void add_zeroshot(const EvalSettings& es, model::ClipImpl& model,
                   std::shared_ptr<const tokenizer::Tokenizer> tok, dist::ProcessGroup& pg,
                   at::Device device, const eval::Prepare& prepare, const std::string& what,
                   EvalReport* rep) {
   if (es.eval.zeroshot_classes.empty())
     throw core::InputError("eval.zeroshot_shards is set but eval.zeroshot_classes is empty");
-  const auto classes = eval::load_zeroshot_classes(es.eval.zeroshot_classes);
-  auto classifier = eval::zeroshot_classifier(model, *tok, classes, device);
-  auto l = eval_loader(es, es.eval.zeroshot_shards, true, model.spec(), tok, pg);
-  const auto r = eval::zeroshot(model, *l, classifier, prepare, pg);
-  rep->scalars.emplace_back("eval/zeroshot_top1", r.top1);
-  rep->scalars.emplace_back("eval/zeroshot_top5", r.top5);
-  rep->zeroshot_top1 = r.top1;
-  CLIPPER_INFO(what << ": zero-shot on " << r.count << " images: top-1 " << std::fixed
-                    << std::setprecision(2) << 100 * r.top1 << " %, top-5 " << 100 * r.top5
-                    << " %");
+  const auto d = zeroshot_dataset(es.eval.zeroshot_shards,
+                                  eval::load_zeroshot_classes(es.eval.zeroshot_classes));
+  const auto r = eval::run_benchmark(model, *tok, device, prepare, d, reader_options(es), pg);
+  const double top1 = r.metrics["acc1"].get<double>();
+  // Below 5 classes every class is among the first 5.
+  const double top5 = r.metrics["acc5"].is_null() ? 1.0 : r.metrics["acc5"].get<double>();
+  rep->scalars.emplace_back("eval/zeroshot_top1", top1);
+  rep->scalars.emplace_back("eval/zeroshot_top5", top5);
+  rep->zeroshot_top1 = top1;
+  CLIPPER_INFO(what << ": zero-shot on " << r.samples << " images: top-1 " << std::fixed
+                    << std::setprecision(2) << 100 * top1 << " %, top-5 " << 100 * top5 << " %");
+}
+
+// eval.suite: folders and suite files (a list or a YAML suite) into one plan.
+eval::SuitePlan suite_plan(const config::EvalConfig& e) {
+  std::vector<std::string> folders;
+  eval::Suite suite;
+  for (const auto& entry : e.suite) {
+    struct stat st {};
+    if (::stat(entry.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) {
+      folders.push_back(entry);
+      continue;
+    }
+    auto more = eval::read_suite(entry);
+    if (suite.name.empty()) suite.name = more.name;
+    suite.tasks.insert(suite.tasks.end(), more.tasks.begin(), more.tasks.end());
+    suite.groups.insert(suite.groups.end(), more.groups.begin(), more.groups.end());
+  }
+  return eval::plan_suite(folders, std::move(suite), {});
+}
+
+std::string folder_name(std::string p) {
+  while (p.size() > 1 && p.back() == '/') p.pop_back();
+  const auto slash = p.rfind('/');
+  return slash == std::string::npos ? p : p.substr(slash + 1);
+}
+
+// Every dataset of eval.suite on every rank: "eval/<folder>/<metric>" for each numeric metric.
+void add_suite(const EvalSettings& es, model::ClipImpl& model,
+               std::shared_ptr<const tokenizer::Tokenizer> tok, dist::ProcessGroup& pg,
+               at::Device device, const eval::Prepare& prepare, const std::string& what,
+               EvalReport* rep) {
+  const auto plan = suite_plan(es.eval);
+  auto options = reader_options(es);
+  options.classifiers = std::make_shared<eval::ClassifierCache>();  // this evaluation's weights
+  for (const auto& [task, dataset] : plan.run) {
+    const auto r = eval::run_benchmark(model, *tok, device, prepare, dataset, options, pg);
+    const std::string prefix = "eval/" + folder_name(task.folder) + "/";
+    for (auto it = r.metrics.begin(); it != r.metrics.end(); ++it)
+      if (it.value().is_number())
+        rep->scalars.emplace_back(prefix + it.key(), it.value().get<double>());
+    CLIPPER_INFO(what << ": " << dataset.name << " (" << r.task << ", " << r.samples
+                      << " samples): " << r.metrics.dump());
+  }
 }
 
 void add_retrieval(const EvalSettings& es, model::ClipImpl& model,
@@ -82,7 +158,13 @@ EvalReport evaluate(const EvalSettings& settings, model::ClipImpl& model,
     add_zeroshot(settings, model, tok, pg, device, prepare, what, &rep);
   if (!settings.eval.retrieval_shards.empty())
     add_retrieval(settings, model, tok, pg, prepare, what, &rep);
+  if (!settings.eval.suite.empty())
+    add_suite(settings, model, tok, pg, device, prepare, what, &rep);
   return rep;
+}
+
+void check_suite(const config::EvalConfig& eval) {
+  if (!eval.suite.empty()) suite_plan(eval);
 }
 
 }  // namespace clipper::trainer

@@ -145,6 +145,7 @@ void check_shards(const config::Config& cfg) {
   data::check_local_shards(cfg.data.train_shards, "data.train_shards");
   data::check_local_shards(cfg.eval.zeroshot_shards, "eval.zeroshot_shards");
   data::check_local_shards(cfg.eval.retrieval_shards, "eval.retrieval_shards");
+  check_suite(cfg.eval);
 }
 
 }  // namespace

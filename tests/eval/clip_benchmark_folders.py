@@ -1,7 +1,9 @@
 """Small CLIP_benchmark-format webdataset folders from the Fashion-MNIST test files, for the
 agreement test of `clipper benchmark` with `clip_benchmark eval` (tests/eval/test_benchmark_interop.cpp).
 
-OUT/fmnist_cls    classification: classnames.txt, templates, test/{0,1}.tar (.png + .cls)
+OUT/fmnist_cls    classification: classnames.txt, templates, test/{0,1}.tar (.png + .cls); with
+                  --train N also train/{0,1}.tar: N images of the Fashion-MNIST training file (the
+                  linear probe's training split)
 OUT/fmnist_multi  multilabel: dataset_type.txt "multilabel", .npy vectors (the class and, for every
                   third image, the next class too)
 OUT/fmnist_retr   retrieval: dataset_type.txt "retrieval", .txt with two captions per image (each
@@ -50,8 +52,8 @@ def npy(vector):
     return buf.getvalue()
 
 
-def write_folder(root, samples, shards, dataset_type=None, classes=True):
-    os.makedirs(os.path.join(root, "test"), exist_ok=True)
+def write_folder(root, samples, shards, dataset_type=None, classes=True, split="test"):
+    os.makedirs(os.path.join(root, split), exist_ok=True)
     if classes:
         with open(os.path.join(root, "classnames.txt"), "w") as f:
             f.write("\n".join(CLASSES) + "\n")
@@ -60,11 +62,11 @@ def write_folder(root, samples, shards, dataset_type=None, classes=True):
     if dataset_type:
         with open(os.path.join(root, "dataset_type.txt"), "w") as f:
             f.write(dataset_type + "\n")
-    with open(os.path.join(root, "test", "nshards.txt"), "w") as f:
+    with open(os.path.join(root, split, "nshards.txt"), "w") as f:
         f.write(f"{shards}\n")
     per = (len(samples) + shards - 1) // shards
     for s in range(shards):
-        with tarfile.open(os.path.join(root, "test", f"{s}.tar"), "w", format=tarfile.USTAR_FORMAT) as tar:
+        with tarfile.open(os.path.join(root, split, f"{s}.tar"), "w", format=tarfile.USTAR_FORMAT) as tar:
             for i in range(s * per, min(len(samples), (s + 1) * per)):
                 key = f"s{i:07d}"
                 for ext, payload in samples[i]:
@@ -78,6 +80,7 @@ def main():
     ap.add_argument("--classification", type=int, default=1000)
     ap.add_argument("--multilabel", type=int, default=300)
     ap.add_argument("--retrieval", type=int, default=200)
+    ap.add_argument("--train", type=int, default=0, help="fmnist_cls/train: this many training images")
     a = ap.parse_args()
     images = idx(os.path.join(a.fmnist, "t10k-images-idx3-ubyte.gz"))
     labels = idx(os.path.join(a.fmnist, "t10k-labels-idx1-ubyte.gz"))
@@ -85,6 +88,12 @@ def main():
     cls = [[("png", png(images[i])), ("cls", str(int(labels[i])).encode())]
            for i in range(a.classification)]
     write_folder(os.path.join(a.out, "fmnist_cls"), cls, 2)
+    if a.train > 0:
+        train_images = idx(os.path.join(a.fmnist, "train-images-idx3-ubyte.gz"))
+        train_labels = idx(os.path.join(a.fmnist, "train-labels-idx1-ubyte.gz"))
+        train = [[("png", png(train_images[i])), ("cls", str(int(train_labels[i])).encode())]
+                 for i in range(a.train)]
+        write_folder(os.path.join(a.out, "fmnist_cls"), train, 2, split="train")
     if a.multilabel == 0 and a.retrieval == 0:  # a classification folder only (speed runs)
         return
 

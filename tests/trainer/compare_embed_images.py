@@ -1,13 +1,17 @@
 """`clipper embed --images` against open_clip's own preprocess, on images with transparency, a
-palette, grey, CMYK and an EXIF orientation (issue 19.2).
+palette, grey, CMYK and an EXIF orientation (issue 19.2), and `clipper embed --texts` against
+open_clip's tokenizer and text tower. One process loads open_clip ("make"); the checks need only
+NumPy, so they start in a fraction of a second.
 
-  compare_embed_images.py make EXPORT_DIR OUT_DIR
+  compare_embed_images.py make EXPORT_DIR OUT_DIR [CAPTIONS_FILE]
       writes S x S images (S: the export's image size, so no resize enters the comparison) and
       open_clip's embeddings of them: drop.npy (preprocess(Image.open(f)): open_clip converts to
       RGB, dropping alpha) and white.npy (the same on the image composited over white with PIL);
+      with CAPTIONS_FILE also text.npy, open_clip's normalized text features of its lines;
       prints the image paths, one per line
   compare_embed_images.py check OUT_DIR RULE CLIPPER_NPY
-      prints the smallest cosine between clipper's rows and RULE.npy; exits 1 below 0.9999
+      drop / white: prints the smallest cosine between clipper's rows and RULE.npy, exits 1 below
+      0.9999; text: prints the largest absolute difference from text.npy, exits 1 above 1e-5
 """
 import io
 import json
@@ -16,8 +20,6 @@ import sys
 import warnings
 
 import numpy as np
-import open_clip
-import torch
 from PIL import Image
 
 warnings.simplefilter("ignore")
@@ -47,7 +49,10 @@ def on_white(im):
     return im
 
 
-def make(export, out):
+def make(export, out, captions=None):
+    import open_clip
+    import torch
+
     cfg = json.load(open(os.path.join(export, "open_clip_config.json")))
     s = cfg["model_cfg"]["vision_cfg"]["image_size"]
     model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + export)
@@ -65,18 +70,27 @@ def make(export, out):
         for rule, batch in (("drop", drop), ("white", white)):
             e = model.encode_image(torch.stack(batch), normalize=True).numpy()
             np.save(os.path.join(out, rule + ".npy"), e)
+        if captions:
+            lines = open(captions).read().splitlines()
+            tok = open_clip.get_tokenizer("local-dir:" + export)
+            e = model.encode_text(tok(lines), normalize=True).numpy()
+            np.save(os.path.join(out, "text.npy"), e)
     print("\n".join(paths))
 
 
 def check(out, rule, npy):
     ref = np.load(os.path.join(out, rule + ".npy"))
     ours = np.load(npy)
+    if rule == "text":
+        diff = float(np.abs(ours - ref).max())
+        print(f"text: max abs diff {diff:.3g} over {ours.shape}")
+        sys.exit(0 if ours.shape == ref.shape and diff <= 1e-5 else 1)
     cos = (ref * ours).sum(1) / np.linalg.norm(ref, axis=1) / np.linalg.norm(ours, axis=1)
     print(f"{rule}: cosine per image {np.round(cos, 6).tolist()}, min {cos.min():.6f}")
     sys.exit(0 if ours.shape == ref.shape and cos.min() >= 0.9999 else 1)
 
 
 if sys.argv[1] == "make":
-    make(sys.argv[2], sys.argv[3])
+    make(*sys.argv[2:5])
 else:
     check(sys.argv[2], sys.argv[3], sys.argv[4])

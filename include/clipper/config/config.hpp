@@ -210,6 +210,8 @@ struct EvalConfig {
   std::string zeroshot_shards;
   std::string zeroshot_classes;  // YAML file with class names and templates
   std::string retrieval_shards;
+  // CLIP_benchmark folders and suite files (`clipper benchmark --suite`), run on every rank.
+  std::vector<std::string> suite;
   std::int64_t batch_size = 256;
   bool at_end = true;
   bool use_ema = false;  // evaluate the weight average (train.ema_decay) instead of the weights

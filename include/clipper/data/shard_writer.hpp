@@ -35,6 +35,8 @@ struct ShardWriterOptions {
   // is read; a gzipped one is decompressed only up to what its header declares.
   std::int64_t max_idx_bytes = std::int64_t{4} << 30;
   Transparency transparency;  // transparent pixels: composited over white unless told otherwise
+  // CLIP_benchmark's names: shards 0.tar, 1.tar, ... (no prefix, no padding), keys s0000000, ...
+  bool clip_benchmark_names = false;
 };
 
 // How shards_from_csv reads its table (OpenCLIP's --csv-img-key, --csv-caption-key,
@@ -119,6 +121,31 @@ ShardsReport shards_from_csv(const std::string& table, const CsvOptions& csv,
 ShardsReport shards_from_csv(const std::string& table, const std::string& image_column,
                              const std::string& caption_column, char separator,
                              const ShardWriterOptions& o);
+
+// Class names and caption templates ("a photo of a {}."), as `--classes` gives them.
+struct ClassFile {
+  std::vector<std::string> classes, templates;
+};
+// A YAML file with `classes: [...]` and optional `templates: [...]` (each with "{}"; default
+// "a photo of a {}."), the zero-shot class file format. Throws InputError naming the file.
+ClassFile read_class_file(const std::string& classes_yaml);
+
+// A class-per-subfolder tree (ImageNet's own train/ and val/): each subfolder of `folder` is a
+// class, sorted names = labels 0..C-1 with C the count of `classes` (`classes_what` names where
+// they came from in errors); every image under a class folder (searched recursively, sorted) is
+// a sample with `jpg`, `cls` (its label), `txt` (a template, chosen from `seed` and the index,
+// filled with its class name, as shards_from_idx) and `json` (its source path). An image directly
+// in `folder` is an error.
+ShardsReport shards_from_class_folders(const std::string& folder, const ClassFile& classes,
+                                       const std::string& classes_what, const ShardWriterOptions& o,
+                                       std::uint64_t seed = 0);
+
+// Makes `out_dir` a CLIP_benchmark classification folder (its README's layout): writes
+// classnames.txt, zeroshot_classification_templates.txt (each template's "{}" as "{c}") and
+// <split>/nshards.txt for the `shards` that `report` wrote into <out_dir>/<split> with
+// clip_benchmark_names. Atomic writes; InputError naming a class name with a line break.
+void write_clip_benchmark_metadata(const std::string& out_dir, const std::string& split,
+                                   const ClassFile& classes, const ShardsReport& report);
 
 // IDX image and label files (gzip-compressed or not). `classes_yaml` holds `classes: [...]` and
 // `templates: ["a photo of a {}.", ...]` (the zero-shot class file format); each sample's caption

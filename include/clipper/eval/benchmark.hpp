@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -20,8 +21,20 @@
 namespace clipper::tokenizer {
 class Tokenizer;
 }
+namespace clipper::dist {
+class ProcessGroup;
+}
 
 namespace clipper::eval {
+
+// Class embeddings already computed in this evaluation, by (class names, templates): datasets that
+// share them (ImageNet, ImageNet-V2 and ImageNet-Sketch: 1,000 classes x 80 templates) embed them
+// once. Only valid while the weights do not change: run_suite and each evaluation of a training
+// run make a fresh one.
+struct ClassifierCache {
+  std::map<std::string, at::Tensor> by_classes;
+  std::int64_t reused = 0;  // lookups answered from the cache
+};
 
 struct BenchmarkOptions {
   std::string split = "test";
@@ -33,6 +46,7 @@ struct BenchmarkOptions {
   std::string train_split = "train";
   double val_proportion = 0;
   LinearProbeOptions lp;
+  std::shared_ptr<ClassifierCache> classifiers;  // null: every dataset embeds its classes
 };
 
 struct BenchmarkResult {
@@ -45,6 +59,16 @@ struct BenchmarkResult {
 
 // Runs `dataset`'s task (classification and multilabel: zeroshot_classification, or linear_probe
 // when asked; retrieval: zeroshot_retrieval) on `model` in eval mode, fp32 features.
+// With `pg` of several ranks every rank calls it: each reads and encodes its own share of the
+// split (sample j: rank j % size) and of the class embeddings, with no collective inside its
+// loop, so unequal shares cannot hang; then the class embeddings once, and the scores (features
+// for retrieval and the linear probe) once, are gathered into the split's order, and every rank
+// computes the same metrics over the whole split, equal to one process's.
+BenchmarkResult run_benchmark(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
+                              at::Device device, const Prepare& prepare,
+                              const BenchmarkDataset& dataset, const BenchmarkOptions& options,
+                              dist::ProcessGroup& pg);
+// One process.
 BenchmarkResult run_benchmark(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
                               at::Device device, const Prepare& prepare,
                               const BenchmarkDataset& dataset, const BenchmarkOptions& options);
@@ -105,13 +129,15 @@ struct SuiteReport {
   std::vector<BenchmarkResult> results;
   nlohmann::ordered_json summary;  // what benchmark_summary.json holds
 };
-// Runs every task of `plan`, writes each result's JSON into naming.out_dir (made when missing) as
-// it finishes, then benchmark_summary.json: {model, pretrained, suite, results: [result JSON +
-// name, main_metric, samples, seconds, images_per_s, file], skipped: [{task, reason}],
-// aggregates}.
+// Runs every task of `plan` (on every rank of `pg`, as run_benchmark), and rank 0 writes each
+// result's JSON into naming.out_dir (made when missing) as it finishes, then
+// benchmark_summary.json: {model, pretrained, suite, results: [result JSON + name, main_metric,
+// samples, seconds, images_per_s, file], skipped: [{task, reason}], aggregates}. Every rank
+// returns the results.
 SuiteReport run_suite(model::ClipImpl& model, const tokenizer::Tokenizer& tok, at::Device device,
                       const Prepare& prepare, const SuitePlan& plan,
-                      const BenchmarkOptions& options, const ResultNaming& naming);
+                      const BenchmarkOptions& options, const ResultNaming& naming,
+                      dist::ProcessGroup& pg);
 // The summary's aggregates as lines ("VTAB: 0.5123 (13 of 13 tasks)"); empty without any.
 std::string aggregates_text(const nlohmann::ordered_json& summary);
 

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <utility>
@@ -31,6 +32,9 @@ struct BenchmarkDataset {
   DatasetKind kind = DatasetKind::classification;
   std::vector<std::string> classnames;  // empty for retrieval
   std::vector<std::string> templates;   // with "{c}"; empty for retrieval
+  // When set, the shards of every split (clipper's own eval shards, eval.zeroshot_shards: a
+  // brace pattern expanded, no nshards.txt).
+  std::vector<std::string> shard_files;
   // The shard files of `split` from <root>/<split>/nshards.txt (InputError naming the file when it
   // is missing or not a positive integer, or a shard is missing).
   std::vector<std::string> shards(const std::string& split) const;
@@ -75,6 +79,9 @@ struct ReaderOptions {
   std::int64_t batch_size = 64;
   int threads = 2;  // image decode threads
   data::Transparency transparency;
+  // The model's preprocess_cfg (run_benchmark takes them from the model's spec).
+  model::ResizeMode resize_mode = model::ResizeMode::shortest;
+  model::Interpolation interpolation = model::Interpolation::bicubic;
   std::int64_t max_image_pixels = 89478485;
   int rank = 0, world_size = 1;  // sample j of the split goes to rank j % world_size
 };
@@ -108,6 +115,15 @@ class BenchmarkReader {
  private:
   std::unique_ptr<Impl> impl_;
 };
+
+// `clipper data stats FOLDER`: the folder's metadata (dataset name, task, class and template
+// counts) and, for each split it holds (<split>/nshards.txt or a class tree), the shards, samples,
+// samples per class (classification), positives per class (multilabel) or captions (retrieval),
+// classes without any, and the samples its reader would refuse (no image, no label entry, a label
+// outside the classes, a damaged shard) by kind with the first five named. Images are not decoded.
+nlohmann::ordered_json describe_benchmark_folder(const std::string& root);
+// That description as lines for the console.
+std::string benchmark_folder_text(const nlohmann::ordered_json& description);
 
 // A .npy holding a 1-D (or [1, C]) vector of bool, integers or floats, as float32 [C]; `what`
 // names the sample in the InputError.

@@ -1,9 +1,9 @@
 #pragma once
-// Evaluation: zero-shot classification (class names x templates, top-1/top-5) and image-text
-// retrieval (recall@1/5/10 both ways). With many ranks every rank evaluates its own split of the
-// shards with no collective inside the loop, then the counts (and, for retrieval, the features)
-// are combined once at the end; ranks with fewer batches simply arrive earlier, so nothing can
-// hang the way OpenCLIP's issue 1121 does.
+// Evaluation: the zero-shot classifier (class names x templates) and image-text retrieval
+// (recall@1/5/10 both ways; zero-shot classification itself runs through run_benchmark). With many
+// ranks every rank evaluates its own split of the shards with no collective inside the loop, then
+// the features are combined once at the end; ranks with fewer batches simply arrive earlier, so
+// nothing can hang the way OpenCLIP's issue 1121 does.
 #include <ATen/core/Tensor.h>
 
 #include <functional>
@@ -39,13 +39,9 @@ using Prepare = std::function<at::Tensor(const at::Tensor&)>;
 at::Tensor zeroshot_classifier(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
                                const ZeroShotClasses& classes, at::Device device);
 
-struct ZeroShotResult {
-  std::int64_t count = 0;
-  double top1 = 0, top5 = 0;
-};
-// `loader` must deliver labels (LoaderOptions::label_key).
-ZeroShotResult zeroshot(model::ClipImpl& model, data::Loader& loader, const at::Tensor& classifier,
-                        const Prepare& prepare, dist::ProcessGroup& pg);
+// Every rank's rows of `local` [n_r, ...] concatenated in rank order (ranks may hold different
+// counts, none at all included); `local` itself with one rank. Collective.
+at::Tensor gather_rows(const at::Tensor& local, dist::ProcessGroup& pg);
 
 struct RetrievalResult {
   std::int64_t count = 0;

@@ -1,6 +1,6 @@
 #pragma once
-// The evaluations a config asks for (eval.zeroshot_shards, eval.retrieval_shards), shared by
-// `clipper train` (every eval.every_steps and at the end) and `clipper eval`.
+// The evaluations a config asks for (eval.zeroshot_shards, eval.retrieval_shards, eval.suite),
+// shared by `clipper train` (every eval.every_steps and at the end) and `clipper eval`.
 #include <memory>
 #include <string>
 #include <utility>
@@ -31,5 +31,9 @@ struct EvalSettings {
 EvalReport evaluate(const EvalSettings& settings, model::ClipImpl& model,
                     std::shared_ptr<const tokenizer::Tokenizer> tok, dist::ProcessGroup& pg,
                     at::Device device, const eval::Prepare& prepare, const std::string& what);
+
+// Opens every folder of eval.suite (its metadata): an InputError naming the folder, before a
+// run starts, instead of at its first evaluation.
+void check_suite(const config::EvalConfig& eval);
 
 }  // namespace clipper::trainer
