@@ -164,7 +164,6 @@ TEST(DistZero, Stage1EqualsUnshardedFloat32_2Ranks) {
 TEST(DistZero, Stage2EqualsUnshardedFloat32_4Ranks) {
   expect_all_ok(4, "zero", kZeroArgs + "zero=2 dtype=f32 tol=1e-5");
 }
-
 // --- resume on another world size: 5 steps on W1 ranks with zero Z1, a checkpoint (each rank its
 // own optimizer shard), then 5 more on W2 ranks with zero Z2 that re-split the optimizer state:
 // the continued losses and the final parameters equal one process that ran all 10 steps on the
@@ -198,6 +197,12 @@ TEST(DistWorldSizeChange, From2RanksZero1To1RankZero0) {
 }
 TEST(DistWorldSizeChange, From4RanksZero0To2RanksZero0) {
   expect_world_size_change(4, 0, 2, 0);
+}
+TEST(DistWorldSizeChange, From2RanksZero3To1RankZero0) {
+  expect_world_size_change(2, 3, 1, 0);
+}
+TEST(DistWorldSizeChange, From2RanksZero0To4RanksZero3) {
+  expect_world_size_change(2, 0, 4, 3);
 }
 
 // --- issue 24 item 1: a checkpoints folder that is not shared between the ranks -----------------
