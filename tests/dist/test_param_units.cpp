@@ -1,6 +1,6 @@
 // Full sharding's parameter units (dist/param_units.hpp) in one process: which unit a parameter
-// belongs to, the layout, and the on-demand gather (values, at most max_gathered units whole, a
-// released parameter read outside the scope fails loudly).
+// belongs to, the layout, and the on-demand gather (values, gradients, at most max_gathered units
+// whole at once, a released parameter holds no data).
 #include "clipper/dist/param_units.hpp"
 
 #include <ATen/ATen.h>
