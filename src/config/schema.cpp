@@ -353,9 +353,10 @@ std::vector<KeyInfo> declare() {
   b.add("dist.zero", &C::dist, &DistConfig::zero,
         "optimizer-state sharding (ZeRO): 0 none; 1 AdamW moments sharded across ranks, "
         "gradients reduce-scattered, parameters all-gathered; 2 also frees full gradients once "
-        "reduce-scattered")
+        "reduce-scattered; 3 also shards the parameters during the step, each unit (a block, a "
+        "tower's rest) all-gathered while operations read it")
       .min(0)
-      .max(2);
+      .max(3);
   // checkpoint
   b.add("checkpoint.every_steps", &C::checkpoint, &CheckpointConfig::every_steps,
         "save every N steps; 0: off")

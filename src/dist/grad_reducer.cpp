@@ -32,9 +32,9 @@ at::Tensor flat_zeros(const FlatBucket& b, std::int64_t n) {
   return at::zeros({n}, at::TensorOptions().dtype(b.dtype).device(b.device));
 }
 
-std::string bucket_label(const FlatBucket& b, std::size_t k, std::size_t n, int zero) {
+std::string bucket_label(const FlatBucket& b, std::size_t k, std::size_t n, bool scatter) {
   std::ostringstream os;
-  os << "gradient " << (zero > 0 ? "reduce_scatter" : "all_reduce") << ", bucket " << k + 1 << "/"
+  os << "gradient " << (scatter ? "reduce_scatter" : "all_reduce") << ", bucket " << k + 1 << "/"
      << n << " (" << b.params.size() << " tensors, "
      << static_cast<double>(b.padded) * static_cast<double>(c10::elementSize(b.dtype)) / 1e6
      << " MB " << c10::toString(b.dtype) << ")";
@@ -105,7 +105,8 @@ struct GradReducer::State {
   std::vector<at::Tensor> params;
   std::shared_ptr<ProcessGroup> pg;
   bool overlap = false;
-  int zero = 0;
+  bool scatter = false;     // reduce-scatter into shards (else all-reduce)
+  bool free_grads = false;  // free each full gradient once in its bucket
   FlatLayout layout;
   std::vector<Bucket> buckets;
   std::vector<at::Tensor> shards;      // ZeRO: buckets[k].shard, for grad_shards()
@@ -119,7 +120,7 @@ struct GradReducer::State {
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
   std::vector<std::uintptr_t> hook_keys;
 
-  // ZeRO 2 frees each full gradient here, once its values are in the bucket.
+  // free_grads: each full gradient is freed here, once its values are in the bucket.
   void copy_in(std::size_t k) {
     at::NoGradGuard no_grad;
     const auto& spec = layout.buckets[k];
@@ -133,15 +134,15 @@ struct GradReducer::State {
         slot.copy_(g.reshape({-1}));
       else
         slot.zero_();
-      if (zero >= 2) p.mutable_grad() = at::Tensor();
+      if (free_grads) p.mutable_grad() = at::Tensor();
     }
   }
 
   void launch(std::size_t k) {
     auto& b = buckets[k];
     copy_in(k);
-    b.work = zero > 0 ? pg->reduce_scatter_async(b.shard, b.flat, b.label)
-                      : pg->all_reduce_async(b.flat, ReduceOp::sum, b.label);
+    b.work = scatter ? pg->reduce_scatter_async(b.shard, b.flat, b.label)
+                     : pg->all_reduce_async(b.flat, ReduceOp::sum, b.label);
     b.launched = true;
   }
 
@@ -178,7 +179,7 @@ struct GradReducer::State {
     armed = false;
   }
 
-  // The mean gradient back into every parameter's .grad() (zero = 0).
+  // The mean gradient back into every parameter's .grad() (all-reduce).
   void write_back(std::size_t k) {
     const auto& spec = layout.buckets[k];
     auto& flat = buckets[k].flat;
@@ -192,17 +193,18 @@ struct GradReducer::State {
     }
   }
 
-  void make_buckets(double bucket_mb) {
-    layout = make_flat_layout(params, reverse_order(params.size()), bucket_mb,
-                              zero > 0 ? pg->size() : 1);
+  void make_buckets(double bucket_mb, std::optional<FlatLayout> given) {
+    layout = given ? std::move(*given)
+                   : make_flat_layout(params, reverse_order(params.size()), bucket_mb,
+                                      scatter ? pg->size() : 1);
     buckets.resize(layout.buckets.size());
     bucket_of.assign(params.size(), 0);
     for (std::size_t k = 0; k < buckets.size(); ++k) {
       const auto& spec = layout.buckets[k];
       for (std::size_t i : spec.params) bucket_of[i] = k;
-      buckets[k].label = bucket_label(spec, k, buckets.size(), zero);
-      if (zero < 2) buckets[k].flat = flat_zeros(spec, spec.padded);
-      if (zero > 0) {
+      buckets[k].label = bucket_label(spec, k, buckets.size(), scatter);
+      if (!free_grads) buckets[k].flat = flat_zeros(spec, spec.padded);
+      if (scatter) {
         buckets[k].shard = flat_zeros(spec, layout.shard_numel(k));
         shards.push_back(buckets[k].shard);
       }
@@ -232,7 +234,7 @@ class ReadyHook : public torch::autograd::FunctionPostHook {
 
 GradReducer::GradReducer(std::vector<at::Tensor> params, std::shared_ptr<ProcessGroup> pg,
                          double bucket_mb, bool overlap)
-    : GradReducer(std::move(params), std::move(pg), ReducerOptions{bucket_mb, overlap, 0}) {}
+    : GradReducer(std::move(params), std::move(pg), reducer_options(bucket_mb, overlap)) {}
 
 GradReducer::GradReducer(std::vector<at::Tensor> params, std::shared_ptr<ProcessGroup> pg,
                          ReducerOptions options)
@@ -240,17 +242,18 @@ GradReducer::GradReducer(std::vector<at::Tensor> params, std::shared_ptr<Process
   auto& s = *state_;
   s.params = std::move(params);
   s.pg = std::move(pg);
-  s.zero = options.zero;
-  core::require(s.zero >= 0 && s.zero <= 2,
-                "dist.zero must be 0, 1 or 2, got " + std::to_string(s.zero));
+  s.scatter = options.reduce == GradReduce::reduce_scatter;
+  s.free_grads = s.scatter && options.free_full_grads;
+  core::require(s.scatter || !options.layout,
+                "GradReducer: a given bucket layout needs reduce_scatter");
   s.overlap = options.overlap && s.pg->size() > 1;
-  // One process needs no buckets, unless ZeRO wants its (single) shard.
-  if (s.pg->size() == 1 && s.zero == 0) return;
+  // One process needs no buckets, unless reduce-scatter wants its (single) shard.
+  if (s.pg->size() == 1 && !s.scatter) return;
   for (std::size_t i = 0; i < s.params.size(); ++i)
     core::require(
         s.params[i].defined() && s.params[i].requires_grad() && s.params[i].is_leaf(),
         "GradReducer: tensor " + std::to_string(i) + " is not a trainable leaf parameter");
-  s.make_buckets(options.bucket_mb);
+  s.make_buckets(options.bucket_mb, std::move(options.layout));
   s.ready.assign(s.params.size(), 0);
   s.reset();
   if (s.overlap) {
@@ -289,13 +292,13 @@ void GradReducer::finish() {
   for (std::size_t k = 0; k < s.buckets.size(); ++k) {
     auto& b = s.buckets[k];
     b.work.wait();
-    if (s.zero == 0) {
+    if (!s.scatter) {
       b.flat.mul_(inv);
       s.write_back(k);
       continue;
     }
     b.shard.mul_(inv);
-    if (s.zero >= 2) b.flat = at::Tensor();
+    if (s.free_grads) b.flat = at::Tensor();
   }
   s.reset();
 }
@@ -346,7 +349,7 @@ void GradReducer::all_gather_params(const std::vector<at::Tensor>& shards) {
   std::vector<PendingWork> work(s.buckets.size());
   for (std::size_t k = 0; k < s.buckets.size(); ++k) {
     const auto& spec = s.layout.buckets[k];
-    // ZeRO 1 reuses the bucket's gradient buffer, dead since the reduce-scatter.
+    // Without free_grads: the bucket's gradient buffer is reused, dead since the reduce-scatter.
     full[k] = s.buckets[k].flat.defined() ? s.buckets[k].flat : flat_zeros(spec, spec.padded);
     work[k] = s.pg->all_gather_async(full[k], shards[k],
                                      "parameter all_gather, bucket " + std::to_string(k + 1) + "/" +

@@ -14,6 +14,7 @@
 #include "clipper/loss/contrastive_loss.hpp"
 #include "clipper/optim/param_groups.hpp"
 #include "clipper/train/precision.hpp"
+#include "clipper/train/sharding.hpp"
 
 namespace clipper::train {
 namespace {
@@ -82,41 +83,32 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
   }
   loss_ = loss::make_loss(cfg.loss, pg_);
   loss_cfg_ = cfg.loss;
-  make_optimizer(cfg);
+  make_sharding(cfg);
   // After the broadcast and the layout changes: the average starts at the weights every rank has.
   if (cfg.ema.decay > 0) ema_ = std::make_unique<WeightEma>(*model_, cfg.ema);
 }
 
-// The reducer and the optimizer see the trainable parameters in model order; weight decay and the
-// lr scale follow the parameter groups, per parameter (ZeRO applies them per shard segment).
-void TrainStep::make_optimizer(const StepConfig& cfg) {
+// The sharding sees the trainable parameters in model order; weight decay and the lr scale follow
+// the parameter groups, per parameter (the sharded stages apply them per shard segment).
+void TrainStep::make_sharding(const StepConfig& cfg) {
   zero_ = cfg.zero;
-  const optim::AdamWOptions adamw = optim::adamw_options(cfg.optim, model_->spec().name);
-  auto groups = optim::make_param_groups(*model_, cfg.optim);
+  ShardingSetup setup;
+  setup.adamw = optim::adamw_options(cfg.optim, model_->spec().name);
+  setup.groups = optim::make_param_groups(*model_, cfg.optim);
   std::map<std::string, optim::ParamSetting> setting;
-  for (const auto& g : groups)
+  for (const auto& g : setup.groups)
     for (const auto& n : g.names) setting[n] = {g.weight_decay, g.lr_scale};
-  for (const auto& g : groups) params_.insert(params_.end(), g.params.begin(), g.params.end());
-  std::vector<at::Tensor> ordered;
-  std::vector<optim::ParamSetting> ordered_setting;
   for (const auto& item : model_->named_parameters(/*recurse=*/true)) {
     if (!item.value().requires_grad()) continue;
-    ordered.push_back(item.value());
-    flat_names_.push_back(item.key());
-    ordered_setting.push_back(setting.at(item.key()));
+    setup.params.push_back(item.value());
+    setup.names.push_back(item.key());
+    setup.settings.push_back(setting.at(item.key()));
   }
-  reducer_ = std::make_unique<dist::GradReducer>(
-      ordered, pg_,
-      dist::ReducerOptions{cfg.bucket_mb, cfg.overlap_grad_reduce, static_cast<int>(zero_)});
-  if (zero_ == 0) {
-    optimizer_ = std::make_unique<optim::AdamW>(std::move(groups), adamw);
-    flat_layout_ = dist::make_flat_layout(ordered, dist::reverse_order(ordered.size()),
-                                          cfg.bucket_mb, pg_->size());
-    return;
-  }
-  flat_layout_ = reducer_->layout();
-  sharded_ = std::make_unique<optim::ShardedAdamW>(flat_layout_, pg_->rank(), flat_names_,
-                                                   std::move(ordered_setting), adamw);
+  params_ = setup.params;
+  setup.pg = pg_;
+  setup.bucket_mb = cfg.bucket_mb;
+  setup.overlap = cfg.overlap_grad_reduce;
+  sharding_ = train::make_sharding(zero_, std::move(setup));
 }
 
 TrainStep::~TrainStep() = default;
@@ -161,9 +153,10 @@ StepResult TrainStep::run(const std::vector<MicroBatch>& micro, double lr) {
     if (p.grad().defined()) p.mutable_grad() = at::Tensor();
   std::vector<at::Tensor> bn_stats = batch_norm_statistics(*model_), bn_saved;
   for (const auto& t : bn_stats) bn_saved.push_back(t.clone());
+  sharding_->begin_step();
   const at::Tensor loss = forward_backward(micro, r);
   auto t0 = Clock::now();
-  reducer_->finish();
+  sharding_->finish_backward();
   dist::broadcast_buffers(model_->buffers(), *pg_);  // BatchNorm statistics: rank 0's, as DDP
   const StepHealth health = reduce_and_check(loss);
   restore_if_skipped(bn_stats, bn_saved, health.bad);
@@ -208,7 +201,7 @@ at::Tensor TrainStep::forward_backward(const std::vector<MicroBatch>& micro, Ste
   sync_for_timing();
   r.forward_s = seconds_since(t0);
   const auto t1 = Clock::now();
-  reducer_->begin_step();
+  sharding_->begin_backward();
   loss.backward();
   sync_for_timing();
   r.backward_s = seconds_since(t1);
@@ -263,7 +256,7 @@ at::Tensor TrainStep::forward_backward_accumulated(const std::vector<MicroBatch>
       auto bias = out.logit_bias.defined() && !last ? out.logit_bias.detach() : out.logit_bias;
       loss = loss_of({at::cat(all_i), at::cat(all_t), scale, bias}, teacher_ ? &taught : nullptr);
     }
-    if (last) reducer_->begin_step();
+    if (last) sharding_->begin_backward();
     loss.backward();
     loss_value = loss.detach();
   }
@@ -272,98 +265,63 @@ at::Tensor TrainStep::forward_backward_accumulated(const std::vector<MicroBatch>
   return loss_value;
 }
 
-// The gradients the optimizer steps on: whole ones, or this rank's shards with ZeRO.
-std::vector<at::Tensor> TrainStep::gradients() const {
-  if (zero_ > 0) return reducer_->grad_shards();
-  std::vector<at::Tensor> grads;
-  for (const auto& p : params_)
-    if (p.grad().defined()) grads.push_back(p.grad());
-  return grads;
-}
-
 // The loss and the NaN/Inf check, decided on the device: one small collective (mean loss,
-// whether any rank saw a non-finite loss or gradient, and the gradient norm) and no host read.
-// Unsharded, every rank has the same norm; with ZeRO the ranks add their shards' squared norms
-// and every rank takes the root of the sum, so the skip decision is the same everywhere.
+// whether any rank saw a non-finite loss, and the stage's term of the gradient norm) and no host
+// read. The global norm is the same on every rank (sharded: the root of the summed squared shard
+// norms), and so is the skip decision: a NaN or Inf anywhere makes the global norm non-finite.
 StepHealth TrainStep::reduce_and_check(const at::Tensor& loss) {
-  const std::vector<at::Tensor> grads = gradients();
-  const auto zero_t = [&] { return at::zeros({}, at::TensorOptions().device(device_)); };
-  at::Tensor norm = zero_t();
-  if (!grads.empty()) {
-    const at::Tensor norms = at::stack(at::_foreach_norm(grads, 2));
-    norm = zero_ > 0 ? norms.to(at::kDouble).square().sum() : at::linalg_vector_norm(norms, 2);
-  }
+  const std::vector<at::Tensor> grads = sharding_->gradients();
+  at::Tensor term = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device_));
+  if (!grads.empty()) term = sharding_->norm_term(at::stack(at::_foreach_norm(grads, 2)));
   const at::Tensor bad_loss = at::logical_not(at::isfinite(loss));
-  const at::Tensor bad_local =
-      zero_ > 0 ? bad_loss : at::logical_not(at::isfinite(norm)).logical_or(bad_loss);
-  at::Tensor packed =
-      at::stack({loss.to(at::kDouble), bad_local.to(at::kDouble), norm.to(at::kDouble)});
+  at::Tensor packed = at::stack({loss.to(at::kDouble), bad_loss.to(at::kDouble), term});
   if (pg_->size() > 1) {
     packed = packed.to(pg_->device());
     pg_->all_reduce(packed, dist::ReduceOp::sum, "loss and NaN check");
     packed = packed.to(device_);
   }
-  const double w = static_cast<double>(pg_->size());
-  if (zero_ == 0) {
-    packed = packed.div(w);
-    return {packed[0], packed[1].gt(0), packed[2]};
-  }
-  const at::Tensor global_norm = packed[2].sqrt();
-  return {packed[0].div(w), packed[1].gt(0).logical_or(at::logical_not(at::isfinite(global_norm))),
-          global_norm};
+  const at::Tensor norm = sharding_->global_norm(packed[2]);
+  return {packed[0].div(static_cast<double>(pg_->size())),
+          packed[1].gt(0).logical_or(at::logical_not(at::isfinite(norm))), norm};
 }
 
 // A bad step reaches the optimizer as found_inf = 1, which leaves parameters and optimizer state
 // untouched; clipping scales by min(1, clip / norm), which leaves other steps exact.
 void TrainStep::apply(double lr, const StepHealth& health) {
-  std::vector<at::Tensor> grads = gradients();
+  std::vector<at::Tensor> grads = sharding_->gradients();
   if (grad_clip_norm_ > 0 && !grads.empty()) {
     const at::Tensor coef = (grad_clip_norm_ / (health.grad_norm + 1e-6)).clamp_max(1.0);
     at::_foreach_mul_(grads, coef.to(grads[0].scalar_type()));
   }
-  if (zero_ > 0)
-    apply_sharded(lr, health);
-  else
-    optimizer_->step(lr, health.bad.to(at::kFloat));
+  sharding_->step(lr, health.bad.to(at::kFloat));
   at::NoGradGuard no_grad;
   model_->logit_scale.clamp_(0.0, std::log(100.0));
-  // Whole weights on every rank here (ZeRO has all-gathered them), so every rank averages the
+  // Whole weights on every rank here (every stage leaves them whole), so every rank averages the
   // same values; a skipped step pulls the average toward its unchanged weights, as timm's does.
   if (ema_) ema_->update();
   stats_.update(health.loss, health.bad, health.grad_norm, model_->logit_scale.exp());
 }
 
-// AdamW on this rank's shard of the parameters, then every rank's shard into the whole ones.
-void TrainStep::apply_sharded(double lr, const StepHealth& health) {
-  std::vector<at::Tensor> shards = reducer_->param_shards();
-  sharded_->step(lr, shards, reducer_->grad_shards(), health.bad.to(at::kFloat));
-  reducer_->all_gather_params(shards);
-}
-
 optim::AdamW& TrainStep::optimizer() {
-  if (!optimizer_)
-    throw core::Error("TrainStep::optimizer(): dist.zero=" + std::to_string(zero_) +
-                      " shards the optimizer; use optimizer_shards()");
-  return *optimizer_;
+  if (auto* whole = sharding_->whole_optimizer()) return *whole;
+  throw core::Error("TrainStep::optimizer(): dist.zero=" + std::to_string(zero_) +
+                    " shards the optimizer; use optimizer_shards()");
 }
 
 optim::FlatShards TrainStep::optimizer_shards() const {
-  if (sharded_) return optim::to_flat_shards(*sharded_);
-  return optim::to_flat_shards(*optimizer_, flat_layout_, pg_->rank(), flat_names_);
+  return sharding_->optimizer_shards();
 }
 
 void TrainStep::load_optimizer_shards(const optim::SavedFlatShards& saved) {
-  if (sharded_)
-    optim::load_flat_shards(*sharded_, saved);
-  else
-    optim::load_flat_shards(*optimizer_, saved);
+  sharding_->load_optimizer_shards(saved);
 }
 
 std::int64_t TrainStep::optimizer_state_bytes() const {
-  if (sharded_) return sharded_->state_bytes();
-  std::int64_t n = 0;
-  for (const auto& [name, t] : optimizer_->state()) n += static_cast<std::int64_t>(t.nbytes());
-  return n;
+  return sharding_->optimizer_state_bytes();
+}
+
+std::int64_t TrainStep::peak_parameter_bytes() const {
+  return sharding_->peak_parameter_bytes();
 }
 
 }  // namespace clipper::train

@@ -368,9 +368,10 @@ int run_train(ProcessGroup& pg_ref, const std::shared_ptr<ProcessGroup>& pg) {
 }
 
 // --- ZeRO: TrainStep with dist.zero = Z equals dist.zero = 0 ----------------------------------
-// A small ViT CLIP (a few tens of thousands of parameters) in fp64 by default.
+// A small ViT CLIP (a few tens of thousands of parameters) in fp64 by default; model=rn: a small
+// ModifiedResNet CLIP (BatchNorm buffers, convolutions, an attention pool).
 clipper::model::ModelSpec zero_spec() {
-  auto s = clipper::model::load_model_spec("tiny-vit");
+  auto s = clipper::model::load_model_spec(arg("model", "vit") == "rn" ? "tiny-rn" : "tiny-vit");
   s.embed_dim = 16;
   s.image_size = 8;
   s.vision_width = 32;
@@ -382,6 +383,10 @@ clipper::model::ModelSpec zero_spec() {
   s.text_width = 32;
   s.text_heads = 2;
   s.text_layers = 2;
+  if (s.is_resnet()) {  // 32 x 32 images: 1 x 1 at the attention pool
+    s.image_size = 32;
+    s.vision_width = 8;
+  }
   return s;
 }
 
@@ -392,6 +397,7 @@ std::unique_ptr<clipper::train::TrainStep> make_zero_step(const std::shared_ptr<
   const std::string lock = arg("lock", "none");
   if (lock == "image") model->lock_image_tower(0);
   if (lock == "text") model->lock_text_tower(0);
+  if (arg("ckpt", "0") == "1") model->set_grad_checkpointing(true);
   model->to(dtype());
   clipper::train::StepConfig cfg;
   cfg.optim.weight_decay = 0.2;
@@ -418,6 +424,59 @@ clipper::train::MicroBatch zero_batch(int w, int r, long step) {
   return m;
 }
 
+// `m` cut into accum=N micro-batches (one without accumulation).
+std::vector<clipper::train::MicroBatch> micro_batches(const clipper::train::MicroBatch& m) {
+  const long n = arg_i("accum", 1), b = m.images.size(0) / n;
+  std::vector<clipper::train::MicroBatch> out;
+  for (long j = 0; j < n; ++j)
+    out.push_back({m.images.narrow(0, j * b, b), m.tokens.narrow(0, j * b, b)});
+  return out;
+}
+
+// Each parameter's moments in a FlatShards, NaN where this rank's shard holds none of them.
+std::map<std::string, at::Tensor> moments_by_param(const clipper::optim::FlatShards& f) {
+  std::map<std::string, at::Tensor> tensors, out;
+  for (const auto& [n, t] : f.tensors) tensors[n] = t;
+  std::map<std::string, std::int64_t> numel;
+  const auto& buckets = f.json.at("buckets");
+  for (const auto& b : buckets)
+    for (const auto& g : b.at("segments"))
+      numel[g.at(0).get<std::string>()] =
+          std::max(numel[g.at(0).get<std::string>()],
+                   g.at(1).get<std::int64_t>() + g.at(3).get<std::int64_t>());
+  for (std::size_t k = 0; k < buckets.size(); ++k)
+    for (const char* what : {"exp_avg", "exp_avg_sq"})
+      for (const auto& g : buckets[k].at("segments")) {
+        const auto name = g.at(0).get<std::string>() + "." + what;
+        if (!out.count(name))
+          out[name] = at::full({numel[g.at(0).get<std::string>()]}, std::nan(""), at::kDouble);
+        const auto src = tensors.at(std::string(what) + "." + std::to_string(k)).to(at::kDouble);
+        out[name]
+            .narrow(0, g.at(1).get<std::int64_t>(), g.at(3).get<std::int64_t>())
+            .copy_(src.narrow(0, g.at(2).get<std::int64_t>(), g.at(3).get<std::int64_t>()));
+      }
+  return out;
+}
+
+// The largest difference where both hold a moment (1 if they share none).
+double moments_diff(const clipper::optim::FlatShards& a, const clipper::optim::FlatShards& b) {
+  const auto ma = moments_by_param(a), mb = moments_by_param(b);
+  double worst = 0;
+  std::int64_t shared = 0;
+  for (const auto& [name, t] : ma) {
+    const auto it = mb.find(name);
+    if (it == mb.end()) continue;
+    const std::int64_t n = std::max(t.numel(), it->second.numel());  // NaN beyond a's or b's
+    const auto x = at::constant_pad_nd(t, {0, n - t.numel()}, std::nan(""));
+    const auto y = at::constant_pad_nd(it->second, {0, n - it->second.numel()}, std::nan(""));
+    const auto both = at::logical_and(at::isfinite(x), at::isfinite(y));
+    shared += both.sum().item<std::int64_t>();
+    if (both.any().item<bool>())
+      worst = std::max(worst, max_abs(x.masked_select(both), y.masked_select(both)));
+  }
+  return shared > 0 ? worst : 1.0;
+}
+
 double same_or_both_nan(double a, double b) {
   if (std::isnan(a) && std::isnan(b)) return 0.0;
   return std::abs(a - b);
@@ -433,7 +492,7 @@ int run_zero(const std::shared_ptr<ProcessGroup>& pg) {
   for (long step = 0; step < arg_i("steps", 10); ++step) {
     const auto m = zero_batch(w, r, step);
     const double lr = 1e-3 * (1 + step % 3);
-    const auto a = ref->run({m}, lr), b = z->run({m}, lr);
+    const auto a = ref->run(micro_batches(m), lr), b = z->run(micro_batches(m), lr);
     c.add("loss" + std::to_string(step), same_or_both_nan(a.loss, b.loss));
     // The norm relative to its size (it is tens here; fp32 sums it in another order).
     c.add("norm" + std::to_string(step),
@@ -447,18 +506,20 @@ int run_zero(const std::shared_ptr<ProcessGroup>& pg) {
   for (std::size_t i = 0; i < pa.size(); ++i)
     worst = std::max(worst, max_abs(pa[i].value().detach(), pb[i].value().detach()));
   c.add("params", worst);
-  // The optimizer state: this rank's shard of the unsharded moments equals the sharded ones.
-  const auto sa = ref->optimizer_shards(), sb = z->optimizer_shards();
-  double moments = sa.tensors.size() == sb.tensors.size() ? 0.0 : 1.0;
-  for (std::size_t i = 0; i < std::min(sa.tensors.size(), sb.tensors.size()); ++i)
-    moments = std::max(moments, max_abs(sa.tensors[i].second, sb.tensors[i].second));
-  c.add("moments", moments);
+  // The optimizer state: this rank's shard of the unsharded moments equals the sharded ones, per
+  // parameter element both hold (zero 3's units lay the shards out differently).
+  c.add("moments", moments_diff(ref->optimizer_shards(), z->optimizer_shards()));
   if (arg_i("nan_step", -1) >= 0 && skipped != 1) c.add("nan_step_not_skipped", 1.0);
   // Clipping must have acted (on a step the norm then scales every gradient).
   if (arg_d("clip", 0.0) > 0 && clipped == 0) c.add("clip_never_active", 1.0);
   c.text << " skipped=" << skipped << " clipped=" << clipped;
   c.text << " optimizer_bytes zero0=" << ref->optimizer_state_bytes() << " zero" << zero << "="
-         << z->optimizer_state_bytes();
+         << z->optimizer_state_bytes() << " peak_param_bytes zero0=" << ref->peak_parameter_bytes()
+         << " zero" << zero << "=" << z->peak_parameter_bytes();
+  // Full sharding holds less than the whole parameters at its peak within the step.
+  // (peak_below=1; a tiny model on many ranks holds less in shards than in its two largest units).
+  if (arg("peak_below", "0") == "1" && z->peak_parameter_bytes() >= ref->peak_parameter_bytes())
+    c.add("zero3_peak_not_below_whole", 1.0);
   return c.finish("zero");
 }
 

@@ -164,6 +164,25 @@ TEST(DistZero, Stage1EqualsUnshardedFloat32_2Ranks) {
 TEST(DistZero, Stage2EqualsUnshardedFloat32_4Ranks) {
   expect_all_ok(4, "zero", kZeroArgs + "zero=2 dtype=f32 tol=1e-5");
 }
+// Full sharding (dist.zero 3): parameters sharded per unit during the step, gathered on demand.
+TEST(DistZero, Stage3EqualsUnsharded2Ranks) {
+  expect_all_ok(2, "zero", kZeroArgs + "zero=3 peak_below=1");
+}
+TEST(DistZero, Stage3EqualsUnsharded4RanksLockedTextTower) {
+  expect_all_ok(4, "zero", kZeroArgs + "zero=3 lock=text");
+}
+TEST(DistZero, Stage3EqualsUnshardedResNet2Ranks) {
+  expect_all_ok(2, "zero", kZeroArgs + "zero=3 model=rn");
+}
+TEST(DistZero, Stage3EqualsUnshardedWithAccumulation2Ranks) {
+  expect_all_ok(2, "zero", kZeroArgs + "zero=3 accum=2");
+}
+TEST(DistZero, Stage3EqualsUnshardedWithGradCheckpointingSynchronous2Ranks) {
+  expect_all_ok(2, "zero", kZeroArgs + "zero=3 ckpt=1 overlap=0");
+}
+TEST(DistZero, Stage3EqualsUnshardedFloat32_2Ranks) {
+  expect_all_ok(2, "zero", kZeroArgs + "zero=3 dtype=f32 tol=1e-5");
+}
 
 // --- resume on another world size: 5 steps on W1 ranks with zero Z1, a checkpoint (each rank its
 // own optimizer shard), then 5 more on W2 ranks with zero Z2 that re-split the optimizer state:
@@ -198,6 +217,12 @@ TEST(DistWorldSizeChange, From2RanksZero1To1RankZero0) {
 }
 TEST(DistWorldSizeChange, From4RanksZero0To2RanksZero0) {
   expect_world_size_change(4, 0, 2, 0);
+}
+TEST(DistWorldSizeChange, From2RanksZero3To1RankZero0) {
+  expect_world_size_change(2, 3, 1, 0);
+}
+TEST(DistWorldSizeChange, From2RanksZero0To4RanksZero3) {
+  expect_world_size_change(2, 0, 4, 3);
 }
 
 // --- issue 24 item 1: a checkpoints folder that is not shared between the ranks -----------------

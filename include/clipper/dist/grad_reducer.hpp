@@ -19,15 +19,18 @@
 // did not launch) finish() launches them. A parameter without a gradient counts as zeros, and
 // finish() gives it a zero gradient, so every rank applies the same update.
 //
-// ZeRO (zero >= 1): buckets are padded to a multiple of the world size and reduce-scattered
-// instead: after finish() each rank holds only its shard of every bucket's mean gradient
-// (grad_shards(), see flat_layout.hpp); parameters' .grad() are not averaged. The optimizer
-// updates param_shards() and all_gather_params() writes every rank's updated shard back into the
-// whole parameters. zero = 2 also frees each parameter's full gradient as soon as it is copied into
-// its bucket, and the bucket's flat buffer once it is reduce-scattered.
+// Reduce-scatter (the sharded stages, train/sharding.hpp): buckets are padded to a multiple of the
+// world size and reduce-scattered instead: after finish() each rank holds only its shard of every
+// bucket's mean gradient (grad_shards(), see flat_layout.hpp); parameters' .grad() are not
+// averaged. The optimizer updates param_shards() and all_gather_params() writes every rank's
+// updated shard back into the whole parameters. free_full_grads also frees each parameter's full
+// gradient as soon as it is copied into its bucket, and the bucket's flat buffer once it is
+// reduce-scattered. The buckets are cut by bucket_mb unless a layout is given (one bucket per unit
+// of full sharding, dist/param_units.hpp).
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "clipper/dist/flat_layout.hpp"
@@ -36,11 +39,24 @@ namespace clipper::dist {
 
 class ProcessGroup;
 
+enum class GradReduce { all_reduce, reduce_scatter };
+
 struct ReducerOptions {
   double bucket_mb = 25.0;
   bool overlap = true;
-  int zero = 0;  // 0: all-reduce; 1: reduce-scatter; 2: reduce-scatter and free full gradients
+  GradReduce reduce = GradReduce::all_reduce;
+  bool free_full_grads = false;      // reduce_scatter only
+  std::optional<FlatLayout> layout;  // reduce_scatter only: the buckets, padded to the world size
 };
+
+inline ReducerOptions reducer_options(double bucket_mb, bool overlap,
+                                      GradReduce reduce = GradReduce::all_reduce) {
+  ReducerOptions o;
+  o.bucket_mb = bucket_mb;
+  o.overlap = overlap;
+  o.reduce = reduce;
+  return o;
+}
 
 class GradReducer {
  public:
@@ -65,7 +81,8 @@ class GradReducer {
   // Buckets the hooks launched during the last backward (the rest waited for finish()).
   std::size_t launched_by_hooks() const;
 
-  // ZeRO only. The bucket layout (padded to the world size; with zero = 0 and one rank: empty).
+  // Reduce-scatter only. The bucket layout (padded to the world size; all-reduce on one rank:
+  // empty).
   const FlatLayout& layout() const;
   // This rank's shard of each bucket's mean gradient, valid after finish().
   const std::vector<at::Tensor>& grad_shards() const;

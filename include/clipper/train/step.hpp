@@ -6,9 +6,9 @@
 //   apply(lr, health)         clipping, fused AdamW (skipped on the device for a bad step), the
 //                             logit_scale clamp, the weight average (ema.hpp) and the device-side
 //                             statistics
-// With ZeRO (StepConfig::zero >= 1) the backward reduce-scatters the gradient buckets, the health
-// check and clipping use the global norm of the shards, AdamW updates this rank's shard only, and
-// the updated shards are all-gathered into the whole parameters (docs/distributed.md).
+// How parameters, gradients and optimizer state are spread over the ranks is the stage's
+// ParameterSharding (StepConfig::zero, sharding.hpp): the step reads the same for every stage
+// (docs/distributed.md).
 // Needs only LibTorch: `clipper bench train` drives it with synthetic batches.
 //
 // Gradient accumulation (accum_freq > 1) is contrastive-correct, as OpenCLIP's --accum-freq: the
@@ -29,7 +29,6 @@
 
 namespace clipper::dist {
 class ProcessGroup;
-class GradReducer;
 }  // namespace clipper::dist
 namespace clipper::loss {
 class ContrastiveLoss;
@@ -37,6 +36,8 @@ class ClipLoss;
 }  // namespace clipper::loss
 
 namespace clipper::train {
+
+class ParameterSharding;
 
 struct MicroBatch {
   at::Tensor images;  // uint8 [B, H, W, 3] (any device) or float [B, 3, H, W] already normalized
@@ -49,7 +50,7 @@ struct StepConfig {
   config::LossConfig loss;
   double bucket_mb = 25.0;  // dist.bucket_mb
   bool overlap_grad_reduce = true;
-  int zero = 0;    // dist.zero
+  int zero = 0;    // dist.zero: 0 replicated, 1, 2, 3 (sharding.hpp)
   EmaOptions ema;  // train.ema_decay, train.ema_warmup_power
 
   // The step's settings from their sections of a run's config (optim, loss, dist, train's EMA).
@@ -105,7 +106,7 @@ class TrainStep {
   void set_teacher(model::Clip teacher);
   // The weight average (StepConfig::ema.decay > 0), updated once per optimizer step; else null.
   WeightEma* ema() { return ema_.get(); }
-  // The unsharded optimizer (zero = 0 only).
+  // The whole-parameter optimizer (zero = 0 only).
   optim::AdamW& optimizer();
   int zero() const { return zero_; }
   // The optimizer state in its checkpoint form: this rank's shard of the flat layout, whatever
@@ -114,6 +115,8 @@ class TrainStep {
   void load_optimizer_shards(const optim::SavedFlatShards& saved);
   // Bytes of optimizer state (moments and step counts) this rank holds.
   std::int64_t optimizer_state_bytes() const;
+  // The most bytes of trainable parameters this rank held at once during the last step.
+  std::int64_t peak_parameter_bytes() const;
   // uint8 [B,H,W,3] -> float [B,3,H,W] normalized with the model's mean/std, on the device.
   at::Tensor prepare_images(const at::Tensor& images) const;
 
@@ -127,9 +130,7 @@ class TrainStep {
   at::Tensor loss_of(const model::ClipOutput& out, const model::ClipOutput* teacher);
   StepHealth reduce_and_check(const at::Tensor& loss);
   void apply(double lr, const StepHealth& health);
-  void apply_sharded(double lr, const StepHealth& health);
-  void make_optimizer(const StepConfig& cfg);
-  std::vector<at::Tensor> gradients() const;
+  void make_sharding(const StepConfig& cfg);
   void sync_for_timing() const;
 
   model::Clip model_;
@@ -138,17 +139,13 @@ class TrainStep {
   StepOptions options_;
   double grad_clip_norm_;
   int zero_ = 0;
-  std::unique_ptr<optim::AdamW> optimizer_;       // zero = 0
-  std::unique_ptr<optim::ShardedAdamW> sharded_;  // zero >= 1
-  dist::FlatLayout flat_layout_;                  // of the checkpoint shards
-  std::vector<std::string> flat_names_;           // its parameters, in model order
+  std::unique_ptr<ParameterSharding> sharding_;
   std::unique_ptr<loss::ContrastiveLoss> loss_;
   config::LossConfig loss_cfg_;
   model::Clip teacher_{nullptr};
   std::unique_ptr<loss::ClipLoss> distill_;
-  std::unique_ptr<dist::GradReducer> reducer_;
   std::unique_ptr<WeightEma> ema_;
-  std::vector<at::Tensor> params_;
+  std::vector<at::Tensor> params_;  // the trainable ones
   model::ImageNormalizer normalize_;
   DeviceStats stats_;
   std::int64_t unread_steps_ = 0;

@@ -1,0 +1,98 @@
+#pragma once
+// How the trainable parameters, their gradients and the optimizer state are spread over the ranks
+// (dist.zero). One interface, one implementation per stage, one file each:
+//
+//   0 replicated  (sharding_replicated.cpp) every rank holds everything: gradients all-reduced,
+//                 AdamW over the whole parameters
+//   1 zero1       (sharding_zero1.cpp) AdamW moments sharded over the flat buckets: gradients
+//                 reduce-scattered, AdamW over this rank's shard, shards all-gathered
+//   2 zero2       (sharding_zero2.cpp) as 1, and each full gradient is freed once in its bucket
+//   3 full        (sharding_full.cpp) as 2, and during the step every rank keeps only its shard
+//                 of the parameters, a unit gathered while operations use it (dist/param_units.hpp)
+//
+// The step reads the same for every stage (step.cpp):
+//   begin_step()                                  before the step's first forward
+//   forward ... begin_backward(); loss.backward() before the backward that completes the step
+//   finish_backward()                             the gradients are reduced: gradients()
+//   norm_term(norms) -> all-reduce SUM -> global_norm(sum)
+//   clip gradients(); step(lr, found_inf)         AdamW, then whole parameters on every rank
+// Between steps every stage leaves whole parameters in the model (evaluation, checkpoints, the
+// weight average and export read the model as it is).
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "clipper/dist/flat_layout.hpp"
+#include "clipper/optim/adamw.hpp"
+#include "clipper/optim/param_groups.hpp"
+#include "clipper/optim/sharded_adamw.hpp"
+
+namespace clipper::dist {
+class ProcessGroup;
+}
+
+namespace clipper::train {
+
+// What every stage is built from.
+struct ShardingSetup {
+  std::vector<at::Tensor> params;             // the trainable parameters, in model order
+  std::vector<std::string> names;             // their names (the flat-shard checkpoint's keys)
+  std::vector<optim::ParamSetting> settings;  // their weight decay and lr scale
+  std::vector<optim::ParamGroup> groups;      // the same as groups (the whole AdamW's)
+  optim::AdamWOptions adamw;
+  std::shared_ptr<dist::ProcessGroup> pg;
+  double bucket_mb = 25.0;  // dist.bucket_mb
+  bool overlap = true;      // dist.overlap_grad_reduce
+};
+
+class ParameterSharding {
+ public:
+  virtual ~ParameterSharding() = default;
+
+  // Before the step's first forward pass.
+  virtual void begin_step() {}
+  // Before the backward pass that completes the step's gradients.
+  virtual void begin_backward() = 0;
+  // After it: the gradients are reduced (the whole mean, or this rank's shard of it).
+  virtual void finish_backward() = 0;
+  // The reduced gradients this rank steps on: whole ones, or this rank's shards.
+  virtual std::vector<at::Tensor> gradients() const = 0;
+  // This rank's term of the global gradient norm from the norms of gradients() (a 1-D tensor):
+  // the terms are summed over the ranks, and global_norm(sum) is the norm of the whole gradient.
+  // Sharded: squared norms in float64, and the root of the sum.
+  virtual at::Tensor norm_term(const at::Tensor& norms) const;
+  virtual at::Tensor global_norm(const at::Tensor& summed) const;
+  // AdamW at `lr` (found_inf, a float32 scalar: 1 changes nothing), then whole parameters again.
+  virtual void step(double lr, const at::Tensor& found_inf) = 0;
+
+  // The optimizer state in its checkpoint form: this rank's shard of layout(), whatever the stage;
+  // loading re-shards from shards saved by any stage and world size.
+  virtual optim::FlatShards optimizer_shards() const = 0;
+  virtual void load_optimizer_shards(const optim::SavedFlatShards& saved) = 0;
+  // Bytes of optimizer state (moments and step counts) this rank holds.
+  virtual std::int64_t optimizer_state_bytes() const = 0;
+  // The most bytes of trainable parameters this rank held at once during the last step (whole
+  // parameters, or shards plus the units gathered at the same time).
+  virtual std::int64_t peak_parameter_bytes() const = 0;
+  // The flat layout of the checkpoint shards.
+  virtual const dist::FlatLayout& layout() const = 0;
+  // The whole-parameter AdamW (replicated only; else null).
+  virtual optim::AdamW* whole_optimizer() { return nullptr; }
+};
+
+// The stage's implementation (dist.zero 0..3).
+std::unique_ptr<ParameterSharding> make_sharding(int zero, ShardingSetup setup);
+
+// The implementations (one file each).
+std::unique_ptr<ParameterSharding> make_replicated(ShardingSetup setup);
+std::unique_ptr<ParameterSharding> make_zero1(ShardingSetup setup);
+std::unique_ptr<ParameterSharding> make_zero2(ShardingSetup setup);
+std::unique_ptr<ParameterSharding> make_full(ShardingSetup setup);
+
+// Bytes of the tensors' elements.
+std::int64_t bytes_of(const std::vector<at::Tensor>& tensors);
+
+}  // namespace clipper::train
