@@ -27,12 +27,11 @@ io::HfClass hf_class(const Args& a, const model::ModelSpec& spec) {
 }
 
 #ifdef CLIPPER_WITH_TOKENIZER
-// The tokenizer files beside a SigLIP export. clipper's CLIP BPE: CLIPTokenizer's files padding
-// with id 0, as clipper does (the SigLIP text tower pools the last position, so the padding is
-// part of the feature).
+// The tokenizer files beside a SigLIP export. clipper's CLIP BPE: CLIPTokenizer's files (it pads
+// with <|endoftext|> where clipper pads with 0: docs/models.md).
 void write_siglip_tokenizer(const model::ModelSpec& spec, const std::string& out) {
   if (spec.tokenizer == "clip") {
-    tokenizer::write_hf_clip_tokenizer(out, spec.context_length, tokenizer::ClipPad::id0);
+    tokenizer::write_hf_clip_tokenizer(out, spec.context_length);
     return;
   }
   // LEAD: the one call site for branch tokenizer-hf's copier (SentencePiece / hf: tokenizers):

@@ -39,14 +39,13 @@ std::string merges_txt(const tokenizer::ClipVocabulary& v) {
 
 }  // namespace
 
-void write_hf_clip_tokenizer(const std::string& out_dir, std::int64_t context_length, ClipPad pad) {
+void write_hf_clip_tokenizer(const std::string& out_dir, std::int64_t context_length) {
   const fs::path dir(out_dir);
   const auto vocab = tokenizer::read_clip_vocabulary(tokenizer::find_clip_vocab());
   core::write_file_atomic((dir / "vocab.json").string(), vocab_json(vocab));
   core::write_file_atomic((dir / "merges.txt").string(), merges_txt(vocab));
-  const std::string pad_token = pad == ClipPad::id0 ? vocab.tokens.at(0) : kEos;
   json special = {
-      {"bos_token", kBos}, {"eos_token", kEos}, {"unk_token", kEos}, {"pad_token", pad_token}};
+      {"bos_token", kBos}, {"eos_token", kEos}, {"unk_token", kEos}, {"pad_token", kEos}};
   core::write_file_atomic((dir / "special_tokens_map.json").string(), special.dump(2) + "\n");
   json cfg = special;
   cfg["tokenizer_class"] = "CLIPTokenizer";
