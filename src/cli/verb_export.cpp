@@ -1,8 +1,11 @@
 // clipper export CHECKPOINT --format openclip|hf --out DIR [--model NAME] [--ema]
+//   [--hf-class auto|CLIPModel|SiglipModel|Siglip2Model]
 #include <memory>
 
 #include "clipper/core/error.hpp"
+#include "clipper/core/log.hpp"
 #include "clipper/io/hf_export.hpp"
+#include "clipper/io/hf_siglip.hpp"
 #include "clipper/io/openclip.hpp"
 #include "verbs.hpp"
 #ifdef CLIPPER_WITH_TOKENIZER
@@ -13,20 +16,48 @@ namespace clipper::cli {
 namespace {
 
 struct Args {
-  std::string checkpoint, format = "openclip", out, model;
+  std::string checkpoint, format = "openclip", out, model, hf_class = "auto";
   bool ema = false;
 };
 
-void export_hf(const Args& a) {
+// --hf-class: auto is CLIPModel for OpenCLIP's towers, SiglipModel for a timm (SigLIP) trunk.
+io::HfClass hf_class(const Args& a, const model::ModelSpec& spec) {
+  if (a.hf_class == "auto") return io::default_hf_class(spec);
+  return *io::parse_hf_class(a.hf_class);  // CLI::IsMember checked the word
+}
+
 #ifdef CLIPPER_WITH_TOKENIZER
+// The tokenizer files beside a SigLIP export. clipper's CLIP BPE: CLIPTokenizer's files (it pads
+// with <|endoftext|> where clipper pads with 0: docs/models.md).
+void write_siglip_tokenizer(const model::ModelSpec& spec, const std::string& out) {
+  if (spec.tokenizer == "clip") {
+    tokenizer::write_hf_clip_tokenizer(out, spec.context_length);
+    return;
+  }
+  // LEAD: the one call site for branch tokenizer-hf's copier (SentencePiece / hf: tokenizers):
+  //   tokenizer::copy_hf_tokenizer_files(spec, out);
+  CLIPPER_WARN("hf export: no tokenizer files written for tokenizer '"
+               << spec.tokenizer << "' (copy its Hugging Face tokenizer folder's files beside)");
+}
+#endif
+
+void export_hf(const Args& a) {
   model::ModelSpec spec;
   const auto m = io::load_checkpoint_model(a.checkpoint, a.model, &spec, a.ema);
-  io::export_hf(m, spec, a.out);  // refuses what transformers' CLIP cannot express
-  tokenizer::write_hf_clip_tokenizer(a.out, spec.context_length);
+  const auto cls = hf_class(a, spec);
+#ifdef CLIPPER_WITH_TOKENIZER
+  if (cls == io::HfClass::clip) {
+    io::export_hf(m, spec, a.out);  // refuses what transformers' CLIP cannot express
+    tokenizer::write_hf_clip_tokenizer(a.out, spec.context_length);
+  } else {
+    io::export_hf_siglip(m, spec, cls, a.out);  // refuses what SigLIP cannot express
+    write_siglip_tokenizer(spec, a.out);
+  }
 #else
-  model::ModelSpec spec;
-  io::load_checkpoint_model(a.checkpoint, a.model, &spec, a.ema);
-  io::check_hf_exportable(spec);
+  if (cls == io::HfClass::clip)
+    io::check_hf_exportable(spec);
+  else
+    io::check_hf_siglip_exportable(spec, cls);
   throw core::InputError(
       "--format hf writes tokenizer files: this clipper was built with CLIPPER_WITH_DATA=OFF");
 #endif
@@ -36,8 +67,8 @@ void setup_export_verb(CLI::App& app, Action* action) {
   auto* verb = app.add_subcommand(
       "export",
       "Write a checkpoint's weights in another format (openclip: open_clip_model.safetensors + "
-      "open_clip_config.json; hf: what transformers' CLIPModel.from_pretrained and "
-      "CLIPTokenizer.from_pretrained load, ViT towers only)");
+      "open_clip_config.json; hf: what transformers' CLIPModel, SiglipModel or Siglip2Model "
+      "from_pretrained and the tokenizer load)");
   auto args = std::make_shared<Args>();
   verb->add_option("checkpoint", args->checkpoint,
                    "a checkpoint folder (model.safetensors + config.yaml) or a .safetensors file")
@@ -46,6 +77,11 @@ void setup_export_verb(CLI::App& app, Action* action) {
       ->check(CLI::IsMember({"openclip", "hf"}))
       ->capture_default_str();
   verb->add_option("--out", args->out, "output folder")->required();
+  verb->add_option("--hf-class", args->hf_class,
+                   "--format hf: the transformers class (auto: CLIPModel for OpenCLIP towers, "
+                   "SiglipModel for a timm SigLIP trunk)")
+      ->check(CLI::IsMember({"auto", "CLIPModel", "SiglipModel", "Siglip2Model"}))
+      ->capture_default_str();
   verb->add_option("--model", args->model,
                    "architecture name or .yaml (required for a bare .safetensors file; overrides "
                    "the checkpoint's config.yaml)");

@@ -12,6 +12,7 @@
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
 #include "clipper/core/version.hpp"
+#include "clipper/io/hf_siglip.hpp"
 #include "clipper/model/lora.hpp"
 #include "torch_pickle.hpp"
 
@@ -319,6 +320,8 @@ void resize_pos_embeds(const model::ClipImpl& model, TensorList& tensors,
 
 LoadReport load_openclip_weights(model::Clip& model, const std::string& path) {
   auto tensors = read_state_dict(path);
+  if (is_hf_siglip_state_dict(tensors))  // a transformers SiglipModel folder's model.safetensors
+    tensors = openclip_from_hf_siglip(tensors, model->spec(), path);
   resize_pos_embeds(*model, tensors, path);
   return load_state_dict(*model, tensors, path);
 }
