@@ -9,7 +9,7 @@ venv's Python). Modes:
       the patches p_{i}, coordinates c_{i}) and all pictures in one padded batch through timm's
       NaFlexCollator (a_batch). Then a second model of timm's own init: its weights to
       D/b.safetensors, its features as b_{i}, b_batch.
-  --count NAME=PARAMS ...
+  [--names NAME SHAPES.txt] [--count NAME=PARAMS ...]
       Each timm model (num_classes=0) built on the meta device has PARAMS parameters.
   --names NAME SHAPES.txt
       The state dict of timm's NAME (num_classes=0, meta device) has exactly the names and
@@ -156,10 +156,9 @@ def main():
     p.add_argument("--count", nargs="+")
     p.add_argument("--names", nargs=2)
     args = p.parse_args()
-    if args.count:
-        return count(args.count)
-    if args.names:
-        return names(*args.names)
+    if args.count or args.names:  # one Python start for both checks
+        bad = names(*args.names) if args.names else 0
+        return (count(args.count) if args.count else 0) or bad
     return interop(args)
 
 
