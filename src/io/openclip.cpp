@@ -28,6 +28,7 @@ json vision_cfg(const model::ModelSpec& s) {
   vision["image_size"] = s.image_size;
   switch (s.image_tower) {
     case model::ImageTowerKind::timm_vit:
+    case model::ImageTowerKind::naflex_vit:
       // open_clip builds the trunk from timm's name; its sizes are timm's (see the clipper block
       // of open_clip_config.json).
       vision["timm_model_name"] = s.timm_model_name;
@@ -88,19 +89,30 @@ json model_cfg(const model::ModelSpec& s) {
   return cfg;
 }
 
+bool has_timm_trunk(const model::ModelSpec& s) {
+  return s.image_tower == model::ImageTowerKind::timm_vit ||
+         s.image_tower == model::ImageTowerKind::naflex_vit;
+}
+
 // The sizes of a timm trunk, as timm's VisionTransformer takes them: open_clip ignores them (it
 // builds the trunk from timm_model_name); they say what the weights are, and let a test register
-// a trunk timm does not ship (tiny-siglip).
+// a trunk timm does not ship (tiny-siglip). A NaFlexVit adds its tower and position table.
 json timm_trunk(const model::ModelSpec& s) {
-  return {{"img_size", s.image_size},
-          {"patch_size", s.patch_size},
-          {"embed_dim", s.vision_width},
-          {"depth", s.vision_layers},
-          {"num_heads", s.vision_heads()},
-          {"mlp_ratio", s.vision_mlp_ratio},
-          {"act", model::name_of(s.vision_act)},
-          {"norm_eps", s.vision_norm_eps},
-          {"global_pool", model::name_of(s.vision_pool)}};
+  json t = {{"img_size", s.image_size},
+            {"patch_size", s.patch_size},
+            {"embed_dim", s.vision_width},
+            {"depth", s.vision_layers},
+            {"num_heads", s.vision_heads()},
+            {"mlp_ratio", s.vision_mlp_ratio},
+            {"act", model::name_of(s.vision_act)},
+            {"norm_eps", s.vision_norm_eps},
+            {"global_pool", model::name_of(s.vision_pool)}};
+  if (s.image_tower == model::ImageTowerKind::naflex_vit) {
+    t["tower"] = model::name_of(s.image_tower);
+    t["pos_embed_grid"] = s.pos_embed_grid;
+    t["pos_embed_interp"] = model::name_of(s.pos_embed_interp);
+  }
+  return t;
 }
 
 // At most `limit` items of `names`, then a count of the rest.
@@ -140,8 +152,7 @@ std::string openclip_config_json(const model::ModelSpec& s) {
   root["preprocess_cfg"] = pre;
   // Ignored by open_clip; tells clipper (and a reader) where the files came from.
   root["clipper"] = {{"model", s.name}, {"tokenizer", s.tokenizer}, {"version", core::version()}};
-  if (s.image_tower == model::ImageTowerKind::timm_vit)
-    root["clipper"]["timm_trunk"] = timm_trunk(s);
+  if (has_timm_trunk(s)) root["clipper"]["timm_trunk"] = timm_trunk(s);
   return root.dump(2) + "\n";
 }
 
@@ -426,7 +437,9 @@ void to_clipper_keys(json& doc, const json& clipper_block) {
   json& v = doc["vision_cfg"];
   if (clipper_block.contains("timm_trunk")) {
     const json& t = clipper_block["timm_trunk"];
-    v["tower"] = "timm_vit";
+    v["tower"] = t.value("tower", std::string("timm_vit"));
+    if (t.contains("pos_embed_grid")) v["pos_embed_grid"] = t["pos_embed_grid"];
+    if (t.contains("pos_embed_interp")) v["pos_embed_interp"] = t["pos_embed_interp"];
     v["patch_size"] = t.at("patch_size");
     v["width"] = t.at("embed_dim");
     v["layers"] = t.at("depth");
@@ -509,7 +522,7 @@ std::string architecture_difference(const model::ModelSpec& a, const model::Mode
   // A timm trunk's sizes are not in model_cfg (open_clip reads them from timm): compared too.
   auto described = [](const model::ModelSpec& s) {
     json j = model_cfg(s);
-    if (s.image_tower == model::ImageTowerKind::timm_vit) j["timm_trunk"] = timm_trunk(s);
+    if (has_timm_trunk(s)) j["timm_trunk"] = timm_trunk(s);
     return j;
   };
   std::map<std::string, std::string> fa, fb;

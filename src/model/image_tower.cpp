@@ -1,6 +1,7 @@
 #include "clipper/model/image_tower.hpp"
 
 #include "clipper/core/error.hpp"
+#include "clipper/model/naflex_vit.hpp"
 #include "clipper/model/timm_vit.hpp"
 #include "clipper/model/vision.hpp"
 #include "tower_costs.hpp"
@@ -24,6 +25,7 @@ const TowerEntry kTowers[] = {
     {ImageTowerKind::vit, build<VisionTransformerImpl>, openclip_vit_cost},
     {ImageTowerKind::resnet, build<ModifiedResNetImpl>, resnet_cost},
     {ImageTowerKind::timm_vit, build<TimmVitImpl>, timm_vit_cost},
+    {ImageTowerKind::naflex_vit, build<NaflexVitImpl>, naflex_vit_cost},
 };
 
 const TowerEntry& entry(ImageTowerKind kind) {

@@ -65,6 +65,8 @@ const Field kFields[] = {
     {"vision_cfg", "timm_pool", &ModelSpec::vision_pool},
     {"vision_cfg", "act", &ModelSpec::vision_act},
     {"vision_cfg", "norm_eps", &ModelSpec::vision_norm_eps},
+    {"vision_cfg", "pos_embed_grid", &ModelSpec::pos_embed_grid},
+    {"vision_cfg", "pos_embed_interp", &ModelSpec::pos_embed_interp},
     {"text_cfg", "context_length", &ModelSpec::context_length},
     {"text_cfg", "vocab_size", &ModelSpec::vocab_size},
     {"text_cfg", "width", &ModelSpec::text_width},
@@ -162,7 +164,8 @@ struct ReadValue {
   }
   void operator()(Member<ImageTowerKind> m) const {
     read_choice(v, s.*m, where,
-                {ImageTowerKind::vit, ImageTowerKind::resnet, ImageTowerKind::timm_vit});
+                {ImageTowerKind::vit, ImageTowerKind::resnet, ImageTowerKind::timm_vit,
+                 ImageTowerKind::naflex_vit});
   }
   void operator()(Member<VisionPool> m) const {
     read_choice(v, s.*m, where, {VisionPool::map, VisionPool::avg});
@@ -257,7 +260,9 @@ void ModelSpec::validate() const {
            "vision_cfg.image_size must be a multiple of patch_size");
     need(vision_width % vision_head_width == 0, "vision_cfg.width must be divisible by head_width");
   }
-  if (image_tower == ImageTowerKind::timm_vit)
+  if (image_tower == ImageTowerKind::naflex_vit)
+    need(pos_embed_grid > 0, "vision_cfg.pos_embed_grid must be positive");
+  if (image_tower == ImageTowerKind::timm_vit || image_tower == ImageTowerKind::naflex_vit)
     need(embed_dim == vision_width,
          "a timm trunk has no projection (open_clip's timm_proj none): embed_dim must equal "
          "vision_cfg.width");

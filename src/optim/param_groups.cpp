@@ -52,8 +52,8 @@ std::string text_local(const std::string& name) {
 
 // How many layer groups each tower has, from the parameter names (frozen ones included, as
 // OpenCLIP counts modules). Image towers: OpenCLIP's ViT, the ModifiedResNet, a timm trunk
-// (visual.trunk.*: timm's group_matcher, [patch_embed, pos_embed], each block, [norm],
-// [attn_pool]).
+// (visual.trunk.*: timm's group_matcher, [patch_embed, pos_embed] or NaFlex's [embeds], each
+// block, [norm], [attn_pool]).
 struct Layout {
   bool resnet = false, timm = false, timm_attn_pool = false;
   std::int64_t image_blocks = 0, text_blocks = 0;
@@ -90,7 +90,8 @@ struct Layout {
       return is(n, "visual.attnpool") ? 5 : -1;
     }
     if (timm) {
-      if (is_any(n, {"visual.trunk.patch_embed", "visual.trunk.pos_embed"})) return 0;
+      if (is_any(n, {"visual.trunk.patch_embed", "visual.trunk.pos_embed", "visual.trunk.embeds"}))
+        return 0;
       const auto block = index_after(n, "visual.trunk.blocks.");
       if (block >= 0) return 1 + block;
       if (is_any(n, {"visual.trunk.norm", "visual.trunk.fc_norm"})) return 1 + image_blocks;
@@ -138,7 +139,8 @@ bool excluded_from_decay(const std::string& name, const at::Tensor& param, confi
   if (rule == config::NoDecay::modern)  // no_weight_decay(): the model's and its towers'
     return param.dim() <= 1 || name == "positional_embedding" ||
            name == "visual.positional_embedding" || name == "visual.class_embedding" ||
-           name == "text.positional_embedding" || name == "visual.trunk.pos_embed";
+           name == "text.positional_embedding" || name == "visual.trunk.pos_embed" ||
+           name == "visual.trunk.embeds.pos_embed";
   return param.dim() < 2 || name.find("bn") != std::string::npos ||
          name.find("ln") != std::string::npos || name.find("bias") != std::string::npos ||
          name.find("logit_scale") != std::string::npos;

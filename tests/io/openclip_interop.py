@@ -32,6 +32,10 @@ def register_timm_trunk(name, trunk):
 
     if timm.is_model(name):
         return
+    if trunk.get("tower") == "naflex_vit":
+        from naflex_interop import register_naflex_trunk
+        register_naflex_trunk(dict(trunk, timm_model_name=name))
+        return
     args = dict(img_size=trunk["img_size"], patch_size=trunk["patch_size"],
                 embed_dim=trunk["embed_dim"], depth=trunk["depth"], num_heads=trunk["num_heads"],
                 mlp_ratio=trunk["mlp_ratio"], class_token=False, global_pool=trunk["global_pool"],

@@ -167,3 +167,21 @@ TEST(LayerDecay, SiglipTowersFollowTimmsAndTheTextTowersGroups) {
                                       model->visual->named_parameters()["trunk.pos_embed"],
                                       clipper::config::NoDecay::modern));
 }
+
+// A NaFlex trunk (timm's NaFlexVit names): its embeds (patch Linear, position table) are the first
+// group, as timm's group_matcher '^embeds', and the table is not decayed (no_weight_decay).
+TEST(LayerDecay, NaflexTrunkFollowsTimmsGroups) {
+  cm::Clip model(cm::load_model_spec("tiny-naflex"));  // 2 blocks
+  OptimConfig o;
+  o.image_layer_decay = 0.5;
+  std::map<std::string, double> scale;
+  for (const auto& [name, s] : co::lr_scales(*model, o)) scale[name] = s;
+  EXPECT_EQ(scale.at("visual.trunk.attn_pool.latent"), 1.0);
+  EXPECT_EQ(scale.at("visual.trunk.norm.weight"), 0.5);
+  EXPECT_EQ(scale.at("visual.trunk.blocks.1.mlp.fc1.weight"), 0.25);
+  EXPECT_EQ(scale.at("visual.trunk.embeds.pos_embed"), 0.0625);
+  EXPECT_EQ(scale.at("visual.trunk.embeds.proj.weight"), 0.0625);
+  EXPECT_TRUE(co::excluded_from_decay("visual.trunk.embeds.pos_embed",
+                                      model->visual->named_parameters()["trunk.embeds.pos_embed"],
+                                      clipper::config::NoDecay::modern));
+}

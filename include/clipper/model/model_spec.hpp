@@ -36,6 +36,10 @@ struct ModelSpec {
   VisionPool vision_pool = VisionPool::map;  // timm_vit: open_clip's timm_pool
   Activation vision_act = Activation::gelu;  // timm_vit (the OpenCLIP ViT follows quick_gelu)
   double vision_norm_eps = 1e-5;             // LayerNorm eps of the image tower
+  // naflex_vit: the learned position table is pos_embed_grid x pos_embed_grid, resized to each
+  // image's patch grid with this interpolation (antialiased, as timm's NaFlexEmbeds).
+  std::int64_t pos_embed_grid = 16;
+  Interpolation pos_embed_interp = Interpolation::bilinear;
 
   // Text tower.
   std::int64_t context_length = 77;

@@ -10,8 +10,10 @@ namespace clipper::model {
 // Which image tower builds vision_cfg (the tower registry, image_tower.hpp):
 // vit: OpenCLIP's VisionTransformer (class token, ln_pre, proj), names visual.conv1, ...;
 // resnet: OpenAI's ModifiedResNet (vision_cfg.layers is a list of 4);
-// timm_vit: timm's VisionTransformer as open_clip wraps it (visual.trunk.*): SigLIP's trunk.
-enum class ImageTowerKind { vit, resnet, timm_vit };
+// timm_vit: timm's VisionTransformer as open_clip wraps it (visual.trunk.*): SigLIP's trunk;
+// naflex_vit: timm's NaFlexVit (visual.trunk.embeds.*): SigLIP 2 NaFlex, patches at native
+// aspect ratio with coordinates and a validity mask (naflex_vit.hpp).
+enum class ImageTowerKind { vit, resnet, timm_vit, naflex_vit };
 // A timm trunk's pooling (open_clip's vision_cfg.timm_pool): map, the attention pool over a
 // learned latent (timm's AttentionPoolLatent); avg, the mean of the patch tokens (timm "avg").
 enum class VisionPool { map, avg };
@@ -25,6 +27,8 @@ inline const char* name_of(ImageTowerKind k) {
       return "resnet";
     case ImageTowerKind::timm_vit:
       return "timm_vit";
+    case ImageTowerKind::naflex_vit:
+      return "naflex_vit";
     default:
       return "vit";
   }
@@ -50,7 +54,8 @@ std::optional<E> parse_choice(const std::string& word, std::initializer_list<E> 
   return std::nullopt;
 }
 inline std::optional<ImageTowerKind> parse_image_tower(const std::string& s) {
-  return parse_choice(s, {ImageTowerKind::vit, ImageTowerKind::resnet, ImageTowerKind::timm_vit});
+  return parse_choice(s, {ImageTowerKind::vit, ImageTowerKind::resnet, ImageTowerKind::timm_vit,
+                          ImageTowerKind::naflex_vit});
 }
 inline std::optional<VisionPool> parse_vision_pool(const std::string& s) {
   return parse_choice(s, {VisionPool::map, VisionPool::avg});

@@ -1,0 +1,290 @@
+#include "clipper/model/naflex_vit.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <optional>
+#include <string>
+#include <utility>
+
+#include "clipper/core/error.hpp"
+#include "initializer.hpp"
+#include "tower_costs.hpp"
+
+namespace clipper::model {
+
+namespace nn = torch::nn;
+using core::InputError;
+
+namespace {
+
+std::optional<at::Tensor> as_mask(const at::Tensor& key_mask) {
+  if (!key_mask.defined()) return std::nullopt;
+  return key_mask;
+}
+
+// timm's Attention with a key mask: q, k, v from one qkv Linear, proj after.
+at::Tensor masked_attention(TimmAttentionImpl& a, const at::Tensor& x, const at::Tensor& key_mask) {
+  const auto n = x.size(0), l = x.size(1);
+  auto t = a.qkv->forward(x).view({n, l, 3, a.heads, a.dim / a.heads}).permute({2, 0, 3, 1, 4});
+  auto out = at::scaled_dot_product_attention(t[0], t[1], t[2], as_mask(key_mask));
+  return a.proj->forward(out.transpose(1, 2).reshape({n, l, a.dim}));
+}
+
+// timm's AttentionPoolLatent with a key mask: the latent attends to the valid tokens only.
+at::Tensor masked_pool(AttentionPoolLatentImpl& p, const at::Tensor& x,
+                       const at::Tensor& key_mask) {
+  const auto b = x.size(0), n = x.size(1), hd = p.dim / p.heads;
+  auto query = p.q->forward(p.latent.to(x.scalar_type()).expand({b, 1, p.dim}))
+                   .view({b, 1, p.heads, hd})
+                   .transpose(1, 2);
+  auto t = p.kv->forward(x).view({b, n, 2, p.heads, hd}).permute({2, 0, 3, 1, 4});
+  auto y = at::scaled_dot_product_attention(query, t[0], t[1], as_mask(key_mask));
+  y = p.proj->forward(y.transpose(1, 2).reshape({b, p.dim}));
+  return y + p.mlp->forward(p.norm->forward(y));
+}
+
+// What embed learns of a batch on the host (one copy): each picture's grid and valid count.
+struct BatchShape {
+  std::vector<std::pair<std::int64_t, std::int64_t>> grids;  // (h, w): max coordinate + 1
+  bool padded = false;
+};
+
+void check_batch(const NaflexBatch& in, std::int64_t patch_dim) {
+  const auto& p = in.patches;
+  if (!p.defined() || p.dim() != 3 || p.size(2) != patch_dim)
+    throw InputError("NaFlex: patches must be [B, N, " + std::to_string(patch_dim) +
+                     "] (patch_size^2 * 3 values each)");
+  const auto b = p.size(0), n = p.size(1);
+  if (!in.coord.defined() || in.coord.dim() != 3 || in.coord.size(0) != b ||
+      in.coord.size(1) != n || in.coord.size(2) != 2 || in.coord.is_floating_point())
+    throw InputError("NaFlex: patch coordinates must be integers [B, N, 2] matching the patches");
+  if (!in.valid.defined() || in.valid.dim() != 2 || in.valid.size(0) != b || in.valid.size(1) != n)
+    throw InputError("NaFlex: the validity mask must be [B, N] matching the patches");
+  if (b == 0 || n == 0) throw InputError("NaFlex: an empty batch of patches");
+}
+
+BatchShape batch_shape(const at::Tensor& coord, const at::Tensor& valid) {
+  const auto b = coord.size(0);
+  auto c = coord.to(at::kLong).masked_fill(~valid.unsqueeze(-1), 0);
+  auto stats =
+      at::cat({c.amax(1) + 1, c.amin(1).amin(1, true), valid.sum(1, false, at::kLong).unsqueeze(1)},
+              1)
+          .to(at::kCPU);
+  auto s = stats.accessor<std::int64_t, 2>();
+  BatchShape out;
+  for (std::int64_t i = 0; i < b; ++i) {
+    if (s[i][3] == 0)
+      throw InputError("NaFlex: picture " + std::to_string(i) + " has no valid patch");
+    if (s[i][2] < 0)
+      throw InputError("NaFlex: picture " + std::to_string(i) + " has a negative patch coordinate");
+    out.grids.emplace_back(s[i][0], s[i][1]);
+    out.padded = out.padded || s[i][3] < coord.size(1);
+  }
+  return out;
+}
+
+}  // namespace
+
+// --- Block ---------------------------------------------------------------------------------------
+
+at::Tensor NaflexBlockImpl::forward_masked(const at::Tensor& x, const at::Tensor& key_mask) {
+  auto y = x + masked_attention(*attn, norm1->forward(x), key_mask);
+  return y + mlp->forward(norm2->forward(y));
+}
+
+at::Tensor NaflexBlockImpl::forward(const at::Tensor& x, bool /*causal*/) {
+  if (x.size(-1) == width) return forward_masked(x, {});
+  const auto valid = x.select(-1, width) > 0.5;
+  const auto mask = valid.view({x.size(0), 1, 1, x.size(1)});
+  auto y = forward_masked(x.narrow(-1, 0, width).contiguous(), mask);
+  return at::cat({y, x.narrow(-1, width, 1)}, -1);
+}
+
+// --- Trunk ---------------------------------------------------------------------------------------
+
+NaflexTrunkImpl::NaflexTrunkImpl(const ModelSpec& spec)
+    : pool(spec.vision_pool),
+      pos_interp(spec.pos_embed_interp),
+      width(spec.vision_width),
+      patch_size(spec.patch_size),
+      grid(spec.pos_embed_grid),
+      patch_dropout(spec.patch_dropout) {
+  auto embeds = register_module("embeds", std::make_shared<nn::Module>());
+  proj = embeds->register_module("proj", Linear(patch_size * patch_size * 3, width));
+  pos_embed = embeds->register_parameter("pos_embed", at::zeros({1, grid, grid, width}));
+  blocks = register_module("blocks", nn::ModuleList());
+  const auto act = spec.image_activation();
+  for (std::int64_t i = 0; i < spec.vision_layers; ++i)
+    blocks->push_back(
+        NaflexBlock(width, spec.vision_heads(), spec.vision_mlp_ratio, act, spec.vision_norm_eps));
+  if (pool == VisionPool::map) {
+    norm = register_module("norm", LayerNorm(width, spec.vision_norm_eps));
+    attn_pool = register_module(
+        "attn_pool", AttentionPoolLatent(width, spec.vision_heads(), spec.vision_mlp_ratio, act,
+                                         spec.vision_norm_eps));
+  } else {
+    norm = register_module("fc_norm", LayerNorm(width, spec.vision_norm_eps));
+  }
+}
+
+at::Tensor NaflexTrunkImpl::positions(std::int64_t h, std::int64_t w) const {
+  if (h == grid && w == grid) return pos_embed.reshape({grid * grid, width}).to(at::kFloat);
+  auto nchw = pos_embed.permute({0, 3, 1, 2}).to(at::kFloat);
+  // timm resizes with antialias on, which upsampling leaves as plain interpolation.
+  auto r = pos_interp == Interpolation::bicubic
+               ? at::_upsample_bicubic2d_aa(nchw, {h, w}, /*align_corners=*/false)
+               : at::_upsample_bilinear2d_aa(nchw, {h, w}, /*align_corners=*/false);
+  return r.flatten(2).transpose(1, 2).reshape({h * w, width});
+}
+
+namespace {
+
+// Each token's position embedding: its picture's table (resized once per distinct grid) at
+// row y * w + x. [B, N, width] in float.
+at::Tensor token_positions(const NaflexTrunkImpl& t, const at::Tensor& coord,
+                           const BatchShape& shape) {
+  const auto b = coord.size(0), n = coord.size(1);
+  std::map<std::pair<std::int64_t, std::int64_t>, std::int64_t> offset;
+  std::vector<at::Tensor> tables;
+  std::vector<std::int64_t> start, row;
+  std::int64_t total = 0;
+  for (const auto& hw : shape.grids) {
+    auto it = offset.find(hw);
+    if (it == offset.end()) {
+      it = offset.emplace(hw, total).first;
+      tables.push_back(t.positions(hw.first, hw.second));
+      total += hw.first * hw.second;
+    }
+    start.push_back(it->second);
+    row.push_back(hw.second);
+  }
+  const auto table = tables.size() == 1 ? tables.front() : at::cat(tables);
+  const auto opts = at::TensorOptions().dtype(at::kLong);
+  const auto first = at::tensor(start, opts).to(coord.device()).unsqueeze(1);
+  const auto w = at::tensor(row, opts).to(coord.device()).unsqueeze(1);
+  const auto c = coord.to(at::kLong).clamp_min(0);
+  const auto idx = first + c.select(2, 0) * w + c.select(2, 1);
+  return table.index_select(0, idx.reshape({-1}).clamp_max(total - 1)).view({b, n, t.width});
+}
+
+}  // namespace
+
+at::Tensor NaflexTrunkImpl::embed(const NaflexBatch& in) {
+  check_batch(in, patch_size * patch_size * 3);
+  const auto valid = in.valid.to(at::kBool);
+  const auto shape = batch_shape(in.coord, valid);
+  const auto x = proj->forward(in.patches);
+  const auto pos = token_positions(*this, in.coord.masked_fill(~valid.unsqueeze(-1), 0), shape);
+  return x + pos.to(x.scalar_type());
+}
+
+at::Tensor NaflexTrunkImpl::forward(const NaflexBatch& in) {
+  auto x = embed(in);
+  auto valid = in.valid.to(at::kBool);
+  const auto b = x.size(0);
+  if (is_training() && patch_dropout > 0.0) {
+    // timm's PatchDropoutWithIndices, keeping valid tokens before padding.
+    const auto n = x.size(1);
+    const auto keep = std::max<std::int64_t>(
+        1, static_cast<std::int64_t>(static_cast<double>(n) * (1.0 - patch_dropout)));
+    auto noise = at::rand({b, n}, x.options().dtype(at::kFloat)).masked_fill(~valid, -1.0);
+    const auto idx = std::get<1>(noise.topk(keep, -1));
+    x = x.gather(1, idx.unsqueeze(-1).expand({b, keep, width}));
+    valid = valid.gather(1, idx);
+  }
+  const auto n = x.size(1);
+  // Padding: zeroed (whatever the caller left there) and hidden from every query.
+  const bool padded = !valid.all().item<bool>();
+  at::Tensor mask;
+  if (padded) {
+    x = x.masked_fill(~valid.unsqueeze(-1), 0.0);
+    mask = valid.view({b, 1, 1, n});
+  }
+  const bool checkpoint = grad_checkpointing && is_training() && at::GradMode::is_enabled();
+  // checkpointed_block passes one tensor: the validity rides along as a last channel.
+  if (checkpoint && padded) x = at::cat({x, valid.unsqueeze(-1).to(x.scalar_type())}, -1);
+  for (std::size_t i = 0; i < blocks->size(); ++i) {
+    auto* blk = blocks->ptr<NaflexBlockImpl>(i).get();
+    x = checkpoint ? checkpointed_block(*blk, x, false) : blk->forward_masked(x, mask);
+  }
+  if (checkpoint && padded) x = x.narrow(-1, 0, width);
+  if (pool == VisionPool::map) return masked_pool(*attn_pool, norm->forward(x), mask);
+  if (!padded) return norm->forward(x.mean(1));
+  const auto v = valid.to(x.scalar_type());
+  return norm->forward((x * v.unsqueeze(-1)).sum(1) / v.sum(1, true).clamp_min(1.0));
+}
+
+// --- Tower ---------------------------------------------------------------------------------------
+
+NaflexVitImpl::NaflexVitImpl(const ModelSpec& spec) {
+  trunk = register_module("trunk", NaflexTrunk(spec));
+}
+
+at::Tensor NaflexVitImpl::forward(const at::Tensor& images) {
+  return trunk->forward(naflex_patchify_batch(images, trunk->patch_size));
+}
+
+at::Tensor NaflexVitImpl::forward_patches(const NaflexBatch& batch) {
+  return trunk->forward(batch);
+}
+
+namespace {
+void init_mlp(Initializer& init, const TimmMlp& mlp) {
+  init.timm_linear(mlp->fc1);
+  init.timm_linear(mlp->fc2);
+}
+}  // namespace
+
+void NaflexVitImpl::init_parameters(Initializer& init) {
+  auto& t = *trunk;
+  init.timm_linear(t.proj);
+  init.normal(t.pos_embed, 0.02);
+  for (std::size_t i = 0; i < t.blocks->size(); ++i) {
+    auto blk = t.blocks->ptr<NaflexBlockImpl>(i);
+    init.layer_norm(blk->norm1);
+    init.timm_linear(blk->attn->qkv);
+    init.timm_linear(blk->attn->proj);
+    init.layer_norm(blk->norm2);
+    init_mlp(init, blk->mlp);
+    // timm's fix_init (NaFlexVitCfg.fix_init, on): deeper residual outputs start smaller.
+    at::NoGradGuard g;
+    const double scale = 1.0 / std::sqrt(2.0 * static_cast<double>(i + 1));
+    blk->attn->proj->weight.mul_(scale);
+    blk->mlp->fc2->weight.mul_(scale);
+  }
+  init.layer_norm(t.norm);
+  if (t.attn_pool) {
+    auto& p = *t.attn_pool;
+    init.normal(p.latent, std::pow(static_cast<double>(p.dim), -0.5));
+    for (auto* l : {&p.q, &p.kv, &p.proj}) init.timm_linear(*l);
+    init.layer_norm(p.norm);
+    init_mlp(init, p.mlp);
+  }
+}
+
+std::vector<std::vector<at::Tensor>> NaflexVitImpl::lock_groups() {
+  auto& t = *trunk;
+  std::vector<std::vector<at::Tensor>> groups;
+  auto stem = t.proj->parameters();
+  stem.push_back(t.pos_embed);
+  groups.push_back(stem);
+  for (std::size_t i = 0; i < t.blocks->size(); ++i)
+    groups.push_back(t.blocks->ptr(i)->parameters());
+  groups.push_back(t.norm->parameters());
+  if (t.attn_pool) groups.push_back(t.attn_pool->parameters());
+  return groups;
+}
+
+// --- Cost ----------------------------------------------------------------------------------------
+
+ImageTowerCost naflex_vit_cost(const ModelSpec& s, bool training) {
+  // timm's trunk at image_size: the Linear patch embedding has the conv's weights and work; the
+  // position table is G x G instead of one row per patch.
+  auto c = timm_vit_cost(s, training);
+  const auto patches = (s.image_size / s.patch_size) * (s.image_size / s.patch_size);
+  c.params += (s.pos_embed_grid * s.pos_embed_grid - patches) * s.vision_width;
+  return c;
+}
+
+}  // namespace clipper::model
