@@ -34,10 +34,13 @@ void write_siglip_tokenizer(const model::ModelSpec& spec, const std::string& out
     tokenizer::write_hf_clip_tokenizer(out, spec.context_length);
     return;
   }
-  // LEAD: the one call site for branch tokenizer-hf's copier (SentencePiece / hf: tokenizers):
-  //   tokenizer::copy_hf_tokenizer_files(spec, out);
+  if (spec.tokenizer.rfind("hf:", 0) == 0) {  // the folder's own files: the same ids
+    tokenizer::copy_hf_tokenizer_files(spec.tokenizer, out);
+    return;
+  }
   CLIPPER_WARN("hf export: no tokenizer files written for tokenizer '"
-               << spec.tokenizer << "' (copy its Hugging Face tokenizer folder's files beside)");
+               << spec.tokenizer << "' (a SentencePiece model of clipper's own layout has no "
+               << "Hugging Face tokenizer class; copy a tokenizer folder beside the weights)");
 }
 #endif
 

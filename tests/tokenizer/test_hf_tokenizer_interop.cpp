@@ -108,6 +108,23 @@ class HfTokenizerInterop : public ::testing::Test {
     work_ = nullptr;
   }
 
+  // The two cases where libsentencepiece's Unigram (SigLIP's T5 folders) and the `tokenizers`
+  // library are known to part (docs/tokenizer.md): a unit of 1-6 bytes repeated 4 times or more in
+  // a row, where equally scored splits are ordered differently, and U+1E9B (the long s with dot),
+  // normalized differently. Counted and shown, not failed, for the T5 folders only.
+  static bool known_t5_difference(const std::string& text) {
+    if (text.find("\xE1\xBA\x9B") != std::string::npos) return true;  // U+1E9B
+    for (std::size_t unit = 1; unit <= 6; ++unit)
+      for (std::size_t i = 0; i + 4 * unit <= text.size(); ++i) {
+        int repeats = 1;
+        while (i + (repeats + 1) * unit <= text.size() &&
+               text.compare(i + repeats * unit, unit, text, i, unit) == 0)
+          ++repeats;
+        if (repeats >= 4) return true;
+      }
+    return false;
+  }
+
   void check_folder(const std::string& name) {
     ASSERT_TRUE(error_.empty()) << error_;
     ASSERT_TRUE(refs_.count(name)) << name;
@@ -121,10 +138,16 @@ class HfTokenizerInterop : public ::testing::Test {
       ASSERT_EQ(rows.size(), captions_.size());
       std::vector<std::int64_t> row(static_cast<std::size_t>(context));
       const std::int64_t pad = rows[empty_].back();  // "": the end id, then padding
-      std::size_t mismatches = 0, full = 0;
+      const bool t5 = name.rfind("t5", 0) == 0;
+      std::size_t mismatches = 0, full = 0, known = 0, known_differ = 0;
       for (std::size_t i = 0; i < captions_.size(); ++i) {
         tok->encode(captions_[i], row.data());
         if (rows[i][rows[i].size() - 2] != pad) ++full;  // filled: the text was cut or fit
+        if (t5 && known_t5_difference(captions_[i])) {
+          ++known;
+          known_differ += row == rows[i] ? 0 : 1;
+          continue;
+        }
         if (row == rows[i]) continue;
         if (++mismatches <= 20)
           ADD_FAILURE() << name << " " << key << " caption " << i << ": " << quoted(captions_[i])
@@ -135,8 +158,13 @@ class HfTokenizerInterop : public ::testing::Test {
       }
       std::cout << "[interop] " << name << " " << key << ": " << captions_.size() << " captions ("
                 << full << " fill the row), " << mismatches
-                << " differ from open_clip's HFTokenizer\n";
+                << " differ from open_clip's HFTokenizer";
+      if (t5)
+        std::cout << " (besides " << known_differ << " of the " << known
+                  << " captions with a known T5 difference)";
+      std::cout << "\n";
       EXPECT_EQ(mismatches, 0u) << name << " " << key;
+      EXPECT_LT(known, captions_.size() / 20) << "the known-difference set stays small";
       EXPECT_GT(full, context == 16 ? 1000u : 20u) << "the corpus does exercise truncation";
     }
   }
