@@ -35,7 +35,11 @@ void write_siglip_tokenizer(const model::ModelSpec& spec, const std::string& out
     return;
   }
   if (spec.tokenizer.rfind("hf:", 0) == 0) {  // the folder's own files: the same ids
-    tokenizer::copy_hf_tokenizer_files(spec.tokenizer, out);
+    try {
+      tokenizer::copy_hf_tokenizer_files(spec.tokenizer, out);
+    } catch (const core::InputError& e) {  // the weights are exported all the same
+      CLIPPER_WARN("hf export: no tokenizer files written: " << e.what());
+    }
     return;
   }
   CLIPPER_WARN("hf export: no tokenizer files written for tokenizer '"
