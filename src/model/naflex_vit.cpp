@@ -229,24 +229,13 @@ at::Tensor NaflexVitImpl::forward_patches(const NaflexBatch& batch) {
   return trunk->forward(batch);
 }
 
-namespace {
-void init_mlp(Initializer& init, const TimmMlp& mlp) {
-  init.timm_linear(mlp->fc1);
-  init.timm_linear(mlp->fc2);
-}
-}  // namespace
-
 void NaflexVitImpl::init_parameters(Initializer& init) {
   auto& t = *trunk;
   init.timm_linear(t.proj);
   init.normal(t.pos_embed, 0.02);
   for (std::size_t i = 0; i < t.blocks->size(); ++i) {
     auto blk = t.blocks->ptr<NaflexBlockImpl>(i);
-    init.layer_norm(blk->norm1);
-    init.timm_linear(blk->attn->qkv);
-    init.timm_linear(blk->attn->proj);
-    init.layer_norm(blk->norm2);
-    init_mlp(init, blk->mlp);
+    init_timm_block(init, *blk);
     // timm's fix_init (NaFlexVitCfg.fix_init, on): deeper residual outputs start smaller.
     at::NoGradGuard g;
     const double scale = 1.0 / std::sqrt(2.0 * static_cast<double>(i + 1));
@@ -254,26 +243,13 @@ void NaflexVitImpl::init_parameters(Initializer& init) {
     blk->mlp->fc2->weight.mul_(scale);
   }
   init.layer_norm(t.norm);
-  if (t.attn_pool) {
-    auto& p = *t.attn_pool;
-    init.normal(p.latent, std::pow(static_cast<double>(p.dim), -0.5));
-    for (auto* l : {&p.q, &p.kv, &p.proj}) init.timm_linear(*l);
-    init.layer_norm(p.norm);
-    init_mlp(init, p.mlp);
-  }
+  if (t.attn_pool) init_attention_pool(init, *t.attn_pool);
 }
 
 std::vector<std::vector<at::Tensor>> NaflexVitImpl::lock_groups() {
-  auto& t = *trunk;
-  std::vector<std::vector<at::Tensor>> groups;
-  auto stem = t.proj->parameters();
-  stem.push_back(t.pos_embed);
-  groups.push_back(stem);
-  for (std::size_t i = 0; i < t.blocks->size(); ++i)
-    groups.push_back(t.blocks->ptr(i)->parameters());
-  groups.push_back(t.norm->parameters());
-  if (t.attn_pool) groups.push_back(t.attn_pool->parameters());
-  return groups;
+  auto stem = trunk->proj->parameters();
+  stem.push_back(trunk->pos_embed);
+  return timm_lock_groups(std::move(stem), trunk->blocks, trunk->norm, trunk->attn_pool);
 }
 
 // --- Cost ----------------------------------------------------------------------------------------

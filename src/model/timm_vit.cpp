@@ -137,47 +137,49 @@ at::Tensor TimmVitImpl::forward(const at::Tensor& images) {
   return trunk->forward(images);
 }
 
-namespace {
-void init_mlp(Initializer& init, const TimmMlp& mlp) {
-  init.timm_linear(mlp->fc1);
-  init.timm_linear(mlp->fc2);
+void init_timm_block(Initializer& init, TimmBlockImpl& block) {
+  init.layer_norm(block.norm1);
+  init.timm_linear(block.attn->qkv);
+  init.timm_linear(block.attn->proj);
+  init.layer_norm(block.norm2);
+  init.timm_linear(block.mlp->fc1);
+  init.timm_linear(block.mlp->fc2);
 }
-}  // namespace
+
+void init_attention_pool(Initializer& init, AttentionPoolLatentImpl& pool) {
+  init.normal(pool.latent, std::pow(static_cast<double>(pool.dim), -0.5));
+  for (auto* l : {&pool.q, &pool.kv, &pool.proj}) init.timm_linear(*l);
+  init.layer_norm(pool.norm);
+  init.timm_linear(pool.mlp->fc1);
+  init.timm_linear(pool.mlp->fc2);
+}
+
+std::vector<std::vector<at::Tensor>> timm_lock_groups(std::vector<at::Tensor> stem,
+                                                      const torch::nn::ModuleList& blocks,
+                                                      const LayerNorm& norm,
+                                                      const AttentionPoolLatent& pool) {
+  std::vector<std::vector<at::Tensor>> groups{std::move(stem)};
+  for (std::size_t i = 0; i < blocks->size(); ++i) groups.push_back(blocks->ptr(i)->parameters());
+  groups.push_back(norm->parameters());
+  if (pool) groups.push_back(pool->parameters());
+  return groups;
+}
 
 void TimmVitImpl::init_parameters(Initializer& init) {
   auto& t = *trunk;
   init.torch_default(t.patch_proj->weight);
   init.torch_default_bias(t.patch_proj->bias, t.patch_proj->weight);
   init.normal(t.pos_embed, 0.02);
-  for (std::size_t i = 0; i < t.blocks->size(); ++i) {
-    auto blk = t.blocks->ptr<TimmBlockImpl>(i);
-    init.layer_norm(blk->norm1);
-    init.timm_linear(blk->attn->qkv);
-    init.timm_linear(blk->attn->proj);
-    init.layer_norm(blk->norm2);
-    init_mlp(init, blk->mlp);
-  }
+  for (std::size_t i = 0; i < t.blocks->size(); ++i)
+    init_timm_block(init, *t.blocks->ptr<TimmBlockImpl>(i));
   init.layer_norm(t.norm);
-  if (t.attn_pool) {
-    auto& p = *t.attn_pool;
-    init.normal(p.latent, std::pow(static_cast<double>(p.dim), -0.5));
-    for (auto* l : {&p.q, &p.kv, &p.proj}) init.timm_linear(*l);
-    init.layer_norm(p.norm);
-    init_mlp(init, p.mlp);
-  }
+  if (t.attn_pool) init_attention_pool(init, *t.attn_pool);
 }
 
 std::vector<std::vector<at::Tensor>> TimmVitImpl::lock_groups() {
-  auto& t = *trunk;
-  std::vector<std::vector<at::Tensor>> groups;
-  auto stem = t.patch_proj->parameters();
-  stem.push_back(t.pos_embed);
-  groups.push_back(stem);
-  for (std::size_t i = 0; i < t.blocks->size(); ++i)
-    groups.push_back(t.blocks->ptr(i)->parameters());
-  groups.push_back(t.norm->parameters());
-  if (t.attn_pool) groups.push_back(t.attn_pool->parameters());
-  return groups;
+  auto stem = trunk->patch_proj->parameters();
+  stem.push_back(trunk->pos_embed);
+  return timm_lock_groups(std::move(stem), trunk->blocks, trunk->norm, trunk->attn_pool);
 }
 
 // --- Cost ----------------------------------------------------------------------------------------

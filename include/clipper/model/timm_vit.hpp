@@ -96,6 +96,16 @@ class TimmVitImpl : public ImageTowerImpl {
 };
 TORCH_MODULE(TimmVit);
 
+// The parts timm's ViT trunks share (SigLIP's TimmVit, NaflexVit): timm's init of a block (Linear
+// N(0, 0.02) with zero bias, LayerNorms 1 / 0) and of the MAP head (the latent N(0, width^-0.5)),
+// and timm's group_matcher: [stem], each block, [norm], [attn_pool] when there is one.
+void init_timm_block(Initializer& init, TimmBlockImpl& block);
+void init_attention_pool(Initializer& init, AttentionPoolLatentImpl& pool);
+std::vector<std::vector<at::Tensor>> timm_lock_groups(std::vector<at::Tensor> stem,
+                                                      const torch::nn::ModuleList& blocks,
+                                                      const LayerNorm& norm,
+                                                      const AttentionPoolLatent& pool);
+
 // For the registry: parameters and FLOPs of a timm trunk without building it.
 ImageTowerCost timm_vit_cost(const ModelSpec& spec, bool training);
 
