@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "clipper/core/error.hpp"
+#include "sp_proto.hpp"
 
 namespace clipper::tokenizer::detail {
 namespace {
@@ -97,80 +98,12 @@ void add_listed(const json& j, const char* key, const Resolver& r,
     for (const auto& v : *it) add(v);
 }
 
-// Reads a protobuf varint at `p`; false at the end of the bytes or on a malformed one.
-bool read_varint(const std::string& b, std::size_t& p, std::uint64_t& v) {
-  v = 0;
-  for (int shift = 0; p < b.size() && shift < 64; shift += 7) {
-    const auto c = static_cast<unsigned char>(b[p++]);
-    v |= static_cast<std::uint64_t>(c & 0x7F) << shift;
-    if (!(c & 0x80)) return true;
-  }
-  return false;
-}
-
-// Skips a field of wire type `wire`; false if the bytes end first or the type is unknown.
-bool skip_field(const std::string& b, std::size_t& p, std::uint64_t wire) {
-  std::uint64_t n = 0;
-  switch (wire) {
-    case 0:
-      return read_varint(b, p, n);
-    case 1:
-      n = 8;
-      break;
-    case 2:
-      if (!read_varint(b, p, n)) return false;
-      break;
-    case 5:
-      n = 4;
-      break;
-    default:
-      return false;
-  }
-  if (n > b.size() - p) return false;
-  p += n;
-  return true;
-}
-
-// The type of one ModelProto.SentencePiece message (field 3; NORMAL when absent).
-std::uint64_t piece_type(const std::string& b) {
-  std::uint64_t type = 1, key = 0;
-  for (std::size_t p = 0; p < b.size() && read_varint(b, p, key);) {
-    if (key == (3 << 3)) {
-      if (!read_varint(b, p, type)) break;
-    } else if (!skip_field(b, p, key & 7)) {
-      break;
-    }
-  }
-  return type;
-}
-
-// The ids of the model's USER_DEFINED pieces (libsentencepiece 0.1.x has no IsUserDefined):
-// ModelProto field 1 holds the pieces in id order, type 4 is USER_DEFINED.
-std::vector<int> user_defined_ids(const sentencepiece::SentencePieceProcessor& sp) {
-  const std::string b = sp.serialized_model_proto();
-  std::vector<int> out;
-  std::uint64_t key = 0;
-  int id = 0;
-  for (std::size_t p = 0; p < b.size() && read_varint(b, p, key);) {
-    if (key != ((1 << 3) | 2)) {
-      if (!skip_field(b, p, key & 7)) break;
-      continue;
-    }
-    std::uint64_t n = 0;
-    if (!read_varint(b, p, n) || n > b.size() - p) break;
-    if (piece_type(b.substr(p, n)) == 4) out.push_back(id);
-    ++id;
-    p += n;
-  }
-  return out;
-}
-
 std::map<std::string, std::int64_t> added_tokens(const HfFolder& f, const Resolver& r,
                                                  const sentencepiece::SentencePieceProcessor& sp) {
   std::map<std::string, std::int64_t> out;
   for (int i = 0; i < sp.GetPieceSize(); ++i)
     if (sp.IsControl(i) || sp.IsUnknown(i)) out[sp.IdToPiece(i)] = i;
-  for (int i : user_defined_ids(sp)) out[sp.IdToPiece(i)] = i;
+  for (int i : user_defined_ids(sp.serialized_model_proto())) out[sp.IdToPiece(i)] = i;
   for (const auto& [content, id] : r.decoder()) out[content] = id;
   for (const char* key :
        {"bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token"})

@@ -2,7 +2,8 @@
 // (GemmaTokenizer) folder. The text is cleaned, the added tokens are split out of it (as
 // transformers' AddedVocabulary does: leftmost, longest), each piece in between goes through
 // libsentencepiece (the same pieces as transformers' Unigram / BPE conversion of the model), then
-// the special ids, truncation and padding of the folder.
+// the special ids, truncation and padding of the folder. T5 folders go through tokenizers' own
+// Unigram pipeline (hf_unigram.hpp), where libsentencepiece's ties and normalization differ.
 #include <sentencepiece_processor.h>
 
 #include <algorithm>
@@ -15,6 +16,7 @@
 #include "clipper/tokenizer/text_clean.hpp"
 #include "hf_folder.hpp"
 #include "hf_special.hpp"
+#include "hf_unigram.hpp"
 #include "layout.hpp"
 
 namespace clipper::tokenizer::detail {
@@ -78,6 +80,7 @@ class HfTokenizer final : public Tokenizer {
                              status.ToString());
     specials_ = read_hf_specials(folder_, sp_);
     trie_ = std::make_unique<TokenTrie>(specials_.added);
+    if (folder_.kind == HfKind::t5) unigram_ = std::make_unique<HfUnigram>(sp_, folder_.model_path);
     const auto n_special =
         static_cast<std::int64_t>(specials_.prefix.size() + specials_.suffix.size());
     core::require(context_length >= n_special,
@@ -115,6 +118,10 @@ class HfTokenizer final : public Tokenizer {
     std::size_t start = 0;
     const auto flush = [&](std::size_t end) {
       if (end <= start) return;
+      if (unigram_) {
+        unigram_->encode(std::string_view(text).substr(start, end - start), ids);
+        return;
+      }
       std::vector<int> pieces;
       const auto status = sp_.Encode(text.substr(start, end - start), &pieces);
       if (!status.ok()) throw core::Error("SentencePiece encode: " + status.ToString());
@@ -139,6 +146,7 @@ class HfTokenizer final : public Tokenizer {
   sentencepiece::SentencePieceProcessor sp_;
   HfSpecials specials_;
   std::unique_ptr<TokenTrie> trie_;
+  std::unique_ptr<HfUnigram> unigram_;  // T5 folders: tokenizers' pipeline, not libsentencepiece's
   std::int64_t context_length_;
   TextClean clean_;
 };

@@ -122,13 +122,34 @@ def build(kind):
     tok.save_pretrained(v5)
     shutil.copy(model, v5)  # transformers 5 saves no .model; the Hub's folders have it
     hub_layout(v5, hub, model, config, special)
-    return {kind + "-v5": v5, kind + "-hub": hub}
+    if kind == "gemma":
+        return {kind + "-v5": v5, kind + "-hub": hub}
+    v4 = os.path.join(work, "t5-v4")
+    t5_v4_pipeline(hub, v4)
+    return {"t5-v5": v5, "t5-hub": hub, "t5-v4": v4}
 
 
-# Every clean/context pair on the Hub's layout; two of them on transformers 5's own.
+def t5_v4_pipeline(hub, v4):
+    """The Hub layout with the tokenizer.json pipeline transformers 4 wrote for T5 (legacy=False):
+    Precompiled then Replace(" {2,}", " "), and Metaspace alone with prepend_scheme "first"."""
+    shutil.copytree(hub, v4)
+    path = os.path.join(v4, "tokenizer.json")
+    with open(path, encoding="utf-8") as f:
+        j = json.load(f)
+    j["normalizer"] = {"type": "Sequence", "normalizers": [
+        j["normalizer"], {"type": "Replace", "pattern": {"Regex": " {2,}"}, "content": " "}]}
+    j["pre_tokenizer"] = {"type": "Metaspace", "replacement": "\u2581",
+                          "prepend_scheme": "first", "split": True}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(j, f)
+
+
+# Every clean/context pair on the Hub's layout; two of them on transformers 5's own; one on the
+# transformers 4 T5 pipeline.
 combos = {"hub": [("canonicalize", 64), ("canonicalize", 16), ("whitespace", 64),
                   ("whitespace", 16)],
-          "v5": [("canonicalize", 64), ("whitespace", 16)]}
+          "v5": [("canonicalize", 64), ("whitespace", 16)],
+          "v4": [("whitespace", 64)]}
 folders = {}
 for kind in ("t5", "gemma"):
     for name, d in build(kind).items():
