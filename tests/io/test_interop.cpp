@@ -3,6 +3,7 @@
 // with the same features. fp32, CPU, random weights, identical float images and token ids.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <cstdlib>
 
 #include <filesystem>
 #include <iostream>
@@ -245,7 +246,13 @@ TEST(SiglipInterop, TinyNaflex) {
 // every width, head count, MLP size, activation, eps and context length as shipped. The trunk
 // gets a name of its own ("<timm name>-2blocks"), registered with timm by the script; the full
 // sizes are checked on the meta device (ShippedConfigsHaveOpenClipsCountsConfigsAndNames).
+// CLIPPER_INTEROP_FULL_DEPTH=1 runs them uncut instead (scripts/check_full_depth.sh: minutes).
 static void run_cut_interop(const std::string& name) {
+  if (const char* full = std::getenv("CLIPPER_INTEROP_FULL_DEPTH"); full && *full == '1') {
+    std::cout << "[interop] " << name << " at full depth and vocabulary\n";
+    run_interop(name, "", 2);
+    return;
+  }
   clipper::test::TempDir dir;
   auto spec = cm::load_model_spec(name);
   auto text = clipper::core::read_file(spec.path);
