@@ -5,6 +5,7 @@
 // model.init_from read it) with transformers' features. fp32, CPU, 1e-5.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <cstdlib>
 
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -130,8 +131,13 @@ void check_import(const std::string& model, const std::string& cls, std::int64_t
 // The full-size architecture with 2 blocks per tower (every width, head count, MLP size,
 // activation, eps and context length as shipped); with `vocab`, that vocabulary instead of the
 // shipped one (SigLIP 2's 256,000 rows are 786 MB in fp32 and add nothing to the name map).
+// CLIPPER_INTEROP_FULL_DEPTH=1 leaves the model whole (scripts/check_full_depth.sh: minutes).
 std::string cut(const clipper::test::TempDir& dir, const std::string& name,
                 std::int64_t vocab = 0) {
+  if (const char* full = std::getenv("CLIPPER_INTEROP_FULL_DEPTH"); full && *full == '1') {
+    std::cout << "[interop] " << name << " at full depth and vocabulary\n";
+    return name;
+  }
   const auto spec = cm::load_model_spec(name);
   auto text = clipper::core::read_file(spec.path);
   for (const auto& layers : {"  layers: " + std::to_string(spec.vision_layers) + "\n",
@@ -203,4 +209,10 @@ TEST(HfSiglipInterop, ViT_B_16_SigLIP2_TwoBlocksBothWays) {
   const auto model = cut(dir, "ViT-B-16-SigLIP2", 32000);
   check_export(model, "Siglip2Model", 2);
   check_import(model, "Siglip2Model", 2);
+}
+TEST(HfSiglipInterop, ViT_SO400M_14_SigLIP_TwoBlocksBothWays) {
+  clipper::test::TempDir dir;
+  const auto model = cut(dir, "ViT-SO400M-14-SigLIP");
+  check_export(model, "SiglipModel", 2);
+  check_import(model, "SiglipModel", 2);
 }
