@@ -14,6 +14,7 @@
 #include "clipper/dist/process_group.hpp"
 #include "clipper/model/flops.hpp"
 #include "clipper/model/model_spec.hpp"
+#include "clipper/model/naflex_size.hpp"
 #include "clipper/session/session.hpp"
 #include "clipper/train/step.hpp"
 
@@ -106,14 +107,39 @@ void choose_sdpa(const std::string& sdpa) {
   ctx.setSDPUseMath(true);
 }
 
+// NaFlex: picture i has aspect ratio kRatios[i % 8] (height : width), resized under the token
+// budget (mixed sizes: budget / 2^(i % 3)) as the loader does; its patches random, the rest of
+// its slots zero.
+void naflex_pictures(const model::ModelSpec& spec, std::int64_t batch, bool mixed_sizes,
+                     at::Device device, MicroBatch& mb) {
+  static const std::pair<std::int64_t, std::int64_t> kRatios[] = {{1, 1},  {3, 4}, {4, 3}, {9, 16},
+                                                                  {16, 9}, {1, 2}, {2, 1}, {1, 4}};
+  const auto p = spec.patch_size, n = spec.max_seq_len;
+  auto grids = at::empty({batch, 2}, at::kLong);
+  auto images = at::zeros({batch, n, p * p * 3}, at::kByte);
+  for (std::int64_t i = 0; i < batch; ++i) {
+    const auto [rh, rw] = kRatios[i % 8];
+    const auto budget = mixed_sizes ? std::max<std::int64_t>(1, n >> (i % 3)) : n;
+    const auto [h, w] = model::naflex_image_size(1200 * rh, 1200 * rw, p, budget);
+    grids[i][0] = h / p;
+    grids[i][1] = w / p;
+    images[i].narrow(0, 0, (h / p) * (w / p)).random_(0, 256);
+  }
+  mb.images = images.to(device);
+  mb.grids = grids.to(device);
+}
+
 // Synthetic, device-resident batches: random pixels, token rows ending in the end-of-text id.
 std::vector<MicroBatch> synthetic_batch(const model::ModelSpec& spec, std::int64_t batch,
-                                        at::Device device, int rank) {
+                                        bool naflex_mixed_sizes, at::Device device, int rank) {
   at::manual_seed(1234 + rank);
   const auto dev = at::TensorOptions().device(device);
   MicroBatch mb;
-  mb.images =
-      at::randint(0, 256, {batch, spec.image_size, spec.image_size, 3}, dev.dtype(at::kByte));
+  if (spec.naflex_inputs())
+    naflex_pictures(spec, batch, naflex_mixed_sizes, device, mb);
+  else
+    mb.images =
+        at::randint(0, 256, {batch, spec.image_size, spec.image_size, 3}, dev.dtype(at::kByte));
   mb.tokens =
       at::randint(1, spec.vocab_size - 2, {batch, spec.context_length}, dev.dtype(at::kLong));
   mb.tokens.select(1, spec.context_length - 1).fill_(spec.vocab_size - 1);
@@ -160,13 +186,14 @@ BenchResult bench_train(const BenchOptions& o) {
   const StepConfig step_cfg = StepConfig::from(cfg);
   choose_sdpa(o.sdpa);
   const session::Session s = session::open_session(cfg);
+  if (s.model->visual_naflex) s.model->visual_naflex->trunk->packing = o.naflex_packing;
   const bool cuda = s.device.is_cuda();
   StepOptions so;
   so.bf16 = s.bf16;
   so.read_every = o.sync_every > 0 ? o.sync_every : cuda ? 10 : 1;
   so.channels_last = o.channels_last && cuda;
   TrainStep step(s.model, s.pg, step_cfg, s.device, so);
-  const auto micro = synthetic_batch(s.spec, o.batch, s.device, s.rank());
+  const auto micro = synthetic_batch(s.spec, o.batch, o.naflex_mixed_sizes, s.device, s.rank());
   auto sync = [&] {
     if (cuda) torch::cuda::synchronize();
   };
@@ -197,6 +224,10 @@ BenchResult bench_train(const BenchOptions& o) {
   r.gflops_per_sample = 3.0 * model::forward_flops_per_sample(s.spec) / 1e9;
   const double peak = o.peak_tflops > 0 ? o.peak_tflops * 1e12 : (cuda ? 790e12 : 0.0);
   if (peak > 0) r.mfu = r.gflops_per_sample * 1e9 * r.samples_per_s / s.world_size() / peak;
+  if (s.model->visual_naflex && s.spec.naflex_inputs()) {
+    r.padded_share = s.model->visual_naflex->trunk->last_padded_share;
+    r.run_padded_share = s.model->visual_naflex->trunk->last_run_padded_share;
+  }
   time_phases(s, step_cfg, so, micro, o.breakdown_steps, r);
   r.peak_memory_gib = peak_memory_gib(cuda, s.device.index());
   if (o.cuda_graph) {
@@ -228,6 +259,10 @@ std::string BenchResult::to_json() const {
                               {"params", params},
                               {"trainable_params", trainable_params},
                               {"mfu", mfu}};
+  if (padded_share >= 0) {
+    j["naflex_padded_share"] = padded_share;
+    j["naflex_run_padded_share"] = run_padded_share;
+  }
   if (graph_samples_per_s >= 0) j["cuda_graph_samples_per_s"] = graph_samples_per_s;
   if (!graph_error.empty()) j["cuda_graph_error"] = graph_error;
   return j.dump();
@@ -249,6 +284,10 @@ std::string BenchResult::to_text() const {
      << " GFLOP/sample (training)";
   if (mfu >= 0) os << ", MFU " << std::setprecision(1) << 100 * mfu << " %";
   os << "\n";
+  if (padded_share >= 0)
+    os << std::setprecision(1) << "  NaFlex: " << 100 * padded_share
+       << " % of the batch's sequence slots are padding, " << 100 * run_padded_share
+       << " % as the blocks ran it\n";
   if (graph_samples_per_s >= 0)
     os << std::setprecision(1)
        << "  CUDA graph (whole step captured, replayed): " << graph_samples_per_s << " samples/s\n";

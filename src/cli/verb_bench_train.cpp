@@ -44,6 +44,12 @@ void setup_bench_train(CLI::App& app, Action* action) {
   v->add_option("--peak-tflops", o->peak_tflops, "device peak for MFU (0: 790 on CUDA)")
       ->capture_default_str();
   v->add_flag("--grad-checkpointing", o->grad_checkpointing, "recompute blocks in backward");
+  v->add_flag("!--no-naflex-packing", o->naflex_packing,
+              "NaFlex models: run the padded batches padded, not packed several pictures to a "
+              "row (vision_cfg.naflex_packing=false)");
+  v->add_flag("--naflex-mixed-sizes", o->naflex_mixed_sizes,
+              "NaFlex models: pictures under 1, 1/2 and 1/4 of the token budget in turn, "
+              "not all filling it");
   v->add_option("--zero", o->zero, "dist.zero: 0, 1 (AdamW state sharded) or 2 (+ gradients)")
       ->capture_default_str()
       ->check(CLI::Range(0, 2));

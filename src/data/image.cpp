@@ -11,6 +11,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "clipper/core/error.hpp"
+#include "clipper/model/naflex_size.hpp"
 #include "png_chunks.hpp"
 #include "resize.hpp"
 #include "rng.hpp"
@@ -518,15 +519,57 @@ void eval_to_output(const cv::Mat& img, const ResizeThenCrop& g, const Transform
                    g.top, S, out);
 }
 
+// NaFlex: the size a `box_w` x `box_h` region becomes under the token budget; false (and `why`)
+// for a region the rule cannot scale.
+bool naflex_target(int box_w, int box_h, const TransformSpec& spec, int* tw, int* th,
+                   std::string* why) {
+  try {
+    const auto [h, w] =
+        model::naflex_image_size(box_h, box_w, spec.naflex_patch, spec.naflex_max_tokens);
+    *th = static_cast<int>(h);
+    *tw = static_cast<int>(w);
+    return true;
+  } catch (const core::InputError& e) {
+    if (why) *why = e.what();
+    return false;
+  }
+}
+
+// NaFlex: `roi` resized to tw x th, cut into patches into `out` (row-major grid, each patch
+// (row, column, channel)), zeros after the last patch, the alpha of an RGBA picture dropped.
+void naflex_to_output(const cv::Mat& roi, int tw, int th, model::Interpolation filter,
+                      const TransformSpec& spec, std::uint8_t* out, PatchGrid* grid,
+                      const Buffers& b) {
+  const cv::Mat img = resized(roi, tw, th, filter, b);
+  cv::Mat rgb = img;
+  if (img.channels() == 4) cv::cvtColor(img, rgb, cv::COLOR_RGBA2RGB);
+  const int P = spec.naflex_patch, rows = th / P, cols = tw / P;
+  const std::size_t row_bytes = static_cast<std::size_t>(P) * 3;
+  std::uint8_t* dst = out;
+  for (int gy = 0; gy < rows; ++gy)
+    for (int gx = 0; gx < cols; ++gx)
+      for (int r = 0; r < P; ++r, dst += row_bytes)
+        std::memcpy(dst, rgb.ptr<std::uint8_t>(gy * P + r) + gx * row_bytes, row_bytes);
+  std::memset(dst, 0, output_bytes(spec) - static_cast<std::size_t>(dst - out));
+  if (grid) *grid = {rows, cols};
+}
+
 bool has_alpha(const cv::Mat& decoded) {
   return decoded.channels() == 2 || decoded.channels() == 4;
 }
 
 }  // namespace
 
+std::size_t output_bytes(const TransformSpec& spec) {
+  if (spec.naflex())
+    return static_cast<std::size_t>(spec.naflex_max_tokens) * spec.naflex_patch *
+           spec.naflex_patch * 3;
+  return static_cast<std::size_t>(spec.size) * spec.size * 3;
+}
+
 ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed, std::uint8_t* out,
-                                   std::string* why) {
-  if (is_jpeg(bytes) && tj_) return process_jpeg(bytes, seed, out, why);
+                                   std::string* why, PatchGrid* grid) {
+  if (is_jpeg(bytes) && tj_) return process_jpeg(bytes, seed, out, why, grid);
   cv::Mat img;
   if (const auto err = decode_with_opencv(bytes, max_pixels_, &img, why); err != ImageError::none)
     return err;
@@ -538,6 +581,16 @@ ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed,
     return ImageError::corrupt;
   }
   const Buffers b{&scratch3_, &scratch2_};
+  if (spec_.naflex()) {
+    const CropBox box = spec_.train ? random_resized_crop_box(img.cols, img.rows, spec_, seed)
+                                    : CropBox{0, 0, img.cols, img.rows};
+    int tw = 0, th = 0;
+    if (!naflex_target(box.w, box.h, spec_, &tw, &th, why)) return ImageError::corrupt;
+    naflex_to_output(img(cv::Rect(box.x, box.y, box.w, box.h)), tw, th,
+                     spec_.train ? model::Interpolation::bicubic : spec_.interpolation, spec_, out,
+                     grid, b);
+    return ImageError::none;
+  }
   if (!spec_.train) {
     eval_to_output(img, eval_geometry(img.cols, img.rows, spec_.size, spec_.resize_mode), spec_,
                    out, b);
@@ -553,7 +606,7 @@ ImageError ImageProcessor::process(const std::string& bytes, std::uint64_t seed,
 // decode at the DCT scale that still covers the crop, then the crop and the resize (in
 // evaluation: the resize to eval_geometry's size, then its window).
 ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t seed,
-                                        std::uint8_t* out, std::string* why) {
+                                        std::uint8_t* out, std::string* why, PatchGrid* grid) {
   JpegHeader head;
   if (const auto err = read_jpeg_header(&tj_, bytes, max_pixels_, &head, why);
       err != ImageError::none)
@@ -565,9 +618,15 @@ ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t 
   const ResizeThenCrop g = eval_geometry(w, hgt, S, spec_.resize_mode);
   const CropBox box =
       spec_.train ? random_resized_crop_box(w, hgt, spec_, seed) : CropBox{0, 0, w, hgt};
-  const auto [scale, f] = spec_.train ? dct_scale_for(box, S, S)
-                                      : dct_scale_for(box, std::min(g.resized_width, w),
-                                                      std::min(g.resized_height, hgt));
+  // NaFlex: the region's size under the token budget, decided from the header.
+  int tw = S, th = S;
+  if (spec_.naflex() && !naflex_target(box.w, box.h, spec_, &tw, &th, why))
+    return ImageError::corrupt;
+  const auto [scale, f] =
+      spec_.naflex() ? dct_scale_for(box, std::min(tw, box.w), std::min(th, box.h))
+      : spec_.train
+          ? dct_scale_for(box, S, S)
+          : dct_scale_for(box, std::min(g.resized_width, w), std::min(g.resized_height, hgt));
   const int sw = TJSCALED(w, scale), sh = TJSCALED(hgt, scale);
   const bool cmyk = cs == TJCS_CMYK || cs == TJCS_YCCK;
   const int pf = cmyk ? TJPF_CMYK : TJPF_RGB;
@@ -585,7 +644,11 @@ ImageError ImageProcessor::process_jpeg(const std::string& bytes, std::uint64_t 
   const cv::Mat img(sh, sw, CV_8UC3, rgb);
   // A JPEG has no alpha: the premultiplied buffer is only the packed copy of a strided crop.
   const Buffers b{&scratch3_, &scratch4_};
-  if (!spec_.train)
+  if (spec_.naflex())
+    naflex_to_output(img(scaled_box(box, f, sw, sh)), tw, th,
+                     spec_.train ? model::Interpolation::bicubic : spec_.interpolation, spec_, out,
+                     grid, b);
+  else if (!spec_.train)
     eval_to_output(img, g, spec_, out, b);
   else
     crop_to_output(img(scaled_box(box, f, sw, sh)), S, model::Interpolation::bicubic, out, b);

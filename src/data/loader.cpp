@@ -273,7 +273,12 @@ struct Loader::Impl {
     Batch b;
     try {
       detail::fault_point("batch");
-      b.images = reuse_or_empty(spare_images, {n, S, S, 3}, at::kByte);
+      if (naflex())
+        b.images = reuse_or_empty(
+            spare_images,
+            {n, o.naflex_max_tokens, std::int64_t{o.naflex_patch} * o.naflex_patch * 3}, at::kByte);
+      else
+        b.images = reuse_or_empty(spare_images, {n, S, S, 3}, at::kByte);
       b.tokens = reuse_or_empty(spare_tokens, {n, tok->context_length()}, at::kLong);
     } catch (const std::exception& e) {
       throw core::Error(std::string("data loader: cannot allocate a batch of ") +
@@ -281,6 +286,7 @@ struct Loader::Impl {
                         " (data.pin_memory=" + o.pin_memory + "): " + e.what());
     }
     b.keys.resize(static_cast<std::size_t>(n));
+    if (naflex()) b.grids = at::empty({n, 2}, at::TensorOptions().dtype(at::kLong));
     if (!o.label_key.empty()) b.labels = at::empty({n}, at::TensorOptions().dtype(at::kLong));
     b.epoch = c.epoch;
     b.index_in_epoch = c.batch_index;
@@ -327,8 +333,15 @@ struct Loader::Impl {
     }
   }
 
+  bool naflex() const { return o.naflex_patch > 0 && o.naflex_max_tokens > 0; }
+  std::size_t image_bytes() const {
+    return naflex()
+               ? static_cast<std::size_t>(o.naflex_max_tokens) * o.naflex_patch * o.naflex_patch * 3
+               : static_cast<std::size_t>(o.image_size) * o.image_size * 3;
+  }
+
   void put_sample(Batch& b, std::int64_t s, Item& it) {
-    const std::size_t image_bytes = static_cast<std::size_t>(o.image_size) * o.image_size * 3;
+    const std::size_t image_bytes = this->image_bytes();
     const std::int64_t L = tok->context_length();
     std::memcpy(b.images.data_ptr<std::uint8_t>() + s * image_bytes, it.image.get(), image_bytes);
     pool->put(std::move(it.image));
@@ -336,6 +349,10 @@ struct Loader::Impl {
                 static_cast<std::size_t>(L) * sizeof(std::int64_t));
     b.keys[static_cast<std::size_t>(s)] = std::move(it.key);
     if (b.labels.defined()) b.labels.data_ptr<std::int64_t>()[s] = it.label;
+    if (b.grids.defined()) {
+      b.grids.data_ptr<std::int64_t>()[2 * s] = it.grid.rows;
+      b.grids.data_ptr<std::int64_t>()[2 * s + 1] = it.grid.cols;
+    }
   }
 };
 
@@ -356,8 +373,9 @@ Loader::Loader(LoaderOptions options, std::shared_ptr<const tokenizer::Tokenizer
   m.dataset = detail::epoch_samples(m.list, m.o);
   m.pin = m.o.pin_memory == "on" || (m.o.pin_memory == "auto" && at::hasCUDA());
   m.returned = m.fresh(0, {});
-  m.pool = std::make_unique<detail::BufferPool>(static_cast<std::size_t>(m.o.image_size) *
-                                                m.o.image_size * 3);
+  core::require(m.o.naflex_patch >= 0 && m.o.naflex_max_tokens >= 0,
+                "data: NaFlex patch size and token budget must not be negative");
+  m.pool = std::make_unique<detail::BufferPool>(m.image_bytes());
   // The plan of the first epoch checks that the data can be split as asked.
   if (!m.o.resampled) detail::plan_epoch(m.list, m.o, 0);
 }

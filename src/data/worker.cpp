@@ -23,6 +23,8 @@ TransformSpec transform_spec(const LoaderOptions& o) {
   t.transparency = o.transparency;
   t.resize_mode = o.resize_mode;
   t.interpolation = o.interpolation;
+  t.naflex_patch = o.naflex_patch;
+  t.naflex_max_tokens = o.naflex_max_tokens;
   return t;
 }
 
@@ -167,7 +169,7 @@ class Worker {
       g_images_processed.fetch_add(1, std::memory_order_relaxed);
       const auto err =
           proc_.process(*img, mix_seed(plan_->crop_seed, static_cast<std::uint64_t>(raw_index)),
-                        it.image.get(), &it.message);
+                        it.image.get(), &it.message, &it.grid);
       if (err != ImageError::none) {
         it.counter = err == ImageError::corrupt ? kImageCorrupt : kImageTooLarge;
         return it;

@@ -25,7 +25,8 @@ struct Item {
   bool repeated = false;        // read in a second pass over the worker's part
   int counter = -1;             // CounterKind for bad and event items
   std::string key;
-  std::unique_ptr<std::uint8_t[]> image;  // image_size^2 * 3 bytes, from the BufferPool
+  std::unique_ptr<std::uint8_t[]> image;  // output_bytes(transform) bytes, from the BufferPool
+  PatchGrid grid;                         // NaFlex: the picture's patch grid
   std::vector<std::int64_t> tokens;
   std::int64_t label = -1;
   std::string message;  // fatal: the error

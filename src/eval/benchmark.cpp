@@ -31,7 +31,9 @@ struct EvalMode {
 };
 
 at::Tensor image_features(model::ClipImpl& model, const Prepare& prepare, const BenchmarkBatch& b) {
-  return model.encode_image(prepare(b.images), /*normalize=*/true).to(at::kFloat).cpu();
+  const auto images = prepare(b.images);
+  const auto grids = b.grids.defined() ? b.grids.to(images.device()) : at::Tensor();
+  return model.encode_image(images, grids, /*normalize=*/true).to(at::kFloat).cpu();
 }
 
 // Runs this rank's loop, then every rank learns whether any failed: a bad sample on one rank stops
@@ -66,8 +68,8 @@ at::Tensor gather_in_order(const at::Tensor& local, dist::ProcessGroup& pg) {
 
 // The zero-shot classifier [C, D]: rank r embeds classes [C r / W, C (r + 1) / W), then they are
 // gathered once (each class's templates are one batch, so its row is the same on any rank).
-at::Tensor embed_classes(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
-                         at::Device device, const BenchmarkDataset& d, dist::ProcessGroup& pg) {
+at::Tensor embed_classes(model::ClipImpl& model, const tokenizer::Tokenizer& tok, at::Device device,
+                         const BenchmarkDataset& d, dist::ProcessGroup& pg) {
   const auto C = static_cast<std::int64_t>(d.classnames.size());
   const std::int64_t W = pg.size(), r = pg.rank();
   const std::int64_t lo = C * r / W, hi = C * (r + 1) / W;
@@ -247,6 +249,8 @@ BenchmarkResult run_benchmark(model::ClipImpl& model, const tokenizer::Tokenizer
   ro.image_size = static_cast<int>(model.spec().image_size);
   ro.resize_mode = model.spec().resize_mode;
   ro.interpolation = model.spec().interpolation;
+  ro.naflex_patch = model.spec().naflex_inputs() ? static_cast<int>(model.spec().patch_size) : 0;
+  ro.naflex_max_tokens = model.spec().max_seq_len;
   ro.rank = pg.rank();
   ro.world_size = pg.size();
   BenchmarkResult r;

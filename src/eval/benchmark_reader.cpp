@@ -78,6 +78,7 @@ struct BenchmarkReader::Impl {
   std::unique_ptr<data::ShardReader> reader;
   std::int64_t seen = 0, delivered = 0;  // samples of the split read / of this rank delivered
   std::vector<std::unique_ptr<data::ImageProcessor>> processors;
+  data::TransformSpec spec;
 
   Impl(const BenchmarkDataset& ds, const std::string& split, ReaderOptions opts)
       : d(ds), o(std::move(opts)), tree(ds.is_tree(split)) {
@@ -91,6 +92,9 @@ struct BenchmarkReader::Impl {
     ts.transparency = o.transparency;
     ts.resize_mode = o.resize_mode;
     ts.interpolation = o.interpolation;
+    ts.naflex_patch = o.naflex_patch;
+    ts.naflex_max_tokens = o.naflex_max_tokens;
+    spec = ts;
     for (int i = 0; i < std::max(1, o.threads); ++i)
       processors.push_back(std::make_unique<data::ImageProcessor>(ts, o.max_image_pixels));
   }
@@ -156,18 +160,30 @@ struct BenchmarkReader::Impl {
     return p;
   }
 
-  void decode(const std::vector<Pending>& batch, at::Tensor& images) {
+  void decode(const std::vector<Pending>& batch, at::Tensor& images, at::Tensor& grids) {
     const int S = o.image_size;
     const auto n = static_cast<std::int64_t>(batch.size());
-    images = at::empty({n, S, S, 3}, at::kByte);
+    if (spec.naflex()) {
+      images = at::empty(
+          {n, spec.naflex_max_tokens, std::int64_t{spec.naflex_patch} * spec.naflex_patch * 3},
+          at::kByte);
+      grids = at::empty({n, 2}, at::kLong);
+    } else {
+      images = at::empty({n, S, S, 3}, at::kByte);
+    }
     auto* base = images.data_ptr<std::uint8_t>();
-    const std::int64_t stride = std::int64_t{S} * S * 3;
+    const auto stride = static_cast<std::int64_t>(data::output_bytes(spec));
     const int T = static_cast<int>(std::min<std::int64_t>(processors.size(), n));
     std::vector<std::string> errors(T);
     auto work = [&](int t) {
       for (std::int64_t i = t; i < n; i += T) {
         std::string why;
-        const auto err = processors[t]->process(batch[i].image, 0, base + i * stride, &why);
+        data::PatchGrid g;
+        const auto err = processors[t]->process(batch[i].image, 0, base + i * stride, &why, &g);
+        if (grids.defined()) {
+          grids.data_ptr<std::int64_t>()[2 * i] = g.rows;
+          grids.data_ptr<std::int64_t>()[2 * i + 1] = g.cols;
+        }
         if (err != data::ImageError::none) {
           errors[t] = batch[i].what + ": the image cannot be decoded: " + why;
           return;
@@ -189,7 +205,7 @@ struct BenchmarkReader::Impl {
       if (seen++ % o.world_size == o.rank) batch.push_back(take(s));
     if (batch.empty()) return std::nullopt;
     BenchmarkBatch b;
-    decode(batch, b.images);
+    decode(batch, b.images, b.grids);
     for (auto& p : batch) {
       b.keys.push_back(p.what);
       if (d.kind == DatasetKind::retrieval) b.captions.push_back(std::move(p.captions));

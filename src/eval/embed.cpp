@@ -23,24 +23,38 @@ at::Tensor embed_images(model::ClipImpl& model, const std::vector<std::string>& 
   ts.transparency = transparency;
   ts.resize_mode = spec.resize_mode;  // the model's preprocess_cfg, as open_clip's preprocess
   ts.interpolation = spec.interpolation;
+  ts.naflex_patch = spec.naflex_inputs() ? static_cast<int>(spec.patch_size) : 0;
+  ts.naflex_max_tokens = spec.max_seq_len;
   data::ImageProcessor proc(ts, 89478485);
   const model::ImageNormalizer normalize(spec, device);
   std::vector<at::Tensor> out;
   for (std::size_t start = 0; start < paths.size(); start += static_cast<std::size_t>(batch)) {
     const std::size_t n =
         std::min<std::size_t>(static_cast<std::size_t>(batch), paths.size() - start);
-    auto pixels = at::empty({static_cast<std::int64_t>(n), S, S, 3}, at::kByte);
+    const auto count = static_cast<std::int64_t>(n);
+    auto pixels = ts.naflex() ? at::empty({count, ts.naflex_max_tokens,
+                                           std::int64_t{ts.naflex_patch} * ts.naflex_patch * 3},
+                                          at::kByte)
+                              : at::empty({count, S, S, 3}, at::kByte);
+    at::Tensor grids;
+    if (ts.naflex()) grids = at::empty({count, 2}, at::kLong);
     for (std::size_t i = 0; i < n; ++i) {
       const std::string& p = paths[start + i];
       std::string why;
+      data::PatchGrid g;
       const auto err =
           proc.process(core::read_file(p), 0,
-                       pixels[static_cast<std::int64_t>(i)].data_ptr<std::uint8_t>(), &why);
+                       pixels[static_cast<std::int64_t>(i)].data_ptr<std::uint8_t>(), &why, &g);
       if (err != data::ImageError::none)
         throw core::InputError("image '" + p + "' cannot be used: " + why);
+      if (grids.defined()) {
+        grids.data_ptr<std::int64_t>()[2 * i] = g.rows;
+        grids.data_ptr<std::int64_t>()[2 * i + 1] = g.cols;
+      }
     }
     const auto x = normalize(pixels);
-    out.push_back(model.encode_image(x, /*normalize=*/true).to(at::kFloat).cpu());
+    const auto gd = grids.defined() ? grids.to(x.device()) : at::Tensor();
+    out.push_back(model.encode_image(x, gd, /*normalize=*/true).to(at::kFloat).cpu());
   }
   return out.empty() ? at::zeros({0, spec.embed_dim}) : at::cat(out);
 }

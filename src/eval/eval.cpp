@@ -96,7 +96,8 @@ RetrievalResult retrieval(model::ClipImpl& model, data::Loader& loader, const Pr
   while (auto b = loader.next()) {
     progress.update(seen += b->images.size(0));
     auto images = prepare(b->images);
-    img.push_back(model.encode_image(images, true).to(at::kFloat).cpu());
+    const auto grids = b->grids.defined() ? b->grids.to(images.device()) : at::Tensor();
+    img.push_back(model.encode_image(images, grids, true).to(at::kFloat).cpu());
     txt.push_back(model.encode_text(b->tokens.to(images.device()), true).to(at::kFloat).cpu());
   }
   model.train(was_training);

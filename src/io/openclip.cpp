@@ -147,6 +147,13 @@ std::string openclip_config_json(const model::ModelSpec& s) {
   pre["std"] = s.std;
   pre["interpolation"] = model::name_of(s.interpolation);
   pre["resize_mode"] = model::name_of(s.resize_mode);
+  if (s.naflex_inputs()) {
+    // NaFlex: timm's create_transform(naflex=True, patch_size, max_seq_len) arguments, the
+    // aspect-preserving resize under a patch budget (open_clip 3.3 ignores these keys).
+    pre["naflex"] = true;
+    pre["patch_size"] = s.patch_size;
+    pre["max_seq_len"] = s.max_seq_len;
+  }
   json root;
   root["model_cfg"] = model_cfg(s);
   root["preprocess_cfg"] = pre;
@@ -470,7 +477,7 @@ model::ModelSpec spec_from_export_config(const json& root, const std::string& or
   if (root.contains("preprocess_cfg")) {
     const json& p = root["preprocess_cfg"];
     json pre;
-    for (const char* k : {"mean", "std", "interpolation", "resize_mode"})
+    for (const char* k : {"mean", "std", "interpolation", "resize_mode", "max_seq_len"})
       if (p.contains(k)) pre[k] = p[k];
     doc["preprocess_cfg"] = pre;
   }

@@ -72,10 +72,37 @@ at::Tensor ClipLoss::forward(const at::Tensor& img, const at::Tensor& txt, const
   check_features(img, txt, scale, "clip loss");
   // With one process there is a single block: the plain form is the same loss with less memory
   // (the chunked one keeps its recompute buffers).
+  if (unequal_batches && pg_->size() > 1) return unequal_forward(img, txt, scale);
   if (cfg_.chunked && pg_->size() > 1)
     return detail::chunked_clip_loss(img, txt, scale, *pg_, cfg_.gather_with_grad);
   const Logits l = logits(img, txt, scale, /*no_grad=*/false);
   return (at::cross_entropy_loss(l.image, l.target) + at::cross_entropy_loss(l.text, l.target)) / 2;
+}
+
+at::Tensor ClipLoss::unequal_forward(const at::Tensor& img, const at::Tensor& txt,
+                                     const at::Tensor& scale) {
+  if (!cfg_.local_loss || cfg_.chunked)
+    throw core::InputError(
+        "clip loss over unequal batches per rank (NaFlex token budgets) needs loss.local_loss: "
+        "true and loss.chunked: false");
+  auto& pg = *pg_;
+  const std::int64_t w = pg.size(), r = pg.rank(), b = img.size(0), d = img.size(1);
+  const at::Tensor both = at::cat({img, txt}, 1);
+  std::vector<std::int64_t> counts;
+  const at::Tensor all = cfg_.gather_with_grad ? dist::all_gather_rows_with_grad(both, pg, &counts)
+                                               : dist::all_gather_rows_no_grad(both, pg, &counts);
+  std::int64_t offset = 0, total = 0;
+  for (std::int64_t k = 0; k < w; ++k) {
+    if (k < r) offset += counts[static_cast<std::size_t>(k)];
+    total += counts[static_cast<std::size_t>(k)];
+  }
+  const auto s = scale.reshape({});
+  const at::Tensor target = labels(b, offset, img.device());
+  const at::Tensor li = upcast(s * img.matmul(all.narrow(1, d, d).t()));
+  const at::Tensor lt = upcast(s * txt.matmul(all.narrow(1, 0, d).t()));
+  // The mean over this rank's rows, weighted so that the mean over ranks is the mean over all.
+  return (at::cross_entropy_loss(li, target) + at::cross_entropy_loss(lt, target)) / 2 *
+         (static_cast<double>(w * b) / static_cast<double>(total));
 }
 
 namespace {

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "chunked_loss.hpp"
+#include "clipper/core/error.hpp"
 #include "clipper/dist/all_gather.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "feature_checks.hpp"
@@ -50,6 +51,22 @@ at::Tensor SigLipLoss::forward(const at::Tensor& img, const at::Tensor& txt,
     return -at::log_sigmoid(lab * logits).sum() / static_cast<double>(b);
   };
   if (w == 1) return block(txt, 0);
+  if (unequal_batches) {
+    if (cfg_.chunked || cfg_.siglip_exchange == config::SiglipExchange::neighbour)
+      throw core::InputError(
+          "siglip loss over unequal batches per rank (NaFlex token budgets) needs "
+          "loss.siglip_exchange: gather and loss.chunked: false");
+    std::vector<std::int64_t> counts;
+    const auto all = dist::all_gather_rows_with_grad(txt, pg, &counts);
+    std::int64_t offset = 0, total = 0;
+    for (int k = 0; k < w; ++k) {
+      if (k < r) offset += counts[static_cast<std::size_t>(k)];
+      total += counts[static_cast<std::size_t>(k)];
+    }
+    // block() divides by this rank's rows; each rank's share of the sum over all rows is
+    // world / total of it.
+    return block(all, offset) * (static_cast<double>(w * b) / static_cast<double>(total));
+  }
   if (cfg_.siglip_exchange == config::SiglipExchange::neighbour) {
     at::Tensor loss = block(txt, 0);
     at::Tensor current = txt;

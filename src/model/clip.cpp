@@ -14,6 +14,7 @@ ClipImpl::ClipImpl(const ModelSpec& spec) : spec_(spec) {
   visual = register_module("visual", make_image_tower(spec_));
   visual_vit = VisionTransformer(std::dynamic_pointer_cast<VisionTransformerImpl>(visual));
   visual_resnet = ModifiedResNet(std::dynamic_pointer_cast<ModifiedResNetImpl>(visual));
+  visual_naflex = std::dynamic_pointer_cast<NaflexVitImpl>(visual);
   text = TextTransformer(spec_);
   if (spec_.custom_text)
     register_module("text", text);
@@ -34,14 +35,26 @@ at::Tensor ClipImpl::encode_image(const at::Tensor& images, bool normalize) {
   return normalize ? f / f.norm(2, -1, true).clamp_min(1e-12) : f;
 }
 
+at::Tensor ClipImpl::encode_image(const at::Tensor& images, const at::Tensor& grids,
+                                  bool normalize) {
+  if (!grids.defined()) return encode_image(images, normalize);
+  if (!visual_naflex)
+    throw core::InputError(std::string("NaFlex patch batches need vision_cfg.tower naflex_vit; "
+                                       "this model's image tower is ") +
+                           name_of(spec_.image_tower));
+  auto f = visual_naflex->forward_patches(naflex_batch_from_grids(images, grids));
+  return normalize ? f / f.norm(2, -1, true).clamp_min(1e-12) : f;
+}
+
 at::Tensor ClipImpl::encode_text(const at::Tensor& tokens, bool normalize) {
   auto f = text->forward(tokens);
   return normalize ? f / f.norm(2, -1, true).clamp_min(1e-12) : f;
 }
 
-ClipOutput ClipImpl::forward(const at::Tensor& images, const at::Tensor& tokens) {
+ClipOutput ClipImpl::forward(const at::Tensor& images, const at::Tensor& tokens,
+                             const at::Tensor& grids) {
   ClipOutput out;
-  out.image_features = encode_image(images, true);
+  out.image_features = encode_image(images, grids, true);
   out.text_features = encode_text(tokens, true);
   out.logit_scale = logit_scale.exp();
   if (logit_bias.defined()) out.logit_bias = logit_bias;

@@ -12,6 +12,12 @@ ImageNormalizer::ImageNormalizer(const ModelSpec& spec, at::Device device) : dev
 
 at::Tensor ImageNormalizer::operator()(const at::Tensor& images) const {
   if (images.scalar_type() != at::kByte) return images.to(device_, /*non_blocking=*/true);
+  if (images.dim() == 3) {
+    // NaFlex patches [B, N, P*P*3], channel fastest: value i is channel i % 3.
+    const auto b = images.size(0), n = images.size(1), d = images.size(2);
+    auto x = images.to(device_, /*non_blocking=*/true).to(at::kFloat).view({b, n, d / 3, 3});
+    return x.div_(255.0f).sub_(mean_.view({3})).div_(std_.view({3})).view({b, n, d});
+  }
   auto x = images.to(device_, /*non_blocking=*/true).permute({0, 3, 1, 2}).to(at::kFloat);
   return x.div_(255.0f).sub_(mean_).div_(std_);
 }

@@ -67,6 +67,7 @@ const Field kFields[] = {
     {"vision_cfg", "norm_eps", &ModelSpec::vision_norm_eps},
     {"vision_cfg", "pos_embed_grid", &ModelSpec::pos_embed_grid},
     {"vision_cfg", "pos_embed_interp", &ModelSpec::pos_embed_interp},
+    {"vision_cfg", "naflex_packing", &ModelSpec::naflex_packing},
     {"text_cfg", "context_length", &ModelSpec::context_length},
     {"text_cfg", "vocab_size", &ModelSpec::vocab_size},
     {"text_cfg", "width", &ModelSpec::text_width},
@@ -85,6 +86,7 @@ const Field kFields[] = {
     {"preprocess_cfg", "std", &ModelSpec::std},
     {"preprocess_cfg", "interpolation", &ModelSpec::interpolation},
     {"preprocess_cfg", "resize_mode", &ModelSpec::resize_mode},
+    {"preprocess_cfg", "max_seq_len", &ModelSpec::max_seq_len},
 };
 const char* const kSections[] = {"vision_cfg", "text_cfg", "preprocess_cfg"};
 
@@ -262,6 +264,9 @@ void ModelSpec::validate() const {
   }
   if (image_tower == ImageTowerKind::naflex_vit)
     need(pos_embed_grid > 0, "vision_cfg.pos_embed_grid must be positive");
+  need(max_seq_len >= 0, "preprocess_cfg.max_seq_len must be 0 (square pictures) or positive");
+  need(max_seq_len == 0 || image_tower == ImageTowerKind::naflex_vit,
+       "preprocess_cfg.max_seq_len (NaFlex patch sequences) needs vision_cfg.tower naflex_vit");
   if (image_tower == ImageTowerKind::timm_vit || image_tower == ImageTowerKind::naflex_vit)
     need(embed_dim == vision_width,
          "a timm trunk has no projection (open_clip's timm_proj none): embed_dim must equal "

@@ -10,51 +10,6 @@ namespace clipper::model {
 
 using core::InputError;
 
-namespace {
-
-// A side scaled by `ratio`, rounded up to whole patches, at least one patch.
-std::int64_t scaled_side(std::int64_t side, double ratio, std::int64_t patch) {
-  const double scaled = static_cast<double>(side) * ratio;
-  const auto rounded =
-      patch * static_cast<std::int64_t>(std::ceil(scaled / static_cast<double>(patch)));
-  return std::max(rounded, patch);
-}
-
-}  // namespace
-
-std::pair<std::int64_t, std::int64_t> naflex_image_size(std::int64_t height, std::int64_t width,
-                                                        std::int64_t patch,
-                                                        std::int64_t max_tokens) {
-  if (patch <= 0)
-    throw InputError("NaFlex patch size must be positive, got " + std::to_string(patch));
-  if (height <= 0 || width <= 0)
-    throw InputError("NaFlex: a picture of " + std::to_string(height) + "x" +
-                     std::to_string(width) + " pixels has nothing to cut into patches");
-  if (max_tokens < 1)
-    throw InputError("NaFlex token budget must be at least 1 patch, got " +
-                     std::to_string(max_tokens));
-  auto fits = [&](double ratio) {
-    return (scaled_side(height, ratio, patch) / patch) *
-               (scaled_side(width, ratio, patch) / patch) <=
-           max_tokens;
-  };
-  // timm's search, step for step: the largest ratio in [1e-6, 100] that fits, to 1e-5.
-  constexpr double eps = 1e-5;
-  double lo = eps / 10.0, hi = 100.0;
-  while (hi - lo >= eps) {
-    const double mid = (lo + hi) / 2.0;
-    if (fits(mid))
-      lo = mid;
-    else
-      hi = mid;
-  }
-  if (lo <= eps || lo >= 100.0)
-    throw InputError("NaFlex: no scale of a " + std::to_string(height) + "x" +
-                     std::to_string(width) + " picture fits " + std::to_string(max_tokens) +
-                     " patches of " + std::to_string(patch) + " pixels (timm searches 1e-5..100)");
-  return {scaled_side(height, lo, patch), scaled_side(width, lo, patch)};
-}
-
 NaflexPatches naflex_patchify(const at::Tensor& image, std::int64_t patch, std::int64_t max_tokens,
                               Interpolation interpolation) {
   if (image.dim() != 3 || image.size(0) != 3)
@@ -126,6 +81,60 @@ NaflexBatch naflex_collate(const std::vector<NaflexPatches>& items, std::int64_t
     out.valid[i].narrow(0, 0, n).fill_(true);
   }
   return out;
+}
+
+NaflexBatch naflex_batch_from_grids(const at::Tensor& patches, const at::Tensor& grids) {
+  if (!patches.defined() || patches.dim() != 3)
+    throw InputError("NaFlex: patches must be [B, N, P*P*3]");
+  const auto b = patches.size(0), n = patches.size(1);
+  if (!grids.defined() || grids.dim() != 2 || grids.size(0) != b || grids.size(1) != 2)
+    throw InputError("NaFlex: patch grids must be [B, 2] (rows, columns), one per picture");
+  const auto g = grids.to(at::kCPU, at::kLong).contiguous();
+  const auto* hw = g.data_ptr<std::int64_t>();
+  for (std::int64_t i = 0; i < b; ++i)
+    if (hw[2 * i] < 1 || hw[2 * i + 1] < 1 || hw[2 * i] * hw[2 * i + 1] > n)
+      throw InputError("NaFlex: picture " + std::to_string(i) + " has a grid of " +
+                       std::to_string(hw[2 * i]) + "x" + std::to_string(hw[2 * i + 1]) +
+                       " patches, which does not fit its " + std::to_string(n) + " slots");
+  const auto dev = patches.device();
+  const auto opts = at::TensorOptions().dtype(at::kLong).device(dev);
+  const auto gd = g.to(dev);
+  const auto idx = at::arange(n, opts).unsqueeze(0);  // [1, N]
+  const auto w = gd.select(1, 1).unsqueeze(1);        // [B, 1]
+  NaflexBatch out;
+  out.patches = patches;
+  out.valid = idx.lt(gd.select(1, 0).unsqueeze(1) * w);
+  out.coord = at::stack({idx.div(w, "floor"), idx.remainder(w)}, 2)
+                  .masked_fill(~out.valid.unsqueeze(-1), 0);
+  return out;
+}
+
+NaflexPacking naflex_pack(const std::vector<std::int64_t>& lengths, std::int64_t row_len) {
+  if (row_len < 1) throw InputError("NaFlex packing: rows must hold at least one token");
+  NaflexPacking p;
+  p.row_len = row_len;
+  p.row.assign(lengths.size(), 0);
+  p.offset.assign(lengths.size(), 0);
+  std::vector<std::size_t> order(lengths.size());
+  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](std::size_t a, std::size_t b) { return lengths[a] > lengths[b]; });
+  std::vector<std::int64_t> used;  // tokens taken in each row so far
+  for (const auto i : order) {
+    const auto n = lengths[i];
+    if (n < 0 || n > row_len)
+      throw InputError("NaFlex packing: picture " + std::to_string(i) + " has " +
+                       std::to_string(n) + " patches, rows hold " + std::to_string(row_len));
+    std::size_t r = 0;
+    while (r < used.size() && used[r] + n > row_len) ++r;
+    if (r == used.size()) used.push_back(0);
+    p.row[i] = static_cast<std::int64_t>(r);
+    p.offset[i] = used[r];
+    used[r] += n;
+    p.tokens += n;
+  }
+  p.rows = static_cast<std::int64_t>(used.size());
+  return p;
 }
 
 }  // namespace clipper::model

@@ -84,6 +84,21 @@ BatchShape batch_shape(const at::Tensor& coord, const at::Tensor& valid) {
   return out;
 }
 
+// The two segment channels (256 * c1 + c2; -1, -1: padding) of a token, and back.
+at::Tensor segment_channels(const at::Tensor& seg, at::ScalarType dtype) {
+  const auto hi = at::where(seg.ge(0), seg.div(256, "floor"), at::full_like(seg, -1));
+  const auto lo = at::where(seg.ge(0), seg.remainder(256), at::full_like(seg, -1));
+  return at::stack({hi, lo}, -1).to(dtype);
+}
+at::Tensor segment_ids(const at::Tensor& channels) {
+  const auto c = channels.to(at::kFloat).round().to(at::kLong);
+  return c.select(-1, 0) * 256 + c.select(-1, 1);
+}
+// Token i attends to token j when both are of one segment: [B, 1, N, N].
+at::Tensor block_mask(const at::Tensor& seg) {
+  return seg.unsqueeze(2).eq(seg.unsqueeze(1)).unsqueeze(1);
+}
+
 }  // namespace
 
 // --- Block ---------------------------------------------------------------------------------------
@@ -95,10 +110,20 @@ at::Tensor NaflexBlockImpl::forward_masked(const at::Tensor& x, const at::Tensor
 
 at::Tensor NaflexBlockImpl::forward(const at::Tensor& x, bool /*causal*/) {
   if (x.size(-1) == width) return forward_masked(x, {});
-  const auto valid = x.select(-1, width) > 0.5;
-  const auto mask = valid.view({x.size(0), 1, 1, x.size(1)});
-  auto y = forward_masked(x.narrow(-1, 0, width).contiguous(), mask);
-  return at::cat({y, x.narrow(-1, width, 1)}, -1);
+  const auto seg = segment_ids(x.narrow(-1, width, 2));
+  auto y = forward_masked(x.narrow(-1, 0, width).contiguous(), block_mask(seg));
+  return at::cat({y, x.narrow(-1, width, 2)}, -1);
+}
+
+at::Tensor NaflexBlockImpl::forward_varlen(const at::Tensor& x, const at::Tensor& cu,
+                                           std::int64_t max_len) {
+  const auto t = x.size(0), hd = width / attn->heads;
+  auto qkv = attn->qkv->forward(norm1->forward(x)).view({t, 3, attn->heads, hd});
+  auto out = std::get<0>(at::_flash_attention_forward(
+      qkv.select(1, 0), qkv.select(1, 1), qkv.select(1, 2), cu, cu, max_len, max_len,
+      /*dropout_p=*/0.0, /*is_causal=*/false, /*return_debug_mask=*/false));
+  auto y = x + attn->proj->forward(out.reshape({t, width}));
+  return y + mlp->forward(norm2->forward(y));
 }
 
 // --- Trunk ---------------------------------------------------------------------------------------
@@ -109,7 +134,8 @@ NaflexTrunkImpl::NaflexTrunkImpl(const ModelSpec& spec)
       width(spec.vision_width),
       patch_size(spec.patch_size),
       grid(spec.pos_embed_grid),
-      patch_dropout(spec.patch_dropout) {
+      patch_dropout(spec.patch_dropout),
+      packing(spec.naflex_packing) {
   auto embeds = register_module("embeds", std::make_shared<nn::Module>());
   proj = embeds->register_module("proj", Linear(patch_size * patch_size * 3, width));
   pos_embed = embeds->register_parameter("pos_embed", at::zeros({1, grid, grid, width}));
@@ -179,6 +205,88 @@ at::Tensor NaflexTrunkImpl::embed(const NaflexBatch& in) {
   return x + pos.to(x.scalar_type());
 }
 
+namespace {
+
+// Where each picture's valid tokens go when packed: src[slot] the token (b * N + j) a row slot
+// holds (B * N: none, a zero row), seg[slot] its picture (-1: padding), dst[b * N + j] the slot
+// of a token (rows * N: none); order/cu: the tokens picture by picture for the varlen kernel.
+struct PackIndex {
+  NaflexPacking plan;
+  std::vector<std::int64_t> src, seg, dst, order;
+  std::vector<std::int32_t> cu{0};
+  std::int64_t longest = 0;
+};
+
+PackIndex pack_index(const at::Tensor& valid) {
+  const auto b = valid.size(0), n = valid.size(1);
+  const auto v = valid.to(at::kCPU).contiguous();
+  const auto* vp = v.data_ptr<bool>();
+  std::vector<std::int64_t> lengths(static_cast<std::size_t>(b), 0);
+  for (std::int64_t i = 0; i < b * n; ++i) lengths[static_cast<std::size_t>(i / n)] += vp[i];
+  PackIndex p;
+  p.plan = naflex_pack(lengths, n);
+  const auto slots = p.plan.rows * n;
+  p.src.assign(static_cast<std::size_t>(slots), b * n);
+  p.seg.assign(static_cast<std::size_t>(slots), -1);
+  p.dst.assign(static_cast<std::size_t>(b * n), slots);
+  for (std::int64_t i = 0; i < b; ++i) {
+    const auto u = static_cast<std::size_t>(i);
+    std::int64_t k = 0;
+    for (std::int64_t j = 0; j < n; ++j) {
+      if (!vp[i * n + j]) continue;
+      const auto slot = p.plan.row[u] * n + p.plan.offset[u] + k++;
+      p.src[static_cast<std::size_t>(slot)] = i * n + j;
+      p.seg[static_cast<std::size_t>(slot)] = i;
+      p.dst[static_cast<std::size_t>(i * n + j)] = slot;
+      p.order.push_back(i * n + j);
+    }
+    p.cu.push_back(p.cu.back() + static_cast<std::int32_t>(k));
+    p.longest = std::max(p.longest, k);
+  }
+  return p;
+}
+
+at::Tensor long_tensor(const std::vector<std::int64_t>& v, at::Device device) {
+  return at::tensor(v, at::TensorOptions().dtype(at::kLong)).to(device);
+}
+
+}  // namespace
+
+at::Tensor NaflexTrunkImpl::packed_blocks(const at::Tensor& x, const at::Tensor& valid) {
+  const auto b = x.size(0), n = x.size(1), d = width;
+  const auto p = pack_index(valid);
+  const bool checkpoint = grad_checkpointing && is_training() && at::GradMode::is_enabled();
+  const auto hd = d / blocks->ptr<NaflexBlockImpl>(0)->attn->heads;
+  const bool varlen = x.is_cuda() && !checkpoint && hd % 8 == 0 && hd <= 256 &&
+                      (x.scalar_type() == at::kHalf || x.scalar_type() == at::kBFloat16);
+  if (varlen) {
+    // No rows: the tokens back to back, each picture its own variable-length sequence.
+    last_run_padded_share = 0.0;
+    const auto order = long_tensor(p.order, x.device());
+    const auto cu = at::tensor(p.cu, at::TensorOptions().dtype(at::kInt)).to(x.device());
+    auto t = x.reshape({b * n, d}).index_select(0, order);
+    for (std::size_t i = 0; i < blocks->size(); ++i)
+      t = blocks->ptr<NaflexBlockImpl>(i)->forward_varlen(t, cu, p.longest);
+    return at::zeros({b * n, d}, t.options()).index_copy(0, order, t).view({b, n, d});
+  }
+  last_run_padded_share = p.plan.padded_share();
+  const auto rows = p.plan.rows, slots = rows * n;
+  auto xp = at::cat({x.reshape({b * n, d}), at::zeros({1, d}, x.options())})
+                .index_select(0, long_tensor(p.src, x.device()))
+                .view({rows, n, d});
+  const auto seg = long_tensor(p.seg, x.device()).view({rows, n});
+  const auto mask = block_mask(seg);
+  if (checkpoint) xp = at::cat({xp, segment_channels(seg, xp.scalar_type())}, -1);
+  for (std::size_t i = 0; i < blocks->size(); ++i) {
+    auto* blk = blocks->ptr<NaflexBlockImpl>(i).get();
+    xp = checkpoint ? checkpointed_block(*blk, xp, false) : blk->forward_masked(xp, mask);
+  }
+  if (checkpoint) xp = xp.narrow(-1, 0, d);
+  return at::cat({xp.reshape({slots, d}), at::zeros({1, d}, xp.options())})
+      .index_select(0, long_tensor(p.dst, x.device()))
+      .view({b, n, d});
+}
+
 at::Tensor NaflexTrunkImpl::forward(const NaflexBatch& in) {
   auto x = embed(in);
   auto valid = in.valid.to(at::kBool);
@@ -195,20 +303,28 @@ at::Tensor NaflexTrunkImpl::forward(const NaflexBatch& in) {
   }
   const auto n = x.size(1);
   // Padding: zeroed (whatever the caller left there) and hidden from every query.
-  const bool padded = !valid.all().item<bool>();
+  const auto valid_count = valid.sum().item<std::int64_t>();
+  const bool padded = valid_count < b * n;
+  last_padded_share = last_run_padded_share =
+      1.0 - static_cast<double>(valid_count) / static_cast<double>(b * n);
   at::Tensor mask;
   if (padded) {
     x = x.masked_fill(~valid.unsqueeze(-1), 0.0);
     mask = valid.view({b, 1, 1, n});
   }
-  const bool checkpoint = grad_checkpointing && is_training() && at::GradMode::is_enabled();
-  // checkpointed_block passes one tensor: the validity rides along as a last channel.
-  if (checkpoint && padded) x = at::cat({x, valid.unsqueeze(-1).to(x.scalar_type())}, -1);
-  for (std::size_t i = 0; i < blocks->size(); ++i) {
-    auto* blk = blocks->ptr<NaflexBlockImpl>(i).get();
-    x = checkpoint ? checkpointed_block(*blk, x, false) : blk->forward_masked(x, mask);
+  if (padded && packing) {
+    x = packed_blocks(x, valid);
+  } else {
+    const bool checkpoint = grad_checkpointing && is_training() && at::GradMode::is_enabled();
+    // checkpointed_block passes one tensor: the segments (valid 0, padding -1) ride along.
+    if (checkpoint && padded)
+      x = at::cat({x, segment_channels(valid.to(at::kLong) - 1, x.scalar_type())}, -1);
+    for (std::size_t i = 0; i < blocks->size(); ++i) {
+      auto* blk = blocks->ptr<NaflexBlockImpl>(i).get();
+      x = checkpoint ? checkpointed_block(*blk, x, false) : blk->forward_masked(x, mask);
+    }
+    if (checkpoint && padded) x = x.narrow(-1, 0, width);
   }
-  if (checkpoint && padded) x = x.narrow(-1, 0, width);
   if (pool == VisionPool::map) return masked_pool(*attn_pool, norm->forward(x), mask);
   if (!padded) return norm->forward(x.mean(1));
   const auto v = valid.to(x.scalar_type());

@@ -124,9 +124,10 @@ void TrainStep::set_teacher(model::Clip teacher) {
   distill_ = std::make_unique<loss::ClipLoss>(pg_, loss_cfg_);
 }
 
-model::ClipOutput TrainStep::teach(const at::Tensor& images, const at::Tensor& tokens) {
+model::ClipOutput TrainStep::teach(const at::Tensor& images, const at::Tensor& tokens,
+                                   const at::Tensor& grids) {
   at::NoGradGuard no_grad;
-  return teacher_->forward(images, tokens);
+  return teacher_->forward(images, tokens, grids);
 }
 
 at::Tensor TrainStep::loss_of(const model::ClipOutput& out, const model::ClipOutput* teacher) {
@@ -190,9 +191,10 @@ at::Tensor TrainStep::forward_backward(const std::vector<MicroBatch>& micro, Ste
     const MicroBatch& m = micro.at(0);
     AutocastGuard autocast(options_.bf16, device_.type());
     const at::Tensor images = prepare_images(m.images), tokens = m.tokens.to(device_, true);
-    auto out = model_->forward(images, tokens);
+    const at::Tensor grids = m.grids.defined() ? m.grids.to(device_, true) : at::Tensor();
+    auto out = model_->forward(images, tokens, grids);
     if (teacher_) {
-      const auto taught = teach(images, tokens);
+      const auto taught = teach(images, tokens, grids);
       loss = loss_of(out, &taught);
     } else {
       loss = loss_of(out, nullptr);
@@ -216,21 +218,22 @@ at::Tensor TrainStep::forward_backward_accumulated(const std::vector<MicroBatch>
                                                    StepResult& r) {
   const auto t0 = Clock::now();
   const std::size_t n = micro.size();
-  std::vector<at::Tensor> images, tokens, img_f, txt_f, t_img_f, t_txt_f;
+  std::vector<at::Tensor> images, tokens, grids, img_f, txt_f, t_img_f, t_txt_f;
   at::Tensor t_scale;
   for (const auto& m : micro) {
     images.push_back(prepare_images(m.images));
+    grids.push_back(m.grids.defined() ? m.grids.to(device_, true) : at::Tensor());
     tokens.push_back(m.tokens.to(device_, /*non_blocking=*/true));
   }
   {
     at::NoGradGuard no_grad;
     AutocastGuard autocast(options_.bf16, device_.type());
     for (std::size_t j = 0; j < n; ++j) {
-      auto out = model_->forward(images[j], tokens[j]);
+      auto out = model_->forward(images[j], tokens[j], grids[j]);
       img_f.push_back(out.image_features);
       txt_f.push_back(out.text_features);
       if (!teacher_) continue;
-      auto taught = teach(images[j], tokens[j]);
+      auto taught = teach(images[j], tokens[j], grids[j]);
       t_img_f.push_back(taught.image_features);
       t_txt_f.push_back(taught.text_features);
       t_scale = taught.logit_scale;
@@ -248,7 +251,7 @@ at::Tensor TrainStep::forward_backward_accumulated(const std::vector<MicroBatch>
     at::Tensor loss;
     {
       AutocastGuard autocast(options_.bf16, device_.type());
-      auto out = model_->forward(images[j], tokens[j]);
+      auto out = model_->forward(images[j], tokens[j], grids[j]);
       auto all_i = img_f, all_t = txt_f;
       all_i[j] = out.image_features;
       all_t[j] = out.text_features;

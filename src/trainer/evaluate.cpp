@@ -29,6 +29,8 @@ std::unique_ptr<data::Loader> eval_loader(const EvalSettings& es, const std::str
                                             es.seed);
   o.resize_mode = spec.resize_mode;
   o.interpolation = spec.interpolation;
+  o.naflex_patch = spec.naflex_inputs() ? static_cast<int>(spec.patch_size) : 0;
+  o.naflex_max_tokens = spec.max_seq_len;
   o.shards = shards;
   o.source_weights.clear();
   o.num_samples = 0;

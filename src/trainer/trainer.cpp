@@ -72,6 +72,8 @@ data::LoaderOptions train_loader_options(const config::Config& cfg, const sessio
   auto o = data::LoaderOptions::from_config(
       cfg.data, cfg.train.batch_size, static_cast<int>(s.spec.image_size), s.rank(), s.world_size(),
       static_cast<std::uint64_t>(cfg.train.seed));
+  o.naflex_patch = s.spec.naflex_inputs() ? static_cast<int>(s.spec.patch_size) : 0;
+  o.naflex_max_tokens = s.spec.max_seq_len;
   o.drop_last = true;  // equal batches on every rank (the loss all-gathers them)
   return o;
 }
@@ -336,7 +338,7 @@ std::vector<train::MicroBatch> Trainer::Impl::next_batch(LogWindow& log) {
   while (static_cast<std::int64_t>(micro.size()) < cfg.train.accum_freq) {
     auto b = loader->next();
     if (!b) continue;  // the next epoch starts
-    micro.push_back({b->images, b->tokens});
+    micro.push_back({b->images, b->tokens, b->grids});
     if (sample_log) {
       *sample_log << b->epoch;
       for (const auto& k : b->keys) *sample_log << ' ' << k;

@@ -1,5 +1,6 @@
 // The loader: every sample once per epoch across ranks x workers, a deterministic stream, exact
 // resume, resampled mode, and bad data counted without a crash or a hang.
+#include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <gtest/gtest.h>
 
@@ -12,6 +13,7 @@
 
 #include "clipper/core/error.hpp"
 #include "clipper/data/loader.hpp"
+#include "clipper/model/naflex_size.hpp"
 #include "fixtures.hpp"
 #include "loader_state.hpp"
 #include "shuffle_buffer.hpp"
@@ -112,6 +114,42 @@ TEST(Loader, BatchShapesTokensAndLayout) {
   ASSERT_TRUE(e1);
   EXPECT_EQ(e1->epoch, 1);
   EXPECT_EQ(e1->index_in_epoch, 0);
+}
+
+// NaFlex (issue 28): each sample is its picture's patches at its own aspect ratio under the token
+// budget (the grid from naflex_image_size), zeros after them; training crops first.
+TEST(Loader, NaflexBatchesArePatchesWithTheirGrids) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 1, 4, true, "d", 64, 24);
+  auto o = base(pat);
+  o.workers = 1;
+  o.train = false;
+  o.naflex_patch = 8;
+  o.naflex_max_tokens = 12;
+  data::Loader l(o, tok());
+  auto b = l.next();
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->images.sizes(), (std::vector<std::int64_t>{4, 12, 8 * 8 * 3}));
+  ASSERT_TRUE(b->grids.defined());
+  EXPECT_EQ(b->grids.sizes(), (std::vector<std::int64_t>{4, 2}));
+  for (std::int64_t i = 0; i < 4; ++i) {
+    // make_dataset's sample i is (64 + i % 5) x 24 pixels (width x height).
+    const auto [h, w] = model::naflex_image_size(24, 64 + i, 8, 12);
+    const auto rows = b->grids[i][0].item<std::int64_t>(),
+               cols = b->grids[i][1].item<std::int64_t>();
+    EXPECT_EQ(rows * 8, h) << i;
+    EXPECT_EQ(cols * 8, w) << i;
+    EXPECT_GT(cols, rows) << "a wide picture stays wide, sample " << i;
+    EXPECT_GT(b->images[i].narrow(0, 0, rows * cols).to(at::kFloat).std().item<double>(), 10.0);
+    EXPECT_EQ(b->images[i].narrow(0, rows * cols, 12 - rows * cols).sum().item<std::int64_t>(), 0);
+  }
+  o.train = true;
+  data::Loader t(o, tok());
+  auto tb = t.next();
+  ASSERT_TRUE(tb);
+  const auto n = tb->grids.select(1, 0) * tb->grids.select(1, 1);
+  EXPECT_LE(n.max().item<std::int64_t>(), 12);
+  EXPECT_GE(n.min().item<std::int64_t>(), 1);
 }
 
 TEST(Loader, EverySampleOncePerEpochAcrossRanksAndWorkers) {

@@ -146,20 +146,30 @@ double mean_over_ranks_diff(ProcessGroup& pg, const at::Tensor& mine, const at::
 int run_loss(ProcessGroup& pg, const std::string& kind) {
   const int w = pg.size(), r = pg.rank();
   const long b = arg_i("batch", 4), d = arg_i("dim", 8);
+  // uneven=1: rank k holds b + k pairs (NaFlex batches by token budget, loss.unequal_batches).
+  const bool uneven = arg("uneven", "0") == "1";
+  auto rows_of = [&](long k) { return uneven ? b + k : b; };
+  long first = 0, total = 0;
+  for (long k = 0; k < w; ++k) {
+    if (k < r) first += rows_of(k);
+    total += rows_of(k);
+  }
+  const long n = rows_of(r);
   auto cfg = loss_config();
   cfg.kind = clipper::config::parse_choice<clipper::config::LossKind>(kind);
   const bool siglip = kind == "siglip";
-  const Features all = global_features(1234, w * b, d);
+  const Features all = global_features(1234, total, d);
 
-  auto mine = loss_leaves(all, r * b, b, siglip);
+  auto mine = loss_leaves(all, first, n, siglip);
   auto loss_fn = clipper::loss::make_loss(cfg, borrowed(pg));
+  loss_fn->unequal_batches = uneven;
   at::Tensor loss = loss_fn->forward(mine.img, mine.txt, mine.scale, mine.bias);
   // A second call checks the cached labels.
   loss = loss_fn->forward(mine.img, mine.txt, mine.scale, mine.bias);
   loss.backward();
 
   ProcessGroup single;
-  auto whole = loss_leaves(all, 0, w * b, siglip);
+  auto whole = loss_leaves(all, 0, total, siglip);
   at::Tensor ref = clipper::loss::make_loss(cfg, borrowed(single))
                        ->forward(whole.img, whole.txt, whole.scale, whole.bias);
   ref.backward();
@@ -169,8 +179,8 @@ int run_loss(ProcessGroup& pg, const std::string& kind) {
   if (cfg.gather_with_grad || siglip) {
     // This rank's gradient is d(sum over ranks of their losses)/d(own features); the mean loss
     // is what one process computes, so divide by the world size (what GradReducer does).
-    c.add("d_image", max_abs(mine.img.grad() / w, whole.img.grad().narrow(0, r * b, b)));
-    c.add("d_text", max_abs(mine.txt.grad() / w, whole.txt.grad().narrow(0, r * b, b)));
+    c.add("d_image", max_abs(mine.img.grad() / w, whole.img.grad().narrow(0, first, n)));
+    c.add("d_text", max_abs(mine.txt.grad() / w, whole.txt.grad().narrow(0, first, n)));
     c.add("d_scale", mean_over_ranks_diff(pg, mine.scale.grad(), whole.scale.grad()));
     if (siglip) c.add("d_bias", mean_over_ranks_diff(pg, mine.bias.grad(), whole.bias.grad()));
   }

@@ -83,6 +83,14 @@ TEST(DistLoss, SigLipGather4Ranks) {
 TEST(DistLoss, SigLipNeighbour4Ranks) {
   expect_all_ok(4, "siglip", "exchange=neighbour dtype=f64");
 }
+// Ranks with different numbers of pairs (NaFlex batches by token budget; issue 28): rank k holds
+// 4 + k, the counts gathered first, the loss and gradients those of one process on all of them.
+TEST(DistLoss, ClipUnequalBatches3Ranks) {
+  expect_all_ok(3, "clip", "local=1 grad=1 dtype=f64 uneven=1");
+}
+TEST(DistLoss, SigLipUnequalBatches2Ranks) {
+  expect_all_ok(2, "siglip", "dtype=f64 uneven=1");
+}
 TEST(DistLoss, SigLipNeighbour2Ranks) {
   expect_all_ok(2, "siglip", "exchange=neighbour dtype=f64");
 }

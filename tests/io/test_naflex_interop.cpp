@@ -96,7 +96,24 @@ void load_timm_weights(cm::NaflexVitImpl& tower, const std::string& path) {
 struct Ours {
   std::map<std::string, at::Tensor> features;
   std::vector<cm::NaflexPatches> patches;
+  at::Tensor packed;  // the batch packed into rows: row i is picture i's features
+  double packed_share = 0, padded_share = 0;
 };
+
+// Packed rows against timm's NaFlexVit on each picture alone (issue 28, item 3).
+void expect_packed_close(const Ours& ours, const std::map<std::string, at::Tensor>& theirs,
+                         const std::string& prefix, const std::string& what) {
+  std::cout << "[naflex] " << what << " packed: padding " << ours.padded_share << " of the batch, "
+            << ours.packed_share << " of the packed rows\n";
+  EXPECT_LT(ours.packed_share, ours.padded_share) << what;
+  for (std::int64_t i = 0; i < ours.packed.size(0); ++i) {
+    const auto& o = theirs.at(prefix + std::to_string(i));
+    const double diff = (ours.packed[i] - o[0]).abs().max().item<double>();
+    const double scale = std::max(1.0, o.abs().max().item<double>());
+    std::cout << "[naflex] " << what << " packed " << i << ": max |diff| " << diff << "\n";
+    EXPECT_LE(diff, kTol * scale) << what << " packed picture " << i;
+  }
+}
 
 Ours our_features(cm::NaflexVitImpl& tower, const std::vector<at::Tensor>& images,
                   const std::vector<Picture>& pics, std::int64_t seq_len,
@@ -110,7 +127,13 @@ Ours our_features(cm::NaflexVitImpl& tower, const std::vector<at::Tensor>& image
         pics[i].bicubic ? cm::Interpolation::bicubic : cm::Interpolation::bilinear));
     o.features[std::to_string(i)] = tower.forward_patches(cm::naflex_collate({o.patches.back()}));
   }
-  o.features["batch"] = tower.forward_patches(cm::naflex_collate(o.patches, seq_len));
+  const auto batch = cm::naflex_collate(o.patches, seq_len);
+  tower.trunk->packing = false;
+  o.features["batch"] = tower.forward_patches(batch);  // padded, as timm runs it
+  tower.trunk->packing = true;
+  o.packed = tower.forward_patches(batch);  // several pictures per row, block-diagonal
+  o.packed_share = tower.trunk->last_run_padded_share;
+  o.padded_share = tower.trunk->last_padded_share;
   o.features["square"] = square();
   return o;
 }
@@ -181,9 +204,11 @@ void run_naflex_interop(const cm::ModelSpec& spec, cm::NaflexVitImpl& tower,
               << pics[i].budget << " -> " << p.grid_h << "x" << p.grid_w << " patches\n";
   }
   expect_close(ours.features, py, "a_", spec.name + " clipper weights in timm");
+  expect_packed_close(ours, py, "a_", spec.name + " clipper weights in timm");
   load_timm_weights(tower, dir.file("py/b.safetensors"));
-  expect_close(our_features(tower, images, pics, seq_len, run_square).features, py, "b_",
-               spec.name + " timm weights in clipper");
+  const auto back = our_features(tower, images, pics, seq_len, run_square);
+  expect_close(back.features, py, "b_", spec.name + " timm weights in clipper");
+  expect_packed_close(back, py, "b_", spec.name + " timm weights in clipper");
 }
 
 std::shared_ptr<cm::NaflexVitImpl> naflex_tower(const std::shared_ptr<cm::ImageTowerImpl>& t) {

@@ -178,7 +178,7 @@ TEST(ModelsVerb, ListsParameterCountsAndFlops) {
 // from open_clip_config.json, so eval and embed need no --model (issue 19.6).
 TEST(OpenClipExport, ExportDescribesItsModel) {
   clipper::test::TempDir dir;
-  for (const char* name : {"tiny-vit", "tiny-rn"}) {
+  for (const char* name : {"tiny-vit", "tiny-rn", "tiny-naflex"}) {
     auto spec = cm::load_model_spec(name);
     cm::use_siglip_init(spec);
     const auto out = dir.file(name);
@@ -193,6 +193,15 @@ TEST(OpenClipExport, ExportDescribesItsModel) {
     ASSERT_TRUE(d->init_logit_bias.has_value());
     EXPECT_EQ(*d->init_logit_bias, -10.0);
     EXPECT_EQ(cio::openclip_config_json(*d), cio::openclip_config_json(spec)) << name;
+    // NaFlex: the export says the model wants patch sequences under its token budget, with
+    // timm's create_transform names (issue 28, item 4).
+    EXPECT_EQ(d->max_seq_len, spec.max_seq_len) << name;
+    const auto pre = nlohmann::json::parse(cio::openclip_config_json(spec))["preprocess_cfg"];
+    EXPECT_EQ(pre.contains("naflex"), spec.naflex_inputs()) << name;
+    if (spec.naflex_inputs()) {
+      EXPECT_EQ(pre["max_seq_len"], 16);
+      EXPECT_EQ(pre["patch_size"], 8);
+    }
   }
   const auto diff =
       cio::architecture_difference(cm::load_model_spec("tiny-vit"), cm::load_model_spec("tiny-rn"));

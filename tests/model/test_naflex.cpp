@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <array>
 #include <functional>
 #include <string>
 
@@ -100,6 +101,64 @@ TEST(Naflex, CheckpointingWithPaddingKeepsGradients) {
   ASSERT_EQ(grads[0].size(), grads[1].size());
   for (std::size_t i = 0; i < grads[0].size(); ++i)
     EXPECT_LE((grads[0][i] - grads[1][i]).abs().max().item<double>(), 1e-5) << i;
+}
+
+// Packing (issue 28, item 3): rows filled first-fit decreasing, the longest picture first.
+TEST(Naflex, PackingPlanFirstFitDecreasing) {
+  const auto p = cm::naflex_pack({16, 3, 10, 6, 1}, 16);
+  EXPECT_EQ(p.rows, 3);  // [16], [10, 6], [3, 1]
+  EXPECT_EQ(p.row, (std::vector<std::int64_t>{0, 2, 1, 1, 2}));
+  EXPECT_EQ(p.offset, (std::vector<std::int64_t>{0, 0, 0, 10, 3}));
+  EXPECT_EQ(p.tokens, 36);
+  EXPECT_DOUBLE_EQ(p.padded_share(), 1.0 - 36.0 / 48.0);
+  EXPECT_NE(error_of([] { cm::naflex_pack({17}, 16); }).find("picture 0 has 17 patches"),
+            std::string::npos);
+}
+
+// Several pictures packed into one row with a block-diagonal mask give each picture the features
+// and the gradients it has alone and in a padded batch (with and without checkpointing).
+TEST(Naflex, PackedRowsEqualPaddedBatchesPerPicture) {
+  at::manual_seed(4);
+  std::vector<cm::NaflexPatches> pics;
+  const std::vector<std::array<std::int64_t, 3>> shapes{{20, 50, 12}, {64, 64, 30}, {8, 40, 5},
+                                                        {40, 16, 10}, {16, 16, 4},  {30, 8, 3}};
+  for (const auto& [h, w, budget] : shapes)
+    pics.push_back(
+        cm::naflex_patchify(at::randn({3, h, w}), 8, budget, cm::Interpolation::bilinear));
+  const auto batch = cm::naflex_collate(pics, 30);
+  auto tower = tiny_tower(6);
+  tower->eval();
+  {
+    at::NoGradGuard g;
+    tower->trunk->packing = true;
+    const auto packed = tower->forward_patches(batch);
+    EXPECT_LT(tower->trunk->last_run_padded_share, 0.2);  // 2 rows of 30 hold 57 patches
+    EXPECT_GT(tower->trunk->last_padded_share, 0.6);      // 6 rows of 30
+    tower->trunk->packing = false;
+    const auto padded = tower->forward_patches(batch);
+    EXPECT_DOUBLE_EQ(tower->trunk->last_run_padded_share, tower->trunk->last_padded_share);
+    for (std::size_t i = 0; i < pics.size(); ++i) {
+      const auto alone = tower->forward_patches(cm::naflex_collate({pics[i]}))[0];
+      const auto k = static_cast<std::int64_t>(i);
+      EXPECT_LE((packed[k] - alone).abs().max().item<double>(), 1e-5) << i;
+      EXPECT_LE((packed[k] - padded[k]).abs().max().item<double>(), 1e-5) << i;
+    }
+  }
+  tower->train();
+  for (bool ckpt : {false, true}) {
+    std::vector<at::Tensor> grads[2];
+    for (int packing = 0; packing < 2; ++packing) {
+      tower->zero_grad();
+      tower->set_grad_checkpointing(ckpt);
+      tower->trunk->packing = packing == 1;
+      tower->forward_patches(batch).pow(2).sum().backward();
+      for (const auto& p : tower->parameters()) grads[packing].push_back(p.grad().clone());
+    }
+    for (std::size_t i = 0; i < grads[0].size(); ++i)
+      EXPECT_LE((grads[0][i] - grads[1][i]).abs().max().item<double>(), 1e-5)
+          << "parameter " << i << (ckpt ? " (checkpointed)" : "");
+  }
+  tower->set_grad_checkpointing(false);
 }
 
 TEST(Naflex, BadInputsAreNamed) {

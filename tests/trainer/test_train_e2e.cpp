@@ -279,6 +279,40 @@ TEST(TrainE2E, TinySiglipLearnsAboveChanceAndResumesBitIdentically) {
   expect_same_runs(t.path() / "runs");
 }
 
+// NaFlex (issue 28): a tiny NaFlex model (timm's NaFlexVit trunk, 7-pixel patches, a budget of 16)
+// trains on patch batches of its random crops, kept at their aspect ratio (3:4 to 4:3, so grids
+// of 3 x 4, 4 x 3, 4 x 4 patches and so on, packed), is evaluated on whole pictures as patches,
+// learns above chance and resumes bit-identically.
+TEST(TrainE2E, TinyNaflexLearnsOnPatchBatchesAndResumesBitIdentically) {
+  clipper::test::TempDir t;
+  const auto spec = t.write(
+      "tiny-fmnist-naflex.yaml",
+      "embed_dim: 64\ncustom_text: true\ntokenizer: clip\n"
+      "vision_cfg: {tower: naflex_vit, timm_pool: map, image_size: 28, patch_size: 7, width: 64, "
+      "layers: 2, head_width: 32, act: gelu_tanh, norm_eps: 1.0e-6, pos_embed_grid: 4}\n"
+      "text_cfg: {context_length: 16, vocab_size: 49408, width: 64, heads: 2, layers: 2}\n"
+      "preprocess_cfg: {mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], interpolation: bilinear, "
+      "max_seq_len: 16}\n");
+  const auto cfg = write_config(t);
+  const std::string train = clipper_bin() + " train " + cfg + " --set model.name=" + spec;
+  const auto l = run(train + " --set train.run_name=learn --set train.max_steps=240" +
+                     " --set train.log_every=48");
+  ASSERT_EQ(l.exit_code, 0) << l.output;
+  std::smatch top1;
+  ASSERT_TRUE(
+      std::regex_search(l.output, top1, std::regex("zero-shot on 512 images: top-1 ([0-9.]+) %")))
+      << l.output;
+  std::cout << "[tiny naflex] zero-shot top-1 after 240 steps: " << top1[1] << " %\n";
+  EXPECT_GT(std::stod(top1[1]), 30.0) << l.output;  // chance: 10 %
+  const auto a = run(train + " --set train.run_name=straight");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  const auto b1 = run(train + " --set train.run_name=resumed --set train.stop_at_step=5");
+  ASSERT_EQ(b1.exit_code, 75) << b1.output;
+  const auto b2 = run(train + " --set train.run_name=resumed --resume latest");
+  ASSERT_EQ(b2.exit_code, 0) << b2.output;
+  expect_same_runs(t.path() / "runs");
+}
+
 TEST(TrainE2E, ResumeIsBitIdenticalSingleRank) {
   clipper::test::TempDir t;
   const auto cfg = write_config(t);

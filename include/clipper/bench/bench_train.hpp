@@ -24,6 +24,12 @@ struct BenchOptions {
   std::string sdpa = "auto";         // auto: LibTorch picks (flash, ...); math: the unfused path
   bool cuda_graph = false;           // also time the step captured in a CUDA graph and replayed
   bool grad_checkpointing = false;
+  // NaFlex models (preprocess_cfg.max_seq_len > 0): the batches are pictures of mixed aspect
+  // ratios as patches under the token budget (a fixed cycle of ratios), run packed or padded.
+  bool naflex_packing = true;
+  // NaFlex: pictures also of mixed sizes: picture i under a budget of max_seq_len / 2^(i % 3)
+  // (as pictures smaller than the budget would be without upscaling), not all filling it.
+  bool naflex_mixed_sizes = false;
   std::int64_t zero = 0;       // dist.zero
   bool chunked_loss = false;   // loss.chunked
   std::int64_t lora_rank = 0;  // lora.rank (0: full fine-tune); adapters on attn + mlp, both towers
@@ -43,6 +49,9 @@ struct BenchResult {
   double graph_samples_per_s = -1;    // --cuda-graph: the captured step replayed (-1: not run)
   std::string graph_error;            // --cuda-graph: why capture failed
   std::int64_t params = 0, trainable_params = 0;  // values; trainable: what AdamW updates
+  // NaFlex: the share of sequence slots that are padding as the batch comes (each picture padded
+  // to the budget) and as the blocks ran it (packed rows; equal when not packed). -1: not NaFlex.
+  double padded_share = -1, run_padded_share = -1;
   std::string to_json() const;
   std::string to_text() const;
 };

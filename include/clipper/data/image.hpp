@@ -56,6 +56,24 @@ struct TransformSpec {
   // S x S (eval_geometry) and the resize filter. Training is bicubic, as open_clip's.
   model::ResizeMode resize_mode = model::ResizeMode::shortest;
   model::Interpolation interpolation = model::Interpolation::bicubic;
+  // NaFlex (both > 0): instead of S x S, the picture (evaluation) or the random crop (training)
+  // keeps its aspect ratio and is resized to the largest multiple of `naflex_patch` whose patch
+  // count is at most `naflex_max_tokens` (model/naflex_size.hpp), with `interpolation` in
+  // evaluation and bicubic in training, then cut into patches: the output is naflex_max_tokens
+  // patches of naflex_patch^2 * 3 bytes, (row, column, channel) inside a patch, patches in
+  // row-major grid order, zeros after the last one.
+  int naflex_patch = 0;
+  std::int64_t naflex_max_tokens = 0;
+  bool naflex() const { return naflex_patch > 0 && naflex_max_tokens > 0; }
+};
+
+// The bytes ImageProcessor::process writes per picture: size^2 * 3, or NaFlex's
+// naflex_max_tokens * naflex_patch^2 * 3.
+std::size_t output_bytes(const TransformSpec& spec);
+
+// A NaFlex picture's patch grid: rows x columns of patches, the first rows * cols output patches.
+struct PatchGrid {
+  int rows = 0, cols = 0;
 };
 
 // A crop in source pixels.
@@ -103,9 +121,10 @@ class ImageProcessor {
 
   const TransformSpec& spec() const { return spec_; }
   // Decodes, crops (train: random box from `seed`; eval: center) and resizes (bicubic) into
-  // `out` (spec.size * spec.size * 3 bytes, RGB). `why` gets a description of a failure.
+  // `out` (output_bytes(spec) bytes, RGB). `why` gets a description of a failure. NaFlex
+  // (spec.naflex()): patches, their grid in `grid`.
   ImageError process(const std::string& bytes, std::uint64_t seed, std::uint8_t* out,
-                     std::string* why);
+                     std::string* why, PatchGrid* grid = nullptr);
 
   // What process() would make of `bytes`, with the least work that finds it out exactly: the
   // header; then for a JPEG its entropy-coded data decoded at the smallest DCT scale into grey
@@ -119,7 +138,7 @@ class ImageProcessor {
 
  private:
   ImageError process_jpeg(const std::string& bytes, std::uint64_t seed, std::uint8_t* out,
-                          std::string* why);
+                          std::string* why, PatchGrid* grid);
 
   TransformSpec spec_;
   std::int64_t max_pixels_;

@@ -72,6 +72,10 @@ struct LoaderOptions {
   // Evaluation (train = false): the model's preprocess_cfg, as OpenCLIP's image_transform.
   model::ResizeMode resize_mode = model::ResizeMode::shortest;
   model::Interpolation interpolation = model::Interpolation::bicubic;
+  // NaFlex (both > 0, docs/data.md): each picture keeps its aspect ratio under a budget of
+  // naflex_max_tokens patches of naflex_patch pixels; Batch::images are then patches.
+  int naflex_patch = 0;
+  std::int64_t naflex_max_tokens = 0;
   bool drop_last = false;  // true: every rank gets floor(N / (W*B)) full batches per epoch
   int rank = 0;
   int world_size = 1;
@@ -88,6 +92,8 @@ struct LoaderOptions {
 
 struct Batch {
   at::Tensor images;  // uint8 [B, H, W, 3], RGB, channels last (normalise on the device)
+                      // NaFlex: uint8 [B, max_tokens, P*P*3], picture b's grids[b] patches first
+  at::Tensor grids;   // NaFlex: int64 [B, 2], each picture's (rows, columns) of patches
   at::Tensor tokens;  // int64 [B, L]
   at::Tensor labels;  // int64 [B] when LoaderOptions::label_key is set, else undefined
   std::vector<std::string> keys;

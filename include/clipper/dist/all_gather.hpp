@@ -12,6 +12,9 @@
 // (true when every rank builds the same graph). With one process both return x itself.
 #include <ATen/core/Tensor.h>
 
+#include <cstdint>
+#include <vector>
+
 namespace clipper::dist {
 
 class ProcessGroup;
@@ -20,5 +23,13 @@ at::Tensor all_gather_with_grad(const at::Tensor& x, ProcessGroup& pg);
 // Without autograd: the gathered values, detached.
 at::Tensor all_gather_no_grad(const at::Tensor& x, ProcessGroup& pg);
 at::Tensor ring_shift_with_grad(const at::Tensor& x, int shift, ProcessGroup& pg);
+// Ranks with different row counts (NaFlex batches by token budget): the counts are all-gathered
+// first (one small collective), each rank's rows padded to the largest count and all-gathered
+// (with or without gradient), the padding dropped: every rank's rows in rank order, and in
+// `counts` each rank's row count.
+at::Tensor all_gather_rows_with_grad(const at::Tensor& x, ProcessGroup& pg,
+                                     std::vector<std::int64_t>* counts);
+at::Tensor all_gather_rows_no_grad(const at::Tensor& x, ProcessGroup& pg,
+                                   std::vector<std::int64_t>* counts);
 
 }  // namespace clipper::dist

@@ -82,12 +82,17 @@ struct ReaderOptions {
   // The model's preprocess_cfg (run_benchmark takes them from the model's spec).
   model::ResizeMode resize_mode = model::ResizeMode::shortest;
   model::Interpolation interpolation = model::Interpolation::bicubic;
+  // NaFlex (both > 0): pictures at their aspect ratio as patches (data::TransformSpec).
+  int naflex_patch = 0;
+  std::int64_t naflex_max_tokens = 0;
   std::int64_t max_image_pixels = 89478485;
   int rank = 0, world_size = 1;  // sample j of the split goes to rank j % world_size
 };
 
 struct BenchmarkBatch {
   at::Tensor images;       // uint8 [B, S, S, 3] (resize shorter side + center crop)
+                           // NaFlex: uint8 [B, max_tokens, P*P*3] patches
+  at::Tensor grids;        // NaFlex: int64 [B, 2] each picture's patch grid (rows, columns)
   at::Tensor labels;       // classification: int64 [B]
   at::Tensor multilabels;  // multilabel: float [B, classes] (0/1)
   std::vector<std::vector<std::string>> captions;  // retrieval: each image's captions

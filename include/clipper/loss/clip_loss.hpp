@@ -54,6 +54,8 @@ class ClipLoss : public ContrastiveLoss {
   // whatever loss.gather_with_grad says (the teacher's features).
   Logits logits(const at::Tensor& img, const at::Tensor& txt, const at::Tensor& scale,
                 bool no_grad);
+  // The local loss when ranks hold different numbers of pairs (unequal_batches).
+  at::Tensor unequal_forward(const at::Tensor& img, const at::Tensor& txt, const at::Tensor& scale);
   at::Tensor labels(std::int64_t rows, std::int64_t offset, const at::Device& device);
 
   std::shared_ptr<dist::ProcessGroup> pg_;

@@ -33,6 +33,12 @@ class ContrastiveLoss {
                              const at::Tensor& logit_scale, const at::Tensor& logit_bias) = 0;
   // "clip" or "siglip".
   virtual std::string kind() const = 0;
+  // Ranks may hold different numbers of pairs (NaFlex batches by token budget): each forward
+  // all-gathers the counts first and pads (dist::all_gather_rows_with_grad); each rank's loss is
+  // weighted by world * its rows / all rows, so the mean over ranks is still one process's loss
+  // on the concatenated batch. CLIP needs loss.local_loss; neither takes loss.chunked or SigLIP's
+  // neighbour exchange (an InputError names them).
+  bool unequal_batches = false;
 };
 
 // loss.kind = clip | siglip. The group must outlive the loss.

@@ -17,6 +17,7 @@
 
 #include "clipper/model/image_tower.hpp"
 #include "clipper/model/model_spec.hpp"
+#include "clipper/model/naflex_vit.hpp"
 #include "clipper/model/text_tower.hpp"
 #include "clipper/model/transformer.hpp"
 #include "clipper/model/vision.hpp"
@@ -36,11 +37,16 @@ class ClipImpl : public torch::nn::Module {
 
   // images: float [B, 3, H, W], already normalized.
   at::Tensor encode_image(const at::Tensor& images, bool normalize = true);
+  // NaFlex: `grids` int64 [B, 2] defined, `images` are float patches [B, N, P*P*3] (the loader's
+  // NaFlex batches, normalized), picture b's grids[b] patches first (naflex_batch_from_grids);
+  // undefined grids: encode_image(images). A tower other than naflex_vit refuses patches.
+  at::Tensor encode_image(const at::Tensor& images, const at::Tensor& grids, bool normalize);
   // tokens: int64 [B, L] with L <= context_length; pooled as spec.text_pool says: argmax, the
   // position of the largest id in each row (the CLIP tokenizer's end-of-text); eos, the first
   // spec.text_eos_id; first; last (SigLIP).
   at::Tensor encode_text(const at::Tensor& tokens, bool normalize = true);
-  ClipOutput forward(const at::Tensor& images, const at::Tensor& tokens);
+  ClipOutput forward(const at::Tensor& images, const at::Tensor& tokens,
+                     const at::Tensor& grids = {});
 
   // OpenAI / OpenCLIP initialization from a seeded generator of its own (the global RNG is not
   // touched): same seed, same weights. Called by create_model.
@@ -67,10 +73,11 @@ class ClipImpl : public torch::nn::Module {
   const ModelSpec& spec() const { return spec_; }
   bool is_resnet() const { return spec_.is_resnet(); }
 
-  std::shared_ptr<ImageTowerImpl> visual;  // registered as "visual"
-  VisionTransformer visual_vit{nullptr};   // the same tower when it is OpenCLIP's ViT
-  ModifiedResNet visual_resnet{nullptr};   // the same tower when it is a ModifiedResNet
-  TextTransformer text{nullptr};           // registered as "text" when spec.custom_text
+  std::shared_ptr<ImageTowerImpl> visual;        // registered as "visual"
+  VisionTransformer visual_vit{nullptr};         // the same tower when it is OpenCLIP's ViT
+  ModifiedResNet visual_resnet{nullptr};         // the same tower when it is a ModifiedResNet
+  std::shared_ptr<NaflexVitImpl> visual_naflex;  // the same tower when it is a naflex_vit
+  TextTransformer text{nullptr};                 // registered as "text" when spec.custom_text
   // The text tower's parts (the same tensors and modules as `text`'s).
   torch::nn::Embedding token_embedding{nullptr};
   at::Tensor positional_embedding;

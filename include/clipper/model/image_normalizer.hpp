@@ -1,7 +1,8 @@
 #pragma once
 // Loader batches to model input: uint8 [B,H,W,3] (any device) -> float [B,3,H,W] on the model's
 // device, normalized with the architecture's mean and std. Float input is taken as already
-// normalized and only moved. Used by the training step, evaluation and `clipper embed`.
+// normalized and only moved. NaFlex patches, uint8 [B, N, P*P*3] with the channel fastest, become
+// float [B, N, P*P*3] alike. Used by the training step, evaluation and `clipper embed`.
 #include <ATen/core/Tensor.h>
 
 #include "clipper/model/model_spec.hpp"

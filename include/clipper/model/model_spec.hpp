@@ -39,6 +39,9 @@ struct ModelSpec {
   // naflex_vit: the learned position table is pos_embed_grid x pos_embed_grid, resized to each
   // image's patch grid with this interpolation (antialiased, as timm's NaFlexEmbeds).
   std::int64_t pos_embed_grid = 16;
+  // naflex_vit: padded batches run with several pictures packed into each sequence row and a
+  // block-diagonal attention mask (the same features; padding waste near 0). false: padded.
+  bool naflex_packing = true;
   Interpolation pos_embed_interp = Interpolation::bilinear;
 
   // Text tower.
@@ -72,6 +75,11 @@ struct ModelSpec {
   std::array<double, 3> std{0.26862954, 0.26130258, 0.27577711};
   Interpolation interpolation = Interpolation::bicubic;
   ResizeMode resize_mode = ResizeMode::shortest;
+  // NaFlex (naflex_vit towers): > 0, every picture keeps its aspect ratio and is resized to the
+  // largest patch grid of at most this many patches (timm's max_seq_len, transformers'
+  // max_num_patches), fed as a patch sequence; 0: square pictures of image_size.
+  std::int64_t max_seq_len = 0;
+  bool naflex_inputs() const { return max_seq_len > 0; }
 
   bool is_resnet() const { return image_tower == ImageTowerKind::resnet; }
   // The activations the towers use: quick_gelu (OpenAI's) overrides both.

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "clipper/model/naflex_size.hpp"
 #include "clipper/model/preprocess.hpp"
 
 namespace clipper::model {
@@ -28,14 +29,6 @@ struct NaflexPatches {
   std::int64_t grid_h = 0, grid_w = 0;
 };
 
-// The size (height, width) a picture of `height` x `width` pixels is resized to under a budget
-// of `max_tokens` patches of `patch` pixels: timm's get_image_size_for_seq (its binary search
-// for the largest scale whose patch-rounded size fits, each side at least one patch). Throws
-// InputError for a budget below one patch or a picture timm's search cannot scale.
-std::pair<std::int64_t, std::int64_t> naflex_image_size(std::int64_t height, std::int64_t width,
-                                                        std::int64_t patch,
-                                                        std::int64_t max_tokens);
-
 // Resizes a float picture [3, H, W] (already normalized or not: resizing is linear) to
 // naflex_image_size (antialiased bilinear or bicubic, as torchvision's resize of a tensor; an
 // unchanged size is not resampled) and cuts it into patches (timm's ResizeToSequence then
@@ -50,5 +43,25 @@ NaflexBatch naflex_patchify_batch(const at::Tensor& images, std::int64_t patch);
 // Pads the sequences to `seq_len` (0: the longest) with zero patches at coordinate (0, 0),
 // marked invalid (timm's NaFlexCollator). A sequence longer than seq_len is an error.
 NaflexBatch naflex_collate(const std::vector<NaflexPatches>& items, std::int64_t seq_len = 0);
+
+// A batch of pictures each padded to N patches as the loader gives them: patches [B, N, P*P*3]
+// (float, or uint8 before normalization), picture b's h * w patches first in row-major order
+// (grids int64 [B, 2]: (h, w)), the rest padding. Coordinates and validity are derived on the
+// patches' device. Errors name the picture whose grid does not fit N.
+NaflexBatch naflex_batch_from_grids(const at::Tensor& patches, const at::Tensor& grids);
+
+// How the pictures of a batch share sequence rows when packed (issue 28, item 3): first-fit
+// decreasing by length into rows of `row_len` tokens; picture b takes tokens
+// [offset[b], offset[b] + lengths[b]) of row row[b]. A picture longer than row_len is an error.
+struct NaflexPacking {
+  std::int64_t rows = 0, row_len = 0, tokens = 0;  // tokens: the pictures' tokens, all rows
+  std::vector<std::int64_t> row, offset;
+  // The share of the rows' slots that are padding (0 when nothing is packed).
+  double padded_share() const {
+    return rows == 0 ? 0.0
+                     : 1.0 - static_cast<double>(tokens) / static_cast<double>(rows * row_len);
+  }
+};
+NaflexPacking naflex_pack(const std::vector<std::int64_t>& lengths, std::int64_t row_len);
 
 }  // namespace clipper::model

@@ -25,11 +25,17 @@ class NaflexBlockImpl : public TimmBlockImpl {
   NaflexBlockImpl(std::int64_t dim, std::int64_t heads, double mlp_ratio, Activation act,
                   double eps)
       : TimmBlockImpl(dim, heads, mlp_ratio, act, eps), width(dim) {}
-  // key_mask: bool [B, 1, 1, N] (true: attend), or undefined for no padding.
+  // key_mask: bool [B, 1, 1, N] (true: attend) or a block mask [B, 1, N, N] (packed rows), or
+  // undefined for no padding.
   at::Tensor forward_masked(const at::Tensor& x, const at::Tensor& key_mask);
   // For gradient checkpointing (checkpointed_block): x [B, N, width] without padding, or
-  // [B, N, width + 1] with each token's validity (1 / 0) in the last channel, passed through.
+  // [B, N, width + 2] with each token's segment in the last two channels (segment = 256 * c1 +
+  // c2, exact in bf16; -1, -1: padding), passed through: a token attends to its segment only.
   at::Tensor forward(const at::Tensor& x, bool causal = false) override;
+  // Packed pictures without rows (CUDA's variable-length flash kernel): x [T, width], the
+  // pictures' tokens one after the other, picture i at [cu[i], cu[i+1]) (int32), the longest
+  // `max_len` tokens.
+  at::Tensor forward_varlen(const at::Tensor& x, const at::Tensor& cu, std::int64_t max_len);
   std::int64_t width;
 };
 TORCH_MODULE(NaflexBlock);
@@ -44,9 +50,13 @@ class NaflexTrunkImpl : public torch::nn::Module {
   // The position table resized to a grid of h x w patches, flattened row-major: [h * w, width]
   // in float (the table itself when h == w == G).
   at::Tensor positions(std::int64_t h, std::int64_t w) const;
+  // The blocks over padded pictures x [B, N, width] (valid [B, N]) packed several to a row
+  // (naflex_pack, rows of N tokens, a block-diagonal mask; on CUDA in half precision the
+  // variable-length flash kernel, no rows at all), unpacked back to [B, N, width] (padding 0).
+  at::Tensor packed_blocks(const at::Tensor& x, const at::Tensor& valid);
 
   Linear proj{nullptr};  // trunk.embeds.proj
-  at::Tensor pos_embed;             // trunk.embeds.pos_embed
+  at::Tensor pos_embed;  // trunk.embeds.pos_embed
   torch::nn::ModuleList blocks{nullptr};
   LayerNorm norm{nullptr};  // "norm" before the map pool, "fc_norm" after the avg pool
   AttentionPoolLatent attn_pool{nullptr};
@@ -55,6 +65,10 @@ class NaflexTrunkImpl : public torch::nn::Module {
   std::int64_t width, patch_size, grid;
   double patch_dropout = 0.0;
   bool grad_checkpointing = false;
+  bool packing = true;  // vision_cfg.naflex_packing: padded batches run packed (packed_blocks)
+  // What the last forward did with its padding (for `clipper bench train`): the share of
+  // sequence slots that were padding, as the batch came and as the blocks ran it.
+  double last_padded_share = 0.0, last_run_padded_share = 0.0;
 };
 TORCH_MODULE(NaflexTrunk);
 

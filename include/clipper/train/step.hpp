@@ -42,6 +42,7 @@ class ParameterSharding;
 struct MicroBatch {
   at::Tensor images;  // uint8 [B, H, W, 3] (any device) or float [B, 3, H, W] already normalized
   at::Tensor tokens;  // int64 [B, L]
+  at::Tensor grids;   // NaFlex: int64 [B, 2], images are patches [B, N, P*P*3] (data::Batch)
 };
 
 // The config sections the step reads.
@@ -125,7 +126,8 @@ class TrainStep {
   at::Tensor forward_backward(const std::vector<MicroBatch>& micro, StepResult& r);
   at::Tensor forward_backward_accumulated(const std::vector<MicroBatch>& micro, StepResult& r);
   // The teacher's features of a batch (no grad; the caller's autocast).
-  model::ClipOutput teach(const at::Tensor& images, const at::Tensor& tokens);
+  model::ClipOutput teach(const at::Tensor& images, const at::Tensor& tokens,
+                          const at::Tensor& grids);
   // The loss of the student's output, with the teacher's when distilling.
   at::Tensor loss_of(const model::ClipOutput& out, const model::ClipOutput* teacher);
   StepHealth reduce_and_check(const at::Tensor& loss);
