@@ -100,6 +100,22 @@ double gathered_units(const model::ModelSpec& s, double parameters, const PlanOp
   return sum;
 }
 
+// Gradients: zero 0/1 keep the full gradients and, on several ranks, the flat buckets they are
+// copied into (zero 1 also on one rank, and its shard). Zero 2/3 keep the shards, at most two
+// flat buckets in flight and the gradients of the bucket being filled: buckets of bucket_mb (at
+// least the largest parameter, the token embedding) or, for zero 3, units (the largest twice and
+// the next one, as measured). One rank does not overlap: every full gradient exists first.
+double gradient_bytes(const model::ModelSpec& s, double p, const PlanOptions& o) {
+  const double w = static_cast<double>(std::max<std::int64_t>(1, o.world));
+  if (o.zero == 0) return o.world > 1 ? 8.0 * p : 4.0 * p;
+  if (o.zero == 1) return 8.0 * p + 4.0 * p / w;
+  const double embedding = static_cast<double>(s.vocab_size * s.text_width);
+  const auto units = unit_sizes(s, p);
+  const double buckets = o.zero >= 3 ? 4.0 * (2 * units[0] + units[1])
+                                     : 3 * std::max(o.bucket_mb * 1024 * 1024, 4.0 * embedding);
+  return 4.0 * p / w + (o.world > 1 ? buckets : 4.0 * p);
+}
+
 double bandwidth(const PlanOptions& o) {
   return (o.world > o.ranks_per_node ? o.inter_node_gbs : o.intra_node_gbs) * 1e9;
 }
@@ -168,14 +184,7 @@ Plan make_plan(const model::ModelSpec& spec, const PlanOptions& o) {
   plan.parameters = o.zero >= 3 ? 4.0 * p / w + 4.0 * gathered_units(spec, p, o) : 4.0 * p;
   // Autocast's bf16 copies of the weights, cached for the forward and saved for the backward.
   if (o.bf16) plan.parameters += 2.0 * p;
-  // Gradients: zero 0/1 keep the full gradients and, on several ranks, the flat buckets they are
-  // copied into (and zero 1 its shard); zero 2/3 the shards, at most two flat buckets in flight
-  // and the gradients of the bucket being filled (buckets of bucket_mb, or units).
-  const double bucket = o.zero >= 3 ? 4.0 * unit_sizes(spec, p).front() : o.bucket_mb * 1024 * 1024;
-  const double flat = o.world > 1 ? 4.0 * p : 0.0;
-  plan.gradients = o.zero >= 2   ? 4.0 * p / w + 3 * bucket
-                   : o.zero == 1 ? 8.0 * p + 4.0 * p / w
-                                 : 4.0 * p + flat;
+  plan.gradients = gradient_bytes(spec, p, o);
   plan.optimizer = o.zero >= 1 ? 8.0 * p / w : 8.0 * p;  // AdamW exp_avg + exp_avg_sq
   plan.activations = activations_per_sample(spec, o) * static_cast<double>(o.batch);
   plan.loss = loss_bytes(spec, o);
