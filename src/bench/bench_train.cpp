@@ -146,21 +146,34 @@ std::vector<MicroBatch> synthetic_batch(const model::ModelSpec& spec, std::int64
   return {mb};
 }
 
-// Phase breakdown on a few extra steps of a new step object, synchronizing between phases.
-void time_phases(const session::Session& s, const StepConfig& cfg, StepOptions so,
-                 const std::vector<MicroBatch>& micro, std::int64_t steps, BenchResult& r) {
-  so.time_phases = true;
-  so.read_every = 1;
-  TrainStep timed(s.model, s.pg, cfg, s.device, so);
+// Phase breakdown on a few extra steps, synchronizing between phases; with dist.zero 3 also the
+// time spent waiting for parameter gathers (inside forward and backward).
+void time_phases(TrainStep& step, const std::vector<MicroBatch>& micro, std::int64_t steps,
+                 BenchResult& r) {
+  step.set_time_phases(true);
   const double n = static_cast<double>(std::max<std::int64_t>(1, steps - 1));
+  double waited = 0;
   for (std::int64_t i = 0; i < steps; ++i) {
-    const auto t = timed.run(micro, 1e-4);
-    if (i == 0 && steps > 1) continue;  // the first one warms the new optimizer
+    const double before = step.sharding_counters().gather_wait_s;
+    const auto t = step.run(micro, 1e-4);
+    if (i == 0 && steps > 1) continue;  // the first one settles the timing
     r.forward_ms += 1000 * t.forward_s / n;
     r.backward_ms += 1000 * t.backward_s / n;
     r.reduce_ms += 1000 * t.reduce_s / n;
     r.optimizer_ms += 1000 * t.optimizer_s / n;
+    waited += step.sharding_counters().gather_wait_s - before;
   }
+  r.gather_wait_ms = 1000 * waited / n;
+  step.set_time_phases(false);
+}
+
+// What the trainable state costs this rank, as the step counted it in its last step.
+void state_bytes(const TrainStep& step, BenchResult& r) {
+  const auto c = step.sharding_counters();
+  r.parameter_peak_bytes = static_cast<double>(c.peak_parameter_bytes);
+  r.parameter_resident_bytes = static_cast<double>(c.resident_parameter_bytes);
+  r.gradient_peak_bytes = static_cast<double>(c.peak_gradient_bytes);
+  r.optimizer_bytes = static_cast<double>(step.optimizer_state_bytes());
 }
 
 config::Config bench_config(const BenchOptions& o) {
@@ -173,6 +186,8 @@ config::Config bench_config(const BenchOptions& o) {
   cfg.train.batch_size = o.batch;
   cfg.optim.fused = o.fused_adamw;
   cfg.dist.zero = o.zero;
+  cfg.dist.prefetch = o.prefetch;
+  cfg.dist.gather_bf16 = o.gather_bf16;
   cfg.loss.chunked = o.chunked_loss;
   cfg.lora.rank = o.lora_rank;
   cfg.lora.alpha = o.lora_alpha;
@@ -211,6 +226,7 @@ BenchResult bench_train(const BenchOptions& o) {
   r.device = s.device.str();
   r.precision = s.bf16 ? "bf16" : "fp32";
   r.batch = o.batch;
+  r.zero = o.zero;
   r.world_size = s.world_size();
   r.steps = o.steps;
   for (const auto& p : s.model->parameters()) {
@@ -228,11 +244,13 @@ BenchResult bench_train(const BenchOptions& o) {
     r.padded_share = s.model->visual_naflex->trunk->last_padded_share;
     r.run_padded_share = s.model->visual_naflex->trunk->last_run_padded_share;
   }
-  time_phases(s, step_cfg, so, micro, o.breakdown_steps, r);
+  state_bytes(step, r);
+  time_phases(step, micro, o.breakdown_steps, r);
   r.peak_memory_gib = peak_memory_gib(cuda, s.device.index());
   if (o.cuda_graph) {
     if (!cuda) throw core::InputError("--cuda-graph needs --device cuda");
     if (s.world_size() > 1) throw core::InputError("--cuda-graph: one rank only");
+    if (o.zero == 3) throw core::InputError("--cuda-graph: not with --zero 3");
     r.graph_samples_per_s =
         graph_samples_per_s(s.model, s.pg, step_cfg, s.device, so, micro, o.steps, &r.graph_error);
   }
@@ -255,6 +273,12 @@ std::string BenchResult::to_json() const {
                               {"optimizer_ms", optimizer_ms},
                               {"peak_memory_gib", peak_memory_gib},
                               {"payload_bytes_per_step", payload_bytes_per_step},
+                              {"zero", zero},
+                              {"gather_wait_ms", gather_wait_ms},
+                              {"parameter_peak_bytes", parameter_peak_bytes},
+                              {"parameter_resident_bytes", parameter_resident_bytes},
+                              {"gradient_peak_bytes", gradient_peak_bytes},
+                              {"optimizer_bytes", optimizer_bytes},
                               {"gflops_per_sample", gflops_per_sample},
                               {"params", params},
                               {"trainable_params", trainable_params},
@@ -280,6 +304,7 @@ std::string BenchResult::to_text() const {
      << " steps (loss read back every " << sync_every << ")\n";
   os << "  breakdown: forward " << forward_ms << " ms, backward " << backward_ms
      << " ms, reduce+check " << reduce_ms << " ms, optimizer " << optimizer_ms << " ms\n";
+  if (zero == 3) os << "  of which waiting for parameter gathers " << gather_wait_ms << " ms\n";
   os << std::setprecision(2) << "  peak memory " << peak_memory_gib << " GiB, " << gflops_per_sample
      << " GFLOP/sample (training)";
   if (mfu >= 0) os << ", MFU " << std::setprecision(1) << 100 * mfu << " %";
@@ -288,6 +313,10 @@ std::string BenchResult::to_text() const {
     os << std::setprecision(1) << "  NaFlex: " << 100 * padded_share
        << " % of the batch's sequence slots are padding, " << 100 * run_padded_share
        << " % as the blocks ran it\n";
+  os << std::setprecision(1) << "  per rank (dist.zero " << zero << "): parameters "
+     << parameter_peak_bytes / 1e6 << " MB at most (" << parameter_resident_bytes / 1e6
+     << " MB between steps), gradients " << gradient_peak_bytes / 1e6
+     << " MB at most, optimizer state " << optimizer_bytes / 1e6 << " MB\n";
   if (graph_samples_per_s >= 0)
     os << std::setprecision(1)
        << "  CUDA graph (whole step captured, replayed): " << graph_samples_per_s << " samples/s\n";

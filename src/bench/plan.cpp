@@ -69,6 +69,53 @@ double loss_bytes(const model::ModelSpec& s, const PlanOptions& o) {
   return logits + gathered;
 }
 
+// Full sharding's units (parameter counts): a block of either tower (attention and MLP
+// weights), the text tower's rest (token and position embeddings, projection) and the image
+// tower's rest (patch and position embeddings, projection); biases and norms left out. A ResNet
+// tower's rest (stem, attention pool) is taken as its whole tower. Largest first.
+std::vector<double> unit_sizes(const model::ModelSpec& s, double parameters) {
+  const double tw = static_cast<double>(s.text_width), vw = static_cast<double>(s.vision_width);
+  const double text_block = (4 + 2 * s.text_mlp_ratio) * tw * tw;
+  std::vector<double> units = {
+      text_block, static_cast<double>(s.vocab_size + s.context_length + s.embed_dim) * tw};
+  const double text = static_cast<double>(s.text_layers) * text_block + units[1];
+  if (s.is_resnet()) {
+    units.push_back(parameters - text);
+  } else {
+    const double patch = static_cast<double>(s.patch_size * s.patch_size) * 3;
+    const double tokens = model::image_tower_cost(s, false).tokens;
+    units.push_back((4 + 2 * s.vision_mlp_ratio) * vw * vw);
+    units.push_back((patch + tokens + static_cast<double>(s.embed_dim)) * vw);
+  }
+  std::sort(units.rbegin(), units.rend());
+  return units;
+}
+
+// Parameters whole at once besides the shards: the two largest units (three with prefetch).
+double gathered_units(const model::ModelSpec& s, double parameters, const PlanOptions& o) {
+  const auto units = unit_sizes(s, parameters);
+  const std::size_t n = std::min<std::size_t>(units.size(), o.prefetch ? 3 : 2);
+  double sum = 0;
+  for (std::size_t i = 0; i < n; ++i) sum += units[i];
+  return sum;
+}
+
+// Gradients: zero 0/1 keep the full gradients and, on several ranks, the flat buckets they are
+// copied into (zero 1 also on one rank, and its shard). Zero 2/3 keep the shards, at most two
+// flat buckets in flight and the gradients of the bucket being filled: buckets of bucket_mb (at
+// least the largest parameter, the token embedding) or, for zero 3, units (the largest twice and
+// the next one, as measured). One rank does not overlap: every full gradient exists first.
+double gradient_bytes(const model::ModelSpec& s, double p, const PlanOptions& o) {
+  const double w = static_cast<double>(std::max<std::int64_t>(1, o.world));
+  if (o.zero == 0) return o.world > 1 ? 8.0 * p : 4.0 * p;
+  if (o.zero == 1) return 8.0 * p + 4.0 * p / w;
+  const double embedding = static_cast<double>(s.vocab_size * s.text_width);
+  const auto units = unit_sizes(s, p);
+  const double buckets = o.zero >= 3 ? 4.0 * (2 * units[0] + units[1])
+                                     : 3 * std::max(o.bucket_mb * 1024 * 1024, 4.0 * embedding);
+  return 4.0 * p / w + (o.world > 1 ? buckets : 4.0 * p);
+}
+
 double bandwidth(const PlanOptions& o) {
   return (o.world > o.ranks_per_node ? o.inter_node_gbs : o.intra_node_gbs) * 1e9;
 }
@@ -92,7 +139,15 @@ std::vector<Collective> collectives(const model::ModelSpec& s, const PlanOptions
     // receives the other W - 1 shards). The zero padding of each bucket to a multiple of W (under
     // W elements a bucket) is left out.
     out.push_back(ring("gradient reduce-scatter", grads, (w - 1) / w, o));
-    out.push_back(ring("parameter all-gather", grads / w, w - 1, o));
+    // Full sharding gathers each unit for the forward and again for the backward (in bf16 with
+    // gather_bf16); stages 1 and 2 once, after the update.
+    const double shard = grads / w * (o.zero >= 3 && o.gather_bf16 ? 0.5 : 1.0);
+    if (o.zero >= 3) {
+      out.push_back(ring("parameter all-gather (forward)", shard, w - 1, o));
+      out.push_back(ring("parameter all-gather (backward)", shard, w - 1, o));
+    } else {
+      out.push_back(ring("parameter all-gather", shard, w - 1, o));
+    }
   }
   // Image and text features of this rank's batch (fp32 after normalization), to every rank; with
   // gather_with_grad their gradients come back the same way in backward.
@@ -124,10 +179,12 @@ Plan make_plan(const model::ModelSpec& spec, const PlanOptions& o) {
   const double p = static_cast<double>(model::parameter_count(spec));
   const double w = static_cast<double>(std::max<std::int64_t>(1, o.world));
   Plan plan;
-  plan.parameters = 4.0 * p;               // fp32 master parameters, whole on every rank (ZeRO-1/2)
-  if (o.bf16) plan.parameters += 2.0 * p;  // autocast's bf16 copies, cached for the step
-  const double bucket = o.bucket_mb * 1024 * 1024;
-  plan.gradients = o.zero >= 2 ? 4.0 * p / w + bucket : 4.0 * p;
+  // fp32 master parameters: whole on every rank (zero 0-2), or this rank's shards and the units
+  // gathered at once (zero 3).
+  plan.parameters = o.zero >= 3 ? 4.0 * p / w + 4.0 * gathered_units(spec, p, o) : 4.0 * p;
+  // Autocast's bf16 copies of the weights, cached for the forward and saved for the backward.
+  if (o.bf16) plan.parameters += 2.0 * p;
+  plan.gradients = gradient_bytes(spec, p, o);
   plan.optimizer = o.zero >= 1 ? 8.0 * p / w : 8.0 * p;  // AdamW exp_avg + exp_avg_sq
   plan.activations = activations_per_sample(spec, o) * static_cast<double>(o.batch);
   plan.loss = loss_bytes(spec, o);

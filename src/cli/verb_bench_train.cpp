@@ -26,6 +26,10 @@ void setup_bench_train(CLI::App& app, Action* action) {
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   v->add_option("--warmup", o->warmup, "untimed steps first")->capture_default_str();
+  v->add_option("--breakdown-steps", o->breakdown_steps,
+                "extra steps timed phase by phase (the first one not counted); 0: none")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   v->add_option("--threads", o->threads, "CPU intra-op threads (0: LibTorch's default)")
       ->capture_default_str();
   v->add_option("--sync-every", o->sync_every,
@@ -50,9 +54,13 @@ void setup_bench_train(CLI::App& app, Action* action) {
   v->add_flag("--naflex-mixed-sizes", o->naflex_mixed_sizes,
               "NaFlex models: pictures under 1, 1/2 and 1/4 of the token budget in turn, "
               "not all filling it");
-  v->add_option("--zero", o->zero, "dist.zero: 0, 1 (AdamW state sharded) or 2 (+ gradients)")
+  v->add_option("--zero", o->zero,
+                "dist.zero: 0, 1 (AdamW state sharded), 2 (+ gradients) or 3 (+ parameters)")
       ->capture_default_str()
-      ->check(CLI::Range(0, 2));
+      ->check(CLI::Range(0, 3));
+  add_choice_option(v, "--prefetch", o->prefetch,
+                    "dist.prefetch with --zero 3: auto (on for CUDA), on or off");
+  v->add_flag("--gather-bf16", o->gather_bf16, "dist.gather_bf16 with --zero 3");
   v->add_flag("--chunked-loss", o->chunked_loss, "loss.chunked: one peer block at a time (ring)");
   v->add_option("--lora-rank", o->lora_rank,
                 "lora.rank: adapters of this rank on every attention and MLP layer, base weights "

@@ -26,9 +26,12 @@ void setup_plan_verb(CLI::App& app, Action* action) {
   v->add_option("--batch", a->o.batch, "batch per rank")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  v->add_option("--zero", a->o.zero, "0, 1 (optimizer state sharded) or 2 (+ gradients)")
+  v->add_option("--zero", a->o.zero,
+                "0, 1 (optimizer state sharded), 2 (+ gradients) or 3 (+ parameters)")
       ->capture_default_str()
-      ->check(CLI::Range(0, 2));
+      ->check(CLI::Range(0, 3));
+  v->add_flag("--prefetch", a->o.prefetch, "zero 3: dist.prefetch on (one more unit gathered)");
+  v->add_flag("--gather-bf16", a->o.gather_bf16, "zero 3: dist.gather_bf16");
   v->add_option("--precision", a->precision, "bf16 (autocast) or fp32")
       ->capture_default_str()
       ->check(CLI::IsMember({"bf16", "fp32"}));

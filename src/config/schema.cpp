@@ -353,10 +353,16 @@ std::vector<KeyInfo> declare() {
   b.add("dist.zero", &C::dist, &DistConfig::zero,
         "optimizer-state sharding (ZeRO): 0 none; 1 AdamW moments sharded across ranks, "
         "gradients reduce-scattered, parameters all-gathered; 2 also frees full gradients once "
-        "reduce-scattered; 3 also shards the parameters during the step, each unit (a block, a "
-        "tower's rest) all-gathered while operations read it")
+        "reduce-scattered; 3 also shards the parameters (each rank keeps 1/world of every "
+        "parameter; a unit, a block or a tower's rest, is all-gathered while operations read it)")
       .min(0)
       .max(3);
+  b.add_choice("dist.prefetch", &C::dist, &DistConfig::prefetch,
+               "dist.zero 3: start the next unit's all-gather while the current unit computes "
+               "(one more unit whole at once); auto: on for CUDA, off on CPU");
+  b.add("dist.gather_bf16", &C::dist, &DistConfig::gather_bf16,
+        "dist.zero 3: all-gather float32 parameters as bfloat16 (half the traffic; forward and "
+        "backward then see bf16-rounded weights, the optimizer keeps float32 shards)");
   // checkpoint
   b.add("checkpoint.every_steps", &C::checkpoint, &CheckpointConfig::every_steps,
         "save every N steps; 0: off")

@@ -6,6 +6,7 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -24,9 +25,13 @@ struct Bucket {
   at::Tensor shard;  // ZeRO: this rank's shard of the mean gradient
   std::size_t pending = 0;  // gradients still missing this step
   bool launched = false;
+  bool done = false;  // reduce-scatter: waited for, shard averaged (and flat freed)
   PendingWork work;
   std::string label;
 };
+
+// Freeing full gradients (free_full_grads): flat buckets allocated at once, at most.
+constexpr std::size_t kInFlight = 2;
 
 at::Tensor flat_zeros(const FlatBucket& b, std::int64_t n) {
   return at::zeros({n}, at::TensorOptions().dtype(b.dtype).device(b.device));
@@ -119,31 +124,77 @@ struct GradReducer::State {
   // Hooks, kept to remove them again.
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
   std::vector<std::uintptr_t> hook_keys;
+  // Gradient bytes: `held` all along (buckets kept between steps, shards); `live` during a step
+  // adds the full gradients and the buckets in use; `peak` its most since begin_step().
+  std::int64_t held = 0, live = 0, peak = 0;
+  std::vector<char> counted;  // param: its full gradient is in `live`
+
+  std::int64_t grad_bytes(std::size_t i) const {
+    return params[i].numel() * static_cast<std::int64_t>(params[i].element_size());
+  }
+  static std::int64_t bytes(const at::Tensor& t) { return static_cast<std::int64_t>(t.nbytes()); }
+  void add(std::int64_t b) {
+    live += b;
+    peak = std::max(peak, live);
+  }
+  void count_grad(std::size_t i) {
+    if (counted[i] || !params[i].grad().defined()) return;
+    counted[i] = 1;
+    add(grad_bytes(i));
+  }
+  void uncount_grad(std::size_t i) {
+    if (!counted[i]) return;
+    counted[i] = 0;
+    live -= grad_bytes(i);
+  }
+  void count_all_grads() {
+    for (std::size_t i = 0; i < params.size(); ++i) count_grad(i);
+  }
 
   // free_grads: each full gradient is freed here, once its values are in the bucket.
   void copy_in(std::size_t k) {
     at::NoGradGuard no_grad;
     const auto& spec = layout.buckets[k];
     auto& b = buckets[k];
-    if (!b.flat.defined()) b.flat = flat_zeros(spec, spec.padded);
+    if (!b.flat.defined()) {
+      b.flat = flat_zeros(spec, spec.padded);
+      add(bytes(b.flat));
+    }
     for (std::size_t j = 0; j < spec.params.size(); ++j) {
       auto& p = params[spec.params[j]];
       auto slot = b.flat.narrow(0, spec.offsets[j], p.numel());
+      count_grad(spec.params[j]);
       const auto& g = p.grad();
       if (g.defined())
         slot.copy_(g.reshape({-1}));
       else
         slot.zero_();
-      if (free_grads) p.mutable_grad() = at::Tensor();
+      if (!free_grads) continue;
+      p.mutable_grad() = at::Tensor();
+      uncount_grad(spec.params[j]);
     }
   }
 
   void launch(std::size_t k) {
+    // Freeing: at most kInFlight flat buckets at once, the oldest waited for first.
+    if (free_grads && k >= kInFlight) complete(k - kInFlight);
     auto& b = buckets[k];
     copy_in(k);
     b.work = scatter ? pg->reduce_scatter_async(b.shard, b.flat, b.label)
                      : pg->all_reduce_async(b.flat, ReduceOp::sum, b.label);
     b.launched = true;
+  }
+
+  // Reduce-scatter: waits for bucket k, averages its shard and, freeing, frees its flat buffer.
+  void complete(std::size_t k) {
+    auto& b = buckets[k];
+    if (b.done) return;
+    b.work.wait();
+    b.shard.mul_(1.0 / static_cast<double>(pg->size()));
+    b.done = true;
+    if (!free_grads) return;
+    live -= bytes(b.flat);
+    b.flat = at::Tensor();
   }
 
   // Launches, in bucket order, every bucket whose gradients are complete. Holds `mutex`.
@@ -164,6 +215,7 @@ struct GradReducer::State {
           "last backward pass of a step");
     }
     ready[i] = 1;
+    count_grad(i);
     auto& b = buckets[bucket_of[i]];
     if (b.pending > 0) --b.pending;
     launch_ready();
@@ -173,6 +225,7 @@ struct GradReducer::State {
     for (std::size_t k = 0; k < buckets.size(); ++k) {
       buckets[k].pending = layout.buckets[k].params.size();
       buckets[k].launched = false;
+      buckets[k].done = false;
     }
     std::fill(ready.begin(), ready.end(), 0);
     next_launch = 0;
@@ -203,10 +256,14 @@ struct GradReducer::State {
       const auto& spec = layout.buckets[k];
       for (std::size_t i : spec.params) bucket_of[i] = k;
       buckets[k].label = bucket_label(spec, k, buckets.size(), scatter);
-      if (!free_grads) buckets[k].flat = flat_zeros(spec, spec.padded);
+      if (!free_grads) {
+        buckets[k].flat = flat_zeros(spec, spec.padded);
+        held += bytes(buckets[k].flat);
+      }
       if (scatter) {
         buckets[k].shard = flat_zeros(spec, layout.shard_numel(k));
         shards.push_back(buckets[k].shard);
+        held += bytes(buckets[k].shard);
       }
     }
   }
@@ -247,6 +304,7 @@ GradReducer::GradReducer(std::vector<at::Tensor> params, std::shared_ptr<Process
   core::require(s.scatter || !options.layout,
                 "GradReducer: a given bucket layout needs reduce_scatter");
   s.overlap = options.overlap && s.pg->size() > 1;
+  s.counted.assign(s.params.size(), 0);
   // One process needs no buckets, unless reduce-scatter wants its (single) shard.
   if (s.pg->size() == 1 && !s.scatter) return;
   for (std::size_t i = 0; i < s.params.size(); ++i)
@@ -273,8 +331,11 @@ GradReducer::~GradReducer() {
 
 void GradReducer::begin_step() {
   auto& s = *state_;
-  if (!s.overlap) return;
   std::lock_guard<std::mutex> lock(s.mutex);
+  s.live = s.peak = s.held;
+  std::fill(s.counted.begin(), s.counted.end(), 0);
+  s.count_all_grads();  // accumulated by earlier micro-batches
+  if (!s.overlap) return;
   s.reset();
   s.by_hooks = 0;
   s.armed = true;
@@ -282,23 +343,23 @@ void GradReducer::begin_step() {
 
 void GradReducer::finish() {
   auto& s = *state_;
-  if (s.buckets.empty()) return;
   std::lock_guard<std::mutex> lock(s.mutex);
+  s.count_all_grads();  // all there before the buckets not launched yet are copied
+  if (s.buckets.empty()) return;
   if (!s.armed) s.by_hooks = 0;
   s.armed = false;
   while (s.next_launch < s.buckets.size()) s.launch(s.next_launch++);
   const double inv = 1.0 / static_cast<double>(s.pg->size());
   at::NoGradGuard no_grad;
   for (std::size_t k = 0; k < s.buckets.size(); ++k) {
-    auto& b = s.buckets[k];
-    b.work.wait();
-    if (!s.scatter) {
-      b.flat.mul_(inv);
-      s.write_back(k);
+    if (s.scatter) {
+      s.complete(k);
       continue;
     }
-    b.shard.mul_(inv);
-    if (s.free_grads) b.flat = at::Tensor();
+    auto& b = s.buckets[k];
+    b.work.wait();
+    b.flat.mul_(inv);
+    s.write_back(k);
   }
   s.reset();
 }
@@ -312,6 +373,10 @@ std::vector<std::size_t> GradReducer::bucket_bytes() const {
   for (const auto& b : state_->layout.buckets)
     out.push_back(static_cast<std::size_t>(b.padded) * c10::elementSize(b.dtype));
   return out;
+}
+
+std::int64_t GradReducer::peak_gradient_bytes() const {
+  return state_->peak;
 }
 
 std::size_t GradReducer::launched_by_hooks() const {

@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <list>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <regex>
 #include <set>
 #include <unordered_map>
@@ -48,7 +50,11 @@ std::vector<std::string> unit_names(const std::vector<std::string>& param_names)
   for (std::size_t i = 0; i < param_names.size(); ++i) {
     const auto& n = param_names[i];
     const bool in_tower = n.find('.') != std::string::npos && towers.count(first_component(n));
-    units.push_back(!blocks[i].empty() ? blocks[i] : in_tower ? first_component(n) : "");
+    const bool logit = n == "logit_scale" || n == "logit_bias";
+    units.push_back(!blocks[i].empty() ? blocks[i]
+                    : in_tower         ? first_component(n)
+                    : logit            ? "logit"
+                                       : "");
   }
   return units;
 }
@@ -83,33 +89,58 @@ FlatLayout unit_layout(const std::vector<at::Tensor>& params,
   return layout;
 }
 
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t kOffOrder = static_cast<std::size_t>(-1);
+
+// An all-gather in flight into a unit's buffer (or, in bf16, into `out`, widened when it ends).
+struct InFlight {
+  std::size_t unit = 0;
+  PendingWork work;
+  at::Tensor out, in;
+  bool rounded = false;
+};
+
 struct ParamUnits::State {
   std::vector<at::Tensor> params;
   std::shared_ptr<ProcessGroup> pg;
-  std::size_t max_gathered = 2;
+  UnitOptions options;
   FlatLayout layout;
   std::vector<std::string> names;     // per unit, for collective labels
   std::vector<c10::Storage> storage;  // per unit: the storage its parameters view
   std::vector<at::Tensor> shards;
-  std::vector<char> whole;
-  std::list<std::size_t> lru;  // whole units, least recently used first
+  std::vector<char> resident;  // per unit: its buffer is allocated
+  std::vector<char> whole;     // ... and holds the gathered values
+  std::vector<char> rounded;   // ... gathered in bf16: never taken back into the shard
+  std::list<std::size_t> lru;  // resident units, least recently used first
   std::unordered_map<const c10::StorageImpl*, std::size_t> unit_of;
-  std::int64_t whole_now = 0, whole_peak = 0, gathers = 0;
+  std::optional<InFlight> in_flight;
+  // The step pass: the order units were first used in (last pass, this pass) and where this
+  // pass stands in the last one's (npos: off the recorded order, no more prefetching).
+  bool step_pass = false;
+  std::vector<std::size_t> order, seen;
+  std::size_t cursor = 0;
+  std::int64_t whole_now = 0, whole_peak = 0;
+  UnitCounters counters;
   std::mutex mutex;
 
-  at::TensorOptions options(std::size_t k) const {
+  at::TensorOptions options_of(std::size_t k) const {
     return at::TensorOptions().dtype(layout.buckets[k].dtype).device(layout.buckets[k].device);
   }
 
   // The unit's buffer as one tensor (a new tensor on the same storage: the parameters' version
   // counters are not touched).
   at::Tensor flat(std::size_t k) const {
-    return at::empty({0}, options(k)).set_(storage[k], 0, {layout.buckets[k].padded}, {1});
+    return at::empty({0}, options_of(k)).set_(storage[k], 0, {layout.buckets[k].padded}, {1});
+  }
+
+  at::Tensor my_slice(std::size_t k) const {
+    const std::int64_t n = layout.shard_numel(k);
+    return flat(k).narrow(0, pg->rank() * n, n);
   }
 
   void make_unit(std::size_t k) {
     const auto& b = layout.buckets[k];
-    at::Tensor buffer = at::zeros({b.padded}, options(k));
+    at::Tensor buffer = at::zeros({b.padded}, options_of(k));
     for (std::size_t j = 0; j < b.params.size(); ++j) {
       auto& p = params[b.params[j]];
       auto view = buffer.narrow(0, b.offsets[j], p.numel());
@@ -118,8 +149,10 @@ struct ParamUnits::State {
     }
     storage.push_back(buffer.storage());
     unit_of[storage.back().unsafeGetStorageImpl()] = k;
-    shards.push_back(at::zeros({layout.shard_numel(k)}, options(k)));
+    shards.push_back(at::zeros({layout.shard_numel(k)}, options_of(k)));
+    resident.push_back(1);
     whole.push_back(1);
+    rounded.push_back(0);
     lru.push_back(k);
     whole_now += bucket_bytes(b);
   }
@@ -129,23 +162,23 @@ struct ParamUnits::State {
     const auto bytes = static_cast<std::size_t>(bucket_bytes(layout.buckets[k]));
     impl->set_data_ptr_noswap(impl->allocator()->allocate(bytes));
     impl->set_nbytes(bytes);
-  }
-
-  void free(std::size_t k) {
-    auto* impl = storage[k].unsafeGetStorageImpl();
-    impl->set_data_ptr_noswap(at::DataPtr(nullptr, layout.buckets[k].device));
-    impl->set_nbytes(0);
-    whole[k] = 0;
-    lru.remove(k);
-    whole_now -= bucket_bytes(layout.buckets[k]);
-  }
-
-  void mark_whole(std::size_t k) {
-    whole[k] = 1;
+    resident[k] = 1;
     lru.push_back(k);
     whole_now += bucket_bytes(layout.buckets[k]);
     whole_peak = std::max(whole_peak, whole_now);
-    ++gathers;
+  }
+
+  // Frees a resident unit's buffer; with `keep_changes` its shard is taken from it first (the
+  // values it was gathered with, or what was written into them since).
+  void free(std::size_t k, bool keep_changes) {
+    if (!resident[k]) return;
+    if (keep_changes && whole[k] && !rounded[k]) shards[k].copy_(my_slice(k));
+    auto* impl = storage[k].unsafeGetStorageImpl();
+    impl->set_data_ptr_noswap(at::DataPtr(nullptr, layout.buckets[k].device));
+    impl->set_nbytes(0);
+    resident[k] = whole[k] = rounded[k] = 0;
+    lru.remove(k);
+    whole_now -= bucket_bytes(layout.buckets[k]);
   }
 
   std::string label(std::size_t k) const {
@@ -153,22 +186,82 @@ struct ParamUnits::State {
            std::to_string(layout.buckets.size()) + " '" + names[k] + "'";
   }
 
-  void gather(std::size_t k) {
+  // Starts unit k's all-gather (at most one in flight: settle() first).
+  void start(std::size_t k) {
     allocate(k);
-    at::Tensor full = flat(k);
-    pg->all_gather_async(full, shards[k], label(k)).wait();
-    mark_whole(k);
+    InFlight f;
+    f.unit = k;
+    f.rounded = step_pass && options.gather_bf16 && layout.buckets[k].dtype == at::kFloat;
+    f.in = f.rounded ? shards[k].to(at::kBFloat16) : shards[k];
+    f.out = f.rounded ? at::empty({layout.buckets[k].padded}, f.in.options()) : flat(k);
+    f.work = pg->all_gather_async(f.out, f.in, label(k));
+    in_flight = std::move(f);
+    ++counters.gathers;
   }
 
-  // Frees least recently used units (none of `keep`) until one more fits.
+  // Waits for the gather in flight, if any: its unit is whole.
+  void settle() {
+    if (!in_flight) return;
+    const auto t = Clock::now();
+    in_flight->work.wait();
+    counters.wait_s += std::chrono::duration<double>(Clock::now() - t).count();
+    const std::size_t k = in_flight->unit;
+    if (in_flight->rounded) flat(k).copy_(in_flight->out);
+    whole[k] = 1;
+    rounded[k] = in_flight->rounded ? 1 : 0;
+    in_flight.reset();
+  }
+
+  std::size_t capacity() const {
+    return static_cast<std::size_t>(options.max_gathered) + (step_pass && options.prefetch ? 1 : 0);
+  }
+
+  // Frees least recently used units (none of `keep`, nor one in flight) until one more fits.
   void make_room(const std::vector<std::size_t>& keep) {
-    while (lru.size() + 1 > max_gathered) {
+    while (lru.size() + 1 > capacity()) {
       auto it = std::find_if(lru.begin(), lru.end(), [&](std::size_t k) {
-        return std::find(keep.begin(), keep.end(), k) == keep.end();
+        return std::find(keep.begin(), keep.end(), k) == keep.end() &&
+               !(in_flight && in_flight->unit == k);
       });
       if (it == lru.end()) return;
-      free(*it);
+      free(*it, /*keep_changes=*/true);
     }
+  }
+
+  void touch(std::size_t k) {
+    lru.remove(k);
+    lru.push_back(k);
+  }
+
+  // Unit k whole before an operation that reads it (and the units in `keep`).
+  void make_whole(std::size_t k, const std::vector<std::size_t>& keep) {
+    if (in_flight && in_flight->unit == k) settle();
+    if (whole[k]) return touch(k);
+    settle();  // one gather in flight at a time
+    make_room(keep);
+    start(k);
+    settle();
+  }
+
+  // A step pass starts using unit k: recorded, and the unit that followed it last time is
+  // prefetched while this one computes.
+  void follow(std::size_t k, const std::vector<std::size_t>& keep) {
+    if (!seen.empty() && seen.back() == k) return;
+    seen.push_back(k);
+    if (!options.prefetch || cursor == kOffOrder) return;
+    if (cursor >= order.size() || order[cursor] != k) {
+      cursor = kOffOrder;
+      return;
+    }
+    if (++cursor >= order.size()) return;
+    const std::size_t next = order[cursor];
+    if (resident[next]) return;
+    settle();
+    auto hold = keep;
+    hold.push_back(next);
+    make_room(hold);
+    start(next);
+    ++counters.prefetched;
   }
 
   void collect(const c10::IValue& v, std::vector<std::size_t>& used) const {
@@ -192,15 +285,22 @@ struct ParamUnits::State {
     std::lock_guard<std::mutex> lock(mutex);
     at::DisableRecordFunctionGuard no_callbacks;  // the gather's own operations
     at::NoGradGuard no_grad;
-    for (std::size_t k : used) {
-      if (whole[k]) {
-        lru.remove(k);
-        lru.push_back(k);
-        continue;
-      }
-      make_room(used);
-      gather(k);
-    }
+    for (std::size_t k : used) make_whole(k, used);
+    if (step_pass)
+      for (std::size_t k : used) follow(k, used);
+  }
+
+  void begin_pass(bool step) {
+    step_pass = step;
+    if (!step) return;
+    seen.clear();
+    cursor = 0;
+  }
+
+  void end_pass() {
+    settle();
+    if (step_pass) order = seen;
+    step_pass = false;
   }
 };
 
@@ -216,13 +316,13 @@ std::unique_ptr<at::ObserverContext> on_operation(const at::RecordFunction& fn) 
 }  // namespace
 
 ParamUnits::ParamUnits(std::vector<at::Tensor> params, const std::vector<std::string>& names,
-                       std::shared_ptr<ProcessGroup> pg, int max_gathered)
+                       std::shared_ptr<ProcessGroup> pg, UnitOptions options)
     : state_(std::make_shared<State>()) {
   auto& s = *state_;
-  core::require(max_gathered >= 1, "ParamUnits: max_gathered must be at least 1");
+  core::require(options.max_gathered >= 1, "ParamUnits: max_gathered must be at least 1");
   s.params = std::move(params);
   s.pg = std::move(pg);
-  s.max_gathered = static_cast<std::size_t>(max_gathered);
+  s.options = options;
   s.layout = unit_layout(s.params, names, s.pg->size());
   const auto units = unit_names(names);
   at::NoGradGuard no_grad;
@@ -247,39 +347,64 @@ void ParamUnits::release() {
   auto& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   at::NoGradGuard no_grad;
-  for (std::size_t k = 0; k < s.shards.size(); ++k) {
-    if (!s.whole[k]) continue;
-    const std::int64_t n = s.layout.shard_numel(k);
-    s.shards[k].copy_(s.flat(k).narrow(0, s.pg->rank() * n, n));
-    s.free(k);
-  }
-  s.whole_peak = 0;
+  s.settle();
+  for (std::size_t k = 0; k < s.shards.size(); ++k) s.free(k, /*keep_changes=*/true);
+}
+
+void ParamUnits::drop() {
+  auto& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  s.settle();
+  for (std::size_t k = 0; k < s.shards.size(); ++k) s.free(k, /*keep_changes=*/false);
+}
+
+const std::vector<at::Tensor>& ParamUnits::current_shards() {
+  auto& s = *state_;
+  std::lock_guard<std::mutex> lock(s.mutex);
+  at::NoGradGuard no_grad;
+  s.settle();
+  for (std::size_t k = 0; k < s.shards.size(); ++k)
+    if (s.whole[k] && !s.rounded[k]) s.shards[k].copy_(s.my_slice(k));
+  return s.shards;
 }
 
 void ParamUnits::gather_all() {
   auto& s = *state_;
   std::lock_guard<std::mutex> lock(s.mutex);
   at::NoGradGuard no_grad;
-  std::vector<PendingWork> work;
-  std::vector<at::Tensor> full;
-  for (std::size_t k = 0; k < s.shards.size(); ++k) {
-    if (s.whole[k]) s.free(k);  // stale: gathered before the optimizer step
-    s.allocate(k);
-    full.push_back(s.flat(k));
-    work.push_back(s.pg->all_gather_async(full.back(), s.shards[k], s.label(k)));
-  }
+  s.settle();
   const std::int64_t peak = s.whole_peak;
-  for (std::size_t k = 0; k < work.size(); ++k) {
-    work[k].wait();
-    s.mark_whole(k);
+  std::vector<std::pair<std::size_t, PendingWork>> work;
+  for (std::size_t k = 0; k < s.shards.size(); ++k) {
+    if (s.resident[k]) continue;
+    s.allocate(k);
+    auto full = s.flat(k);
+    work.emplace_back(k, s.pg->all_gather_async(full, s.shards[k], s.label(k)));
+    ++s.counters.gathers;
   }
-  s.whole_peak = peak;  // the peak of the step, not of the whole model between steps
+  const auto t = Clock::now();
+  for (auto& [k, w] : work) {
+    w.wait();
+    s.whole[k] = 1;
+  }
+  s.counters.wait_s += std::chrono::duration<double>(Clock::now() - t).count();
+  s.whole_peak = peak;  // the peak of the steps, not of the whole model between them
 }
 
 std::int64_t ParamUnits::peak_bytes() const {
   std::int64_t shards = 0;
   for (const auto& t : state_->shards) shards += static_cast<std::int64_t>(t.nbytes());
   return shards + state_->whole_peak;
+}
+
+void ParamUnits::reset_peak() {
+  state_->whole_peak = state_->whole_now;
+}
+
+std::int64_t ParamUnits::resident_bytes() const {
+  std::int64_t shards = 0;
+  for (const auto& t : state_->shards) shards += static_cast<std::int64_t>(t.nbytes());
+  return shards + state_->whole_now;
 }
 
 std::int64_t ParamUnits::whole_bytes() const {
@@ -289,13 +414,21 @@ std::int64_t ParamUnits::whole_bytes() const {
 }
 
 std::int64_t ParamUnits::gathers() const {
-  return state_->gathers;
+  return state_->counters.gathers;
 }
 
-ParamUnits::OnDemand::OnDemand(ParamUnits& units) {
+UnitCounters ParamUnits::counters() const {
+  return state_->counters;
+}
+
+ParamUnits::OnDemand::OnDemand(ParamUnits& units, Pass pass) : state_(units.state_.get()) {
   State* expected = nullptr;
-  core::require(g_active.compare_exchange_strong(expected, units.state_.get()),
+  core::require(g_active.compare_exchange_strong(expected, state_),
                 "ParamUnits::OnDemand: another unit set gathers on demand already");
+  {
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    state_->begin_pass(pass == Pass::step);
+  }
   handle_ = at::addThreadLocalCallback(at::RecordFunctionCallback(&on_operation)
                                            .needsInputs(true)
                                            .scopes({at::RecordScope::FUNCTION}));
@@ -303,6 +436,12 @@ ParamUnits::OnDemand::OnDemand(ParamUnits& units) {
 
 ParamUnits::OnDemand::~OnDemand() {
   at::removeCallback(handle_);
+  try {  // a failed gather is reported again by the next collective
+    std::lock_guard<std::mutex> lock(state_->mutex);
+    at::NoGradGuard no_grad;
+    state_->end_pass();
+  } catch (const std::exception&) {
+  }
   g_active.store(nullptr, std::memory_order_release);
 }
 

@@ -548,6 +548,15 @@ std::string architecture_difference(const model::ModelSpec& a, const model::Mode
 
 std::string resolve_weights(const std::string& path) {
   if (fs::is_directory(path)) {
+    // A dist.zero 3 checkpoint: model.safetensors lacks the parameters each rank saved.
+    if (!fs::exists(fs::path(path) / "open_clip_model.safetensors") &&
+        fs::exists(fs::path(path) / "model.json") &&
+        core::read_file((fs::path(path) / "model.json").string()).find("sharded_parameters") !=
+            std::string::npos)
+      throw core::InputError("checkpoint '" + path +
+                             "' was saved with dist.zero 3: its trainable parameters are in the "
+                             "ranks' files (params/), not in model.safetensors; resume it on any "
+                             "dist.zero and world size, or use the run's export/ folder");
     for (const char* name : {"open_clip_model.safetensors", "model.safetensors"})
       if (fs::exists(fs::path(path) / name)) return (fs::path(path) / name).string();
     throw core::InputError("'" + path +

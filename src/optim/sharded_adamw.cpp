@@ -44,20 +44,29 @@ struct Piece {
   std::int64_t shard_offset, param_offset, numel;
 };
 
-// A destination: elements [offset, offset + numel) of parameter `name` (param_numel in all).
+// A destination: elements [offset, offset + numel) of parameter `name` (param_numel in all), one
+// contiguous [numel] tensor per saved key.
 struct Target {
   std::string name;
   std::int64_t param_numel, offset, numel;
-  at::Tensor exp_avg, exp_avg_sq;  // contiguous [numel]
+  std::vector<at::Tensor> into;
 };
 
+// What the saved shards hold: the tensor keys ("<key>.<bucket>") and, for messages, what it is.
+struct Saved {
+  std::vector<std::string> keys;
+  std::string what;
+};
+const Saved kMoments{{"exp_avg", "exp_avg_sq"}, "optimizer state"};
+
 std::map<std::string, std::vector<Piece>> index_pieces(const SavedFlatShards& saved,
+                                                       const Saved& kind,
                                                        std::map<std::string, double>& steps) {
   std::map<std::string, std::vector<Piece>> out;
   for (std::size_t r = 0; r < saved.json.size(); ++r) {
     const auto& j = saved.json[r];
     core::require(j.is_object() && j.value("format", "") == kFormat,
-                  "checkpoint '" + saved.where + "': the optimizer state of rank " +
+                  "checkpoint '" + saved.where + "': the " + kind.what + " of rank " +
                       std::to_string(r) + " is not in the " + kFormat +
                       " form (written by an older clipper?)");
     const auto& buckets = j.at("buckets");
@@ -66,29 +75,31 @@ std::map<std::string, std::vector<Piece>> index_pieces(const SavedFlatShards& sa
         out[s.at(0).get<std::string>()].push_back(
             {static_cast<int>(r), k, s.at(2).get<std::int64_t>(), s.at(1).get<std::int64_t>(),
              s.at(3).get<std::int64_t>()});
-    for (const auto& [name, v] : j.at("steps").items())
-      steps[name] = std::max(steps[name], v.get<double>());
+    if (j.contains("steps"))
+      for (const auto& [name, v] : j.at("steps").items())
+        steps[name] = std::max(steps[name], v.get<double>());
   }
   return out;
 }
 
-void check_pieces(const std::vector<Piece>* pieces, const Target& t, const std::string& where) {
+void check_pieces(const std::vector<Piece>* pieces, const Target& t, const std::string& where,
+                  const Saved& kind) {
   if (!pieces)
-    throw core::InputError("checkpoint '" + where + "': the optimizer state has no entry for '" +
+    throw core::InputError("checkpoint '" + where + "': the " + kind.what + " has no entry for '" +
                            t.name + "'");
   std::int64_t saved = 0;
   for (const auto& p : *pieces) saved += p.numel;
   if (saved != t.param_numel)
-    throw core::InputError("checkpoint '" + where + "': the optimizer state of '" + t.name +
+    throw core::InputError("checkpoint '" + where + "': the " + kind.what + " of '" + t.name +
                            "' has " + std::to_string(saved) + " elements, expected " +
                            std::to_string(t.param_numel));
 }
 
 // Copies into every target the overlapping pieces, reading only the ranks that hold them.
-std::map<std::string, double> fill_targets(const SavedFlatShards& saved,
+std::map<std::string, double> fill_targets(const SavedFlatShards& saved, const Saved& kind,
                                            const std::vector<Target>& targets) {
   std::map<std::string, double> steps;
-  const auto pieces = index_pieces(saved, steps);
+  const auto pieces = index_pieces(saved, kind, steps);
   auto overlap = [](const Piece& p, const Target& t) {
     return std::make_pair(std::max(p.param_offset, t.offset),
                           std::min(p.param_offset + p.numel, t.offset + t.numel));
@@ -96,18 +107,19 @@ std::map<std::string, double> fill_targets(const SavedFlatShards& saved,
   std::set<int> needed;
   for (const auto& t : targets) {
     const auto it = pieces.find(t.name);
-    check_pieces(it == pieces.end() ? nullptr : &it->second, t, saved.where);
+    check_pieces(it == pieces.end() ? nullptr : &it->second, t, saved.where, kind);
     for (const auto& p : it->second)
       if (overlap(p, t).second > overlap(p, t).first) needed.insert(p.rank);
   }
   std::map<int, std::unordered_map<std::string, at::Tensor>> files;
   for (int r : needed)
     for (auto& [n, tensor] : saved.tensors(r)) files[r][n] = tensor;
-  auto shard = [&](const Piece& p, const char* what) {
-    const auto it = files[p.rank].find(bucket_key(what, p.bucket));
+  auto shard = [&](const Piece& p, const std::string& key) {
+    const auto it = files[p.rank].find(bucket_key(key.c_str(), p.bucket));
     if (it == files[p.rank].end())
       throw core::InputError("checkpoint '" + saved.where + "': rank " + std::to_string(p.rank) +
-                             "'s optimizer shard has no tensor " + bucket_key(what, p.bucket));
+                             "'s " + kind.what + " has no tensor " +
+                             bucket_key(key.c_str(), p.bucket));
     return it->second.reshape({-1});
   };
   for (const auto& t : targets)
@@ -115,8 +127,8 @@ std::map<std::string, double> fill_targets(const SavedFlatShards& saved,
       const auto [lo, hi] = overlap(p, t);
       if (hi <= lo) continue;
       const std::int64_t from = p.shard_offset + lo - p.param_offset, n = hi - lo;
-      t.exp_avg.narrow(0, lo - t.offset, n).copy_(shard(p, "exp_avg").narrow(0, from, n));
-      t.exp_avg_sq.narrow(0, lo - t.offset, n).copy_(shard(p, "exp_avg_sq").narrow(0, from, n));
+      for (std::size_t i = 0; i < kind.keys.size(); ++i)
+        t.into[i].narrow(0, lo - t.offset, n).copy_(shard(p, kind.keys[i]).narrow(0, from, n));
     }
   return steps;
 }
@@ -266,15 +278,19 @@ void load_flat_shards(AdamW& optimizer, const SavedFlatShards& saved) {
   for (const auto& g : optimizer.groups())
     for (const auto& n : g.names) {
       const auto& m = state.at(n + ".exp_avg");
-      targets.push_back({n, m.numel(), 0, m.numel(), at::zeros({m.numel()}, m.options()),
-                         at::zeros({m.numel()}, m.options())});
+      targets.push_back(
+          {n,
+           m.numel(),
+           0,
+           m.numel(),
+           {at::zeros({m.numel()}, m.options()), at::zeros({m.numel()}, m.options())}});
     }
-  const auto steps = fill_targets(saved, targets);
+  const auto steps = fill_targets(saved, kMoments, targets);
   at::NoGradGuard no_grad;
   for (const auto& t : targets) {
     auto& m = state.at(t.name + ".exp_avg");
-    m.copy_(t.exp_avg.view(m.sizes()));
-    state.at(t.name + ".exp_avg_sq").copy_(t.exp_avg_sq.view(m.sizes()));
+    m.copy_(t.into[0].view(m.sizes()));
+    state.at(t.name + ".exp_avg_sq").copy_(t.into[1].view(m.sizes()));
     const auto it = steps.find(t.name);
     state.at(t.name + ".step").fill_(it == steps.end() ? 0.0 : it->second);
   }
@@ -289,13 +305,43 @@ void load_flat_shards(ShardedAdamW& optimizer, const SavedFlatShards& saved) {
   std::vector<Target> targets;
   for (std::size_t k = 0; k < layout.buckets.size(); ++k)
     for (const auto& g : layout.segments(k, optimizer.rank()))
-      targets.push_back({optimizer.names()[g.param], numel[g.param], g.param_offset, g.numel,
-                         optimizer.exp_avg()[k].narrow(0, g.shard_offset, g.numel),
-                         optimizer.exp_avg_sq()[k].narrow(0, g.shard_offset, g.numel)});
-  const auto steps = fill_targets(saved, targets);
+      targets.push_back({optimizer.names()[g.param],
+                         numel[g.param],
+                         g.param_offset,
+                         g.numel,
+                         {optimizer.exp_avg()[k].narrow(0, g.shard_offset, g.numel),
+                          optimizer.exp_avg_sq()[k].narrow(0, g.shard_offset, g.numel)}});
+  const auto steps = fill_targets(saved, kMoments, targets);
   double step = 0;
   for (const auto& [n, s] : steps) step = std::max(step, s);
   optimizer.set_step_count(step);
+}
+
+FlatShards to_flat_shards(const dist::FlatLayout& layout, int rank,
+                          const std::vector<std::string>& names,
+                          const std::vector<at::Tensor>& shards, const std::string& key) {
+  FlatShards out;
+  out.json = header(layout, rank);
+  out.json.erase("steps");
+  for (std::size_t k = 0; k < layout.buckets.size(); ++k) {
+    out.tensors.emplace_back(bucket_key(key.c_str(), k), shards[k]);
+    out.json["buckets"].push_back(segments_json(layout, k, rank, names));
+  }
+  return out;
+}
+
+void load_whole_from_flat_shards(const SavedFlatShards& saved, const std::string& key,
+                                 const std::vector<std::string>& names,
+                                 const std::vector<at::Tensor>& whole) {
+  std::vector<Target> targets;
+  for (std::size_t i = 0; i < names.size(); ++i) {
+    const std::int64_t n = whole[i].numel();
+    targets.push_back({names[i], n, 0, n, {at::empty({n}, whole[i].options())}});
+  }
+  fill_targets(saved, {{key}, "shard set '" + key + "'"}, targets);
+  at::NoGradGuard no_grad;
+  for (std::size_t i = 0; i < names.size(); ++i)
+    whole[i].copy_(targets[i].into[0].view(whole[i].sizes()));
 }
 
 }  // namespace clipper::optim

@@ -29,6 +29,13 @@ std::unique_ptr<ParameterSharding> make_sharding(int zero, ShardingSetup setup) 
   }
 }
 
+ShardingCounters ParameterSharding::counters() const {
+  ShardingCounters c;
+  c.peak_parameter_bytes = c.resident_parameter_bytes = peak_parameter_bytes();
+  c.peak_gradient_bytes = peak_gradient_bytes();
+  return c;
+}
+
 std::int64_t bytes_of(const std::vector<at::Tensor>& tensors) {
   std::int64_t n = 0;
   for (const auto& t : tensors) n += static_cast<std::int64_t>(t.numel() * t.element_size());

@@ -1,9 +1,11 @@
 // dist.zero 3, full sharding: as zero 2 (gradients reduce-scattered into shards, each full gradient
-// freed once in its bucket, AdamW over this rank's shard), and during the step every rank keeps
-// only its shard of the parameters (dist/param_units.hpp): begin_step() cuts the whole parameters
-// into the units' shards and frees them; operations gather a unit while they read it (at most two
-// whole at once); the gradient buckets are the units; after AdamW updated the shards, every unit
-// is all-gathered whole again for what runs between steps (evaluation, checkpoints, the average).
+// freed once in its bucket, AdamW over this rank's shard), and every rank keeps only its shard of
+// the parameters (dist/param_units.hpp): the model is whole from construction (and a checkpoint
+// load) until the first begin_step() cuts the units' shards and frees them; operations gather a
+// unit while they read it (at most two whole at once, three with prefetch); the gradient buckets
+// are the units. After AdamW updated the shards, the units gathered for the step are stale and
+// dropped; what runs between steps gathers on demand (between_steps: the clamp, the average) or
+// gathers everything for a while (gather_whole: evaluation, checkpoints, export).
 #include <ATen/ATen.h>
 
 #include <optional>
@@ -26,7 +28,7 @@ dist::ReducerOptions unit_buckets(const ShardingSetup& s, const dist::FlatLayout
 class Full : public ParameterSharding {
  public:
   explicit Full(ShardingSetup s)
-      : units_(s.params, s.names, s.pg),
+      : units_(s.params, s.names, s.pg, {2, s.prefetch, s.gather_bf16}),
         reducer_(s.params, s.pg, unit_buckets(s, units_.layout())),
         optimizer_(units_.layout(), s.pg->rank(), std::move(s.names), std::move(s.settings),
                    s.adamw) {}
@@ -34,7 +36,8 @@ class Full : public ParameterSharding {
   void begin_step() override {
     on_demand_.reset();
     units_.release();
-    on_demand_.emplace(units_);
+    units_.reset_peak();
+    on_demand_.emplace(units_, dist::ParamUnits::Pass::step);
   }
   void begin_backward() override { reducer_.begin_step(); }
   void finish_backward() override {
@@ -43,9 +46,18 @@ class Full : public ParameterSharding {
   }
   std::vector<at::Tensor> gradients() const override { return reducer_.grad_shards(); }
   void step(double lr, const at::Tensor& found_inf) override {
+    units_.drop();
     optimizer_.step(lr, units_.shards(), reducer_.grad_shards(), found_inf);
-    units_.gather_all();
   }
+  void between_steps(const std::function<void()>& fn) override {
+    {
+      dist::ParamUnits::OnDemand scope(units_, dist::ParamUnits::Pass::other);
+      fn();
+    }
+    units_.release();
+  }
+  void gather_whole() override { units_.gather_all(); }
+  void release_whole() override { units_.release(); }
 
   optim::FlatShards optimizer_shards() const override { return optim::to_flat_shards(optimizer_); }
   void load_optimizer_shards(const optim::SavedFlatShards& saved) override {
@@ -53,7 +65,18 @@ class Full : public ParameterSharding {
   }
   std::int64_t optimizer_state_bytes() const override { return optimizer_.state_bytes(); }
   std::int64_t peak_parameter_bytes() const override { return units_.peak_bytes(); }
+  std::int64_t peak_gradient_bytes() const override { return reducer_.peak_gradient_bytes(); }
+  ShardingCounters counters() const override {
+    const auto c = units_.counters();
+    return {units_.peak_bytes(),   units_.resident_bytes(),
+            peak_gradient_bytes(), c.gathers,
+            c.prefetched,          c.wait_s};
+  }
   const dist::FlatLayout& layout() const override { return units_.layout(); }
+  std::optional<optim::FlatShards> parameter_shards() override {
+    return optim::to_flat_shards(units_.layout(), optimizer_.rank(), optimizer_.names(),
+                                 units_.current_shards(), "param");
+  }
 
  private:
   dist::ParamUnits units_;

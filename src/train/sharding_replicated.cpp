@@ -57,6 +57,7 @@ class Replicated : public ParameterSharding {
     return n;
   }
   std::int64_t peak_parameter_bytes() const override { return bytes_of(params_); }
+  std::int64_t peak_gradient_bytes() const override { return reducer_.peak_gradient_bytes(); }
   const dist::FlatLayout& layout() const override { return layout_; }
   optim::AdamW* whole_optimizer() override { return &optimizer_; }
 

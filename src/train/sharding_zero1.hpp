@@ -25,6 +25,7 @@ class Zero1 : public ParameterSharding {
   void load_optimizer_shards(const optim::SavedFlatShards& saved) override;
   std::int64_t optimizer_state_bytes() const override { return optimizer_.state_bytes(); }
   std::int64_t peak_parameter_bytes() const override { return bytes_of(params_); }
+  std::int64_t peak_gradient_bytes() const override { return reducer_.peak_gradient_bytes(); }
   const dist::FlatLayout& layout() const override { return reducer_.layout(); }
 
  private:

@@ -61,6 +61,8 @@ StepConfig StepConfig::from(const config::Config& cfg) {
           cfg.dist.bucket_mb,
           cfg.dist.overlap_grad_reduce,
           static_cast<int>(cfg.dist.zero),
+          cfg.dist.prefetch,
+          cfg.dist.gather_bf16,
           {cfg.train.ema_decay, cfg.train.ema_warmup_power}};
 }
 
@@ -105,9 +107,13 @@ void TrainStep::make_sharding(const StepConfig& cfg) {
     setup.settings.push_back(setting.at(item.key()));
   }
   params_ = setup.params;
+  if (zero_ == 3) sharded_names_ = setup.names;
   setup.pg = pg_;
   setup.bucket_mb = cfg.bucket_mb;
   setup.overlap = cfg.overlap_grad_reduce;
+  setup.prefetch = cfg.prefetch == config::Prefetch::on ||
+                   (cfg.prefetch == config::Prefetch::automatic && device_.is_cuda());
+  setup.gather_bf16 = cfg.gather_bf16;
   sharding_ = train::make_sharding(zero_, std::move(setup));
 }
 
@@ -297,10 +303,15 @@ void TrainStep::apply(double lr, const StepHealth& health) {
     at::_foreach_mul_(grads, coef.to(grads[0].scalar_type()));
   }
   sharding_->step(lr, health.bad.to(at::kFloat));
+  sharding_->between_steps([&] { after_update(health); });
+}
+
+// Every rank sees the same whole weights here (full sharding gathers what this reads), so every
+// rank averages the same values; a skipped step pulls the average toward its unchanged weights,
+// as timm's does.
+void TrainStep::after_update(const StepHealth& health) {
   at::NoGradGuard no_grad;
   model_->logit_scale.clamp_(0.0, std::log(100.0));
-  // Whole weights on every rank here (every stage leaves them whole), so every rank averages the
-  // same values; a skipped step pulls the average toward its unchanged weights, as timm's does.
   if (ema_) ema_->update();
   stats_.update(health.loss, health.bad, health.grad_norm, model_->logit_scale.exp());
 }
@@ -319,12 +330,29 @@ void TrainStep::load_optimizer_shards(const optim::SavedFlatShards& saved) {
   sharding_->load_optimizer_shards(saved);
 }
 
+std::optional<optim::FlatShards> TrainStep::parameter_shards() {
+  return sharding_->parameter_shards();
+}
+
 std::int64_t TrainStep::optimizer_state_bytes() const {
   return sharding_->optimizer_state_bytes();
 }
 
 std::int64_t TrainStep::peak_parameter_bytes() const {
   return sharding_->peak_parameter_bytes();
+}
+
+ShardingCounters TrainStep::sharding_counters() const {
+  return sharding_->counters();
+}
+
+WholeParameters::WholeParameters(TrainStep& step) : step_(step) {
+  if (step_.whole_depth_ == 0) step_.sharding_->gather_whole();
+  ++step_.whole_depth_;
+}
+
+WholeParameters::~WholeParameters() {
+  if (--step_.whole_depth_ == 0) step_.sharding_->release_whole();
 }
 
 }  // namespace clipper::train

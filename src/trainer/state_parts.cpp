@@ -4,6 +4,9 @@
 #include <ATen/Context.h>
 
 #include <algorithm>
+#include <map>
+#include <memory>
+#include <set>
 
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
@@ -20,24 +23,103 @@ void require(bool ok, const std::string& where, const std::string& what) {
   if (!ok) throw core::InputError("checkpoint '" + where + "': " + what);
 }
 
+// The names model.json lists as saved per rank instead (dist.zero 3), as the model part read them.
+using ShardedNames = std::shared_ptr<std::vector<std::string>>;
+
+// Copies the saved tensors into the model; those the file lacks must be listed as sharded.
+void load_all_but_sharded(model::ClipImpl& model, const checkpoint::TensorList& tensors,
+                          const std::vector<std::string>& sharded, const std::string& where) {
+  std::map<std::string, at::Tensor> target;
+  for (const auto& [name, t] : model.state_dict()) target.emplace(name, t);
+  std::set<std::string> have;
+  at::NoGradGuard no_grad;
+  for (const auto& [name, t] : tensors) {
+    const auto it = target.find(name);
+    require(it != target.end(), where, "model.safetensors holds '" + name + "', not in this model");
+    require(it->second.sizes() == t.sizes(), where,
+            "model.safetensors' '" + name + "' has shape " + io::shape_text(t.sizes()) +
+                ", the model " + io::shape_text(it->second.sizes()));
+    it->second.copy_(t);
+    have.insert(name);
+  }
+  have.insert(sharded.begin(), sharded.end());
+  for (const auto& [name, t] : target)
+    require(have.count(name), where,
+            "neither model.safetensors nor the parameter shards hold '" + name + "'");
+}
+
+// The model's state dict (OpenCLIP names). With dist.zero 3 the trainable parameters are left out
+// and listed in model.json: each rank saves its shards of them (ParamShardsPart).
 class ModelPart : public checkpoint::Stateful {
  public:
-  explicit ModelPart(model::Clip model) : model_(std::move(model)) {}
+  ModelPart(model::Clip model, train::TrainStep& step, ShardedNames sharded)
+      : model_(std::move(model)), step_(step), sharded_(std::move(sharded)) {}
   // The weights where they live: an asynchronous save copies them once, to pinned memory without
   // waiting; a synchronous one when it writes. (io::model_state_dict would first make a blocking
   // device-to-host copy, which the async save then copied again.)
   checkpoint::PartState state() const override {
+    const auto& names = step_.sharded_parameter_names();
+    const std::set<std::string> skip(names.begin(), names.end());
     checkpoint::PartState s;
-    for (const auto& [name, t] : model_->state_dict()) s.tensors.emplace_back(name, t.detach());
+    for (const auto& [name, t] : model_->state_dict())
+      if (!skip.count(name)) s.tensors.emplace_back(name, t.detach());
+    if (!names.empty()) s.json = {{"sharded_parameters", names}};
     return s;
   }
   void load_state(const checkpoint::PartState& s, const std::string& where) override {
+    sharded_->clear();
+    if (s.json.is_object() && s.json.contains("sharded_parameters")) {
+      *sharded_ = s.json["sharded_parameters"].get<std::vector<std::string>>();
+      return load_all_but_sharded(*model_, s.tensors, *sharded_, where);
+    }
     require(!s.tensors.empty(), where, "holds no model weights (model.safetensors)");
     io::load_state_dict(*model_, s.tensors, where + "/model.safetensors");
   }
 
  private:
   model::Clip model_;
+  train::TrainStep& step_;
+  ShardedNames sharded_;
+};
+
+// dist.zero 3: this rank's shards of the trainable parameters, in the optimizer's flat-shard form
+// (key "param"). Loading fills the whole parameters the model part found listed (the model is
+// whole until the first step) from the shards of any world size; any stage resumes it.
+class ParamShardsPart : public checkpoint::Stateful {
+ public:
+  ParamShardsPart(model::Clip model, train::TrainStep& step, ShardedNames sharded)
+      : model_(std::move(model)), step_(step), sharded_(std::move(sharded)) {}
+  checkpoint::PartState state() const override {
+    auto shards = step_.parameter_shards();
+    if (!shards) return {};
+    return {std::move(shards->tensors), std::move(shards->json)};
+  }
+  void load_state(const checkpoint::PartState&, const std::string& where) override {
+    throw core::Error("checkpoint '" + where + "': the parameter shards load through load_ranks");
+  }
+  void load_ranks(const checkpoint::SavedRanks& saved, int, int,
+                  const std::string& where) override {
+    if (sharded_->empty()) return;  // model.safetensors held every parameter
+    optim::SavedFlatShards s;
+    for (int r = 0; r < saved.world_size(); ++r) s.json.push_back(saved.json(r));
+    s.tensors = [&saved](int r) { return saved.read(r).tensors; };
+    s.where = where;
+    require(!s.json.empty() && !s.json[0].is_null(), where,
+            "model.json lists sharded parameters, but rank_00000.json holds no parameter shards");
+    auto params = model_->named_parameters();
+    std::vector<at::Tensor> whole;
+    for (const auto& name : *sharded_) {
+      auto* p = params.find(name);
+      require(p != nullptr, where, "the parameter shards hold '" + name + "', not in this model");
+      whole.push_back(*p);
+    }
+    optim::load_whole_from_flat_shards(s, "param", *sharded_, whole);
+  }
+
+ private:
+  model::Clip model_;
+  train::TrainStep& step_;
+  ShardedNames sharded_;
 };
 
 // Each rank writes its own flat shard; loading reads the saved ranks whose shards overlap this
@@ -203,8 +285,10 @@ void TrainerCounters::load_state(const checkpoint::PartState& s, const std::stri
   if (step) step->set_nan_in_row(s.json.value("nan_in_row", std::int64_t{0}));
 }
 
-std::unique_ptr<checkpoint::Stateful> make_model_part(model::Clip model) {
-  return std::make_unique<ModelPart>(std::move(model));
+ModelParts make_model_parts(model::Clip model, train::TrainStep& step) {
+  auto sharded = std::make_shared<std::vector<std::string>>();
+  return {std::make_unique<ModelPart>(model, step, sharded),
+          std::make_unique<ParamShardsPart>(model, step, sharded)};
 }
 std::unique_ptr<checkpoint::Stateful> make_optimizer_part(train::TrainStep& step) {
   return std::make_unique<OptimizerPart>(step);

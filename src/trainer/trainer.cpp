@@ -224,15 +224,18 @@ void Trainer::Impl::register_parts() {
   counters.layout = {s.world_size(), cfg.train.batch_size, cfg.train.accum_freq};
   counters.model_name = s.spec.name;
   counters.step = step.get();
-  owned_parts.push_back(make_model_part(s.model));
+  auto model = make_model_parts(s.model, *step);
+  owned_parts.push_back(std::move(model.whole));
+  owned_parts.push_back(std::move(model.shards));
   owned_parts.push_back(make_optimizer_part(*step));
   owned_parts.push_back(make_rng_part(s.device));
   owned_parts.push_back(make_loader_part(*loader));
   parts = {{"model", checkpoint::Scope::global, owned_parts[0].get()},
-           {"optimizer", checkpoint::Scope::per_rank, owned_parts[1].get()},
+           {"params", checkpoint::Scope::per_rank, owned_parts[1].get()},
+           {"optimizer", checkpoint::Scope::per_rank, owned_parts[2].get()},
            {"trainer", checkpoint::Scope::global, &counters},
-           {"rng", checkpoint::Scope::per_rank, owned_parts[2].get()},
-           {"loader", checkpoint::Scope::per_rank, owned_parts[3].get()}};
+           {"rng", checkpoint::Scope::per_rank, owned_parts[3].get()},
+           {"loader", checkpoint::Scope::per_rank, owned_parts[4].get()}};
   // After the model: a checkpoint without an average restarts it from the resumed weights.
   if (step->ema()) {
     owned_parts.push_back(make_ema_part(*step->ema()));
@@ -506,6 +509,7 @@ void Trainer::Impl::log_window(LogWindow& log, const Schedule& sched, double lr,
 void Trainer::Impl::evaluate(std::int64_t at_step) {
   const auto t = Clock::now();
   auto prepare = [this](const at::Tensor& images) { return step->prepare_images(images); };
+  const train::WholeParameters whole(*step);
   const train::EmaSwapped averaged(cfg.eval.use_ema ? step->ema() : nullptr);
   const auto rep = trainer::evaluate(EvalSettings::from(cfg), *s.model, s.tokenizer, *s.pg,
                                      s.device, prepare, "step " + std::to_string(at_step));
@@ -557,7 +561,7 @@ void Trainer::Impl::log_parameter_counts() const {
 
 RunSummary Trainer::Impl::finish(const Schedule& sched) {
   if (cfg.eval.at_end) evaluate(sched.step());
-  if (s.rank() == 0) {
+  if (const train::WholeParameters whole(*step); s.rank() == 0) {
     io::export_openclip(s.model, s.spec, (run_dir / "export").string());
     if (step->ema()) {
       const train::EmaSwapped averaged(step->ema());

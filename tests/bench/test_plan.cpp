@@ -11,7 +11,7 @@
 
 using namespace clipper;
 
-TEST(Plan, ZeroStagesShardOptimizerStateThenGradients) {
+TEST(Plan, ZeroStagesShardOptimizerStateThenGradientsThenParameters) {
   const auto spec = model::load_model_spec("ViT-B-16");
   const double p = static_cast<double>(model::parameter_count(spec));
   bench::PlanOptions o;
@@ -19,16 +19,27 @@ TEST(Plan, ZeroStagesShardOptimizerStateThenGradients) {
   o.bf16 = false;
   const auto z0 = bench::make_plan(spec, o);
   EXPECT_DOUBLE_EQ(z0.parameters, 4 * p);
-  EXPECT_DOUBLE_EQ(z0.gradients, 4 * p);
+  EXPECT_DOUBLE_EQ(z0.gradients, 8 * p);  // the full gradients and their flat buckets
   EXPECT_DOUBLE_EQ(z0.optimizer, 8 * p);
   o.zero = 1;
   const auto z1 = bench::make_plan(spec, o);
   EXPECT_DOUBLE_EQ(z1.optimizer, 8 * p / 8);
-  EXPECT_DOUBLE_EQ(z1.gradients, 4 * p);
+  EXPECT_DOUBLE_EQ(z1.gradients, 8 * p + 4 * p / 8);
   o.zero = 2;
   const auto z2 = bench::make_plan(spec, o);
-  EXPECT_LT(z2.gradients, 4 * p / 8 + 26 * 1024 * 1024);
+  const double embedding = 4.0 * 49408 * 512;  // the largest parameter, above bucket_mb
+  EXPECT_DOUBLE_EQ(z2.gradients, 4 * p / 8 + 3 * embedding);
+  EXPECT_DOUBLE_EQ(z2.parameters, 4 * p);
   EXPECT_DOUBLE_EQ(z2.activations, z0.activations);
+  // Full sharding: the shards and the two largest units (ViT-B-16's text embeddings, 25.3 M
+  // parameters, and a 7.1 M image block), three with prefetch.
+  o.zero = 3;
+  const auto z3 = bench::make_plan(spec, o);
+  EXPECT_NEAR(z3.parameters, 4 * p / 8 + 4 * (25.6e6 + 7.08e6), 4 * 0.1e6);
+  EXPECT_NEAR(z3.gradients, 4 * p / 8 + 4 * (2 * 25.6e6 + 7.08e6), 4 * 0.1e6);
+  o.prefetch = true;  // and a text block (12 x 512^2)
+  EXPECT_DOUBLE_EQ(bench::make_plan(spec, o).parameters, z3.parameters + 4.0 * 12 * 512 * 512);
+  o.zero = 2;
   // Checkpointing keeps one fp32 tensor per block instead of every activation.
   o.grad_checkpointing = true;
   EXPECT_LT(bench::make_plan(spec, o).activations, z0.activations / 5);

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -415,6 +416,8 @@ std::unique_ptr<clipper::train::TrainStep> make_zero_step(const std::shared_ptr<
   cfg.bucket_mb = arg_d("bucket_mb", 0.01);
   cfg.overlap_grad_reduce = arg("overlap", "1") == "1";
   cfg.zero = zero;
+  cfg.prefetch =
+      arg("prefetch", "0") == "1" ? clipper::config::Prefetch::on : clipper::config::Prefetch::off;
   return std::make_unique<clipper::train::TrainStep>(model, pg, cfg, at::kCPU,
                                                      clipper::train::StepOptions{});
 }
@@ -511,10 +514,21 @@ int run_zero(const std::shared_ptr<ProcessGroup>& pg) {
     skipped += a.skipped ? 1 : 0;
     clipped += a.grad_norm > arg_d("clip", 0.0) ? 1 : 0;
   }
+  // Between steps full sharding keeps no parameter whole: each rank holds its shards only.
   const auto pa = ref->model()->named_parameters(), pb = z->model()->named_parameters();
+  std::int64_t whole_between_steps = 0;
+  for (const auto& p : pb)
+    if (p.value().requires_grad() && p.value().storage().nbytes() > 0) ++whole_between_steps;
+  if (zero == 3 && whole_between_steps > 0)
+    c.add("whole_params_between_steps", static_cast<double>(whole_between_steps));
+  const auto counters = z->sharding_counters();
+  if (arg("prefetch", "0") == "1" && counters.prefetched == 0) c.add("never_prefetched", 1.0);
   double worst = 0;
-  for (std::size_t i = 0; i < pa.size(); ++i)
-    worst = std::max(worst, max_abs(pa[i].value().detach(), pb[i].value().detach()));
+  {
+    const clipper::train::WholeParameters whole(*z);
+    for (std::size_t i = 0; i < pa.size(); ++i)
+      worst = std::max(worst, max_abs(pa[i].value().detach(), pb[i].value().detach()));
+  }
   c.add("params", worst);
   // The optimizer state: this rank's shard of the unsharded moments equals the sharded ones, per
   // parameter element both hold (zero 3's units lay the shards out differently).
@@ -525,7 +539,9 @@ int run_zero(const std::shared_ptr<ProcessGroup>& pg) {
   c.text << " skipped=" << skipped << " clipped=" << clipped;
   c.text << " optimizer_bytes zero0=" << ref->optimizer_state_bytes() << " zero" << zero << "="
          << z->optimizer_state_bytes() << " peak_param_bytes zero0=" << ref->peak_parameter_bytes()
-         << " zero" << zero << "=" << z->peak_parameter_bytes();
+         << " zero" << zero << "=" << z->peak_parameter_bytes()
+         << " resident_between_steps=" << counters.resident_parameter_bytes
+         << " gathers=" << counters.gathers << " prefetched=" << counters.prefetched;
   // Full sharding holds less than the whole parameters at its peak within the step.
   // (peak_below=1; a tiny model on many ranks holds less in shards than in its two largest units).
   if (arg("peak_below", "0") == "1" && z->peak_parameter_bytes() >= ref->peak_parameter_bytes())
@@ -535,38 +551,21 @@ int run_zero(const std::shared_ptr<ProcessGroup>& pg) {
 
 // --- resume on another world size: the optimizer state is re-split ------------------------------
 // phase=save: `before` steps on this world size with zero=Z, then a checkpoint in dir=DIR (the
-// model and the trainer's own optimizer part). phase=load: any world size and stage loads it and
-// runs steps `before`..`steps`-1. The global batch (global=G pairs) is the same for every world
-// size, so both phases together must equal one process that ran every step on the whole batch.
-class ParamsPart : public clipper::checkpoint::Stateful {
- public:
-  explicit ParamsPart(clipper::model::Clip m) : model_(std::move(m)) {}
-  clipper::checkpoint::PartState state() const override {
-    clipper::checkpoint::PartState s;
-    for (const auto& item : model_->named_parameters())
-      s.tensors.emplace_back(item.key(), item.value());
-    return s;
-  }
-  void load_state(const clipper::checkpoint::PartState& s, const std::string&) override {
-    at::NoGradGuard g;
-    auto params = model_->named_parameters();
-    for (const auto& [n, t] : s.tensors) params[n].copy_(t);
-  }
-
- private:
-  clipper::model::Clip model_;
-};
-
+// trainer's own model, parameter-shard and optimizer parts: with zero 3 each rank saves its
+// parameter shards, nothing is gathered). phase=load: any world size and stage loads it and runs
+// steps `before`..`steps`-1. The global batch (global=G pairs) is the same for every world size,
+// so both phases together must equal one process that ran every step on the whole batch.
 int run_reshard(const std::shared_ptr<ProcessGroup>& pg) {
   const int w = pg->size(), r = pg->rank();
   const long global = arg_i("global", 8), before = arg_i("before", 5), steps = arg_i("steps", 10);
   g_args["batch"] = std::to_string(global / w);
   const bool save = arg("phase", "save") == "save";
   auto z = make_zero_step(pg, static_cast<int>(arg_i("zero", 0)));
-  ParamsPart model_part(z->model());
+  auto model_parts = clipper::trainer::make_model_parts(z->model(), *z);
   auto opt_part = clipper::trainer::make_optimizer_part(*z);
   const clipper::checkpoint::Parts parts{
-      {"model", clipper::checkpoint::Scope::global, &model_part},
+      {"model", clipper::checkpoint::Scope::global, model_parts.whole.get()},
+      {"params", clipper::checkpoint::Scope::per_rank, model_parts.shards.get()},
       {"optimizer", clipper::checkpoint::Scope::per_rank, opt_part.get()}};
   clipper::checkpoint::Manager manager(arg("dir", ""), {}, pg);
   if (!save) manager.load(manager.latest_valid().value().dir, parts);
@@ -576,9 +575,18 @@ int run_reshard(const std::shared_ptr<ProcessGroup>& pg) {
     losses.push_back(res.loss);
   }
   if (save) {
+    const std::int64_t gathers = z->sharding_counters().gathers;
     manager.save(before, parts, "");
+    // Zero 3 saves without a gather: model.json lists the parameters the ranks saved.
+    const auto saved = manager.latest_valid().value().dir;
+    const bool listed = std::filesystem::exists(saved + "/model.json");
+    if (z->zero() == 3 && (!listed || z->sharding_counters().gathers != gathers)) {
+      report("FAIL reshard: zero 3 gathered for the save or listed no sharded parameters");
+      return 3;
+    }
     report("OK reshard saved step " + std::to_string(before) + " from " + std::to_string(w) +
-           " ranks, optimizer_bytes=" + std::to_string(z->optimizer_state_bytes()));
+           " ranks, optimizer_bytes=" + std::to_string(z->optimizer_state_bytes()) +
+           (listed ? ", parameters saved as shards" : ""));
     return 0;
   }
   // The reference: one process, zero 0, every step on the global batch.
@@ -593,6 +601,7 @@ int run_reshard(const std::shared_ptr<ProcessGroup>& pg) {
   }
   const auto pa = ref->model()->named_parameters(), pb = z->model()->named_parameters();
   double worst = 0;
+  const clipper::train::WholeParameters whole(*z);
   for (std::size_t i = 0; i < pa.size(); ++i)
     worst = std::max(worst, max_abs(pa[i].value().detach(), pb[i].value().detach()));
   c.add("params", worst);

@@ -32,7 +32,7 @@ TEST(ParamUnits, UnitsAreBlocksTowersAndTheRest) {
                                          "visual.layer2.0",
                                          "visual.trunk.blocks.3",
                                          "text.transformer.resblocks.2",
-                                         ""};
+                                         "logit"};
   EXPECT_EQ(unit_names(names), want);
 }
 
@@ -42,12 +42,16 @@ struct Model {
   std::vector<at::Tensor> params;
   std::vector<std::string> names = {"embed",      "blocks.0.w", "blocks.0.b", "blocks.1.w",
                                     "blocks.1.b", "blocks.2.w", "head"};
-  Model() {
+  explicit Model(at::ScalarType dtype = at::kDouble) {
     at::manual_seed(3);
     for (std::int64_t n : {5, 12, 3, 12, 3, 12, 4})
-      params.push_back(at::randn({n}, at::kDouble).requires_grad_(true));
+      params.push_back(at::randn({n}, dtype).requires_grad_(true));
   }
 };
+
+std::shared_ptr<ProcessGroup> borrowed(ProcessGroup& pg) {
+  return std::shared_ptr<ProcessGroup>(std::shared_ptr<void>(), &pg);
+}
 
 }  // namespace
 
@@ -67,7 +71,7 @@ TEST(ParamUnits, OperationsGatherReleasedUnitsOnDemandAtMostTwoAtOnce) {
   std::vector<at::Tensor> before;
   for (const auto& p : m.params) before.push_back(p.detach().clone());
   ProcessGroup one;  // one rank: the gather is a copy of the shard
-  ParamUnits units(m.params, m.names, std::shared_ptr<ProcessGroup>(std::shared_ptr<void>(), &one));
+  ParamUnits units(m.params, m.names, borrowed(one));
   for (std::size_t i = 0; i < m.params.size(); ++i) EXPECT_TRUE(at::equal(m.params[i], before[i]));
   const std::int64_t whole = units.whole_bytes();
   units.release();
@@ -91,4 +95,30 @@ TEST(ParamUnits, OperationsGatherReleasedUnitsOnDemandAtMostTwoAtOnce) {
   units.gather_all();             // ... reaches the parameter
   EXPECT_TRUE(at::equal(m.params[5], before[5] + 1.0));
   EXPECT_TRUE(at::equal(m.params[0], before[0]));
+}
+
+// A second step pass prefetches (the units in the order the first one used them), and a bf16
+// gather computes with rounded weights but never writes them back: the shards stay exact.
+TEST(ParamUnits, PrefetchFollowsTheLastPassAndBf16GathersLeaveTheShardsExact) {
+  Model m(at::kFloat);
+  std::vector<at::Tensor> before;
+  for (const auto& p : m.params) before.push_back(p.detach().clone());
+  ProcessGroup one;
+  ParamUnits units(m.params, m.names, borrowed(one), {2, /*prefetch=*/true, /*gather_bf16=*/true});
+  units.release();
+  const std::int64_t unit_bytes = 16 * 4;  // the largest unit: blocks.0 or blocks.1, 15 padded
+  for (int pass = 0; pass < 2; ++pass) {
+    ParamUnits::OnDemand scope(units);
+    for (std::size_t i = 0; i < m.params.size(); ++i)
+      EXPECT_TRUE(at::equal(m.params[i], before[i].to(at::kBFloat16).to(at::kFloat)))
+          << m.names[i] << " pass " << pass;
+    if (pass == 0) EXPECT_EQ(units.counters().prefetched, 0);
+  }
+  EXPECT_GE(units.counters().prefetched, 3);  // blocks.0, blocks.1, blocks.2 (and the rest)
+  EXPECT_LE(units.peak_bytes(), units.whole_bytes() + 3 * unit_bytes);  // one shard = the model
+  units.release();
+  for (const auto& p : m.params) EXPECT_EQ(p.storage().nbytes(), 0u);
+  units.gather_all();  // exact: outside a step pass
+  for (std::size_t i = 0; i < m.params.size(); ++i)
+    EXPECT_TRUE(at::equal(m.params[i], before[i])) << m.names[i];
 }

@@ -786,6 +786,8 @@ TEST(TrainE2E, TwoNodeLaunchStopsOnSigtermToOneNodeAndResumes) {
 // and the optimizer's path differ from any 4-rank run. The reference is the same resume from the
 // same checkpoint in a second run folder: its losses are bit-identical (tolerance 0), so the
 // re-split is a pure function of the checkpoint, whatever process does it.
+// The four ranks run with dist.zero 3 (each saves its parameter shards), the two that resume
+// mid-epoch with zero 0 (issue 31: a checkpoint of any stage resumes on any stage and world size).
 TEST(TrainE2E, WorldSizeChangeTwoNodesToOneNodeTrainsEachSampleOnce) {
   clipper::test::TempDir t;
   const auto cfg = write_config(t, "");
@@ -798,7 +800,7 @@ TEST(TrainE2E, WorldSizeChangeTwoNodesToOneNodeTrainsEachSampleOnce) {
       [&](int r, const std::string& extra) {
         return clipper_bin() + " launch --nnodes 2 --node-rank " + std::to_string(r) +
                " --nproc-per-node 2 --master-addr 127.0.0.1 --master-port " + std::to_string(port) +
-               train + "two" + extra;
+               train + "two --set dist.zero=3" + extra;
       },
       /*expect_75=*/true);
   if (HasFatalFailure()) {
@@ -1542,8 +1544,9 @@ TEST(TrainE2E, EvalSuiteOnTwoRanksLogsEveryMetricAsBenchmarkComputesIt) {
     for (const auto& k : keys) EXPECT_TRUE(j.contains(k)) << "step " << step << ": " << k;
     EXPECT_EQ(j.value("eval/fmnist_cls_copy/acc1", -1.0), j.value("eval/fmnist_cls/acc1", -2.0));
   }
-  EXPECT_TRUE(has(r.output, "wds/fmnist_cls_copy: the class embeddings of an earlier dataset "
-                            "with the same 10 classes and 3 templates are reused"))
+  EXPECT_TRUE(has(r.output,
+                  "wds/fmnist_cls_copy: the class embeddings of an earlier dataset "
+                  "with the same 10 classes and 3 templates are reused"))
       << r.output;
   // One process, the saved checkpoint, the same folders.
   std::string cmd = clipper_bin() + " benchmark --device cpu --batch 16 --weights " +

@@ -30,8 +30,10 @@ struct BenchOptions {
   // NaFlex: pictures also of mixed sizes: picture i under a budget of max_seq_len / 2^(i % 3)
   // (as pictures smaller than the budget would be without upscaling), not all filling it.
   bool naflex_mixed_sizes = false;
-  std::int64_t zero = 0;       // dist.zero
-  bool chunked_loss = false;   // loss.chunked
+  std::int64_t zero = 0;                                    // dist.zero
+  config::Prefetch prefetch = config::Prefetch::automatic;  // dist.prefetch (zero 3)
+  bool gather_bf16 = false;                                 // dist.gather_bf16 (zero 3)
+  bool chunked_loss = false;                                // loss.chunked
   std::int64_t lora_rank = 0;  // lora.rank (0: full fine-tune); adapters on attn + mlp, both towers
   double lora_alpha = 16.0;    // lora.alpha
 };
@@ -44,10 +46,16 @@ struct BenchResult {
   double forward_ms = 0, backward_ms = 0, reduce_ms = 0, optimizer_ms = 0;  // breakdown run
   double peak_memory_gib = 0;         // CUDA allocator peak, or the process's peak RSS on CPU
   double payload_bytes_per_step = 0;  // handed to collectives per rank and step (timed steps)
-  double mfu = -1;                    // -1: no peak known
-  double gflops_per_sample = 0;       // training (3 x forward)
-  double graph_samples_per_s = -1;    // --cuda-graph: the captured step replayed (-1: not run)
-  std::string graph_error;            // --cuda-graph: why capture failed
+  std::int64_t zero = 0;              // dist.zero
+  double gather_wait_ms = 0;          // zero 3: waiting for parameter gathers (breakdown run)
+  // Per rank, as the step counts them (its last step): trainable parameters held at most and
+  // between steps, gradients held at most (full, flat buckets, shards), AdamW state.
+  double parameter_peak_bytes = 0, parameter_resident_bytes = 0, gradient_peak_bytes = 0;
+  double optimizer_bytes = 0;
+  double mfu = -1;                  // -1: no peak known
+  double gflops_per_sample = 0;     // training (3 x forward)
+  double graph_samples_per_s = -1;  // --cuda-graph: the captured step replayed (-1: not run)
+  std::string graph_error;          // --cuda-graph: why capture failed
   std::int64_t params = 0, trainable_params = 0;  // values; trainable: what AdamW updates
   // NaFlex: the share of sequence slots that are padding as the batch comes (each picture padded
   // to the budget) and as the blocks ran it (packed rows; equal when not packed). -1: not NaFlex.

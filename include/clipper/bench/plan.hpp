@@ -1,6 +1,6 @@
 #pragma once
 // `clipper plan`: per-rank memory and per-step communication of a training configuration, on
-// paper (nothing is allocated): parameters, gradients and AdamW state for dist.zero 0/1/2,
+// paper (nothing is allocated): parameters, gradients and AdamW state for dist.zero 0..3,
 // activations estimated from the towers' shapes, the contrastive loss's buffers, and the bytes
 // each collective sends per step with the time they take at a given bandwidth.
 #include <cstdint>
@@ -15,7 +15,9 @@ namespace clipper::bench {
 struct PlanOptions {
   std::int64_t world = 8;
   std::int64_t batch = 256;  // per rank
-  int zero = 0;              // 0: replicated; 1: optimizer state sharded; 2: + gradients
+  int zero = 0;  // 0: replicated; 1: optimizer state sharded; 2: + gradients; 3: + parameters
+  bool prefetch = false;     // zero 3: one more unit gathered while the current one computes
+  bool gather_bf16 = false;  // zero 3: parameters all-gathered in bf16
   bool bf16 = true;
   bool grad_checkpointing = false;
   bool local_loss = true;

@@ -18,6 +18,7 @@ enum class LossKind { clip, siglip };
 enum class SiglipExchange { gather, neighbour };
 enum class LrSchedule { cosine, constant, const_cooldown };
 enum class Backend { automatic, nccl, gloo };
+enum class Prefetch { automatic, on, off };
 // Which parameters AdamW does not decay (optim.no_decay; optim/param_groups.hpp).
 enum class NoDecay { automatic, openclip3, modern };
 // LoRA: which linear layers get adapters (model/lora.hpp), and in which towers.
@@ -43,6 +44,8 @@ CLIPPER_CHOICES(LrSchedule, {"cosine", LrSchedule::cosine}, {"const", LrSchedule
                 {"const-cooldown", LrSchedule::const_cooldown});
 CLIPPER_CHOICES(Backend, {"auto", Backend::automatic}, {"nccl", Backend::nccl},
                 {"gloo", Backend::gloo});
+CLIPPER_CHOICES(Prefetch, {"auto", Prefetch::automatic}, {"on", Prefetch::on},
+                {"off", Prefetch::off});
 CLIPPER_CHOICES(NoDecay, {"auto", NoDecay::automatic}, {"openclip3", NoDecay::openclip3},
                 {"modern", NoDecay::modern});
 CLIPPER_CHOICES(LoraTarget, {"qkv", LoraTarget::qkv}, {"attn_out", LoraTarget::attn_out},
@@ -188,7 +191,13 @@ struct DistConfig {
   double timeout_s = 600.0;
   double bucket_mb = 25.0;
   bool overlap_grad_reduce = true;
-  std::int64_t zero = 0;  // ZeRO stage: 0, 1 (sharded optimizer state) or 2 (+ sharded gradients)
+  // ZeRO stage: 0 (replicated), 1 (sharded optimizer state), 2 (+ sharded gradients) or 3 (+
+  // sharded parameters: full sharding, docs/distributed.md)
+  std::int64_t zero = 0;
+  // dist.zero 3: gather the next unit while the current one computes (auto: on for CUDA), and
+  // gather float parameters in bf16 (half the bytes; the step then computes with rounded weights)
+  Prefetch prefetch = Prefetch::automatic;
+  bool gather_bf16 = false;
 };
 
 struct CheckpointConfig {

@@ -25,8 +25,9 @@
 // averaged. The optimizer updates param_shards() and all_gather_params() writes every rank's
 // updated shard back into the whole parameters. free_full_grads also frees each parameter's full
 // gradient as soon as it is copied into its bucket, and the bucket's flat buffer once it is
-// reduce-scattered. The buckets are cut by bucket_mb unless a layout is given (one bucket per unit
-// of full sharding, dist/param_units.hpp).
+// reduce-scattered: before copying a bucket the reducer waits for the one launched two before
+// it, so at most two flat buffers exist at once. The buckets are cut by bucket_mb unless a layout
+// is given (one bucket per unit of full sharding, dist/param_units.hpp).
 #include <ATen/core/Tensor.h>
 
 #include <memory>
@@ -80,6 +81,9 @@ class GradReducer {
   std::vector<std::size_t> bucket_bytes() const;
   // Buckets the hooks launched during the last backward (the rest waited for finish()).
   std::size_t launched_by_hooks() const;
+  // The most gradient bytes held at once since the last begin_step(): full gradients, flat
+  // buckets and shards.
+  std::int64_t peak_gradient_bytes() const;
 
   // Reduce-scatter only. The bucket layout (padded to the world size; all-reduce on one rank:
   // empty).

@@ -98,4 +98,15 @@ struct SavedFlatShards {
 void load_flat_shards(AdamW& optimizer, const SavedFlatShards& saved);
 void load_flat_shards(ShardedAdamW& optimizer, const SavedFlatShards& saved);
 
+// The same form for other flat-sharded tensors of the parameters (full sharding's parameter
+// shards, key "param"): this rank's shard of bucket k as tensor "<key>.<k>", no "steps".
+FlatShards to_flat_shards(const dist::FlatLayout& layout, int rank,
+                          const std::vector<std::string>& names,
+                          const std::vector<at::Tensor>& shards, const std::string& key);
+// Fills whole[i], the tensor called names[i], from such shards saved by any world size (reading
+// only the ranks that hold pieces of them); every element must be present.
+void load_whole_from_flat_shards(const SavedFlatShards& saved, const std::string& key,
+                                 const std::vector<std::string>& names,
+                                 const std::vector<at::Tensor>& whole);
+
 }  // namespace clipper::optim

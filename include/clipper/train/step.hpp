@@ -17,6 +17,8 @@
 #include <ATen/core/Tensor.h>
 
 #include <memory>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "clipper/config/config.hpp"
@@ -26,6 +28,7 @@
 #include "clipper/optim/sharded_adamw.hpp"
 #include "clipper/train/device_stats.hpp"
 #include "clipper/train/ema.hpp"
+#include "clipper/train/sharding.hpp"
 
 namespace clipper::dist {
 class ProcessGroup;
@@ -36,8 +39,6 @@ class ClipLoss;
 }  // namespace clipper::loss
 
 namespace clipper::train {
-
-class ParameterSharding;
 
 struct MicroBatch {
   at::Tensor images;  // uint8 [B, H, W, 3] (any device) or float [B, 3, H, W] already normalized
@@ -51,7 +52,9 @@ struct StepConfig {
   config::LossConfig loss;
   double bucket_mb = 25.0;  // dist.bucket_mb
   bool overlap_grad_reduce = true;
-  int zero = 0;    // dist.zero: 0 replicated, 1, 2, 3 (sharding.hpp)
+  int zero = 0;  // dist.zero: 0 replicated, 1, 2, 3 (sharding.hpp)
+  config::Prefetch prefetch = config::Prefetch::automatic;  // dist.prefetch (zero 3)
+  bool gather_bf16 = false;                                 // dist.gather_bf16 (zero 3)
   EmaOptions ema;  // train.ema_decay, train.ema_warmup_power
 
   // The step's settings from their sections of a run's config (optim, loss, dist, train's EMA).
@@ -101,6 +104,8 @@ class TrainStep {
   void set_nan_in_row(std::int64_t n) { stats_.set_nan_in_row(n); }
 
   model::Clip& model() { return model_; }
+  // StepOptions::time_phases from the next step on (`clipper bench train`'s breakdown).
+  void set_time_phases(bool on) { options_.time_phases = on; }
   // Distillation: from now on each step also runs `teacher` (frozen, in eval mode, on the step's
   // device) under no grad and the same autocast, and the loss is OpenCLIP's DistillClipLoss
   // (contrastive + distill terms, summed) over the whole accumulated batch. loss.kind clip only.
@@ -114,10 +119,16 @@ class TrainStep {
   // the stage; loading re-shards from shards saved by any world size.
   optim::FlatShards optimizer_shards() const;
   void load_optimizer_shards(const optim::SavedFlatShards& saved);
+  // dist.zero 3: this rank's shards of the trainable parameters in the flat-shard form (the
+  // checkpoint saves them per rank), and their names; other stages: nothing, and no names.
+  std::optional<optim::FlatShards> parameter_shards();
+  const std::vector<std::string>& sharded_parameter_names() const { return sharded_names_; }
   // Bytes of optimizer state (moments and step counts) this rank holds.
   std::int64_t optimizer_state_bytes() const;
   // The most bytes of trainable parameters this rank held at once during the last step.
   std::int64_t peak_parameter_bytes() const;
+  // That, the bytes held now and the parameter gathers so far (sharding.hpp).
+  ShardingCounters sharding_counters() const;
   // uint8 [B,H,W,3] -> float [B,3,H,W] normalized with the model's mean/std, on the device.
   at::Tensor prepare_images(const at::Tensor& images) const;
 
@@ -134,6 +145,11 @@ class TrainStep {
   void apply(double lr, const StepHealth& health);
   void make_sharding(const StepConfig& cfg);
   void sync_for_timing() const;
+  // After the update: the logit_scale clamp, the weight average, the statistics.
+  void after_update(const StepHealth& health);
+  friend class WholeParameters;
+  int whole_depth_ = 0;
+  std::vector<std::string> sharded_names_;
 
   model::Clip model_;
   std::shared_ptr<dist::ProcessGroup> pg_;
@@ -151,6 +167,20 @@ class TrainStep {
   model::ImageNormalizer normalize_;
   DeviceStats stats_;
   std::int64_t unread_steps_ = 0;
+};
+
+// Collective (every rank makes one at the same point): for its lifetime every parameter is whole
+// on every rank, whatever dist.zero; full sharding gathers them, and afterwards keeps each rank's
+// shard of what changed in between. Evaluation, checkpoints and export run inside one; they nest.
+class WholeParameters {
+ public:
+  explicit WholeParameters(TrainStep& step);
+  ~WholeParameters();
+  WholeParameters(const WholeParameters&) = delete;
+  WholeParameters& operator=(const WholeParameters&) = delete;
+
+ private:
+  TrainStep& step_;
 };
 
 }  // namespace clipper::train

@@ -1,7 +1,11 @@
 #pragma once
 // The parts of the state contract that the trainer registers (checkpoint/stateful.hpp): thin
 // adapters, so the model, optimizer and loader stay free of checkpoint code.
-//   model      global    the model's state dict (OpenCLIP names)
+//   model      global    the model's state dict (OpenCLIP names); with dist.zero 3 without the
+//                        trainable parameters, which model.json lists
+//   params     per rank  dist.zero 3: this rank's shards of the trainable parameters (the
+//                        optimizer's flat-shard form); re-split on load for any stage and world
+//                        size
 //   optimizer  per rank  this rank's flat shard of the AdamW moments, with the layout in its JSON
 //                        (any stage); re-split on load when the world size changed
 //   trainer    global    step, total steps, NaN counters (the run of bad steps is the step's),
@@ -60,7 +64,11 @@ struct TrainerCounters : checkpoint::Stateful {
   void load_state(const checkpoint::PartState& state, const std::string& where) override;
 };
 
-std::unique_ptr<checkpoint::Stateful> make_model_part(model::Clip model);
+// "model" (global) and "params" (per rank), registered in that order.
+struct ModelParts {
+  std::unique_ptr<checkpoint::Stateful> whole, shards;
+};
+ModelParts make_model_parts(model::Clip model, train::TrainStep& step);
 std::unique_ptr<checkpoint::Stateful> make_optimizer_part(train::TrainStep& step);
 std::unique_ptr<checkpoint::Stateful> make_ema_part(train::WeightEma& ema);
 std::unique_ptr<checkpoint::Stateful> make_rng_part(at::Device device);
