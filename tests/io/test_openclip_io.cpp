@@ -243,3 +243,14 @@ TEST(OpenClipExport, EmbedUsesTheModelTheWeightsRecord) {
       << c.output;
   EXPECT_EQ(std::count(c.output.begin(), c.output.end(), '\n'), 1) << c.output;
 }
+
+// A dist.zero 3 checkpoint keeps its trainable parameters in the ranks' files: reading its
+// model.safetensors as weights (export, eval, init_from) is refused with what to do instead.
+TEST(OpenClipImport, ACheckpointOfShardedParametersIsRefusedAsWeights) {
+  clipper::test::TempDir dir;
+  std::ofstream(dir.file("model.safetensors")) << "";
+  std::ofstream(dir.file("model.json")) << R"({"sharded_parameters": ["visual.proj"]})";
+  const auto error = error_of([&] { cio::resolve_weights(dir.path().string()); });
+  EXPECT_TRUE(has(error, "dist.zero 3")) << error;
+  EXPECT_TRUE(has(error, "export/")) << error;
+}
