@@ -179,6 +179,7 @@ def serve(path):
     listener.listen(64)
     listener.settimeout(IDLE_EXIT_S)
     print(f"[pyserver] serving on {path} (pid {os.getpid()})", flush=True)
+    served = 0
     while True:
         try:
             conn, _ = listener.accept()
@@ -200,6 +201,7 @@ def serve(path):
             conn.sendall(b"bye")
             conn.close()
             break
+        served += 1
         pid = os.fork()
         if pid == 0:
             listener.close()
@@ -211,6 +213,7 @@ def serve(path):
                 print(f"[pyserver] request failed: {e!r}", file=sys.__stderr__, flush=True)
             os._exit(code)
         conn.close()
+    print(f"[pyserver] served {served} scripts", flush=True)
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -235,7 +238,7 @@ def knock(path, what, timeout=5.0):
 def start(path, log):
     if knock(path, b"Q") is not None:
         time.sleep(0.2)
-    with open(log, "ab") as out:
+    with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), "serve", path],
                                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
