@@ -77,4 +77,16 @@ def _main():
     os._exit(code)
 
 
+def _chain():
+    """Runs the sitecustomize this one shadows (e.g. a distribution's), as Python would have."""
+    import importlib.machinery
+    import importlib.util
+    here = os.path.dirname(os.path.abspath(__file__))
+    rest = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
+    if spec is not None and spec.loader is not None:
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+
+
 _main()
+_chain()
