@@ -64,8 +64,15 @@ function(clipper_add_test name)
   gtest_discover_tests(${name} DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60 TEST_LIST ${name}_TESTS)
   # Labels are set after discovery by a ctest include file of our own: a list value does not
   # survive gtest_discover_tests' PROPERTIES.
+  # Every test may hand its Python scripts to the fork server (tests/pyserver/, started once per
+  # ctest run by the fixture clipper_python); the interop and e2e ones wait for it to be up.
   set(label_file ${CMAKE_CURRENT_BINARY_DIR}/${name}_labels.cmake)
+  set(py_env "PYTHONPATH=path_list_prepend:${PROJECT_SOURCE_DIR}/tests/pyserver;CLIPPER_PY_SERVER=set:${CLIPPER_PY_SERVER_SOCKET}")
+  set(py_fixture "")
+  if("interop" IN_LIST ARG_LABELS OR "e2e" IN_LIST ARG_LABELS)
+    set(py_fixture " FIXTURES_REQUIRED clipper_python")
+  endif()
   file(WRITE ${label_file}
-       "foreach(t IN LISTS ${name}_TESTS)\n  set_tests_properties(\"\${t}\" PROPERTIES LABELS \"${ARG_LABELS}\")\nendforeach()\n")
+       "foreach(t IN LISTS ${name}_TESTS)\n  set_tests_properties(\"\${t}\" PROPERTIES LABELS \"${ARG_LABELS}\" ENVIRONMENT_MODIFICATION \"${py_env}\"${py_fixture})\nendforeach()\n")
   set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${label_file})
 endfunction()

@@ -41,21 +41,42 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-// Small Fashion-MNIST shards (Debian's dataset-fashion-mnist), made once per test process.
+// Writes the small Fashion-MNIST shards (Debian's dataset-fashion-mnist) into `d`.
+void make_shards(const std::string& d) {
+  const std::string src = "/usr/share/datasets/fashion-mnist/";
+  for (auto [split, prefix, limit] :
+       {std::tuple<const char*, const char*, int>{"train", "train", 1536}, {"test", "t10k", 512}}) {
+    const auto r =
+        run(clipper_bin() + " shards " + d + "/" + split + " --prefix " + split +
+            " --resize 0 --samples-per-shard 512 --limit " + std::to_string(limit) + " --classes " +
+            source_path("configs/data/fashion_mnist.yaml") + " --from-idx " + src + prefix +
+            "-images-idx3-ubyte.gz " + src + prefix + "-labels-idx1-ubyte.gz");
+    if (r.exit_code != 0) throw std::runtime_error("clipper shards failed: " + r.output);
+  }
+  std::ofstream(d + "/complete") << "made by " << ::getpid() << "\n";
+}
+
+// The shards, made once per ctest run: in CLIPPER_E2E_SHARDS (emptied by the fixture
+// clipper_e2e_shards, tests/trainer/CMakeLists.txt) by the first test that needs them, into a
+// folder of its own renamed into place, so that two tests at once never read half-written shards.
+// Without the variable (a test binary run by hand), once per test process.
 const std::string& shards_dir() {
   static const std::string dir = [] {
-    const std::string d =
-        (fs::temp_directory_path() / ("clipper-e2e-shards-" + std::to_string(::getpid()))).string();
-    const std::string src = "/usr/share/datasets/fashion-mnist/";
-    for (auto [split, prefix, limit] :
-         {std::tuple<const char*, const char*, int>{"train", "train", 1536},
-          {"test", "t10k", 512}}) {
-      const auto r =
-          run(clipper_bin() + " shards " + d + "/" + split + " --prefix " + split +
-              " --resize 0 --samples-per-shard 512 --limit " + std::to_string(limit) +
-              " --classes " + source_path("configs/data/fashion_mnist.yaml") + " --from-idx " +
-              src + prefix + "-images-idx3-ubyte.gz " + src + prefix + "-labels-idx1-ubyte.gz");
-      if (r.exit_code != 0) throw std::runtime_error("clipper shards failed: " + r.output);
+    const char* shared = std::getenv("CLIPPER_E2E_SHARDS");
+    if (!shared || !*shared) {
+      const auto d =
+          (fs::temp_directory_path() / ("clipper-e2e-shards-" + std::to_string(::getpid())))
+              .string();
+      make_shards(d);
+      return d;
+    }
+    const std::string d = shared;
+    if (fs::exists(d + "/complete")) return d;
+    const std::string mine = d + ".part-" + std::to_string(::getpid());
+    make_shards(mine);
+    if (::rename(mine.c_str(), d.c_str()) != 0) {  // another test was first: theirs are the same
+      clipper::test::run("rm -rf '" + mine + "'");
+      if (!fs::exists(d + "/complete")) throw std::runtime_error("no shards in " + d);
     }
     return d;
   }();
