@@ -140,6 +140,10 @@ void check_teacher_reads_batches(const model::ModelSpec& t, const model::ModelSp
   else if (t.context_length < s.context_length)
     why = "context length " + std::to_string(t.context_length) + " below the student's " +
           std::to_string(s.context_length);
+  else if (t.max_seq_len != s.max_seq_len || (s.naflex_inputs() && t.patch_size != s.patch_size))
+    why = "NaFlex patches: preprocess_cfg.max_seq_len " + std::to_string(t.max_seq_len) +
+          " and patch size " + std::to_string(t.patch_size) + " vs the student's " +
+          std::to_string(s.max_seq_len) + " and " + std::to_string(s.patch_size);
   if (!why.empty())
     throw core::InputError("loss.distill_model: the teacher '" + t.name +
                            "' cannot read the student's batches (" + why + ")");

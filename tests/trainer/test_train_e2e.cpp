@@ -332,6 +332,16 @@ TEST(TrainE2E, TinyNaflexLearnsOnPatchBatchesAndResumesBitIdentically) {
   const auto b2 = run(train + " --set train.run_name=resumed --resume latest");
   ASSERT_EQ(b2.exit_code, 0) << b2.output;
   expect_same_runs(t.path() / "runs");
+  // A NaFlex teacher cannot read a square student's batches (nor the other way): refused at the
+  // start, naming both budgets.
+  const auto mixed = run(clipper_bin() + " train " + cfg +
+                         " --set loss.distill_from=" + (t.path() / "runs/learn/export").string());
+  EXPECT_EQ(mixed.exit_code, 1) << mixed.output;
+  EXPECT_TRUE(has(mixed.output,
+                  "cannot read the student's batches (NaFlex patches: "
+                  "preprocess_cfg.max_seq_len 16 and patch size 7 vs the "
+                  "student's 0 and 7)"))
+      << mixed.output;
 }
 
 TEST(TrainE2E, ResumeIsBitIdenticalSingleRank) {
