@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <iostream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -18,6 +19,7 @@
 #include "clipper/io/safetensors.hpp"
 #include "clipper/loss/clip_loss.hpp"
 #include "clipper/loss/coca_loss.hpp"
+#include "clipper/model/caption.hpp"
 #include "clipper/model/clip.hpp"
 #include "clipper/model/flops.hpp"
 #include "test_util.hpp"
@@ -186,4 +188,59 @@ TEST(CocaInterop, FeaturesLogitsLossAndGradientsEqualOpenClips) {
   std::map<std::string, at::Tensor> ours_b32;
   for (const auto& [k, v] : b32_ours) ours_b32[k] = v;
   expect_close(ours_b32, theirs, "coca_ViT-B-32 (by name)");
+}
+
+// Captions (model/caption.hpp) against open_clip's CoCa.generate on the same weights and
+// pictures: greedy (generation_type top_k, top_k 1) and beam search (its defaults: 6 beams in 3
+// groups, min_seq_len 5), token for token. open_clip's generate needs transformers' classes of
+// before 4.56 (BeamSearchScorer): the script runs with $CLIPPER_TRANSFORMERS4 (default
+// build/py-tf4, made by `pip install --target build/py-tf4 --no-deps transformers==4.46.3
+// huggingface-hub==0.26.5 tokenizers==0.20.3`) first on PYTHONPATH.
+TEST(CocaInterop, GreedyAndBeamCaptionsEqualOpenClips) {
+  at::set_num_threads(2);
+  clipper::test::TempDir dir;
+  auto spec = cm::load_model_spec("tiny-coca");
+  auto m = cm::create_model(spec, 21);
+  randomize(*m);
+  {
+    at::NoGradGuard g;  // make the end of text a likely next token, so captions end early
+    m->text_decoder->text_projection.select(1, kEot).mul_(4.0);
+  }
+  cio::export_openclip(m, spec, dir.file("tiny"));
+  at::manual_seed(4);
+  const auto images = at::randn({2, 3, 28, 28});
+  const auto tokens = make_tokens(2, spec.context_length);
+  const auto gen = at::randn({3, 3, 28, 28});
+  const std::int64_t seq_len = 12;
+  cio::save_safetensors(dir.file("in.safetensors"),
+                        {{"images", images},
+                         {"tokens", tokens},
+                         {"gen_images", gen},
+                         {"gen_seq_len", at::full({1}, seq_len, at::kLong)}});
+  nlohmann::json job;
+  job["cases"].push_back({{"name", "tiny-coca"},
+                          {"dir", dir.file("tiny")},
+                          {"inputs", dir.file("in.safetensors")},
+                          {"out", dir.file("out.safetensors")}});
+  const char* env = std::getenv("CLIPPER_TRANSFORMERS4");
+  const std::string tf4 = env ? env : std::string(CLIPPER_BINARY_DIR) + "/py-tf4";
+  const auto r = clipper::test::run("PYTHONPATH=" + tf4 + " " + clipper::test::python() + " " +
+                                    script() + " " + dir.write("job.json", job.dump()));
+  std::cout << r.output;
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto theirs = load(dir.file("out.safetensors"));
+
+  cm::CaptionOptions greedy;
+  greedy.method = cm::CaptionMethod::top_k;
+  greedy.top_k = 1;
+  greedy.seq_len = seq_len;
+  cm::CaptionOptions beam;
+  beam.seq_len = seq_len;
+  for (const auto& [name, o] : {std::pair{"greedy", greedy}, std::pair{"beam", beam}}) {
+    const auto ours = cm::generate_captions(*m, gen, o);
+    const auto& t = theirs.at(name);
+    std::cout << "[coca] " << name << " clipper:\n" << ours << "\nopen_clip:\n" << t << "\n";
+    ASSERT_EQ(ours.sizes(), t.sizes()) << name;
+    EXPECT_TRUE(at::equal(ours, t.to(at::kLong))) << name;
+  }
 }
