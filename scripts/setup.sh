@@ -58,6 +58,17 @@ else
   say "warning: open_clip's bpe_simple_vocab_16e6.txt.gz not found in .venv; the clip tokenizer will not load"
 fi
 
+# --- transformers 4 beside the venv, for one oracle only ----------------------------------------
+# open_clip 3.3.0's CoCa.generate imports transformers' BeamSearchScorer, gone since 4.56; the
+# caption interop test (CocaInterop.GreedyAndBeamCaptionsEqualOpenClips) runs it with this folder
+# first on PYTHONPATH. The venv keeps transformers 5 for everything else.
+tf4="$build_dir/py-tf4"
+if [ ! -f "$tf4/transformers/__init__.py" ]; then
+  say "installing transformers 4.46.3 into $tf4 (open_clip's CoCa generate needs it)"
+  .venv/bin/python -m pip install -q --target "$tf4" --no-deps transformers==4.46.3 \
+    huggingface-hub==0.26.5 tokenizers==0.20.3
+fi
+
 # --- Configure and build ----------------------------------------------------------------------
 [ "${CLIPPER_NO_BUILD:-0}" = 1 ] && exit 0
 if [ ! -f "$build_dir/build.ninja" ]; then

@@ -313,8 +313,11 @@ void Translator::check_model(const std::string& name) const {
                     ".yaml (see `clipper models`; HF text towers and timm towers are not built)";
   std::string lower = name;
   for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower.rfind("coca", 0) == 0)
-    why = "clipper trains CLIP and SigLIP, not CoCa (no captioning decoder)";
+  if (lower.rfind("coca_roberta", 0) == 0)
+    why =
+        "its text tower is a Hugging Face model (RoBERTa), which clipper does not build; the "
+        "CoCa architectures with open_clip's own text tower (coca_ViT-B-32, ...) are in "
+        "`clipper models`";
   else if (lower.rfind("nllb", 0) == 0)
     why =
         "its text tower is a Hugging Face model (NLLB), which clipper does not build; the "
@@ -460,6 +463,10 @@ void Translator::optim() {
   if (opt != "adamw") refuse("--opt", "clipper trains with AdamW only");
   refuse("--momentum", "AdamW has no momentum (OpenCLIP uses it with timm optimizers only)");
   set("optim.lr", number("--lr", 5e-4));  // get_default_params
+  if (has("--coca-caption-loss-weight"))
+    set("loss.coca_caption_weight", number("--coca-caption-loss-weight", 2.0));
+  if (has("--coca-contrastive-loss-weight"))
+    set("loss.coca_clip_weight", number("--coca-contrastive-loss-weight", 1.0));
   set("optim.weight_decay", number("--wd", 0.2));
   if (has("--beta1")) set("optim.beta1", number("--beta1", 0.9));
   if (has("--beta2")) set("optim.beta2", number("--beta2", -1));
@@ -683,8 +690,6 @@ void Translator::not_carried() {
          "to copy");
   for (const char* f : {"--wandb-notes", "--wandb-project-name"})
     refuse(f, "clipper has no Weights & Biases sink");
-  for (const char* f : {"--coca-caption-loss-weight", "--coca-contrastive-loss-weight"})
-    refuse(f, "clipper trains CLIP and SigLIP, not CoCa");
   refuse("--use-bnb-linear", "clipper has no bitsandbytes layers");
   if (has("--zeroshot-frequency") && !has("--imagenet-val"))
     note("--zeroshot-frequency: no zero-shot data given, nothing to evaluate (as in OpenCLIP)");

@@ -228,6 +228,12 @@ std::vector<KeyInfo> declare() {
   b.add("loss.distill_from", &C::loss, &LossConfig::distill_from,
         "the teacher's OpenCLIP-format weights (.safetensors or .pt, an export or checkpoint "
         "folder; OpenCLIP's --distill-pretrained); needed with loss.distill_model");
+  b.add("loss.coca_clip_weight", &C::loss, &LossConfig::coca_clip_weight,
+        "CoCa: weight of the contrastive term (OpenCLIP --coca-contrastive-loss-weight)")
+      .min(0.0);
+  b.add("loss.coca_caption_weight", &C::loss, &LossConfig::coca_caption_weight,
+        "CoCa: weight of the captioning cross-entropy (OpenCLIP --coca-caption-loss-weight)")
+      .min(0.0);
   // optim
   b.add("optim.lr", &C::optim, &OptimConfig::lr, "peak learning rate").min(0.0);
   b.add("optim.weight_decay", &C::optim, &OptimConfig::weight_decay,

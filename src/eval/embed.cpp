@@ -10,6 +10,46 @@
 
 namespace clipper::eval {
 
+namespace {
+
+// The model's preprocess_cfg as open_clip's preprocess applies it (NaFlex: patches under the
+// budget).
+data::TransformSpec eval_transform(const model::ModelSpec& spec,
+                                   const data::Transparency& transparency) {
+  data::TransformSpec ts;
+  ts.size = static_cast<int>(spec.image_size);
+  ts.train = false;
+  ts.transparency = transparency;
+  ts.resize_mode = spec.resize_mode;
+  ts.interpolation = spec.interpolation;
+  ts.naflex_patch = spec.naflex_inputs() ? static_cast<int>(spec.patch_size) : 0;
+  ts.naflex_max_tokens = spec.max_seq_len;
+  return ts;
+}
+
+}  // namespace
+
+at::Tensor load_images(const model::ModelSpec& spec, const std::vector<std::string>& paths,
+                       at::Device device, const data::Transparency& transparency) {
+  core::require(!spec.naflex_inputs(),
+                "load_images: a NaFlex model takes patches with their "
+                "grids (embed_images), not square pictures");
+  const int S = static_cast<int>(spec.image_size);
+  const data::TransformSpec ts = eval_transform(spec, transparency);
+  data::ImageProcessor proc(ts, 89478485);
+  const model::ImageNormalizer normalize(spec, device);
+  auto pixels = at::empty({static_cast<std::int64_t>(paths.size()), S, S, 3}, at::kByte);
+  for (std::size_t i = 0; i < paths.size(); ++i) {
+    const std::string& p = paths[i];
+    std::string why;
+    const auto err = proc.process(
+        core::read_file(p), 0, pixels[static_cast<std::int64_t>(i)].data_ptr<std::uint8_t>(), &why);
+    if (err != data::ImageError::none)
+      throw core::InputError("image '" + p + "' cannot be used: " + why);
+  }
+  return normalize(pixels);
+}
+
 at::Tensor embed_images(model::ClipImpl& model, const std::vector<std::string>& paths,
                         std::int64_t batch, at::Device device,
                         const data::Transparency& transparency) {
@@ -17,14 +57,7 @@ at::Tensor embed_images(model::ClipImpl& model, const std::vector<std::string>& 
   model.eval();
   const auto& spec = model.spec();
   const int S = static_cast<int>(spec.image_size);
-  data::TransformSpec ts;
-  ts.size = S;
-  ts.train = false;
-  ts.transparency = transparency;
-  ts.resize_mode = spec.resize_mode;  // the model's preprocess_cfg, as open_clip's preprocess
-  ts.interpolation = spec.interpolation;
-  ts.naflex_patch = spec.naflex_inputs() ? static_cast<int>(spec.patch_size) : 0;
-  ts.naflex_max_tokens = spec.max_seq_len;
+  const data::TransformSpec ts = eval_transform(spec, transparency);
   data::ImageProcessor proc(ts, 89478485);
   const model::ImageNormalizer normalize(spec, device);
   std::vector<at::Tensor> out;
@@ -56,7 +89,7 @@ at::Tensor embed_images(model::ClipImpl& model, const std::vector<std::string>& 
     const auto gd = grids.defined() ? grids.to(x.device()) : at::Tensor();
     out.push_back(model.encode_image(x, gd, /*normalize=*/true).to(at::kFloat).cpu());
   }
-  return out.empty() ? at::zeros({0, spec.embed_dim}) : at::cat(out);
+  return out.empty() ? at::zeros({0, model.spec().embed_dim}) : at::cat(out);
 }
 
 at::Tensor embed_texts(model::ClipImpl& model, const tokenizer::Tokenizer& tok,

@@ -47,6 +47,12 @@ json vision_cfg(const model::ModelSpec& s) {
       vision["width"] = s.vision_width;
       vision["patch_size"] = s.patch_size;
       if (s.patch_dropout > 0.0) vision["patch_dropout"] = s.patch_dropout;
+      if (s.vision_attn_pool) {
+        vision["attentional_pool"] = true;
+        vision["attn_pooler_queries"] = s.vision_attn_pool_queries;
+        vision["attn_pooler_heads"] = s.vision_attn_pool_heads;
+      }
+      if (s.vision_output_tokens || s.coca) vision["output_tokens"] = true;
   }
   vision["head_width"] = s.vision_head_width;
   vision["mlp_ratio"] = s.vision_mlp_ratio;
@@ -74,7 +80,19 @@ json text_cfg(const model::ModelSpec& s) {
   if (s.text_pool == model::TextPool::eos) text["eos_id"] = s.text_eos_id;
   if (s.text_norm_eps != 1e-5) text["norm_kwargs"] = {{"eps", s.text_norm_eps}};
   if (s.text_act == model::Activation::gelu_tanh) text["act_kwargs"] = {{"approximate", "tanh"}};
+  if (s.text_embed_cls) text["embed_cls"] = true;
+  if (s.text_pad_id != 0) text["pad_id"] = s.text_pad_id;
+  if (s.text_output_tokens || s.coca) text["output_tokens"] = true;
   return text;
+}
+
+// CoCa's decoder: the keys open_clip's MultimodalTransformer is built from.
+json multimodal_cfg(const model::ModelSpec& s) {
+  return {{"context_length", s.decoder_context_length},
+          {"vocab_size", s.vocab_size},
+          {"width", s.decoder_width},
+          {"heads", s.decoder_heads},
+          {"layers", s.decoder_layers}};
 }
 
 json model_cfg(const model::ModelSpec& s) {
@@ -86,6 +104,7 @@ json model_cfg(const model::ModelSpec& s) {
   if (s.custom_text) cfg["custom_text"] = true;
   cfg["vision_cfg"] = vision_cfg(s);
   cfg["text_cfg"] = text_cfg(s);
+  if (s.coca) cfg["multimodal_cfg"] = multimodal_cfg(s);
   return cfg;
 }
 

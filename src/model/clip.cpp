@@ -25,6 +25,7 @@ ClipImpl::ClipImpl(const ModelSpec& spec) : spec_(spec) {
   transformer = text->transformer;
   ln_final = text->ln_final;
   text_projection = text->projection;
+  if (spec_.coca) text_decoder = register_module("text_decoder", MultimodalDecoder(spec_));
   logit_scale = register_parameter("logit_scale", at::scalar_tensor(spec_.init_logit_scale));
   if (spec_.init_logit_bias)
     logit_bias = register_parameter("logit_bias", at::scalar_tensor(*spec_.init_logit_bias));
@@ -61,12 +62,52 @@ ClipOutput ClipImpl::forward(const at::Tensor& images, const at::Tensor& tokens,
   return out;
 }
 
+namespace {
+at::Tensor l2_normalize(const at::Tensor& f) {
+  return f / f.norm(2, -1, true).clamp_min(1e-12);
+}
+void require_coca(const ModelSpec& spec) {
+  if (!spec.coca)
+    throw core::InputError("model '" + spec.name +
+                           "' is not a CoCa model (its architecture has no multimodal_cfg)");
+}
+}  // namespace
+
+std::pair<at::Tensor, at::Tensor> ClipImpl::encode_image_tokens(const at::Tensor& images) {
+  auto [f, tokens] = visual->forward_with_tokens(images);
+  return {l2_normalize(f), tokens};
+}
+
+CocaOutput ClipImpl::forward_coca(const at::Tensor& images, const at::Tensor& tokens) {
+  require_coca(spec_);
+  TORCH_CHECK(tokens.dim() == 2 && tokens.size(1) >= 2,
+              "CoCa needs token rows of at least 2 tokens, got ", tokens.sizes());
+  CocaOutput out;
+  at::Tensor image_tokens, text_tokens;
+  std::tie(out.image_features, image_tokens) = encode_image_tokens(images);
+  at::Tensor text_f;
+  std::tie(text_f, text_tokens) = text->forward_with_tokens(tokens);
+  out.text_features = l2_normalize(text_f);
+  const auto l = tokens.size(1);
+  out.labels = tokens.narrow(1, 1, l - 1);
+  out.logits = text_decoder->forward(image_tokens, text_tokens.narrow(1, 0, l - 1));
+  out.logit_scale = logit_scale.exp();
+  if (logit_bias.defined()) out.logit_bias = logit_bias;
+  return out;
+}
+
+at::Tensor ClipImpl::caption_logits(const at::Tensor& image_tokens, const at::Tensor& tokens) {
+  require_coca(spec_);
+  return text_decoder->forward(image_tokens, text->forward_with_tokens(tokens).second);
+}
+
 // --- Initialization ----------------------------------------------------------------------------
 
 void ClipImpl::init_parameters(std::uint64_t seed) {
   Initializer init(seed);
   visual->init_parameters(init);
   text->init_parameters(init);
+  if (text_decoder) text_decoder->init_parameters(init);
   init.constant(logit_scale, spec_.init_logit_scale);
   if (logit_bias.defined()) init.constant(logit_bias, *spec_.init_logit_bias);
 }
@@ -76,6 +117,7 @@ void ClipImpl::init_parameters(std::uint64_t seed) {
 void ClipImpl::set_grad_checkpointing(bool enable) {
   visual->set_grad_checkpointing(enable);
   transformer->grad_checkpointing = enable;
+  if (text_decoder) text_decoder->grad_checkpointing = enable;
 }
 
 bool ClipImpl::grad_checkpointing() const {

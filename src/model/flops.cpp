@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "clipper/model/coca.hpp"
 #include "clipper/model/image_tower.hpp"
 #include "clipper/model/transformer.hpp"
 #include "tower_costs.hpp"
@@ -114,10 +115,12 @@ ImageTowerCost openclip_vit_cost(const ModelSpec& s, bool training) {
   const i64 grid = s.image_size / s.patch_size;
   const i64 patches = grid * grid;
   const i64 mlp_i = mlp_width(di, s.vision_mlp_ratio);
-  cost.params = di * 3 * s.patch_size * s.patch_size  // conv1
-                + di + (patches + 1) * di             // class + positional embedding
-                + 4 * di                              // ln_pre, ln_post
-                + s.vision_layers * block_params(di, mlp_i) + di * s.embed_dim;  // proj
+  const i64 pool_dim = s.vision_attn_pool ? s.embed_dim : di;    // ln_post and proj act on it
+  cost.params = di * 3 * s.patch_size * s.patch_size             // conv1
+                + di + (patches + 1) * di                        // class + positional embedding
+                + 2 * di + 2 * pool_dim                          // ln_pre, ln_post
+                + s.vision_layers * block_params(di, mlp_i)      // blocks
+                + attn_pool_params(s) + pool_dim * s.embed_dim;  // attentional pooler, proj
   i64 kept = patches;
   if (training && s.patch_dropout > 0.0)
     kept =
@@ -169,9 +172,10 @@ ParamCount count_parameters(const ModelSpec& s) {
   ParamCount p;
   p.image = image_tower_cost(s, false).params;
   const i64 w = s.text_width;
-  p.text = s.vocab_size * w + s.context_length * w +
+  p.text = s.vocab_size * w + s.text_positions() * w + (s.text_embed_cls ? w : 0) +
            s.text_layers * block_params(w, mlp_width(w, s.text_mlp_ratio)) + 2 * w +
            text_projection_params(s);
+  p.decoder = decoder_params(s);
   p.other = s.init_logit_bias ? 2 : 1;
   return p;
 }

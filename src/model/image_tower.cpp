@@ -38,6 +38,11 @@ const TowerEntry& entry(ImageTowerKind kind) {
 
 void ImageTowerImpl::set_patch_dropout(double /*fraction*/) {}
 
+std::pair<at::Tensor, at::Tensor> ImageTowerImpl::forward_with_tokens(const at::Tensor&) {
+  throw core::InputError(
+      "this image tower gives no image tokens: CoCa needs OpenCLIP's ViT (vision_cfg.tower vit)");
+}
+
 std::shared_ptr<ImageTowerImpl> make_image_tower(const ModelSpec& spec) {
   return entry(spec.image_tower).build(spec);
 }

@@ -45,6 +45,8 @@ struct Field {
 
 void read_layers(const YAML::Node& v, ModelSpec& s, const std::string& where);
 void read_proj_type(const YAML::Node& v, ModelSpec& s, const std::string& where);
+void read_ignored_int(const YAML::Node& v, ModelSpec& s, const std::string& where);
+void read_decoder_mlp_ratio(const YAML::Node& v, ModelSpec& s, const std::string& where);
 
 const Field kFields[] = {
     {"", "embed_dim", &ModelSpec::embed_dim},
@@ -68,6 +70,10 @@ const Field kFields[] = {
     {"vision_cfg", "pos_embed_grid", &ModelSpec::pos_embed_grid},
     {"vision_cfg", "pos_embed_interp", &ModelSpec::pos_embed_interp},
     {"vision_cfg", "naflex_packing", &ModelSpec::naflex_packing},
+    {"vision_cfg", "attentional_pool", &ModelSpec::vision_attn_pool},
+    {"vision_cfg", "attn_pooler_queries", &ModelSpec::vision_attn_pool_queries},
+    {"vision_cfg", "attn_pooler_heads", &ModelSpec::vision_attn_pool_heads},
+    {"vision_cfg", "output_tokens", &ModelSpec::vision_output_tokens},
     {"text_cfg", "context_length", &ModelSpec::context_length},
     {"text_cfg", "vocab_size", &ModelSpec::vocab_size},
     {"text_cfg", "width", &ModelSpec::text_width},
@@ -82,13 +88,27 @@ const Field kFields[] = {
     {"text_cfg", "act", &ModelSpec::text_act},
     {"text_cfg", "norm_eps", &ModelSpec::text_norm_eps},
     {"text_cfg", "tokenizer_clean", &ModelSpec::tokenizer_clean},
+    {"text_cfg", "embed_cls", &ModelSpec::text_embed_cls},
+    {"text_cfg", "pad_id", &ModelSpec::text_pad_id},
+    {"text_cfg", "output_tokens", &ModelSpec::text_output_tokens},
+    // CoCa's decoder. open_clip builds it from width, heads, layers and context_length only; the
+    // other keys of its MultimodalCfg are read (the shipped files have them) and not used.
+    {"multimodal_cfg", "width", &ModelSpec::decoder_width},
+    {"multimodal_cfg", "heads", &ModelSpec::decoder_heads},
+    {"multimodal_cfg", "layers", &ModelSpec::decoder_layers},
+    {"multimodal_cfg", "context_length", &ModelSpec::decoder_context_length},
+    {"multimodal_cfg", "vocab_size", read_ignored_int},
+    {"multimodal_cfg", "dim_head", read_ignored_int},
+    {"multimodal_cfg", "n_queries", read_ignored_int},
+    {"multimodal_cfg", "attn_pooler_heads", read_ignored_int},
+    {"multimodal_cfg", "mlp_ratio", read_decoder_mlp_ratio},
     {"preprocess_cfg", "mean", &ModelSpec::mean},
     {"preprocess_cfg", "std", &ModelSpec::std},
     {"preprocess_cfg", "interpolation", &ModelSpec::interpolation},
     {"preprocess_cfg", "resize_mode", &ModelSpec::resize_mode},
     {"preprocess_cfg", "max_seq_len", &ModelSpec::max_seq_len},
 };
-const char* const kSections[] = {"vision_cfg", "text_cfg", "preprocess_cfg"};
+const char* const kSections[] = {"vision_cfg", "text_cfg", "multimodal_cfg", "preprocess_cfg"};
 
 std::vector<std::string> keys_of(const std::string& section) {
   std::vector<std::string> keys;
@@ -202,6 +222,15 @@ void read_proj_type(const YAML::Node& v, ModelSpec& s, const std::string& where)
   s.text_proj_none = word == "none";
 }
 
+void read_ignored_int(const YAML::Node& v, ModelSpec&, const std::string& where) {
+  (void)as<std::int64_t>(v, where);
+}
+
+void read_decoder_mlp_ratio(const YAML::Node& v, ModelSpec&, const std::string& where) {
+  if (as<double>(v, where) != 4.0)
+    throw InputError(where + " must be 4: open_clip's CoCa decoder always has an MLP ratio of 4");
+}
+
 // The tower a file means when vision_cfg.tower is not given.
 ImageTowerKind inferred_tower(const ModelSpec& s) {
   if (!s.vision_resnet_layers.empty()) return ImageTowerKind::resnet;
@@ -284,6 +313,30 @@ void ModelSpec::validate() const {
            tokenizer.rfind("hf:", 0) == 0,
        "tokenizer must be 'clip', 'sentencepiece:PATH' or 'hf:NAME_OR_PATH', got '" + tokenizer +
            "'");
+  if (vision_attn_pool) {
+    need(image_tower == ImageTowerKind::vit,
+         "vision_cfg.attentional_pool needs OpenCLIP's ViT (vision_cfg.tower vit)");
+    need(vision_attn_pool_queries > 0 && vision_attn_pool_heads > 0 &&
+             embed_dim % vision_attn_pool_heads == 0,
+         "vision_cfg.attn_pooler_queries and attn_pooler_heads must be positive, and embed_dim "
+         "divisible by attn_pooler_heads");
+  }
+  if (coca) {
+    need(image_tower == ImageTowerKind::vit,
+         "a CoCa model (multimodal_cfg) needs OpenCLIP's ViT as image tower");
+    need(text_embed_cls, "a CoCa model (multimodal_cfg) needs text_cfg.embed_cls: true");
+    need(decoder_width > 0 && decoder_heads > 0 && decoder_layers > 0 &&
+             decoder_width % decoder_heads == 0 && decoder_context_length > 0,
+         "multimodal_cfg width, heads, layers and context_length must be positive, width "
+         "divisible by heads");
+    need(decoder_width == text_width,
+         "multimodal_cfg.width must equal text_cfg.width (the decoder reads the text tokens)");
+    need(decoder_width == image_token_width(),
+         "multimodal_cfg.width must equal the image tokens' width (embed_dim with "
+         "vision_cfg.attentional_pool, vision_cfg.width without)");
+    need(vision_attn_pool_queries > 1 || !vision_attn_pool,
+         "vision_cfg.attn_pooler_queries must be at least 2 (one pooled, the others tokens)");
+  }
   need(tokenizer_clean == "whitespace" || tokenizer_clean == "canonicalize" ||
            tokenizer_clean == "lower",
        "text_cfg.tokenizer_clean must be whitespace, canonicalize or lower, got '" +
@@ -308,6 +361,7 @@ ModelSpec parse_model_spec(const std::string& yaml_text, const std::string& name
   s.name = name;
   s.embed_dim = 0;
   const bool tower_given = root["vision_cfg"]["tower"].IsDefined();
+  s.coca = root["multimodal_cfg"].IsDefined();
   read_fields(root, s, origin);
   if (s.embed_dim <= 0) throw InputError(origin + ": 'embed_dim' is required (a positive int)");
   if (!tower_given) s.image_tower = inferred_tower(s);

@@ -11,8 +11,9 @@ namespace nn = torch::nn;
 TextTransformerImpl::TextTransformerImpl(const ModelSpec& spec) : spec_(spec) {
   token_embedding =
       register_module("token_embedding", nn::Embedding(spec.vocab_size, spec.text_width));
-  positional_embedding =
-      register_parameter("positional_embedding", at::zeros({spec.context_length, spec.text_width}));
+  if (spec.text_embed_cls) cls_emb = register_parameter("cls_emb", at::zeros({spec.text_width}));
+  positional_embedding = register_parameter("positional_embedding",
+                                            at::zeros({spec.text_positions(), spec.text_width}));
   transformer = register_module(
       "transformer", Transformer(spec.text_width, spec.text_layers, spec.text_heads,
                                  spec.text_mlp_ratio, spec.text_activation(), spec.text_norm_eps));
@@ -30,6 +31,7 @@ void TextTransformerImpl::register_parts(nn::Module& owner) {
   owner.register_module("transformer", transformer);
   owner.register_module("token_embedding", token_embedding);
   owner.register_parameter("positional_embedding", positional_embedding);
+  if (cls_emb.defined()) owner.register_parameter("cls_emb", cls_emb);
   owner.register_module("ln_final", ln_final);
   if (projection_linear) owner.register_module("text_projection", projection_linear);
   if (projection.defined()) owner.register_parameter("text_projection", projection);
@@ -55,13 +57,37 @@ at::Tensor TextTransformerImpl::project(const at::Tensor& pooled) {
   return pooled;
 }
 
-at::Tensor TextTransformerImpl::forward(const at::Tensor& tokens) {
+void TextTransformerImpl::check_tokens(const at::Tensor& tokens) const {
   TORCH_CHECK(tokens.dim() == 2, "tokens must be [B, L], got ", tokens.sizes());
   TORCH_CHECK(tokens.scalar_type() == at::kLong, "tokens must be int64, got ",
               tokens.scalar_type());
-  const auto l = tokens.size(1);
-  TORCH_CHECK(l <= spec_.context_length, "token rows of length ", l,
+  TORCH_CHECK(tokens.size(1) <= spec_.context_length, "token rows of length ", tokens.size(1),
               " exceed the model's context_length ", spec_.context_length);
+}
+
+std::pair<at::Tensor, at::Tensor> TextTransformerImpl::forward_with_tokens(
+    const at::Tensor& tokens) {
+  check_tokens(tokens);
+  TORCH_CHECK(cls_emb.defined(), "forward_with_tokens needs a text tower with embed_cls");
+  const auto b = tokens.size(0), l = tokens.size(1), n = l + 1;
+  auto x = token_embedding->forward(tokens);
+  x = at::cat({x, cls_emb.to(x.scalar_type()).view({1, 1, -1}).expand({b, 1, x.size(2)})}, 1);
+  x = x + positional_embedding.narrow(0, 0, n).to(x.scalar_type());
+  // Key j is visible when j == 0 or token j - 1 is not padding (open_clip's legacy CLS mask).
+  const auto valid = at::cat(
+      {at::ones({b, 1}, tokens.options().dtype(at::kBool)), tokens.ne(spec_.text_pad_id)}, 1);
+  auto mask = valid.view({b, 1, 1, n});
+  if (!spec_.text_no_causal_mask)
+    mask = mask.logical_and(at::ones({n, n}, mask.options()).tril().view({1, 1, n, n}));
+  x = transformer->forward_masked(x, mask);
+  auto pooled = project(ln_final->forward(x.select(1, l)));
+  return {pooled, x.narrow(1, 0, l)};
+}
+
+at::Tensor TextTransformerImpl::forward(const at::Tensor& tokens) {
+  if (cls_emb.defined()) return forward_with_tokens(tokens).first;
+  check_tokens(tokens);
+  const auto l = tokens.size(1);
   auto x = token_embedding->forward(tokens) + positional_embedding.narrow(0, 0, l);
   // The last block computes the pooled token only; ln_final is per token, so it comes after.
   const bool causal = !spec_.text_no_causal_mask;
@@ -75,6 +101,7 @@ void TextTransformerImpl::init_parameters(Initializer& init) {
   const double fc_std = std::pow(2.0 * w, -0.5);
   init.normal(token_embedding->weight, 0.02);
   init.normal(positional_embedding, 0.01);
+  if (cls_emb.defined()) init.normal(cls_emb, 0.01);
   for (std::int64_t i = 0; i < transformer->layers; ++i) {
     auto blk = transformer->block(i);
     init.layer_norm(blk->ln_1);
@@ -99,6 +126,7 @@ void TextTransformerImpl::init_parameters(Initializer& init) {
 std::vector<std::vector<at::Tensor>> TextTransformerImpl::lock_groups() {
   std::vector<std::vector<at::Tensor>> groups;
   groups.push_back({token_embedding->weight, positional_embedding});
+  if (cls_emb.defined()) groups.back().push_back(cls_emb);
   for (std::int64_t i = 0; i + 1 < transformer->layers; ++i)
     groups.push_back(transformer->block(i)->parameters());
   auto last = transformer->block(transformer->layers - 1)->parameters();

@@ -70,6 +70,30 @@ at::Tensor AttentionImpl::forward_query(const at::Tensor& q_in, const at::Tensor
   return out_proj->forward(out.transpose(1, 2).reshape({n, 1, dim}));
 }
 
+at::Tensor AttentionImpl::forward_masked(const at::Tensor& x, const at::Tensor& mask) {
+  const auto n = x.size(0), l = x.size(1);
+  auto qkv = at::linear(x, in_proj_weight, in_proj_bias);
+  if (in_proj_lora) qkv = qkv + in_proj_lora->forward(x);
+  qkv = qkv.view({n, l, 3, heads, dim / heads}).permute({2, 0, 3, 1, 4});
+  const auto out = at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], mask);
+  return out_proj->forward(out.transpose(1, 2).reshape({n, l, dim}));
+}
+
+at::Tensor AttentionImpl::forward_cross(const at::Tensor& q_in, const at::Tensor& kv_in) {
+  const auto n = q_in.size(0), lq = q_in.size(1), lk = kv_in.size(1), hd = dim / heads;
+  auto q = at::linear(q_in, in_proj_weight.narrow(0, 0, dim), in_proj_bias.narrow(0, 0, dim));
+  auto kv = at::linear(kv_in, in_proj_weight.narrow(0, dim, 2 * dim),
+                       in_proj_bias.narrow(0, dim, 2 * dim));
+  if (in_proj_lora) {
+    q = q + in_proj_lora->forward(q_in, 0, dim);
+    kv = kv + in_proj_lora->forward(kv_in, dim, 2 * dim);
+  }
+  q = q.view({n, lq, heads, hd}).transpose(1, 2);
+  kv = kv.view({n, lk, 2, heads, hd}).permute({2, 0, 3, 1, 4});
+  const auto out = at::scaled_dot_product_attention(q, kv[0], kv[1]);
+  return out_proj->forward(out.transpose(1, 2).reshape({n, lq, dim}));
+}
+
 // --- MLP and residual block --------------------------------------------------------------------
 
 MlpImpl::MlpImpl(std::int64_t dim, std::int64_t hidden, Activation act_) : act(act_) {
@@ -92,6 +116,11 @@ ResidualAttentionBlockImpl::ResidualAttentionBlockImpl(std::int64_t dim, std::in
 
 at::Tensor ResidualAttentionBlockImpl::forward(const at::Tensor& x, bool causal) {
   auto y = x + attn->forward(ln_1->forward(x), causal);
+  return y + mlp->forward(ln_2->forward(y));
+}
+
+at::Tensor ResidualAttentionBlockImpl::forward_masked(const at::Tensor& x, const at::Tensor& mask) {
+  auto y = x + attn->forward_masked(ln_1->forward(x), mask);
   return y + mlp->forward(ln_2->forward(y));
 }
 
@@ -285,6 +314,13 @@ at::Tensor TransformerImpl::forward_token(const at::Tensor& x_in, const at::Tens
     x = checkpoint ? checkpointed_block(*blk, x, causal) : blk->forward(x, causal);
   }
   return resblocks->ptr<ResidualAttentionBlockImpl>(last)->forward_token(x, index, causal);
+}
+
+at::Tensor TransformerImpl::forward_masked(const at::Tensor& x_in, const at::Tensor& mask) {
+  at::Tensor x = x_in;
+  for (std::size_t i = 0; i < resblocks->size(); ++i)
+    x = resblocks->ptr<ResidualAttentionBlockImpl>(i)->forward_masked(x, mask);
+  return x;
 }
 
 ResidualAttentionBlock TransformerImpl::block(std::int64_t i) const {

@@ -26,8 +26,16 @@ VisionTransformerImpl::VisionTransformerImpl(const ModelSpec& spec)
   transformer =
       register_module("transformer", Transformer(width, spec.vision_layers, spec.vision_heads(),
                                                  spec.vision_mlp_ratio, spec.image_activation()));
-  ln_post = register_module("ln_post", LayerNorm(width));
-  proj = register_parameter("proj", at::randn({width, spec.embed_dim}) * scale);
+  // With the attentional pooler, ln_post and proj act on its embed_dim-wide outputs.
+  std::int64_t pool_dim = width;
+  if (spec.vision_attn_pool) {
+    attn_pool = register_module(
+        "attn_pool", AttentionalPooler(spec.embed_dim, width, spec.vision_attn_pool_heads,
+                                       spec.vision_attn_pool_queries));
+    pool_dim = spec.embed_dim;
+  }
+  ln_post = register_module("ln_post", LayerNorm(pool_dim));
+  proj = register_parameter("proj", at::randn({pool_dim, spec.embed_dim}) * scale);
 }
 
 at::Tensor VisionTransformerImpl::embed(const at::Tensor& images) {
@@ -53,11 +61,22 @@ at::Tensor VisionTransformerImpl::embed(const at::Tensor& images) {
 }
 
 at::Tensor VisionTransformerImpl::forward(const at::Tensor& images) {
+  if (attn_pool) return forward_with_tokens(images).first;
   auto x = ln_pre->forward(embed(images));
   // Class-token pooling: the last block computes the class token only.
   const auto cls = at::zeros({x.size(0)}, x.options().dtype(at::kLong));
   auto pooled = ln_post->forward(transformer->forward_token(x, cls, /*causal=*/false));
   return at::matmul(pooled, proj.to(pooled.scalar_type()));
+}
+
+std::pair<at::Tensor, at::Tensor> VisionTransformerImpl::forward_with_tokens(
+    const at::Tensor& images) {
+  auto x = transformer->forward(ln_pre->forward(embed(images)));
+  if (attn_pool) x = attn_pool->forward(x);
+  x = ln_post->forward(x);
+  const auto n = x.size(1);
+  auto pooled = at::matmul(x.select(1, 0), proj.to(x.scalar_type()));
+  return {pooled, x.narrow(1, 1, n - 1)};
 }
 
 void VisionTransformerImpl::init_parameters(Initializer& init) {
@@ -78,6 +97,7 @@ void VisionTransformerImpl::init_parameters(Initializer& init) {
     init.linear_default(blk->mlp->c_fc);
     init.linear_default(blk->mlp->c_proj);
   }
+  if (attn_pool) attn_pool->init_parameters(init);
   init.layer_norm(ln_post);
   init.normal(proj, scale);
 }
@@ -92,6 +112,10 @@ std::vector<std::vector<at::Tensor>> VisionTransformerImpl::lock_groups() {
   for (std::int64_t i = 0; i + 1 < transformer->layers; ++i)
     groups.push_back(transformer->block(i)->parameters());
   auto last = transformer->block(transformer->layers - 1)->parameters();
+  // open_clip's groups leave the attentional pooler out (locked whatever is unlocked); clipper
+  // keeps it with the last block.
+  if (attn_pool)
+    for (const auto& p : attn_pool->parameters()) last.push_back(p);
   for (const auto& p : ln_post->parameters()) last.push_back(p);
   groups.push_back(last);
   groups.push_back({proj});

@@ -11,6 +11,7 @@
 #include "clipper/dist/grad_reducer.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/loss/clip_loss.hpp"
+#include "clipper/loss/coca_loss.hpp"
 #include "clipper/loss/contrastive_loss.hpp"
 #include "clipper/optim/param_groups.hpp"
 #include "clipper/train/precision.hpp"
@@ -119,7 +120,28 @@ void TrainStep::make_sharding(const StepConfig& cfg) {
 
 TrainStep::~TrainStep() = default;
 
+namespace {
+
+// The model's forward: CLIP's, or CoCa's with its caption logits and labels.
+struct Forward {
+  model::ClipOutput clip;
+  at::Tensor logits, labels;  // CoCa only
+};
+
+Forward run_model(model::ClipImpl& m, const at::Tensor& images, const at::Tensor& tokens,
+                  const at::Tensor& grids) {
+  if (!m.is_coca()) return {m.forward(images, tokens, grids), {}, {}};
+  if (grids.defined())
+    throw core::InputError("CoCa models take square pictures, not NaFlex patches");
+  auto o = m.forward_coca(images, tokens);
+  return {{o.image_features, o.text_features, o.logit_scale, o.logit_bias}, o.logits, o.labels};
+}
+
+}  // namespace
+
 void TrainStep::set_teacher(model::Clip teacher) {
+  if (model_->is_coca())
+    throw core::InputError("distillation (loss.distill_from) is not available for CoCa models");
   if (loss_cfg_.kind != config::LossKind::clip)
     throw core::InputError("distillation (loss.distill_from) needs loss.kind clip");
   at::NoGradGuard no_grad;
@@ -134,6 +156,16 @@ model::ClipOutput TrainStep::teach(const at::Tensor& images, const at::Tensor& t
                                    const at::Tensor& grids) {
   at::NoGradGuard no_grad;
   return teacher_->forward(images, tokens, grids);
+}
+
+at::Tensor TrainStep::coca_loss_of(const model::ClipOutput& out, const at::Tensor& logits,
+                                   const at::Tensor& labels) {
+  // open_clip's CoCaLoss: the contrastive term only when its weight is not 0, then the caption.
+  at::Tensor loss = loss_cfg_.coca_caption_weight *
+                    loss::caption_loss(logits, labels, model_->spec().text_pad_id);
+  if (loss_cfg_.coca_clip_weight != 0.0)
+    loss = loss + loss_cfg_.coca_clip_weight * loss_of(out, nullptr);
+  return loss;
 }
 
 at::Tensor TrainStep::loss_of(const model::ClipOutput& out, const model::ClipOutput* teacher) {
@@ -198,12 +230,14 @@ at::Tensor TrainStep::forward_backward(const std::vector<MicroBatch>& micro, Ste
     AutocastGuard autocast(options_.bf16, device_.type());
     const at::Tensor images = prepare_images(m.images), tokens = m.tokens.to(device_, true);
     const at::Tensor grids = m.grids.defined() ? m.grids.to(device_, true) : at::Tensor();
-    auto out = model_->forward(images, tokens, grids);
-    if (teacher_) {
+    const auto f = run_model(*model_, images, tokens, grids);
+    if (f.logits.defined()) {
+      loss = coca_loss_of(f.clip, f.logits, f.labels);
+    } else if (teacher_) {
       const auto taught = teach(images, tokens, grids);
-      loss = loss_of(out, &taught);
+      loss = loss_of(f.clip, &taught);
     } else {
-      loss = loss_of(out, nullptr);
+      loss = loss_of(f.clip, nullptr);
     }
   }
   sync_for_timing();
@@ -224,7 +258,7 @@ at::Tensor TrainStep::forward_backward_accumulated(const std::vector<MicroBatch>
                                                    StepResult& r) {
   const auto t0 = Clock::now();
   const std::size_t n = micro.size();
-  std::vector<at::Tensor> images, tokens, grids, img_f, txt_f, t_img_f, t_txt_f;
+  std::vector<at::Tensor> images, tokens, grids, img_f, txt_f, t_img_f, t_txt_f, logits, labels;
   at::Tensor t_scale;
   for (const auto& m : micro) {
     images.push_back(prepare_images(m.images));
@@ -235,9 +269,13 @@ at::Tensor TrainStep::forward_backward_accumulated(const std::vector<MicroBatch>
     at::NoGradGuard no_grad;
     AutocastGuard autocast(options_.bf16, device_.type());
     for (std::size_t j = 0; j < n; ++j) {
-      auto out = model_->forward(images[j], tokens[j], grids[j]);
-      img_f.push_back(out.image_features);
-      txt_f.push_back(out.text_features);
+      const auto f = run_model(*model_, images[j], tokens[j], grids[j]);
+      img_f.push_back(f.clip.image_features);
+      txt_f.push_back(f.clip.text_features);
+      if (f.logits.defined()) {  // CoCa: open_clip caches the caption logits as well
+        logits.push_back(f.logits);
+        labels.push_back(f.labels);
+      }
       if (!teacher_) continue;
       auto taught = teach(images[j], tokens[j], grids[j]);
       t_img_f.push_back(taught.image_features);
@@ -257,13 +295,21 @@ at::Tensor TrainStep::forward_backward_accumulated(const std::vector<MicroBatch>
     at::Tensor loss;
     {
       AutocastGuard autocast(options_.bf16, device_.type());
-      auto out = model_->forward(images[j], tokens[j], grids[j]);
+      const auto f = run_model(*model_, images[j], tokens[j], grids[j]);
+      const auto& out = f.clip;
       auto all_i = img_f, all_t = txt_f;
       all_i[j] = out.image_features;
       all_t[j] = out.text_features;
       auto scale = last ? out.logit_scale : out.logit_scale.detach();
       auto bias = out.logit_bias.defined() && !last ? out.logit_bias.detach() : out.logit_bias;
-      loss = loss_of({at::cat(all_i), at::cat(all_t), scale, bias}, teacher_ ? &taught : nullptr);
+      const model::ClipOutput whole{at::cat(all_i), at::cat(all_t), scale, bias};
+      if (f.logits.defined()) {
+        auto all_logits = logits;
+        all_logits[j] = f.logits;
+        loss = coca_loss_of(whole, at::cat(all_logits), at::cat(labels));
+      } else {
+        loss = loss_of(whole, teacher_ ? &taught : nullptr);
+      }
     }
     if (last) sharding_->begin_backward();
     loss.backward();

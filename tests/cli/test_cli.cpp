@@ -103,7 +103,7 @@ TEST(CliConfig, FromOpenClipStopsOnAModelClipperDoesNotHave) {
   clipper::test::TempDir d;
   const auto out = d.file("run.yaml");
   const std::vector<std::pair<std::string, std::string>> cases = {
-      {"coca_ViT-B-32", "clipper trains CLIP and SigLIP, not CoCa"},
+      {"coca_roberta-ViT-B-32", "its text tower is a Hugging Face model (RoBERTa)"},
       {"nllb-clip-base-siglip", "its text tower is a Hugging Face model (NLLB)"},
       {"roberta-ViT-B-32", "clipper has no architecture file roberta-ViT-B-32.yaml"}};
   for (const auto& [model, why] : cases) {

@@ -261,12 +261,13 @@ TEST(FromOpenClip, ReadmeLockedTextPipeSources) {
   EXPECT_TRUE(listed(t.not_honoured, "--val-num-samples 10000"));
 }
 
-// CoCa: CSV, wandb and the CoCa weights listed.
+// CoCa: CSV and wandb listed; the CoCa loss weights carried over (issue 29).
 TEST(FromOpenClip, ReadmeCocaListsWhatClipperLacks) {
   const auto t = readme_translation(6);
   EXPECT_TRUE(listed(t.not_honoured, "--report-to wandb"));
-  EXPECT_TRUE(listed(t.not_honoured, "--coca-caption-loss-weight 1"));
-  EXPECT_TRUE(listed(t.not_honoured, "--coca-contrastive-loss-weight 0"));
+  EXPECT_FALSE(listed(t.not_honoured, "--coca-caption-loss-weight 1"));
+  EXPECT_EQ(keys_of(t)["loss.coca_caption_weight"], "1.0");
+  EXPECT_EQ(keys_of(t)["loss.coca_clip_weight"], "0.0");
   EXPECT_EQ(keys_of(t)["train.log_every"], "100");
 }
 
@@ -420,9 +421,9 @@ TEST(FromOpenClip, WritesOnlyWhatTrainAccepts) {
     }
     return std::string("no error");
   };
-  EXPECT_NE(error("coca_ViT-B-32")
-                .find("--model coca_ViT-B-32: clipper trains CLIP and SigLIP, "
-                      "not CoCa"),
+  EXPECT_NE(error("coca_roberta-ViT-B-32")
+                .find("--model coca_roberta-ViT-B-32: its text tower is a Hugging Face model "
+                      "(RoBERTa)"),
             std::string::npos);
   EXPECT_NE(error("nllb-clip-base-siglip").find("its text tower is a Hugging Face model"),
             std::string::npos);

@@ -352,3 +352,59 @@ TEST(StateDict, KeyCountsAndNamesOfOpenClip) {
   EXPECT_EQ(r.at("visual.layer2.3.bn3.num_batches_tracked").scalar_type(), at::kLong);
   EXPECT_EQ(r.at("text_projection").sizes().vec(), (std::vector<std::int64_t>{512, 1024}));
 }
+
+// CoCa (multimodal_cfg): the keys parse, the parts are built with open_clip's names, the count
+// equals the built model's (the attentional pooler with separate and with packed projections,
+// coca_base's tower without pooler), and inconsistent sizes are named.
+TEST(ModelSpec, CocaKeysCountsAndMistakes) {
+  const auto tiny = cm::load_model_spec("tiny-coca");
+  EXPECT_TRUE(tiny.coca && tiny.vision_attn_pool && tiny.text_embed_cls);
+  EXPECT_EQ(tiny.vision_attn_pool_queries, 9);
+  EXPECT_EQ(tiny.text_positions(), 17);
+  auto packed = tiny;
+  packed.vision_width = 64;  // = embed_dim: nn.MultiheadAttention's packed in_proj_weight
+  auto base = cm::load_model_spec("coca_base");
+  base.vision_layers = base.text_layers = base.decoder_layers = 1;
+  for (const auto& spec : {tiny, packed, base}) {
+    cm::Clip m(spec);
+    EXPECT_EQ(cm::parameter_count(spec), numel_sum(m)) << spec.name;
+    const auto names = m->named_parameters();
+    EXPECT_TRUE(names.contains("text.cls_emb"));
+    EXPECT_TRUE(names.contains("text_decoder.cross_attn.0.ln_1_kv.weight"));
+    EXPECT_TRUE(names.contains("text_decoder.text_projection"));
+    EXPECT_EQ(names.contains("visual.attn_pool.query"), spec.vision_attn_pool);
+  }
+  EXPECT_TRUE(
+      cm::Clip(packed)->named_parameters().contains("visual.attn_pool.attn.in_proj_weight"));
+  EXPECT_TRUE(cm::Clip(tiny)->named_parameters().contains("visual.attn_pool.attn.k_proj_weight"));
+
+  const std::string head =
+      "embed_dim: 64\nvision_cfg: {image_size: 28, layers: 1, width: 96, head_width: 32, "
+      "patch_size: 7, "
+      "attentional_pool: true, attn_pooler_queries: 4, attn_pooler_heads: 4}\n";
+  const std::string text = "text_cfg: {context_length: 8, width: 64, heads: 2, layers: 1";
+  auto msg = error_of([&] {
+    cm::parse_model_spec(head + text + "}\nmultimodal_cfg: {width: 64, heads: 2, layers: 1}\n", "m",
+                         "m.yaml");
+  });
+  EXPECT_NE(msg.find("needs text_cfg.embed_cls: true"), std::string::npos) << msg;
+  msg = error_of([&] {
+    cm::parse_model_spec(
+        head + text + ", embed_cls: true}\nmultimodal_cfg: {width: 96, heads: 2, layers: 1}\n", "m",
+        "m.yaml");
+  });
+  EXPECT_NE(msg.find("multimodal_cfg.width must equal text_cfg.width"), std::string::npos) << msg;
+  msg = error_of([&] {
+    cm::parse_model_spec(
+        head + text + ", embed_cls: true}\nmultimodal_cfg: {width: 64, mlp_ratio: 2}\n", "m",
+        "m.yaml");
+  });
+  EXPECT_NE(msg.find("'multimodal_cfg.mlp_ratio' must be 4"), std::string::npos) << msg;
+  msg = error_of([&] {
+    cm::parse_model_spec(head + text + ", embed_cls: true}\nmultimodal_cfg: {widht: 64}\n", "m",
+                         "m.yaml");
+  });
+  EXPECT_NE(msg.find("unknown key 'multimodal_cfg.widht'; did you mean 'width'?"),
+            std::string::npos)
+      << msg;
+}

@@ -129,6 +129,11 @@ struct LossConfig {
   // architecture (configs/models) and its OpenCLIP-format weights; both empty: off.
   std::string distill_model;
   std::string distill_from;
+  // CoCa models (a multimodal_cfg): open_clip's CoCaLoss, clip_weight * the contrastive loss +
+  // caption_weight * the captioning cross-entropy (open_clip's --coca-contrastive-loss-weight
+  // and --coca-caption-loss-weight, same defaults).
+  double coca_clip_weight = 1.0;
+  double coca_caption_weight = 2.0;
 };
 
 struct OptimConfig {

@@ -17,6 +17,10 @@ namespace clipper::eval {
 // Decodes each file with the evaluation transform (resize shorter side + center crop), normalizes
 // with the model's mean/std and encodes: float32 [N, embed_dim], L2-normalized. Transparent pixels
 // follow `transparency`, as in the shard writer and the loader.
+// The files decoded with that transform and normalized: float [N, 3, S, S] on `device` (what
+// embed_images encodes, and `clipper caption` captions).
+at::Tensor load_images(const model::ModelSpec& spec, const std::vector<std::string>& paths,
+                       at::Device device, const data::Transparency& transparency = {});
 at::Tensor embed_images(model::ClipImpl& model, const std::vector<std::string>& paths,
                         std::int64_t batch, at::Device device,
                         const data::Transparency& transparency = {});

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "clipper/model/coca.hpp"
 #include "clipper/model/image_tower.hpp"
 #include "clipper/model/model_spec.hpp"
 #include "clipper/model/naflex_vit.hpp"
@@ -28,6 +29,17 @@ struct ClipOutput {
   at::Tensor image_features;  // [B, embed_dim], L2-normalized
   at::Tensor text_features;   // [B, embed_dim], L2-normalized
   at::Tensor logit_scale;     // exp(logit_scale), a scalar
+  at::Tensor logit_bias;      // undefined when the model has none
+};
+
+// CoCa's forward (open_clip's CoCa.forward with output_labels): the caption logits predict
+// labels = tokens[:, 1:] from the text tokens 0..L-2 and the image tokens.
+struct CocaOutput {
+  at::Tensor image_features;  // [B, embed_dim], L2-normalized
+  at::Tensor text_features;   // [B, embed_dim], L2-normalized
+  at::Tensor logits;          // [B, L - 1, vocab_size]
+  at::Tensor labels;          // [B, L - 1], int64
+  at::Tensor logit_scale;     // exp(logit_scale)
   at::Tensor logit_bias;      // undefined when the model has none
 };
 
@@ -47,6 +59,15 @@ class ClipImpl : public torch::nn::Module {
   at::Tensor encode_text(const at::Tensor& tokens, bool normalize = true);
   ClipOutput forward(const at::Tensor& images, const at::Tensor& tokens,
                      const at::Tensor& grids = {});
+
+  // CoCa (spec.coca) only.
+  CocaOutput forward_coca(const at::Tensor& images, const at::Tensor& tokens);
+  // The normalized image features and the image tokens the decoder reads.
+  std::pair<at::Tensor, at::Tensor> encode_image_tokens(const at::Tensor& images);
+  // Caption logits [B, L, vocab] for every position of `tokens` [B, L] (no label shift), given
+  // the image tokens of encode_image_tokens (generation).
+  at::Tensor caption_logits(const at::Tensor& image_tokens, const at::Tensor& tokens);
+  bool is_coca() const { return spec_.coca; }
 
   // OpenAI / OpenCLIP initialization from a seeded generator of its own (the global RNG is not
   // touched): same seed, same weights. Called by create_model.
@@ -84,6 +105,7 @@ class ClipImpl : public torch::nn::Module {
   Transformer transformer{nullptr};
   LayerNorm ln_final{nullptr};
   at::Tensor text_projection;  // [width, embed_dim]; undefined when it is a Linear or none
+  MultimodalDecoder text_decoder{nullptr};  // CoCa: registered as "text_decoder"
   at::Tensor logit_scale;
   at::Tensor logit_bias;  // undefined unless spec.init_logit_bias is set
 

@@ -28,10 +28,11 @@ FlopCount count_forward_flops(const ModelSpec& spec, bool training = false);
 double forward_flops_per_sample(const ModelSpec& spec);
 
 struct ParamCount {
-  std::int64_t image = 0;  // visual.*
-  std::int64_t text = 0;   // token/positional embedding, transformer, ln_final, text_projection
-  std::int64_t other = 0;  // logit_scale, logit_bias
-  std::int64_t total() const { return image + text + other; }
+  std::int64_t image = 0;    // visual.*
+  std::int64_t text = 0;     // token/positional embedding, transformer, ln_final, text_projection
+  std::int64_t decoder = 0;  // CoCa's text_decoder.*
+  std::int64_t other = 0;    // logit_scale, logit_bias
+  std::int64_t total() const { return image + text + decoder + other; }
 };
 
 // Trainable parameters (BatchNorm running statistics are buffers, not counted).

@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "clipper/model/model_spec.hpp"
@@ -20,6 +21,9 @@ class ImageTowerImpl : public torch::nn::Module {
  public:
   // images: float [B, 3, H, W], normalized; returns the unnormalized features [B, embed_dim].
   virtual at::Tensor forward(const at::Tensor& images) = 0;
+  // The features and the image tokens a CoCa decoder reads ([B, L, width]); towers that give no
+  // tokens (all but OpenCLIP's ViT) throw an InputError.
+  virtual std::pair<at::Tensor, at::Tensor> forward_with_tokens(const at::Tensor& images);
   // The tower's initialization (OpenCLIP's for its towers, timm's for timm trunks), drawn from
   // `init`'s generator in a fixed order.
   virtual void init_parameters(Initializer& init) = 0;

@@ -43,6 +43,13 @@ struct ModelSpec {
   // block-diagonal attention mask (the same features; padding waste near 0). false: padded.
   bool naflex_packing = true;
   Interpolation pos_embed_interp = Interpolation::bilinear;
+  // OpenCLIP's ViT with an attentional pooler (vision_cfg.attentional_pool, CoCa): learned
+  // queries attend to the ViT's tokens; the first output is the pooled feature, the others the
+  // image tokens the CoCa decoder reads.
+  bool vision_attn_pool = false;
+  std::int64_t vision_attn_pool_queries = 256;  // vision_cfg.attn_pooler_queries
+  std::int64_t vision_attn_pool_heads = 8;      // vision_cfg.attn_pooler_heads
+  bool vision_output_tokens = false;            // vision_cfg.output_tokens (CoCa sets it)
 
   // Text tower.
   std::int64_t context_length = 77;
@@ -62,9 +69,24 @@ struct ModelSpec {
   bool text_proj_none = false;       // proj_type none: no projection (width == embed_dim)
   Activation text_act = Activation::gelu;
   double text_norm_eps = 1e-5;
-  std::string tokenizer = "clip";  // "clip", "sentencepiece:PATH" or "hf:NAME_OR_PATH"
+  // CoCa's text tower: a learned CLS embedding appended after the tokens (text_cfg.embed_cls),
+  // pooled at that position; the key mask hides positions after pad tokens (text_cfg.pad_id).
+  bool text_embed_cls = false;
+  std::int64_t text_pad_id = 0;
+  bool text_output_tokens = false;  // text_cfg.output_tokens (CoCa sets it)
+  std::string tokenizer = "clip";   // "clip", "sentencepiece:PATH" or "hf:NAME_OR_PATH"
   // How an hf: tokenizer cleans text first (open_clip's tokenizer_kwargs.clean).
   std::string tokenizer_clean = "whitespace";
+
+  // CoCa (a multimodal_cfg section): the text decoder, causal self-attention and cross-attention
+  // over the image tokens in each of its layers, projecting to text_cfg.vocab_size logits.
+  // open_clip reads only width, heads, layers and context_length of multimodal_cfg (the decoder's
+  // MLP ratio is 4 and its output the text tower's vocabulary whatever the file says).
+  bool coca = false;
+  std::int64_t decoder_width = 512;
+  std::int64_t decoder_heads = 8;
+  std::int64_t decoder_layers = 12;
+  std::int64_t decoder_context_length = 76;
 
   bool quick_gelu = false;
   double init_logit_scale = 2.659260036932778;  // ln(1 / 0.07)
@@ -82,6 +104,11 @@ struct ModelSpec {
   bool naflex_inputs() const { return max_seq_len > 0; }
 
   bool is_resnet() const { return image_tower == ImageTowerKind::resnet; }
+  // Text positions the tower embeds: context_length, plus one for CoCa's CLS embedding.
+  std::int64_t text_positions() const { return context_length + (text_embed_cls ? 1 : 0); }
+  // Width of the image tokens a CoCa decoder reads: embed_dim after an attentional pooler, the
+  // ViT's width without.
+  std::int64_t image_token_width() const { return vision_attn_pool ? embed_dim : vision_width; }
   // The activations the towers use: quick_gelu (OpenAI's) overrides both.
   Activation image_activation() const { return quick_gelu ? Activation::quick_gelu : vision_act; }
   Activation text_activation() const { return quick_gelu ? Activation::quick_gelu : text_act; }

@@ -44,6 +44,12 @@ class AttentionImpl : public torch::nn::Module {
   // for that query). Returns [N, 1, d].
   at::Tensor forward_query(const at::Tensor& q_in, const at::Tensor& kv_in,
                            const at::Tensor& last_key = {});
+  // x: [N, L, d]; mask: bool, broadcastable to [N, heads, L, L], true where a query may attend
+  // to a key (CoCa's text tower: causal and pad-masked keys).
+  at::Tensor forward_masked(const at::Tensor& x, const at::Tensor& mask);
+  // Cross-attention: queries from q_in [N, Lq, d], keys and values from kv_in [N, Lk, d] (the
+  // packed projection's q rows for the first, k and v rows for the second), no mask.
+  at::Tensor forward_cross(const at::Tensor& q_in, const at::Tensor& kv_in);
   // Attaches an adapter to the packed input projection (output [.., 3d], rows q, k, v), registered
   // as "in_proj_lora"; out_proj has its own (out_proj->attach_lora).
   void attach_in_proj_lora(const LoraOptions& options, at::Generator gen);
@@ -79,6 +85,8 @@ class ResidualAttentionBlockImpl : public BlockImpl {
   // The block's output at one token per sequence, index [N] (int64), as [N, d]: what forward()
   // gives at those tokens, computing queries, attention output and MLP for those tokens only.
   at::Tensor forward_token(const at::Tensor& x, const at::Tensor& index, bool causal = false);
+  // forward() with a boolean attention mask (AttentionImpl::forward_masked).
+  at::Tensor forward_masked(const at::Tensor& x, const at::Tensor& mask);
   LayerNorm ln_1{nullptr}, ln_2{nullptr};
   Attention attn{nullptr};
   Mlp mlp{nullptr};
@@ -97,6 +105,9 @@ class TransformerImpl : public torch::nn::Module {
   // discarded, so the last block computes only that token (its keys and values still see every
   // token). The same values as forward(x).gather(index), for a fraction of the last block's work.
   at::Tensor forward_token(const at::Tensor& x, const at::Tensor& index, bool causal = false);
+  // Every block with a boolean attention mask (AttentionImpl::forward_masked); no gradient
+  // checkpointing on this path.
+  at::Tensor forward_masked(const at::Tensor& x, const at::Tensor& mask);
   ResidualAttentionBlock block(std::int64_t i) const;
   torch::nn::ModuleList resblocks{nullptr};
   std::int64_t width, layers;

@@ -10,6 +10,7 @@
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/pimpl.h>
 
+#include "clipper/model/coca.hpp"
 #include "clipper/model/image_tower.hpp"
 #include "clipper/model/linear.hpp"
 #include "clipper/model/model_spec.hpp"
@@ -22,6 +23,10 @@ class VisionTransformerImpl : public ImageTowerImpl {
   explicit VisionTransformerImpl(const ModelSpec& spec);
   // images: [B, 3, H, W] normalized; returns [B, embed_dim].
   at::Tensor forward(const at::Tensor& images) override;
+  // CoCa's output (open_clip's output_tokens): with the attentional pooler, its first output
+  // (after ln_post) projected, and its other outputs; without, the class token projected and the
+  // patch tokens after ln_post.
+  std::pair<at::Tensor, at::Tensor> forward_with_tokens(const at::Tensor& images) override;
   // OpenCLIP's init: embeddings and proj ~ N(0, width^-0.5), nn.MultiheadAttention's xavier
   // in_proj, PyTorch's defaults elsewhere.
   void init_parameters(Initializer& init) override;
@@ -38,6 +43,7 @@ class VisionTransformerImpl : public ImageTowerImpl {
   at::Tensor class_embedding, positional_embedding, proj;
   LayerNorm ln_pre{nullptr}, ln_post{nullptr};
   Transformer transformer{nullptr};
+  AttentionalPooler attn_pool{nullptr};  // vision_cfg.attentional_pool
   std::int64_t width, patch_size, grid;
   double patch_dropout =
       0.0;  // fraction of patch tokens dropped in training; the class token stays

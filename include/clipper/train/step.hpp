@@ -141,6 +141,9 @@ class TrainStep {
                           const at::Tensor& grids);
   // The loss of the student's output, with the teacher's when distilling.
   at::Tensor loss_of(const model::ClipOutput& out, const model::ClipOutput* teacher);
+  // CoCa: loss.coca_clip_weight * loss_of(out) + loss.coca_caption_weight * the caption term.
+  at::Tensor coca_loss_of(const model::ClipOutput& out, const at::Tensor& logits,
+                          const at::Tensor& labels);
   StepHealth reduce_and_check(const at::Tensor& loss);
   void apply(double lr, const StepHealth& health);
   void make_sharding(const StepConfig& cfg);
