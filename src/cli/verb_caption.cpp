@@ -12,7 +12,7 @@
 #include "clipper/io/openclip.hpp"
 #include "clipper/model/caption.hpp"
 #include "clipper/session/session.hpp"
-#include "clipper/tokenizer/clip_decode.hpp"
+#include "clipper/tokenizer/tokenizer.hpp"
 
 namespace clipper::cli {
 namespace {
@@ -58,14 +58,19 @@ int run_caption(const CaptionArgs& a) {
   cfg.train.device = a.device;
   session::SessionOptions so;
   so.weights = io::resolve_weights(a.weights);
+  so.make_tokenizer = tokenizer::make_model_tokenizer;
   auto s = session::open_session(cfg, so);
-  if (s.spec.tokenizer != "clip")
+  tokenizer::Tokenizer::RowIds special{};
+  try {
+    special = s.tokenizer->row_ids();
+  } catch (const core::InputError& e) {
     throw core::InputError("caption: the model's tokenizer is '" + s.spec.tokenizer +
-                           "'; captions decode with the CLIP tokenizer only");
+                           "': " + e.what());
+  }
+  o.sot_id = special.start;
+  o.eos_id = special.end;
   o.pad_id = s.spec.text_pad_id;
   o.validate();
-  const tokenizer::ClipDecoder decoder(
-      tokenizer::read_clip_vocabulary(tokenizer::find_clip_vocab()));
   const auto t = data::parse_transparency(a.transparency, "caption: --transparency");
   for (std::size_t start = 0; start < a.images.size(); start += static_cast<std::size_t>(a.batch)) {
     const auto end = std::min(a.images.size(), start + static_cast<std::size_t>(a.batch));
@@ -77,7 +82,7 @@ int run_caption(const CaptionArgs& a) {
       const auto row = ids[static_cast<std::int64_t>(i)];
       const std::vector<std::int64_t> v(row.data_ptr<std::int64_t>(),
                                         row.data_ptr<std::int64_t>() + row.numel());
-      std::cout << part[i] << "\t" << decoder.caption(v);
+      std::cout << part[i] << "\t" << s.tokenizer->caption(v);
       if (a.ids)
         for (std::size_t k = 0; k < v.size(); ++k) std::cout << (k == 0 ? "\t" : " ") << v[k];
       std::cout << "\n";

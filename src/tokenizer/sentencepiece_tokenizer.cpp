@@ -35,6 +35,31 @@ class SentencePieceTokenizer final : public Tokenizer {
   }
   std::int64_t context_length() const override { return context_length_; }
   std::int64_t vocab_size() const override { return end_ + 1; }
+  RowIds row_ids() const override {
+    if (start_ < 0)
+      throw core::InputError(
+          "the SentencePiece model has no start piece (<s>): generated "
+          "captions need one");
+    return {start_, end_, pad_};
+  }
+  std::string caption(const std::vector<std::int64_t>& row) const override {
+    std::vector<int> pieces;
+    for (std::size_t i = 0; i < row.size(); ++i) {
+      if (i == 0 && row[i] == start_) continue;
+      if (row[i] == end_ || row[i] == pad_) break;
+      if (row[i] < 0 || row[i] >= end_)
+        throw core::InputError("token id " + std::to_string(row[i]) +
+                               " is outside the SentencePiece model (" + std::to_string(end_) +
+                               " pieces)");
+      pieces.push_back(static_cast<int>(row[i]));
+    }
+    std::string text;
+    const auto status = sp_.Decode(pieces, &text);
+    if (!status.ok()) throw core::Error("SentencePiece decode: " + status.ToString());
+    const auto first = text.find_first_not_of(' ');
+    if (first == std::string::npos) return "";
+    return text.substr(first, text.find_last_not_of(' ') - first + 1);
+  }
 
  private:
   sentencepiece::SentencePieceProcessor sp_;

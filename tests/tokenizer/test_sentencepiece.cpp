@@ -72,6 +72,41 @@ TEST(SentencePiece, TrainLoadEncodeRoundTrip) {
   }
 }
 
+// `clipper caption` decodes a generated row with the model's tokenizer: the row's start and end
+// ids, and its text back from the ids (a row as encode writes it, or as generation leaves it).
+TEST(SentencePiece, GeneratedRowsDecodeToTheirCaption) {
+  clipper::test::TempDir dir;
+  clipper::tokenizer::SentencePieceTrainOptions o;
+  o.input = caption_file(dir);
+  o.vocab_size = 40;
+  o.out_prefix = dir.file("sp/bpe");
+  o.model_type = "bpe";
+  const auto tok = clipper::tokenizer::make_tokenizer(
+      "sentencepiece:" + clipper::tokenizer::train_sentencepiece(o), 32);
+  const auto ids = tok->row_ids();
+  EXPECT_EQ(ids.start, 2);
+  EXPECT_EQ(ids.end, 40);
+  EXPECT_EQ(ids.pad, 0);
+  std::vector<std::int64_t> row(32);
+  tok->encode("two  people walking near the river ", row.data());
+  EXPECT_EQ(tok->caption(row), "two people walking near the river");
+  // Generation stops at the end id; what follows it is not read.
+  const auto end = std::find(row.begin(), row.end(), 40);
+  ASSERT_NE(end, row.end());
+  std::fill(end + 1, row.end(), 7);
+  EXPECT_EQ(tok->caption(row), "two people walking near the river");
+  EXPECT_THROW(tok->caption({2, 41}), clipper::core::InputError);  // past the end id
+}
+
+TEST(SentencePiece, ClipRowsDecodeToTheirCaption) {
+  const auto tok = clipper::tokenizer::make_tokenizer("clip", 16);
+  EXPECT_EQ(tok->row_ids().start, 49406);
+  EXPECT_EQ(tok->row_ids().end, 49407);
+  std::vector<std::int64_t> row(16);
+  tok->encode("A photo of a dog.", row.data());
+  EXPECT_EQ(tok->caption(row), "a photo of a dog .");  // open_clip's decode spaces punctuation
+}
+
 TEST(SentencePiece, ConcurrentEncodingGivesTheSameIds) {
   clipper::test::TempDir dir;
   clipper::tokenizer::SentencePieceTrainOptions o;

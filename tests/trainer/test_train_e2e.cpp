@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -1634,14 +1635,40 @@ TEST(TrainE2E, EvalSuiteOnTwoRanksLogsEveryMetricAsBenchmarkComputesIt) {
 // its loss (contrastive + 2 x caption) falls by more than half in 240 steps, and greedy captions
 // of 40 held-out pictures name their class on 19 of them (chance: 4; "most" needs a longer run
 // than a test affords); with gradient accumulation it resumes bit-identically.
+// tiny-coca with a 96-piece SentencePiece tokenizer trained on the captions: CLIP's 49,408 ids
+// made every step 7 times slower (the decoder's logits) and the test 87 s long.
 TEST(TrainE2E, TinyCocaLearnsToCaptionAndResumesBitIdentically) {
   clipper::test::TempDir t;
+  const auto pics = t.path() / "pics";
+  fs::create_directories(pics);
+  ASSERT_EQ(run("tar -xf " + shards_dir() + "/test/test-00000.tar -C " + pics.string()).exit_code,
+            0);
+  std::string captions;
+  for (int i = 0; i < 512; ++i) {
+    char name[16];
+    std::snprintf(name, sizeof name, "%09d.txt", i);
+    captions += slurp(pics / name) + "\n";
+  }
+  const auto sp =
+      run(clipper_bin() + " tokenizer train --model-type bpe --vocab-size 96 --input " +
+          t.write("captions.txt", captions) + " --out " + (t.path() / "tok/caps").string());
+  ASSERT_EQ(sp.exit_code, 0) << sp.output;
+  auto model = slurp(source_path("configs/models/tiny-coca.yaml"));
+  auto replace = [&](const std::string& from, const std::string& to) {
+    for (auto at = model.find(from); at != std::string::npos; at = model.find(from, at + to.size()))
+      model.replace(at, from.size(), to);
+  };
+  replace("vocab_size: 49408", "vocab_size: 97");       // 96 pieces and the end id
+  replace("context_length: 16", "context_length: 24");  // the longest caption: 23 pieces
+  replace("tokenizer: clip",
+          "tokenizer: 'sentencepiece:" + (t.path() / "tok/caps.model").string() + "'");
   const auto cfg = write_config(t);
-  const std::string train = clipper_bin() + " train " + cfg + " --set model.name=tiny-coca";
-  const int steps = 240;
+  const std::string train =
+      clipper_bin() + " train " + cfg + " --set model.name=" + t.write("tiny-coca-sp.yaml", model);
+  const int steps = 300;
   const auto l =
       run(train + " --set train.run_name=learn --set train.max_steps=" + std::to_string(steps) +
-          " --set train.log_every=48 --set optim.lr=0.005 --set train.threads=2");
+          " --set train.log_every=60 --set optim.lr=0.003 --set train.threads=2");
   ASSERT_EQ(l.exit_code, 0) << l.output;
   const auto ls = losses(t.path() / "runs/learn");
   ASSERT_GE(ls.size(), 2u);
@@ -1652,10 +1679,6 @@ TEST(TrainE2E, TinyCocaLearnsToCaptionAndResumesBitIdentically) {
   EXPECT_LT(last, 0.5 * first) << l.output;
 
   // Greedy captions of 40 held-out pictures.
-  const auto pics = t.path() / "pics";
-  fs::create_directories(pics);
-  ASSERT_EQ(run("tar -xf " + shards_dir() + "/test/test-00000.tar -C " + pics.string()).exit_code,
-            0);
   const char* const classes[] = {"t-shirt/top", "trouser", "pullover", "dress", "coat",
                                  "sandal",      "shirt",   "sneaker",  "bag",   "ankle boot"};
   std::string files;
@@ -1670,7 +1693,7 @@ TEST(TrainE2E, TinyCocaLearnsToCaptionAndResumesBitIdentically) {
   std::snprintf(ckpt, sizeof ckpt, "step_%08d", steps);
   const auto c = run(clipper_bin() + " caption --weights " +
                      (t.path() / "runs/learn/checkpoints" / ckpt).string() +
-                     " --method top_k --top-k 1 --seq-len 12" + files);
+                     " --method top_k --top-k 1 --seq-len 24" + files);
   ASSERT_EQ(c.exit_code, 0) << c.output;
   std::istringstream lines(c.output);
   int named = 0, seen = 0;
@@ -1678,10 +1701,11 @@ TEST(TrainE2E, TinyCocaLearnsToCaptionAndResumesBitIdentically) {
     const auto tab = line.find('\t');
     if (tab == std::string::npos || line.find(".jpg") == std::string::npos) continue;
     const std::string caption = line.substr(tab + 1);
-    // CLIP's decoding spaces punctuation ("t - shirt / top"): compared without spaces; "shirt" is
-    // inside "t-shirt/top", so a shirt is not read from a T-shirt's caption.
+    // Compared without spaces and case ("T-shirt/top"); "shirt" is inside "t-shirt/top", so a
+    // shirt is not read from a T-shirt's caption.
     auto squeeze = [](std::string x) {
       x.erase(std::remove(x.begin(), x.end(), ' '), x.end());
+      for (auto& c : x) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       return x;
     };
     const std::string& want = truth.at(static_cast<std::size_t>(seen++));
@@ -1693,7 +1717,7 @@ TEST(TrainE2E, TinyCocaLearnsToCaptionAndResumesBitIdentically) {
   }
   ASSERT_EQ(seen, 40) << c.output;
   std::cout << "[tiny coca] greedy captions naming the class: " << named << " of 40\n";
-  EXPECT_GE(named, 12) << c.output;  // measured 19 (chance: 4)
+  EXPECT_GE(named, 15) << c.output;  // measured 23 to 25 over seeds 7, 8, 9, 17 (chance: 4)
 
   // Exact resume, with two accumulated micro-batches per step.
   const std::string accum = train + " --set train.accum_freq=2 --set train.batch_size=16";

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace clipper::tokenizer {
 
@@ -21,6 +22,15 @@ class Tokenizer {
   virtual void encode(std::string_view text, std::int64_t* out) const = 0;
   virtual std::int64_t context_length() const = 0;
   virtual std::int64_t vocab_size() const = 0;
+
+  // Caption generation (`clipper caption`): the ids a generated row starts with, ends at and is
+  // padded with, and the text of a generated row (the ids after the start up to the first end or
+  // pad id, decoded, ends trimmed). "clip" and "sentencepiece:" decode; "hf:" throws InputError.
+  struct RowIds {
+    std::int64_t start = -1, end = -1, pad = 0;
+  };
+  virtual RowIds row_ids() const;
+  virtual std::string caption(const std::vector<std::int64_t>& row) const;
 };
 
 // open_clip's HFTokenizer(clean=...): the text cleaning before an "hf:" tokenizer. All three
