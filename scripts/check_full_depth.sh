@@ -8,5 +8,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build}"
-CLIPPER_INTEROP_FULL_DEPTH=1 ctest --test-dir "$build" -R 'SiglipInterop\..*_TwoBlocks(BothWays)?$|OpenClipInterop\.(ViT_B_32_TwoBlocks|RN50_OneBottleneckPerStage)$|CocaInterop.FeaturesLogits' \
+CLIPPER_INTEROP_FULL_DEPTH=1 ctest --test-dir "$build" -R 'SiglipInterop\..*_TwoBlocks(BothWays)?$|OpenClipInterop\.(ViT_B_32_TwoBlocks|RN50_OneBottleneckPerStage)$|TransformersInterop\.ViT_B_32_TwoBlocks|CocaInterop.FeaturesLogits' \
   --output-on-failure --timeout 1800 -V | grep -E '^\S+: \[interop\]|tests passed|Failed|Passed'

@@ -22,6 +22,7 @@
 #include "clipper/model/caption.hpp"
 #include "clipper/model/clip.hpp"
 #include "clipper/model/flops.hpp"
+#include "cut_model.hpp"
 #include "test_util.hpp"
 
 namespace cio = clipper::io;
@@ -158,8 +159,7 @@ TEST(CocaInterop, FeaturesLogitsLossAndGradientsEqualOpenClips) {
   }
   // The full-size B/32, loaded by open_clip's name: with CLIPPER_INTEROP_FULL_DEPTH=1
   // (scripts/check_full_depth.sh; ~30 s more), as the full-size SigLIP checks.
-  const char* full_env = std::getenv("CLIPPER_INTEROP_FULL_DEPTH");
-  const bool full = full_env && *full_env == '1';
+  const bool full = clipper::test::interop_full_depth();
   const auto b32 = cm::load_model_spec("coca_ViT-B-32");
   std::map<std::string, at::Tensor> b32_ours;
   if (full) {

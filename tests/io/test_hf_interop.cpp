@@ -12,6 +12,7 @@
 #include "clipper/io/safetensors.hpp"
 #include "clipper/model/clip.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
+#include "cut_model.hpp"
 #include "test_util.hpp"
 
 namespace cio = clipper::io;
@@ -129,6 +130,11 @@ TEST(TransformersInterop, TinyViTEosPooling) {
   ASSERT_EQ(cm::load_model_spec(path).text_pool, cm::TextPool::eos);
   run_hf_interop(path, 2);
 }
-TEST(TransformersInterop, ViT_B_32FeaturesAndTokenizerIds) {
-  run_hf_interop("ViT-B-32", 2);
+// ViT-B-32 cut to 2 blocks per tower (tests/io/cut_model.hpp); whole at full depth.
+TEST(TransformersInterop, ViT_B_32_TwoBlocksFeaturesAndTokenizerIds) {
+  clipper::test::TempDir dir;
+  run_hf_interop(clipper::test::interop_full_depth()
+                     ? std::string("ViT-B-32")
+                     : clipper::test::write_cut_model(dir, "ViT-B-32"),
+                 2);
 }

@@ -15,6 +15,7 @@
 #include "clipper/io/safetensors.hpp"
 #include "clipper/model/clip.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
+#include "cut_model.hpp"
 #include "test_util.hpp"
 
 namespace cio = clipper::io;
@@ -128,29 +129,15 @@ void check_import(const std::string& model, const std::string& cls, std::int64_t
   expect_same_outputs(ours, in, read(dir.file("out.safetensors")), cls + " -> " + spec.name);
 }
 
-// The full-size architecture with 2 blocks per tower (every width, head count, MLP size,
-// activation, eps and context length as shipped); with `vocab`, that vocabulary instead of the
-// shipped one (SigLIP 2's 256,000 rows are 786 MB in fp32 and add nothing to the name map).
-// CLIPPER_INTEROP_FULL_DEPTH=1 leaves the model whole (scripts/check_full_depth.sh: minutes).
+// The full-size architecture cut (tests/io/cut_model.hpp); with `vocab`, that vocabulary instead
+// of the shipped one (SigLIP 2's 256,000 rows are 786 MB in fp32 and add nothing to the name map).
 std::string cut(const clipper::test::TempDir& dir, const std::string& name,
                 std::int64_t vocab = 0) {
-  if (const char* full = std::getenv("CLIPPER_INTEROP_FULL_DEPTH"); full && *full == '1') {
+  if (clipper::test::interop_full_depth()) {
     std::cout << "[interop] " << name << " at full depth and vocabulary\n";
     return name;
   }
-  const auto spec = cm::load_model_spec(name);
-  auto text = clipper::core::read_file(spec.path);
-  for (const auto& layers : {"  layers: " + std::to_string(spec.vision_layers) + "\n",
-                             "  layers: " + std::to_string(spec.text_layers) + "\n"}) {
-    const auto at = text.find(layers);
-    EXPECT_NE(at, std::string::npos) << layers;
-    if (at != std::string::npos) text.replace(at, layers.size(), "  layers: 2\n");
-  }
-  if (vocab > 0) {
-    const auto v = "  vocab_size: " + std::to_string(spec.vocab_size) + "\n";
-    text.replace(text.find(v), v.size(), "  vocab_size: " + std::to_string(vocab) + "\n");
-  }
-  return dir.write(name + "-2blocks.yaml", text);
+  return clipper::test::write_cut_model(dir, name, {vocab, false});
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "clipper/io/safetensors.hpp"
 #include "clipper/model/clip.hpp"
 #include "clipper/model/flops.hpp"
+#include "cut_model.hpp"
 #include "test_util.hpp"
 
 namespace cio = clipper::io;
@@ -133,42 +134,24 @@ TEST(OpenClipInterop, TinyViTEosPooling) {
   ASSERT_EQ(cm::load_model_spec(path).text_pool, cm::TextPool::eos);
   run_interop(path, "", 3);
 }
-static bool full_depth() {
-  const char* full = std::getenv("CLIPPER_INTEROP_FULL_DEPTH");
-  return full && *full == '1';
-}
-
-// OpenAI's towers at every shipped width, cut to 2 blocks per tower (ViT) or one bottleneck per
-// stage (ModifiedResNet, downsampling kept): the full-depth runs write and read 600 MB three times.
-// ConfigsMatchOpenClip checks the uncut configs against open_clip's; CLIPPER_INTEROP_FULL_DEPTH=1
-// (scripts/check_full_depth.sh) runs them whole, loaded by open_clip under their own names.
-static void run_cut_openai_interop(const std::string& name, const std::string& cut_vision_layers) {
-  if (full_depth()) {
+// OpenAI's towers cut (tests/io/cut_model.hpp): the full-depth runs write and read 600 MB three
+// times. ConfigsMatchOpenClip checks the uncut configs against open_clip's; at full depth they
+// are also loaded by open_clip under their own names.
+static void run_cut_openai_interop(const std::string& name) {
+  if (clipper::test::interop_full_depth()) {
     std::cout << "[interop] " << name << " at full depth\n";
     run_interop(name, name, 2);
     return;
   }
   clipper::test::TempDir dir;
-  const auto spec = cm::load_model_spec(name);
-  auto text = clipper::core::read_file(spec.path);
-  const auto layers = text.find("  layers: ");
-  ASSERT_NE(layers, std::string::npos);
-  const auto vision_end = text.find('\n', layers);
-  text.replace(layers, vision_end - layers, "  layers: " + cut_vision_layers);
-  const auto text_layers = "  layers: " + std::to_string(spec.text_layers) + "\n";
-  const auto at = text.find(text_layers, layers + 1);
-  ASSERT_NE(at, std::string::npos) << text;
-  text.replace(at, text_layers.size(), "  layers: 2\n");
-  const auto cut = dir.write(name + "-cut.yaml", text);
-  ASSERT_LT(cm::load_model_spec(cut).text_layers, spec.text_layers);
-  run_interop(cut, "", 2);
+  run_interop(clipper::test::write_cut_model(dir, name), "", 2);
 }
 
 TEST(OpenClipInterop, ViT_B_32_TwoBlocks) {
-  run_cut_openai_interop("ViT-B-32", "2");
+  run_cut_openai_interop("ViT-B-32");
 }
 TEST(OpenClipInterop, RN50_OneBottleneckPerStage) {
-  run_cut_openai_interop("RN50", "[1, 1, 1, 1]");
+  run_cut_openai_interop("RN50");
 }
 
 // Every full-size spec's model_cfg equals open_clip's own config of that name.
@@ -272,33 +255,19 @@ TEST(SiglipInterop, TinyNaflex) {
   run_interop("tiny-naflex", "", 3);
 }
 
-// The full-size architectures cut to 2 blocks per tower and a vocabulary of at most 32,000 (a full
-// SO400M takes minutes on 2 cores, and SigLIP 2's 256,000-row embedding most of a test's time):
-// every width, head count, MLP size, activation, eps and context length as shipped. The trunk
-// gets a name of its own ("<timm name>-2blocks"), registered with timm by the script; the full
-// sizes are checked on the meta device (ShippedConfigsHaveOpenClipsCountsConfigsAndNames).
-// CLIPPER_INTEROP_FULL_DEPTH=1 runs them uncut instead (scripts/check_full_depth.sh: minutes).
+// The SigLIP towers cut (tests/io/cut_model.hpp) with a vocabulary of at most 32,000 (SigLIP 2's
+// 256,000-row embedding would take most of a test's time). The trunk gets a name of its own
+// ("<timm name>-2blocks"), registered with timm by the script; the full sizes are checked on the
+// meta device (ShippedConfigsHaveOpenClipsCountsConfigsAndNames).
 static void run_cut_interop(const std::string& name) {
-  if (full_depth()) {
+  if (clipper::test::interop_full_depth()) {
     std::cout << "[interop] " << name << " at full depth and vocabulary\n";
     run_interop(name, "", 2);
     return;
   }
   clipper::test::TempDir dir;
-  auto spec = cm::load_model_spec(name);
-  auto text = clipper::core::read_file(spec.path);
-  auto replace = [&](const std::string& from, const std::string& to) {
-    const auto at = text.find(from);
-    ASSERT_NE(at, std::string::npos) << from;
-    text.replace(at, from.size(), to);
-  };
-  replace("  layers: " + std::to_string(spec.vision_layers) + "\n", "  layers: 2\n");
-  replace("  layers: " + std::to_string(spec.text_layers) + "\n", "  layers: 2\n");
-  if (spec.vocab_size > 32000)
-    replace("vocab_size: " + std::to_string(spec.vocab_size), "vocab_size: 32000");
-  const auto trunk = "timm_model_name: " + spec.timm_model_name;
-  replace(trunk, trunk + "-2blocks");
-  run_interop(dir.write(name + "-2blocks.yaml", text), "", 2);
+  const auto vocab = cm::load_model_spec(name).vocab_size;
+  run_interop(clipper::test::write_cut_model(dir, name, {vocab > 32000 ? 32000 : 0, true}), "", 2);
 }
 
 TEST(SiglipInterop, ViT_B_16_SigLIP_TwoBlocks) {

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "clipper/core/error.hpp"
+
 namespace clipper::tokenizer {
 
 class Tokenizer {
@@ -29,8 +31,14 @@ class Tokenizer {
   struct RowIds {
     std::int64_t start = -1, end = -1, pad = 0;
   };
-  virtual RowIds row_ids() const;
-  virtual std::string caption(const std::vector<std::int64_t>& row) const;
+  virtual RowIds row_ids() const { throw core::InputError(kCannotDecode); }
+  virtual std::string caption(const std::vector<std::int64_t>&) const {
+    throw core::InputError(kCannotDecode);
+  }
+
+ private:
+  static constexpr const char* kCannotDecode =
+      "captions decode with the 'clip' and 'sentencepiece:' tokenizers only";
 };
 
 // open_clip's HFTokenizer(clean=...): the text cleaning before an "hf:" tokenizer. All three
