@@ -301,6 +301,15 @@ TEST(TrainE2E, TinySiglipLearnsAboveChanceAndResumesBitIdentically) {
   const auto b2 = run(siglip + " --set train.run_name=resumed --resume latest");
   ASSERT_EQ(b2.exit_code, 0) << b2.output;
   expect_same_runs(t.path() / "runs");
+  // The run's export/, streamed out of the shards, is what `clipper export` assembles offline
+  // from its last checkpoint, byte for byte.
+  const fs::path straight = t.path() / "runs/straight";
+  const auto ex =
+      run(clipper_bin() + " export " + (straight / "checkpoints/step_00000012").string() +
+          " --out " + t.file("offline"));
+  ASSERT_EQ(ex.exit_code, 0) << ex.output;
+  EXPECT_EQ(slurp(fs::path(t.file("offline")) / "open_clip_model.safetensors"),
+            slurp(straight / "export/open_clip_model.safetensors"));
 }
 
 // NaFlex (issue 28): a tiny NaFlex model (timm's NaFlexVit trunk, 7-pixel patches, a budget of 16)
