@@ -14,6 +14,7 @@
 #include "clipper/core/version.hpp"
 #include "clipper/io/hf_siglip.hpp"
 #include "clipper/model/lora.hpp"
+#include "sharded_checkpoint.hpp"
 #include "torch_pickle.hpp"
 
 namespace clipper::io {
@@ -209,10 +210,14 @@ void export_openclip(const model::Clip& model, const model::ModelSpec& spec,
 
 TensorList read_state_dict(const std::string& path) {
   std::error_code ec;
-  if (!fs::is_regular_file(path, ec))
-    throw InputError("weights file '" + path + "' does not exist");
+  const bool file = fs::is_regular_file(path, ec);
+  // A dist.zero 3 checkpoint of a model whose every tensor is trainable has no model.safetensors.
+  const bool sharded_only = !file && fs::path(path).filename() == "model.safetensors" &&
+                            detail::is_sharded_checkpoint(fs::path(path).parent_path().string());
+  if (!file && !sharded_only) throw InputError("weights file '" + path + "' does not exist");
   TensorList raw;
-  if (fs::path(path).extension() == ".safetensors") {
+  if (sharded_only) {
+  } else if (fs::path(path).extension() == ".safetensors") {
     raw = load_safetensors(path);
   } else {
     raw = detail::read_torch_save_state_dict(path);
@@ -220,6 +225,7 @@ TensorList read_state_dict(const std::string& path) {
   TensorList out;
   out.reserve(raw.size());
   for (auto& [name, t] : raw) out.emplace_back(strip_module(name), std::move(t));
+  detail::add_sharded_parameters(out, path);  // a dist.zero 3 checkpoint's parameters
   return out;
 }
 
@@ -366,13 +372,19 @@ LoadReport load_openclip_weights(model::Clip& model, const std::string& path) {
 void overlay_checkpoint_ema(TensorList& tensors, const std::string& checkpoint_dir) {
   const fs::path file = fs::path(checkpoint_dir) / "ema.safetensors";
   std::error_code ec;
-  if (!fs::is_regular_file(file, ec))
+  const bool whole = fs::is_regular_file(file, ec);
+  // dist.zero 3: ema.json lists the averages each rank saved as shards (and there may be no
+  // ema.safetensors at all: a model without buffers).
+  TensorList averages = detail::sharded_averages(checkpoint_dir, tensors);
+  if (!whole && averages.empty())
     throw InputError("'" + checkpoint_dir +
                      "' holds no weight average (ema.safetensors): it is not a checkpoint of a "
                      "run with train.ema_decay > 0");
+  if (whole)
+    for (auto& item : load_safetensors(file.string())) averages.push_back(std::move(item));
   std::map<std::string, std::size_t> index;
   for (std::size_t i = 0; i < tensors.size(); ++i) index[tensors[i].first] = i;
-  for (auto& [name, t] : load_safetensors(file.string())) {
+  for (auto& [name, t] : averages) {
     const auto it = index.find(name);
     if (it == index.end())
       throw InputError(file.string() + ": '" + name + "' is not a tensor of the model's weights");
@@ -414,7 +426,7 @@ model::Clip load_checkpoint_model(const std::string& checkpoint, const std::stri
   std::optional<model::ModelSpec> from_run;  // the folder's config.yaml, when it names the model
   if (fs::is_directory(checkpoint, ec)) {
     weights = (fs::path(checkpoint) / "model.safetensors").string();
-    if (!fs::is_regular_file(weights, ec))
+    if (!fs::is_regular_file(weights, ec) && !detail::is_sharded_checkpoint(checkpoint))
       throw InputError("checkpoint folder '" + checkpoint + "' has no model.safetensors");
     if (name.empty()) {
       const std::string cfg = (fs::path(checkpoint) / "config.yaml").string();
@@ -567,17 +579,11 @@ std::string architecture_difference(const model::ModelSpec& a, const model::Mode
 
 std::string resolve_weights(const std::string& path) {
   if (fs::is_directory(path)) {
-    // A dist.zero 3 checkpoint: model.safetensors lacks the parameters each rank saved.
-    if (!fs::exists(fs::path(path) / "open_clip_model.safetensors") &&
-        fs::exists(fs::path(path) / "model.json") &&
-        core::read_file((fs::path(path) / "model.json").string()).find("sharded_parameters") !=
-            std::string::npos)
-      throw core::InputError("checkpoint '" + path +
-                             "' was saved with dist.zero 3: its trainable parameters are in the "
-                             "ranks' files (params/), not in model.safetensors; resume it on any "
-                             "dist.zero and world size, or use the run's export/ folder");
+    // A dist.zero 3 checkpoint's model.safetensors too: read_state_dict assembles the parameters
+    // its ranks saved as shards.
     for (const char* name : {"open_clip_model.safetensors", "model.safetensors"})
       if (fs::exists(fs::path(path) / name)) return (fs::path(path) / name).string();
+    if (detail::is_sharded_checkpoint(path)) return (fs::path(path) / "model.safetensors").string();
     throw core::InputError("'" + path +
                            "' holds neither open_clip_model.safetensors (an export) nor "
                            "model.safetensors (a checkpoint)");

@@ -15,6 +15,7 @@
 
 #include "clipper/core/atomic_file.hpp"
 #include "clipper/core/error.hpp"
+#include "clipper/io/safetensors_writer.hpp"
 
 namespace clipper::io {
 namespace {
@@ -101,8 +102,9 @@ std::string safetensors_dtype_name(at::ScalarType type) {
                    " (supported: " + known_dtypes() + ")");
 }
 
-core::FileDigest save_safetensors(const std::string& path, const TensorList& tensors,
-                                  const std::map<std::string, std::string>& metadata) {
+SafetensorsWriter::SafetensorsWriter(std::string path, const std::vector<SafetensorsEntry>& entries,
+                                     const std::map<std::string, std::string>& metadata)
+    : path_(std::move(path)), entries_(entries) {
   // Header first: names, dtypes, shapes and offsets in the given order.
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
@@ -111,31 +113,26 @@ core::FileDigest save_safetensors(const std::string& path, const TensorList& ten
     header["__metadata__"] = meta;
   }
   std::set<std::string> seen;
-  std::vector<at::Tensor> cpu;
-  cpu.reserve(tensors.size());
   std::uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    if (name.empty() || name == "__metadata__")
-      throw InputError("safetensors '" + path + "': invalid tensor name '" + name + "'");
-    if (!seen.insert(name).second)
-      throw InputError("safetensors '" + path + "': tensor '" + name + "' is given twice");
-    if (!t.defined())
-      throw InputError("safetensors '" + path + "': tensor '" + name + "' is undefined");
+  for (const auto& e : entries_) {
+    if (e.name.empty() || e.name == "__metadata__")
+      throw InputError("safetensors '" + path_ + "': invalid tensor name '" + e.name + "'");
+    if (!seen.insert(e.name).second)
+      throw InputError("safetensors '" + path_ + "': tensor '" + e.name + "' is given twice");
     std::string dtype;
     try {
-      dtype = safetensors_dtype_name(t.scalar_type());
-    } catch (const InputError& e) {
-      throw InputError("safetensors '" + path + "': tensor '" + name + "': " + e.what());
+      dtype = safetensors_dtype_name(e.dtype);
+    } catch (const InputError& err) {
+      throw InputError("safetensors '" + path_ + "': tensor '" + e.name + "': " + err.what());
     }
-    at::Tensor c = t.detach().to(at::kCPU).contiguous();
-    const std::uint64_t bytes = static_cast<std::uint64_t>(c.numel()) * c.element_size();
+    std::uint64_t bytes = c10::elementSize(e.dtype);
+    for (const auto d : e.shape) bytes *= static_cast<std::uint64_t>(d);
     nlohmann::ordered_json entry;
     entry["dtype"] = dtype;
-    entry["shape"] = c.sizes().vec();
+    entry["shape"] = e.shape;
     entry["data_offsets"] = {offset, offset + bytes};
-    header[name] = entry;
+    header[e.name] = entry;
     offset += bytes;
-    cpu.push_back(std::move(c));
   }
   std::string text = header.dump();
   text.append((8 - text.size() % 8) % 8, ' ');  // align the data to 8 bytes
@@ -143,31 +140,76 @@ core::FileDigest save_safetensors(const std::string& path, const TensorList& ten
   unsigned char len[8];
   for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((n >> (8 * i)) & 0xff);
 
-  const fs::path target(path);
+  const fs::path target(path_);
   const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
   fs::create_directories(dir);
-  const std::string tmp =
-      (dir / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (fd.get() < 0) throw core::Error(sys_error("cannot create", tmp));
-  core::Crc32 crc;
-  auto write = [&](const void* data, std::size_t size) {
-    write_all(fd.get(), data, size, tmp);
-    crc.update(data, size);
-  };
+  tmp_ = (dir / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()))).string();
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw core::Error(sys_error("cannot create", tmp_));
   try {
-    write(len, 8);
-    write(text.data(), text.size());
-    for (const auto& c : cpu)
-      write(c.data_ptr(), static_cast<std::size_t>(c.numel()) * c.element_size());
-    if (::fsync(fd.get()) != 0) throw core::Error(sys_error("fsync failed for", tmp));
-    if (::close(fd.release()) != 0) throw core::Error(sys_error("cannot close", tmp));
-    core::rename_durable(tmp, path);
+    put(len, 8);
+    put(text.data(), text.size());
   } catch (...) {
-    ::unlink(tmp.c_str());
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
     throw;
   }
-  return crc.digest();
+}
+
+SafetensorsWriter::~SafetensorsWriter() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(tmp_.c_str());
+}
+
+void SafetensorsWriter::put(const void* data, std::size_t size) {
+  write_all(fd_, data, size, tmp_);
+  crc_.update(data, size);
+}
+
+void SafetensorsWriter::write(const at::Tensor& t) {
+  core::require(fd_ >= 0 && next_ < entries_.size(),
+                "safetensors '" + path_ + "': more tensors written than the header lists");
+  const auto& e = entries_[next_];
+  if (!t.defined() || t.scalar_type() != e.dtype || t.sizes().vec() != e.shape)
+    throw InputError("safetensors '" + path_ + "': tensor '" + e.name +
+                     "' is not the dtype and shape its header entry gives");
+  const at::Tensor c = t.detach().to(at::kCPU).contiguous();
+  put(c.data_ptr(), static_cast<std::size_t>(c.numel()) * c.element_size());
+  ++next_;
+}
+
+core::FileDigest SafetensorsWriter::commit() {
+  core::require(fd_ >= 0 && next_ == entries_.size(),
+                "safetensors '" + path_ + "': committed with " + std::to_string(next_) + " of " +
+                    std::to_string(entries_.size()) + " tensors written");
+  try {
+    if (::fsync(fd_) != 0) throw core::Error(sys_error("fsync failed for", tmp_));
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) throw core::Error(sys_error("cannot close", tmp_));
+    core::rename_durable(tmp_, path_);
+  } catch (...) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+    ::unlink(tmp_.c_str());
+    throw;
+  }
+  return crc_.digest();
+}
+
+core::FileDigest save_safetensors(const std::string& path, const TensorList& tensors,
+                                  const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsEntry> entries;
+  entries.reserve(tensors.size());
+  for (const auto& [name, t] : tensors) {
+    if (!t.defined())
+      throw InputError("safetensors '" + path + "': tensor '" + name + "' is undefined");
+    entries.push_back({name, t.scalar_type(), t.sizes().vec()});
+  }
+  SafetensorsWriter writer(path, entries, metadata);
+  for (const auto& item : tensors) writer.write(item.second);
+  return writer.commit();
 }
 
 namespace {

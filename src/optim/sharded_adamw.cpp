@@ -133,6 +133,26 @@ std::map<std::string, double> fill_targets(const SavedFlatShards& saved, const S
   return steps;
 }
 
+// The targets of `rank`'s shards of every bucket of `layout`: per saved key, one list of shard
+// tensors (one per bucket) to fill.
+std::vector<Target> shard_targets(const dist::FlatLayout& layout, int rank,
+                                  const std::vector<std::string>& names,
+                                  const std::vector<std::vector<at::Tensor>>& shards) {
+  std::vector<std::int64_t> numel(names.size(), 0);
+  for (const auto& b : layout.buckets)
+    for (std::size_t j = 0; j < b.params.size(); ++j)
+      numel[b.params[j]] = (j + 1 < b.params.size() ? b.offsets[j + 1] : b.numel) - b.offsets[j];
+  std::vector<Target> targets;
+  for (std::size_t k = 0; k < layout.buckets.size(); ++k)
+    for (const auto& g : layout.segments(k, rank)) {
+      Target t{names[g.param], numel[g.param], g.param_offset, g.numel, {}};
+      for (const auto& per_key : shards)
+        t.into.push_back(per_key[k].narrow(0, g.shard_offset, g.numel));
+      targets.push_back(std::move(t));
+    }
+  return targets;
+}
+
 std::unordered_map<std::string, at::Tensor> by_name(const NamedTensors& state) {
   std::unordered_map<std::string, at::Tensor> out;
   for (const auto& [n, t] : state) out[n] = t;
@@ -297,20 +317,8 @@ void load_flat_shards(AdamW& optimizer, const SavedFlatShards& saved) {
 }
 
 void load_flat_shards(ShardedAdamW& optimizer, const SavedFlatShards& saved) {
-  const auto& layout = optimizer.layout();
-  std::vector<std::int64_t> numel(optimizer.names().size(), 0);
-  for (const auto& b : layout.buckets)
-    for (std::size_t j = 0; j < b.params.size(); ++j)
-      numel[b.params[j]] = (j + 1 < b.params.size() ? b.offsets[j + 1] : b.numel) - b.offsets[j];
-  std::vector<Target> targets;
-  for (std::size_t k = 0; k < layout.buckets.size(); ++k)
-    for (const auto& g : layout.segments(k, optimizer.rank()))
-      targets.push_back({optimizer.names()[g.param],
-                         numel[g.param],
-                         g.param_offset,
-                         g.numel,
-                         {optimizer.exp_avg()[k].narrow(0, g.shard_offset, g.numel),
-                          optimizer.exp_avg_sq()[k].narrow(0, g.shard_offset, g.numel)}});
+  const auto targets = shard_targets(optimizer.layout(), optimizer.rank(), optimizer.names(),
+                                     {optimizer.exp_avg(), optimizer.exp_avg_sq()});
   const auto steps = fill_targets(saved, kMoments, targets);
   double step = 0;
   for (const auto& [n, s] : steps) step = std::max(step, s);
@@ -342,6 +350,33 @@ void load_whole_from_flat_shards(const SavedFlatShards& saved, const std::string
   at::NoGradGuard no_grad;
   for (std::size_t i = 0; i < names.size(); ++i)
     whole[i].copy_(targets[i].into[0].view(whole[i].sizes()));
+}
+
+void load_shards_from_flat_shards(const SavedFlatShards& saved, const std::string& key,
+                                  const dist::FlatLayout& layout, int rank,
+                                  const std::vector<std::string>& names,
+                                  const std::vector<at::Tensor>& shards) {
+  fill_targets(saved, {{key}, "shard set '" + key + "'"},
+               shard_targets(layout, rank, names, {shards}));
+}
+
+SavedFlatShards whole_as_saved_flat_shards(const NamedTensors& whole, const std::string& key,
+                                           const std::string& where) {
+  nlohmann::json j = header({1, {}}, 0);
+  j.erase("steps");
+  NamedTensors tensors;
+  for (std::size_t k = 0; k < whole.size(); ++k) {
+    const auto& [name, t] = whole[k];
+    const std::int64_t n = t.numel();
+    tensors.emplace_back(bucket_key(key.c_str(), k), t.reshape({-1}));
+    j["buckets"].push_back(
+        {{"shard_numel", n}, {"segments", nlohmann::json::array({{name, 0, 0, n}})}});
+  }
+  SavedFlatShards saved;
+  saved.json.push_back(std::move(j));
+  saved.tensors = [tensors](int) { return tensors; };
+  saved.where = where;
+  return saved;
 }
 
 }  // namespace clipper::optim

@@ -77,6 +77,7 @@ class Full : public ParameterSharding {
     return optim::to_flat_shards(units_.layout(), optimizer_.rank(), optimizer_.names(),
                                  units_.current_shards(), "param");
   }
+  std::vector<at::Tensor> current_parameter_shards() override { return units_.current_shards(); }
 
  private:
   dist::ParamUnits units_;

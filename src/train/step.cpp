@@ -88,7 +88,19 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
   loss_cfg_ = cfg.loss;
   make_sharding(cfg);
   // After the broadcast and the layout changes: the average starts at the weights every rank has.
-  if (cfg.ema.decay > 0) ema_ = std::make_unique<WeightEma>(*model_, cfg.ema);
+  if (cfg.ema.decay > 0) make_ema(cfg.ema);
+}
+
+// Full sharding averages this rank's shards of the parameters; the units are whole until the
+// first step, so the average starts from shards taken from them.
+void TrainStep::make_ema(const EmaOptions& options) {
+  std::optional<ShardedParameters> sharded;
+  if (zero_ == 3) {
+    auto* sharding = sharding_.get();
+    sharded = ShardedParameters{sharding->layout(), pg_->rank(), sharded_names_,
+                                [sharding] { return sharding->current_parameter_shards(); }};
+  }
+  ema_ = std::make_unique<WeightEma>(*model_, options, std::move(sharded));
 }
 
 // The sharding sees the trainable parameters in model order; weight decay and the lr scale follow
@@ -350,15 +362,16 @@ void TrainStep::apply(double lr, const StepHealth& health) {
   }
   sharding_->step(lr, health.bad.to(at::kFloat));
   sharding_->between_steps([&] { after_update(health); });
+  // After the clamp: every rank averages the same values (whole weights, or with full sharding
+  // its shards of them, the clamped scale taken back); a skipped step pulls the average toward
+  // its unchanged weights, as timm's does.
+  if (ema_) ema_->update();
 }
 
-// Every rank sees the same whole weights here (full sharding gathers what this reads), so every
-// rank averages the same values; a skipped step pulls the average toward its unchanged weights,
-// as timm's does.
+// Every rank sees the same whole weights here (full sharding gathers what this reads).
 void TrainStep::after_update(const StepHealth& health) {
   at::NoGradGuard no_grad;
   model_->logit_scale.clamp_(0.0, std::log(100.0));
-  if (ema_) ema_->update();
   stats_.update(health.loss, health.bad, health.grad_norm, model_->logit_scale.exp());
 }
 
@@ -390,6 +403,28 @@ std::int64_t TrainStep::peak_parameter_bytes() const {
 
 ShardingCounters TrainStep::sharding_counters() const {
   return sharding_->counters();
+}
+
+void TrainStep::read_parameters(const std::function<void()>& fn) {
+  if (whole_depth_ > 0) return fn();
+  sharding_->between_steps(fn);
+}
+
+AveragedWeights::AveragedWeights(TrainStep& step, bool on) : step_(step), on_(on && step.ema_) {
+  if (!on_) return;
+  if (step_.zero_ == 3) {
+    core::require(step_.whole_depth_ == 0,
+                  "AveragedWeights inside WholeParameters: the average is swapped into the "
+                  "parameter shards, before the whole parameters are gathered");
+    step_.sharding_->release_whole();  // the shards current, no unit whole
+  }
+  step_.ema_->swap_with_model();
+}
+
+AveragedWeights::~AveragedWeights() {
+  if (!on_) return;
+  if (step_.zero_ == 3 && step_.whole_depth_ == 0) step_.sharding_->release_whole();
+  step_.ema_->swap_with_model();
 }
 
 WholeParameters::WholeParameters(TrainStep& step) : step_(step) {

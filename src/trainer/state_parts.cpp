@@ -63,7 +63,12 @@ class ModelPart : public checkpoint::Stateful {
     checkpoint::PartState s;
     for (const auto& [name, t] : model_->state_dict())
       if (!skip.count(name)) s.tensors.emplace_back(name, t.detach());
-    if (!names.empty()) s.json = {{"sharded_parameters", names}};
+    if (names.empty()) return s;
+    // The shapes too: `clipper export` and `eval` assemble the parameters without a model.
+    nlohmann::json shapes = nlohmann::json::array();
+    const auto params = model_->named_parameters();
+    for (const auto& n : names) shapes.push_back(params[n].sizes().vec());
+    s.json = {{"sharded_parameters", names}, {"sharded_shapes", shapes}};
     return s;
   }
   void load_state(const checkpoint::PartState& s, const std::string& where) override {
@@ -149,18 +154,24 @@ class OptimizerPart : public checkpoint::Stateful {
   train::TrainStep& step_;
 };
 
-// The average is the same on every rank (whole weights everywhere), so rank 0 writes it once. A
-// checkpoint without one (EMA turned on at a resume) restarts it at the resumed weights.
+// The average of what every rank holds whole is the same on every rank, so rank 0 writes it once;
+// with dist.zero 3 that is the buffers' average, and ema.json lists the parameters whose average
+// each rank saves as shards (EmaShardsPart). A checkpoint without an average (EMA turned on at a
+// resume) restarts it at the resumed weights.
 class EmaPart : public checkpoint::Stateful {
  public:
-  explicit EmaPart(train::WeightEma& e) : ema_(e) {}
+  EmaPart(train::WeightEma& e, ShardedNames sharded) : ema_(e), sharded_(std::move(sharded)) {}
   checkpoint::PartState state() const override {
     const auto& o = ema_.options();
-    return {ema_.named(),
-            {{"updates", ema_.updates()}, {"decay", o.decay}, {"warmup_power", o.warmup_power}}};
+    nlohmann::json j = {
+        {"updates", ema_.updates()}, {"decay", o.decay}, {"warmup_power", o.warmup_power}};
+    const auto names = ema_.sharded_names();
+    if (!names.empty()) j["sharded_parameters"] = names;
+    return {ema_.named(), j};
   }
   void load_state(const checkpoint::PartState& s, const std::string& where) override {
-    if (s.tensors.empty()) {
+    sharded_->clear();
+    if (s.tensors.empty() && s.json.is_null()) {
       CLIPPER_WARN("checkpoint '" << where
                                   << "' holds no weight average (ema.safetensors): it starts "
                                      "again from the resumed weights");
@@ -170,12 +181,47 @@ class EmaPart : public checkpoint::Stateful {
     require(
         s.json.is_object() && s.json.contains("updates") && s.json["updates"].is_number_integer(),
         where, "ema.json has no integer update count");
-    ema_.load(s.tensors, "checkpoint '" + where + "/ema.safetensors'");
+    if (s.json.contains("sharded_parameters"))
+      *sharded_ = s.json["sharded_parameters"].get<std::vector<std::string>>();
+    ema_.load(s.tensors, *sharded_, "checkpoint '" + where + "/ema.safetensors'");
     ema_.set_updates(s.json["updates"].get<std::int64_t>());
   }
 
  private:
   train::WeightEma& ema_;
+  ShardedNames sharded_;
+};
+
+// dist.zero 3: this rank's shards of the parameters' average, in the flat-shard form (key "ema").
+// Loading fills the averages ema.json listed from the shards of any world size, into shards or
+// whole averages, whatever the stage.
+class EmaShardsPart : public checkpoint::Stateful {
+ public:
+  EmaShardsPart(train::WeightEma& e, ShardedNames sharded)
+      : ema_(e), sharded_(std::move(sharded)) {}
+  checkpoint::PartState state() const override {
+    auto shards = ema_.shards();
+    if (!shards) return {};
+    return {std::move(shards->tensors), std::move(shards->json)};
+  }
+  void load_state(const checkpoint::PartState&, const std::string& where) override {
+    throw core::Error("checkpoint '" + where + "': the average's shards load through load_ranks");
+  }
+  void load_ranks(const checkpoint::SavedRanks& saved, int, int,
+                  const std::string& where) override {
+    if (sharded_->empty()) return;  // ema.safetensors held every average
+    optim::SavedFlatShards s;
+    for (int r = 0; r < saved.world_size(); ++r) s.json.push_back(saved.json(r));
+    s.tensors = [&saved](int r) { return saved.read(r).tensors; };
+    s.where = where;
+    require(!s.json.empty() && !s.json[0].is_null(), where,
+            "ema.json lists averages saved as shards, but rank_00000.json holds none");
+    ema_.load_shards(s, *sharded_);
+  }
+
+ private:
+  train::WeightEma& ema_;
+  ShardedNames sharded_;
 };
 
 // This rank's random streams (the loader keeps its own in its state).
@@ -293,8 +339,9 @@ ModelParts make_model_parts(model::Clip model, train::TrainStep& step) {
 std::unique_ptr<checkpoint::Stateful> make_optimizer_part(train::TrainStep& step) {
   return std::make_unique<OptimizerPart>(step);
 }
-std::unique_ptr<checkpoint::Stateful> make_ema_part(train::WeightEma& ema) {
-  return std::make_unique<EmaPart>(ema);
+EmaParts make_ema_parts(train::WeightEma& ema) {
+  auto sharded = std::make_shared<std::vector<std::string>>();
+  return {std::make_unique<EmaPart>(ema, sharded), std::make_unique<EmaShardsPart>(ema, sharded)};
 }
 std::unique_ptr<checkpoint::Stateful> make_rng_part(at::Device device) {
   return std::make_unique<RngPart>(device);

@@ -22,6 +22,7 @@
 #include "clipper/data/shard_list.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/io/openclip.hpp"
+#include "clipper/io/openclip_stream.hpp"
 #include "clipper/model/flops.hpp"
 #include "clipper/optim/schedule.hpp"
 #include "clipper/session/session.hpp"
@@ -134,6 +135,7 @@ struct Trainer::Impl {
   void close_summary(const Schedule& sched, int exit_code);
   void log_parameter_counts() const;
   RunSummary finish(const Schedule& sched);
+  void export_model(const std::string& folder, bool average);
   LocalRequest local_request() const;
   Schedule make_schedule();
   LogWindow make_log_window() const;
@@ -238,8 +240,11 @@ void Trainer::Impl::register_parts() {
            {"loader", checkpoint::Scope::per_rank, owned_parts[4].get()}};
   // After the model: a checkpoint without an average restarts it from the resumed weights.
   if (step->ema()) {
-    owned_parts.push_back(make_ema_part(*step->ema()));
+    auto ema = make_ema_parts(*step->ema());
+    owned_parts.push_back(std::move(ema.whole));
     parts.push_back({"ema", checkpoint::Scope::global, owned_parts.back().get()});
+    owned_parts.push_back(std::move(ema.shards));
+    parts.push_back({"ema_shards", checkpoint::Scope::per_rank, owned_parts.back().get()});
   }
 }
 
@@ -509,8 +514,8 @@ void Trainer::Impl::log_window(LogWindow& log, const Schedule& sched, double lr,
 void Trainer::Impl::evaluate(std::int64_t at_step) {
   const auto t = Clock::now();
   auto prepare = [this](const at::Tensor& images) { return step->prepare_images(images); };
+  const train::AveragedWeights averaged(*step, cfg.eval.use_ema);  // before the gather
   const train::WholeParameters whole(*step);
-  const train::EmaSwapped averaged(cfg.eval.use_ema ? step->ema() : nullptr);
   const auto rep = trainer::evaluate(EvalSettings::from(cfg), *s.model, s.tokenizer, *s.pg,
                                      s.device, prepare, "step " + std::to_string(at_step));
   if (rep.zeroshot_top1 >= 0) summary.zeroshot_top1 = rep.zeroshot_top1;
@@ -559,15 +564,20 @@ void Trainer::Impl::log_parameter_counts() const {
                                 << " M trainable, " << frozen / 1e6 << " M frozen");
 }
 
+// Rank 0 writes the export, streamed tensor by tensor; with dist.zero 3 every rank takes part,
+// gathering each unit while it is written (no moment holds the whole model gathered).
+void Trainer::Impl::export_model(const std::string& folder, bool average) {
+  const bool write = s.rank() == 0;
+  if (step->zero() != 3 && !write) return;
+  const train::AveragedWeights averaged(*step, average);
+  step->read_parameters(
+      [&] { io::export_openclip_streamed(*s.model, s.spec, (run_dir / folder).string(), write); });
+}
+
 RunSummary Trainer::Impl::finish(const Schedule& sched) {
   if (cfg.eval.at_end) evaluate(sched.step());
-  if (const train::WholeParameters whole(*step); s.rank() == 0) {
-    io::export_openclip(s.model, s.spec, (run_dir / "export").string());
-    if (step->ema()) {
-      const train::EmaSwapped averaged(step->ema());
-      io::export_openclip(s.model, s.spec, (run_dir / "export-ema").string());
-    }
-  }
+  export_model("export", false);
+  if (step->ema()) export_model("export-ema", true);
   checkpoints->finish();  // the last save may still be writing (checkpoint.async)
   s.pg->barrier("end of training");
   close_summary(sched, kExitFinished);

@@ -24,11 +24,20 @@
 #include <sstream>
 #include <thread>
 
+#include <c10/core/CPUAllocator.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+
 #include "clipper/checkpoint/checkpoint.hpp"
 #include "clipper/config/config.hpp"
 #include "clipper/dist/grad_reducer.hpp"
 #include "clipper/dist/launch.hpp"
+#include "clipper/dist/param_units.hpp"
 #include "clipper/dist/process_group.hpp"
+#include "clipper/io/openclip.hpp"
+#include "clipper/io/openclip_stream.hpp"
 #include "clipper/loss/clip_loss.hpp"
 #include "clipper/loss/siglip_loss.hpp"
 #include "clipper/model/model_spec.hpp"
@@ -416,6 +425,7 @@ std::unique_ptr<clipper::train::TrainStep> make_zero_step(const std::shared_ptr<
   cfg.bucket_mb = arg_d("bucket_mb", 0.01);
   cfg.overlap_grad_reduce = arg("overlap", "1") == "1";
   cfg.zero = zero;
+  cfg.ema.decay = arg_d("ema", 0.0);
   cfg.prefetch =
       arg("prefetch", "0") == "1" ? clipper::config::Prefetch::on : clipper::config::Prefetch::off;
   return std::make_unique<clipper::train::TrainStep>(model, pg, cfg, at::kCPU,
@@ -495,6 +505,139 @@ double same_or_both_nan(double a, double b) {
   return std::abs(a - b);
 }
 
+// The bytes of CPU memory held, counted by an allocator in front of the default one (installed
+// before anything is allocated, so the parameters' storage uses it too): what the export holds
+// at its peak, measured whatever gathers it.
+struct CountingAllocator final : c10::Allocator {
+  c10::Allocator* base = nullptr;
+  std::atomic<std::int64_t> now{0}, peak{0};
+  struct Held {
+    c10::DataPtr inner;
+    std::int64_t bytes;
+  };
+  static void release(void* p);
+  c10::DataPtr allocate(std::size_t n) override {
+    auto inner = base->allocate(n);
+    void* data = inner.get();
+    const auto device = inner.device();
+    const std::int64_t held = now += static_cast<std::int64_t>(n);
+    for (auto p = peak.load(); held > p && !peak.compare_exchange_weak(p, held);) {
+    }
+    return {data, new Held{std::move(inner), static_cast<std::int64_t>(n)}, &release, device};
+  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    std::memcpy(dest, src, count);
+  }
+};
+CountingAllocator g_counting;
+void CountingAllocator::release(void* p) {
+  auto* h = static_cast<Held*>(p);
+  g_counting.now -= h->bytes;
+  delete h;
+}
+
+// The trainable parameters' names and tensors of a step's model.
+struct Trainable {
+  std::vector<std::string> names;
+  std::vector<at::Tensor> params;
+};
+Trainable trainable(clipper::train::TrainStep& s) {
+  Trainable t;
+  for (const auto& p : s.model()->named_parameters())
+    if (p.value().requires_grad()) {
+      t.names.push_back(p.key());
+      t.params.push_back(p.value());
+    }
+  return t;
+}
+
+// The averages of zero 3 (swapped in, gathered) against zero 0's, the weights put back exactly,
+// and each rank holding 1/W of the parameters' average (its shards, padding aside).
+void check_ema(clipper::train::TrainStep& ref, clipper::train::TrainStep& z, int w, Check& c) {
+  std::map<std::string, at::Tensor> want;
+  for (const auto& [n, t] : ref.ema()->named()) want[n] = t;
+  const auto before = z.parameter_shards();
+  double worst = 0;
+  std::int64_t compared = 0;
+  {
+    const clipper::train::AveragedWeights averaged(z, true);
+    const clipper::train::WholeParameters whole(z);
+    for (const auto& [n, t] : z.model()->state_dict()) {
+      const auto it = want.find(n);
+      if (it == want.end()) continue;
+      worst = std::max(worst, max_abs(t, it->second));
+      ++compared;
+    }
+  }
+  c.add("ema", compared == static_cast<std::int64_t>(want.size()) ? worst : 1.0);
+  if (before) {
+    const auto after = z.parameter_shards();
+    for (std::size_t k = 0; k < before->tensors.size(); ++k)
+      if (!at::equal(before->tensors[k].second, after->tensors[k].second))
+        c.add("weights_not_restored_after_average", 1.0);
+  }
+  // Memory: zero 3's average is this rank's shard of every unit.
+  const auto t = trainable(z);
+  const auto units = clipper::dist::unit_layout(t.params, t.names, w);
+  std::int64_t padded = 0;
+  for (std::size_t k = 0; k < units.buckets.size(); ++k)
+    padded += units.shard_numel(k) * w *
+              static_cast<std::int64_t>(c10::elementSize(units.buckets[k].dtype));
+  const std::int64_t mine = z.ema()->parameter_bytes(), whole = ref.ema()->parameter_bytes();
+  if (z.zero() == 3 && mine * w != padded) c.add("ema_bytes_not_one_wth", 1.0);
+  c.text << " ema_param_bytes zero0=" << whole << " zero" << z.zero() << "=" << mine;
+}
+
+// A streamed export (every rank reads, rank 0 writes into `dir`), with the most CPU bytes held
+// beyond those held before it.
+std::int64_t streamed_export(clipper::train::TrainStep& z, const std::string& dir, bool average) {
+  const clipper::train::AveragedWeights averaged(z, average);
+  const std::int64_t base = g_counting.now.load();
+  g_counting.peak = base;
+  z.read_parameters([&] {
+    clipper::io::export_openclip_streamed(*z.model(), z.model()->spec(), dir, g_rank == 0);
+  });
+  return g_counting.peak.load() - base;
+}
+
+// export=1: zero 3's export and export of the average, streamed: their tensors equal zero 0's
+// weights and average, and no rank ever held more than its two largest units and one tensor
+// beyond what it held before (the whole model is never gathered).
+void check_export(clipper::train::TrainStep& ref, clipper::train::TrainStep& z, int w, Check& c) {
+  const std::string dir = g_out + "/export-zero" + std::to_string(z.zero());
+  const std::int64_t extra = std::max(streamed_export(z, dir, false),
+                                      streamed_export(z, dir + "-ema", z.ema() != nullptr));
+  const auto t = trainable(z);
+  const auto units = clipper::dist::unit_layout(t.params, t.names, w);
+  std::vector<std::int64_t> unit_bytes;
+  std::int64_t whole = 0, largest_tensor = 0;
+  for (const auto& b : units.buckets) {
+    unit_bytes.push_back(b.padded * static_cast<std::int64_t>(c10::elementSize(b.dtype)));
+    whole += unit_bytes.back();
+  }
+  for (const auto& p : t.params)
+    largest_tensor = std::max<std::int64_t>(largest_tensor, p.nbytes());
+  std::sort(unit_bytes.rbegin(), unit_bytes.rend());
+  // Two units whole, Gloo's flat copy of the one being gathered (its all-gather receives into a
+  // temporary of the unit's size, then copies), one tensor on its way to the file.
+  const std::int64_t bound = 2 * unit_bytes.at(0) + unit_bytes.at(1) + largest_tensor;
+  c.text << " export_extra_bytes=" << extra << " bound=" << bound << " whole=" << whole
+         << " largest_units=" << unit_bytes.at(0) << "," << unit_bytes.at(1);
+  if (extra > bound || extra >= whole) c.add("export_held_more_than_two_units", 1.0);
+  if (g_rank != 0) return;
+  std::map<std::string, at::Tensor> weights, average;
+  for (const auto& [n, v] : ref.model()->state_dict()) weights[n] = v;
+  average = weights;
+  if (ref.ema())
+    for (const auto& [n, v] : ref.ema()->named()) average[n] = v;
+  double worst = 0;
+  for (const auto& [file, want] :
+       {std::make_pair(dir, &weights), std::make_pair(dir + "-ema", &average)})
+    for (const auto& [n, v] : clipper::io::load_safetensors(file + "/open_clip_model.safetensors"))
+      worst = std::max(worst, max_abs(v, want->at(n)));
+  c.add("export", worst);
+}
+
 int run_zero(const std::shared_ptr<ProcessGroup>& pg) {
   const int w = pg->size(), r = pg->rank();
   const int zero = static_cast<int>(arg_i("zero", 1));
@@ -533,6 +676,8 @@ int run_zero(const std::shared_ptr<ProcessGroup>& pg) {
   // The optimizer state: this rank's shard of the unsharded moments equals the sharded ones, per
   // parameter element both hold (zero 3's units lay the shards out differently).
   c.add("moments", moments_diff(ref->optimizer_shards(), z->optimizer_shards()));
+  if (ref->ema()) check_ema(*ref, *z, w, c);
+  if (arg("export", "0") == "1") check_export(*ref, *z, w, c);
   if (arg_i("nan_step", -1) >= 0 && skipped != 1) c.add("nan_step_not_skipped", 1.0);
   // Clipping must have acted (on a step the norm then scales every gradient).
   if (arg_d("clip", 0.0) > 0 && clipped == 0) c.add("clip_never_active", 1.0);
@@ -555,18 +700,62 @@ int run_zero(const std::shared_ptr<ProcessGroup>& pg) {
 // parameter shards, nothing is gathered). phase=load: any world size and stage loads it and runs
 // steps `before`..`steps`-1. The global batch (global=G pairs) is the same for every world size,
 // so both phases together must equal one process that ran every step on the whole batch.
+// The checkpoint parts of a step: the trainer's model, parameter-shard and optimizer parts, and
+// with ema=D its average's (whole and per rank).
+struct StepParts {
+  clipper::trainer::ModelParts model;
+  std::unique_ptr<clipper::checkpoint::Stateful> optimizer;
+  clipper::trainer::EmaParts ema;
+  clipper::checkpoint::Parts parts;
+  explicit StepParts(clipper::train::TrainStep& z)
+      : model(clipper::trainer::make_model_parts(z.model(), z)),
+        optimizer(clipper::trainer::make_optimizer_part(z)) {
+    using clipper::checkpoint::Scope;
+    parts = {{"model", Scope::global, model.whole.get()},
+             {"params", Scope::per_rank, model.shards.get()},
+             {"optimizer", Scope::per_rank, optimizer.get()}};
+    if (!z.ema()) return;
+    ema = clipper::trainer::make_ema_parts(*z.ema());
+    parts.push_back({"ema", Scope::global, ema.whole.get()});
+    parts.push_back({"ema_shards", Scope::per_rank, ema.shards.get()});
+  }
+};
+
+bool same_shards(const std::optional<clipper::optim::FlatShards>& a,
+                 const std::optional<clipper::optim::FlatShards>& b) {
+  if (!a || !b) return !a && !b;
+  if (a->tensors.size() != b->tensors.size()) return false;
+  for (std::size_t k = 0; k < a->tensors.size(); ++k)
+    if (!at::equal(a->tensors[k].second, b->tensors[k].second)) return false;
+  return true;
+}
+
+// The checkpoint just saved, loaded into a fresh step of the same world size and stage, gives
+// back this rank's parameter shards and average (its shards with zero 3) bit for bit.
+bool reloads_bit_identically(const std::shared_ptr<ProcessGroup>& pg, clipper::train::TrainStep& z,
+                             const clipper::checkpoint::Manager& manager) {
+  auto fresh = make_zero_step(pg, z.zero());
+  StepParts sp(*fresh);
+  manager.load(manager.latest_valid().value().dir, sp.parts);
+  bool ok = same_shards(z.parameter_shards(), fresh->parameter_shards());
+  if (z.ema()) {
+    ok = ok && same_shards(z.ema()->shards(), fresh->ema()->shards()) &&
+         z.ema()->updates() == fresh->ema()->updates();
+    for (const auto& [n, t] : z.ema()->named())
+      for (const auto& [m, u] : fresh->ema()->named()) ok = ok && (n != m || at::equal(t, u));
+  }
+  if (!ok) report("FAIL reshard: the reloaded parameter shards or average differ");
+  return ok;
+}
+
 int run_reshard(const std::shared_ptr<ProcessGroup>& pg) {
   const int w = pg->size(), r = pg->rank();
   const long global = arg_i("global", 8), before = arg_i("before", 5), steps = arg_i("steps", 10);
   g_args["batch"] = std::to_string(global / w);
   const bool save = arg("phase", "save") == "save";
   auto z = make_zero_step(pg, static_cast<int>(arg_i("zero", 0)));
-  auto model_parts = clipper::trainer::make_model_parts(z->model(), *z);
-  auto opt_part = clipper::trainer::make_optimizer_part(*z);
-  const clipper::checkpoint::Parts parts{
-      {"model", clipper::checkpoint::Scope::global, model_parts.whole.get()},
-      {"params", clipper::checkpoint::Scope::per_rank, model_parts.shards.get()},
-      {"optimizer", clipper::checkpoint::Scope::per_rank, opt_part.get()}};
+  StepParts sp(*z);
+  const auto& parts = sp.parts;
   clipper::checkpoint::Manager manager(arg("dir", ""), {}, pg);
   if (!save) manager.load(manager.latest_valid().value().dir, parts);
   std::vector<double> losses;
@@ -584,6 +773,7 @@ int run_reshard(const std::shared_ptr<ProcessGroup>& pg) {
       report("FAIL reshard: zero 3 gathered for the save or listed no sharded parameters");
       return 3;
     }
+    if (!reloads_bit_identically(pg, *z, manager)) return 3;
     report("OK reshard saved step " + std::to_string(before) + " from " + std::to_string(w) +
            " ranks, optimizer_bytes=" + std::to_string(z->optimizer_state_bytes()) +
            (listed ? ", parameters saved as shards" : ""));
@@ -601,10 +791,23 @@ int run_reshard(const std::shared_ptr<ProcessGroup>& pg) {
   }
   const auto pa = ref->model()->named_parameters(), pb = z->model()->named_parameters();
   double worst = 0;
-  const clipper::train::WholeParameters whole(*z);
-  for (std::size_t i = 0; i < pa.size(); ++i)
-    worst = std::max(worst, max_abs(pa[i].value().detach(), pb[i].value().detach()));
+  {
+    const clipper::train::WholeParameters whole(*z);
+    for (std::size_t i = 0; i < pa.size(); ++i)
+      worst = std::max(worst, max_abs(pa[i].value().detach(), pb[i].value().detach()));
+  }
   c.add("params", worst);
+  if (ref->ema()) {  // the average, re-split (or cut, or assembled) on load
+    std::map<std::string, at::Tensor> mine;
+    {
+      const clipper::train::AveragedWeights averaged(*z, true);
+      const clipper::train::WholeParameters whole_avg(*z);
+      for (const auto& [n, t] : z->model()->state_dict()) mine[n] = t.clone();
+    }
+    double ema = 0;
+    for (const auto& [n, t] : ref->ema()->named()) ema = std::max(ema, max_abs(t, mine.at(n)));
+    c.add("ema", ema);
+  }
   return c.finish("reshard");
 }
 
@@ -711,6 +914,10 @@ int main(int argc, char** argv) {
     if (eq != std::string::npos) g_args[a.substr(0, eq)] = a.substr(eq + 1);
   }
   g_out = arg("out", "");
+  if (arg("export", "0") == "1") {  // before anything is allocated
+    g_counting.base = c10::GetDefaultCPUAllocator();
+    c10::SetCPUAllocator(&g_counting, /*priority=*/1);
+  }
   try {
     clipper::config::DistConfig dc;
     dc.timeout_s = arg_d("timeout", 30.0);

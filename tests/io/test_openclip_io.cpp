@@ -5,13 +5,16 @@
 #include <torch/csrc/jit/serialization/pickle.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "clipper/core/atomic_file.hpp"
 #include "clipper/core/error.hpp"
+#include "clipper/dist/flat_layout.hpp"
 #include "clipper/io/openclip.hpp"
 #include "clipper/model/clip.hpp"
+#include "clipper/optim/sharded_adamw.hpp"
 #include "test_util.hpp"
 
 namespace cio = clipper::io;
@@ -244,13 +247,52 @@ TEST(OpenClipExport, EmbedUsesTheModelTheWeightsRecord) {
   EXPECT_EQ(std::count(c.output.begin(), c.output.end(), '\n'), 1) << c.output;
 }
 
-// A dist.zero 3 checkpoint keeps its trainable parameters in the ranks' files: reading its
-// model.safetensors as weights (export, eval, init_from) is refused with what to do instead.
-TEST(OpenClipImport, ACheckpointOfShardedParametersIsRefusedAsWeights) {
+// A dist.zero 3 checkpoint keeps its trainable parameters in the ranks' files (flat shards of a
+// layout whose buckets cross parameters); reading its model.safetensors as weights (export, eval,
+// init_from) assembles them whole, beside the rest, whatever world size saved them. A checkpoint
+// without the shapes, or without a rank's files, is refused naming what is missing.
+TEST(OpenClipImport, ACheckpointOfShardedParametersIsAssembledAsWeights) {
   clipper::test::TempDir dir;
-  std::ofstream(dir.file("model.safetensors")) << "";
+  const std::vector<std::string> names{"visual.proj", "logit_scale", "text_projection"};
+  const std::vector<at::Tensor> params{at::randn({3, 5}), at::full({}, 2.5), at::randn({4, 3})};
+  const auto layout = clipper::dist::make_flat_layout(params, clipper::dist::reverse_order(3),
+                                                      6 * 4 / 1e6, /*world_size=*/3);
+  ASSERT_GT(layout.buckets.size(), 1u);
+  for (int r = 0; r < 3; ++r) {
+    std::vector<at::Tensor> shards;
+    for (std::size_t k = 0; k < layout.buckets.size(); ++k) {
+      auto flat = at::zeros({layout.buckets[k].padded});
+      for (std::size_t j = 0; j < layout.buckets[k].params.size(); ++j) {
+        const auto& p = params[layout.buckets[k].params[j]];
+        flat.narrow(0, layout.buckets[k].offsets[j], p.numel()).copy_(p.reshape({-1}));
+      }
+      shards.push_back(flat.narrow(0, r * layout.shard_numel(k), layout.shard_numel(k)).clone());
+    }
+    auto f = clipper::optim::to_flat_shards(layout, r, names, shards, "param");
+    cio::TensorList tensors;
+    for (auto& [n, t] : f.tensors) tensors.emplace_back("params/" + n, t);
+    const std::string stem = dir.file("rank_0000" + std::to_string(r));
+    cio::save_safetensors(stem + ".safetensors", tensors);
+    std::ofstream(stem + ".json") << nlohmann::json{{"params", f.json}}.dump();
+  }
+  cio::save_safetensors(dir.file("model.safetensors"), {{"attn_mask", at::ones({2, 2})}});
+  std::ofstream(dir.file("model.json"))
+      << R"({"sharded_parameters": ["visual.proj", "logit_scale", "text_projection"],)"
+      << R"( "sharded_shapes": [[3, 5], [], [4, 3]]})";
+  const auto weights = cio::resolve_weights(dir.path().string());
+  std::map<std::string, at::Tensor> got;
+  for (const auto& [n, t] : cio::read_state_dict(weights)) got[n] = t;
+  ASSERT_EQ(got.size(), 4u);
+  for (std::size_t i = 0; i < names.size(); ++i)
+    EXPECT_TRUE(at::equal(got.at(names[i]), params[i]));
+  EXPECT_TRUE(at::equal(got.at("attn_mask"), at::ones({2, 2})));
+  // Refusals: no shapes (an older checkpoint), a rank's files missing.
   std::ofstream(dir.file("model.json")) << R"({"sharded_parameters": ["visual.proj"]})";
-  const auto error = error_of([&] { cio::resolve_weights(dir.path().string()); });
-  EXPECT_TRUE(has(error, "dist.zero 3")) << error;
-  EXPECT_TRUE(has(error, "export/")) << error;
+  auto error = error_of([&] { cio::read_state_dict(weights); });
+  EXPECT_TRUE(has(error, "without their shapes")) << error;
+  std::ofstream(dir.file("model.json"))
+      << R"({"sharded_parameters": ["visual.proj"], "sharded_shapes": [[3, 5]]})";
+  std::filesystem::remove(dir.file("rank_00001.safetensors"));
+  error = error_of([&] { cio::read_state_dict(weights); });
+  EXPECT_TRUE(has(error, "rank_00001.safetensors")) << error;
 }

@@ -4,10 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 
+#include "clipper/core/atomic_file.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/io/safetensors.hpp"
+#include "clipper/io/safetensors_writer.hpp"
 #include "test_util.hpp"
 
 namespace cio = clipper::io;
@@ -76,6 +79,32 @@ TEST(Safetensors, RoundTripEveryDtypeInOrder) {
   std::size_t files = 0;
   for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.path())) ++files;
   EXPECT_EQ(files, 1u);
+}
+
+// The writer that streams an export: the header from names, dtypes and shapes, then tensor by
+// tensor, gives save_safetensors' bytes; a tensor that is not its entry's is refused; a writer
+// abandoned before commit() leaves neither the file nor its temporary.
+TEST(Safetensors, AWriterStreamsTheBytesOfSaveAndLeavesNothingWhenAbandoned) {
+  clipper::test::TempDir dir;
+  const cio::TensorList tensors{{"a", at::randn({2, 3})}, {"b", at::arange(5, at::kLong)}};
+  cio::save_safetensors(dir.file("whole.safetensors"), tensors, {{"k", "v"}});
+  std::vector<cio::SafetensorsEntry> entries;
+  for (const auto& [n, t] : tensors) entries.push_back({n, t.scalar_type(), t.sizes().vec()});
+  {
+    cio::SafetensorsWriter w(dir.file("streamed.safetensors"), entries, {{"k", "v"}});
+    for (const auto& item : tensors) w.write(item.second);
+    w.commit();
+  }
+  EXPECT_EQ(clipper::core::read_file(dir.file("whole.safetensors")),
+            clipper::core::read_file(dir.file("streamed.safetensors")));
+  {
+    cio::SafetensorsWriter w(dir.file("abandoned.safetensors"), entries);
+    const auto error = error_of([&] { w.write(at::zeros({3, 2})); });
+    EXPECT_NE(error.find("'a' is not the dtype and shape"), std::string::npos) << error;
+  }
+  std::size_t files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path())) files += e.exists();
+  EXPECT_EQ(files, 2u);  // whole and streamed only
 }
 
 TEST(Safetensors, ReadsHandWrittenFileWithPaddingAndMetadata) {

@@ -323,7 +323,7 @@ TEST(WeightEma, LoadRefusesAnotherSetOfTensors) {
   auto saved = ema.named();
   saved.pop_back();
   try {
-    ema.load(saved, "ckpt/ema.safetensors");
+    ema.load(saved, {}, "ckpt/ema.safetensors");
     FAIL() << "a missing tensor loaded";
   } catch (const core::InputError& e) {
     EXPECT_NE(std::string(e.what()).find("ckpt/ema.safetensors: the weight average does not"),

@@ -291,8 +291,10 @@ TEST(TrainE2E, TinySiglipLearnsAboveChanceAndResumesBitIdentically) {
       << l.output;
   std::cout << "[tiny siglip] zero-shot top-1 after 288 steps: " << top1[1] << " %\n";
   EXPECT_GT(std::stod(top1[1]), 30.0) << l.output;  // chance: 10 %
-  // Exact resume, with the SigLIP loss.
-  const std::string siglip = train + " --set loss.kind=siglip";
+  // Exact resume, with the SigLIP loss, on two ranks with full sharding (dist.zero 3: the timm
+  // trunk's blocks, its MAP pool and the text tower's blocks gathered unit by unit).
+  const std::string siglip = clipper_bin() + " launch --nproc-per-node 2 -- " + train +
+                             " --set loss.kind=siglip --set dist.zero=3 --set dist.master_port=0";
   const auto a = run(siglip + " --set train.run_name=straight");
   ASSERT_EQ(a.exit_code, 0) << a.output;
   const auto b1 = run(siglip + " --set train.run_name=resumed --set train.stop_at_step=5");
@@ -300,6 +302,15 @@ TEST(TrainE2E, TinySiglipLearnsAboveChanceAndResumesBitIdentically) {
   const auto b2 = run(siglip + " --set train.run_name=resumed --resume latest");
   ASSERT_EQ(b2.exit_code, 0) << b2.output;
   expect_same_runs(t.path() / "runs");
+  // The run's export/, streamed out of the shards, is what `clipper export` assembles offline
+  // from its last checkpoint, byte for byte.
+  const fs::path straight = t.path() / "runs/straight";
+  const auto ex =
+      run(clipper_bin() + " export " + (straight / "checkpoints/step_00000012").string() +
+          " --out " + t.file("offline"));
+  ASSERT_EQ(ex.exit_code, 0) << ex.output;
+  EXPECT_EQ(slurp(fs::path(t.file("offline")) / "open_clip_model.safetensors"),
+            slurp(straight / "export/open_clip_model.safetensors"));
 }
 
 // NaFlex (issue 28): a tiny NaFlex model (timm's NaFlexVit trunk, 7-pixel patches, a budget of 16)
@@ -417,17 +428,21 @@ TEST(TrainE2E, LoraResumesBitIdenticallyAndExportsAMergedModel) {
   EXPECT_TRUE(has(merged.output, line)) << line << "\n" << merged.output;
 }
 
-// LoRA on 2 ranks with ZeRO 2 (the adapters' moments and gradients sharded) and layer-wise decay
-// (an adapter in its block's group): stopped at step 6 and resumed, the same run byte for byte.
-TEST(TrainE2E, LoraWithZero2AndLayerDecayResumesBitIdenticallyOnTwoRanks) {
+// LoRA on 2 ranks with full sharding (dist.zero 3: the adapters sharded with their moments and
+// gradients, the frozen base weights whole), a weight average (kept over each rank's shards) and
+// layer-wise decay (an adapter in its block's group): stopped at step 6 and resumed, the same run
+// byte for byte, its average included (in the rank files). `clipper export` of the last
+// checkpoint assembles the shards offline into the same bytes as the run's streamed export/ and
+// export-ema/ (adapters merged).
+TEST(TrainE2E, LoraWithZero3AndLayerDecayResumesBitIdenticallyOnTwoRanks) {
   clipper::test::TempDir t;
   const auto cfg = write_config(t,
-                                "dist: {master_port: 0, zero: 2}\n"
+                                "dist: {master_port: 0, zero: 3}\n"
                                 "lora: {rank: 4, targets: [qkv, mlp], trainable: [logit_scale]}\n");
   const std::string launch = clipper_bin() + " launch --nproc-per-node 2 -- " + clipper_bin() +
                              " train " + cfg +
                              " --set optim.image_layer_decay=0.8 --set optim.text_layer_decay=0.9" +
-                             " --set eval.at_end=false";
+                             " --set eval.at_end=false --set train.ema_decay=0.9";
   const auto a = run(launch + " --set train.run_name=straight");
   ASSERT_EQ(a.exit_code, 0) << a.output;
   EXPECT_TRUE(has(a.output, "LoRA: ")) << a.output;
@@ -436,6 +451,17 @@ TEST(TrainE2E, LoraWithZero2AndLayerDecayResumesBitIdenticallyOnTwoRanks) {
   const auto b2 = run(launch + " --set train.run_name=resumed --resume latest");
   ASSERT_EQ(b2.exit_code, 0) << b2.output;
   expect_same_runs(t.path() / "runs");
+  const fs::path run_dir = t.path() / "runs/straight", ckpt = run_dir / "checkpoints/step_00000012";
+  EXPECT_TRUE(has(slurp(ckpt / "ema.json"), "sharded_parameters")) << slurp(ckpt / "ema.json");
+  for (const std::string ema : {"", " --ema"}) {
+    const auto out = t.file("offline" + ema.substr(ema.empty() ? 0 : 3));
+    const auto ex = run(clipper_bin() + " export " + ckpt.string() + ema + " --out " + out);
+    ASSERT_EQ(ex.exit_code, 0) << ex.output;
+    const fs::path in_run = run_dir / (ema.empty() ? "export" : "export-ema");
+    EXPECT_EQ(slurp(fs::path(out) / "open_clip_model.safetensors"),
+              slurp(in_run / "open_clip_model.safetensors"))
+        << ema;
+  }
 }
 
 TEST(TrainE2E, ResumeIsBitIdenticalTwoRanks) {

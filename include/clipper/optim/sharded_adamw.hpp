@@ -108,5 +108,15 @@ FlatShards to_flat_shards(const dist::FlatLayout& layout, int rank,
 void load_whole_from_flat_shards(const SavedFlatShards& saved, const std::string& key,
                                  const std::vector<std::string>& names,
                                  const std::vector<at::Tensor>& whole);
+// Fills shards[k], `rank`'s shard of bucket k of `layout` (names[i]: parameter i), from such
+// shards saved by any world size and stage (reading only the ranks that hold pieces of it).
+void load_shards_from_flat_shards(const SavedFlatShards& saved, const std::string& key,
+                                  const dist::FlatLayout& layout, int rank,
+                                  const std::vector<std::string>& names,
+                                  const std::vector<at::Tensor>& shards);
+// Whole tensors in that form (one rank that holds everything, one bucket per tensor), read back
+// from memory: what load_shards_from_flat_shards cuts a rank's shards from.
+SavedFlatShards whole_as_saved_flat_shards(const NamedTensors& whole, const std::string& key,
+                                           const std::string& where);
 
 }  // namespace clipper::optim

@@ -109,6 +109,9 @@ class ParameterSharding {
   // Full sharding: this rank's shards of the parameters in their checkpoint form (flat shards of
   // layout(), key "param"); the other stages hold whole parameters and return nothing.
   virtual std::optional<optim::FlatShards> parameter_shards() { return std::nullopt; }
+  // Full sharding: this rank's shard of every unit of layout(), current (taken from the units
+  // whole now); always the same tensors, which step() updates in place. Else empty.
+  virtual std::vector<at::Tensor> current_parameter_shards() { return {}; }
   // The whole-parameter AdamW (replicated only; else null).
   virtual optim::AdamW* whole_optimizer() { return nullptr; }
 };

@@ -16,6 +16,7 @@
 // is recomputed with grad and its loss taken against the whole accumulated batch.
 #include <ATen/core/Tensor.h>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -111,7 +112,12 @@ class TrainStep {
   // (contrastive + distill terms, summed) over the whole accumulated batch. loss.kind clip only.
   void set_teacher(model::Clip teacher);
   // The weight average (StepConfig::ema.decay > 0), updated once per optimizer step; else null.
+  // With dist.zero 3 it averages this rank's parameter shards (ema.hpp).
   WeightEma* ema() { return ema_.get(); }
+  // Collective with dist.zero 3: runs `fn`, which reads the parameters (an export, unit by unit):
+  // full sharding gathers each unit while fn's operations use it, at most two whole at once, and
+  // keeps only the shards afterwards; the other stages hold every parameter whole anyway.
+  void read_parameters(const std::function<void()>& fn);
   // The whole-parameter optimizer (zero = 0 only).
   optim::AdamW& optimizer();
   int zero() const { return zero_; }
@@ -147,10 +153,12 @@ class TrainStep {
   StepHealth reduce_and_check(const at::Tensor& loss);
   void apply(double lr, const StepHealth& health);
   void make_sharding(const StepConfig& cfg);
+  void make_ema(const EmaOptions& options);
   void sync_for_timing() const;
   // After the update: the logit_scale clamp, the weight average, the statistics.
   void after_update(const StepHealth& health);
   friend class WholeParameters;
+  friend class AveragedWeights;
   int whole_depth_ = 0;
   std::vector<std::string> sharded_names_;
 
@@ -184,6 +192,21 @@ class WholeParameters {
 
  private:
   TrainStep& step_;
+};
+
+// Collective: the weight average in the model's place for its lifetime (nothing when `on` is
+// false or the step keeps none), then the weights back, exactly. With dist.zero 3 it exchanges the
+// shards, so it comes before a WholeParameters or read_parameters(), never inside one.
+class AveragedWeights {
+ public:
+  AveragedWeights(TrainStep& step, bool on);
+  ~AveragedWeights();
+  AveragedWeights(const AveragedWeights&) = delete;
+  AveragedWeights& operator=(const AveragedWeights&) = delete;
+
+ private:
+  TrainStep& step_;
+  bool on_;
 };
 
 }  // namespace clipper::train

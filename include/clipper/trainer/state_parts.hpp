@@ -12,7 +12,10 @@
 //                        the layout that counted the steps (world size, per-rank batch,
 //                        accum_freq) and the micro-batches dropped at epoch ends
 //   ema        global    the weight average (train.ema_decay > 0): its tensors (OpenCLIP names)
-//                        and, in ema.json, its update count and decay
+//                        and, in ema.json, its update count and decay; with dist.zero 3 the
+//                        buffers' average only, ema.json listing the parameters of ema_shards
+//   ema_shards per rank  dist.zero 3: this rank's shards of the parameters' average (flat-shard
+//                        form, key "ema"); re-split on load for any stage and world size
 //   rng        per rank  the CPU (and CUDA) generator states (another world size: a rank that
 //                        has no saved state keeps its fresh one)
 //   loader     per rank  the loader's position and bad-data counters (another world size: only
@@ -70,7 +73,11 @@ struct ModelParts {
 };
 ModelParts make_model_parts(model::Clip model, train::TrainStep& step);
 std::unique_ptr<checkpoint::Stateful> make_optimizer_part(train::TrainStep& step);
-std::unique_ptr<checkpoint::Stateful> make_ema_part(train::WeightEma& ema);
+// "ema" (global) and "ema_shards" (per rank), registered in that order.
+struct EmaParts {
+  std::unique_ptr<checkpoint::Stateful> whole, shards;
+};
+EmaParts make_ema_parts(train::WeightEma& ema);
 std::unique_ptr<checkpoint::Stateful> make_rng_part(at::Device device);
 std::unique_ptr<checkpoint::Stateful> make_loader_part(data::Loader& loader);
 
