@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 #include "clipper/core/error.hpp"
 #include "clipper/model/coca.hpp"
 
@@ -49,6 +51,20 @@ at::Tensor masked_patch_tokens(VisionTransformerImpl& vit, const at::Tensor& ima
   x = at::cat({cls, x}, 1) + vit.positional_embedding.to(x.scalar_type());
   x = vit.ln_post->forward(vit.transformer->forward(vit.ln_pre->forward(x)));
   return x.narrow(1, 1, n);
+}
+
+DistillHeadImpl::DistillHeadImpl(std::int64_t in, std::int64_t hidden, std::int64_t bottleneck,
+                                 std::int64_t k) {
+  fc1 = register_module("fc1", Linear(in, hidden));
+  fc2 = register_module("fc2", Linear(hidden, bottleneck));
+  const double bound = 1.0 / std::sqrt(static_cast<double>(bottleneck));
+  prototypes = register_parameter("prototypes", at::empty({k, bottleneck}).uniform_(-bound, bound));
+}
+
+at::Tensor DistillHeadImpl::forward(const at::Tensor& x) {
+  auto z = fc2->forward(at::gelu(fc1->forward(x)));
+  z = z / z.norm(2, {-1}, true).clamp_min(1e-6);
+  return at::linear(z, prototypes.to(z.scalar_type()));
 }
 
 }  // namespace clipper::model

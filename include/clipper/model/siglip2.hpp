@@ -8,7 +8,13 @@
 // every other one).
 #include <ATen/core/Tensor.h>
 
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <cstdint>
+
 #include "clipper/model/clip.hpp"
+#include "clipper/model/linear.hpp"
 #include "clipper/model/vision.hpp"
 
 namespace clipper::model {
@@ -25,5 +31,20 @@ at::Tensor decoder_logits(ClipImpl& model, const at::Tensor& image_tokens, const
 // dropout). A tower with an attentional pooler has no per-patch outputs: InputError.
 at::Tensor masked_patch_tokens(VisionTransformerImpl& vit, const at::Tensor& images,
                                const at::Tensor& mask, const at::Tensor& mask_token);
+
+// The projection head of SILC's and masked prediction's cross-entropy (DINO's head without
+// weight normalisation): fc1 (in -> hidden), GELU, fc2 (hidden -> bottleneck), L2
+// normalisation, then `prototypes` [K, bottleneck] (no bias) -> [..., K] scores. DINO's sizes
+// are hidden 2048, bottleneck 256, K 65536; the student and the teacher each hold one (the
+// teacher's the student's EMA). Parameters start as torch::nn::Linear's, from the global
+// generator.
+class DistillHeadImpl : public torch::nn::Module {
+ public:
+  DistillHeadImpl(std::int64_t in, std::int64_t hidden, std::int64_t bottleneck, std::int64_t k);
+  at::Tensor forward(const at::Tensor& x);
+  Linear fc1{nullptr}, fc2{nullptr};
+  at::Tensor prototypes;
+};
+TORCH_MODULE(DistillHead);
 
 }  // namespace clipper::model
