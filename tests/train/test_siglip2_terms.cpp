@@ -1,4 +1,5 @@
-// SILC self-distillation and masked prediction composed on a tiny ViT, as a trainer would run
+// SILC's local views cut from the batch (train::make_local_views), and SILC self-distillation
+// and masked prediction composed on a tiny ViT, as a trainer would run
 // them: the teacher (a frozen copy, as the EMA is at its start) scores the global view at the
 // image level and per patch; the student scores its local views and its masked picture through
 // its heads; the weighted sum (the paper's 1 and 0.25) trains the student toward the teacher.
@@ -7,28 +8,20 @@
 #include <gtest/gtest.h>
 #include <torch/optim/adam.h>
 
+#include <iostream>
 #include <vector>
 
+#include "clipper/core/error.hpp"
 #include "clipper/loss/siglip2_loss.hpp"
 #include "clipper/model/clip.hpp"
 #include "clipper/model/model_spec.hpp"
 #include "clipper/model/siglip2.hpp"
+#include "clipper/train/siglip2_views.hpp"
 
 namespace {
 
 namespace cm = clipper::model;
 namespace loss = clipper::loss;
-
-// Local views: each picture's four 16 x 16 quarters, resized back to 32 x 32: [4 * B, 3, 32, 32],
-// view-major (the student_local layout [V, B, K] after a view).
-at::Tensor quarters(const at::Tensor& images) {
-  std::vector<at::Tensor> views;
-  for (int y : {0, 16})
-    for (int x : {0, 16})
-      views.push_back(
-          at::upsample_bilinear2d(images.narrow(2, y, 16).narrow(3, x, 16), {32, 32}, false));
-  return at::cat(views);
-}
 
 TEST(Siglip2Terms, SilcAndMaskedPredictionTrainTheStudentTowardItsTeacher) {
   const auto spec = cm::load_model_spec("tiny-vit");
@@ -51,10 +44,15 @@ TEST(Siglip2Terms, SilcAndMaskedPredictionTrainTheStudentTowardItsTeacher) {
 
   at::manual_seed(7);
   const auto images = at::randn({4, 3, 32, 32});
-  const auto locals = quarters(images);
+  // 4 local views per picture, cut from the global view on the device (SILC's scale 0.05-0.4).
+  clipper::train::LocalViewOptions views;
+  views.views = 4;
+  const auto locals =
+      clipper::train::make_local_views(images, views, at::make_generator<at::CPUGeneratorImpl>(8))
+          .images;
   const auto n = student->visual_vit->grid * student->visual_vit->grid;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
-  at::set_num_threads(2);
+  at::set_num_threads(1);        // small tensors: threads only cost on a busy machine
   const loss::Siglip2Weights w;  // the paper's: SILC 1, masked prediction 0.25
   EXPECT_EQ(w.silc, 1.0);
   EXPECT_EQ(w.masked, 0.25);
@@ -90,10 +88,53 @@ TEST(Siglip2Terms, SilcAndMaskedPredictionTrainTheStudentTowardItsTeacher) {
     silc_losses.push_back(silc.item<double>());
     masked_losses.push_back(masked.item<double>());
   }
-  // Measured (10 steps): SILC 2.47 -> 2.36, masked prediction 2.51 -> 1.37.
+  std::cout << "SILC " << silc_losses.front() << " -> " << silc_losses.back()
+            << ", masked prediction " << masked_losses.front() << " -> " << masked_losses.back()
+            << "\n";
   EXPECT_LT(losses.back(), losses.front());
   EXPECT_LT(silc_losses.back(), silc_losses.front());
   EXPECT_LT(masked_losses.back(), 0.75 * masked_losses.front());
+}
+
+TEST(Siglip2Views, LocalViewsAreResizedCropsOfEachGlobalView) {
+  at::manual_seed(1);
+  const std::int64_t b = 3;
+  const auto images = at::randn({b, 3, 32, 40});
+  clipper::train::LocalViewOptions o;
+  o.views = 5;
+  o.size = 24;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(9);
+  const auto v = clipper::train::make_local_views(images, o, gen);
+  ASSERT_EQ(v.images.sizes(), (std::vector<std::int64_t>{5 * b, 3, 24, 24}));
+  ASSERT_EQ(v.boxes.sizes(), (std::vector<std::int64_t>{5, b, 4}));
+  for (std::int64_t i = 0; i < 5; ++i)
+    for (std::int64_t j = 0; j < b; ++j) {
+      const auto x = v.boxes[i][j][0].item<std::int64_t>(),
+                 y = v.boxes[i][j][1].item<std::int64_t>();
+      const auto w = v.boxes[i][j][2].item<std::int64_t>(),
+                 h = v.boxes[i][j][3].item<std::int64_t>();
+      ASSERT_TRUE(x >= 0 && y >= 0 && w > 0 && h > 0 && x + w <= 40 && y + h <= 32);
+      const double share = static_cast<double>(w * h) / (32.0 * 40.0);
+      EXPECT_GT(share, 0.03);  // scale 0.05-0.4, less the rounding of the sides
+      EXPECT_LT(share, 0.45);
+      const auto want = at::upsample_bilinear2d(
+          images.narrow(0, j, 1).narrow(2, y, h).narrow(3, x, w), {24, 24}, false);
+      EXPECT_TRUE(at::allclose(v.images.narrow(0, i * b + j, 1), want));
+    }
+  // View-major rows, whatever the crop: picture j filled with j gives rows of j.
+  const auto flat = at::arange(b, at::TensorOptions().dtype(at::kFloat))
+                        .view({b, 1, 1, 1})
+                        .expand({b, 3, 32, 40});
+  const auto rows = clipper::train::make_local_views(flat, o, gen).images;
+  for (std::int64_t r = 0; r < 5 * b; ++r) {
+    EXPECT_NEAR(rows[r].max().item<double>(), static_cast<double>(r % b), 1e-5);
+    EXPECT_NEAR(rows[r].min().item<double>(), static_cast<double>(r % b), 1e-5);
+  }
+  // The same seed, the same boxes.
+  auto again = at::make_generator<at::CPUGeneratorImpl>(9);
+  EXPECT_TRUE(at::equal(clipper::train::make_local_views(images, o, again).boxes, v.boxes));
+  o.scale_min = 0.0;
+  EXPECT_THROW(clipper::train::make_local_views(images, o, gen), clipper::core::InputError);
 }
 
 }  // namespace
