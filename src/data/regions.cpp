@@ -1,5 +1,7 @@
 #include "clipper/data/regions.hpp"
 
+#include <ATen/ATen.h>
+
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -132,6 +134,56 @@ std::vector<Region> parse_regions(const std::string& json_text, const std::strin
   for (std::size_t i = 0; i < j["regions"].size(); ++i)
     out.push_back(parse_region(j["regions"][i],
                                "sample " + sample + ": json regions[" + std::to_string(i) + "]"));
+  return out;
+}
+
+namespace {
+
+std::uint64_t mix64(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+at::Tensor to_tensor(const std::vector<std::int64_t>& flat, std::int64_t rows, std::int64_t cols) {
+  return at::tensor(flat, at::TensorOptions().dtype(at::kLong)).view({rows, cols});
+}
+
+}  // namespace
+
+RegionBatch make_region_batch(const std::vector<std::vector<Region>>& samples,
+                              const tokenizer::Tokenizer& tok, std::int64_t bins,
+                              std::uint64_t seed, std::int64_t step) {
+  RegionBatch out;
+  std::vector<std::int64_t> rows, aref, aref_start, gcap, gcap_start;
+  const auto ctx = tok.context_length();
+  for (std::size_t i = 0; i < samples.size(); ++i) {
+    const auto& rs = samples[i];
+    if (rs.empty()) {
+      ++out.without_regions;
+      continue;
+    }
+    const auto h = mix64(seed ^ mix64(static_cast<std::uint64_t>(step) ^ mix64(i)));
+    const Region& r = rs[h % rs.size()];
+    const auto a = region_task_sequence(tok, RegionTask::aref, r, bins);
+    const auto g = region_task_sequence(tok, RegionTask::gcap, r, bins);
+    if (a.target_start >= ctx || g.target_start >= ctx) {
+      ++out.no_room;
+      continue;
+    }
+    rows.push_back(static_cast<std::int64_t>(i));
+    aref.insert(aref.end(), a.tokens.begin(), a.tokens.end());
+    aref_start.push_back(a.target_start);
+    gcap.insert(gcap.end(), g.tokens.begin(), g.tokens.end());
+    gcap_start.push_back(g.target_start);
+  }
+  const auto n = static_cast<std::int64_t>(rows.size());
+  out.rows = at::tensor(rows, at::TensorOptions().dtype(at::kLong));
+  out.aref_tokens = to_tensor(aref, n, ctx);
+  out.aref_start = at::tensor(aref_start, at::TensorOptions().dtype(at::kLong));
+  out.gcap_tokens = to_tensor(gcap, n, ctx);
+  out.gcap_start = at::tensor(gcap_start, at::TensorOptions().dtype(at::kLong));
   return out;
 }
 

@@ -1,5 +1,6 @@
 // A sample's regions (docs/data.md "Regions") and LocCa's region-task sequences: the json format,
 // its errors, the box quantization and the [prefix, target] token sequences.
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -150,6 +151,42 @@ TEST(Regions, TaskSequencesPredictOnlyTheTarget) {
   const WordTokenizer short_tok(6);
   const auto cut = data::region_task_sequence(short_tok, data::RegionTask::gcap, r, 500);
   EXPECT_EQ(cut.target_start, 6);
+}
+
+TEST(Regions, BatchPicksOneRegionPerSampleAndCountsTheRest) {
+  const WordTokenizer tok(16);
+  const std::string long_phrase = "a b c d e f g h i j k l m n o p";  // fills the context
+  const std::vector<std::vector<data::Region>> samples{
+      {{0.0, 0.0, 0.5, 0.5, "a cat"}, {0.5, 0.5, 1.0, 1.0, "a dog"}},
+      {},
+      {{0.2, 0.2, 0.4, 0.4, "a bird"}},
+      {{0.2, 0.2, 0.4, 0.4, long_phrase}}};
+  const auto b = data::make_region_batch(samples, tok, 500, 7, 0);
+  EXPECT_EQ(b.without_regions, 1);
+  EXPECT_EQ(b.no_room, 1);
+  ASSERT_EQ(b.rows.numel(), 2);
+  EXPECT_EQ(b.rows[0].item<std::int64_t>(), 0);
+  EXPECT_EQ(b.rows[1].item<std::int64_t>(), 2);
+  ASSERT_EQ(b.aref_tokens.sizes(), (std::vector<std::int64_t>{2, 16}));
+  // Row 1 is sample 2's only region, as region_task_sequence makes it.
+  const auto want = data::region_task_sequence(tok, data::RegionTask::gcap, samples[2][0], 500);
+  for (std::int64_t j = 0; j < 16; ++j)
+    EXPECT_EQ(b.gcap_tokens[1][j].item<std::int64_t>(), want.tokens[static_cast<std::size_t>(j)]);
+  EXPECT_EQ(b.gcap_start[1].item<std::int64_t>(), want.target_start);
+  // The pick is a function of (seed, step, row): repeatable, and over steps both of sample 0's
+  // regions come up.
+  const auto again = data::make_region_batch(samples, tok, 500, 7, 0);
+  EXPECT_TRUE(at::equal(again.aref_tokens, b.aref_tokens));
+  const auto cat = data::region_task_sequence(tok, data::RegionTask::aref, samples[0][0], 500);
+  int cats = 0;
+  for (std::int64_t step = 0; step < 40; ++step) {
+    const auto s = data::make_region_batch(samples, tok, 500, 7, step);
+    cats += s.aref_tokens[0][3].item<std::int64_t>() == cat.tokens[3];  // "cat" or "dog"
+  }
+  EXPECT_GT(cats, 5);
+  EXPECT_LT(cats, 35);
+  // No regions anywhere: an empty batch.
+  EXPECT_TRUE(data::make_region_batch({{}, {}}, tok, 500, 7, 0).empty());
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 // non-empty string. Other keys of the json (a caption under data.text_key = json:...) are left
 // alone. No `json` member, or one without "regions" or with an empty list: the sample has no
 // regions (the trainer skips the region tasks for it and counts it).
+#include <ATen/core/Tensor.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -61,5 +63,21 @@ enum class RegionTask { aref, gcap };
 // target: target_start == context_length (the caller skips the task for that sample).
 TaskSequence region_task_sequence(const tokenizer::Tokenizer& tok, RegionTask task,
                                   const Region& region, std::int64_t bins);
+
+// The region sequences of one batch: per sample with regions, one region picked by a hash of
+// (seed, step, row) (the same on every rank and after a resume) gives its ARef and GCap
+// sequences. A sample without regions, or whose ARef or GCap target finds no room in the context,
+// has no rows here and is counted.
+struct RegionBatch {
+  at::Tensor rows;                     // int64 [R]: each sequence's sample in the batch
+  at::Tensor aref_tokens, aref_start;  // int64 [R, L], [R]
+  at::Tensor gcap_tokens, gcap_start;  // int64 [R, L], [R]
+  std::int64_t without_regions = 0;    // samples with no regions
+  std::int64_t no_room = 0;            // samples whose picked region left no target in the context
+  bool empty() const { return !rows.defined() || rows.numel() == 0; }
+};
+RegionBatch make_region_batch(const std::vector<std::vector<Region>>& samples,
+                              const tokenizer::Tokenizer& tok, std::int64_t bins,
+                              std::uint64_t seed, std::int64_t step);
 
 }  // namespace clipper::data

@@ -7,18 +7,14 @@
 
 #include <cstdint>
 
+#include "clipper/data/regions.hpp"
 #include "clipper/loss/siglip2_loss.hpp"
 #include "clipper/model/clip.hpp"
 
 namespace clipper::train {
 
-// The region sequences of the samples that have regions (data::region_task_sequence), R rows.
-struct RegionBatch {
-  at::Tensor rows;                     // int64 [R]: each sequence's sample in the batch
-  at::Tensor aref_tokens, aref_start;  // int64 [R, L], [R]
-  at::Tensor gcap_tokens, gcap_start;  // int64 [R, L], [R]
-  bool empty() const { return !rows.defined() || rows.numel() == 0; }
-};
+// The region sequences of the samples that have regions (data::make_region_batch).
+using RegionBatch = data::RegionBatch;
 
 struct LoccaOptions {
   bool parallel = false;     // this step uses parallel prediction (loss::parallel_prediction_step)
