@@ -22,7 +22,9 @@
 #include "clipper/model/model_spec.hpp"
 #include "clipper/model/siglip2.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
+#include "clipper/train/ema.hpp"
 #include "clipper/train/siglip2_locca.hpp"
+#include "clipper/train/siglip2_objective.hpp"
 #include "clipper/train/siglip2_views.hpp"
 
 namespace {
@@ -243,6 +245,92 @@ TEST(Siglip2Locca, DecoderLossComposesTheTasksAndLearnsTheBoxes) {
   }
   std::cout << "ARef loss " << first_aref << " -> " << last_aref << "\n";
   EXPECT_LT(last_aref, 0.7 * first_aref);
+}
+
+// A CoCa without an attentional pooler (the decoder reads the patch tokens, as SigLIP 2's does),
+// 28 x 28 pictures in 4 x 4 patches.
+const char* kTinyLocca = R"(embed_dim: 32
+custom_text: true
+vision_cfg: {image_size: 28, layers: 2, width: 64, patch_size: 7, head_width: 32,
+             output_tokens: true}
+text_cfg: {context_length: 16, vocab_size: 49408, width: 64, heads: 2, layers: 2,
+           embed_cls: true, output_tokens: true}
+multimodal_cfg: {context_length: 16, width: 64, heads: 2, layers: 2}
+tokenizer: clip
+)";
+
+TEST(Siglip2Objective, TermsStartAtTheirFractionWithTheEmaAsTeacher) {
+  at::set_num_threads(1);
+  auto model = cm::create_model(cm::parse_model_spec(kTinyLocca, "tiny-locca", "test"), 4);
+  clipper::train::WeightEma ema(*model, {0.9, 0.0});
+  clipper::train::DistillParts parts;
+  at::manual_seed(6);
+  parts.image_head = cm::DistillHead(32, 32, 16, 20);
+  parts.patch_head = cm::DistillHead(64, 32, 16, 20);
+  at::manual_seed(6);
+  parts.teacher_image_head = cm::DistillHead(32, 32, 16, 20);
+  parts.teacher_patch_head = cm::DistillHead(64, 32, 16, 20);
+  parts.mask_token = at::zeros({64}).requires_grad_(true);
+  parts.image_center = at::zeros({20});
+  parts.patch_center = at::zeros({20});
+  clipper::train::Siglip2Options o;
+  o.start_fraction = 0.5;
+  o.views.views = 2;
+  o.locca_options.mask_id = 3;
+  std::vector<at::Tensor> params = model->parameters();
+  for (auto* h : {&parts.image_head, &parts.patch_head})
+    for (auto& p : (*h)->parameters()) params.push_back(p);
+  params.push_back(parts.mask_token);
+  torch::optim::Adam opt(params, torch::optim::AdamOptions(1e-3));
+
+  at::manual_seed(8);
+  const auto images = at::randn({3, 3, 28, 28});
+  const WordTokenizer tok;
+  std::vector<std::vector<std::int64_t>> caps(3, std::vector<std::int64_t>(16));
+  const char* names[] = {"a cat", "a dog", "a bird"};
+  for (int i = 0; i < 3; ++i) tok.encode(names[i], caps[i].data());
+  const auto captions = stack_rows(caps);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(2);
+  const std::int64_t total_steps = 4;
+  for (std::int64_t step = 0; step < total_steps; ++step) {
+    const bool active = clipper::train::distillation_active(o, step, total_steps);
+    EXPECT_EQ(active, step >= 2);
+    clipper::train::TeacherTargets targets;
+    if (active) {
+      const auto live = model->visual_vit->conv1->weight.clone();
+      {
+        const clipper::train::EmaSwapped teacher(&ema);
+        targets = clipper::train::teacher_targets(*model, parts, images);
+      }
+      EXPECT_TRUE(at::equal(model->visual_vit->conv1->weight, live));  // swapped back exactly
+      EXPECT_EQ(targets.patch_scores.sizes(), (std::vector<std::int64_t>{3, 16, 20}));
+    }
+    const auto terms = clipper::train::student_terms(*model, parts, images, captions, {},
+                                                     active ? &targets : nullptr, o, gen);
+    opt.zero_grad();
+    terms.total.backward();
+    EXPECT_GT(terms.locca.item<double>(), 0.0);
+    if (active) {
+      EXPECT_GT(terms.silc.item<double>(), 0.0);
+      EXPECT_GT(terms.masked.item<double>(), 0.0);
+      EXPECT_NEAR(terms.total.item<double>(),
+                  (terms.locca + terms.silc + 0.25 * terms.masked).item<double>(), 1e-4);
+      EXPECT_GT(parts.mask_token.grad().abs().sum().item<double>(), 0.0);
+    } else {
+      EXPECT_EQ(terms.silc.item<double>(), 0.0);
+      EXPECT_EQ(terms.masked.item<double>(), 0.0);
+      EXPECT_FALSE(parts.mask_token.grad().defined() &&
+                   parts.mask_token.grad().abs().sum().item<double>() != 0.0);
+    }
+    opt.step();
+    ema.update();
+    if (active) {
+      const auto before = parts.teacher_patch_head->prototypes.clone();
+      clipper::train::update_teacher_parts(parts, targets, 0.9, o.temps);
+      EXPECT_FALSE(at::equal(before, parts.teacher_patch_head->prototypes));
+      EXPECT_GT(parts.patch_center.abs().sum().item<double>(), 0.0);
+    }
+  }
 }
 
 }  // namespace
