@@ -80,9 +80,8 @@ bool parallel_prediction_step(std::uint64_t seed, std::int64_t step, double shar
 
 // --- SILC self-distillation and masked prediction ------------------------------------------------
 
-// DINO's temperatures and centre momentum, SILC's and DINO's defaults: student 0.1, teacher 0.04
-// (DINO warms it up from 0.04 to 0.07; SILC keeps it fixed; we keep it fixed), centre momentum
-// 0.9.
+// DINO's temperatures and centre momentum: student 0.1, teacher 0.04 (DINO warms it up from
+// 0.04 to 0.07; clipper keeps it fixed; SILC's schedule not checked), centre momentum 0.9.
 struct DistillTemps {
   double student = 0.1;
   double teacher = 0.04;
