@@ -1,0 +1,67 @@
+#pragma once
+// SigLIP 2's extra terms on one batch, composed (docs/training.md): the LocCa decoder loss on
+// every step; from `start_fraction` of training SILC (the student's local views against the
+// teacher's global view) and masked prediction (the student's masked patches against the
+// teacher's). The teacher is the weight EMA: the caller runs teacher_targets with the averages
+// swapped into the model (train::EmaSwapped), before the student's forward, since the swap
+// writes the weights in place. The sigmoid loss stays the step's own.
+#include <ATen/core/Generator.h>
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+#include "clipper/loss/siglip2_loss.hpp"
+#include "clipper/model/clip.hpp"
+#include "clipper/model/siglip2.hpp"
+#include "clipper/train/siglip2_locca.hpp"
+#include "clipper/train/siglip2_views.hpp"
+
+namespace clipper::train {
+
+// The parameters the distillation terms add, and the teacher's side of the heads. (Not model
+// parameters yet: the caller owns them, their optimizer and their EMA.)
+struct DistillParts {
+  model::DistillHead image_head{nullptr}, patch_head{nullptr};                  // the student's
+  model::DistillHead teacher_image_head{nullptr}, teacher_patch_head{nullptr};  // their EMA
+  at::Tensor mask_token;                                                        // [vision width]
+  at::Tensor image_center, patch_center;  // [K], DINO's centres
+};
+
+struct Siglip2Options {
+  bool locca = true, silc = true, masked = true;
+  double start_fraction = 0.8;  // SILC and masked prediction from here (the paper's last 20%)
+  double mask_ratio = 0.5;      // TIPS / SigLIP 2: half the student's patches
+  loss::Siglip2Weights weights;
+  loss::DistillTemps temps;
+  LocalViewOptions views;
+  LoccaOptions locca_options;
+};
+
+// Whether SILC and masked prediction run at `step` of `total_steps`.
+bool distillation_active(const Siglip2Options& o, std::int64_t step, std::int64_t total_steps);
+
+struct TeacherTargets {
+  at::Tensor image_scores;  // [B, K]: the teacher's image head on the global view
+  at::Tensor patch_scores;  // [B, N, K]: its patch head on the unmasked patches
+};
+// No gradient; call with the teacher's weights in the model.
+TeacherTargets teacher_targets(model::ClipImpl& model, DistillParts& parts,
+                               const at::Tensor& images);
+
+struct Siglip2Terms {
+  at::Tensor total;                // weights.locca * locca + weights.silc * silc + ...
+  at::Tensor locca, silc, masked;  // each 0 when off or not yet started
+  loss::LoccaLoss locca_parts;
+};
+// targets: null on a step without distillation. images [B, 3, S, S] normalized; captions [B, L].
+Siglip2Terms student_terms(model::ClipImpl& model, DistillParts& parts, const at::Tensor& images,
+                           const at::Tensor& captions, const RegionBatch& regions,
+                           const TeacherTargets* targets, const Siglip2Options& o,
+                           at::Generator gen);
+
+// After the optimizer step: the centres move toward the teacher's outputs and the teacher's heads
+// toward the student's (lerp by 1 - decay).
+void update_teacher_parts(DistillParts& parts, const TeacherTargets& targets, double decay,
+                          const loss::DistillTemps& temps);
+
+}  // namespace clipper::train
