@@ -1796,4 +1796,20 @@ TEST(TrainE2E, TokenBudgetBatchesOnTwoRanksResumeBitIdentically) {
   EXPECT_GT(before, 0u);
   EXPECT_GE(seen.size() + before, 1536u - 3 * 7);
   EXPECT_LE(seen.size() + before, 1536u);
+  // Refused at the start, naming the keys: a loss that cannot gather unequal batches, a model
+  // that takes square pictures.
+  const auto neighbour =
+      run(train + " --set train.run_name=bad --set loss.siglip_exchange=neighbour");
+  EXPECT_EQ(neighbour.exit_code, 1) << neighbour.output;
+  EXPECT_TRUE(has(neighbour.output,
+                  "data.naflex_seq_lens (token-budget batches: the ranks hold different numbers "
+                  "of pairs) needs loss.siglip_exchange: gather with loss.kind siglip"))
+      << neighbour.output;
+  const auto square = run(clipper_bin() + " train " + cfg + " --set train.run_name=square");
+  EXPECT_EQ(square.exit_code, 1) << square.output;
+  EXPECT_TRUE(has(square.output,
+                  "data.naflex_seq_lens is set but the model takes square pictures: token-budget "
+                  "batches need a NaFlex model"))
+      << square.output;
+  EXPECT_FALSE(fs::exists(t.path() / "runs/bad"));
 }
