@@ -4,6 +4,7 @@
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <map>
@@ -297,6 +298,18 @@ struct Loader::Impl {
         o, c.epoch, static_cast<std::uint64_t>(c.sched0), c.len);
   }
 
+  // schedule(c) for the caller's thread (position() each step): kept while the epoch is the same.
+  mutable std::shared_ptr<const detail::RankSchedule> caller_sched;
+  mutable std::array<std::int64_t, 3> caller_key{-1, -1, -1};
+  std::shared_ptr<const detail::RankSchedule> caller_schedule(const Cursor& c) const {
+    const std::array<std::int64_t, 3> key{c.epoch, c.sched0, c.len};
+    if (key != caller_key) {
+      caller_sched = schedule(c);
+      caller_key = key;
+    }
+    return caller_sched;
+  }
+
   Batch new_budget_batch(const detail::RankSchedule& sched, const Cursor& c) {
     const std::int64_t k = c.batch_index - c.sched0;
     if (k < 0 || k >= sched.batches() || sched.start(k) != c.pos)
@@ -473,7 +486,7 @@ std::int64_t Loader::dataset_size() const {
 Loader::Position Loader::position() const {
   const auto& c = impl_->returned;
   const std::int64_t left = std::max<std::int64_t>(0, c.len - c.pos), B = impl_->o.batch_size;
-  if (const auto sched = impl_->schedule(c); sched && left > 0)
+  if (const auto sched = impl_->caller_schedule(c); sched && left > 0)
     return {c.epoch, sched->batches() - (c.batch_index - c.sched0)};
   return {c.epoch, (left + B - 1) / B};
 }

@@ -1142,6 +1142,10 @@ TEST(Loader, TokenBudgetBatchesVaryAndCoverTheEpochOnce) {
       EXPECT_GE(patches.min().item<std::int64_t>(), 1);
       counts[static_cast<std::size_t>(r)].push_back(n);
       seen.insert(b->keys.begin(), b->keys.end());
+      // The trainer's epoch-tail and step mapping read the batches left.
+      EXPECT_EQ(l.position().batches_left,
+                l.batches_per_epoch() -
+                    static_cast<std::int64_t>(counts[static_cast<std::size_t>(r)].size()));
     }
     EXPECT_EQ(static_cast<std::int64_t>(counts[static_cast<std::size_t>(r)].size()),
               l.batches_per_epoch());
