@@ -36,6 +36,11 @@ std::vector<BudgetBatch> budget_batches(const LoaderOptions& o, std::uint64_t sa
   for (std::int64_t left = avail; left > 0;) {
     const std::int64_t L = lens[rng.below(lens.size())];
     const std::int64_t full = o.naflex_max_tokens_per_batch / L;
+    if (full < 1) {  // never loops on empty batches
+      check_token_budget(o);
+      throw core::InputError("data.naflex_max_tokens_per_batch holds no picture of length " +
+                             std::to_string(L));
+    }
     if (o.drop_last && full > left) break;
     out.push_back({L, std::min(full, left)});
     left -= out.back().count;
@@ -67,6 +72,7 @@ RankSchedule::RankSchedule(const LoaderOptions& o, std::int64_t epoch, std::uint
 }
 
 std::int64_t RankSchedule::seq_len_at(std::int64_t position) const {
+  if (batches_.empty()) return 0;
   const auto it = std::upper_bound(starts_.begin(), starts_.end(), position);
   const auto k = static_cast<std::size_t>(std::max<std::ptrdiff_t>(1, it - starts_.begin()) - 1);
   return batches_[std::min(k, batches_.size() - 1)].seq_len;

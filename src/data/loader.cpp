@@ -427,6 +427,7 @@ Loader::Loader(LoaderOptions options, std::shared_ptr<const tokenizer::Tokenizer
   core::require(m.o.pin_memory == "auto" || m.o.pin_memory == "on" || m.o.pin_memory == "off",
                 "data: pin_memory must be auto, on or off, not '" + m.o.pin_memory + "'");
   m.tok = std::move(tokenizer);
+  detail::check_token_budget(m.o);  // before the plan divides by its lengths
   m.list = parse_shard_list(m.o.shards, m.o.source_weights);
   m.T = detail::rank_samples(m.list, m.o);
   m.dataset = detail::epoch_samples(m.list, m.o);
@@ -434,7 +435,6 @@ Loader::Loader(LoaderOptions options, std::shared_ptr<const tokenizer::Tokenizer
   m.returned = m.fresh(0, {});
   core::require(m.o.naflex_patch >= 0 && m.o.naflex_max_tokens >= 0,
                 "data: NaFlex patch size and token budget must not be negative");
-  detail::check_token_budget(m.o);
   if (m.o.token_budget()) m.S = detail::RankSchedule(m.o, 0, 0, m.T).batches();
   m.pool = std::make_unique<detail::BufferPool>(m.image_bytes());
   // The plan of the first epoch checks that the data can be split as asked.
