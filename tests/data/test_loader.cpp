@@ -1180,9 +1180,9 @@ TEST(Loader, TokenBudgetResumeMidEpochEqualsAStraightRun) {
 }
 
 // The rest of a token-budget epoch re-split onto 3 ranks, onto 1 rank and onto another budget
-// (the same ranks): every sample of the epoch still comes once (sample positions do not depend
-// on the batch counts), each new rank delivers the same number of batches, and a sample gets
-// the sequence length of the batch it lands in.
+// (the same ranks), and a re-split epoch resumed on its own layout: every sample of the epoch
+// still comes once (sample positions do not depend on the batch counts), each new rank delivers
+// the same number of batches, and a sample gets the sequence length of the batch it lands in.
 TEST(Loader, TokenBudgetReSplitOnAnotherWorldSize) {
   TempDir d;
   const auto pat = test::make_dataset(d.path().string(), 6, 10, true, "d", 30, 12);  // 60
@@ -1191,7 +1191,8 @@ TEST(Loader, TokenBudgetReSplitOnAnotherWorldSize) {
   ASSERT_EQ(want.size(), 60u);
   for (const std::vector<Stage>& stages :
        {std::vector<Stage>{{2, 2, 2}, {3, 2}}, std::vector<Stage>{{2, 2, 3}, {1, 1}},
-        std::vector<Stage>{{2, 2, 1}, {3, 1, 2}, {2, 2}}}) {
+        std::vector<Stage>{{2, 2, 1}, {3, 1, 2}, {2, 2}},
+        std::vector<Stage>{{2, 2, 2}, {3, 1, 1}, {3, 1}}}) {  // the same layout inside a re-split
     const Delivered got = run_stages(o, stages);
     const auto keys = keys_of(got);
     // A rest that does not divide by the new world size is filled with repeats (counted).
