@@ -132,6 +132,23 @@ TEST(HfSiglipNameMap, NaflexTowerIsSiglip2s) {
   EXPECT_NE(cio::hf_siglip_unsupported(spec, cio::HfClass::siglip).find("--hf-class Siglip2Model"),
             std::string::npos);
   EXPECT_NE(cio::hf_unsupported(spec).find("--hf-class Siglip2Model"), std::string::npos);
+  // The processor of the export: Siglip2's, under the model's token budget (24 here, not the
+  // 4 x 4 grid of image_size).
+  auto text =
+      clipper::core::read_file(clipper::test::source_path("configs/models/tiny-naflex.yaml"));
+  const std::string from = "max_seq_len: 16";
+  ASSERT_NE(text.find(from), std::string::npos);
+  text.replace(text.find(from), from.size(), "max_seq_len: 24");
+  const auto budget24 = cm::parse_model_spec(text, "tiny-naflex-24", "test");
+  clipper::test::TempDir dir;
+  cio::export_hf_siglip(cm::create_model(budget24, 3), budget24, cio::HfClass::siglip2,
+                        dir.file("hf"));
+  const auto pre =
+      nlohmann::json::parse(clipper::core::read_file(dir.file("hf/preprocessor_config.json")));
+  EXPECT_EQ(pre["image_processor_type"], "Siglip2ImageProcessor");
+  EXPECT_EQ(pre["max_num_patches"], 24);  // preprocess_cfg.max_seq_len
+  EXPECT_EQ(pre["patch_size"], 8);
+  EXPECT_EQ(pre["resample"], 3);  // bicubic, the model's interpolation
 }
 
 TEST(HfSiglipExport, RefusesWhatSiglipCannotExpress) {
