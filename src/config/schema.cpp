@@ -207,6 +207,15 @@ std::vector<KeyInfo> declare() {
         "transparent pixels: composited over white, black or #RRGGBB, drop (PIL's "
         "convert(\"RGB\") on the decoded picture) or openclip (the alpha dropped after the "
         "crop and resize, as open_clip's preprocess on an RGBA picture)");
+  b.add("data.naflex_seq_lens", &C::data, &DataConfig::naflex_seq_lens,
+        "NaFlex token-budget batches (timm's --naflex-train-seq-lens): each batch's sequence "
+        "length (patches per picture) is drawn from this list and it holds "
+        "data.naflex_max_tokens_per_batch / length pictures; empty: train.batch_size pictures "
+        "under preprocess_cfg.max_seq_len");
+  b.add("data.naflex_max_tokens_per_batch", &C::data, &DataConfig::naflex_max_tokens_per_batch,
+        "tokens (patches) per batch per rank with data.naflex_seq_lens; 0: train.batch_size x "
+        "the largest length (timm's rule)")
+      .min(0);
   // loss
   b.add_choice("loss.kind", &C::loss, &LossConfig::kind, "contrastive loss");
   b.add("loss.local_loss", &C::loss, &LossConfig::local_loss,

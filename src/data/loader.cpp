@@ -4,12 +4,14 @@
 #include <ATen/ops/empty.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstring>
 #include <map>
 #include <set>
 #include <thread>
 
+#include "budget.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
 #include "clipper/core/text.hpp"
@@ -44,7 +46,8 @@ enum class Fill { full, stopped, failed };
 class Workers {
  public:
   Workers(const ShardList& list, const LoaderOptions& o, const Cursor& c,
-          std::shared_ptr<const tokenizer::Tokenizer> tok, detail::BufferPool* pool) {
+          std::shared_ptr<const tokenizer::Tokenizer> tok, detail::BufferPool* pool,
+          std::shared_ptr<const detail::RankSchedule> schedule) {
     const int K = o.workers;
     const auto qcap = static_cast<std::size_t>(std::max<std::int64_t>(4, 2 * o.batch_size / K + 2));
     try {
@@ -57,6 +60,9 @@ class Workers {
           a.stretches.push_back({plan(list, o, c, p.rank).workers[p.worker], p});
         a.first_piece = c.pieces.empty() ? 0 : static_cast<int>(c.next_piece[w]);
         a.tokenizer = tok;
+        // Sample j of the rank comes from worker j % K: this worker's next one is j = done*K + w.
+        a.schedule = schedule;
+        a.first_position = detail::worker_quota(c.pos, K, w) * K + w;
         a.out = queues_.back().get();
         a.stop = &stop_;
         a.pool = pool;
@@ -129,6 +135,11 @@ LoaderOptions LoaderOptions::from_config(const config::DataConfig& d, std::int64
   o.max_sample_bytes = d.max_sample_bytes;
   o.max_shuffle_buffer_bytes = d.max_shuffle_buffer_bytes;
   o.transparency = parse_transparency(d.transparency, "data.transparency");
+  o.naflex_seq_lens = d.naflex_seq_lens;
+  o.naflex_max_tokens_per_batch = d.naflex_max_tokens_per_batch;
+  if (o.naflex_max_tokens_per_batch == 0 && !o.naflex_seq_lens.empty())
+    o.naflex_max_tokens_per_batch =  // timm's rule: batch_size pictures at the longest length
+        batch_size * *std::max_element(o.naflex_seq_lens.begin(), o.naflex_seq_lens.end());
   o.batch_size = batch_size;
   o.image_size = image_size;
   o.rank = rank;
@@ -142,6 +153,7 @@ struct Loader::Impl {
   std::shared_ptr<const tokenizer::Tokenizer> tok;
   ShardList list;
   std::int64_t T = 0, dataset = 0;
+  std::int64_t S = 0;  // token-budget batches: batches per epoch of this layout's own plan
   bool pin = false;
   Cursor returned;
   std::string failed;
@@ -185,7 +197,7 @@ struct Loader::Impl {
     c.len = T;
     c.next_raw.assign(static_cast<std::size_t>(o.workers), 0);
     c.next_piece.assign(static_cast<std::size_t>(o.workers), 0);
-    c.base = {o.world_size, o.workers, T};
+    c.base = {o.world_size, o.workers, T, {}};
     c.counters = counters;
     return c;
   }
@@ -219,6 +231,15 @@ struct Loader::Impl {
   void check_same_data(const nlohmann::json& j, const std::string& what) const;
   Cursor resume_cursor(const std::vector<Saved>& saved, const std::string& what) const;
   Cursor resplit_cursor(const std::vector<Saved>& saved) const;
+  // A token-budget position lies at the start of a batch of its schedule.
+  void check_budget_position(const Cursor& c, const std::string& what) const {
+    const auto sched = schedule(c);
+    const std::int64_t k = c.batch_index - c.sched0;
+    if (!sched || (c.pos >= c.len && k == sched->batches())) return;
+    core::require(k >= 0 && k < sched->batches() && sched->start(k) == c.pos,
+                  what + "is inconsistent (position " + std::to_string(c.pos) + " is not where " +
+                      "token-budget batch " + std::to_string(c.batch_index) + " starts)");
+  }
 
   void fail(std::string msg, bool input_error = true) {
     Out e;
@@ -254,9 +275,11 @@ struct Loader::Impl {
 
   // The rest of epoch c.epoch; false when the collator is to stop (stopped or failed).
   bool run_epoch(Cursor& c) {
-    Workers workers(list, o, c, tok, pool.get());
+    const auto sched = schedule(c);
+    Workers workers(list, o, c, tok, pool.get(), sched);
     while (c.pos < c.len && !stop) {
-      Batch b = new_batch(std::min<std::int64_t>(o.batch_size, c.len - c.pos), c);
+      Batch b = sched ? new_budget_batch(*sched, c)
+                      : new_batch(std::min<std::int64_t>(o.batch_size, c.len - c.pos), c);
       if (fill_batch(b, workers, c) != Fill::full) return false;
       ++c.batch_index;
       Out ob;
@@ -268,15 +291,45 @@ struct Loader::Impl {
     return !stop;
   }
 
-  Batch new_batch(std::int64_t n, const Cursor& c) {
+  // The batches of epoch c's rest when they follow a token budget; else null.
+  std::shared_ptr<const detail::RankSchedule> schedule(const Cursor& c) const {
+    if (!o.token_budget()) return nullptr;
+    return std::make_shared<const detail::RankSchedule>(
+        o, c.epoch, static_cast<std::uint64_t>(c.sched0), c.len);
+  }
+
+  // schedule(c) for the caller's thread (position() each step): kept while the epoch is the same.
+  mutable std::shared_ptr<const detail::RankSchedule> caller_sched;
+  mutable std::array<std::int64_t, 3> caller_key{-1, -1, -1};
+  std::shared_ptr<const detail::RankSchedule> caller_schedule(const Cursor& c) const {
+    const std::array<std::int64_t, 3> key{c.epoch, c.sched0, c.len};
+    if (key != caller_key) {
+      caller_sched = schedule(c);
+      caller_key = key;
+    }
+    return caller_sched;
+  }
+
+  Batch new_budget_batch(const detail::RankSchedule& sched, const Cursor& c) {
+    const std::int64_t k = c.batch_index - c.sched0;
+    if (k < 0 || k >= sched.batches() || sched.start(k) != c.pos)
+      throw core::Error("data loader: token-budget batch " + std::to_string(k) + " of " +
+                        std::to_string(sched.batches()) + " does not start at sample " +
+                        std::to_string(c.pos));
+    const auto& bb = sched.batch(k);
+    return new_batch(std::min(bb.count, c.len - c.pos), c, bb.seq_len);
+  }
+
+  Batch new_batch(std::int64_t n, const Cursor& c, std::int64_t seq_len = 0) {
     const int S = o.image_size;
     Batch b;
     try {
       detail::fault_point("batch");
       if (naflex())
-        b.images = reuse_or_empty(
-            spare_images,
-            {n, o.naflex_max_tokens, std::int64_t{o.naflex_patch} * o.naflex_patch * 3}, at::kByte);
+        b.images = reuse_or_empty(spare_images,
+                                  {n, seq_len > 0 ? seq_len : o.naflex_max_tokens,
+                                   std::int64_t{o.naflex_patch} * o.naflex_patch * 3},
+                                  at::kByte);
       else
         b.images = reuse_or_empty(spare_images, {n, S, S, 3}, at::kByte);
       b.tokens = reuse_or_empty(spare_tokens, {n, tok->context_length()}, at::kLong);
@@ -334,14 +387,20 @@ struct Loader::Impl {
   }
 
   bool naflex() const { return o.naflex_patch > 0 && o.naflex_max_tokens > 0; }
+  // The largest picture a worker writes: the pool's buffer size.
   std::size_t image_bytes() const {
-    return naflex()
-               ? static_cast<std::size_t>(o.naflex_max_tokens) * o.naflex_patch * o.naflex_patch * 3
-               : static_cast<std::size_t>(o.image_size) * o.image_size * 3;
+    std::int64_t tokens = o.naflex_max_tokens;
+    for (const std::int64_t L : o.naflex_seq_lens) tokens = std::max(tokens, L);
+    return naflex() ? static_cast<std::size_t>(tokens) * o.naflex_patch * o.naflex_patch * 3
+                    : static_cast<std::size_t>(o.image_size) * o.image_size * 3;
   }
 
   void put_sample(Batch& b, std::int64_t s, Item& it) {
-    const std::size_t image_bytes = this->image_bytes();
+    const auto image_bytes = static_cast<std::size_t>(b.images.stride(0));
+    if (o.token_budget() && it.seq_len != b.images.size(1))
+      throw core::Error("data loader: sample '" + it.key + "' was cut for " +
+                        std::to_string(it.seq_len) + " patches, its batch holds " +
+                        std::to_string(b.images.size(1)));
     const std::int64_t L = tok->context_length();
     std::memcpy(b.images.data_ptr<std::uint8_t>() + s * image_bytes, it.image.get(), image_bytes);
     pool->put(std::move(it.image));
@@ -368,6 +427,7 @@ Loader::Loader(LoaderOptions options, std::shared_ptr<const tokenizer::Tokenizer
   core::require(m.o.pin_memory == "auto" || m.o.pin_memory == "on" || m.o.pin_memory == "off",
                 "data: pin_memory must be auto, on or off, not '" + m.o.pin_memory + "'");
   m.tok = std::move(tokenizer);
+  detail::check_token_budget(m.o);  // before the plan divides by its lengths
   m.list = parse_shard_list(m.o.shards, m.o.source_weights);
   m.T = detail::rank_samples(m.list, m.o);
   m.dataset = detail::epoch_samples(m.list, m.o);
@@ -375,6 +435,7 @@ Loader::Loader(LoaderOptions options, std::shared_ptr<const tokenizer::Tokenizer
   m.returned = m.fresh(0, {});
   core::require(m.o.naflex_patch >= 0 && m.o.naflex_max_tokens >= 0,
                 "data: NaFlex patch size and token budget must not be negative");
+  if (m.o.token_budget()) m.S = detail::RankSchedule(m.o, 0, 0, m.T).batches();
   m.pool = std::make_unique<detail::BufferPool>(m.image_bytes());
   // The plan of the first epoch checks that the data can be split as asked.
   if (!m.o.resampled) detail::plan_epoch(m.list, m.o, 0);
@@ -413,6 +474,7 @@ bool Loader::ready(double seconds) {
 }
 
 std::int64_t Loader::batches_per_epoch() const {
+  if (impl_->o.token_budget()) return impl_->S;
   return (impl_->T + impl_->o.batch_size - 1) / impl_->o.batch_size;
 }
 std::int64_t Loader::samples_per_epoch() const {
@@ -424,6 +486,8 @@ std::int64_t Loader::dataset_size() const {
 Loader::Position Loader::position() const {
   const auto& c = impl_->returned;
   const std::int64_t left = std::max<std::int64_t>(0, c.len - c.pos), B = impl_->o.batch_size;
+  if (const auto sched = impl_->caller_schedule(c); sched && left > 0)
+    return {c.epoch, sched->batches() - (c.batch_index - c.sched0)};
   return {c.epoch, (left + B - 1) / B};
 }
 BadDataCounters Loader::counters() const {
@@ -453,6 +517,10 @@ nlohmann::json Loader::state() const {
     j["resplit"] = detail::pieces_json(c);
     j["next_piece"] = c.next_piece;
   }
+  if (m.o.token_budget()) {
+    j["token_budget"] = detail::budget_text(m.o);
+    j["budget_origin"] = c.sched0;
+  }
   return j;
 }
 
@@ -469,7 +537,7 @@ void Loader::Impl::check_same_data(const nlohmann::json& j, const std::string& w
 }
 
 Cursor Loader::Impl::resume_cursor(const std::vector<Saved>& saved, const std::string& what) const {
-  const Layout here{o.world_size, o.workers, T};
+  const Layout here{o.world_size, o.workers, T, detail::budget_text(o)};
   const Saved& a = saved.front();
   if (a.layout == here) {
     core::require(saved.size() == 1 || static_cast<std::size_t>(o.rank) < saved.size(),
@@ -478,6 +546,7 @@ Cursor Loader::Impl::resume_cursor(const std::vector<Saved>& saved, const std::s
     core::require(s.rank == o.rank, what + "belongs to rank " + std::to_string(s.rank) +
                                         ", not rank " + std::to_string(o.rank) +
                                         " (each rank restores its own state)");
+    check_budget_position(s.c, what);
     return s.c;
   }
   if (saved.size() == 1 && a.c.pieces.empty() && (a.c.pos == 0 || a.c.pos >= a.c.len))
@@ -519,7 +588,8 @@ Cursor Loader::Impl::resplit_cursor(const std::vector<Saved>& saved) const {
   for (const auto& p : rest)  // each rank's total is checked, their sum too
     core::require(!__builtin_add_overflow(R, p.count, &R),
                   "data: loader state: the saved ranks hold more samples than a 64-bit count");
-  const std::int64_t len = detail::resplit_rank_samples(R, o);
+  const auto salt = static_cast<std::uint64_t>(batch_index);
+  const std::int64_t len = detail::resplit_rank_samples(R, o, salt);
   if (R == 0 || len == 0 || o.reshard_to_next_epoch) {
     if (R > 0)
       CLIPPER_WARN("data: resuming with "
@@ -535,10 +605,11 @@ Cursor Loader::Impl::resplit_cursor(const std::vector<Saved>& saved) const {
                                         << " samples of epoch " << a.c.epoch
                                         << " are skipped (drop_last: whole batches per rank)");
   Cursor c = fresh(a.c.epoch, counters);
-  c.pieces = detail::resplit(rest, o);
+  c.pieces = detail::resplit(rest, o, salt);
   c.base = a.c.base;
   c.len = len;
   c.batch_index = batch_index;
+  c.sched0 = batch_index;
   CLIPPER_INFO("data: the rest of epoch "
                << a.c.epoch << " (" << R << " samples left by " << a.layout.world << " rank(s) x "
                << a.layout.workers << " workers) is re-split: " << len << " samples on this rank");

@@ -10,7 +10,7 @@ namespace {
 void check_state_types(const nlohmann::json& j, const std::string& what) {
   core::require(j.is_object(), what + "is not a JSON object");
   for (const char* k : {"version", "seed", "rank", "world_size", "workers", "shards",
-                        "samples_per_epoch", "epoch", "position", "batch_index"})
+                        "samples_per_epoch", "epoch", "position", "batch_index", "budget_origin"})
     core::require(!j.contains(k) || j[k].is_number_integer(),
                   what + "field '" + k + "' is not an integer");
   for (const char* k : {"next_raw", "next_piece", "counters"}) {
@@ -124,7 +124,12 @@ Saved parse_saved(const nlohmann::json& j, const std::string& what) {
   s.layout = {j.at("world_size").get<int>(), j.at("workers").get<int>(),
               j.at("samples_per_epoch").get<std::int64_t>()};
   s.rank = j.at("rank").get<int>();
+  if (j.contains("token_budget")) {
+    core::require(j["token_budget"].is_string(), what + "field 'token_budget' is not a string");
+    s.layout.budget = j["token_budget"].get<std::string>();
+  }
   auto& c = s.c;
+  c.sched0 = j.value("budget_origin", std::int64_t{0});
   c.epoch = j.at("epoch").get<std::int64_t>();
   c.pos = j.at("position").get<std::int64_t>();
   c.batch_index = j.at("batch_index").get<std::int64_t>();
@@ -135,7 +140,7 @@ Saved parse_saved(const nlohmann::json& j, const std::string& what) {
   const auto& L = s.layout;
   core::require(L.world >= 1 && L.workers >= 1 && L.T >= 1 && s.rank >= 0 && s.rank < L.world &&
                     static_cast<int>(c.next_raw.size()) == L.workers && c.epoch >= 0 &&
-                    c.batch_index >= 0,
+                    c.batch_index >= 0 && c.sched0 >= 0 && c.sched0 <= c.batch_index,
                 what + "is inconsistent");
   if (j.contains("resplit")) read_pieces(j["resplit"], s, what);
   c.len = L.T;
@@ -166,7 +171,8 @@ bool complete(const std::vector<Saved>& saved) {
 
 std::string layout_text(const Layout& l) {
   return std::to_string(l.world) + " rank(s) x " + std::to_string(l.workers) + " workers (" +
-         std::to_string(l.T) + " samples per rank)";
+         std::to_string(l.T) + " samples per rank" +
+         (l.budget.empty() ? "" : ", token-budget batches of " + l.budget) + ")";
 }
 
 }  // namespace clipper::data::detail

@@ -18,13 +18,17 @@ constexpr int kStateVersion = 1;
 struct Layout {
   int world = 1, workers = 1;
   std::int64_t T = 0;
+  std::string budget;  // token-budget batches: budget_text(); empty: batches of batch_size
   bool operator==(const Layout& o) const {
-    return world == o.world && workers == o.workers && T == o.T;
+    return world == o.world && workers == o.workers && T == o.T && budget == o.budget;
   }
 };
 
 struct Cursor {
   std::int64_t epoch = 0, pos = 0, batch_index = 0;
+  // Token-budget batches: the batch index at which this epoch's RankSchedule starts (0; in a
+  // re-split epoch the index its rest started at, also the schedule's salt).
+  std::int64_t sched0 = 0;
   std::int64_t len = 0;                  // samples this rank delivers this epoch
   std::vector<std::int64_t> next_raw;    // per worker: raw outputs of its piece's stream consumed
   std::vector<std::int64_t> next_piece;  // per worker: the piece of its last good sample

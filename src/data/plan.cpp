@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "budget.hpp"
 #include "clipper/core/error.hpp"
 #include "rng.hpp"
 
@@ -99,6 +100,13 @@ std::int64_t rank_samples(const ShardList& list, const LoaderOptions& o) {
                 "data: the number of samples is unknown: no sizes.json beside the shards of '" +
                     o.shards + "' lists every shard, and data.train_num_samples is 0");
   const std::int64_t W = o.world_size, B = o.batch_size;
+  if (o.token_budget()) {
+    const std::int64_t T = budget_rank_samples(o, 0, o.drop_last ? N / W : (N + W - 1) / W);
+    core::require(T > 0, "data: " + std::to_string(N) + " samples are too few for " +
+                             std::to_string(W) + " rank(s) x one batch of data.naflex_seq_lens " +
+                             budget_text(o) + (o.drop_last ? " with drop_last" : ""));
+    return T;
+  }
   std::int64_t T = o.drop_last ? (N / (W * B)) * B : (N + W - 1) / W;
   core::require(T > 0, "data: " + std::to_string(N) + " samples are too few for " +
                            std::to_string(W) + " rank(s) x batch " + std::to_string(B) +
@@ -131,8 +139,10 @@ EpochPlan plan_epoch(const ShardList& list, const LoaderOptions& o, std::int64_t
   return plan;
 }
 
-std::int64_t resplit_rank_samples(std::int64_t rest, const LoaderOptions& o) {
+std::int64_t resplit_rank_samples(std::int64_t rest, const LoaderOptions& o, std::uint64_t salt) {
   const std::int64_t W = o.world_size, B = o.batch_size;
+  if (o.token_budget())
+    return budget_rank_samples(o, salt, o.drop_last ? rest / W : (rest + W - 1) / W);
   return o.drop_last ? (rest / (W * B)) * B : (rest + W - 1) / W;
 }
 
@@ -158,10 +168,11 @@ void cut(const std::vector<Piece>& rest, std::int64_t begin, std::int64_t n, boo
 
 }  // namespace
 
-std::vector<std::vector<Piece>> resplit(const std::vector<Piece>& rest, const LoaderOptions& o) {
+std::vector<std::vector<Piece>> resplit(const std::vector<Piece>& rest, const LoaderOptions& o,
+                                        std::uint64_t salt) {
   std::int64_t R = 0;
   for (const Piece& p : rest) R += p.count;
-  const std::int64_t T = resplit_rank_samples(R, o);
+  const std::int64_t T = resplit_rank_samples(R, o, salt);
   std::vector<std::vector<Piece>> out(static_cast<std::size_t>(o.workers));
   std::int64_t begin = static_cast<std::int64_t>(o.rank) * T;
   for (int w = 0; w < o.workers; ++w) {

@@ -51,11 +51,14 @@ struct Piece {
 };
 
 // Good samples a rank of `o`'s layout delivers out of the `rest` left of an epoch (all ranks).
-std::int64_t resplit_rank_samples(std::int64_t rest, const LoaderOptions& o);
+// Token-budget batches: `salt` is the batch index the rest starts at (budget.hpp).
+std::int64_t resplit_rank_samples(std::int64_t rest, const LoaderOptions& o,
+                                  std::uint64_t salt = 0);
 
 // Rank o.rank's pieces per worker: the global list `rest` (R good samples in its order) cut into
 // contiguous ranges, rank r taking [r*T, (r+1)*T) (T = resplit_rank_samples) and its worker w the
 // next worker_quota(T, K, w) of them; positions past R wrap to the start and are marked repeated.
-std::vector<std::vector<Piece>> resplit(const std::vector<Piece>& rest, const LoaderOptions& o);
+std::vector<std::vector<Piece>> resplit(const std::vector<Piece>& rest, const LoaderOptions& o,
+                                        std::uint64_t salt = 0);
 
 }  // namespace clipper::data::detail

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <map>
 
 #include "clipper/data/image.hpp"
 #include "clipper/data/tar_stream.hpp"
@@ -39,7 +40,10 @@ std::size_t shuffle_size(const LoaderOptions& o) {
 class Worker {
  public:
   explicit Worker(WorkerArgs a)
-      : a_(std::move(a)), o_(*a_.options), proc_(transform_spec(o_), o_.max_image_pixels) {}
+      : a_(std::move(a)),
+        o_(*a_.options),
+        proc_(transform_spec(o_), o_.max_image_pixels),
+        position_(a_.first_position) {}
 
   void run() {
     for (std::size_t i = 0; i < a_.stretches.size(); ++i)
@@ -101,6 +105,7 @@ class Worker {
       bad_in_row_ = 0;
       if (!push(std::move(it))) return false;
       --quota;
+      position_ += o_.workers;
     }
     return true;
   }
@@ -167,9 +172,11 @@ class Worker {
       // (A damaged PNG is refused and a noisy one quieted by the processor, before libpng.)
       it.image = a_.pool->get();
       g_images_processed.fetch_add(1, std::memory_order_relaxed);
+      it.seq_len = a_.schedule ? a_.schedule->seq_len_at(position_) : 0;
       const auto err =
-          proc_.process(*img, mix_seed(plan_->crop_seed, static_cast<std::uint64_t>(raw_index)),
-                        it.image.get(), &it.message, &it.grid);
+          processor(it.seq_len)
+              .process(*img, mix_seed(plan_->crop_seed, static_cast<std::uint64_t>(raw_index)),
+                       it.image.get(), &it.message, &it.grid);
       if (err != ImageError::none) {
         it.counter = err == ImageError::corrupt ? kImageCorrupt : kImageTooLarge;
         return it;
@@ -180,6 +187,18 @@ class Worker {
       a_.tokenizer->encode(text_, it.tokens.data());
     }
     return it;
+  }
+
+  // The processor that cuts pictures into at most `seq_len` patches (0: the model's budget).
+  ImageProcessor& processor(std::int64_t seq_len) {
+    if (seq_len <= 0) return proc_;
+    auto& p = budget_procs_[seq_len];
+    if (!p) {
+      TransformSpec t = transform_spec(o_);
+      t.naflex_max_tokens = seq_len;
+      p = std::make_unique<ImageProcessor>(t, o_.max_image_pixels);
+    }
+    return *p;
   }
 
   // Two full passes without one good sample (split), or 100000 in a row (resampled), end the run.
@@ -201,6 +220,8 @@ class Worker {
   std::unique_ptr<Source> source_;
   std::unique_ptr<ShuffleBuffer<Pulled>> shuffle_;
   ImageProcessor proc_;
+  std::map<std::int64_t, std::unique_ptr<ImageProcessor>> budget_procs_;
+  std::int64_t position_ = 0;  // the rank position of the next good sample (token budgets)
   std::string text_;
 };
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "budget.hpp"
 #include "clipper/data/loader.hpp"
 #include "clipper/data/shard_list.hpp"
 #include "counters.hpp"
@@ -27,6 +28,7 @@ struct Item {
   std::string key;
   std::unique_ptr<std::uint8_t[]> image;  // output_bytes(transform) bytes, from the BufferPool
   PatchGrid grid;                         // NaFlex: the picture's patch grid
+  std::int64_t seq_len = 0;               // token-budget batches: the patches it was cut for
   std::vector<std::int64_t> tokens;
   std::int64_t label = -1;
   std::string message;  // fatal: the error
@@ -119,6 +121,10 @@ struct WorkerArgs {
   BoundedQueue<Item>* out = nullptr;
   const std::atomic<bool>* stop = nullptr;
   BufferPool* pool = nullptr;
+  // Token-budget batches (else null): the rank's batches, and the rank position of this worker's
+  // next good sample (then every options->workers-th).
+  std::shared_ptr<const RankSchedule> schedule;
+  std::int64_t first_position = 0;
 };
 
 // The worker thread's body: never throws (a failure becomes a fatal item).

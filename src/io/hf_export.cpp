@@ -130,6 +130,9 @@ std::string hf_unsupported(const model::ModelSpec& s) {
   if (s.is_resnet())
     add("the image tower is a ModifiedResNet (vision_cfg.layers is a list): transformers' "
         "CLIPModel has ViT image towers only");
+  if (s.image_tower == model::ImageTowerKind::naflex_vit)
+    add("the image tower is NaFlex (vision_cfg.tower naflex_vit): transformers' CLIPModel takes "
+        "square pictures (--hf-class Siglip2Model writes this model)");
   if (s.image_tower == model::ImageTowerKind::timm_vit)
     add("the image tower is timm's SigLIP trunk (vision_cfg.tower timm_vit): transformers' "
         "CLIPModel has OpenCLIP's ViT only (--hf-class SiglipModel writes this model)");

@@ -29,6 +29,7 @@ enum class Map {
   patch_linear,   // Siglip2: conv [W, C, P, P] / Linear [W, P*P*C], patches flattened (p, q, c)
   scalar,         // logit_scale, logit_bias: 0-d / [1]
   unbatch,        // trunk.pos_embed [1, N, W] / position_embedding [N, W]
+  grid_table,     // NaFlex: trunk.embeds.pos_embed [1, G, G, W] / position_embedding [G*G, W]
   head_matrix,    // text_projection [width, embed] / head: its transpose and a zero bias
   head_identity,  // no text projection / head: the identity and a zero bias
 };
@@ -78,14 +79,18 @@ void link_block(Links& l, const std::string& hf, const std::string& oc, const Qk
 
 void link_vision(Links& l, const model::ModelSpec& s, HfClass cls) {
   const std::string v = "vision_model.", t = "visual.trunk.";
-  if (cls == HfClass::siglip2) {
+  const bool naflex = s.image_tower == model::ImageTowerKind::naflex_vit;
+  if (naflex) {  // timm's NaFlexVit: already a Linear over (row, column, channel) patches
+    l.linear(v + "embeddings.patch_embedding", t + "embeds.proj");
+    l.add(Map::grid_table, {v + "embeddings.position_embedding.weight"}, {t + "embeds.pos_embed"});
+  } else if (cls == HfClass::siglip2) {
     l.add(Map::patch_linear, {v + "embeddings.patch_embedding.weight"},
           {t + "patch_embed.proj.weight"});
     l.same(v + "embeddings.patch_embedding.bias", t + "patch_embed.proj.bias");
   } else {
     l.linear(v + "embeddings.patch_embedding", t + "patch_embed.proj");
   }
-  l.add(Map::unbatch, {v + "embeddings.position_embedding.weight"}, {t + "pos_embed"});
+  if (!naflex) l.add(Map::unbatch, {v + "embeddings.position_embedding.weight"}, {t + "pos_embed"});
   for (std::int64_t i = 0; i < s.vision_layers; ++i) {
     const std::string oc = t + "blocks." + std::to_string(i);
     link_block(
@@ -170,6 +175,8 @@ std::vector<at::Tensor> to_hf(const Link& k, const std::vector<at::Tensor>& in,
       return {in[0].reshape({1})};
     case Map::unbatch:
       return {in[0].squeeze(0).contiguous()};
+    case Map::grid_table:
+      return {in[0].reshape({-1, in[0].size(-1)}).contiguous()};
     case Map::head_matrix:
       return {in[0].t().contiguous(), at::zeros({in[0].size(1)}, in[0].options())};
     case Map::head_identity:
@@ -203,6 +210,14 @@ std::vector<at::Tensor> from_hf(const Link& k, const std::vector<at::Tensor>& in
       return {in[0].reshape({})};
     case Map::unbatch:
       return {in[0].unsqueeze(0)};
+    case Map::grid_table: {
+      const auto g = s.pos_embed_grid;
+      if (in[0].dim() != 2 || in[0].size(0) != g * g)
+        throw InputError(k.hf[0] + " has shape " + shape_text(in[0].sizes()) + ", expected [" +
+                         std::to_string(g * g) + ", " + std::to_string(s.vision_width) +
+                         "] (vision_cfg.pos_embed_grid " + std::to_string(g) + ")");
+      return {in[0].reshape({1, g, g, in[0].size(1)})};
+    }
     case Map::head_matrix:
       expect_zero(in[1], k.hf[1],
                   "the model's text projection (text_cfg.proj_bias false) has none");
@@ -306,7 +321,9 @@ json vision_config(const model::ModelSpec& s, HfClass cls) {
                         s.image_activation(), s.vision_norm_eps);
   c["num_channels"] = 3;
   c["patch_size"] = s.patch_size;
-  const auto grid = s.image_size / s.patch_size;
+  const auto grid = s.image_tower == model::ImageTowerKind::naflex_vit
+                        ? s.pos_embed_grid  // the table, resized per picture as clipper does
+                        : s.image_size / s.patch_size;
   if (cls == HfClass::siglip2)
     c["num_patches"] = grid * grid;
   else
@@ -392,14 +409,17 @@ void check_config_beside(const std::string& origin, const model::ModelSpec& s, H
 }
 
 bool write_preprocessor(const model::ModelSpec& s, HfClass cls, const fs::path& dir) {
-  if (s.resize_mode != model::ResizeMode::squash) return false;
+  if (s.resize_mode != model::ResizeMode::squash && !s.naflex_inputs()) return false;
   json p;
   p["image_processor_type"] =
       cls == HfClass::siglip2 ? "Siglip2ImageProcessor" : "SiglipImageProcessor";
   p["do_resize"] = true;
   if (cls == HfClass::siglip2) {
     p["patch_size"] = s.patch_size;
-    p["max_num_patches"] = (s.image_size / s.patch_size) * (s.image_size / s.patch_size);
+    // NaFlex: its token budget (each picture at its aspect ratio, as clipper's preprocessing).
+    p["max_num_patches"] = s.naflex_inputs()
+                               ? s.max_seq_len
+                               : (s.image_size / s.patch_size) * (s.image_size / s.patch_size);
   } else {
     p["size"] = {{"height", s.image_size}, {"width", s.image_size}};
   }
@@ -434,13 +454,21 @@ std::optional<HfClass> parse_hf_class(const std::string& name) {
 }
 
 HfClass default_hf_class(const model::ModelSpec& spec) {
+  if (spec.image_tower == model::ImageTowerKind::naflex_vit) return HfClass::siglip2;
   return spec.image_tower == model::ImageTowerKind::timm_vit ? HfClass::siglip : HfClass::clip;
 }
 
 std::string hf_siglip_unsupported(const model::ModelSpec& s, HfClass cls) {
   std::string why;
   const auto add = [&why](const std::string& line) { why += "\n  " + line; };
-  if (s.image_tower != model::ImageTowerKind::timm_vit)
+  const bool naflex = s.image_tower == model::ImageTowerKind::naflex_vit;
+  if (naflex && cls != HfClass::siglip2)
+    add("the image tower is NaFlex (vision_cfg.tower naflex_vit): transformers' NaFlex tower is "
+        "Siglip2Model's (--hf-class Siglip2Model)");
+  else if (naflex && s.pos_embed_interp != model::Interpolation::bilinear)
+    add("vision_cfg.pos_embed_interp bicubic: Siglip2Model resizes the position table "
+        "bilinearly");
+  else if (s.image_tower != model::ImageTowerKind::timm_vit && !naflex)
     add(std::string("the image tower is OpenCLIP's ") + model::name_of(s.image_tower) + " (" +
         "vision_cfg.tower): transformers' SigLIP image tower is timm's trunk (tower timm_vit; " +
         "--hf-class CLIPModel exports OpenCLIP ViTs)");
@@ -453,7 +481,7 @@ std::string hf_siglip_unsupported(const model::ModelSpec& s, HfClass cls) {
   if (s.text_pool != model::TextPool::last)
     add(std::string("text_cfg.pool_type '") + model::name_of(s.text_pool) +
         "': the SigLIP text tower pools the last position");
-  if (cls == HfClass::siglip2 && s.image_size % s.patch_size != 0)
+  if (cls == HfClass::siglip2 && !naflex && s.image_size % s.patch_size != 0)
     add("image_size " + std::to_string(s.image_size) + " is not a multiple of patch_size " +
         std::to_string(s.patch_size) + ": clipper's trunk drops the last " +
         std::to_string(s.image_size % s.patch_size) + " pixel rows and columns, " +

@@ -64,7 +64,8 @@ StepConfig StepConfig::from(const config::Config& cfg) {
           static_cast<int>(cfg.dist.zero),
           cfg.dist.prefetch,
           cfg.dist.gather_bf16,
-          {cfg.train.ema_decay, cfg.train.ema_warmup_power}};
+          {cfg.train.ema_decay, cfg.train.ema_warmup_power},
+          !cfg.data.naflex_seq_lens.empty()};
 }
 
 TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
@@ -85,6 +86,7 @@ TrainStep::TrainStep(model::Clip model, std::shared_ptr<dist::ProcessGroup> pg,
     dist::broadcast_tensors(all, *pg_, 0, cfg.bucket_mb);
   }
   loss_ = loss::make_loss(cfg.loss, pg_);
+  loss_->unequal_batches = cfg.unequal_batches;
   loss_cfg_ = cfg.loss;
   make_sharding(cfg);
   // After the broadcast and the layout changes: the average starts at the weights every rank has.

@@ -31,6 +31,8 @@ std::unique_ptr<data::Loader> eval_loader(const EvalSettings& es, const std::str
   o.interpolation = spec.interpolation;
   o.naflex_patch = spec.naflex_inputs() ? static_cast<int>(spec.patch_size) : 0;
   o.naflex_max_tokens = spec.max_seq_len;
+  o.naflex_seq_lens.clear();  // evaluation: batches of eval.batch_size under max_seq_len
+  o.naflex_max_tokens_per_batch = 0;
   o.shards = shards;
   o.source_weights.clear();
   o.num_samples = 0;

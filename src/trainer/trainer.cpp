@@ -88,6 +88,25 @@ train::StepOptions step_options(const config::TrainConfig& t, const session::Ses
   return o;
 }
 
+// Token-budget batches (data.naflex_seq_lens) give the ranks different numbers of pairs per step:
+// the loss must gather counts first (ContrastiveLoss::unequal_batches), which the chunked loss,
+// SigLIP's neighbour exchange, CLIP's global loss and the distillation loss do not.
+void check_token_budget_loss(const config::Config& cfg, int world_size) {
+  if (cfg.data.naflex_seq_lens.empty()) return;
+  const std::string why =
+      "data.naflex_seq_lens (token-budget batches: the ranks hold different numbers of pairs) ";
+  const auto& l = cfg.loss;
+  if (l.chunked) throw core::InputError(why + "needs loss.chunked: false");
+  if (l.kind == config::LossKind::clip && !l.local_loss)
+    throw core::InputError(why + "needs loss.local_loss: true with loss.kind clip");
+  if (l.kind == config::LossKind::siglip && l.siglip_exchange != config::SiglipExchange::gather)
+    throw core::InputError(why + "needs loss.siglip_exchange: gather with loss.kind siglip");
+  if (world_size > 1 && !l.distill_from.empty())
+    throw core::InputError(why + "cannot be combined with loss.distill_from on " +
+                           std::to_string(world_size) +
+                           " ranks (the distillation loss takes equal batches on every rank)");
+}
+
 // eval.use_ema needs an average to evaluate.
 void check_eval_ema(const config::Config& cfg) {
   if (cfg.eval.use_ema && cfg.train.ema_decay <= 0)
@@ -205,6 +224,7 @@ void Trainer::Impl::open_sample_log() {
 }
 
 void Trainer::Impl::make_loader_and_step() {
+  check_token_budget_loss(cfg, s.world_size());
   loader = std::make_unique<data::Loader>(train_loader_options(cfg, s), s.tokenizer);
   const std::int64_t accum = cfg.train.accum_freq;
   steps_per_epoch = loader->batches_per_epoch() / accum;
@@ -418,6 +438,9 @@ Schedule Trainer::Impl::make_schedule() {
 LogWindow Trainer::Impl::make_log_window() const {
   LogWindowOptions o;
   o.samples_per_step = cfg.train.batch_size * cfg.train.accum_freq * s.world_size();
+  if (!cfg.data.naflex_seq_lens.empty())  // token-budget batches: the mean over an epoch
+    o.samples_per_step = loader->samples_per_epoch() * s.world_size() * cfg.train.accum_freq /
+                         std::max<std::int64_t>(1, loader->batches_per_epoch());
   o.world_size = s.world_size();
   o.train_flops_per_sample = 3.0 * model::forward_flops_per_sample(s.spec);  // fwd + bwd
   o.peak_flops = cfg.train.peak_tflops > 0 ? cfg.train.peak_tflops * 1e12

@@ -11,6 +11,7 @@
 #include <map>
 #include <set>
 
+#include "budget.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/data/loader.hpp"
 #include "clipper/model/naflex_size.hpp"
@@ -1038,4 +1039,241 @@ TEST(Loader, WorldSizeChangeDamagedResplitStateIsRefused) {
   }
   l.load_state(good);
   EXPECT_TRUE(l.next());
+}
+
+// Token-budget batches (issue 28, item 2; docs/data.md "Token-budget batches").
+namespace {
+
+data::LoaderOptions budget_options(data::LoaderOptions o) {
+  o.naflex_patch = 4;
+  o.naflex_max_tokens = 16;  // the model's own budget (evaluation)
+  o.naflex_seq_lens = {4, 6, 12};
+  o.naflex_max_tokens_per_batch = 24;  // 6, 4 or 2 pictures per batch
+  return o;
+}
+
+std::multiset<std::string> keys_of(const Delivered& d) {
+  std::multiset<std::string> keys;
+  for (const auto& [k, h] : d.samples) keys.insert(k);
+  return keys;
+}
+
+}  // namespace
+
+// The schedule on its own: each rank's batches are the same multiset in another order (so the
+// same samples and the same number of steps on every rank), the counts differ between ranks at a
+// step, everything is a pure function of (seed, epoch, rank), and drop_last keeps full batches.
+TEST(TokenBudget, ScheduleGivesEveryRankTheSameBatchesInAnotherOrder) {
+  auto o = budget_options(data::LoaderOptions{});
+  o.seed = 11;
+  o.world_size = 3;
+  const std::int64_t T = 101;
+  std::vector<std::vector<std::pair<std::int64_t, std::int64_t>>> ranks;
+  for (int r = 0; r < 3; ++r) {
+    o.rank = r;
+    const data::detail::RankSchedule s(o, 2, 0, T), again(o, 2, 0, T);
+    ASSERT_EQ(s.batches(), again.batches());
+    ASSERT_EQ(s.start(s.batches()), T);  // every sample of the rank once
+    auto& v = ranks.emplace_back();
+    int cut = 0;
+    for (std::int64_t k = 0; k < s.batches(); ++k) {
+      const auto& b = s.batch(k);
+      EXPECT_EQ(b.seq_len, again.batch(k).seq_len);
+      EXPECT_EQ(b.count, again.batch(k).count);
+      EXPECT_TRUE(b.seq_len == 4 || b.seq_len == 6 || b.seq_len == 12);
+      if (b.count != 24 / b.seq_len) ++cut;
+      EXPECT_LE(b.count, 24 / b.seq_len);
+      EXPECT_EQ(s.seq_len_at(s.start(k)), b.seq_len);
+      EXPECT_EQ(s.seq_len_at(s.start(k + 1) - 1), b.seq_len);
+      v.push_back({b.seq_len, b.count});
+    }
+    EXPECT_LE(cut, 1);  // only the batch that ends the canonical list is cut
+  }
+  ASSERT_EQ(ranks[0].size(), ranks[1].size());
+  ASSERT_EQ(ranks[0].size(), ranks[2].size());
+  int differ = 0;
+  for (std::size_t k = 0; k < ranks[0].size(); ++k)
+    differ += ranks[0][k].second != ranks[1][k].second;
+  EXPECT_GT(differ, 0) << "the ranks hold different numbers of pictures at some step";
+  for (auto& v : ranks) std::sort(v.begin(), v.end());
+  EXPECT_EQ(ranks[0], ranks[1]);
+  EXPECT_EQ(ranks[0], ranks[2]);
+  // Another epoch: the same batches in another order.
+  o.rank = 0;
+  const data::detail::RankSchedule e2(o, 2, 0, T), e3(o, 3, 0, T);
+  ASSERT_EQ(e2.batches(), e3.batches());
+  bool reordered = false;
+  for (std::int64_t k = 0; k < e2.batches(); ++k)
+    reordered = reordered || e2.batch(k).seq_len != e3.batch(k).seq_len;
+  EXPECT_TRUE(reordered);
+  // drop_last: full batches only, at most the samples available.
+  o.drop_last = true;
+  const std::int64_t kept = data::detail::budget_rank_samples(o, 0, T);
+  EXPECT_LE(kept, T);
+  EXPECT_GT(kept, T - 6);
+  const data::detail::RankSchedule full(o, 2, 0, kept);
+  EXPECT_EQ(full.start(full.batches()), kept);
+  for (std::int64_t k = 0; k < full.batches(); ++k)
+    EXPECT_EQ(full.batch(k).count, 24 / full.batch(k).seq_len);
+}
+
+// The loader: each batch holds max_tokens / L pictures of at most L patches (grids within L,
+// zeros after), every rank delivers batches_per_epoch() batches, the ranks' counts differ at some
+// step, and every sample comes once per epoch over the ranks.
+TEST(Loader, TokenBudgetBatchesVaryAndCoverTheEpochOnce) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 6, 10, true, "d", 30, 12);  // 60
+  auto o = budget_options(base(pat));
+  o.world_size = 2;
+  std::multiset<std::string> seen;
+  std::vector<std::vector<std::int64_t>> counts(2);
+  for (int r = 0; r < 2; ++r) {
+    o.rank = r;
+    data::Loader l(o, tok());
+    EXPECT_EQ(l.samples_per_epoch(), 30);
+    while (auto b = l.next()) {
+      const std::int64_t n = b->images.size(0), L = b->images.size(1);
+      EXPECT_TRUE(L == 4 || L == 6 || L == 12) << L;
+      EXPECT_LE(n, 24 / L);
+      EXPECT_EQ(b->images.size(2), 4 * 4 * 3);
+      EXPECT_EQ(b->grids.size(0), n);
+      const auto patches = b->grids.select(1, 0) * b->grids.select(1, 1);
+      EXPECT_LE(patches.max().item<std::int64_t>(), L);
+      EXPECT_GE(patches.min().item<std::int64_t>(), 1);
+      counts[static_cast<std::size_t>(r)].push_back(n);
+      seen.insert(b->keys.begin(), b->keys.end());
+      // The trainer's epoch-tail and step mapping read the batches left.
+      EXPECT_EQ(l.position().batches_left,
+                l.batches_per_epoch() -
+                    static_cast<std::int64_t>(counts[static_cast<std::size_t>(r)].size()));
+    }
+    EXPECT_EQ(static_cast<std::int64_t>(counts[static_cast<std::size_t>(r)].size()),
+              l.batches_per_epoch());
+  }
+  EXPECT_EQ(counts[0].size(), counts[1].size());
+  EXPECT_NE(counts[0], counts[1]);
+  EXPECT_EQ(seen.size(), 60u);
+  EXPECT_EQ(std::set<std::string>(seen.begin(), seen.end()).size(), 60u);
+  // drop_last: full batches only.
+  o.drop_last = true;
+  o.rank = 1;
+  data::Loader l(o, tok());
+  while (auto b = l.next()) EXPECT_EQ(b->images.size(0), 24 / b->images.size(1));
+}
+
+// A mid-epoch state resumes exactly (images, tokens, keys, later epochs) at batch 0, 1, k, the
+// last batch of the epoch, after its end and inside the next epoch.
+TEST(Loader, TokenBudgetResumeMidEpochEqualsAStraightRun) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 5, 9, true, "d", 30, 12);  // 45
+  auto o = budget_options(base(pat));
+  o.workers = 3;
+  o.world_size = 2;
+  o.rank = 1;
+  std::int64_t per_epoch = 0;
+  {
+    data::Loader l(o, tok());
+    per_epoch = l.batches_per_epoch();
+  }
+  const int n = static_cast<int>(per_epoch);
+  check_resume(o, 2 * n + 4, {0, 1, 3, n, n + 1, n + 3});
+}
+
+// The rest of a token-budget epoch re-split onto 3 ranks, onto 1 rank and onto another budget
+// (the same ranks), and a re-split epoch resumed on its own layout: every sample of the epoch
+// still comes once (sample positions do not depend on the batch counts), each new rank delivers
+// the same number of batches, and a sample gets the sequence length of the batch it lands in.
+TEST(Loader, TokenBudgetReSplitOnAnotherWorldSize) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 6, 10, true, "d", 30, 12);  // 60
+  auto o = budget_options(base(pat));
+  const auto want = keys_of(run_stages(o, {{2, 2, -1}}));
+  ASSERT_EQ(want.size(), 60u);
+  for (const std::vector<Stage>& stages :
+       {std::vector<Stage>{{2, 2, 2}, {3, 2}}, std::vector<Stage>{{2, 2, 3}, {1, 1}},
+        std::vector<Stage>{{2, 2, 1}, {3, 1, 2}, {2, 2}},
+        std::vector<Stage>{{2, 2, 2}, {3, 1, 1}, {3, 1}}}) {  // the same layout inside a re-split
+    const Delivered got = run_stages(o, stages);
+    const auto keys = keys_of(got);
+    // A rest that does not divide by the new world size is filled with repeats (counted).
+    EXPECT_EQ(std::set<std::string>(keys.begin(), keys.end()),
+              std::set<std::string>(want.begin(), want.end()));
+    EXPECT_EQ(static_cast<std::int64_t>(keys.size()), 60 + got.total.repeated);
+    for (int b : got.last_batches) EXPECT_EQ(b, got.last_batches.front());
+  }
+  // Another budget on the same ranks re-splits as well (the saved batch counts no longer hold).
+  auto states = states_after(
+      [&] {
+        auto a = o;
+        a.world_size = 2;
+        return a;
+      }(),
+      {2, 2});
+  auto other = o;
+  other.world_size = 2;
+  other.naflex_seq_lens = {16};
+  other.naflex_max_tokens_per_batch = 32;
+  std::multiset<std::string> rest;
+  std::vector<int> batches;
+  for (int r = 0; r < 2; ++r) {
+    other.rank = r;
+    data::Loader l(other, tok());
+    l.load_states(states);
+    int n = 0;
+    while (auto b = l.next()) {
+      EXPECT_EQ(b->images.size(1), 16);
+      rest.insert(b->keys.begin(), b->keys.end());
+      ++n;
+    }
+    batches.push_back(n);
+  }
+  EXPECT_EQ(batches[0], batches[1]);
+  std::multiset<std::string> head;
+  for (int r = 0; r < 2; ++r) {
+    auto a = o;
+    a.world_size = 2;
+    a.rank = r;
+    data::Loader l(a, tok());
+    for (int i = 0; i < 2; ++i) {
+      auto b = l.next();
+      head.insert(b->keys.begin(), b->keys.end());
+    }
+  }
+  std::set<std::string> all(head.begin(), head.end());
+  all.insert(rest.begin(), rest.end());
+  EXPECT_EQ(all.size(), 60u);
+  EXPECT_LE(head.size() + rest.size(), 61u);
+}
+
+// Settings that cannot work are named with the key and what was expected.
+TEST(Loader, TokenBudgetSettingsAreCheckedByName) {
+  TempDir d;
+  const auto pat = test::make_dataset(d.path().string(), 1, 8, true, "d", 30, 12);
+  const auto expect_error = [&](const data::LoaderOptions& o, const std::string& want) {
+    try {
+      data::Loader l(o, tok());
+      FAIL() << "expected an error naming " << want;
+    } catch (const core::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  };
+  auto o = budget_options(base(pat));
+  o.drop_last = true;  // training's rule: the plan draws its batches at once
+  o.naflex_seq_lens = {4, 0};
+  expect_error(o, "data.naflex_seq_lens holds 0; expected sequence lengths");
+  o = budget_options(base(pat));
+  o.drop_last = true;
+  o.naflex_max_tokens_per_batch = 8;
+  expect_error(o,
+               "data.naflex_max_tokens_per_batch is 8; expected at least the longest of "
+               "data.naflex_seq_lens (12)");
+  o = budget_options(base(pat));
+  o.naflex_patch = 0;
+  expect_error(o, "data.naflex_seq_lens is set but the model takes square pictures");
+  // From the config: 0 tokens per batch is train.batch_size pictures at the longest length.
+  config::DataConfig dc;
+  dc.train_shards = pat;
+  dc.naflex_seq_lens = {4, 12};
+  const auto from = data::LoaderOptions::from_config(dc, 5, 16, 0, 1, 0);
+  EXPECT_EQ(from.naflex_max_tokens_per_batch, 60);
 }

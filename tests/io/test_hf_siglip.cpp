@@ -110,6 +110,47 @@ TEST(HfSiglipNameMap, Siglip2PatchLinearEqualsTheConv) {
   EXPECT_LE((by_conv - by_linear).abs().max().item<double>(), 1e-5);
 }
 
+// NaFlex (issue 28): the tower is Siglip2Model's: a Linear patch embedding over (row, column,
+// channel) patches as timm's NaFlexVit, the G x G position table as G*G rows, num_patches G*G
+// and the token budget as the processor's max_num_patches; SiglipModel and CLIPModel refuse it.
+TEST(HfSiglipNameMap, NaflexTowerIsSiglip2s) {
+  const auto spec = cm::load_model_spec("tiny-naflex");
+  EXPECT_EQ(cio::default_hf_class(spec), cio::HfClass::siglip2);
+  expect_round_trip(spec, cio::HfClass::siglip2);
+  const auto oc = as_map(cio::model_state_dict(*cm::create_model(spec, 3)));
+  const auto hf = as_map(cio::hf_siglip_state_dict(
+      cio::model_state_dict(*cm::create_model(spec, 3)), spec, cio::HfClass::siglip2));
+  EXPECT_EQ(cio::shape_text(hf.at("vision_model.embeddings.patch_embedding.weight").sizes()),
+            "[64, 192]");
+  const auto table = hf.at("vision_model.embeddings.position_embedding.weight");
+  EXPECT_EQ(cio::shape_text(table.sizes()), "[16, 64]");
+  // Row y * 4 + x is the table's (y, x).
+  EXPECT_TRUE(at::equal(table[6], oc.at("visual.trunk.embeds.pos_embed")[0][1][2]));
+  const auto config =
+      nlohmann::json::parse(cio::hf_siglip_config_json(spec, cio::HfClass::siglip2));
+  EXPECT_EQ(config["vision_config"]["num_patches"], 16);
+  EXPECT_NE(cio::hf_siglip_unsupported(spec, cio::HfClass::siglip).find("--hf-class Siglip2Model"),
+            std::string::npos);
+  EXPECT_NE(cio::hf_unsupported(spec).find("--hf-class Siglip2Model"), std::string::npos);
+  // The processor of the export: Siglip2's, under the model's token budget (24 here, not the
+  // 4 x 4 grid of image_size).
+  auto text =
+      clipper::core::read_file(clipper::test::source_path("configs/models/tiny-naflex.yaml"));
+  const std::string from = "max_seq_len: 16";
+  ASSERT_NE(text.find(from), std::string::npos);
+  text.replace(text.find(from), from.size(), "max_seq_len: 24");
+  const auto budget24 = cm::parse_model_spec(text, "tiny-naflex-24", "test");
+  clipper::test::TempDir dir;
+  cio::export_hf_siglip(cm::create_model(budget24, 3), budget24, cio::HfClass::siglip2,
+                        dir.file("hf"));
+  const auto pre =
+      nlohmann::json::parse(clipper::core::read_file(dir.file("hf/preprocessor_config.json")));
+  EXPECT_EQ(pre["image_processor_type"], "Siglip2ImageProcessor");
+  EXPECT_EQ(pre["max_num_patches"], 24);  // preprocess_cfg.max_seq_len
+  EXPECT_EQ(pre["patch_size"], 8);
+  EXPECT_EQ(pre["resample"], 3);  // bicubic, the model's interpolation
+}
+
 TEST(HfSiglipExport, RefusesWhatSiglipCannotExpress) {
   const auto vit = cm::load_model_spec("tiny-vit");
   EXPECT_NE(cio::hf_siglip_unsupported(vit, cio::HfClass::siglip).find("image tower"),

@@ -1755,3 +1755,111 @@ TEST(TrainE2E, TinyCocaLearnsToCaptionAndResumesBitIdentically) {
   ASSERT_EQ(b2.exit_code, 0) << b2.output;
   expect_same_runs(t.path() / "runs");
 }
+
+namespace {
+
+// Each line of a rank's sample log (logs/samples_rank_R.txt): the pictures of one batch.
+std::vector<std::size_t> batch_sizes(const fs::path& run_dir, int rank) {
+  std::vector<std::size_t> out;
+  std::ifstream in(run_dir / "logs" / ("samples_rank_" + std::to_string(rank) + ".txt"));
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream ls(line);
+    std::string epoch, k;
+    ls >> epoch;
+    std::size_t n = 0;
+    while (ls >> k) ++n;
+    out.push_back(n);
+  }
+  return out;
+}
+
+// The keys of the first `lines` batches of a rank's sample log.
+std::vector<std::string> first_batches_keys(const fs::path& run_dir, int rank, int lines) {
+  std::vector<std::string> out;
+  std::ifstream in(run_dir / "logs" / ("samples_rank_" + std::to_string(rank) + ".txt"));
+  std::string line;
+  for (int i = 0; i < lines && std::getline(in, line); ++i) {
+    std::istringstream ls(line);
+    std::string epoch, k;
+    ls >> epoch;
+    while (ls >> k) out.push_back(k);
+  }
+  return out;
+}
+
+}  // namespace
+
+// Issue 28, item 2: token-budget batches on 2 ranks. Each batch's sequence length is 9 or 16
+// patches and it holds 64 / length pictures (7 or 4), so the ranks hold different numbers of
+// pairs at a step and the loss gathers them unequally (loss.kind siglip). A run stopped at step 5
+// resumes bit-identically; the same checkpoint resumed on 1 rank trains the rest of the epoch
+// without a sample of the stopped run again.
+TEST(TrainE2E, TokenBudgetBatchesOnTwoRanksResumeBitIdentically) {
+  clipper::test::TempDir t;
+  const auto spec = t.write(
+      "tiny-fmnist-naflex.yaml",
+      "embed_dim: 32\ncustom_text: true\ntokenizer: clip\n"
+      "vision_cfg: {tower: naflex_vit, timm_pool: map, image_size: 28, patch_size: 7, width: 32, "
+      "layers: 1, head_width: 16, act: gelu_tanh, norm_eps: 1.0e-6, pos_embed_grid: 4}\n"
+      "text_cfg: {context_length: 16, vocab_size: 49408, width: 32, heads: 2, layers: 1}\n"
+      "preprocess_cfg: {mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], interpolation: bilinear, "
+      "max_seq_len: 16}\n");
+  const auto cfg =
+      write_config(t,
+                   "dist: {master_port: 0}\nloss: {kind: siglip}\n"
+                   "data: {train_shards: '" +
+                       shards_dir() +
+                       "/train/train-{00000..00002}.tar', workers: 1, sample_shuffle_buffer: 64, "
+                       "sample_shuffle_initial: 16, naflex_seq_lens: [9, 16], "
+                       "naflex_max_tokens_per_batch: 64}\n");
+  const std::string train = clipper_bin() + " train " + cfg + " --set model.name=" + spec +
+                            " --set eval.zeroshot_shards=";
+  const std::string launch = clipper_bin() + " launch --nproc-per-node 2 -- " + train;
+  ASSERT_EQ(setenv("CLIPPER_SAMPLE_LOG", "1", 1), 0);
+  const auto a = run(launch + " --set train.run_name=straight");
+  const auto b1 = run(launch + " --set train.run_name=resumed --set train.stop_at_step=5");
+  const auto b2 = run(launch + " --set train.run_name=resumed --resume latest");
+  const auto one = run(train + " --set train.run_name=one --set train.max_steps=0 --resume " +
+                       (t.path() / "runs/resumed/checkpoints/step_00000005").string());
+  unsetenv("CLIPPER_SAMPLE_LOG");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  ASSERT_EQ(b1.exit_code, 75) << b1.output;
+  ASSERT_EQ(b2.exit_code, 0) << b2.output;
+  expect_same_runs(t.path() / "runs");
+  const auto r0 = batch_sizes(t.path() / "runs/straight", 0),
+             r1 = batch_sizes(t.path() / "runs/straight", 1);
+  ASSERT_EQ(r0.size(), 12u);
+  ASSERT_EQ(r1.size(), 12u);
+  EXPECT_NE(r0, r1) << "the ranks hold different numbers of pictures at some step";
+  for (const auto n : r0) EXPECT_TRUE(n == 7 || n == 4) << n;
+  // 1 rank: the rest of epoch 0 (max_steps 0: the one epoch of train.epochs), each sample once.
+  // drop_last (training's rule) leaves out less than one batch per rank of each plan.
+  ASSERT_EQ(one.exit_code, 0) << one.output;
+  auto seen = epoch0_keys(t.path() / "runs/one");
+  for (const auto& [key, n] : seen) EXPECT_EQ(n, 1) << key;
+  std::size_t before = 0;
+  for (int r = 0; r < 2; ++r)
+    for (const auto& key : first_batches_keys(t.path() / "runs/resumed", r, 5)) {
+      ++before;
+      if (seen.count(key)) ADD_FAILURE() << key << " trained again after the resume on 1 rank";
+    }
+  EXPECT_GT(before, 0u);
+  EXPECT_GE(seen.size() + before, 1536u - 3 * 7);
+  EXPECT_LE(seen.size() + before, 1536u);
+  // Refused at the start, naming the keys: a loss that cannot gather unequal batches, a model
+  // that takes square pictures.
+  const auto neighbour =
+      run(train + " --set train.run_name=bad --set loss.siglip_exchange=neighbour");
+  EXPECT_EQ(neighbour.exit_code, 1) << neighbour.output;
+  EXPECT_TRUE(has(neighbour.output,
+                  "data.naflex_seq_lens (token-budget batches: the ranks hold different numbers "
+                  "of pairs) needs loss.siglip_exchange: gather with loss.kind siglip"))
+      << neighbour.output;
+  const auto square = run(clipper_bin() + " train " + cfg + " --set train.run_name=square");
+  EXPECT_EQ(square.exit_code, 1) << square.output;
+  EXPECT_TRUE(has(square.output,
+                  "data.naflex_seq_lens is set but the model takes square pictures: token-budget "
+                  "batches need a NaFlex model"))
+      << square.output;
+  EXPECT_FALSE(fs::exists(t.path() / "runs/bad"));
+}

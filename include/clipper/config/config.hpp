@@ -115,6 +115,11 @@ struct DataConfig {
   std::int64_t max_sample_bytes = std::int64_t{256} << 20;        // one sample's files together
   std::int64_t max_shuffle_buffer_bytes = std::int64_t{2} << 30;  // per worker
   std::string transparency = "white";                             // white | black | #RRGGBB | drop
+  // NaFlex token-budget batches (docs/data.md): each batch's sequence length drawn from this list
+  // and its picture count max_tokens_per_batch / length; empty: train.batch_size pictures under
+  // the model's preprocess_cfg.max_seq_len.
+  std::vector<std::int64_t> naflex_seq_lens;
+  std::int64_t naflex_max_tokens_per_batch = 0;  // per rank; 0: batch_size * max(seq_lens)
 };
 
 struct LossConfig {

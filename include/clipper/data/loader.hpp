@@ -76,6 +76,12 @@ struct LoaderOptions {
   // naflex_max_tokens patches of naflex_patch pixels; Batch::images are then patches.
   int naflex_patch = 0;
   std::int64_t naflex_max_tokens = 0;
+  // Token-budget batches (NaFlex, docs/data.md "Token-budget batches"): batch k of a rank holds
+  // naflex_max_tokens_per_batch / L pictures of at most L patches, L drawn from naflex_seq_lens
+  // (seed, epoch, k, rank); batch_size is then unused. Empty: batches of batch_size pictures.
+  std::vector<std::int64_t> naflex_seq_lens;
+  std::int64_t naflex_max_tokens_per_batch = 0;
+  bool token_budget() const { return !naflex_seq_lens.empty(); }
   bool drop_last = false;  // true: every rank gets floor(N / (W*B)) full batches per epoch
   int rank = 0;
   int world_size = 1;
@@ -93,6 +99,7 @@ struct LoaderOptions {
 struct Batch {
   at::Tensor images;  // uint8 [B, H, W, 3], RGB, channels last (normalise on the device)
                       // NaFlex: uint8 [B, max_tokens, P*P*3], picture b's grids[b] patches first
+                      // (token-budget batches: [B_k, L_k, P*P*3], B_k and L_k per batch)
   at::Tensor grids;   // NaFlex: int64 [B, 2], each picture's (rows, columns) of patches
   at::Tensor tokens;  // int64 [B, L]
   at::Tensor labels;  // int64 [B] when LoaderOptions::label_key is set, else undefined

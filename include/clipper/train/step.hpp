@@ -57,6 +57,9 @@ struct StepConfig {
   config::Prefetch prefetch = config::Prefetch::automatic;  // dist.prefetch (zero 3)
   bool gather_bf16 = false;                                 // dist.gather_bf16 (zero 3)
   EmaOptions ema;  // train.ema_decay, train.ema_warmup_power
+  // Ranks may hold different numbers of pairs (data.naflex_seq_lens: token-budget batches): the
+  // loss gathers counts first (ContrastiveLoss::unequal_batches).
+  bool unequal_batches = false;
 
   // The step's settings from their sections of a run's config (optim, loss, dist, train's EMA).
   static StepConfig from(const config::Config& cfg);
