@@ -3,7 +3,9 @@
 #include <memory>
 
 #include "clipper/core/error.hpp"
+#include "clipper/core/log.hpp"
 #include "clipper/eval/benchmark.hpp"
+#include "clipper/eval/precision.hpp"
 #include "clipper/io/openclip.hpp"
 #include "clipper/model/image_normalizer.hpp"
 #include "clipper/session/session.hpp"
@@ -20,6 +22,7 @@ struct BenchmarkArgs {
   eval::DatasetOverrides overrides;
   eval::BenchmarkOptions options;
   config::Device device = config::Device::automatic;
+  config::Precision precision = config::Precision::automatic;
 };
 
 int run_benchmark_verb(const BenchmarkArgs& a) {
@@ -30,6 +33,7 @@ int run_benchmark_verb(const BenchmarkArgs& a) {
   config::Config cfg;
   cfg.model.name = a.model;
   cfg.train.device = a.device;
+  cfg.train.precision = a.precision;
   session::SessionOptions so;
   so.weights = io::resolve_weights(a.weights);
   so.make_tokenizer = tokenizer::make_model_tokenizer;
@@ -38,6 +42,8 @@ int run_benchmark_verb(const BenchmarkArgs& a) {
   auto options = a.options;
   options.reader.transparency =
       data::parse_transparency(a.transparency, "benchmark: --transparency");
+  const eval::EvalPrecision precision(s.bf16, s.device.type());
+  if (s.bf16) CLIPPER_INFO("benchmark under bf16 autocast (--precision fp32 for full precision)");
   const auto report = eval::run_suite(*s.model, *s.tokenizer, s.device, prepare, plan, options,
                                       {s.spec.name, a.weights, a.language, a.out_dir}, *s.pg);
   if (s.rank() == 0)
@@ -86,6 +92,11 @@ void setup_benchmark_verb(CLI::App& app, Action* action) {
                 "transparent pixels: over white, black or #RRGGBB, or drop")
       ->capture_default_str();
   add_choice_option(v, "--device", a->device, "auto, cpu or cuda");
+  v->add_option("--text-cache", a->options.text_cache_dir,
+                "a folder keeping the class embeddings between runs (per weights, tokenizer, "
+                "precision, class names and templates)");
+  add_choice_option(v, "--precision", a->precision,
+                    "auto (bf16 autocast on CUDA, as CLIP_benchmark's --amp), bf16 or fp32");
   auto& lp = a->options;
   v->add_flag("--linear-probe", lp.linear_probe,
               "classification folders: a linear probe on the train split's features instead of "

@@ -61,8 +61,10 @@ void setup_eval_verb(CLI::App& app, Action* action) {
       so.make_tokenizer = tokenizer::make_model_tokenizer;
       auto s = session::open_session(cfg, so);
       const model::ImageNormalizer prepare(s.spec, s.device);
-      const auto rep = trainer::evaluate(trainer::EvalSettings::from(cfg), *s.model, s.tokenizer,
-                                         *s.pg, s.device, prepare, weights_label(so.weights));
+      auto settings = trainer::EvalSettings::from(cfg);
+      settings.bf16 = s.bf16;  // train.precision, as the run was
+      const auto rep = trainer::evaluate(settings, *s.model, s.tokenizer, *s.pg, s.device, prepare,
+                                         weights_label(so.weights));
       if (s.rank() == 0)
         for (const auto& [name, value] : rep.scalars) std::cout << name << " " << value << "\n";
       return 0;

@@ -1,4 +1,5 @@
 #include "clipper/eval/benchmark.hpp"
+#include "clipper/eval/precision.hpp"
 
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
@@ -7,20 +8,26 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <exception>
+#include <filesystem>
 #include <iomanip>
 #include <sstream>
 
+#include "clipper/core/digest.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
 #include "clipper/core/progress.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/eval/embed.hpp"
 #include "clipper/eval/metrics.hpp"
+#include "clipper/io/safetensors.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 
 namespace clipper::eval {
 namespace {
+
+namespace fs = std::filesystem;
 
 // Restores the model's training flag on the way out.
 struct EvalMode {
@@ -33,6 +40,7 @@ struct EvalMode {
 at::Tensor image_features(model::ClipImpl& model, const Prepare& prepare, const BenchmarkBatch& b) {
   const auto images = prepare(b.images);
   const auto grids = b.grids.defined() ? b.grids.to(images.device()) : at::Tensor();
+  const TowerAutocast autocast;
   return model.encode_image(images, grids, /*normalize=*/true).to(at::kFloat).cpu();
 }
 
@@ -64,6 +72,17 @@ at::Tensor gather_in_order(const at::Tensor& local, dist::ProcessGroup& pg) {
   std::vector<std::int64_t> index(static_cast<std::size_t>(N));
   for (std::int64_t j = 0; j < N; ++j) index[j] = offset[j % W] + j / W;
   return all.index_select(0, at::tensor(index, at::kLong));
+}
+
+// The CRC-32 of `bytes` as 8 hex digits.
+std::string crc_hex(const void* bytes, std::size_t n, core::Crc32 crc = {}) {
+  crc.update(bytes, n);
+  char out[16];
+  std::snprintf(out, sizeof out, "%08x", crc.digest().crc32);
+  return out;
+}
+std::string crc_hex(const std::string& s) {
+  return crc_hex(s.data(), s.size());
 }
 
 // The zero-shot classifier [C, D]: rank r embeds classes [C r / W, C (r + 1) / W), then they are
@@ -98,8 +117,50 @@ at::Tensor shared_classifier(model::ClipImpl& model, const tokenizer::Tokenizer&
                         << " templates are reused");
     return it->second;
   }
-  return cache->by_classes[key] = embed_classes(model, tok, device, d, pg);
+  if (cache->disk_dir.empty())
+    return cache->by_classes[key] = embed_classes(model, tok, device, d, pg);
+  const auto& s = model.spec();
+  const std::string texts = s.tokenizer + '\x1f' + std::to_string(s.context_length) + '\x1f' +
+                            s.tokenizer_clean + '\x1f' + (eval_in_bf16() ? "bf16" : "fp32") +
+                            '\x1f' + key;
+  const auto file =
+      cache->disk_dir + "/" + cache->weights_key + "-" + crc_hex(texts) + ".safetensors";
+  // The file is used only where every rank sees it, so that every rank takes the same branch.
+  if (!pg.any(!fs::exists(file))) {
+    std::map<std::string, std::string> meta;
+    auto rows = io::load_safetensors(file, &meta);
+    if (meta["texts"] == texts && rows.size() == 1) {  // else a CRC collision: embed again
+      ++cache->loaded;
+      CLIPPER_INFO(d.name << ": class embeddings from the text cache " << file);
+      return cache->by_classes[key] = rows[0].second;
+    }
+  }
+  auto rows = embed_classes(model, tok, device, d, pg);
+  if (pg.rank() == 0) {
+    fs::create_directories(cache->disk_dir);
+    io::save_safetensors(file, {{"classifier", rows}}, {{"texts", texts}});  // atomic
+  }
+  return cache->by_classes[key] = rows;
 }
+
+}  // namespace
+
+std::string text_cache_weights_key(const model::ClipImpl& model) {
+  core::Crc32 crc;
+  auto add = [&](const std::string& name, const at::Tensor& t) {
+    crc.update(name.data(), name.size());
+    const auto c = t.detach().to(at::kCPU).contiguous();
+    crc.update(c.data_ptr(), static_cast<std::size_t>(c.nbytes()));
+  };
+  for (const auto& p : model.named_parameters()) add(p.key(), p.value());
+  for (const auto& b : model.named_buffers()) add(b.key(), b.value());
+  const auto d = crc.digest();
+  char out[32];
+  std::snprintf(out, sizeof out, "%llu-%08x", static_cast<unsigned long long>(d.size), d.crc32);
+  return out;
+}
+
+namespace {
 
 nlohmann::ordered_json classification(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
                                       at::Device device, const Prepare& prepare,

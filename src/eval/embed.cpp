@@ -1,4 +1,5 @@
 #include "clipper/eval/embed.hpp"
+#include "clipper/eval/precision.hpp"
 
 #include <ATen/ATen.h>
 
@@ -87,6 +88,7 @@ at::Tensor embed_images(model::ClipImpl& model, const std::vector<std::string>& 
     }
     const auto x = normalize(pixels);
     const auto gd = grids.defined() ? grids.to(x.device()) : at::Tensor();
+    const TowerAutocast autocast;
     out.push_back(model.encode_image(x, gd, /*normalize=*/true).to(at::kFloat).cpu());
   }
   return out.empty() ? at::zeros({0, model.spec().embed_dim}) : at::cat(out);
@@ -104,6 +106,7 @@ at::Tensor embed_texts(model::ClipImpl& model, const tokenizer::Tokenizer& tok,
     auto ids = at::zeros({static_cast<std::int64_t>(n), tok.context_length()}, at::kLong);
     for (std::size_t i = 0; i < n; ++i)
       tok.encode(texts[start + i], ids[static_cast<std::int64_t>(i)].data_ptr<std::int64_t>());
+    const TowerAutocast autocast;
     out.push_back(model.encode_text(ids.to(device), /*normalize=*/true).to(at::kFloat).cpu());
   }
   return out.empty() ? at::zeros({0, model.spec().embed_dim}) : at::cat(out);

@@ -1,4 +1,5 @@
 #include "clipper/eval/eval.hpp"
+#include "clipper/eval/precision.hpp"
 
 #include <ATen/ATen.h>
 #include <yaml-cpp/yaml.h>
@@ -57,6 +58,7 @@ at::Tensor zeroshot_classifier(model::ClipImpl& model, const tokenizer::Tokenize
   for (const auto& name : classes.classnames) {
     std::vector<std::string> texts;
     for (const auto& t : classes.templates) texts.push_back(fill_template(t, name));
+    const TowerAutocast autocast;  // the mean below is fp32 (its input is)
     auto f = model.encode_text(tokenize(tok, texts).to(device), /*normalize=*/true).to(at::kFloat);
     auto mean = f.mean(0);
     rows.push_back(mean / mean.norm());
@@ -97,6 +99,7 @@ RetrievalResult retrieval(model::ClipImpl& model, data::Loader& loader, const Pr
     progress.update(seen += b->images.size(0));
     auto images = prepare(b->images);
     const auto grids = b->grids.defined() ? b->grids.to(images.device()) : at::Tensor();
+    const TowerAutocast autocast;
     img.push_back(model.encode_image(images, grids, true).to(at::kFloat).cpu());
     txt.push_back(model.encode_text(b->tokens.to(images.device()), true).to(at::kFloat).cpu());
   }

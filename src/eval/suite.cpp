@@ -77,6 +77,10 @@ SuiteReport run_suite(model::ClipImpl& model, const tokenizer::Tokenizer& tok, a
   std::vector<std::pair<std::string, double>> scores;
   auto o = options;  // one set of weights: class embeddings shared between datasets
   o.classifiers = std::make_shared<ClassifierCache>();
+  if (!options.text_cache_dir.empty()) {
+    o.classifiers->disk_dir = options.text_cache_dir;
+    o.classifiers->weights_key = text_cache_weights_key(model);
+  }
   for (const auto& [task, dataset] : plan.run) {
     report.results.push_back(run_benchmark(model, tok, device, prepare, dataset, o, pg));
     const auto& r = report.results.back();

@@ -13,6 +13,7 @@
 #include "clipper/data/shard_list.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/eval/benchmark.hpp"
+#include "clipper/eval/precision.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 
 namespace clipper::trainer {
@@ -158,6 +159,8 @@ EvalReport evaluate(const EvalSettings& settings, model::ClipImpl& model,
                     std::shared_ptr<const tokenizer::Tokenizer> tok, dist::ProcessGroup& pg,
                     at::Device device, const eval::Prepare& prepare, const std::string& what) {
   EvalReport rep;
+  const eval::EvalPrecision precision(settings.bf16, device.type());
+  if (settings.bf16) CLIPPER_INFO("evaluating " << what << " under bf16 autocast (the run's)");
   if (!settings.eval.zeroshot_shards.empty())
     add_zeroshot(settings, model, tok, pg, device, prepare, what, &rep);
   if (!settings.eval.retrieval_shards.empty())

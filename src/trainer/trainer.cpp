@@ -539,8 +539,10 @@ void Trainer::Impl::evaluate(std::int64_t at_step) {
   auto prepare = [this](const at::Tensor& images) { return step->prepare_images(images); };
   const train::AveragedWeights averaged(*step, cfg.eval.use_ema);  // before the gather
   const train::WholeParameters whole(*step);
-  const auto rep = trainer::evaluate(EvalSettings::from(cfg), *s.model, s.tokenizer, *s.pg,
-                                     s.device, prepare, "step " + std::to_string(at_step));
+  auto settings = EvalSettings::from(cfg);
+  settings.bf16 = s.bf16;
+  const auto rep = trainer::evaluate(settings, *s.model, s.tokenizer, *s.pg, s.device, prepare,
+                                     "step " + std::to_string(at_step));
   if (rep.zeroshot_top1 >= 0) summary.zeroshot_top1 = rep.zeroshot_top1;
   emit(at_step, rep.scalars);
   CLIPPER_DEBUG("evaluation took " << since(t) << " s");

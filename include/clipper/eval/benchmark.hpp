@@ -34,7 +34,16 @@ namespace clipper::eval {
 struct ClassifierCache {
   std::map<std::string, at::Tensor> by_classes;
   std::int64_t reused = 0;  // lookups answered from the cache
+  // Kept between runs (`clipper benchmark --text-cache DIR`): DIR/<weights>-<texts>.safetensors,
+  // named by CRC-32s of the weights (weights_key) and of the tokenizer, precision, class names and
+  // templates. Empty: memory only.
+  std::string disk_dir;
+  std::string weights_key;  // text_cache_weights_key(model): set with disk_dir
+  std::int64_t loaded = 0;  // lookups answered from disk_dir
 };
+
+// "<size>-<crc32>" of every parameter and buffer of `model` (read from the device once).
+std::string text_cache_weights_key(const model::ClipImpl& model);
 
 struct BenchmarkOptions {
   std::string split = "test";
@@ -47,6 +56,7 @@ struct BenchmarkOptions {
   double val_proportion = 0;
   LinearProbeOptions lp;
   std::shared_ptr<ClassifierCache> classifiers;  // null: every dataset embeds its classes
+  std::string text_cache_dir;                    // run_suite: ClassifierCache::disk_dir ("": none)
 };
 
 struct BenchmarkResult {

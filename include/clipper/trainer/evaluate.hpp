@@ -23,6 +23,9 @@ struct EvalSettings {
   const config::EvalConfig& eval;
   const config::DataConfig& data;
   std::uint64_t seed = 0;
+  // The run's bf16 autocast (session::Session::bf16): evaluation runs the towers under it too,
+  // as the run trains (open_clip's and CLIP_benchmark's --amp); features and metrics in fp32.
+  bool bf16 = false;
   static EvalSettings from(const config::Config& cfg);
 };
 
