@@ -10,6 +10,7 @@
 #include <memory>
 
 #include "clipper/core/error.hpp"
+#include "utf8.hpp"
 
 namespace clipper::tokenizer::detail {
 namespace {
@@ -26,13 +27,6 @@ std::uint32_t label(std::uint32_t u) {
 }
 std::uint32_t offset(std::uint32_t u) {
   return (u >> 10) << ((u & (1u << 9)) >> 6);
-}
-
-std::size_t utf8_length(unsigned char lead) {
-  if (lead < 0x80) return 1;
-  if ((lead >> 5) == 0x6) return 2;
-  if ((lead >> 4) == 0xE) return 3;
-  return (lead >> 3) == 0x1E ? 4 : 1;
 }
 
 struct BreakIteratorCloser {

@@ -7,19 +7,13 @@
 #include <limits>
 
 #include "sp_proto.hpp"
+#include "utf8.hpp"
 
 namespace clipper::tokenizer::detail {
 namespace {
 
 constexpr std::string_view kMetaspace = "\xE2\x96\x81";  // U+2581, SentencePiece's space
 constexpr double kUnkPenalty = 10.0;                     // tokenizers' K_UNK_PENALTY
-
-std::size_t utf8_length(unsigned char lead) {
-  if (lead < 0x80) return 1;
-  if ((lead >> 5) == 0x6) return 2;
-  if ((lead >> 4) == 0xE) return 3;
-  return (lead >> 3) == 0x1E ? 4 : 1;
-}
 
 // Bytes of the character at text[i] if Rust's char::is_whitespace holds for it, else 0.
 std::size_t whitespace_at(std::string_view t, std::size_t i) {
