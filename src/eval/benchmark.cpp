@@ -74,15 +74,13 @@ at::Tensor gather_in_order(const at::Tensor& local, dist::ProcessGroup& pg) {
   return all.index_select(0, at::tensor(index, at::kLong));
 }
 
-// The CRC-32 of `bytes` as 8 hex digits.
-std::string crc_hex(const void* bytes, std::size_t n, core::Crc32 crc = {}) {
-  crc.update(bytes, n);
+// The CRC-32 of `s` as 8 hex digits.
+std::string crc_hex(const std::string& s) {
+  core::Crc32 crc;
+  crc.update(s.data(), s.size());
   char out[16];
   std::snprintf(out, sizeof out, "%08x", crc.digest().crc32);
   return out;
-}
-std::string crc_hex(const std::string& s) {
-  return crc_hex(s.data(), s.size());
 }
 
 // The zero-shot classifier [C, D]: rank r embeds classes [C r / W, C (r + 1) / W), then they are

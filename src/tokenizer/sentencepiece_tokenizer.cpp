@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "clipper/core/error.hpp"
+#include "clipper/core/text.hpp"
 #include "clipper/tokenizer/sentencepiece_train.hpp"
 #include "layout.hpp"
 
@@ -56,9 +57,7 @@ class SentencePieceTokenizer final : public Tokenizer {
     std::string text;
     const auto status = sp_.Decode(pieces, &text);
     if (!status.ok()) throw core::Error("SentencePiece decode: " + status.ToString());
-    const auto first = text.find_first_not_of(' ');
-    if (first == std::string::npos) return "";
-    return text.substr(first, text.find_last_not_of(' ') - first + 1);
+    return core::trim(text);
   }
 
  private:
