@@ -20,6 +20,7 @@
 
 #include "clipper/config/config.hpp"
 #include "clipper/data/image.hpp"
+#include "clipper/data/regions.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 
 namespace clipper::data {
@@ -54,6 +55,9 @@ struct LoaderOptions {
   std::vector<std::string> image_keys{"jpg", "png", "jpeg", "webp"};
   std::string label_key;  // e.g. "cls": an integer class index per sample (evaluation); empty: none
   std::string text_key = "txt";  // or "json:FIELD" (FIELD may be a dotted path)
+  // e.g. "json": the member whose "regions" list (docs/data.md "Regions") each sample's
+  // Batch::regions carries, for SigLIP 2's LocCa tasks; empty: regions are not read
+  std::string regions_key;
   int workers = 2;
   bool resampled = false;
   std::int64_t shard_shuffle_buffer = 2000;   // 0: shards in list order
@@ -104,6 +108,10 @@ struct Batch {
   at::Tensor tokens;  // int64 [B, L]
   at::Tensor labels;  // int64 [B] when LoaderOptions::label_key is set, else undefined
   std::vector<std::string> keys;
+  // With LoaderOptions::regions_key set: one entry per sample, its regions as the picture in
+  // `images` shows them (the loader's crop applied, data::crop_regions), empty when it has none.
+  // Without regions_key: empty.
+  std::vector<std::vector<Region>> regions;
   std::int64_t epoch = 0;
   std::int64_t index_in_epoch = 0;  // batch index within the epoch on this rank
 };
