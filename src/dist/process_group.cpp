@@ -107,6 +107,74 @@ std::string ProcessGroup::describe() const {
          ")";
 }
 
+namespace {
+
+// dist.backend resolved for this run: auto is NCCL with CUDA, Gloo without.
+std::string backend_for(const config::DistConfig& cfg, bool use_cuda) {
+  std::string backend = config::name_of(cfg.backend);
+  if (cfg.backend == config::Backend::automatic) backend = use_cuda ? "nccl" : "gloo";
+  if (backend == "nccl" && !use_cuda)
+    throw core::InputError(
+        "dist.backend=nccl needs CUDA, but this run uses the CPU: use dist.backend=gloo or auto");
+  if (backend == "nccl" && !detail::nccl_compiled())
+    throw core::InputError(
+        "dist.backend=nccl: this clipper was built without the NCCL headers; use "
+        "dist.backend=gloo");
+  return backend;
+}
+
+std::string rendezvous_address(const World& world) {
+  return world.world_size <= 1 ? std::string("an in-process store")
+                               : world.master_addr + ":" + std::to_string(world.master_port);
+}
+
+// The rendezvous store: an in-process one for a one-rank group, else the TCP store at
+// MASTER_ADDR:MASTER_PORT (rank 0 serves it unless the launcher's agent does).
+c10::intrusive_ptr<c10d::Store> open_store(const World& world, double timeout_s) {
+  if (world.world_size <= 1)
+    return c10::make_intrusive<c10d::PrefixStore>(world.store_prefix,
+                                                  c10::make_intrusive<c10d::HashStore>());
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<std::uint16_t>(world.master_port);
+  so.isServer = world.rank == 0 && !world.agent_store;
+  // As torch.distributed does: every rank counts itself in, the server waits for all of them.
+  so.numWorkers = static_cast<std::size_t>(world.world_size);
+  so.waitWorkers = true;
+  so.timeout = to_ms(timeout_s);
+  CLIPPER_DEBUG("dist: " << world.describe() << " rendezvous at " << rendezvous_address(world)
+                         << (so.isServer ? " (serving)" : ""));
+  auto tcp = c10::make_intrusive<c10d::TCPStore>(world.master_addr, so);
+  return c10::make_intrusive<c10d::PrefixStore>(world.store_prefix, tcp);
+}
+
+struct Connection {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> backend;
+};
+
+// The rendezvous, then the backend's connection to the other ranks; each failure names its stage
+// (`who` is the group's description) and the time it took.
+Connection connect(const World& world, const config::DistConfig& cfg, const std::string& backend,
+                   int cuda_index, const std::string& who, Clock::time_point start) {
+  Connection c;
+  try {
+    c.store = open_store(world, cfg.start_timeout_s);
+  } catch (const std::exception& e) {
+    fail(who + ": rendezvous at " + rendezvous_address(world) + " (" + world.source + " variables)",
+         start, cfg.start_timeout_s, e);
+  }
+  try {
+    c.backend = backend == "nccl"
+                    ? detail::make_nccl_backend(c.store, world, to_ms(cfg.timeout_s), cuda_index)
+                    : detail::make_gloo_backend(c.store, world, to_ms(cfg.start_timeout_s));
+  } catch (const std::exception& e) {
+    fail(who + ": connecting to the other ranks", start, cfg.start_timeout_s, e);
+  }
+  return c;
+}
+
+}  // namespace
+
 std::shared_ptr<ProcessGroup> ProcessGroup::create(const World& world,
                                                    const config::DistConfig& cfg, bool use_cuda) {
   auto pg = std::make_shared<ProcessGroup>();
@@ -120,16 +188,7 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const World& world,
           at::kCUDA, static_cast<c10::DeviceIndex>(detail::select_cuda_device(world.local_rank)));
     return pg;
   }
-
-  std::string backend = config::name_of(cfg.backend);
-  if (cfg.backend == config::Backend::automatic) backend = use_cuda ? "nccl" : "gloo";
-  if (backend == "nccl" && !use_cuda)
-    throw core::InputError(
-        "dist.backend=nccl needs CUDA, but this run uses the CPU: use dist.backend=gloo or auto");
-  if (backend == "nccl" && !detail::nccl_compiled())
-    throw core::InputError(
-        "dist.backend=nccl: this clipper was built without the NCCL headers; use "
-        "dist.backend=gloo");
+  const std::string backend = backend_for(cfg, use_cuda);
   pg->backend_name_ = backend;
   const int cuda_index = backend == "nccl" ? detail::select_cuda_device(world.local_rank) : -1;
   pg->device_ = backend == "nccl" ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(cuda_index))
@@ -137,49 +196,17 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const World& world,
   pg->impl_ = std::make_unique<Impl>();
   pg->impl_->timeout_s = cfg.start_timeout_s;
   const auto start = Clock::now();
-  const std::string where = world.world_size <= 1
-                                ? std::string("an in-process store")
-                                : world.master_addr + ":" + std::to_string(world.master_port);
-
-  c10d::TCPStoreOptions so;
-  so.port = static_cast<std::uint16_t>(world.master_port);
-  so.isServer = world.rank == 0 && !world.agent_store;
-  // As torch.distributed does: every rank counts itself in, the server waits for all of them.
-  so.numWorkers = static_cast<std::size_t>(world.world_size);
-  so.waitWorkers = true;
-  so.timeout = to_ms(cfg.start_timeout_s);
-  CLIPPER_DEBUG("dist: " << world.describe() << " rendezvous at " << where
-                         << (so.isServer ? " (serving)" : ""));
-  try {
-    if (world.world_size <= 1) {
-      pg->impl_->store = c10::make_intrusive<c10d::PrefixStore>(
-          world.store_prefix, c10::make_intrusive<c10d::HashStore>());
-    } else {
-      auto tcp = c10::make_intrusive<c10d::TCPStore>(world.master_addr, so);
-      pg->impl_->store = c10::make_intrusive<c10d::PrefixStore>(world.store_prefix, tcp);
-    }
-  } catch (const std::exception& e) {
-    fail(pg->describe() + ": rendezvous at " + where + " (" + world.source + " variables)", start,
-         cfg.start_timeout_s, e);
-  }
-  try {
-    if (backend == "nccl")
-      pg->impl_->backend =
-          detail::make_nccl_backend(pg->impl_->store, world, to_ms(cfg.timeout_s), cuda_index);
-    else
-      pg->impl_->backend =
-          detail::make_gloo_backend(pg->impl_->store, world, to_ms(cfg.start_timeout_s));
-  } catch (const std::exception& e) {
-    fail(pg->describe() + ": connecting to the other ranks", start, cfg.start_timeout_s, e);
-  }
+  auto connection = connect(world, cfg, backend, cuda_index, pg->describe(), start);
+  pg->impl_->store = std::move(connection.store);
+  pg->impl_->backend = std::move(connection.backend);
   // The first collective proves every rank is there (and creates NCCL's communicator).
   const auto check = pg->all_reduce_int(1, ReduceOp::sum, "start-up check");
   if (check != world.world_size)
     throw DistError(pg->describe() + ": start-up check counted " + std::to_string(check) +
                     " ranks, expected " + std::to_string(world.world_size));
   pg->set_timeout(cfg.timeout_s);
-  CLIPPER_INFO("dist: " << world.describe() << " joined " << backend << " group via " << where
-                        << " (" << world.source << ") in "
+  CLIPPER_INFO("dist: " << world.describe() << " joined " << backend << " group via "
+                        << rendezvous_address(world) << " (" << world.source << ") in "
                         << seconds(std::chrono::duration<double>(Clock::now() - start).count()));
   return pg;
 }

@@ -257,13 +257,13 @@ void kill_nine_trials(const char* mode, int trials) {
 }
 
 TEST(Checkpoint, KillNineDuringWritesNeverLeavesACorruptLatest) {
-  kill_nine_trials("sync", 25);
+  kill_nine_trials("sync", 15);
 }
 
 // The background writer killed mid-file: the previous committed checkpoint stays the latest, and
 // the snapshot holds the state of its step although the loop overwrote the live tensors.
 TEST(Checkpoint, KillNineDuringAsyncWritesNeverLeavesACorruptLatest) {
-  kill_nine_trials("async", 20);
+  kill_nine_trials("async", 12);
 }
 
 namespace {

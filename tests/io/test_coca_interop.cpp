@@ -38,15 +38,17 @@ std::string script() {
   return clipper::test::source_path("tests/io/coca_interop.py");
 }
 
-// Rows of CLIP token ids as open_clip's tokenizer gives them: start, ids, end, zero padding; one
-// row fills the context.
-at::Tensor make_tokens(std::int64_t b, std::int64_t l) {
+// Rows of token ids as open_clip's tokenizer gives them: start, ids, end, zero padding; one row
+// fills the context. The start and end ids are the vocabulary's last two, as CLIP's are (49406,
+// 49407 of 49408).
+at::Tensor make_tokens(std::int64_t b, std::int64_t l, std::int64_t vocab = kEot + 1) {
+  const auto sot = vocab - 2, eot = vocab - 1;
   auto t = at::zeros({b, l}, at::kLong);
   for (std::int64_t i = 0; i < b; ++i) {
     const auto len = i + 1 == b ? l - 1 : 2 + (i * 5 + 1) % (l - 3);
-    t[i][0] = kSot;
-    t[i].narrow(0, 1, len - 1).copy_(at::randint(1, kSot, {len - 1}, at::kLong));
-    t[i][len] = kEot;
+    t[i][0] = sot;
+    t[i].narrow(0, 1, len - 1).copy_(at::randint(1, sot, {len - 1}, at::kLong));
+    t[i][len] = eot;
   }
   return t;
 }
@@ -129,8 +131,10 @@ TEST(CocaInterop, FeaturesLogitsLossAndGradientsEqualOpenClips) {
     job["configs"][name] = dir.write(name + ".json", cio::openclip_model_cfg_json(spec));
   }
   // tiny-coca whole (and with the ViT as wide as embed_dim); the shipped ones cut to 2 layers per
-  // tower (attentional pooler with its separate q/k/v projections in B/32; coca_base's class token
-  // and patch tokens).
+  // tower and a 1,000-token vocabulary (attentional pooler with its separate q/k/v projections in
+  // B/32; coca_base's class token and patch tokens). Their shipped vocabularies (49,408 and
+  // 64,000 rows in the embedding and the decoder's output) made most of the test's time; the
+  // vocabulary's size changes no code path (scripts/check_full_depth.sh runs B/32 whole).
   std::vector<Case> cases;
   cases.push_back({"tiny-coca", cm::load_model_spec("tiny-coca"), {}});
   auto packed = cm::load_model_spec("tiny-coca");
@@ -139,6 +143,7 @@ TEST(CocaInterop, FeaturesLogitsLossAndGradientsEqualOpenClips) {
   for (const std::string name : {"coca_ViT-B-32", "coca_base"}) {
     auto spec = cm::load_model_spec(name);
     spec.vision_layers = spec.text_layers = spec.decoder_layers = 2;
+    spec.vocab_size = 1000;
     cases.push_back({name + "-2-layers", spec, {}});
   }
   at::manual_seed(3);
@@ -148,7 +153,7 @@ TEST(CocaInterop, FeaturesLogitsLossAndGradientsEqualOpenClips) {
     const auto sub = dir.file(c.name);
     cio::export_openclip(m, c.spec, sub);
     const auto images = at::randn({4, 3, c.spec.image_size, c.spec.image_size});
-    const auto tokens = make_tokens(4, c.spec.context_length);
+    const auto tokens = make_tokens(4, c.spec.context_length, c.spec.vocab_size);
     cio::save_safetensors(dir.file(c.name + "-in.safetensors"),
                           {{"images", images}, {"tokens", tokens}});
     c.ours = our_outputs(m, images, tokens);

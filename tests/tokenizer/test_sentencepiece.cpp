@@ -27,17 +27,23 @@ std::string caption_file(const clipper::test::TempDir& dir) {
   return dir.write("captions.txt", text);
 }
 
+// A SentencePiece model of `vocab` pieces trained on caption_file's text; returns the .model path.
+std::string train_model(const clipper::test::TempDir& dir, const std::string& name,
+                        const std::string& type = "unigram", int vocab = 40) {
+  clipper::tokenizer::SentencePieceTrainOptions o;
+  o.input = caption_file(dir);
+  o.vocab_size = vocab;
+  o.out_prefix = dir.file(name);
+  o.model_type = type;
+  const auto model = clipper::tokenizer::train_sentencepiece(o);
+  EXPECT_EQ(model, o.out_prefix + ".model");
+  return model;
+}
+
 TEST(SentencePiece, TrainLoadEncodeRoundTrip) {
   clipper::test::TempDir dir;
   for (const std::string type : {"unigram", "bpe"}) {
-    clipper::tokenizer::SentencePieceTrainOptions o;
-    o.input = caption_file(dir);
-    o.vocab_size = 40;
-    o.out_prefix = dir.file("sp/" + type);
-    o.model_type = type;
-    const auto model = clipper::tokenizer::train_sentencepiece(o);
-    EXPECT_EQ(model, o.out_prefix + ".model");
-
+    const auto model = train_model(dir, "sp/" + type, type);
     const auto tok = clipper::tokenizer::make_tokenizer("sentencepiece:" + model, 16);
     EXPECT_EQ(tok->vocab_size(), 41);  // 40 pieces and the end id
     EXPECT_EQ(tok->context_length(), 16);
@@ -76,13 +82,8 @@ TEST(SentencePiece, TrainLoadEncodeRoundTrip) {
 // ids, and its text back from the ids (a row as encode writes it, or as generation leaves it).
 TEST(SentencePiece, GeneratedRowsDecodeToTheirCaption) {
   clipper::test::TempDir dir;
-  clipper::tokenizer::SentencePieceTrainOptions o;
-  o.input = caption_file(dir);
-  o.vocab_size = 40;
-  o.out_prefix = dir.file("sp/bpe");
-  o.model_type = "bpe";
-  const auto tok = clipper::tokenizer::make_tokenizer(
-      "sentencepiece:" + clipper::tokenizer::train_sentencepiece(o), 32);
+  const auto tok =
+      clipper::tokenizer::make_tokenizer("sentencepiece:" + train_model(dir, "sp/bpe", "bpe"), 32);
   const auto ids = tok->row_ids();
   EXPECT_EQ(ids.start, 2);
   EXPECT_EQ(ids.end, 40);
@@ -109,14 +110,9 @@ TEST(SentencePiece, ClipRowsDecodeToTheirCaption) {
 
 TEST(SentencePiece, ConcurrentEncodingGivesTheSameIds) {
   clipper::test::TempDir dir;
-  clipper::tokenizer::SentencePieceTrainOptions o;
-  o.input = caption_file(dir);
-  o.vocab_size = 40;
-  o.out_prefix = dir.file("m");
-  const auto tok = clipper::tokenizer::make_tokenizer(
-      "sentencepiece:" + clipper::tokenizer::train_sentencepiece(o), 12);
+  const auto tok = clipper::tokenizer::make_tokenizer("sentencepiece:" + train_model(dir, "m"), 12);
   std::vector<std::string> texts;
-  std::ifstream in(o.input);
+  std::ifstream in(dir.file("captions.txt"));
   for (std::string line; std::getline(in, line);) texts.push_back(line);
   std::vector<std::vector<std::int64_t>> expected(texts.size(), std::vector<std::int64_t>(12));
   for (std::size_t i = 0; i < texts.size(); ++i) tok->encode(texts[i], expected[i].data());
