@@ -1667,8 +1667,9 @@ TEST(TrainE2E, EvalSuiteOnTwoRanksLogsEveryMetricAsBenchmarkComputesIt) {
 
 // CoCa (issue 29 item 3): tiny-coca trains on the Fashion-MNIST captions ("a photo of a
 // sneaker.", ...: the shards' captions are both the contrastive text and the decoder's target),
-// its loss (contrastive + 2 x caption) falls by more than half in 300 steps, and greedy captions
-// of 40 held-out pictures name their class on 23 to 25 of them over seeds (chance: 4); with
+// its loss (contrastive + 2 x caption) falls by more than half in 150 steps, and greedy captions
+// of 40 held-out pictures name their class on 23 of them (seeds 8 and 17: 20 and 17; chance: 4;
+// 300 steps gave 23 to 25 and took twice as long); with
 // gradient accumulation it resumes bit-identically. Its tokenizer is a 96-piece SentencePiece
 // model trained on the captions: with CLIP's 49,408 ids (the decoder's logits) every step was 7
 // times slower and the test 87 s long.
@@ -1700,10 +1701,10 @@ TEST(TrainE2E, TinyCocaLearnsToCaptionAndResumesBitIdentically) {
   const auto cfg = write_config(t);
   const std::string train =
       clipper_bin() + " train " + cfg + " --set model.name=" + t.write("tiny-coca-sp.yaml", model);
-  const int steps = 300;
+  const int steps = 150;
   const auto l =
       run(train + " --set train.run_name=learn --set train.max_steps=" + std::to_string(steps) +
-          " --set train.log_every=60 --set optim.lr=0.003 --set train.threads=2");
+          " --set train.log_every=10 --set optim.lr=0.003 --set train.threads=2");
   ASSERT_EQ(l.exit_code, 0) << l.output;
   const auto ls = losses(t.path() / "runs/learn");
   ASSERT_GE(ls.size(), 2u);
@@ -1752,7 +1753,7 @@ TEST(TrainE2E, TinyCocaLearnsToCaptionAndResumesBitIdentically) {
   }
   ASSERT_EQ(seen, 40) << c.output;
   std::cout << "[tiny coca] greedy captions naming the class: " << named << " of 40\n";
-  EXPECT_GE(named, 15) << c.output;  // measured 23 to 25 over seeds 7, 8, 9, 17 (chance: 4)
+  EXPECT_GE(named, 15) << c.output;  // measured 23 (seed 7), 20 (8), 17 (17); chance: 4
 
   // Exact resume, with two accumulated micro-batches per step.
   const std::string accum = train + " --set train.accum_freq=2 --set train.batch_size=16";
