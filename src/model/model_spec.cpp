@@ -261,86 +261,115 @@ std::int64_t ModelSpec::vision_heads() const {
   return is_resnet() ? vision_width * 32 / vision_head_width : vision_width / vision_head_width;
 }
 
-void ModelSpec::validate() const {
-  const std::string where = "model '" + name + "'" + (path.empty() ? "" : " (" + path + ")");
-  auto need = [&](bool ok, const std::string& what) {
+namespace {
+
+// A spec check: throws InputError naming the model (and its file) with what was expected.
+struct Need {
+  std::string where;
+  void operator()(bool ok, const std::string& what) const {
     if (!ok) throw InputError(where + ": " + what);
-  };
-  need(embed_dim > 0, "embed_dim must be positive");
-  need(image_size > 0 && vision_width > 0, "vision_cfg.image_size and width must be positive");
-  need(vision_head_width > 0, "vision_cfg.head_width must be positive");
-  if (is_resnet()) {
-    need(vision_resnet_layers.size() == 4, "vision_cfg.layers of a ResNet must list 4 numbers");
-    for (auto n : vision_resnet_layers) need(n > 0, "vision_cfg.layers entries must be positive");
-    need(image_size % 32 == 0, "a ModifiedResNet needs image_size divisible by 32");
-    need(vision_width % 2 == 0, "a ModifiedResNet needs an even width");
-    need((vision_width * 32) % vision_head_width == 0,
-         "vision_cfg.width*32 must be divisible by head_width");
-  } else {
-    need(vision_resnet_layers.empty(),
-         std::string("vision_cfg.layers is a list (a ResNet's) but vision_cfg.tower is ") +
-             name_of(image_tower));
-    need(vision_layers > 0, "vision_cfg.layers must be positive");
-    // timm's patch embedding drops the pixels past the last whole patch (SO400M/14 at 384:
-    // 27 x 27 patches); OpenCLIP's ViT wants whole patches.
-    if (image_tower == ImageTowerKind::timm_vit)
-      need(patch_size > 0 && image_size >= patch_size,
-           "vision_cfg.image_size must be at least patch_size");
-    else
-      need(patch_size > 0 && image_size % patch_size == 0,
-           "vision_cfg.image_size must be a multiple of patch_size");
-    need(vision_width % vision_head_width == 0, "vision_cfg.width must be divisible by head_width");
   }
-  if (image_tower == ImageTowerKind::naflex_vit)
-    need(pos_embed_grid > 0, "vision_cfg.pos_embed_grid must be positive");
-  need(max_seq_len >= 0, "preprocess_cfg.max_seq_len must be 0 (square pictures) or positive");
-  need(max_seq_len == 0 || image_tower == ImageTowerKind::naflex_vit,
+};
+
+void check_resnet(const ModelSpec& s, const Need& need) {
+  need(s.vision_resnet_layers.size() == 4, "vision_cfg.layers of a ResNet must list 4 numbers");
+  for (auto n : s.vision_resnet_layers) need(n > 0, "vision_cfg.layers entries must be positive");
+  need(s.image_size % 32 == 0, "a ModifiedResNet needs image_size divisible by 32");
+  need(s.vision_width % 2 == 0, "a ModifiedResNet needs an even width");
+  need((s.vision_width * 32) % s.vision_head_width == 0,
+       "vision_cfg.width*32 must be divisible by head_width");
+}
+
+void check_vit(const ModelSpec& s, const Need& need) {
+  need(s.vision_resnet_layers.empty(),
+       std::string("vision_cfg.layers is a list (a ResNet's) but vision_cfg.tower is ") +
+           name_of(s.image_tower));
+  need(s.vision_layers > 0, "vision_cfg.layers must be positive");
+  // timm's patch embedding drops the pixels past the last whole patch (SO400M/14 at 384:
+  // 27 x 27 patches); OpenCLIP's ViT wants whole patches.
+  if (s.image_tower == ImageTowerKind::timm_vit)
+    need(s.patch_size > 0 && s.image_size >= s.patch_size,
+         "vision_cfg.image_size must be at least patch_size");
+  else
+    need(s.patch_size > 0 && s.image_size % s.patch_size == 0,
+         "vision_cfg.image_size must be a multiple of patch_size");
+  need(s.vision_width % s.vision_head_width == 0,
+       "vision_cfg.width must be divisible by head_width");
+}
+
+void check_image_tower(const ModelSpec& s, const Need& need) {
+  need(s.image_size > 0 && s.vision_width > 0, "vision_cfg.image_size and width must be positive");
+  need(s.vision_head_width > 0, "vision_cfg.head_width must be positive");
+  if (s.is_resnet())
+    check_resnet(s, need);
+  else
+    check_vit(s, need);
+  const bool naflex = s.image_tower == ImageTowerKind::naflex_vit;
+  if (naflex) need(s.pos_embed_grid > 0, "vision_cfg.pos_embed_grid must be positive");
+  need(s.max_seq_len >= 0, "preprocess_cfg.max_seq_len must be 0 (square pictures) or positive");
+  need(s.max_seq_len == 0 || naflex,
        "preprocess_cfg.max_seq_len (NaFlex patch sequences) needs vision_cfg.tower naflex_vit");
-  if (image_tower == ImageTowerKind::timm_vit || image_tower == ImageTowerKind::naflex_vit)
-    need(embed_dim == vision_width,
+  if (s.image_tower == ImageTowerKind::timm_vit || naflex)
+    need(s.embed_dim == s.vision_width,
          "a timm trunk has no projection (open_clip's timm_proj none): embed_dim must equal "
          "vision_cfg.width");
-  if (text_proj_none)
-    need(embed_dim == text_width, "text_cfg.proj_type none needs embed_dim == text_cfg.width");
+  need(s.patch_dropout >= 0.0 && s.patch_dropout < 1.0,
+       "vision_cfg.patch_dropout must be in [0, 1)");
+}
+
+void check_text_tower(const ModelSpec& s, const Need& need) {
+  if (s.text_proj_none)
+    need(s.embed_dim == s.text_width, "text_cfg.proj_type none needs embed_dim == text_cfg.width");
+  need(s.context_length > 0 && s.vocab_size > 0,
+       "text_cfg.context_length and vocab_size must be positive");
+  need(s.text_width > 0 && s.text_layers > 0 && s.text_heads > 0,
+       "text_cfg sizes must be positive");
+  need(s.text_width % s.text_heads == 0, "text_cfg.width must be divisible by text_cfg.heads");
+  const auto& tok = s.tokenizer;
+  need(tok == "clip" || tok.rfind("sentencepiece:", 0) == 0 || tok.rfind("hf:", 0) == 0,
+       "tokenizer must be 'clip', 'sentencepiece:PATH' or 'hf:NAME_OR_PATH', got '" + tok + "'");
+  const auto& clean = s.tokenizer_clean;
+  need(clean == "whitespace" || clean == "canonicalize" || clean == "lower",
+       "text_cfg.tokenizer_clean must be whitespace, canonicalize or lower, got '" + clean + "'");
+}
+
+void check_attentional_pool(const ModelSpec& s, const Need& need) {
+  need(s.image_tower == ImageTowerKind::vit,
+       "vision_cfg.attentional_pool needs OpenCLIP's ViT (vision_cfg.tower vit)");
+  need(s.vision_attn_pool_queries > 0 && s.vision_attn_pool_heads > 0 &&
+           s.embed_dim % s.vision_attn_pool_heads == 0,
+       "vision_cfg.attn_pooler_queries and attn_pooler_heads must be positive, and embed_dim "
+       "divisible by attn_pooler_heads");
+}
+
+void check_coca(const ModelSpec& s, const Need& need) {
+  need(s.image_tower == ImageTowerKind::vit,
+       "a CoCa model (multimodal_cfg) needs OpenCLIP's ViT as image tower");
+  need(s.text_embed_cls, "a CoCa model (multimodal_cfg) needs text_cfg.embed_cls: true");
+  need(s.decoder_width > 0 && s.decoder_heads > 0 && s.decoder_layers > 0 &&
+           s.decoder_width % s.decoder_heads == 0 && s.decoder_context_length > 0,
+       "multimodal_cfg width, heads, layers and context_length must be positive, width "
+       "divisible by heads");
+  need(s.decoder_width == s.text_width,
+       "multimodal_cfg.width must equal text_cfg.width (the decoder reads the text tokens)");
+  need(s.decoder_width == s.image_token_width(),
+       "multimodal_cfg.width must equal the image tokens' width (embed_dim with "
+       "vision_cfg.attentional_pool, vision_cfg.width without)");
+  need(s.vision_attn_pool_queries > 1 || !s.vision_attn_pool,
+       "vision_cfg.attn_pooler_queries must be at least 2 (one pooled, the others tokens)");
+}
+
+}  // namespace
+
+void ModelSpec::validate() const {
+  const Need need{"model '" + name + "'" + (path.empty() ? "" : " (" + path + ")")};
+  need(embed_dim > 0, "embed_dim must be positive");
+  check_image_tower(*this, need);
+  check_text_tower(*this, need);
   need(vision_norm_eps > 0 && text_norm_eps > 0, "norm_eps must be positive");
   need(vision_mlp_ratio > 0 && text_mlp_ratio > 0, "mlp_ratio must be positive");
-  need(patch_dropout >= 0.0 && patch_dropout < 1.0, "vision_cfg.patch_dropout must be in [0, 1)");
-  need(context_length > 0 && vocab_size > 0,
-       "text_cfg.context_length and vocab_size must be positive");
-  need(text_width > 0 && text_layers > 0 && text_heads > 0, "text_cfg sizes must be positive");
-  need(text_width % text_heads == 0, "text_cfg.width must be divisible by text_cfg.heads");
-  need(tokenizer == "clip" || tokenizer.rfind("sentencepiece:", 0) == 0 ||
-           tokenizer.rfind("hf:", 0) == 0,
-       "tokenizer must be 'clip', 'sentencepiece:PATH' or 'hf:NAME_OR_PATH', got '" + tokenizer +
-           "'");
-  if (vision_attn_pool) {
-    need(image_tower == ImageTowerKind::vit,
-         "vision_cfg.attentional_pool needs OpenCLIP's ViT (vision_cfg.tower vit)");
-    need(vision_attn_pool_queries > 0 && vision_attn_pool_heads > 0 &&
-             embed_dim % vision_attn_pool_heads == 0,
-         "vision_cfg.attn_pooler_queries and attn_pooler_heads must be positive, and embed_dim "
-         "divisible by attn_pooler_heads");
-  }
-  if (coca) {
-    need(image_tower == ImageTowerKind::vit,
-         "a CoCa model (multimodal_cfg) needs OpenCLIP's ViT as image tower");
-    need(text_embed_cls, "a CoCa model (multimodal_cfg) needs text_cfg.embed_cls: true");
-    need(decoder_width > 0 && decoder_heads > 0 && decoder_layers > 0 &&
-             decoder_width % decoder_heads == 0 && decoder_context_length > 0,
-         "multimodal_cfg width, heads, layers and context_length must be positive, width "
-         "divisible by heads");
-    need(decoder_width == text_width,
-         "multimodal_cfg.width must equal text_cfg.width (the decoder reads the text tokens)");
-    need(decoder_width == image_token_width(),
-         "multimodal_cfg.width must equal the image tokens' width (embed_dim with "
-         "vision_cfg.attentional_pool, vision_cfg.width without)");
-    need(vision_attn_pool_queries > 1 || !vision_attn_pool,
-         "vision_cfg.attn_pooler_queries must be at least 2 (one pooled, the others tokens)");
-  }
-  need(tokenizer_clean == "whitespace" || tokenizer_clean == "canonicalize" ||
-           tokenizer_clean == "lower",
-       "text_cfg.tokenizer_clean must be whitespace, canonicalize or lower, got '" +
-           tokenizer_clean + "'");
+  if (vision_attn_pool) check_attentional_pool(*this, need);
+  if (coca) check_coca(*this, need);
 }
 
 ModelSpec parse_model_spec(const std::string& yaml_text, const std::string& name,
