@@ -49,8 +49,10 @@ SuitePlan plan_suite(const std::vector<std::string>& folders, Suite suite,
   for (auto& t : tasks) {
     if (!t.skip.empty())
       plan.skipped.push_back(t);
-    else
+    else {
       plan.run.emplace_back(t, open_benchmark_dataset(t.folder, overrides));
+      plan.run.back().second.group_eval = t.evaluator;
+    }
   }
   if (plan.run.empty())
     throw core::InputError("benchmark: every task of the suite is skipped (" +
@@ -82,7 +84,8 @@ SuiteReport run_suite(model::ClipImpl& model, const tokenizer::Tokenizer& tok, a
     o.classifiers->weights_key = text_cache_weights_key(model);
   }
   for (const auto& [task, dataset] : plan.run) {
-    report.results.push_back(run_benchmark(model, tok, device, prepare, dataset, o, pg));
+    report.results.push_back(
+        run_benchmark(model, tok, device, prepare, dataset, task_options(o, task), pg));
     const auto& r = report.results.back();
     const auto j = result_json(r, naming.model, naming.pretrained, naming.language);
     const auto file = naming.out_dir + "/" +
