@@ -1650,15 +1650,16 @@ TEST(TrainE2E, EvalSuiteOnTwoRanksLogsEveryMetricAsBenchmarkComputesIt) {
   const std::string data = t.file("data");
   auto r = run(clipper::test::python() + " " + source_path("tests/eval/clip_benchmark_folders.py") +
                " --out " + data + " --classification 151 --multilabel 61 --retrieval 41" +
-               " --train 101");
+               " --train 101 --grouped 43");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   // A copy of the classification folder: same classes and templates, so its class embeddings are
   // the first folder's, computed once per evaluation (issue 30 item 5), and so are its figures.
   fs::copy(data + "/fmnist_cls", data + "/fmnist_cls_copy", fs::copy_options::recursive);
   const std::vector<std::string> folders = {"fmnist_cls", "fmnist_multi", "fmnist_retr",
                                             "fmnist_cls_copy"};
-  std::string suite =
-      t.write("probe.yaml", "tasks:\n  - {folder: " + data + "/fmnist_cls, task: linear_probe}\n");
+  std::string suite = t.write(
+      "probe.yaml", "tasks:\n  - {folder: " + data + "/fmnist_cls, task: linear_probe}\n" +
+                        "  - {folder: " + data + "/fmnist_geo, evaluator: fairness/geode}\n");
   for (const auto& f : folders) suite += ", " + data + "/" + f;
   r = run(clipper_bin() + " launch --nproc-per-node 2 -- " + clipper_bin() + " train " +
           write_config(t, "") + " --set train.run_name=suite --set train.max_steps=4" +
@@ -1691,6 +1692,15 @@ TEST(TrainE2E, EvalSuiteOnTwoRanksLogsEveryMetricAsBenchmarkComputesIt) {
   const auto probe = nlohmann::json::parse(slurp(t.file("probe/benchmark_summary.json")));
   // lp_acc1, lp_acc5, lp_mean_per_class_recall, weight_decay, epochs, seed, fewshot_k.
   EXPECT_EQ(expect_logged_as_benchmark(evals.at(4), probe), 7);
+  // DataComp's GeoDE evaluator (the .npy regions gathered from both ranks), as a suite task.
+  r = run(clipper_bin() + " benchmark --device cpu --batch 16 --weights " + weights + " --suite " +
+          t.file("probe.yaml") + " --output-dir " + t.file("geo"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto geo = nlohmann::json::parse(slurp(t.file("geo/benchmark_summary.json")));
+  // The probe again, and acc1, acc5, mean_per_class_recall, acc_avg, acc_region:R and
+  // count_region:R of 3 regions, acc_wg.
+  EXPECT_EQ(expect_logged_as_benchmark(evals.at(4), geo), 7 + 4 + 6 + 1);
+  EXPECT_TRUE(evals.at(2).contains("eval/fmnist_geo/acc_wg"));
   expect_bad_sample_stops_both_ranks(t, weights);
 }
 
