@@ -51,7 +51,12 @@ SuitePlan plan_suite(const std::vector<std::string>& folders, Suite suite,
       plan.skipped.push_back(t);
     else {
       plan.run.emplace_back(t, open_benchmark_dataset(t.folder, overrides));
-      plan.run.back().second.group_eval = t.evaluator;
+      auto& d = plan.run.back().second;
+      if (t.evaluator != GroupEval::none && d.kind != DatasetKind::classification)
+        throw core::InputError(t.folder + ": evaluator " + to_string(t.evaluator) + " needs a " +
+                               "classification folder (.cls labels), this one is " +
+                               to_string(d.kind));
+      d.group_eval = t.evaluator;
     }
   }
   if (plan.run.empty())

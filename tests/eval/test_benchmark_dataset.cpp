@@ -3,9 +3,9 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
-#include <chrono>
 #include <iterator>
 #include <map>
 #include <thread>
@@ -341,6 +341,9 @@ TEST(BenchmarkSuite, EvaluatorReadsTheNpyMetadataOfDataCompFolders) {
                "has 2 entries, wilds/fmow reads 3 (region, year, y)");
   expect_error({{{"jpg", jpeg(1)}, {"cls", "1"}, {"npy", npy_bytes(dir, at::tensor({-1, 2, 1}))}}},
                "field 'region' is -1");
+  write_text(root + "/dataset_type.txt", "multilabel\n");  // an evaluator needs .cls labels
+  EXPECT_THROW(ce::plan_suite({}, ce::read_suite(dir.file("suite.yaml")), {}),
+               clipper::core::InputError);
   write_text(dir.file("suite.yaml"), "tasks:\n  - {folder: x, evaluator: wilds/camelyon}\n");
   EXPECT_THROW(ce::read_suite(dir.file("suite.yaml")), clipper::core::InputError);
 }
