@@ -88,6 +88,9 @@ void setup_benchmark_verb(CLI::App& app, Action* action) {
   v->add_option("--threads", a->options.reader.threads, "image decode threads")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  v->add_flag("!--no-decode-overlap", a->options.reader.overlap,
+              "decode and encode in turn instead of decoding the next batch while the model "
+              "encodes the current one (the same figures; for measuring the overlap)");
   v->add_option("--transparency", a->transparency,
                 "transparent pixels: over white, black or #RRGGBB, or drop")
       ->capture_default_str();

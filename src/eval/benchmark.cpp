@@ -20,6 +20,7 @@
 #include "clipper/core/progress.hpp"
 #include "clipper/dist/process_group.hpp"
 #include "clipper/eval/embed.hpp"
+#include "clipper/eval/group_metrics.hpp"
 #include "clipper/eval/metrics.hpp"
 #include "clipper/io/safetensors.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
@@ -166,12 +167,13 @@ nlohmann::ordered_json classification(model::ClipImpl& model, const tokenizer::T
                                       ClassifierCache* cache, dist::ProcessGroup& pg) {
   const auto classifier = shared_classifier(model, tok, device, d, pg, cache);
   const bool multi = d.kind == DatasetKind::multilabel;
-  std::vector<at::Tensor> logits, truth;
+  std::vector<at::Tensor> logits, truth, metadata;
   on_every_rank(pg, d, [&] {
     core::Progress progress("benchmark " + d.name, -1, "samples");
     while (auto b = reader.next()) {
       logits.push_back(image_features(model, prepare, *b).matmul(classifier.t()));
       truth.push_back(multi ? b->multilabels : b->labels);
+      if (b->metadata.defined()) metadata.push_back(b->metadata);
       progress.update(reader.samples());
     }
   });
@@ -189,6 +191,11 @@ nlohmann::ordered_json classification(model::ClipImpl& model, const tokenizer::T
   m["acc1"] = c.acc1;
   m["acc5"] = c.acc5 ? nlohmann::ordered_json(*c.acc5) : nlohmann::ordered_json();
   m["mean_per_class_recall"] = c.mean_per_class_recall;
+  if (d.group_eval != GroupEval::none) {
+    const auto F = static_cast<std::int64_t>(metadata_fields(d.group_eval).size());
+    const auto M = gather_in_order(metadata.empty() ? at::zeros({0, F}) : at::cat(metadata), pg);
+    m.update(group_metrics(d.group_eval, L, T, M));
+  }
   return m;
 }
 
@@ -407,6 +414,16 @@ Suite read_yaml_suite(const std::string& path, const std::string& root) {
     SuiteTask task{scalar(t, "name", where), scalar(t, "folder", where),
                    scalar(t, "main_metric", where), scalar(t, "skip", where)};
     if (task.folder.empty()) throw core::InputError(where + ": 'folder' is missing");
+    task.evaluator = parse_group_eval(scalar(t, "evaluator", where), where);
+    const auto kind = scalar(t, "task", where);
+    if (!kind.empty() && kind != "zeroshot" && kind != "linear_probe")
+      throw core::InputError(where + ": 'task' is '" + kind + "'; expected zeroshot or " +
+                             "linear_probe");
+    task.linear_probe = kind == "linear_probe";
+    task.train_split = scalar(t, "train_split", where);
+    if (task.linear_probe && task.evaluator != GroupEval::none)
+      throw core::InputError(where + ": a linear probe has no DataComp evaluator (give one or " +
+                             "the other)");
     if (task.name.empty()) task.name = task.folder;
     task.folder = under(root, task.folder);
     if (task.skip.empty() && !is_folder(task.folder))
@@ -449,6 +466,13 @@ Suite read_suite(const std::string& path, const std::string& dataset_root) {
   }
   if (s.tasks.empty()) throw core::InputError("suite file '" + path + "' lists no dataset folder");
   return s;
+}
+
+BenchmarkOptions task_options(const BenchmarkOptions& options, const SuiteTask& task) {
+  auto o = options;
+  o.linear_probe = options.linear_probe || task.linear_probe;
+  if (!task.train_split.empty()) o.train_split = task.train_split;
+  return o;
 }
 
 std::optional<double> metric_value(const nlohmann::ordered_json& metrics,

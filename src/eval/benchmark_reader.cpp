@@ -7,12 +7,15 @@
 #include <cstring>
 #include <exception>
 #include <fstream>
+#include <future>
 #include <iterator>
+#include <sstream>
 #include <thread>
 
 #include "clipper/core/error.hpp"
 #include "clipper/data/tar_stream.hpp"
 #include "clipper/eval/benchmark_dataset.hpp"
+#include "clipper/eval/group_metrics.hpp"
 
 namespace clipper::eval {
 namespace {
@@ -63,8 +66,38 @@ struct Pending {
   std::string image;
   std::int64_t label = -1;
   at::Tensor multilabel;
+  at::Tensor metadata;  // float [fields]: the .npy row of a GroupEval's task
   std::vector<std::string> captions;
 };
+
+// The .npy metadata row DataComp's evaluator `e` reads beside the .cls: at least its fields, the
+// group fields integers >= 0 (WILDS's grouper refuses negative ones).
+at::Tensor metadata_row(const data::RawSample& s, GroupEval e, const std::string& what) {
+  const auto& fields = metadata_fields(e);
+  const auto* entry = s.find("npy");
+  if (!entry)
+    throw core::InputError(what + " has no .npy metadata entry (" + to_string(e) +
+                           " groups its samples by it)");
+  auto row = parse_npy_vector(*entry, what);
+  if (row.numel() < static_cast<std::int64_t>(fields.size())) {
+    std::string names;
+    for (const auto& f : fields) names += (names.empty() ? "" : ", ") + f;
+    throw core::InputError(what + ": its .npy metadata has " + std::to_string(row.numel()) +
+                           " entries, " + to_string(e) + " reads " + std::to_string(fields.size()) +
+                           " (" + names + ")");
+  }
+  for (const auto& g : group_fields(e)) {
+    const auto i = std::find(fields.begin(), fields.end(), g) - fields.begin();
+    const double v = row[i].item<double>();
+    if (v < 0 || v != static_cast<double>(static_cast<std::int64_t>(v))) {
+      std::ostringstream value;
+      value << v;
+      throw core::InputError(what + ": its .npy metadata field '" + g + "' is " + value.str() +
+                             ", not a group index (an integer >= 0)");
+    }
+  }
+  return row;
+}
 
 }  // namespace
 
@@ -152,6 +185,8 @@ struct BenchmarkReader::Impl {
                                std::to_string(C) + " class names");
     } else {
       p.label = parse_cls(*entry, p.what);
+      if (!metadata_fields(d.group_eval).empty())
+        p.metadata = metadata_row(s, d.group_eval, p.what);
       if (p.label < 0 || p.label >= C)
         throw core::InputError(p.what + ": class " + std::to_string(p.label) + " is outside 0.." +
                                std::to_string(C - 1) + " (classnames.txt has " + std::to_string(C) +
@@ -198,7 +233,8 @@ struct BenchmarkReader::Impl {
       if (!e.empty()) throw core::InputError(e);
   }
 
-  std::optional<BenchmarkBatch> next() {
+  // This rank's next batch, read and decoded; nullopt at the end of the split.
+  std::optional<BenchmarkBatch> produce() {
     std::vector<Pending> batch;
     data::RawSample s;
     while (static_cast<std::int64_t>(batch.size()) < o.batch_size && next_raw(s))
@@ -215,14 +251,32 @@ struct BenchmarkReader::Impl {
       b.labels = at::empty({n}, at::kLong);
       auto labels = b.labels.accessor<std::int64_t, 1>();
       for (std::int64_t i = 0; i < n; ++i) labels[i] = batch[i].label;
+      if (batch[0].metadata.defined()) {
+        const auto F = static_cast<std::int64_t>(metadata_fields(d.group_eval).size());
+        std::vector<at::Tensor> rows;
+        for (const auto& p : batch) rows.push_back(p.metadata.narrow(0, 0, F));
+        b.metadata = at::stack(rows);
+      }
     } else if (d.kind == DatasetKind::multilabel) {
       std::vector<at::Tensor> rows;
       for (const auto& p : batch) rows.push_back(p.multilabel);
       b.multilabels = at::stack(rows);
     }
-    delivered += n;
     return b;
   }
+
+  // The next batch. With o.overlap the one after it is read and decoded on another thread while
+  // the caller encodes this one (the same batches in the same order; a reading error is thrown
+  // by the call that asks for the batch it is in).
+  std::optional<BenchmarkBatch> next() {
+    auto b = ahead.valid() ? ahead.get() : produce();
+    if (b && o.overlap) ahead = std::async(std::launch::async, [this] { return produce(); });
+    if (b) delivered += b->images.size(0);
+    return b;
+  }
+
+  // Declared last: destroyed first, waiting for a batch still being decoded.
+  std::future<std::optional<BenchmarkBatch>> ahead;
 };
 
 BenchmarkReader::BenchmarkReader(const BenchmarkDataset& dataset, const std::string& split,

@@ -119,4 +119,52 @@ RetrievalMetrics retrieval_metrics(const at::Tensor& images, const at::Tensor& t
   return m;
 }
 
+double macro_f1(const at::Tensor& predicted, const at::Tensor& target) {
+  if (predicted.numel() != target.numel())
+    throw core::InputError("macro F1: " + std::to_string(predicted.numel()) + " predictions for " +
+                           std::to_string(target.numel()) + " labels");
+  if (target.numel() == 0) return 0;
+  const auto t = target.to(at::kLong).flatten(), p = predicted.to(at::kLong).flatten();
+  const std::int64_t C = std::max(t.max().item<std::int64_t>(), p.max().item<std::int64_t>()) + 1;
+  const auto support = at::bincount(t, {}, C).to(at::kDouble);  // tp + fn
+  const auto guessed = at::bincount(p, {}, C).to(at::kDouble);  // tp + fp
+  const auto tp = at::bincount(t.masked_select(t.eq(p)), {}, C).to(at::kDouble);
+  const auto present = support.gt(0);
+  const auto f1 = (2 * tp) / at::clamp_min(support + guessed, 1.0);  // 2tp / (2tp + fp + fn)
+  return f1.masked_select(present).mean().item<double>();
+}
+
+at::Tensor top_k_hits(const at::Tensor& logits, const at::Tensor& target, std::int64_t k) {
+  check_rows(logits, target, "top-k accuracy");
+  const std::int64_t C = logits.size(1);
+  const auto t = target.to(at::kLong);
+  const auto ranks = ranks_by_block(logits, [&](std::int64_t s, std::int64_t n) {
+    return at::one_hot(t.narrow(0, s, n), C).to(at::kBool);
+  });
+  return ranks.lt(std::min(k, C)).to(at::kDouble);
+}
+
+GroupMeans group_means(const at::Tensor& values, const at::Tensor& groups) {
+  if (values.numel() != groups.numel())
+    throw core::InputError("group metrics: " + std::to_string(values.numel()) + " values for " +
+                           std::to_string(groups.numel()) + " group indices");
+  GroupMeans m;
+  if (groups.numel() == 0) return m;
+  const auto g = groups.to(at::kLong).flatten();
+  if (g.min().item<std::int64_t>() < 0)
+    throw core::InputError("group metrics: a group index is negative");
+  const std::int64_t G = g.max().item<std::int64_t>() + 1;
+  const auto count = at::bincount(g, {}, G);
+  const auto sum = at::bincount(g, values.to(at::kDouble).flatten(), G);
+  bool any = false;
+  for (std::int64_t i = 0; i < G; ++i) {
+    const auto n = count[i].item<std::int64_t>();
+    m.count.push_back(n);
+    m.mean.push_back(n > 0 ? sum[i].item<double>() / static_cast<double>(n) : 0.0);
+    if (n > 0 && (!any || m.mean.back() < m.worst)) m.worst = m.mean.back();
+    any = any || n > 0;
+  }
+  return m;
+}
+
 }  // namespace clipper::eval

@@ -49,8 +49,15 @@ SuitePlan plan_suite(const std::vector<std::string>& folders, Suite suite,
   for (auto& t : tasks) {
     if (!t.skip.empty())
       plan.skipped.push_back(t);
-    else
+    else {
       plan.run.emplace_back(t, open_benchmark_dataset(t.folder, overrides));
+      auto& d = plan.run.back().second;
+      if (t.evaluator != GroupEval::none && d.kind != DatasetKind::classification)
+        throw core::InputError(t.folder + ": evaluator " + to_string(t.evaluator) + " needs a " +
+                               "classification folder (.cls labels), this one is " +
+                               to_string(d.kind));
+      d.group_eval = t.evaluator;
+    }
   }
   if (plan.run.empty())
     throw core::InputError("benchmark: every task of the suite is skipped (" +
@@ -82,7 +89,8 @@ SuiteReport run_suite(model::ClipImpl& model, const tokenizer::Tokenizer& tok, a
     o.classifiers->weights_key = text_cache_weights_key(model);
   }
   for (const auto& [task, dataset] : plan.run) {
-    report.results.push_back(run_benchmark(model, tok, device, prepare, dataset, o, pg));
+    report.results.push_back(
+        run_benchmark(model, tok, device, prepare, dataset, task_options(o, task), pg));
     const auto& r = report.results.back();
     const auto j = result_json(r, naming.model, naming.pretrained, naming.language);
     const auto file = naming.out_dir + "/" +

@@ -123,7 +123,8 @@ void add_suite(const EvalSettings& es, model::ClipImpl& model,
   auto options = reader_options(es);
   options.classifiers = std::make_shared<eval::ClassifierCache>();  // this evaluation's weights
   for (const auto& [task, dataset] : plan.run) {
-    const auto r = eval::run_benchmark(model, *tok, device, prepare, dataset, options, pg);
+    const auto r = eval::run_benchmark(model, *tok, device, prepare, dataset,
+                                       eval::task_options(options, task), pg);
     const std::string prefix = "eval/" + folder_name(task.folder) + "/";
     for (auto it = r.metrics.begin(); it != r.metrics.end(); ++it)
       if (it.value().is_number())

@@ -9,6 +9,8 @@ OUT/fmnist_multi  multilabel: dataset_type.txt "multilabel", .npy vectors (the c
 OUT/fmnist_retr   retrieval: dataset_type.txt "retrieval", .txt with two captions per image (each
                   caption names its image's number, so no two captions are the same text and no
                   score ties decide a recall)
+OUT/fmnist_geo    with --grouped N: classification as DataComp's GeoDE folder: .png, .cls and an .npy
+                  metadata row [region, country] (int64; region = i % 3, country = i % 5)
 Images are 28x28 grey PNGs (lossless: both sides decode the same pixels).
 """
 import argparse
@@ -81,6 +83,7 @@ def main():
     ap.add_argument("--multilabel", type=int, default=300)
     ap.add_argument("--retrieval", type=int, default=200)
     ap.add_argument("--train", type=int, default=0, help="fmnist_cls/train: this many training images")
+    ap.add_argument("--grouped", type=int, default=0, help="fmnist_geo: this many test images")
     a = ap.parse_args()
     images = idx(os.path.join(a.fmnist, "t10k-images-idx3-ubyte.gz"))
     labels = idx(os.path.join(a.fmnist, "t10k-labels-idx1-ubyte.gz"))
@@ -114,6 +117,14 @@ def main():
         captions = [f"a photo of a {name}, number {i}.", f"picture {i}: a {name}."]
         retr.append([("png", png(images[j])), ("txt", "\n".join(captions).encode())])
     write_folder(os.path.join(a.out, "fmnist_retr"), retr, 2, "retrieval", classes=False)
+
+    geo = []
+    for i in range(a.grouped):
+        j = a.classification + a.multilabel + a.retrieval + i
+        row = np.array([i % 3, i % 5], dtype=np.int64)
+        geo.append([("png", png(images[j])), ("cls", str(int(labels[j])).encode()), ("npy", npy(row))])
+    if geo:
+        write_folder(os.path.join(a.out, "fmnist_geo"), geo, 2)
 
 
 if __name__ == "__main__":

@@ -3,9 +3,12 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <map>
+#include <thread>
 
 #include "clipper/core/error.hpp"
 #include "clipper/data/image.hpp"
@@ -216,6 +219,19 @@ TEST(BenchmarkSuite, DataCompTasksMetricsAndAggregates) {
   std::size_t run = 0;
   for (const auto& t : s.tasks) run += t.skip.empty();
   EXPECT_EQ(run, 1u);  // only ImageNet's folder exists here; the others say why they are skipped
+  // DataComp's group metrics run through its evaluators; only WinoGAViL is skipped by the suite.
+  std::map<std::string, const ce::SuiteTask*> by_name;
+  for (const auto& t : s.tasks) by_name[t.name] = &t;
+  EXPECT_EQ(by_name.at("iWildCam")->evaluator, ce::GroupEval::iwildcam);
+  EXPECT_EQ(by_name.at("FMoW")->evaluator, ce::GroupEval::fmow);
+  EXPECT_EQ(by_name.at("Dollar Street")->evaluator, ce::GroupEval::dollar_street);
+  EXPECT_EQ(by_name.at("GeoDE")->evaluator, ce::GroupEval::geode);
+  EXPECT_EQ(by_name.at("GeoDE")->main_metric, "acc_wg");
+  for (const auto& t : s.tasks)
+    if (t.name != "ImageNet 1k")
+      EXPECT_EQ(
+          t.skip.rfind(t.name == "WinoGAViL" ? "WinoGAViL is a Hugging Face" : "no folder", 0), 0u)
+          << t.name << ": " << t.skip;
   ASSERT_EQ(s.groups.size(), 4u);
   EXPECT_EQ(s.groups[2].first, "VTAB");
   EXPECT_EQ(s.groups[2].second.size(), 13u);
@@ -275,4 +291,114 @@ TEST(BenchmarkSuite, PlanOpensEveryFolderFirstAndListsSkips) {
   EXPECT_EQ(plan.skipped.size(), 37u);
   // A --dataset folder that is not a dataset fails the plan, before any model is loaded.
   EXPECT_THROW(ce::plan_suite({dir.file("nothing")}, {}, {}), clipper::core::InputError);
+}
+
+// DataComp's WILDS and fairness folders: .cls and an .npy metadata row per sample, read when the
+// suite names the task's evaluator; a missing or bad row names the sample.
+TEST(BenchmarkSuite, EvaluatorReadsTheNpyMetadataOfDataCompFolders) {
+  clipper::test::TempDir dir;
+  const std::string root = dir.file("wds_wilds-fmow_test");
+  std::vector<Files> samples;
+  for (int i = 0; i < 3; ++i)  // [region, year, y] as int64, as WILDS's metadata arrays
+    samples.push_back({{"webp", jpeg(i)},
+                       {"cls", std::to_string(i)},
+                       {"npy", npy_bytes(dir, at::tensor({4 - i, 10 + i, i}, at::kLong))}});
+  write_split(root, samples, 2);
+  write_text(root + "/classnames.txt", "a\nb\nc\n");
+  write_text(dir.file("suite.yaml"),
+             "tasks:\n"
+             "  - {name: FMoW, folder: wds_wilds-fmow_test, main_metric: acc_worst_region,\n"
+             "     evaluator: wilds/fmow}\n");
+  const auto plan = ce::plan_suite({}, ce::read_suite(dir.file("suite.yaml")), {});
+  ASSERT_EQ(plan.run.size(), 1u);
+  const auto& d = plan.run[0].second;
+  EXPECT_EQ(d.group_eval, ce::GroupEval::fmow);
+  ce::ReaderOptions o;
+  o.image_size = 8;
+  o.batch_size = 5;
+  ce::BenchmarkReader r(d, "test", o);
+  const auto b = r.next();
+  ASSERT_TRUE(b);
+  EXPECT_TRUE(at::equal(b->metadata,
+                        at::tensor({4.f, 10.f, 0.f, 3.f, 11.f, 1.f, 2.f, 12.f, 2.f}).view({3, 3})));
+  // Without the evaluator the .npy entries are not read (a plain classification folder).
+  EXPECT_FALSE(
+      ce::BenchmarkReader(ce::open_benchmark_dataset(root), "test", o).next()->metadata.defined());
+  const auto expect_error = [&](const std::vector<Files>& bad, const std::string& must_contain) {
+    write_split(root, bad, 2);
+    try {
+      ce::BenchmarkReader reader(d, "test", o);
+      while (reader.next()) {
+      }
+      ADD_FAILURE() << "no error; expected one naming " << must_contain;
+    } catch (const clipper::core::InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(must_contain), std::string::npos) << e.what();
+    }
+  };
+  expect_error({samples[0], {{"jpg", jpeg(1)}, {"cls", "1"}}},
+               "sample 's0000001' has no .npy metadata entry (wilds/fmow");
+  expect_error({{{"jpg", jpeg(1)}, {"cls", "1"}, {"npy", npy_bytes(dir, at::tensor({1, 2}))}}},
+               "has 2 entries, wilds/fmow reads 3 (region, year, y)");
+  expect_error({{{"jpg", jpeg(1)}, {"cls", "1"}, {"npy", npy_bytes(dir, at::tensor({-1, 2, 1}))}}},
+               "field 'region' is -1");
+  write_text(root + "/dataset_type.txt", "multilabel\n");  // an evaluator needs .cls labels
+  EXPECT_THROW(ce::plan_suite({}, ce::read_suite(dir.file("suite.yaml")), {}),
+               clipper::core::InputError);
+  write_text(dir.file("suite.yaml"), "tasks:\n  - {folder: x, evaluator: wilds/camelyon}\n");
+  EXPECT_THROW(ce::read_suite(dir.file("suite.yaml")), clipper::core::InputError);
+}
+
+// Decoding the next batch while the current one is encoded hands out the same batches, bit for
+// bit, in the same order, with samples() counting only the batches handed out; a bad image is
+// still thrown by the call that asks for its batch.
+TEST(BenchmarkDataset, OverlappedDecodeGivesTheSameBatches) {
+  clipper::test::TempDir dir;
+  const std::string root = dir.file("cls");
+  std::vector<Files> samples;
+  for (int i = 0; i < 11; ++i)
+    samples.push_back({{"jpg", jpeg(i)}, {"cls", std::to_string(i % 3)}});
+  write_split(root, samples, 4);
+  write_text(root + "/classnames.txt", "a\nb\nc\n");
+  const auto d = ce::open_benchmark_dataset(root);
+  const auto read_all = [&](bool overlap, int rank) {
+    ce::ReaderOptions o;
+    o.image_size = 8;
+    o.batch_size = 2;
+    o.rank = rank;
+    o.world_size = 2;
+    o.overlap = overlap;
+    ce::BenchmarkReader r(d, "test", o);
+    std::vector<ce::BenchmarkBatch> out;
+    while (auto b = r.next()) {
+      out.push_back(*b);
+      // Time for the batch decoded ahead to be done: it must not count until it is handed out.
+      if (overlap) std::this_thread::sleep_for(std::chrono::milliseconds(30));
+      EXPECT_EQ(r.samples(), 2 * static_cast<std::int64_t>(out.size()) - (b->labels.size(0) < 2));
+    }
+    return out;
+  };
+  for (int rank = 0; rank < 2; ++rank) {
+    const auto plain = read_all(false, rank), overlapped = read_all(true, rank);
+    ASSERT_EQ(plain.size(), overlapped.size());
+    ASSERT_EQ(plain.size(), 3u);  // 6 and 5 samples in batches of 2
+    for (std::size_t i = 0; i < plain.size(); ++i) {
+      EXPECT_TRUE(at::equal(plain[i].images, overlapped[i].images)) << i;
+      EXPECT_TRUE(at::equal(plain[i].labels, overlapped[i].labels)) << i;
+      EXPECT_EQ(plain[i].keys, overlapped[i].keys) << i;
+    }
+  }
+  samples[6] = {{"jpg", "not an image"}, {"cls", "0"}};  // rank 0's 4th sample: its 2nd batch
+  write_split(root, samples, 4);
+  ce::ReaderOptions o;
+  o.image_size = 8;
+  o.batch_size = 2;
+  o.world_size = 2;
+  ce::BenchmarkReader r(d, "test", o);
+  EXPECT_TRUE(r.next());
+  try {
+    r.next();
+    ADD_FAILURE() << "the bad image of the second batch was not reported";
+  } catch (const clipper::core::InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("s0000006"), std::string::npos) << e.what();
+  }
 }

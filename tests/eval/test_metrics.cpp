@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "clipper/core/error.hpp"
+#include "clipper/eval/group_metrics.hpp"
 #include "clipper/eval/linear_probe.hpp"
 #include "clipper/eval/metrics.hpp"
 
@@ -149,4 +150,65 @@ TEST(LinearProbe, FewShotNeedsKPerClass) {
   EXPECT_EQ(r.weight_decay, 0.0);  // no validation split: no sweep
   o.fewshot_k = 4;
   EXPECT_THROW(ce::linear_probe(x, y, {}, {}, x, y, o), clipper::core::InputError);
+}
+
+TEST(DataCompMetrics, MacroF1OverTheClassesOfTheSplit) {
+  // Class 0: tp 2, fn 1 -> 4/5. Class 1: tp 1, fp 1 -> 2/3. Class 2: never right -> 0. Class 3 is
+  // predicted but absent from the split: not averaged (sklearn's labels=None would give / 4).
+  const auto f1 = ce::macro_f1(labels({0, 0, 1, 1, 3}), labels({0, 0, 0, 1, 2}));
+  EXPECT_NEAR(f1, (0.8 + 2.0 / 3.0 + 0.0) / 3, 1e-12);
+  EXPECT_DOUBLE_EQ(ce::macro_f1(labels({1, 1}), labels({1, 1})), 1.0);
+  EXPECT_THROW(ce::macro_f1(labels({1}), labels({1, 0})), clipper::core::InputError);
+}
+
+TEST(DataCompMetrics, TopKHitsBreakTiesByIndex) {
+  const auto logits = rows({{0.5, 0.5, 0.5}, {0.1, 0.2, 0.3}});
+  // Row 0 ties: order 0, 1, 2; class 2 is third. Row 1: order 2, 1, 0; class 1 second.
+  EXPECT_TRUE(
+      at::equal(ce::top_k_hits(logits, labels({2, 1}), 2), at::tensor({0.0, 1.0}, at::kDouble)));
+  EXPECT_TRUE(at::equal(ce::top_k_hits(logits, labels({2, 0}), 5),  // k past the classes
+                        at::tensor({1.0, 1.0}, at::kDouble)));
+}
+
+TEST(DataCompMetrics, WorstGroupSkipsEmptyGroups) {
+  // Groups 0..3; group 1 has no sample (mean 0, count 0) and is not the worst.
+  const auto g =
+      ce::group_means(at::tensor({1.0, 0.0, 1.0, 1.0, 1.0}, at::kDouble), labels({0, 0, 2, 2, 3}));
+  EXPECT_EQ(g.count, (std::vector<std::int64_t>{2, 0, 2, 1}));
+  EXPECT_EQ(g.mean, (std::vector<double>{0.5, 0.0, 1.0, 1.0}));
+  EXPECT_DOUBLE_EQ(g.worst, 0.5);
+  EXPECT_THROW(ce::group_means(at::tensor({1.0}, at::kDouble), labels({-1})),
+               clipper::core::InputError);
+}
+
+TEST(DataCompMetrics, EvaluatorsNameTheirMetricsAsDataComp) {
+  // 6 classes, 4 samples; metadata rows [region, year, y] (FMoW) / [income_ds, meta, region].
+  const auto logits = rows({{0.9, 0.1, 0, 0, 0, 0},      // class 0: first
+                            {0.5, 0.5, 0, 0, 0, 0},      // class 1: tied with 0, second
+                            {0, 0, 0, 0, 0.2, 0.1},      // class 5: second
+                            {0, 0, 0, 0.1, 0.2, 0.3}});  // class 0: fourth
+  const auto target = labels({0, 1, 5, 0});
+  const auto meta = rows({{0, 2, 0}, {2, 0, 1}, {2, 2, 5}, {0, 0, 0}});
+  const auto fmow = ce::group_metrics(ce::GroupEval::fmow, logits, target, meta);
+  // Top-1 hits: 1, 0, 0, 0. Regions 0 (samples 0, 3): 0.5; 1: empty; 2: 0. Years alike.
+  EXPECT_DOUBLE_EQ(fmow["acc_avg"].get<double>(), 0.25);
+  EXPECT_DOUBLE_EQ(fmow["acc_region:0"].get<double>(), 0.5);
+  EXPECT_EQ(fmow["count_region:1"].get<std::int64_t>(), 0);
+  EXPECT_DOUBLE_EQ(fmow["acc_worst_region"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(fmow["acc_year:2"].get<double>(), 0.5);  // samples 0 and 2
+  EXPECT_DOUBLE_EQ(fmow["acc_worst_year"].get<double>(), 0.0);
+  // Top-5 hits: 1, 1, 1, 1 (class 0 of sample 3 is fourth). Income groups 0 and 2.
+  const auto ds = ce::group_metrics(ce::GroupEval::dollar_street, logits, target, meta);
+  EXPECT_DOUBLE_EQ(ds["acc_top5_avg"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(ds["acc_top5_wg"].get<double>(), 1.0);
+  EXPECT_EQ(ds["count_income_ds:2"].get<std::int64_t>(), 2);
+  const auto geode = ce::group_metrics(ce::GroupEval::geode, logits, target, meta);
+  EXPECT_DOUBLE_EQ(geode["acc_wg"].get<double>(), 0.0);  // region 2: samples 1, 2 both wrong
+  // iWildCam: predictions 0, 0 (tie: the lower index), 4, 5. Class 0: tp 1, fp 1, fn 1 -> 1/2;
+  // classes 1 and 5: 0. Class 4, predicted, is absent from the split and not averaged.
+  const auto iw = ce::group_metrics(ce::GroupEval::iwildcam, logits, target, {});
+  EXPECT_NEAR(iw["F1-macro_all"].get<double>(), 0.5 / 3, 1e-12);
+  EXPECT_NEAR(iw["recall-macro_all"].get<double>(), 0.5 / 3, 1e-12);
+  EXPECT_THROW(ce::group_metrics(ce::GroupEval::fmow, logits, target, rows({{0, 0}})),
+               clipper::core::InputError);
 }

@@ -1559,85 +1559,58 @@ TEST(TrainE2E, ClassFolderTreesAndImageClsShardsEvaluateWithoutSizesOrText) {
   EXPECT_FALSE(fs::exists(t.file("bad/shard-00000.tar")));
 }
 
-// Issue 30 item 4: eval.suite (three CLIP_benchmark folders of odd sizes, so the two ranks get
-// unequal shares) runs on both ranks every eval.every_steps and at the end, logs every metric
-// per dataset, and the figures equal `clipper benchmark` on the saved checkpoint.
-TEST(TrainE2E, EvalSuiteOnTwoRanksLogsEveryMetricAsBenchmarkComputesIt) {
-  clipper::test::TempDir t;
-  const std::string data = t.file("data");
-  auto r = run(clipper::test::python() + " " + source_path("tests/eval/clip_benchmark_folders.py") +
-               " --out " + data + " --classification 151 --multilabel 61 --retrieval 41");
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  // A copy of the classification folder: same classes and templates, so its class embeddings are
-  // the first folder's, computed once per evaluation (issue 30 item 5), and so are its figures.
-  fs::copy(data + "/fmnist_cls", data + "/fmnist_cls_copy", fs::copy_options::recursive);
-  const std::vector<std::string> folders = {"fmnist_cls", "fmnist_multi", "fmnist_retr",
-                                            "fmnist_cls_copy"};
-  std::string suite;
-  for (const auto& f : folders) suite += std::string(suite.empty() ? "" : ", ") + data + "/" + f;
-  const auto cfg = write_config(t, "");
-  const std::string launch = clipper_bin() + " launch --nproc-per-node 2 -- " + clipper_bin() +
-                             " train " + cfg + " --set train.run_name=suite" +
-                             " --set train.max_steps=4 --set eval.every_steps=2" +
-                             " --set eval.zeroshot_shards= --set eval.batch_size=16" +
-                             " --set 'eval.suite=[" + suite + "]'";
-  r = run(launch);
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  std::map<int, nlohmann::json> evals;  // step -> the eval line
-  std::ifstream in(t.file("runs/suite/metrics.jsonl"));
+namespace {
+
+// The eval lines of a run's metrics.jsonl that name `prefix`, by step.
+std::map<int, nlohmann::json> eval_lines(const std::string& jsonl, const std::string& prefix) {
+  std::map<int, nlohmann::json> evals;
+  std::ifstream in(jsonl);
   for (std::string l; std::getline(in, l);)
-    if (has(l, "eval/fmnist")) {
+    if (has(l, prefix)) {
       const auto j = nlohmann::json::parse(l);
       evals[j.at("step").get<int>()] = j;
     }
-  ASSERT_EQ(evals.size(), 2u) << r.output;  // steps 2 and 4 (the end)
-  const std::vector<std::string> keys = {"eval/fmnist_cls/acc1",
-                                         "eval/fmnist_cls/acc5",
-                                         "eval/fmnist_cls/mean_per_class_recall",
-                                         "eval/fmnist_multi/mean_average_precision",
-                                         "eval/fmnist_retr/image_retrieval_recall@1",
-                                         "eval/fmnist_retr/text_retrieval_recall@1",
-                                         "eval/fmnist_retr/image_retrieval_recall@10",
-                                         "eval/fmnist_retr/text_retrieval_recall@10"};
-  for (const auto& [step, j] : evals) {
-    for (const auto& k : keys) EXPECT_TRUE(j.contains(k)) << "step " << step << ": " << k;
-    EXPECT_EQ(j.value("eval/fmnist_cls_copy/acc1", -1.0), j.value("eval/fmnist_cls/acc1", -2.0));
-  }
-  EXPECT_TRUE(has(r.output,
-                  "wds/fmnist_cls_copy: the class embeddings of an earlier dataset "
-                  "with the same 10 classes and 3 templates are reused"))
-      << r.output;
-  // One process, the saved checkpoint, the same folders.
-  std::string cmd = clipper_bin() + " benchmark --device cpu --batch 16 --weights " +
-                    t.file("runs/suite/checkpoints/step_00000004") + " --text-cache " +
-                    t.file("text_cache");
-  for (const auto& f : folders) cmd += " --dataset " + data + "/" + f;
-  r = run(cmd + " --output-dir " + t.file("ours"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_FALSE(has(r.output, "from the text cache")) << r.output;
-  const auto summary = nlohmann::json::parse(slurp(t.file("ours/benchmark_summary.json")));
-  // Again with the class embeddings kept on disk: read back, the same figures.
-  r = run(cmd + " --output-dir " + t.file("ours_again"));
-  ASSERT_EQ(r.exit_code, 0) << r.output;
-  EXPECT_TRUE(has(r.output, "wds/fmnist_cls: class embeddings from the text cache")) << r.output;
-  const auto again = nlohmann::json::parse(slurp(t.file("ours_again/benchmark_summary.json")));
-  ASSERT_EQ(again.at("results").size(), summary.at("results").size());
-  for (std::size_t i = 0; i < summary.at("results").size(); ++i)
-    EXPECT_EQ(again.at("results")[i].at("metrics"), summary.at("results")[i].at("metrics")) << i;
-  const auto& last = evals.at(4);
+  return evals;
+}
+
+// Every numeric metric of `summary`'s results (benchmark_summary.json) equals the logged
+// eval/<folder>/<metric> of `logged` to 1e-9; returns how many were compared.
+int expect_logged_as_benchmark(const nlohmann::json& logged, const nlohmann::json& summary) {
   int compared = 0;
   for (const auto& row : summary.at("results")) {
     const std::string name = row.at("dataset").get<std::string>().substr(4);  // without "wds/"
     for (const auto& [metric, value] : row.at("metrics").items()) {
       if (!value.is_number()) continue;
       const std::string key = "eval/" + name + "/" + metric;
-      ASSERT_TRUE(last.contains(key)) << key;
-      EXPECT_NEAR(last.at(key).get<double>(), value.get<double>(), 1e-9) << key;
+      EXPECT_TRUE(logged.contains(key)) << key;
+      if (logged.contains(key))
+        EXPECT_NEAR(logged.at(key).get<double>(), value.get<double>(), 1e-9) << key;
       ++compared;
     }
   }
-  EXPECT_EQ(compared, 3 + 1 + 6 + 3);
-  // A sample only rank 1 reads does not decode: both ranks stop with the error, none waits.
+  return compared;
+}
+
+// `clipper benchmark` twice with --text-cache: embedded, then read back to the same figures.
+nlohmann::json benchmark_with_text_cache(const clipper::test::TempDir& t, const std::string& cmd) {
+  auto r = run(cmd + " --text-cache " + t.file("text_cache") + " --output-dir " + t.file("ours"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_FALSE(has(r.output, "from the text cache")) << r.output;
+  const auto summary = nlohmann::json::parse(slurp(t.file("ours/benchmark_summary.json")));
+  r = run(cmd + " --text-cache " + t.file("text_cache") + " --output-dir " + t.file("again"));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(has(r.output, "wds/fmnist_cls: class embeddings from the text cache")) << r.output;
+  const auto again = nlohmann::json::parse(slurp(t.file("again/benchmark_summary.json")));
+  EXPECT_EQ(again.at("results").size(), summary.at("results").size());
+  for (std::size_t i = 0; i < summary.at("results").size() && i < again.at("results").size(); ++i)
+    EXPECT_EQ(again.at("results")[i].at("metrics"), summary.at("results")[i].at("metrics")) << i;
+  return summary;
+}
+
+// A sample only rank 1 reads does not decode: both ranks of `clipper benchmark` stop with the
+// error, none waits.
+void expect_bad_sample_stops_both_ranks(const clipper::test::TempDir& t,
+                                        const std::string& weights) {
   const auto bad = t.write("bad.py",
                            "import io, os, sys, tarfile\n"
                            "root = sys.argv[1]\n"
@@ -1654,15 +1627,81 @@ TEST(TrainE2E, EvalSuiteOnTwoRanksLogsEveryMetricAsBenchmarkComputesIt) {
                            "            info = tarfile.TarInfo('s%07d.%s' % (i, ext))\n"
                            "            info.size = len(data)\n"
                            "            tar.addfile(info, io.BytesIO(data))\n");
-  r = run(clipper::test::python() + " " + bad + " " + t.file("bad_set"));
+  auto r = run(clipper::test::python() + " " + bad + " " + t.file("bad_set"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto started = std::chrono::steady_clock::now();
   r = run(clipper_bin() + " launch --nproc-per-node 2 -- " + clipper_bin() +
-          " benchmark --device cpu --weights " + t.file("runs/suite/checkpoints/step_00000004") +
-          " --dataset " + t.file("bad_set") + " --output-dir " + t.file("bad_out"));
+          " benchmark --device cpu --weights " + weights + " --dataset " + t.file("bad_set") +
+          " --output-dir " + t.file("bad_out"));
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_TRUE(has(r.output, "s0000001': the image cannot be decoded")) << r.output;
   EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(60)) << r.output;
+}
+
+}  // namespace
+
+// Issue 30 item 4: eval.suite (three CLIP_benchmark folders of odd sizes, so the two ranks get
+// unequal shares, and a linear probe of the classification folder, 101 training images, asked by
+// a YAML suite's `task: linear_probe`) runs on both ranks every eval.every_steps and at the end,
+// logs every metric per dataset, and the figures equal `clipper benchmark` (zero-shot and
+// --linear-probe) on the saved checkpoint.
+TEST(TrainE2E, EvalSuiteOnTwoRanksLogsEveryMetricAsBenchmarkComputesIt) {
+  clipper::test::TempDir t;
+  const std::string data = t.file("data");
+  auto r = run(clipper::test::python() + " " + source_path("tests/eval/clip_benchmark_folders.py") +
+               " --out " + data + " --classification 151 --multilabel 61 --retrieval 41" +
+               " --train 101 --grouped 43");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // A copy of the classification folder: same classes and templates, so its class embeddings are
+  // the first folder's, computed once per evaluation (issue 30 item 5), and so are its figures.
+  fs::copy(data + "/fmnist_cls", data + "/fmnist_cls_copy", fs::copy_options::recursive);
+  const std::vector<std::string> folders = {"fmnist_cls", "fmnist_multi", "fmnist_retr",
+                                            "fmnist_cls_copy"};
+  std::string suite = t.write(
+      "probe.yaml", "tasks:\n  - {folder: " + data + "/fmnist_cls, task: linear_probe}\n" +
+                        "  - {folder: " + data + "/fmnist_geo, evaluator: fairness/geode}\n");
+  for (const auto& f : folders) suite += ", " + data + "/" + f;
+  r = run(clipper_bin() + " launch --nproc-per-node 2 -- " + clipper_bin() + " train " +
+          write_config(t, "") + " --set train.run_name=suite --set train.max_steps=4" +
+          " --set eval.every_steps=2 --set eval.zeroshot_shards= --set eval.batch_size=16" +
+          " --set 'eval.suite=[" + suite + "]'");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto evals = eval_lines(t.file("runs/suite/metrics.jsonl"), "eval/fmnist");
+  ASSERT_EQ(evals.size(), 2u) << r.output;  // steps 2 and 4 (the end)
+  for (const auto& [step, j] : evals) {
+    for (const auto& k :
+         {"eval/fmnist_cls/acc1", "eval/fmnist_cls/acc5", "eval/fmnist_cls/mean_per_class_recall",
+          "eval/fmnist_cls/lp_acc1", "eval/fmnist_multi/mean_average_precision",
+          "eval/fmnist_retr/image_retrieval_recall@1", "eval/fmnist_retr/text_retrieval_recall@10"})
+      EXPECT_TRUE(j.contains(k)) << "step " << step << ": " << k;
+    EXPECT_EQ(j.value("eval/fmnist_cls_copy/acc1", -1.0), j.value("eval/fmnist_cls/acc1", -2.0));
+  }
+  EXPECT_TRUE(has(r.output,
+                  "wds/fmnist_cls_copy: the class embeddings of an earlier dataset "
+                  "with the same 10 classes and 3 templates are reused"))
+      << r.output;
+  // One process, the saved checkpoint, the same folders; then the linear probe.
+  const std::string weights = t.file("runs/suite/checkpoints/step_00000004");
+  std::string cmd = clipper_bin() + " benchmark --device cpu --batch 16 --weights " + weights;
+  for (const auto& f : folders) cmd += " --dataset " + data + "/" + f;
+  const auto summary = benchmark_with_text_cache(t, cmd);
+  EXPECT_EQ(expect_logged_as_benchmark(evals.at(4), summary), 3 + 1 + 6 + 3);
+  r = run(clipper_bin() + " benchmark --device cpu --batch 16 --linear-probe --weights " + weights +
+          " --dataset " + data + "/fmnist_cls --output-dir " + t.file("probe"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto probe = nlohmann::json::parse(slurp(t.file("probe/benchmark_summary.json")));
+  // lp_acc1, lp_acc5, lp_mean_per_class_recall, weight_decay, epochs, seed, fewshot_k.
+  EXPECT_EQ(expect_logged_as_benchmark(evals.at(4), probe), 7);
+  // DataComp's GeoDE evaluator (the .npy regions gathered from both ranks), as a suite task.
+  r = run(clipper_bin() + " benchmark --device cpu --batch 16 --weights " + weights + " --suite " +
+          t.file("probe.yaml") + " --output-dir " + t.file("geo"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto geo = nlohmann::json::parse(slurp(t.file("geo/benchmark_summary.json")));
+  // The probe again, and acc1, acc5, mean_per_class_recall, acc_avg, acc_region:R and
+  // count_region:R of 3 regions, acc_wg.
+  EXPECT_EQ(expect_logged_as_benchmark(evals.at(4), geo), 7 + 4 + 6 + 1);
+  EXPECT_TRUE(evals.at(2).contains("eval/fmnist_geo/acc_wg"));
+  expect_bad_sample_stops_both_ranks(t, weights);
 }
 
 // CoCa (issue 29 item 3): tiny-coca trains on the Fashion-MNIST captions ("a photo of a

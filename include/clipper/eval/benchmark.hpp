@@ -97,7 +97,12 @@ struct SuiteTask {
   std::string folder;       // the dataset folder
   std::string main_metric;  // the metric the suite scores ("acc1", "mean_recall@1"); may be empty
   std::string skip;         // why the task is not run; empty: run
+  GroupEval evaluator = GroupEval::none;  // `evaluator:` DataComp's metrics for the task
+  bool linear_probe = false;              // `task: linear_probe` (a classification folder)
+  std::string train_split;                // `train_split:` the probe's training split
 };
+// `options` as `task` asks: its linear probe and training split, if it names them.
+BenchmarkOptions task_options(const BenchmarkOptions& options, const SuiteTask& task);
 struct Suite {
   std::string name;
   std::vector<SuiteTask> tasks;
@@ -105,7 +110,8 @@ struct Suite {
 };
 
 // A suite: a list file (one dataset folder per line, relative to the file's folder, '#' comments
-// and blank lines ignored), or a YAML file (`suite`, `tasks: [{name, folder, main_metric, skip}]`,
+// and blank lines ignored), or a YAML file (`suite`, `tasks: [{name, folder, main_metric, skip,
+// evaluator, task: zeroshot|linear_probe, train_split}]`,
 // `groups: {NAME: [task names]}`) whose folders are under `dataset_root` (default: the file's
 // folder). `path` may also name a built-in suite: "datacomp" (configs/benchmark/datacomp.yaml).
 // A YAML task whose folder does not exist is skipped with that reason.

@@ -26,12 +26,24 @@ namespace clipper::eval {
 enum class DatasetKind { classification, multilabel, retrieval };
 const char* to_string(DatasetKind k);
 
+// DataComp's own evaluators for classification tasks whose main metric needs more than the
+// labels (eval_utils/wilds_eval.py, fairness_eval.py), by DataComp's task key: "wilds/iwildcam"
+// (macro F1), "wilds/fmow" (worst region, worst year), "fairness/dollar_street" (worst income
+// group, top-5), "fairness/geode" (worst region). Their groups come from each sample's .npy
+// metadata row (include/clipper/eval/group_metrics.hpp).
+enum class GroupEval { none, iwildcam, fmow, dollar_street, geode };
+GroupEval parse_group_eval(const std::string& key, const std::string& where);
+const char* to_string(GroupEval e);
+
 struct BenchmarkDataset {
   std::string root;
   std::string name;  // "wds/<folder name>", as CLIP_benchmark is told the dataset
   DatasetKind kind = DatasetKind::classification;
   std::vector<std::string> classnames;  // empty for retrieval
   std::vector<std::string> templates;   // with "{c}"; empty for retrieval
+  // DataComp's evaluator for the task (a suite's `evaluator:`): its samples also carry an .npy
+  // metadata row, and its metrics are added.
+  GroupEval group_eval = GroupEval::none;
   // When set, the shards of every split (clipper's own eval shards, eval.zeroshot_shards: a
   // brace pattern expanded, no nshards.txt).
   std::vector<std::string> shard_files;
@@ -78,6 +90,9 @@ struct ReaderOptions {
   int image_size = 224;
   std::int64_t batch_size = 64;
   int threads = 2;  // image decode threads
+  // Decode the next batch (on its own thread and the decode threads) while the caller encodes
+  // the current one; false: read, decode and return one batch at a time.
+  bool overlap = true;
   data::Transparency transparency;
   // The model's preprocess_cfg (run_benchmark takes them from the model's spec).
   model::ResizeMode resize_mode = model::ResizeMode::shortest;
@@ -95,6 +110,7 @@ struct BenchmarkBatch {
   at::Tensor grids;        // NaFlex: int64 [B, 2] each picture's patch grid (rows, columns)
   at::Tensor labels;       // classification: int64 [B]
   at::Tensor multilabels;  // multilabel: float [B, classes] (0/1)
+  at::Tensor metadata;     // with a GroupEval that reads metadata: float [B, fields] (.npy)
   std::vector<std::vector<std::string>> captions;  // retrieval: each image's captions
   std::vector<std::string> keys;                   // "shard:key"
 };

@@ -48,4 +48,25 @@ RetrievalMetrics retrieval_metrics(const at::Tensor& images, const at::Tensor& t
                                    const at::Tensor& text_image,
                                    const std::vector<std::int64_t>& ks);
 
+// DataComp's iWildCam score, WILDS 2.0's F1(average="macro"): sklearn's f1_score with
+// average="macro" and labels = the classes present in `target` [N], from the top-1 predictions
+// `predicted` [N]. Per such class 2 tp / (2 tp + fp + fn) (0 when never predicted correctly), the
+// mean over them; a class absent from the split does not count even when predicted (its
+// predictions are only the missed samples of their true classes).
+double macro_f1(const at::Tensor& predicted, const at::Tensor& target);
+
+// 1 where the true class is among the first k of its row of `logits` [N, C] (stable descending
+// order; k capped at C), else 0: double [N].
+at::Tensor top_k_hits(const at::Tensor& logits, const at::Tensor& target, std::int64_t k);
+
+// WILDS's group-wise average (its CombinatorialGrouper on one field, as DataComp runs it): groups
+// are 0..max(groups), each with the mean of its `values` [N] (0 for a group without a sample) and
+// its count; `worst` is the lowest mean over the groups that have samples.
+struct GroupMeans {
+  std::vector<double> mean;
+  std::vector<std::int64_t> count;
+  double worst = 0;
+};
+GroupMeans group_means(const at::Tensor& values, const at::Tensor& groups);
+
 }  // namespace clipper::eval
