@@ -1929,6 +1929,14 @@ TEST(TrainE2E, Siglip2TermsAreLoggedExactlyWhenSwitchedOn) {
     EXPECT_FALSE(has(slurp(rd / "export/open_clip_model.safetensors"), "siglip2.")) << name;
     EXPECT_EQ(has(slurp(rd / "checkpoints/step_00000004/model.safetensors"), "siglip2."), true);
   }
+  // `clipper export` of a checkpoint loads it into a model without heads (skipping siglip2.*):
+  // the same file as the run's own export.
+  const fs::path rd = t.path() / "runs/terms0";
+  const auto ex = run(clipper_bin() + " export " + (rd / "checkpoints/step_00000004").string() +
+                      " --out " + t.file("again"));
+  ASSERT_EQ(ex.exit_code, 0) << ex.output;
+  EXPECT_EQ(slurp(fs::path(t.file("again")) / "open_clip_model.safetensors"),
+            slurp(rd / "export/open_clip_model.safetensors"));
   const auto no_ema = run(siglip2_train(t, "--set loss.siglip2.silc=true --set train.ema_decay=0"));
   EXPECT_EQ(no_ema.exit_code, 1) << no_ema.output;
   EXPECT_TRUE(has(no_ema.output,
