@@ -19,7 +19,9 @@ TeacherTargets teacher_targets(model::ClipImpl& model, DistillParts& parts,
   TeacherTargets t;
   auto [pooled, patches] = model.visual->forward_with_tokens(images);
   t.image_scores = parts.heads->image_head(pooled);
-  t.patch_scores = parts.heads->patch_head(patches);
+  // Per-patch targets only for masked prediction (its mask token exists): a tower with an
+  // attentional pooler has no per-patch outputs, and SILC alone runs on it.
+  if (parts.heads->mask_token.defined()) t.patch_scores = parts.heads->patch_head(patches);
   return t;
 }
 
@@ -77,7 +79,7 @@ TeacherMeans teacher_means(const TeacherTargets& t) {
   auto mean = [](const at::Tensor& x) {
     return x.reshape({-1, x.size(-1)}).to(at::kFloat).mean(0);
   };
-  return {mean(t.image_scores), mean(t.patch_scores)};
+  return {mean(t.image_scores), t.patch_scores.defined() ? mean(t.patch_scores) : at::Tensor()};
 }
 
 void update_centers(DistillParts& parts, const TeacherMeans& m, const loss::DistillTemps& temps) {
@@ -85,8 +87,9 @@ void update_centers(DistillParts& parts, const TeacherMeans& m, const loss::Dist
   // updated_center of one row: the row is its own mean.
   parts.image_center =
       loss::updated_center(parts.image_center, m.image.unsqueeze(0), temps.center_momentum);
-  parts.patch_center =
-      loss::updated_center(parts.patch_center, m.patch.unsqueeze(0), temps.center_momentum);
+  if (m.patch.defined())
+    parts.patch_center =
+        loss::updated_center(parts.patch_center, m.patch.unsqueeze(0), temps.center_momentum);
 }
 
 }  // namespace clipper::train

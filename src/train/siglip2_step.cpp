@@ -162,10 +162,11 @@ void Siglip2Step::after_update(const at::Tensor& bad, dist::ProcessGroup& pg) {
   pending_ = {};
   if (pg.size() > 1) {
     const auto k = means.image.size(0);
-    auto packed = at::cat({means.image, means.patch}).to(pg.device());
+    const bool patch = means.patch.defined();
+    auto packed = (patch ? at::cat({means.image, means.patch}) : means.image).to(pg.device());
     pg.all_reduce(packed, dist::ReduceOp::sum, "SigLIP 2 centres");
     packed = packed.to(means.image.device()).div(static_cast<double>(pg.size()));
-    means = {packed.narrow(0, 0, k), packed.narrow(0, k, k)};
+    means = {packed.narrow(0, 0, k), patch ? packed.narrow(0, k, k) : at::Tensor()};
   }
   const auto image = parts_.image_center, patch = parts_.patch_center;
   update_centers(parts_, means, options_.temps);

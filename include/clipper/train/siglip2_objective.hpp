@@ -40,7 +40,7 @@ bool distillation_active(const Siglip2Options& o, std::int64_t step, std::int64_
 
 struct TeacherTargets {
   at::Tensor image_scores;  // [B, K]: the teacher's image head on the global view
-  at::Tensor patch_scores;  // [B, N, K]: its patch head on the unmasked patches
+  at::Tensor patch_scores;  // [B, N, K]: its patch head on the patches (masked prediction only)
 };
 // No gradient; call with the teacher's weights in the model.
 TeacherTargets teacher_targets(model::ClipImpl& model, DistillParts& parts,
