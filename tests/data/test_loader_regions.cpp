@@ -19,7 +19,9 @@ using clipper::test::TempDir;
 
 namespace {
 
-constexpr int kW = 48, kH = 32;  // stored pictures: wider than tall, so every crop moves boxes
+// Stored pictures: wider than tall (the evaluation window cuts the sides), with room for
+// RandomResizedCrop's draws (scale 0.9-1, ratio 3/4-4/3) to differ by a few pixels.
+constexpr int kW = 48, kH = 40;
 
 // A black picture with a white rectangle at (x0, y0)-(x1, y1) (pixels, exclusive ends), as PNG.
 std::string picture(int x0, int y0, int x1, int y1) {
@@ -29,9 +31,8 @@ std::string picture(int x0, int y0, int x1, int y1) {
 }
 
 // 16 samples in 2 shards: sample i has a white rectangle and, by i % 4: 0, 2 a region on it
-// (phrase = its key; i % 8 == 2 at the left edge, 11 px wide: the evaluation window, source
-// x 8..40, keeps under half of it, a training crop, at least 43 px wide, over half), 1 no json
-// member, 3 a json with an empty list.
+// (phrase = its key; i % 8 == 2 at the left edge, 8 px wide: the evaluation window, source
+// x 5..45, keeps under half of it), 1 no json member, 3 a json with an empty list.
 struct Data {
   std::string pattern;
   std::map<std::string, std::string> json;  // key -> its json member (absent: none)
@@ -47,7 +48,7 @@ Data make_data(const std::string& dir, const std::string& bad_key = "") {
   Data d;
   for (int i = 0; i < 16; ++i) {
     const std::string key = "k" + std::to_string(i);
-    const int x0 = i % 8 == 2 ? 0 : 10 + i, y0 = 4 + i % 5, x1 = i % 8 == 2 ? 11 : x0 + 14,
+    const int x0 = i % 8 == 2 ? 0 : 10 + i, y0 = 4 + i % 5, x1 = i % 8 == 2 ? 8 : x0 + 14,
               y1 = y0 + 12;
     std::vector<std::pair<std::string, std::string>> files{{"png", picture(x0, y0, x1, y1)},
                                                            {"txt", "caption " + key}};
@@ -160,14 +161,16 @@ TEST(LoaderRegions, TrainingCropBoxesCoverTheirRectangleInThePicture) {
   auto o = options(d.pattern, true);
   o.image_size = 32;
   data::Loader l(o, tok());
-  int checked = 0;
+  int checked = 0, empty = 0;
   while (auto b = l.next()) {
     ASSERT_EQ(b->regions.size(), b->keys.size());
     for (std::size_t s = 0; s < b->keys.size(); ++s) {
       const auto& key = b->keys[s];
-      // scale >= 0.9: every rectangle keeps over half its area (see make_data)
-      ASSERT_EQ(b->regions[s].size(), stored(d, key).size()) << key;
-      if (b->regions[s].empty()) continue;
+      ASSERT_LE(b->regions[s].size(), stored(d, key).size()) << key;
+      if (b->regions[s].empty()) {
+        ++empty;
+        continue;
+      }
       const auto& r = b->regions[s][0];
       EXPECT_EQ(r.phrase, key);
       // The white pixels' bounding box (grey > 127) in the 32 x 32 picture.
@@ -185,8 +188,8 @@ TEST(LoaderRegions, TrainingCropBoxesCoverTheirRectangleInThePicture) {
       ++checked;
     }
   }
-  EXPECT_EQ(checked, 8);
-  EXPECT_EQ(l.counters().without_regions, 8);
+  EXPECT_GE(checked, 6);  // all but perhaps the two at the edge
+  EXPECT_EQ(l.counters().without_regions, empty);
 }
 
 // A mid-epoch resume delivers the rest of the epoch with the same regions as a straight run.
