@@ -248,6 +248,9 @@ std::vector<KeyInfo> declare() {
         "file extensions that hold the image, tried in order, ';'-separated");
   b.add("data.text_key", &C::data, &DataConfig::text_key,
         "extension that holds the caption (txt), or json:FIELD for a field of the .json");
+  b.add("data.regions_key", &C::data, &DataConfig::regions_key,
+        "member whose \"regions\" list (boxes + phrases, docs/data.md \"Regions\") each sample "
+        "carries for SigLIP 2's LocCa tasks, e.g. json; empty: regions are not read");
   b.add("data.workers", &C::data, &DataConfig::workers, "loader worker threads per rank").min(1);
   b.add("data.resampled", &C::data, &DataConfig::resampled,
         "draw shards with replacement (source weights apply) instead of splitting them");

@@ -105,6 +105,7 @@ struct DataConfig {
   std::int64_t train_num_samples = 0;  // 0: from sizes.json
   std::string image_keys = "jpg;png;jpeg;webp";
   std::string text_key = "txt";
+  std::string regions_key;  // e.g. "json": the member with SigLIP 2's "regions"; empty: not read
   std::int64_t workers = 2;
   bool resampled = false;
   std::int64_t shard_shuffle_buffer = 2000;
