@@ -149,7 +149,8 @@ void Siglip2Step::record(const Siglip2Terms& terms, const data::RegionBatch& reg
   };
   if (cfg_.locca) {
     add(locca_, terms.locca);
-    without_regions_ += regions.without_regions + regions.no_room;
+    without_regions_ += regions.without_regions;
+    no_room_ += regions.no_room;
     region_samples_ += terms.locca_parts.region_samples;
   }
   if (distilled && cfg_.silc) add(silc_, terms.silc);
@@ -187,8 +188,9 @@ Scalars Siglip2Step::take_scalars() {
   if (cfg_.locca) {
     s.emplace_back("train/locca_without_regions", static_cast<double>(without_regions_));
     s.emplace_back("train/locca_region_samples", static_cast<double>(region_samples_));
+    s.emplace_back("train/locca_no_room", static_cast<double>(no_room_));
   }
-  without_regions_ = region_samples_ = 0;
+  without_regions_ = region_samples_ = no_room_ = 0;
   return s;
 }
 

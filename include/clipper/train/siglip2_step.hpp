@@ -59,8 +59,9 @@ class Siglip2Step {
   void after_update(const at::Tensor& bad, dist::ProcessGroup& pg);
 
   // The window's means since the last call (train/loss_locca, train/loss_silc,
-  // train/loss_masked: each only when it ran; train/locca_without_regions and
-  // train/locca_region_samples: sums), then a new window. Reads the device.
+  // train/loss_masked: each only when it ran; train/locca_without_regions,
+  // train/locca_no_room and train/locca_region_samples: sums), then a new window. Reads the
+  // device.
   Scalars take_scalars();
 
   // The checkpoint state: the centres ("image_center", "patch_center") when distilling.
@@ -82,7 +83,7 @@ class Siglip2Step {
     std::int64_t count = 0;
   };
   Sum locca_, silc_, masked_;
-  std::int64_t without_regions_ = 0, region_samples_ = 0;
+  std::int64_t without_regions_ = 0, region_samples_ = 0, no_room_ = 0;
 };
 
 }  // namespace clipper::train
