@@ -1981,3 +1981,30 @@ TEST(TrainE2E, Siglip2ResumesBitIdenticallyWithEveryTerm) {
   for (const char* key : {"train/loss_silc", "train/loss_masked", "train/loss_locca"})
     EXPECT_EQ(steps_with(runs / "resumed", key).back(), 12) << key;
 }
+
+// LocCa's region tasks from the loader's regions (data.regions_key) on the synthetic shards of
+// scripts/make_region_shards.py: every sample of every step trains them (none without regions,
+// none without room in tiny-siglip2's 32-token context).
+TEST(TrainE2E, Siglip2TrainsTheRegionTasksOnShardsWithRegions) {
+  clipper::test::TempDir t;
+  const auto make =
+      run(clipper::test::python() + " " + source_path("scripts/make_region_shards.py") + " " +
+          t.file("regions") + " --train 64 --test 16");
+  ASSERT_EQ(make.exit_code, 0) << make.output;
+  const auto x = run(siglip2_train(
+      t, "--set loss.siglip2.locca=true --set train.max_steps=3" +
+             std::string(" --set data.image_keys=png") +
+             " --set data.regions_key=json --set 'data.train_shards=" + t.file("regions") +
+             "/train/train-00000.tar'" + " --set train.run_name=regions"));
+  ASSERT_EQ(x.exit_code, 0) << x.output;
+  const auto m = slurp(t.path() / "runs/regions/metrics.jsonl");
+  EXPECT_EQ(steps_with(t.path() / "runs/regions", "train/locca_region_samples").size(), 3u);
+  EXPECT_FALSE(has(m, "\"train/locca_region_samples\":0.0")) << m;
+  auto count = [&m](const std::string& kv) {
+    int n = 0;
+    for (auto at = m.find(kv); at != std::string::npos; at = m.find(kv, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("\"train/locca_without_regions\":0.0"), 3) << m;
+  EXPECT_EQ(count("\"train/locca_no_room\":0.0"), 3) << m;
+}
