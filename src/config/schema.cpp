@@ -40,6 +40,20 @@ class Builder {
     out_.push_back(std::move(k));
     return *this;
   }
+  // A key of a section's sub-struct (loss.siglip2.*).
+  template <class S, class N, class T>
+  Builder& add(const char* key, S Config::*section, N S::*sub, T N::*field, const char* help) {
+    KeyInfo k;
+    k.key = key;
+    k.type = type_of<T>();
+    k.help = help;
+    k.set = [section, sub, field](Config& c, const Value& v) {
+      ((c.*section).*sub).*field = std::get<T>(v);
+    };
+    k.get = [section, sub, field](const Config& c) -> Value { return ((c.*section).*sub).*field; };
+    out_.push_back(std::move(k));
+    return *this;
+  }
   // A choice key: YAML and --set give its name, the Config holds the enum (Choices<E>).
   template <class S, class E>
   Builder& add_choice(const char* key, S Config::*section, E S::*field, const char* help) {
@@ -110,6 +124,61 @@ class Builder {
   std::vector<KeyInfo>& out_;
 };
 
+// loss.siglip2.* (docs/training.md, "SigLIP 2's objective").
+void declare_siglip2(Builder& b) {
+  using C = Config;
+  using L = LossConfig;
+  using S = Siglip2Config;
+  const auto sub = &L::siglip2;
+  b.add("loss.siglip2.locca", &C::loss, sub, &S::locca,
+        "SigLIP 2's LocCa decoder loss from the first step: the caption of every sample, "
+        "referring expressions and grounded captions on samples with regions (data.regions_key); "
+        "needs a model with a decoder and an image tower without attentional pooler");
+  b.add("loss.siglip2.silc", &C::loss, sub, &S::silc,
+        "SILC self-distillation from loss.siglip2.start_fraction: local views of the student "
+        "against the global view of the weight EMA (needs train.ema_decay)");
+  b.add("loss.siglip2.masked", &C::loss, sub, &S::masked,
+        "masked prediction from loss.siglip2.start_fraction: the student's features at masked "
+        "patches against the weight EMA's (needs train.ema_decay, a ViT without attentional "
+        "pooler)");
+  b.add("loss.siglip2.locca_weight", &C::loss, sub, &S::locca_weight,
+        "weight of the LocCa decoder loss (the paper: 1)")
+      .min(0.0);
+  b.add("loss.siglip2.silc_weight", &C::loss, sub, &S::silc_weight,
+        "weight of the SILC term (the paper: 1, times its model-size factor)")
+      .min(0.0);
+  b.add("loss.siglip2.masked_weight", &C::loss, sub, &S::masked_weight,
+        "weight of the masked-prediction term (the paper: 0.25, times its model-size factor)")
+      .min(0.0);
+  b.add("loss.siglip2.start_fraction", &C::loss, sub, &S::start_fraction,
+        "SILC and masked prediction run from this fraction of the steps on (the paper: 0.8)")
+      .min(0.0)
+      .max(1.0);
+  b.add("loss.siglip2.parallel_share", &C::loss, sub, &S::parallel_share,
+        "share of the steps whose decoder predicts in parallel (targets masked, full attention)")
+      .min(0.0)
+      .max(1.0);
+  b.add("loss.siglip2.mask_ratio", &C::loss, sub, &S::mask_ratio,
+        "share of the student's patches masked for masked prediction")
+      .min(0.0)
+      .max(1.0);
+  b.add("loss.siglip2.local_views", &C::loss, sub, &S::local_views,
+        "SILC's local views per picture, cut from the loader's view on the device")
+      .min(1);
+  b.add("loss.siglip2.head_hidden", &C::loss, sub, &S::head_hidden,
+        "hidden width of the distillation heads (DINO: 2048)")
+      .min(1);
+  b.add("loss.siglip2.head_bottleneck", &C::loss, sub, &S::head_bottleneck,
+        "bottleneck width of the distillation heads (DINO: 256)")
+      .min(1);
+  b.add("loss.siglip2.head_prototypes", &C::loss, sub, &S::head_prototypes,
+        "prototypes (outputs) of the distillation heads (DINO: 65536)")
+      .min(1);
+  b.add("loss.siglip2.box_bins", &C::loss, sub, &S::box_bins,
+        "LocCa's box coordinates quantized to this many values, written as text")
+      .min(2);
+}
+
 std::vector<KeyInfo> declare() {
   std::vector<KeyInfo> v;
   Builder b(v);
@@ -179,6 +248,9 @@ std::vector<KeyInfo> declare() {
         "file extensions that hold the image, tried in order, ';'-separated");
   b.add("data.text_key", &C::data, &DataConfig::text_key,
         "extension that holds the caption (txt), or json:FIELD for a field of the .json");
+  b.add("data.regions_key", &C::data, &DataConfig::regions_key,
+        "member whose \"regions\" list (boxes + phrases, docs/data.md \"Regions\") each sample "
+        "carries for SigLIP 2's LocCa tasks, e.g. json; empty: regions are not read");
   b.add("data.workers", &C::data, &DataConfig::workers, "loader worker threads per rank").min(1);
   b.add("data.resampled", &C::data, &DataConfig::resampled,
         "draw shards with replacement (source weights apply) instead of splitting them");
@@ -243,6 +315,7 @@ std::vector<KeyInfo> declare() {
   b.add("loss.coca_caption_weight", &C::loss, &LossConfig::coca_caption_weight,
         "CoCa: weight of the captioning cross-entropy (OpenCLIP --coca-caption-loss-weight)")
       .min(0.0);
+  declare_siglip2(b);
   // optim
   b.add("optim.lr", &C::optim, &OptimConfig::lr, "peak learning rate").min(0.0);
   b.add("optim.weight_decay", &C::optim, &OptimConfig::weight_decay,

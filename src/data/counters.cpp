@@ -17,6 +17,7 @@ constexpr CounterInfo kTable[] = {
     {kMissingImage, &C::missing_image, "missing_image", "no image", true},
     {kMissingText, &C::missing_text, "missing_text", "no text", true},
     {kMissingLabel, &C::missing_label, "missing_label", "no label", true},
+    {kBadRegions, &C::bad_regions, "bad_regions", "invalid regions", true},
     {kShardUnreadable, &C::shard_unreadable, "shard_unreadable", "unreadable shard", false},
     {kShardTruncated, &C::shard_truncated, "shard_truncated", "truncated shard", false},
     {kPipeFailed, &C::pipe_failed, "pipe_failed", "pipe failed", false},
@@ -89,7 +90,8 @@ double BadDataCounters::bad_fraction() const {
 }
 
 nlohmann::json BadDataCounters::to_json() const {
-  nlohmann::json j = {{"samples", samples}, {"repeated", repeated}};
+  nlohmann::json j = {
+      {"samples", samples}, {"repeated", repeated}, {"without_regions", without_regions}};
   for (const auto& row : detail::kTable) j[row.json] = this->*row.field;
   return j;
 }
@@ -101,6 +103,7 @@ BadDataCounters BadDataCounters::from_json(const nlohmann::json& j) {
   };
   get("samples", c.samples);
   get("repeated", c.repeated);
+  get("without_regions", c.without_regions);
   for (const auto& row : detail::kTable) get(row.json, c.*row.field);
   return c;
 }

@@ -14,6 +14,7 @@ enum CounterKind {
   kMissingImage,
   kMissingText,
   kMissingLabel,
+  kBadRegions,
   kShardUnreadable,
   kShardTruncated,
   kPipeFailed,

@@ -215,6 +215,7 @@ DatasetStats collect_dataset_stats(const std::string& shards, const DatasetStats
 nlohmann::json DatasetStats::to_json() const {
   nlohmann::json j = counters.to_json();
   j.erase("repeated");
+  j.erase("without_regions");  // (data stats does not read regions)
   j["shards"] = shards;
   j["bad_samples"] = counters.bad_samples();
   j["formats"] = formats;

@@ -125,6 +125,7 @@ LoaderOptions LoaderOptions::from_config(const config::DataConfig& d, std::int64
   core::require(!o.image_keys.empty(),
                 "data.image_keys is empty; expected e.g. 'jpg;png;jpeg;webp'");
   o.text_key = d.text_key;
+  o.regions_key = d.regions_key;
   o.workers = static_cast<int>(d.workers);
   o.resampled = d.resampled;
   o.shard_shuffle_buffer = d.shard_shuffle_buffer;
@@ -147,6 +148,21 @@ LoaderOptions LoaderOptions::from_config(const config::DataConfig& d, std::int64
   o.seed = seed;
   return o;
 }
+
+namespace {
+// data.regions_key names one member (an extension): not a json:FIELD path, not the image's.
+void check_regions_key(const LoaderOptions& o) {
+  const std::string& k = o.regions_key;
+  if (k.empty()) return;
+  const bool one_member = k.find_first_of(":;/ \t") == std::string::npos;
+  core::require(one_member, "data.regions_key is '" + k +
+                                "'; expected the extension of the member that holds {\"regions\": "
+                                "[...]}, e.g. 'json' (docs/data.md \"Regions\")");
+  core::require(std::find(o.image_keys.begin(), o.image_keys.end(), k) == o.image_keys.end(),
+                "data.regions_key '" + k + "' is one of data.image_keys; expected the member " +
+                    "that holds the regions' json, e.g. 'json'");
+}
+}  // namespace
 
 struct Loader::Impl {
   LoaderOptions o;
@@ -341,6 +357,7 @@ struct Loader::Impl {
     b.keys.resize(static_cast<std::size_t>(n));
     if (naflex()) b.grids = at::empty({n, 2}, at::TensorOptions().dtype(at::kLong));
     if (!o.label_key.empty()) b.labels = at::empty({n}, at::TensorOptions().dtype(at::kLong));
+    if (!o.regions_key.empty()) b.regions.resize(static_cast<std::size_t>(n));
     b.epoch = c.epoch;
     b.index_in_epoch = c.batch_index;
     return b;
@@ -363,6 +380,7 @@ struct Loader::Impl {
       Item it;
       if (!q.pop(it)) return Fill::stopped;
       if (it.kind == Item::good) {
+        if (!o.regions_key.empty() && it.regions.empty()) ++c.counters.without_regions;
         put_sample(b, s, it);
         c.next_raw[w] = it.raw_index + 1;
         c.next_piece[w] = it.piece;
@@ -379,8 +397,9 @@ struct Loader::Impl {
         const auto& k = c.counters;
         fail("data: " + std::to_string(k.bad_samples()) + " of " +
              std::to_string(k.samples + k.bad_samples()) + " samples were bad (" +
-             detail::bad_sample_summary(k) + "), more than data.max_bad_fraction = " +
-             std::to_string(o.max_bad_fraction) + " in '" + o.shards + "'");
+             detail::bad_sample_summary(k) +
+             "), more than data.max_bad_fraction = " + std::to_string(o.max_bad_fraction) +
+             " in '" + o.shards + "'; the last: " + it.message);
         return Fill::failed;
       }
     }
@@ -408,6 +427,7 @@ struct Loader::Impl {
                 static_cast<std::size_t>(L) * sizeof(std::int64_t));
     b.keys[static_cast<std::size_t>(s)] = std::move(it.key);
     if (b.labels.defined()) b.labels.data_ptr<std::int64_t>()[s] = it.label;
+    if (!b.regions.empty()) b.regions[static_cast<std::size_t>(s)] = std::move(it.regions);
     if (b.grids.defined()) {
       b.grids.data_ptr<std::int64_t>()[2 * s] = it.grid.rows;
       b.grids.data_ptr<std::int64_t>()[2 * s + 1] = it.grid.cols;
@@ -426,6 +446,7 @@ Loader::Loader(LoaderOptions options, std::shared_ptr<const tokenizer::Tokenizer
   core::require(!m.o.image_keys.empty(), "data.image_keys is empty");
   core::require(m.o.pin_memory == "auto" || m.o.pin_memory == "on" || m.o.pin_memory == "off",
                 "data: pin_memory must be auto, on or off, not '" + m.o.pin_memory + "'");
+  check_regions_key(m.o);
   m.tok = std::move(tokenizer);
   detail::check_token_budget(m.o);  // before the plan divides by its lengths
   m.list = parse_shard_list(m.o.shards, m.o.source_weights);

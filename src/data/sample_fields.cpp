@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
+#include "clipper/core/error.hpp"
 #include "clipper/core/text.hpp"
 
 namespace clipper::data::detail {
@@ -23,6 +24,20 @@ bool extract_label(const RawSample& s, const std::string& key, std::int64_t* lab
   if (end != v.c_str() + v.size()) return false;
   *label = x;
   return true;
+}
+
+bool extract_regions(const RawSample& s, const std::string& key, const std::string& sample,
+                     std::vector<Region>* regions, std::string* why) {
+  regions->clear();
+  const std::string* js = s.find(key);
+  if (!js) return true;
+  try {
+    *regions = parse_regions(*js, sample);
+    return true;
+  } catch (const core::InputError& e) {
+    if (why) *why = e.what();
+    return false;
+  }
 }
 
 bool extract_text(const RawSample& s, const std::string& text_key, std::string* text) {

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "clipper/data/regions.hpp"
 #include "clipper/data/tar_stream.hpp"
 
 namespace clipper::data::detail {
@@ -16,5 +17,10 @@ const std::string* find_image(const RawSample& s, const std::vector<std::string>
 bool extract_text(const RawSample& s, const std::string& text_key, std::string* text);
 // The class index: an entry (e.g. "cls") holding a decimal integer; false when absent or not one.
 bool extract_label(const RawSample& s, const std::string& key, std::int64_t* label);
+// The regions listed in the member `key` (data.regions_key, docs/data.md "Regions"), as stored:
+// none when the sample has no such member. false, with `why` naming `sample` and the entry
+// (parse_regions), when the member's regions are invalid.
+bool extract_regions(const RawSample& s, const std::string& key, const std::string& sample,
+                     std::vector<Region>* regions, std::string* why);
 
 }  // namespace clipper::data::detail

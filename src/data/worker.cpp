@@ -29,6 +29,27 @@ TransformSpec transform_spec(const LoaderOptions& o) {
   return t;
 }
 
+// `regions` (fractions of the stored width x height picture) as the picture `spec` makes of it
+// shows them: moved into the crop that ImageProcessor::process takes with `seed`
+// (RandomResizedCrop's box in training, NaFlex's too; the evaluation transform's window).
+std::vector<Region> regions_as_shown(const std::vector<Region>& regions, int width, int height,
+                                     const TransformSpec& spec, std::uint64_t seed) {
+  if (regions.empty()) return {};
+  if (spec.train) {
+    const CropBox b = random_resized_crop_box(width, height, spec, seed);
+    return crop_regions(regions, width, height, b.x, b.y, b.w, b.h);
+  }
+  if (spec.naflex()) return regions;  // the whole picture, its aspect kept
+  const int S = spec.size;
+  const ResizeThenCrop g = eval_geometry(width, height, S, spec.resize_mode);
+  if (std::max(g.resized_width, g.resized_height) > 16 * S) {  // eval_to_output's centre square
+    const int side = std::min(width, height);
+    return crop_regions(regions, width, height, (width - side) / 2, (height - side) / 2, side,
+                        side);
+  }
+  return crop_regions(regions, g.resized_width, g.resized_height, g.left, g.top, S, S);
+}
+
 std::size_t shuffle_size(const LoaderOptions& o) {
   return o.train ? static_cast<std::size_t>(std::max<std::int64_t>(o.sample_shuffle_buffer, 1)) : 1;
 }
@@ -96,8 +117,11 @@ class Worker {
       it.repeated = it.repeated || s.piece.repeated;
       if (it.kind == Item::bad) {
         a_.pool->put(std::move(it.image));
-        warn_bad(it.counter, a_.list->shards[p.shard].url, it.key, it.message);
-        it.message.clear();
+        const std::string& url = a_.list->shards[p.shard].url;
+        warn_bad(it.counter, url, it.key, it.message);
+        it.message = "sample '" + it.key + "' of shard '" + url +
+                     "': " + counter_info(it.counter).message +
+                     (it.message.empty() ? "" : " (" + it.message + ")");
         if (!push(std::move(it))) return false;
         if (!bad_limit_ok()) return false;
         continue;
@@ -118,11 +142,19 @@ class Worker {
     std::int64_t label = -1;
     const bool good = img && extract_text(p.sample, o_.text_key, &text_) &&
                       (o_.label_key.empty() || extract_label(p.sample, o_.label_key, &label)) &&
-                      proc_.check(*img, nullptr) == ImageError::none;
+                      regions_ok(p.sample, *img) && proc_.check(*img, nullptr) == ImageError::none;
     if (!good) return bad_limit_ok();
     bad_in_row_ = 0;
     --skip_good_;
     return true;
+  }
+
+  // What make_item finds of the sample's regions: valid, and placeable in its picture.
+  bool regions_ok(const RawSample& sample, const std::string& img) {
+    if (o_.regions_key.empty()) return true;
+    int width = 0, height = 0;
+    return extract_regions(sample, o_.regions_key, "", &regions_, nullptr) &&
+           (regions_.empty() || peek_size(img, &width, &height));
   }
 
   void on_event(int kind, const std::string& url, const std::string& why) {
@@ -168,19 +200,29 @@ class Worker {
     } else if (!o_.label_key.empty() && !extract_label(p.sample, o_.label_key, &it.label)) {
       it.counter = kMissingLabel;
       it.message = "no integer '" + o_.label_key + "' entry";
+    } else if (!o_.regions_key.empty() &&
+               !extract_regions(p.sample, o_.regions_key, "'" + it.key + "'", &regions_,
+                                &it.message)) {
+      it.counter = kBadRegions;
     } else {
       // (A damaged PNG is refused and a noisy one quieted by the processor, before libpng.)
       it.image = a_.pool->get();
       g_images_processed.fetch_add(1, std::memory_order_relaxed);
       it.seq_len = a_.schedule ? a_.schedule->seq_len_at(position_) : 0;
-      const auto err =
-          processor(it.seq_len)
-              .process(*img, mix_seed(plan_->crop_seed, static_cast<std::uint64_t>(raw_index)),
-                       it.image.get(), &it.message, &it.grid);
+      const std::uint64_t seed = mix_seed(plan_->crop_seed, static_cast<std::uint64_t>(raw_index));
+      ImageProcessor& proc = processor(it.seq_len);
+      const auto err = proc.process(*img, seed, it.image.get(), &it.message, &it.grid);
       if (err != ImageError::none) {
         it.counter = err == ImageError::corrupt ? kImageCorrupt : kImageTooLarge;
         return it;
       }
+      int width = 0, height = 0;
+      if (!regions_.empty() && !peek_size(*img, &width, &height)) {
+        it.counter = kBadRegions;
+        it.message = "the picture's size, needed to place its regions, is not in its header";
+        return it;
+      }
+      it.regions = regions_as_shown(regions_, width, height, proc.spec(), seed);
       it.message.clear();
       it.kind = Item::good;
       it.tokens.resize(static_cast<std::size_t>(a_.tokenizer->context_length()));
@@ -223,6 +265,7 @@ class Worker {
   std::map<std::int64_t, std::unique_ptr<ImageProcessor>> budget_procs_;
   std::int64_t position_ = 0;  // the rank position of the next good sample (token budgets)
   std::string text_;
+  std::vector<Region> regions_;  // the sample's regions as stored (regions_key set)
 };
 
 }  // namespace

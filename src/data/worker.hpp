@@ -31,7 +31,9 @@ struct Item {
   std::int64_t seq_len = 0;               // token-budget batches: the patches it was cut for
   std::vector<std::int64_t> tokens;
   std::int64_t label = -1;
-  std::string message;  // fatal: the error
+  // LoaderOptions::regions_key set: the sample's regions as its picture shows them.
+  std::vector<Region> regions;
+  std::string message;  // fatal: the error; bad: what was wrong, naming the shard and sample
 };
 
 // A bounded single-producer single-consumer queue; close() wakes everyone and makes both ends fail.

@@ -14,6 +14,7 @@
 #include "clipper/core/version.hpp"
 #include "clipper/io/hf_siglip.hpp"
 #include "clipper/model/lora.hpp"
+#include "clipper/model/siglip2.hpp"
 #include "sharded_checkpoint.hpp"
 #include "torch_pickle.hpp"
 
@@ -185,7 +186,9 @@ std::string openclip_config_json(const model::ModelSpec& s) {
 
 TensorList model_state_dict(const model::ClipImpl& model) {
   TensorList out;
-  for (const auto& [name, t] : model.state_dict()) out.emplace_back(name, t.detach().to(at::kCPU));
+  for (const auto& [name, t] : model.state_dict())
+    if (!model::is_siglip2_tensor(name))  // loss.siglip2's heads: training-only
+      out.emplace_back(name, t.detach().to(at::kCPU));
   return out;
 }
 
@@ -264,6 +267,8 @@ LoadReport load_state_dict(model::ClipImpl& model, const TensorList& tensors_in,
   for (const auto& [name, t] : tensors) {
     present.insert(name);
     auto it = target.find(name);
+    if (it == target.end() && model::is_siglip2_tensor(name))
+      continue;  // a checkpoint's SigLIP 2 heads
     if (it == target.end()) {
       unexpected.push_back(name);
       continue;

@@ -13,6 +13,7 @@
 #include "clipper/io/openclip.hpp"
 #include "clipper/io/safetensors_writer.hpp"
 #include "clipper/model/lora.hpp"
+#include "clipper/model/siglip2.hpp"
 
 namespace fs = std::filesystem;
 
@@ -53,7 +54,8 @@ void export_openclip_streamed(const model::ClipImpl& model, const model::ModelSp
                               const std::string& out_dir, bool write) {
   at::NoGradGuard no_grad;
   TensorList state;
-  for (const auto& [name, t] : model.state_dict()) state.emplace_back(name, t);
+  for (const auto& [name, t] : model.state_dict())
+    if (!model::is_siglip2_tensor(name)) state.emplace_back(name, t);  // training-only heads
   const std::map<std::string, at::Tensor> by_name(state.begin(), state.end());
   const auto merged = merged_weights(state);
   std::vector<SafetensorsEntry> entries;

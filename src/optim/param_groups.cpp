@@ -41,6 +41,7 @@ enum class Tower { none, image, text };
 Tower tower_of(const std::string& name) {
   if (starts_with(name, "visual.")) return Tower::image;
   if (name == "logit_scale" || name == "logit_bias") return Tower::none;
+  if (starts_with(name, "siglip2.")) return Tower::none;  // loss.siglip2's heads: the base lr
   return Tower::text;
 }
 

@@ -14,9 +14,12 @@ struct TaskOut {
 
 TaskOut run_task(model::ClipImpl& model, const at::Tensor& image_tokens, const at::Tensor& tokens,
                  const at::Tensor& start, const LoccaOptions& o) {
+  auto labels = loss::locca_labels(tokens, start, o.pad_id);
+  if (o.parallel && o.mask_embedding.defined())
+    return {model::parallel_decoder_logits(model, image_tokens, tokens, start, o.mask_embedding),
+            labels};
   const auto inputs = o.parallel ? loss::parallel_inputs(tokens, start, o.mask_id) : tokens;
-  return {model::decoder_logits(model, image_tokens, inputs, /*causal=*/!o.parallel),
-          loss::locca_labels(tokens, start, o.pad_id)};
+  return {model::decoder_logits(model, image_tokens, inputs, /*causal=*/!o.parallel), labels};
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include "clipper/optim/param_groups.hpp"
 #include "clipper/train/precision.hpp"
 #include "clipper/train/sharding.hpp"
+#include "clipper/train/siglip2_step.hpp"
 
 namespace clipper::train {
 namespace {
@@ -166,6 +167,12 @@ void TrainStep::set_teacher(model::Clip teacher) {
   distill_ = std::make_unique<loss::ClipLoss>(pg_, loss_cfg_);
 }
 
+void TrainStep::set_siglip2(std::unique_ptr<Siglip2Step> siglip2) {
+  if (siglip2 && teacher_)
+    throw core::InputError("loss.siglip2 and loss.distill_from exclude each other");
+  siglip2_ = std::move(siglip2);
+}
+
 model::ClipOutput TrainStep::teach(const at::Tensor& images, const at::Tensor& tokens,
                                    const at::Tensor& grids) {
   at::NoGradGuard no_grad;
@@ -236,7 +243,10 @@ StepResult TrainStep::read_back() {
 }
 
 at::Tensor TrainStep::forward_backward(const std::vector<MicroBatch>& micro, StepResult& r) {
-  if (micro.size() > 1) return forward_backward_accumulated(micro, r);
+  if (micro.size() > 1) {
+    core::require(!siglip2_, "loss.siglip2 runs one micro-batch per step (train.accum_freq 1)");
+    return forward_backward_accumulated(micro, r);
+  }
   const auto t0 = Clock::now();
   at::Tensor loss;
   {
@@ -244,14 +254,16 @@ at::Tensor TrainStep::forward_backward(const std::vector<MicroBatch>& micro, Ste
     AutocastGuard autocast(options_.bf16, device_.type());
     const at::Tensor images = prepare_images(m.images), tokens = m.tokens.to(device_, true);
     const at::Tensor grids = m.grids.defined() ? m.grids.to(device_, true) : at::Tensor();
-    const auto f = run_model(*model_, images, tokens, grids);
-    if (f.logits.defined()) {
+    const auto contrastive = [this](const model::ClipOutput& o) { return loss_of(o, nullptr); };
+    if (siglip2_) {
+      loss = siglip2_->loss(*model_, ema_.get(), images, tokens, m.regions, contrastive);
+    } else if (const auto f = run_model(*model_, images, tokens, grids); f.logits.defined()) {
       loss = coca_loss_of(f.clip, f.logits, f.labels);
     } else if (teacher_) {
       const auto taught = teach(images, tokens, grids);
       loss = loss_of(f.clip, &taught);
     } else {
-      loss = loss_of(f.clip, nullptr);
+      loss = contrastive(f.clip);
     }
   }
   sync_for_timing();
@@ -368,6 +380,7 @@ void TrainStep::apply(double lr, const StepHealth& health) {
   // its shards of them, the clamped scale taken back); a skipped step pulls the average toward
   // its unchanged weights, as timm's does.
   if (ema_) ema_->update();
+  if (siglip2_) siglip2_->after_update(health.bad, *pg_);
 }
 
 // Every rank sees the same whole weights here (full sharding gathers what this reads).

@@ -14,6 +14,7 @@
 #include "clipper/io/openclip.hpp"
 #include "clipper/optim/adamw.hpp"
 #include "clipper/train/ema.hpp"
+#include "clipper/train/siglip2_step.hpp"
 #include "clipper/train/step.hpp"
 
 namespace clipper::trainer {
@@ -346,6 +347,26 @@ EmaParts make_ema_parts(train::WeightEma& ema) {
 std::unique_ptr<checkpoint::Stateful> make_rng_part(at::Device device) {
   return std::make_unique<RngPart>(device);
 }
+namespace {
+
+class Siglip2Part : public checkpoint::Stateful {
+ public:
+  explicit Siglip2Part(train::Siglip2Step& s) : s_(s) {}
+  checkpoint::PartState state() const override { return {s_.state(), nullptr}; }
+  void load_state(const checkpoint::PartState& st, const std::string& where) override {
+    s_.load_state(st.tensors, where);
+  }
+
+ private:
+  train::Siglip2Step& s_;
+};
+
+}  // namespace
+
+std::unique_ptr<checkpoint::Stateful> make_siglip2_part(train::Siglip2Step& siglip2) {
+  return std::make_unique<Siglip2Part>(siglip2);
+}
+
 std::unique_ptr<checkpoint::Stateful> make_loader_part(data::Loader& loader) {
   return std::make_unique<LoaderPart>(loader);
 }

@@ -29,6 +29,7 @@
 #include "clipper/tokenizer/tokenizer.hpp"
 #include "clipper/train/ema.hpp"
 #include "clipper/train/metrics.hpp"
+#include "clipper/train/siglip2_step.hpp"
 #include "clipper/train/step.hpp"
 #include "clipper/trainer/evaluate.hpp"
 #include "clipper/trainer/log_window.hpp"
@@ -142,6 +143,7 @@ struct Trainer::Impl {
   void open_sample_log();
   void register_parts();
   std::vector<train::MicroBatch> next_batch(LogWindow& log);
+  data::RegionBatch region_batch(const data::Batch& batch) const;
   void drop_epoch_tail();
   void wait_for_first_batches();
   void map_onto_layout();
@@ -162,6 +164,13 @@ struct Trainer::Impl {
 };
 
 namespace {
+
+// loss.siglip2: the refusals, then the heads and mask embeddings as model parameters.
+void add_siglip2_heads(const config::Config& cfg, model::ClipImpl& model) {
+  if (!cfg.loss.siglip2.any()) return;
+  train::check_siglip2(cfg, model);
+  model::add_siglip2_heads(model, train::siglip2_head_options(cfg.loss.siglip2));
+}
 
 // Missing local shards stop the run before anything is built or written.
 void check_shards(const config::Config& cfg) {
@@ -235,9 +244,13 @@ void Trainer::Impl::make_loader_and_step() {
         ": lower train.batch_size or add data");
   total_steps = cfg.train.max_steps > 0 ? cfg.train.max_steps : cfg.train.epochs * steps_per_epoch;
   check_eval_ema(cfg);
+  add_siglip2_heads(cfg, *s.model);  // model parameters: before the step takes them
   step = std::make_unique<train::TrainStep>(s.model, s.pg, train::StepConfig::from(cfg), s.device,
                                             step_options(cfg.train, s));
   if (auto teacher = session::open_teacher(cfg, s)) step->set_teacher(std::move(teacher));
+  if (cfg.loss.siglip2.any())
+    step->set_siglip2(std::make_unique<train::Siglip2Step>(
+        cfg.loss.siglip2, *s.model, static_cast<std::uint64_t>(cfg.train.seed)));
 }
 
 // The state contract: one list, saved and resumed in the same order.
@@ -265,6 +278,10 @@ void Trainer::Impl::register_parts() {
     parts.push_back({"ema", checkpoint::Scope::global, owned_parts.back().get()});
     owned_parts.push_back(std::move(ema.shards));
     parts.push_back({"ema_shards", checkpoint::Scope::per_rank, owned_parts.back().get()});
+  }
+  if (step->siglip2() && cfg.loss.siglip2.distills()) {  // DINO's centres
+    owned_parts.push_back(make_siglip2_part(*step->siglip2()));
+    parts.push_back({"siglip2", checkpoint::Scope::global, owned_parts.back().get()});
   }
 }
 
@@ -366,7 +383,7 @@ std::vector<train::MicroBatch> Trainer::Impl::next_batch(LogWindow& log) {
   while (static_cast<std::int64_t>(micro.size()) < cfg.train.accum_freq) {
     auto b = loader->next();
     if (!b) continue;  // the next epoch starts
-    micro.push_back({b->images, b->tokens, b->grids});
+    micro.push_back({b->images, b->tokens, b->grids, region_batch(*b)});
     if (sample_log) {
       *sample_log << b->epoch;
       for (const auto& k : b->keys) *sample_log << ' ' << k;
@@ -375,6 +392,19 @@ std::vector<train::MicroBatch> Trainer::Impl::next_batch(LogWindow& log) {
   }
   log.add_data_wait(since(wait_start));
   return micro;
+}
+
+// LocCa's region tasks of a batch (loss.siglip2.locca): one region per sample with regions, drawn
+// by (train.seed, step); without regions read, every sample counts as without.
+data::RegionBatch Trainer::Impl::region_batch(const data::Batch& b) const {
+  data::RegionBatch rb;
+  if (!cfg.loss.siglip2.locca) return rb;
+  if (b.regions.empty()) {
+    rb.without_regions = b.tokens.size(0);
+    return rb;
+  }
+  return data::make_region_batch(b.regions, *s.tokenizer, cfg.loss.siglip2.box_bins,
+                                 static_cast<std::uint64_t>(cfg.train.seed), counters.global_step);
 }
 
 // A rank's first batch may take minutes: after a re-split resume its workers first skip the
@@ -480,6 +510,7 @@ RunSummary Trainer::run() {
   while (sched.keep_going()) {
     const auto micro = m.next_batch(log);
     const double lr = optim::learning_rate(m.cfg.optim, sched.step(), m.total_steps);
+    if (auto* siglip2 = m.step->siglip2()) siglip2->set_progress(sched.step(), m.total_steps);
     train::StepResult r = m.step->run(micro, lr);
     sched.step_done(m.local_request());
     m.checkpoints->poll();  // commits a background save once every rank has written it
@@ -527,8 +558,11 @@ void Trainer::Impl::emit(std::int64_t at_step, const train::Scalars& scalars) {
 void Trainer::Impl::log_window(LogWindow& log, const Schedule& sched, double lr,
                                const train::StatsWindow& r) {
   const auto c = loader->counters();
-  emit(sched.step(),
-       log.scalars(sched.step(), lr, r, {c.bad_samples(), c.shard_errors()}, counters.nan_total));
+  auto scalars =
+      log.scalars(sched.step(), lr, r, {c.bad_samples(), c.shard_errors()}, counters.nan_total);
+  if (auto* siglip2 = step->siglip2())  // each term apart (this rank's)
+    for (auto& x : siglip2->take_scalars()) scalars.push_back(std::move(x));
+  emit(sched.step(), scalars);
   if (log.progress_due(sched.final_step() || sched.stopping()))
     CLIPPER_INFO(log.progress_line(sched.step(), lr));
   log.reset();

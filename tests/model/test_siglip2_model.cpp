@@ -38,6 +38,34 @@ TEST(LoccaDecoder, CausalIsCocasDecoderAndParallelSeesLaterTokens) {
   EXPECT_THROW(cm::decoder_logits(*plain, image_tokens, tokens, true), clipper::core::InputError);
 }
 
+// Parallel prediction with the learned mask embedding (loss.siglip2's choice): the targets'
+// tokens do not reach the logits, the embedding does; with the embedding set to a token's own
+// embedding at one masked position it equals decoder_logits with that token there, no causality.
+TEST(LoccaDecoder, ParallelPredictionReadsTheMaskEmbeddingNotTheTargets) {
+  auto model = cm::create_model(cm::load_model_spec("tiny-coca"), 3);
+  model->eval();
+  at::NoGradGuard no_grad;
+  at::manual_seed(1);
+  const auto images = at::randn({2, 3, 28, 28});
+  auto tokens = at::randint(1, 400, {2, 8}, at::TensorOptions().dtype(at::kLong));
+  const auto image_tokens = model->encode_image_tokens(images).second;
+  const auto start = at::tensor(std::vector<std::int64_t>{3, 5});
+  const auto mask = at::randn({64});
+  const auto out = cm::parallel_decoder_logits(*model, image_tokens, tokens, start, mask);
+  auto other = tokens.clone();
+  other.narrow(1, 5, 3).fill_(7);  // both rows' targets (and row 0's) changed from position 5
+  EXPECT_TRUE(at::allclose(
+      out, cm::parallel_decoder_logits(*model, image_tokens, other, start, mask), 1e-5, 1e-6));
+  const auto moved = cm::parallel_decoder_logits(*model, image_tokens, tokens, start, -mask);
+  EXPECT_GT((moved - out).abs().max().item<double>(), 1e-4);
+  // Every position of both rows masked with token 9's embedding == all tokens 9, full attention.
+  const auto nines = at::full({2, 8}, 9, tokens.options());
+  const auto all = at::zeros({2}, tokens.options());
+  const auto emb = model->text->token_embedding->weight[9];
+  EXPECT_TRUE(at::allclose(cm::parallel_decoder_logits(*model, image_tokens, tokens, all, emb),
+                           cm::decoder_logits(*model, image_tokens, nines, false), 1e-5, 1e-6));
+}
+
 TEST(MaskedPatchTokens, ReplacesThePatchEmbeddingsWhereMasked) {
   auto model = cm::create_model(cm::load_model_spec("tiny-vit"), 4);  // 32x32, 4x4 patches
   model->eval();

@@ -1912,3 +1912,139 @@ TEST(TrainE2E, TokenBudgetBatchesOnTwoRanksResumeBitIdentically) {
       << square.output;
   EXPECT_FALSE(fs::exists(t.path() / "runs/bad"));
 }
+
+namespace {
+
+// A tiny SigLIP 2 run (configs/models/tiny-siglip2.yaml: a ViT without attentional pooler and a
+// CoCa decoder, the sigmoid loss, the weight EMA as teacher, small heads), batches of 8.
+std::string siglip2_train(const clipper::test::TempDir& t, const std::string& terms) {
+  return clipper_bin() + " train " + write_config(t) +
+         " --set model.name=tiny-siglip2 --set loss.kind=siglip --set train.batch_size=8" +
+         " --set train.ema_decay=0.9 --set loss.siglip2.local_views=2" +
+         " --set loss.siglip2.head_hidden=32 --set loss.siglip2.head_bottleneck=16" +
+         " --set loss.siglip2.head_prototypes=24 --set loss.siglip2.start_fraction=0.5" +
+         " --set eval.zeroshot_shards= " + terms;
+}
+
+// The steps (1-based) whose metrics.jsonl line holds `key`.
+std::vector<int> steps_with(const fs::path& run_dir, const std::string& key) {
+  std::vector<int> out;
+  std::ifstream in(run_dir / "metrics.jsonl");
+  for (std::string l; std::getline(in, l);)
+    if (has(l, "\"" + key + "\":") && has(l, "\"train/loss\""))
+      out.push_back(std::stoi(l.substr(l.find("\"step\":") + 7)));
+  return out;
+}
+
+}  // namespace
+
+// Issue 29, item 4: SigLIP 2's terms in `clipper train`. Each term switched on alone and all
+// together: its loss is logged apart exactly when it is on (LocCa from the first step, SILC and
+// masked prediction from loss.siglip2.start_fraction, here step 3 of 4), samples without regions
+// are counted, the export leaves the heads out; the start-time refusals name their key.
+TEST(TrainE2E, Siglip2TermsAreLoggedExactlyWhenSwitchedOn) {
+  clipper::test::TempDir t;
+  const std::vector<std::string> keys{"train/loss_locca", "train/loss_silc", "train/loss_masked"};
+  const std::vector<std::vector<bool>> runs{
+      {true, true, true}, {true, false, false}, {false, true, false}, {false, false, true}};
+  for (std::size_t r = 0; r < runs.size(); ++r) {
+    const auto& on = runs[r];
+    const std::string name = "terms" + std::to_string(r);
+    const auto x =
+        run(siglip2_train(t, "--set train.max_steps=4 --set train.run_name=" + name +
+                                 " --set loss.siglip2.locca=" + (on[0] ? "true" : "false") +
+                                 " --set loss.siglip2.silc=" + (on[1] ? "true" : "false") +
+                                 " --set loss.siglip2.masked=" + (on[2] ? "true" : "false")));
+    ASSERT_EQ(x.exit_code, 0) << x.output;
+    const fs::path rd = t.path() / "runs" / name;
+    EXPECT_EQ(steps_with(rd, "train/loss"), (std::vector<int>{1, 2, 3, 4}));
+    for (std::size_t k = 0; k < keys.size(); ++k) {
+      const std::vector<int> want = !on[k]   ? std::vector<int>{}
+                                    : k == 0 ? std::vector<int>{1, 2, 3, 4}
+                                             : std::vector<int>{3, 4};
+      EXPECT_EQ(steps_with(rd, keys[k]), want) << name << " " << keys[k];
+    }
+    // No loader regions yet: every sample of every step counted as without.
+    if (on[0]) EXPECT_TRUE(has(slurp(rd / "metrics.jsonl"), "\"train/locca_without_regions\":8.0"));
+    EXPECT_FALSE(has(slurp(rd / "export/open_clip_model.safetensors"), "siglip2.")) << name;
+    EXPECT_EQ(has(slurp(rd / "checkpoints/step_00000004/model.safetensors"), "siglip2."), true);
+  }
+  // `clipper export` of a checkpoint loads it into a model without heads (skipping siglip2.*):
+  // the same file as the run's own export.
+  const fs::path rd = t.path() / "runs/terms0";
+  const auto ex = run(clipper_bin() + " export " + (rd / "checkpoints/step_00000004").string() +
+                      " --out " + t.file("again"));
+  ASSERT_EQ(ex.exit_code, 0) << ex.output;
+  EXPECT_EQ(slurp(fs::path(t.file("again")) / "open_clip_model.safetensors"),
+            slurp(rd / "export/open_clip_model.safetensors"));
+  const auto no_ema = run(siglip2_train(t, "--set loss.siglip2.silc=true --set train.ema_decay=0"));
+  EXPECT_EQ(no_ema.exit_code, 1) << no_ema.output;
+  EXPECT_TRUE(has(no_ema.output,
+                  "loss.siglip2.silc: the teacher is the weight EMA, set "
+                  "train.ema_decay"))
+      << no_ema.output;
+  const auto pooled =
+      run(siglip2_train(t, "--set loss.siglip2.locca=true --set model.name=tiny-coca"));
+  EXPECT_EQ(pooled.exit_code, 1) << pooled.output;
+  EXPECT_TRUE(has(pooled.output,
+                  "loss.siglip2.locca reads the image tower's un-pooled patch "
+                  "tokens; model.name 'tiny-coca'"))
+      << pooled.output;
+  const auto accum =
+      run(siglip2_train(t, "--set loss.siglip2.locca=true --set train.accum_freq=2"));
+  EXPECT_EQ(accum.exit_code, 1) << accum.output;
+  EXPECT_TRUE(has(accum.output, "train.accum_freq must be 1, got 2")) << accum.output;
+}
+
+// With every term on (SILC and masked prediction from step 4 of 12, LocCa's parallel prediction
+// on half the steps), a run stopped at step 5 resumes bit-identically: the heads (model
+// parameters), their average and DINO's centres (the "siglip2" checkpoint part) come back.
+TEST(TrainE2E, Siglip2ResumesBitIdenticallyWithEveryTerm) {
+  clipper::test::TempDir t;
+  const std::string train =
+      siglip2_train(t, "--set loss.siglip2.locca=true --set loss.siglip2.silc=true" +
+                           std::string(" --set loss.siglip2.masked=true") +
+                           " --set loss.siglip2.start_fraction=0.25");
+  const auto a = run(train + " --set train.run_name=straight");
+  ASSERT_EQ(a.exit_code, 0) << a.output;
+  const auto b1 = run(train + " --set train.run_name=resumed --set train.stop_at_step=5");
+  ASSERT_EQ(b1.exit_code, 75) << b1.output;
+  const auto b2 = run(train + " --set train.run_name=resumed --resume latest");
+  ASSERT_EQ(b2.exit_code, 0) << b2.output;
+  const fs::path runs = t.path() / "runs";
+  expect_same_runs(runs);
+  for (const char* f : {"siglip2.safetensors", "ema.safetensors"}) {
+    const auto at = runs / "straight/checkpoints/step_00000012" / f;
+    ASSERT_TRUE(fs::exists(at)) << f;
+    EXPECT_EQ(slurp(at), slurp(runs / "resumed/checkpoints/step_00000012" / f)) << f;
+  }
+  for (const char* key : {"train/loss_silc", "train/loss_masked", "train/loss_locca"})
+    EXPECT_EQ(steps_with(runs / "resumed", key).back(), 12) << key;
+}
+
+// LocCa's region tasks from the loader's regions (data.regions_key) on the synthetic shards of
+// scripts/make_region_shards.py: every sample of every step trains them (none without regions,
+// none without room in tiny-siglip2's 32-token context).
+TEST(TrainE2E, Siglip2TrainsTheRegionTasksOnShardsWithRegions) {
+  clipper::test::TempDir t;
+  const auto make =
+      run(clipper::test::python() + " " + source_path("scripts/make_region_shards.py") + " " +
+          t.file("regions") + " --train 64 --test 16");
+  ASSERT_EQ(make.exit_code, 0) << make.output;
+  const auto x = run(siglip2_train(
+      t, "--set loss.siglip2.locca=true --set train.max_steps=3" +
+             std::string(" --set data.image_keys=png") +
+             " --set data.regions_key=json --set 'data.train_shards=" + t.file("regions") +
+             "/train/train-00000.tar'" + " --set train.run_name=regions"));
+  ASSERT_EQ(x.exit_code, 0) << x.output;
+  const auto m = slurp(t.path() / "runs/regions/metrics.jsonl");
+  EXPECT_EQ(steps_with(t.path() / "runs/regions", "train/locca_region_samples").size(), 3u);
+  EXPECT_FALSE(has(m, "\"train/locca_region_samples\":0.0")) << m;
+  auto count = [&m](const std::string& kv) {
+    int n = 0;
+    for (auto at = m.find(kv); at != std::string::npos; at = m.find(kv, at + 1)) ++n;
+    return n;
+  };
+  EXPECT_EQ(count("\"train/locca_without_regions\":0.0"), 3) << m;
+  EXPECT_EQ(count("\"train/locca_no_room\":0.0"), 3) << m;
+}

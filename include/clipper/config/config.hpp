@@ -105,6 +105,7 @@ struct DataConfig {
   std::int64_t train_num_samples = 0;  // 0: from sizes.json
   std::string image_keys = "jpg;png;jpeg;webp";
   std::string text_key = "txt";
+  std::string regions_key;  // e.g. "json": the member with SigLIP 2's "regions"; empty: not read
   std::int64_t workers = 2;
   bool resampled = false;
   std::int64_t shard_shuffle_buffer = 2000;
@@ -120,6 +121,30 @@ struct DataConfig {
   // the model's preprocess_cfg.max_seq_len.
   std::vector<std::int64_t> naflex_seq_lens;
   std::int64_t naflex_max_tokens_per_batch = 0;  // per rank; 0: batch_size * max(seq_lens)
+};
+
+// SigLIP 2's terms on top of the contrastive loss (docs/training.md, "SigLIP 2's objective"):
+// the LocCa decoder loss from the first step, SILC self-distillation and masked prediction from
+// start_fraction of training, against the weight EMA (train.ema_decay) as teacher. All switches
+// off: plain training.
+struct Siglip2Config {
+  bool locca = false;         // the decoder loss: captions; referring expressions and grounded
+                              // captions on samples with regions (data.regions_key)
+  bool silc = false;          // local views of the student against the teacher's global view
+  bool masked = false;        // the student's masked patches against the teacher's
+  double locca_weight = 1.0;  // the paper's weights (SigLIP 2, sec. 2.2-2.3)
+  double silc_weight = 1.0;
+  double masked_weight = 0.25;
+  double start_fraction = 0.8;      // SILC and masked prediction from this fraction of the steps
+  double parallel_share = 0.5;      // share of steps with parallel prediction (LocCa / CapPa)
+  double mask_ratio = 0.5;          // share of the student's patches masked
+  std::int64_t local_views = 8;     // SILC's local views per picture
+  std::int64_t head_hidden = 2048;  // the distillation heads (DINO's sizes)
+  std::int64_t head_bottleneck = 256;
+  std::int64_t head_prototypes = 65536;
+  std::int64_t box_bins = 500;  // box coordinates quantized to this many values
+  bool any() const { return locca || silc || masked; }
+  bool distills() const { return silc || masked; }
 };
 
 struct LossConfig {
@@ -139,6 +164,7 @@ struct LossConfig {
   // and --coca-caption-loss-weight, same defaults).
   double coca_clip_weight = 1.0;
   double coca_caption_weight = 2.0;
+  Siglip2Config siglip2;
 };
 
 struct OptimConfig {

@@ -34,10 +34,14 @@ struct BadDataCounters {
   std::int64_t missing_image = 0;     // no file with one of the image keys
   std::int64_t missing_text = 0;      // no text file, or the json field is absent
   std::int64_t missing_label = 0;     // no integer label entry (when label_key is set)
+  std::int64_t bad_regions = 0;       // regions_key member holds invalid regions (parse_regions)
   std::int64_t shard_unreadable = 0;  // cannot be opened or is not a tar
   std::int64_t shard_truncated = 0;   // tar ends inside an entry
   std::int64_t pipe_failed = 0;       // pipe: command exited non-zero
   std::int64_t repeated = 0;          // samples read a second time to fill a rank's epoch
+  // Good samples delivered without regions (no regions_key member, or none listed in it), with
+  // LoaderOptions::regions_key set; 0 without it.
+  std::int64_t without_regions = 0;
 
   std::int64_t bad_samples() const;   // the per-sample kinds
   std::int64_t shard_errors() const;  // unreadable, truncated, pipe failed

@@ -12,6 +12,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstdint>
+#include <string>
 
 #include "clipper/model/clip.hpp"
 #include "clipper/model/linear.hpp"
@@ -24,6 +25,13 @@ namespace clipper::model {
 // in forward_coca; `causal` applies to the decoder's self-attention.
 at::Tensor decoder_logits(ClipImpl& model, const at::Tensor& image_tokens, const at::Tensor& tokens,
                           bool causal);
+// Parallel prediction with a learned mask embedding (CLIP's vocabulary has no mask token): the
+// text tower's input embedding at every position >= target_start[i] (padding included) is
+// `mask_embedding` [text width] instead of the token's, those positions count as text (not
+// padding), and the decoder's self-attention is full.
+at::Tensor parallel_decoder_logits(ClipImpl& model, const at::Tensor& image_tokens,
+                                   const at::Tensor& tokens, const at::Tensor& target_start,
+                                   const at::Tensor& mask_embedding);
 
 // Masked prediction's student (TIPS / SigLIP 2): the ViT's patch tokens after ln_post,
 // [B, N, width], with the patch embeddings where mask [B, N] (bool) is true replaced by
@@ -46,5 +54,33 @@ class DistillHeadImpl : public torch::nn::Module {
   at::Tensor prototypes;
 };
 TORCH_MODULE(DistillHead);
+
+// The parameters SigLIP 2's terms add to a model, registered on it as "siglip2" (so the
+// optimizer, ZeRO, checkpoints and the weight EMA hold them; the teacher's heads are the EMA's):
+// each present only when its term is on.
+struct Siglip2HeadOptions {
+  bool distill = false;        // SILC or masked prediction: image_head, patch_head
+  bool masked = false;         // masked prediction: mask_token
+  bool parallel = false;       // LocCa's parallel prediction: text_mask
+  std::int64_t hidden = 2048;  // DistillHead's sizes
+  std::int64_t bottleneck = 256;
+  std::int64_t prototypes = 65536;
+};
+class Siglip2HeadsImpl : public torch::nn::Module {
+ public:
+  Siglip2HeadsImpl(const ClipImpl& model, const Siglip2HeadOptions& options);
+  DistillHead image_head{nullptr};  // on the pooled image features [embed_dim]
+  DistillHead patch_head{nullptr};  // on the ViT's patch tokens [vision width]
+  at::Tensor mask_token;            // [vision width], zeros at the start
+  at::Tensor text_mask;             // [text width], N(0, 0.02) as the token embeddings
+};
+TORCH_MODULE(Siglip2Heads);
+
+// Adds the heads to `model` (registered last: "siglip2.image_head.fc1.weight", ...). Names
+// starting with "siglip2." are training-only: exports leave them out and loading weights into a
+// model without them skips them (io/openclip.hpp).
+Siglip2Heads add_siglip2_heads(ClipImpl& model, const Siglip2HeadOptions& options);
+// Whether a state-dict name is one of those training-only tensors ("siglip2." first).
+bool is_siglip2_tensor(const std::string& name);
 
 }  // namespace clipper::model

@@ -18,8 +18,11 @@ using RegionBatch = data::RegionBatch;
 
 struct LoccaOptions {
   bool parallel = false;     // this step uses parallel prediction (loss::parallel_prediction_step)
-  std::int64_t mask_id = 0;  // the targets' input id on a parallel step
-  std::int64_t pad_id = 0;   // label positions holding it are not predicted
+  std::int64_t mask_id = 0;  // the targets' input id on a parallel step (no mask_embedding)
+  // [text width]: on a parallel step the targets' input embedding instead of mask_id's (the
+  // trainer's choice: model::Siglip2HeadsImpl::text_mask)
+  at::Tensor mask_embedding;
+  std::int64_t pad_id = 0;  // label positions holding it are not predicted
   loss::LoccaTaskWeights weights;
 };
 

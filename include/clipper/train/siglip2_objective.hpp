@@ -18,13 +18,11 @@
 
 namespace clipper::train {
 
-// The parameters the distillation terms add, and the teacher's side of the heads. (Not model
-// parameters yet: the caller owns them, their optimizer and their EMA.)
+// The distillation terms' state: the model's heads (model::add_siglip2_heads; with the weight
+// average swapped in they are the teacher's, the EMA of the student's) and DINO's centres.
 struct DistillParts {
-  model::DistillHead image_head{nullptr}, patch_head{nullptr};                  // the student's
-  model::DistillHead teacher_image_head{nullptr}, teacher_patch_head{nullptr};  // their EMA
-  at::Tensor mask_token;                                                        // [vision width]
-  at::Tensor image_center, patch_center;  // [K], DINO's centres
+  model::Siglip2Heads heads{nullptr};
+  at::Tensor image_center, patch_center;  // [K]
 };
 
 struct Siglip2Options {
@@ -42,7 +40,7 @@ bool distillation_active(const Siglip2Options& o, std::int64_t step, std::int64_
 
 struct TeacherTargets {
   at::Tensor image_scores;  // [B, K]: the teacher's image head on the global view
-  at::Tensor patch_scores;  // [B, N, K]: its patch head on the unmasked patches
+  at::Tensor patch_scores;  // [B, N, K]: its patch head on the patches (masked prediction only)
 };
 // No gradient; call with the teacher's weights in the model.
 TeacherTargets teacher_targets(model::ClipImpl& model, DistillParts& parts,
@@ -53,15 +51,22 @@ struct Siglip2Terms {
   at::Tensor locca, silc, masked;  // each 0 when off or not yet started
   loss::LoccaLoss locca_parts;
 };
-// targets: null on a step without distillation. images [B, 3, S, S] normalized; captions [B, L].
+// targets: null on a step without distillation. images [B, 3, S, S] normalized; captions [B, L];
+// image_tokens: the student's encode_image_tokens(images).second when the caller has them
+// (undefined: computed here).
 Siglip2Terms student_terms(model::ClipImpl& model, DistillParts& parts, const at::Tensor& images,
-                           const at::Tensor& captions, const RegionBatch& regions,
-                           const TeacherTargets* targets, const Siglip2Options& o,
-                           at::Generator gen);
+                           const at::Tensor& image_tokens, const at::Tensor& captions,
+                           const RegionBatch& regions, const TeacherTargets* targets,
+                           const Siglip2Options& o, at::Generator gen);
 
-// After the optimizer step: the centres move toward the teacher's outputs and the teacher's heads
-// toward the student's (lerp by 1 - decay).
-void update_teacher_parts(DistillParts& parts, const TeacherTargets& targets, double decay,
-                          const loss::DistillTemps& temps);
+// The centres' means of the teacher's outputs: [K] each (to average across ranks before
+// update_centers).
+struct TeacherMeans {
+  at::Tensor image, patch;
+};
+TeacherMeans teacher_means(const TeacherTargets& targets);
+// After the optimizer step: the centres move toward the teacher's means (DINO's momentum).
+void update_centers(DistillParts& parts, const TeacherMeans& means,
+                    const loss::DistillTemps& temps);
 
 }  // namespace clipper::train

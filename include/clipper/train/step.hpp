@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "clipper/config/config.hpp"
+#include "clipper/data/regions.hpp"
 #include "clipper/model/clip.hpp"
 #include "clipper/model/image_normalizer.hpp"
 #include "clipper/optim/adamw.hpp"
@@ -41,10 +42,15 @@ class ClipLoss;
 
 namespace clipper::train {
 
+class Siglip2Step;
+
 struct MicroBatch {
   at::Tensor images;  // uint8 [B, H, W, 3] (any device) or float [B, 3, H, W] already normalized
   at::Tensor tokens;  // int64 [B, L]
   at::Tensor grids;   // NaFlex: int64 [B, 2], images are patches [B, N, P*P*3] (data::Batch)
+  // SigLIP 2's LocCa: the region task sequences of the samples with regions (the trainer's
+  // data::make_region_batch of data::Batch::regions) and the count of those without
+  data::RegionBatch regions;
 };
 
 // The config sections the step reads.
@@ -114,6 +120,10 @@ class TrainStep {
   // device) under no grad and the same autocast, and the loss is OpenCLIP's DistillClipLoss
   // (contrastive + distill terms, summed) over the whole accumulated batch. loss.kind clip only.
   void set_teacher(model::Clip teacher);
+  // SigLIP 2's terms (loss.siglip2, siglip2_step.hpp): from now on each step adds them to the
+  // contrastive loss (one micro-batch per step). Null: off.
+  void set_siglip2(std::unique_ptr<Siglip2Step> siglip2);
+  Siglip2Step* siglip2() { return siglip2_.get(); }
   // The weight average (StepConfig::ema.decay > 0), updated once per optimizer step; else null.
   // With dist.zero 3 it averages this rank's parameter shards (ema.hpp).
   WeightEma* ema() { return ema_.get(); }
@@ -177,6 +187,7 @@ class TrainStep {
   model::Clip teacher_{nullptr};
   std::unique_ptr<loss::ClipLoss> distill_;
   std::unique_ptr<WeightEma> ema_;
+  std::unique_ptr<Siglip2Step> siglip2_;
   std::vector<at::Tensor> params_;  // the trainable ones
   model::ImageNormalizer normalize_;
   DeviceStats stats_;

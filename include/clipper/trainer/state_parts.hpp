@@ -20,6 +20,7 @@
 //                        has no saved state keeps its fresh one)
 //   loader     per rank  the loader's position and bad-data counters (another world size: only
 //                        at an epoch boundary, or with data.reshard_to_next_epoch)
+//   siglip2    global    loss.siglip2 with SILC or masked prediction: DINO's centres
 #include <ATen/core/Tensor.h>
 
 #include <memory>
@@ -37,6 +38,7 @@ class Loader;
 namespace clipper::train {
 class TrainStep;
 class WeightEma;
+class Siglip2Step;
 }  // namespace clipper::train
 
 namespace clipper::trainer {
@@ -80,5 +82,7 @@ struct EmaParts {
 EmaParts make_ema_parts(train::WeightEma& ema);
 std::unique_ptr<checkpoint::Stateful> make_rng_part(at::Device device);
 std::unique_ptr<checkpoint::Stateful> make_loader_part(data::Loader& loader);
+// "siglip2" (global): loss.siglip2's centres (SILC / masked prediction), the same on every rank.
+std::unique_ptr<checkpoint::Stateful> make_siglip2_part(train::Siglip2Step& siglip2);
 
 }  // namespace clipper::trainer
