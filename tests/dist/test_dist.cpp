@@ -91,6 +91,23 @@ TEST(DistLoss, ClipUnequalBatches3Ranks) {
 TEST(DistLoss, SigLipUnequalBatches2Ranks) {
   expect_all_ok(2, "siglip", "dtype=f64 uneven=1");
 }
+// Without the unequal_batches switch, different batch sizes are a DistError naming each rank's
+// size and the switch (they aborted inside Gloo's all-gather, exit 134).
+TEST(DistLoss, UnequalBatchesWithoutTheSwitchAreRefused2Ranks) {
+  for (const std::string kind : {"clip", "siglip"}) {
+    TempDir dir;
+    const auto r = clipper::test::run(clipper::test::clipper_bin() +
+                                      " launch --nproc-per-node 2 -- " + worker() + " " + kind +
+                                      " dtype=f64 uneven=1 switch=0 out=" + dir.path().string());
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    for (int i = 0; i < 2; ++i) {
+      const auto log = rank_log(dir, i);
+      EXPECT_EQ(log.rfind("OK " + kind + " refused", 0), 0u) << "rank " << i << ": " << log;
+      EXPECT_NE(log.find("rank 0: 4, rank 1: 5"), std::string::npos) << log;
+      EXPECT_NE(log.find("unequal_batches"), std::string::npos) << log;
+    }
+  }
+}
 TEST(DistLoss, SigLipNeighbour2Ranks) {
   expect_all_ok(2, "siglip", "exchange=neighbour dtype=f64");
 }
