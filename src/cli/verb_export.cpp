@@ -1,6 +1,7 @@
 // clipper export CHECKPOINT --format openclip|hf --out DIR [--model NAME] [--ema]
 //   [--hf-class auto|CLIPModel|SiglipModel|Siglip2Model]
 #include <memory>
+#include <optional>
 
 #include "clipper/core/error.hpp"
 #include "clipper/core/log.hpp"
@@ -10,6 +11,7 @@
 #include "verbs.hpp"
 #ifdef CLIPPER_WITH_TOKENIZER
 #include "clipper/tokenizer/hf_files.hpp"
+#include "clipper/tokenizer/tokenizer.hpp"
 #endif
 
 namespace clipper::cli {
@@ -46,6 +48,19 @@ void write_siglip_tokenizer(const model::ModelSpec& spec, const std::string& out
                << spec.tokenizer << "' (a SentencePiece model of clipper's own layout has no "
                << "Hugging Face tokenizer class; copy a tokenizer folder beside the weights)");
 }
+
+// config.json's pad / bos / eos ids from the model's tokenizer; unset where it cannot say (an
+// "hf:" tokenizer does not decode): the export guesses them from the vocabulary size.
+std::optional<io::HfTextIds> tokenizer_text_ids(const model::ModelSpec& spec) {
+  try {
+    const auto r = tokenizer::make_tokenizer(spec.tokenizer, spec.context_length)->row_ids();
+    return io::HfTextIds{r.pad, r.start, r.end};
+  } catch (const core::InputError& e) {
+    CLIPPER_INFO("hf export: special token ids guessed from the vocabulary size (" << e.what()
+                                                                                   << ")");
+    return std::nullopt;
+  }
+}
 #endif
 
 void export_hf(const Args& a) {
@@ -57,7 +72,8 @@ void export_hf(const Args& a) {
     io::export_hf(m, spec, a.out);  // refuses what transformers' CLIP cannot express
     tokenizer::write_hf_clip_tokenizer(a.out, spec.context_length);
   } else {
-    io::export_hf_siglip(m, spec, cls, a.out);  // refuses what SigLIP cannot express
+    // refuses what SigLIP cannot express
+    io::export_hf_siglip(m, spec, cls, a.out, tokenizer_text_ids(spec));
     write_siglip_tokenizer(spec, a.out);
   }
 #else

@@ -288,30 +288,23 @@ json tower_common(std::int64_t width, std::int64_t heads, std::int64_t layers, d
 // the vocabulary is written as null: transformers warns about those). SigLIP's T5 SentencePiece
 // (32,000 pieces): pad = eos = 1; SigLIP 2's Gemma (256,000): pad 0, eos 1, bos 2; the CLIP BPE:
 // clipper pads with 0. They tag the config only: SiglipTextModel pools the last position.
-void put_special_ids(json& text, const model::ModelSpec& s) {
-  std::optional<std::int64_t> bos, eos, pad;
-  if (s.tokenizer == "clip") {
-    bos = 49406, eos = 49407, pad = 0;
-  } else if (s.vocab_size == 32000) {
-    eos = 1, pad = 1;
-  } else if (s.vocab_size == 256000) {
-    bos = 2, eos = 1, pad = 0;
-  }
+void put_special_ids(json& text, const model::ModelSpec& s, const std::optional<HfTextIds>& ids) {
+  const HfTextIds t = ids ? *ids : guessed_text_ids(s);
   const auto id = [&](const std::optional<std::int64_t>& i) {
-    return i && *i < s.vocab_size ? json(*i) : json(nullptr);
+    return i && *i >= 0 && *i < s.vocab_size ? json(*i) : json(nullptr);
   };
-  text["pad_token_id"] = id(pad);
-  text["bos_token_id"] = id(bos);
-  text["eos_token_id"] = id(eos);
+  text["pad_token_id"] = id(t.pad);
+  text["bos_token_id"] = id(t.bos);
+  text["eos_token_id"] = id(t.eos);
 }
 
-json text_config(const model::ModelSpec& s, HfClass cls) {
+json text_config(const model::ModelSpec& s, HfClass cls, const std::optional<HfTextIds>& ids) {
   json c = tower_common(s.text_width, s.text_heads, s.text_layers, s.text_mlp_ratio,
                         s.text_activation(), s.text_norm_eps);
   c["vocab_size"] = s.vocab_size;
   c["max_position_embeddings"] = s.context_length;
   c["projection_size"] = s.embed_dim;
-  put_special_ids(c, s);
+  put_special_ids(c, s, ids);
   c["model_type"] = cls == HfClass::siglip2 ? "siglip2_text_model" : "siglip_text_model";
   return c;
 }
@@ -333,11 +326,12 @@ json vision_config(const model::ModelSpec& s, HfClass cls) {
   return c;
 }
 
-json config_object(const model::ModelSpec& s, HfClass cls) {
+json config_object(const model::ModelSpec& s, HfClass cls,
+                   const std::optional<HfTextIds>& ids = std::nullopt) {
   json root;
   root["architectures"] = {name_of(cls)};
   root["model_type"] = cls == HfClass::siglip2 ? "siglip2" : "siglip";
-  root["text_config"] = text_config(s, cls);
+  root["text_config"] = text_config(s, cls, ids);
   root["vision_config"] = vision_config(s, cls);
   root["dtype"] = "float32";
   root["clipper"] = {{"model", s.name}, {"tokenizer", s.tokenizer}, {"version", core::version()}};
@@ -498,8 +492,21 @@ void check_hf_siglip_exportable(const model::ModelSpec& spec, HfClass cls) {
                      name_of(cls) + ":" + why + "\n(--format openclip exports any clipper model)");
 }
 
-std::string hf_siglip_config_json(const model::ModelSpec& spec, HfClass cls) {
-  return config_object(spec, cls).dump(2) + "\n";
+HfTextIds guessed_text_ids(const model::ModelSpec& s) {
+  HfTextIds t;
+  if (s.tokenizer == "clip") {
+    t.bos = 49406, t.eos = 49407, t.pad = 0;
+  } else if (s.vocab_size == 32000) {
+    t.eos = 1, t.pad = 1;
+  } else if (s.vocab_size == 256000) {
+    t.bos = 2, t.eos = 1, t.pad = 0;
+  }
+  return t;
+}
+
+std::string hf_siglip_config_json(const model::ModelSpec& spec, HfClass cls,
+                                  const std::optional<HfTextIds>& ids) {
+  return config_object(spec, cls, ids).dump(2) + "\n";
 }
 
 TensorList hf_siglip_state_dict(const TensorList& openclip, const model::ModelSpec& s,
@@ -582,13 +589,13 @@ TensorList openclip_from_hf_siglip(const TensorList& hf, const model::ModelSpec&
 }
 
 void export_hf_siglip(const model::Clip& m, const model::ModelSpec& spec, HfClass cls,
-                      const std::string& out_dir) {
+                      const std::string& out_dir, const std::optional<HfTextIds>& ids) {
   check_hf_siglip_exportable(spec, cls);
   const auto tensors = hf_siglip_state_dict(model_state_dict(*m), spec, cls);
   const fs::path dir(out_dir);
   fs::create_directories(dir);
   save_safetensors((dir / "model.safetensors").string(), tensors, {{"format", "pt"}});
-  core::write_file_atomic((dir / "config.json").string(), hf_siglip_config_json(spec, cls));
+  core::write_file_atomic((dir / "config.json").string(), hf_siglip_config_json(spec, cls, ids));
   if (!write_preprocessor(spec, cls, dir))
     CLIPPER_WARN(
         "hf export: no preprocessor_config.json (transformers' SigLIP processors "

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "clipper/core/atomic_file.hpp"
+#include "clipper/core/digest.hpp"
 #include "clipper/core/error.hpp"
 #include "clipper/optim/sharded_adamw.hpp"
 
@@ -29,6 +30,31 @@ fs::path rank_file(const std::string& dir, int rank, const char* ext) {
   return fs::path(dir) / buf;
 }
 
+// A rank file against the folder's manifest.json (its size and CRC-32, as a checkpoint load
+// checks them): InputError naming the file. Files the manifest does not list are left alone.
+void check_rank_file(const fs::path& file) {
+  const fs::path manifest = file.parent_path() / "manifest.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(manifest, ec)) return;
+  const json m = read_json(manifest);
+  const std::string name = file.filename().string();
+  if (!m.contains("files") || !m["files"].is_object() || !m["files"].contains(name)) return;
+  const json& info = m["files"][name];
+  if (!fs::is_regular_file(file, ec))
+    throw core::InputError("checkpoint file '" + file.string() + "' is missing");
+  const auto digest = core::digest_of_file(file.string());
+  if (digest.size != info.value("size", digest.size) ||
+      digest.crc32 != info.value("crc32", digest.crc32))
+    throw core::InputError("checkpoint file '" + file.string() +
+                           "' fails its size / CRC-32 check against manifest.json (corrupted)");
+}
+
+json read_rank_json(const std::string& dir, int rank) {
+  const fs::path p = rank_file(dir, rank, "json");
+  check_rank_file(p);
+  return read_json(p);
+}
+
 }  // namespace
 
 TensorList assemble_rank_shards(const std::string& dir, const std::string& part,
@@ -39,14 +65,15 @@ TensorList assemble_rank_shards(const std::string& dir, const std::string& part,
   if (!fs::is_regular_file(first, ec))
     throw core::InputError("checkpoint '" + dir + "' was saved with dist.zero 3 and has no " +
                            first.filename().string() + " with the shards of its parameters");
-  const json j0 = read_json(first);
+  const json j0 = read_rank_json(dir, 0);
   if (!j0.contains(part) || !j0[part].is_object() || !j0[part].contains("world_size"))
     throw core::InputError(first.string() + " holds no '" + part + "' shards");
   const int world = j0[part]["world_size"].get<int>();
   optim::SavedFlatShards saved;
   saved.where = dir;
   for (int r = 0; r < world; ++r) {
-    const json j = r == 0 ? j0 : read_json(rank_file(dir, r, "json"));
+    const json j = r == 0 ? j0 : read_rank_json(dir, r);
+    check_rank_file(rank_file(dir, r, "safetensors"));
     saved.json.push_back(j.contains(part) ? j[part] : json());
   }
   saved.tensors = [&dir, &part](int r) {

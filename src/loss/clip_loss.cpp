@@ -73,6 +73,7 @@ at::Tensor ClipLoss::forward(const at::Tensor& img, const at::Tensor& txt, const
   // With one process there is a single block: the plain form is the same loss with less memory
   // (the chunked one keeps its recompute buffers).
   if (unequal_batches && pg_->size() > 1) return unequal_forward(img, txt, scale);
+  detail::check_equal_batches(img.size(0), *pg_, "clip loss");
   if (cfg_.chunked && pg_->size() > 1)
     return detail::chunked_clip_loss(img, txt, scale, *pg_, cfg_.gather_with_grad);
   const Logits l = logits(img, txt, scale, /*no_grad=*/false);
@@ -119,6 +120,7 @@ DistillTerms ClipLoss::forward_distill(const at::Tensor& img, const at::Tensor& 
                                        const at::Tensor& t_txt, const at::Tensor& t_scale) {
   check_features(img, txt, scale, "distill loss (student)");
   check_features(t_img, t_txt, t_scale, "distill loss (teacher)");
+  detail::check_equal_batches(img.size(0), *pg_, "distill loss");
   TORCH_CHECK(t_img.size(0) == img.size(0), "distill loss: ", img.size(0), " student rows but ",
               t_img.size(0), " teacher rows");
   const Logits s = logits(img, txt, scale, /*no_grad=*/false);

@@ -3,6 +3,10 @@
 // logits computed in half precision.
 #include <ATen/ATen.h>
 
+#include <string>
+
+#include "clipper/dist/process_group.hpp"
+
 namespace clipper::loss::detail {
 
 inline at::Tensor upcast(const at::Tensor& t) {
@@ -19,5 +23,25 @@ inline void check_features(const at::Tensor& img, const at::Tensor& txt, const a
               txt.size(1));
   TORCH_CHECK(scale.defined() && scale.numel() == 1, who,
               ": logit_scale must be a one-element tensor");
+}
+
+// The equal-batch forms gather [B, D] from every rank: ranks with different B would abort inside
+// the collective. One 8-byte all-gather of the row counts first; DistError naming them.
+inline void check_equal_batches(std::int64_t rows, dist::ProcessGroup& pg, const char* who) {
+  if (pg.size() == 1) return;
+  const at::Tensor all =
+      pg.all_gather(at::full({1}, rows, at::TensorOptions().dtype(at::kLong)), "batch sizes").cpu();
+  const auto* n = all.data_ptr<std::int64_t>();
+  std::string sizes;
+  bool equal = true;
+  for (int r = 0; r < pg.size(); ++r) {
+    equal = equal && n[r] == n[0];
+    sizes += (r ? ", rank " : "rank ") + std::to_string(r) + ": " + std::to_string(n[r]);
+  }
+  if (!equal)
+    throw dist::DistError(
+        std::string(who) + ": the ranks hold different batch sizes (" + sizes +
+        "); the loss needs equal ones unless unequal_batches is on "
+        "(ContrastiveLoss::unequal_batches, switched on by data.naflex_seq_lens)");
 }
 }  // namespace clipper::loss::detail

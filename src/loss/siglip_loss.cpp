@@ -39,6 +39,7 @@ at::Tensor SigLipLoss::forward(const at::Tensor& img, const at::Tensor& txt,
   TORCH_CHECK(bias.defined() && bias.numel() == 1,
               "siglip loss: logit_bias must be a one-element tensor");
   auto& pg = *pg_;
+  if (!unequal_batches) detail::check_equal_batches(img.size(0), pg, "siglip loss");
   // One process: a single block, for which the plain form needs less memory.
   if (cfg_.chunked && pg.size() > 1) return detail::chunked_siglip_loss(img, txt, scale, bias, pg);
   const std::int64_t w = pg.size(), r = pg.rank(), b = img.size(0);

@@ -172,7 +172,17 @@ int run_loss(ProcessGroup& pg, const std::string& kind) {
 
   auto mine = loss_leaves(all, first, n, siglip);
   auto loss_fn = clipper::loss::make_loss(cfg, borrowed(pg));
-  loss_fn->unequal_batches = uneven;
+  loss_fn->unequal_batches = uneven && arg("switch", "1") == "1";
+  if (uneven && !loss_fn->unequal_batches) {  // switch=0: refused with an error naming the sizes
+    try {
+      loss_fn->forward(mine.img, mine.txt, mine.scale, mine.bias);
+    } catch (const clipper::dist::DistError& e) {
+      report("OK " + kind + " refused: " + e.what());
+      return 0;
+    }
+    report("FAIL " + kind + ": unequal batches without the switch were not refused");
+    return 3;
+  }
   at::Tensor loss = loss_fn->forward(mine.img, mine.txt, mine.scale, mine.bias);
   // A second call checks the cached labels.
   loss = loss_fn->forward(mine.img, mine.txt, mine.scale, mine.bias);

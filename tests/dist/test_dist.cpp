@@ -91,6 +91,23 @@ TEST(DistLoss, ClipUnequalBatches3Ranks) {
 TEST(DistLoss, SigLipUnequalBatches2Ranks) {
   expect_all_ok(2, "siglip", "dtype=f64 uneven=1");
 }
+// Without the unequal_batches switch, different batch sizes are a DistError naming each rank's
+// size and the switch (they aborted inside Gloo's all-gather, exit 134).
+TEST(DistLoss, UnequalBatchesWithoutTheSwitchAreRefused2Ranks) {
+  for (const std::string kind : {"clip", "siglip"}) {
+    TempDir dir;
+    const auto r = clipper::test::run(clipper::test::clipper_bin() +
+                                      " launch --nproc-per-node 2 -- " + worker() + " " + kind +
+                                      " dtype=f64 uneven=1 switch=0 out=" + dir.path().string());
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    for (int i = 0; i < 2; ++i) {
+      const auto log = rank_log(dir, i);
+      EXPECT_EQ(log.rfind("OK " + kind + " refused", 0), 0u) << "rank " << i << ": " << log;
+      EXPECT_NE(log.find("rank 0: 4, rank 1: 5"), std::string::npos) << log;
+      EXPECT_NE(log.find("unequal_batches"), std::string::npos) << log;
+    }
+  }
+}
 TEST(DistLoss, SigLipNeighbour2Ranks) {
   expect_all_ok(2, "siglip", "exchange=neighbour dtype=f64");
 }
@@ -220,6 +237,44 @@ void expect_world_size_change(int w1, int z1, int w2, int z2, const std::string&
     EXPECT_NE(log.find("OK reshard max"), std::string::npos) << "rank " << i << ": " << log;
   }
 }
+// A dist.zero 3 checkpoint exported offline (read_state_dict assembles the parameter shards from
+// the rank files): a rank file that fails its manifest CRC-32 is an error naming it (it was read
+// as it was, corrupted weights and all).
+TEST(DistCheckpoint, OfflineAssemblyOfZero3ChecksTheRankFilesCrc) {
+  TempDir dir;
+  const auto save = clipper::test::run(
+      clipper::test::clipper_bin() + " launch --nproc-per-node 2 -- " + worker() +
+      " reshard global=8 before=1 steps=2 zero=3 phase=save dir=" + dir.file("run") +
+      " out=" + dir.path().string());
+  ASSERT_EQ(save.exit_code, 0) << save.output;
+  std::string ckpt;  // the committed step folder (the one with model.json)
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir.file("run")))
+    if (e.path().filename() == "model.json") ckpt = e.path().parent_path().string();
+  ASSERT_FALSE(ckpt.empty()) << save.output;
+  // dist_worker's zero_spec: tiny-vit made smaller.
+  const auto yaml = dir.write(
+      "zero-vit.yaml",
+      "embed_dim: 16\nvision_cfg: {image_size: 8, layers: 2, width: 32, patch_size: 4, "
+      "head_width: 16}\ntext_cfg: {context_length: 8, vocab_size: 64, width: 32, heads: 2, "
+      "layers: 2}\ntokenizer: clip\n");
+  const std::string export_cmd = clipper::test::clipper_bin() + " export " + ckpt + " --model " +
+                                 yaml + " --format openclip --out ";
+  const auto good = clipper::test::run(export_cmd + dir.file("good"));
+  ASSERT_EQ(good.exit_code, 0) << good.output;
+  const std::string victim = ckpt + "/rank_00001.safetensors";
+  {
+    std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(-5, std::ios::end);
+    const char c = static_cast<char>(f.get() ^ 0x5a);
+    f.seekp(-5, std::ios::end);
+    f.put(c);
+  }
+  const auto bad = clipper::test::run(export_cmd + dir.file("bad"));
+  EXPECT_NE(bad.exit_code, 0) << bad.output;
+  EXPECT_NE(bad.output.find(victim), std::string::npos) << bad.output;
+  EXPECT_NE(bad.output.find("CRC-32"), std::string::npos) << bad.output;
+}
+
 TEST(DistWorldSizeChange, From4RanksZero1To2RanksZero2) {
   expect_world_size_change(4, 1, 2, 2);
 }

@@ -3,10 +3,16 @@
 
 #include <algorithm>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
 
+#include "clipper/core/atomic_file.hpp"
 #include "clipper/core/error.hpp"
+#include "clipper/io/openclip.hpp"
+#include "clipper/io/safetensors.hpp"
+#include "clipper/model/clip.hpp"
+#include "clipper/model/model_spec.hpp"
 #include "clipper/tokenizer/sentencepiece_train.hpp"
 #include "clipper/tokenizer/tokenizer.hpp"
 #include "test_util.hpp"
@@ -163,6 +169,37 @@ TEST(SentencePiece, CliTrainThenEncode) {
   const auto bad = clipper::test::run(bin + " tokenizer train --input " + input +
                                       " --vocab-size 50 --model-type wordpiece --out x");
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
+}
+
+// `export --format hf` of a model with a SentencePiece tokenizer: config.json's pad / bos / eos
+// ids are the tokenizer's, not those guessed from the vocabulary size (32,000: T5's eos = pad =
+// 1, no bos).
+TEST(SentencePiece, HfExportWritesTheTokenizersSpecialIds) {
+  clipper::test::TempDir dir;
+  const auto sp = train_model(dir, "sp/bpe", "bpe");
+  auto text =
+      clipper::core::read_file(clipper::test::source_path("configs/models/tiny-siglip.yaml"));
+  for (const auto& [from, to] :
+       {std::pair<std::string, std::string>{"vocab_size: 49408", "vocab_size: 32000"},
+        {"tokenizer: clip", "tokenizer: sentencepiece:" + sp}}) {
+    ASSERT_NE(text.find(from), std::string::npos) << from;
+    text.replace(text.find(from), from.size(), to);
+  }
+  const auto yaml = dir.write("sp-siglip.yaml", text);
+  const auto spec = clipper::model::load_model_spec(yaml);
+  clipper::io::save_safetensors(
+      dir.file("w.safetensors"),
+      clipper::io::model_state_dict(*clipper::model::create_model(spec, 1)));
+  const auto r =
+      clipper::test::run(clipper::test::clipper_bin() + " export " + dir.file("w.safetensors") +
+                         " --model " + yaml + " --format hf --out " + dir.file("hf"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto ids = clipper::tokenizer::make_tokenizer("sentencepiece:" + sp, 16)->row_ids();
+  ASSERT_NE(ids.end, 1);  // not the guessed T5 id
+  const auto cfg = nlohmann::json::parse(clipper::core::read_file(dir.file("hf/config.json")));
+  EXPECT_EQ(cfg["text_config"]["eos_token_id"], ids.end) << cfg["text_config"].dump();
+  EXPECT_EQ(cfg["text_config"]["bos_token_id"], ids.start) << cfg["text_config"].dump();
+  EXPECT_EQ(cfg["text_config"]["pad_token_id"], ids.pad) << cfg["text_config"].dump();
 }
 
 }  // namespace

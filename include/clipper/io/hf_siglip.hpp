@@ -42,8 +42,18 @@ std::string hf_siglip_unsupported(const model::ModelSpec& spec, HfClass cls);
 // Throws InputError naming the model, the class and listing hf_siglip_unsupported.
 void check_hf_siglip_exportable(const model::ModelSpec& spec, HfClass cls);
 
-// config.json's text (SiglipConfig / Siglip2Config with its text_config and vision_config).
-std::string hf_siglip_config_json(const model::ModelSpec& spec, HfClass cls);
+// The text tower's special ids in config.json (pad, bos, eos; unset: null).
+struct HfTextIds {
+  std::optional<std::int64_t> pad, bos, eos;
+};
+// The ids guessed when the model's tokenizer cannot say: CLIP's BPE's, T5's (a vocabulary of
+// 32,000), Gemma's (256,000), none otherwise.
+HfTextIds guessed_text_ids(const model::ModelSpec& spec);
+
+// config.json's text (SiglipConfig / Siglip2Config with its text_config and vision_config). `ids`:
+// the tokenizer's (the export's caller builds it); unset: guessed_text_ids.
+std::string hf_siglip_config_json(const model::ModelSpec& spec, HfClass cls,
+                                  const std::optional<HfTextIds>& ids = std::nullopt);
 
 // The state dict in OpenCLIP names (model_state_dict) in transformers' names and shapes. Throws
 // core::Error naming any tensor that has no place there.
@@ -63,8 +73,9 @@ TensorList openclip_from_hf_siglip(const TensorList& hf, const model::ModelSpec&
                                    const std::string& origin);
 
 // Writes config.json, model.safetensors and preprocessor_config.json into `out_dir` after
-// check_hf_siglip_exportable (the tokenizer files: the caller).
+// check_hf_siglip_exportable (the tokenizer files: the caller; `ids` as hf_siglip_config_json).
 void export_hf_siglip(const model::Clip& model, const model::ModelSpec& spec, HfClass cls,
-                      const std::string& out_dir);
+                      const std::string& out_dir,
+                      const std::optional<HfTextIds>& ids = std::nullopt);
 
 }  // namespace clipper::io
