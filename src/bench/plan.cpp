@@ -152,8 +152,8 @@ std::vector<Collective> collectives(const model::ModelSpec& s, const PlanOptions
   // Image and text features of this rank's batch (fp32 after normalization), to every rank; with
   // gather_with_grad their gradients come back the same way in backward.
   const double features = 2.0 * static_cast<double>(o.batch * s.embed_dim) * 4.0;
-  // The loss's check that every rank holds the same batch size: one int64 from every rank.
-  out.push_back(ring("batch-size check", 8.0, w - 1, o));
+  // On Gloo the loss's check that every rank holds the same batch size: one int64 from each.
+  if (o.gloo) out.push_back(ring("batch-size check", 8.0, w - 1, o));
   if (o.chunked && o.local_loss) {
     // Point to point: W - 1 shifts of the B x 2D block forward; in backward W - 1 of the block
     // with its gradient accumulator, and one of the accumulator home.

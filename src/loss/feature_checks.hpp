@@ -28,7 +28,10 @@ inline void check_features(const at::Tensor& img, const at::Tensor& txt, const a
 // The equal-batch forms gather [B, D] from every rank: ranks with different B would abort inside
 // the collective. One 8-byte all-gather of the row counts first; DistError naming them.
 inline void check_equal_batches(std::int64_t rows, dist::ProcessGroup& pg, const char* who) {
-  if (pg.size() == 1) return;
+  // Gloo (CPU) groups only: there an unequal all-gather aborts the process. On CUDA the check
+  // would make every step wait on the host for the sizes; NCCL runs rely on the trainer setting
+  // unequal_batches wherever batch sizes can differ (and on the collective timeout).
+  if (pg.size() == 1 || pg.device().is_cuda()) return;
   const at::Tensor all =
       pg.all_gather(at::full({1}, rows, at::TensorOptions().dtype(at::kLong)), "batch sizes").cpu();
   const auto* n = all.data_ptr<std::int64_t>();

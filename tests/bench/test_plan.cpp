@@ -70,6 +70,7 @@ double predicted_payload(int zero, bool chunked = false) {
   o.world = 2;
   o.batch = 8;
   o.bf16 = false;
+  o.gloo = true;  // measured on the CPU
   o.zero = zero;
   o.chunked = chunked;
   double predicted = 0;

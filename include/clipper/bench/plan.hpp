@@ -23,6 +23,7 @@ struct PlanOptions {
   bool local_loss = true;
   bool gather_with_grad = true;
   bool chunked = false;  // loss.chunked: one peer block at a time around the ring
+  bool gloo = false;     // a CPU (Gloo) group: the losses first check the ranks' batch sizes
   std::int64_t ranks_per_node = 8;
   double intra_node_gbs = 400;  // GB/s per rank inside a node (NVLink)
   double inter_node_gbs = 50;   // GB/s per rank between nodes (400 Gb/s InfiniBand)
