@@ -1,34 +1,55 @@
 #!/usr/bin/env bash
-# The ablation of SigLIP 2's terms (issue 29 item 4, docs/training.md "SigLIP 2's objective"):
-# tiny-siglip2 trained on the demo's Fashion-MNIST shards (configs/demo.yaml; scripts/demo.sh
-# makes them) five times, with every term, without LocCa, without SILC, without masked
-# prediction and with the sigmoid loss alone; prints each run's zero-shot top-1 on the 10,000
-# test images. Extra arguments go to every `clipper train` (e.g. --set train.epochs=1).
-# With CLIPPER_PROBE set to a command, it is run as "$CLIPPER_PROBE RUN_DIR/export" after each
-# run and its last line printed (the patch-level probe, `clipper probe-patches`, once it exists).
+# The ablation of SigLIP 2's terms (issue 29 item 4; docs/benchmarks.md "SigLIP 2's terms"):
+# tiny-siglip2 at 64 x 64 pixels (8 x 8 patches of 8) trained five times on synthetic
+# localisation shards (scripts/make_region_shards.py: one Fashion-MNIST item per canvas, its box
+# and class name as a region, "a photo of a CLASS" as caption): with every term, without LocCa,
+# without SILC, without masked prediction and with the sigmoid loss alone. Each run reports the
+# zero-shot top-1 on the test split and `clipper probe-patches` (a linear probe of the patch
+# features: each patch's class or background) on the same shards.
+#   scripts/siglip2_ablation.sh [extra --set arguments for every run]
+# Environment: ABLATION_EPOCHS (3), ABLATION_START (loss.siglip2.start_fraction, 0.5: in a run
+# this short the paper's 0.8 leaves SILC and masked prediction a few dozen steps), ABLATION_DATA
+# (data/fmnist-regions), CLIPPER_BUILD_DIR (build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 clipper=${CLIPPER_BUILD_DIR:-build}/bin/clipper
-[ -f data/fashion-mnist/train/sizes.json ] || { echo "run scripts/demo.sh first (the shards)"; exit 1; }
-tag=${ABLATION_TAG:-siglip2-ablation-$(date +%s)}
-common=(--set model.name=tiny-siglip2 --set loss.kind=siglip --set train.ema_decay=0.99
-        --set train.batch_size=64
+data=${ABLATION_DATA:-data/fmnist-regions}
+python=.venv/bin/python
+[ -x "$python" ] || python=python3
+[ -f "$data/train/sizes.json" ] ||
+  "$python" scripts/make_region_shards.py "$data" --train 4000 --test 1000 --max-items 1
+tag=${ABLATION_TAG:-siglip2-ablation}
+mkdir -p runs
+model=runs/$tag-model.yaml
+sed -e 's/image_size: 28/image_size: 64/' -e 's/patch_size: 7/patch_size: 8/' \
+  configs/models/tiny-siglip2.yaml >"$model"
+common=(--set model.name="$model" --set loss.kind=siglip --set train.ema_decay=0.99
+        --set train.batch_size=64 --set train.epochs="${ABLATION_EPOCHS:-3}"
+        --set optim.warmup_steps=20 --set train.log_every=20 --set checkpoint.every_steps=100000
+        --set "data.train_shards=$data/train/train-{00000..00003}.tar"
+        --set data.regions_key=json --set data.workers=1
+        --set "eval.zeroshot_shards=$data/test/test-00000.tar"
+        --set loss.siglip2.start_fraction="${ABLATION_START:-0.5}"
         --set loss.siglip2.local_views=4 --set loss.siglip2.head_hidden=256
         --set loss.siglip2.head_bottleneck=64 --set loss.siglip2.head_prototypes=1024)
 declare -A terms=(
   [all]="true true true" [no_locca]="false true true" [no_silc]="true false true"
   [no_masked]="true true false" [sigmoid_only]="false false false")
-printf '%-14s %s\n' variant "zero-shot top-1"
+printf '%-13s %8s %10s %10s %8s %8s\n' variant top-1 patch-acc recall mIoU seconds
 for v in all no_locca no_silc no_masked sigmoid_only; do
   read -r l s m <<<"${terms[$v]}"
-  log=/tmp/$tag-$v.log
-  "$clipper" train configs/demo.yaml "${common[@]}" --set train.run_name=$tag-$v \
+  log=runs/$tag-$v.log
+  start=$(date +%s)
+  "$clipper" train configs/demo.yaml "${common[@]}" --set train.run_name="$tag-$v" \
     --set loss.siglip2.locca=$l --set loss.siglip2.silc=$s --set loss.siglip2.masked=$m "$@" \
     >"$log" 2>&1 || { echo "$v failed: see $log"; exit 1; }
+  took=$(($(date +%s) - start))
   top1=$(grep -o 'zero-shot on [0-9]* images: top-1 [0-9.]*' "$log" | tail -1 | awk '{print $NF}')
-  line="$top1"
-  if [ -n "${CLIPPER_PROBE:-}" ]; then
-    line="$line | $($CLIPPER_PROBE runs/$tag-$v/export 2>&1 | tail -1)"
-  fi
-  printf '%-14s %s\n' "$v" "$line"
+  "$clipper" probe-patches --weights "runs/$tag-$v/export" --data "$data" \
+    --classes configs/data/fashion_mnist.yaml --device cpu --out "runs/$tag-$v-probe.json" \
+    >>"$log" 2>&1 || { echo "$v: probe failed: see $log"; exit 1; }
+  read -r acc recall iou < <("$python" -c 'import json,sys; d=json.load(open(sys.argv[1]));
+print(d["patch_acc"], d["patch_mean_per_class_recall"], d["patch_mean_iou"])' \
+    "runs/$tag-$v-probe.json")
+  printf '%-13s %8s %10.4f %10.4f %8.4f %8s\n' "$v" "$top1" "$acc" "$recall" "$iou" "$took"
 done
